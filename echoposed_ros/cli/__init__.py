@@ -1,0 +1,50 @@
+"""The ``echoposed`` command: one tool, one subcommand per job.
+
+Each subcommand lives in its own module of this package and exposes
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
+subcommand runs, so ``echoposed --help`` stays fast and never imports torch or rclpy.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ['SUBCOMMANDS', 'main']
+
+# name: (module, one-line help). Sorted by name.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='echoposed',
+        description='Cardiac ultrasound probe guidance on SO(3) x SO(3) from 2D images.')
+    from echoposed_ros import __version__
+    parser.add_argument('--version', action='version', version=f'echoposed {__version__}')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for name, (module, help_text) in sorted(SUBCOMMANDS.items()):
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in SUBCOMMANDS:
+        args = parser.parse_args(argv)  # prints help / errors for unknown commands
+        if args.command is None:
+            parser.print_help()
+        return 0 if argv and argv[0] in ('-h', '--help', '--version') else 2
+    name = argv[0]
+    module_name, help_text = SUBCOMMANDS[name]
+    module = importlib.import_module(module_name)
+    sub_parser = argparse.ArgumentParser(prog=f'echoposed {name}', description=help_text)
+    module.add_arguments(sub_parser)
+    args = sub_parser.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Where echoposed's shared files (config/, launch/, models/) live.
+
+In a source checkout (editable install, tests) they are the folders of the repository; on a ROS 2
+install they are ``share/echoposed`` found through the ament index.
+"""
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+__all__ = ['config_dir', 'launch_dir', 'models_dir', 'repo_root', 'share_dir']
+
+
+def repo_root() -> Path | None:
+    """The source checkout holding this package, or None when installed elsewhere."""
+    root = Path(__file__).resolve().parent.parent
+    package_xml = root / 'package.xml'
+    if package_xml.is_file() and '<name>echoposed</name>' in package_xml.read_text():
+        return root
+    return None
+
+
+@cache
+def share_dir() -> Path:
+    """``share/echoposed`` of the install, or the source checkout's root."""
+    root = repo_root()
+    if root is not None:
+        return root
+    from ament_index_python.packages import get_package_share_directory
+    return Path(get_package_share_directory('echoposed'))
+
+
+def config_dir() -> Path:
+    return share_dir() / 'config'
+
+
+def launch_dir() -> Path:
+    return share_dir() / 'launch'
+
+
+def models_dir() -> Path:
+    return share_dir() / 'models'

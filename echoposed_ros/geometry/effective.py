@@ -1,0 +1,89 @@
+"""Physical probe frame, effective pose and effective error (METHOD section 1).
+
+Frames: volume frame V (world), probe frame P (apex origin, z = beam, x = lateral,
+y = elevation). Length units are whatever ``centre`` and ``radius`` use (mm in the
+simulator's volume frame, m for a robot); angles are radians.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import so3
+from .errors import GeometryError
+from .pose import Pose, as_pose
+
+__all__ = [
+    'EffectivePose',
+    'ProbeFrame',
+    'body_errors',
+    'effective_error',
+    'effective_pose',
+    'probe_frame',
+]
+
+Array = NDArray[np.float64]
+
+
+class EffectivePose(NamedTuple):
+    """What an image can show: ``u = R_v e_z`` ``(..., 3)`` (unit) and ``R = R_v R_p`` ``(..., 3, 3)``."""
+
+    u: Array
+    R: Array
+
+
+class ProbeFrame(NamedTuple):
+    """Probe orientation ``R`` ``(..., 3, 3)`` (columns = probe axes in V) and apex ``o`` ``(..., 3)`` in V."""
+
+    R: Array
+    o: Array
+
+
+def probe_frame(orbit: ArrayLike, probe: ArrayLike, centre: ArrayLike, radius: float) -> ProbeFrame:
+    """Physical probe pose in the volume frame: ``R = R_v R_p`` and apex ``o = c - r R_v e_z``.
+
+    ``orbit``, ``probe``: ``(..., 3, 3)``; ``centre``: ``(3,)`` (or broadcastable ``(..., 3)``),
+    ``radius``: scalar, same length unit as ``centre``.
+    """
+    R_v = so3.check_rotation(orbit, 'orbit R_v')
+    R_p = so3.check_rotation(probe, 'probe R_p')
+    c = np.asarray(centre, dtype=np.float64)
+    if c.ndim < 1 or c.shape[-1] != 3 or not np.isfinite(c).all():
+        raise GeometryError(f'centre: expected a finite point of shape (3,), got {c.tolist()!r}')
+    r = float(radius)
+    if not np.isfinite(r) or r < 0:
+        raise GeometryError(f'radius: expected a finite length >= 0, got {radius!r}')
+    return ProbeFrame(R_v @ R_p, c - r * R_v[..., :, 2])
+
+
+def effective_pose(g: Sequence[ArrayLike]) -> EffectivePose:
+    """Effective pose ``(u, R) = (R_v e_z, R_v R_p)`` of ``g``; gauge invariant."""
+    g = as_pose(g)
+    return EffectivePose(g.orbit[..., :, 2].copy(), g.orbit @ g.probe)
+
+
+def _angle_between(a: Array, b: Array) -> Array:
+    # atan2(|a x b|, a . b): accurate at every angle, unlike arccos.
+    return np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, axis=-1))
+
+
+def effective_error(g: Sequence[ArrayLike], h: Sequence[ArrayLike]) -> Array:
+    """Effective error ``sqrt(angle_between(u_g, u_h)^2 + angle(R_g^T R_h)^2)`` in rad, shape ``(...)``.
+
+    Gauge invariant; zero iff ``g`` and ``h`` give the same slice. (Report in degrees.)
+    """
+    eg, eh = effective_pose(as_pose(g, 'g')), effective_pose(as_pose(h, 'h'))
+    a_u = _angle_between(eg.u, eh.u)
+    a_R = so3.angle(np.swapaxes(eg.R, -1, -2) @ eh.R)
+    return np.hypot(a_u, a_R)
+
+
+def body_errors(P: Sequence[ArrayLike], T: Sequence[ArrayLike]) -> Pose:
+    """Body-frame errors ``(E_v, E_p) = (P_v^T T_v, P_p^T T_p)`` from current ``P`` to target ``T``.
+
+    Invariant under a common left factor on both estimates (METHOD section 6).
+    """
+    P, T = as_pose(P, 'P'), as_pose(T, 'T')
+    return Pose(np.swapaxes(P.orbit, -1, -2) @ T.orbit, np.swapaxes(P.probe, -1, -2) @ T.probe)

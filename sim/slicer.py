@@ -1,0 +1,284 @@
+"""2D sector slices of a 3D+t volume at probe poses (METHOD.md section 2).
+
+A slice at pose ``(R_v, R_p)`` and cardiac phase ``t`` samples the volume at the points
+``o + R (x, 0, z)`` (mm, volume frame V) for the in-fan pixels of a :class:`SectorGeometry`,
+with ``R = R_v R_p`` and apex ``o = c - r R_v e_z``. Space: trilinear between voxel centres
+(voxel ``[t, k, j, i]`` sits at ``(i sx, j sy, k sz)``); a point outside the box of voxel
+centres ``[0, (X-1) sx] x [0, (Y-1) sy] x [0, (Z-1) sz]`` is 0. Time: phase ``t`` in cycles,
+periodic (``t mod 1``), frame ``f`` at phase ``f / T``, linear between neighbouring frames
+(the last frame blends into frame 0). Pixels outside the fan are 0. Output: float32 in [0, 1]
+(uint8 volumes are read as value / 255).
+
+Two implementations: :func:`slice_batch` (numba, parallel over pixels; the one to use) and
+:func:`slice_batch_reference` (plain numpy, written separately, the test oracle). The numba
+kernel is compiled on first use (a few seconds) and cached on disk (numba's ``cache=True``:
+``__pycache__`` beside this file, or ``NUMBA_CACHE_DIR``); :func:`warm_up` compiles it ahead.
+"""
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+import numba
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .sector import SectorGeometry
+from .volume import Volume
+
+__all__ = ['DEFAULT_SECTOR', 'SlicerError', 'poses_to_voxel_frames', 'slice_batch', 'slice_batch_reference',
+           'slice_volume', 'warm_up']
+
+DEFAULT_SECTOR = SectorGeometry()
+
+# A pose factor counts as a rotation when ||R^T R - I|| and |det R - 1| stay below this.
+_ROTATION_ATOL = 1e-6
+
+# numba's default threading layer (workqueue) must not be entered from two Python threads at once.
+_KERNEL_LOCK = threading.Lock()
+
+
+class SlicerError(ValueError):
+    """Bad input to the slicer (pose, phase, output buffer); the message names the argument and value."""
+
+
+# --------------------------------------------------------------------------------------------------
+# input checks and per-slice parameters
+
+
+def _as_rotations(R: ArrayLike, name: str) -> np.ndarray:
+    R = np.asarray(R, dtype=np.float64)
+    if R.ndim != 3 or R.shape[1:] != (3, 3):
+        raise SlicerError(f'{name}: expected rotation matrices of shape (N, 3, 3), got shape {R.shape}')
+    if not np.isfinite(R).all():
+        bad = int(np.flatnonzero(~np.isfinite(R).all(axis=(1, 2)))[0])
+        raise SlicerError(f'{name}[{bad}]: contains NaN or inf: {R[bad].tolist()}')
+    err = np.abs(np.swapaxes(R, 1, 2) @ R - np.eye(3)).max(axis=(1, 2))
+    err = np.maximum(err, np.abs(np.linalg.det(R) - 1.0))
+    if (err > _ROTATION_ATOL).any():
+        bad = int(np.argmax(err))
+        raise SlicerError(f'{name}[{bad}]: not a rotation matrix (orthonormality / det error {err[bad]:.3g} '
+                          f'> {_ROTATION_ATOL:g}): {R[bad].tolist()}')
+    return R
+
+
+def _as_phases(ts: ArrayLike, n: int) -> np.ndarray:
+    t = np.asarray(ts, dtype=np.float64)
+    if t.shape != (n,):
+        raise SlicerError(f'ts: expected {n} cardiac phases, shape ({n},), got shape {t.shape}')
+    if not np.isfinite(t).all():
+        raise SlicerError(f'ts: contains NaN or inf at index {int(np.flatnonzero(~np.isfinite(t))[0])}')
+    return t
+
+
+def _frames_and_weights(ts: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Phase (cycles) -> (f0, f1, w): sample = (1 - w) frame f0 + w frame f1, periodic."""
+    f = np.mod(ts, 1.0) * frames
+    f0 = np.minimum(np.floor(f), frames - 1)  # t = -1e-20 gives mod 1.0 -> f0 = T-1, w = 1 -> frame 0
+    w = f - f0
+    f0 = f0.astype(np.int64)
+    return f0, (f0 + 1) % frames, w
+
+
+def poses_to_voxel_frames(volume: Volume, orbits: ArrayLike, probes: ArrayLike,
+                          radius: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-slice apex and probe axes in voxel-index units (continuous ``(i, j, k)``).
+
+    Returns ``(o, ex, ez)``, each ``(N, 3)`` float64: the probe-frame point ``(x, 0, z)`` mm lands
+    at voxel coordinates ``o + x ex + z ez``. ``orbits``, ``probes``: ``(N, 3, 3)`` rotations.
+    """
+    R_v = _as_rotations(orbits, 'orbits')
+    R_p = _as_rotations(probes, 'probes')
+    if R_v.shape != R_p.shape:
+        raise SlicerError(f'orbits and probes differ in batch size: {R_v.shape[0]} vs {R_p.shape[0]}')
+    r = volume.radius if radius is None else float(radius)
+    if not (np.isfinite(r) and r >= 0):
+        raise SlicerError(f'radius: expected a finite orbit radius >= 0 mm, got {radius!r}')
+    R = R_v @ R_p
+    apex = volume.centre[None, :] - r * R_v[:, :, 2]
+    s = volume.spacing[None, :]
+    return apex / s, R[:, :, 0] / s, R[:, :, 2] / s
+
+
+@lru_cache(maxsize=32)
+def _sector_tables(sector: SectorGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """In-fan pixels: flat index (M,) int64, lateral x (M,) and depth z (M,) mm, float64."""
+    idx = sector.inside_index
+    pts = sector.points.reshape(-1, 3)[idx]
+    return idx, np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 2])
+
+
+def _prepare(volume, orbits, probes, ts, radius):
+    if not isinstance(volume, Volume):
+        raise SlicerError(f'volume: expected an echoposed_sim.volume.Volume, got {type(volume).__name__}')
+    o, ex, ez = poses_to_voxel_frames(volume, orbits, probes, radius)
+    t = _as_phases(ts, o.shape[0])
+    f0, f1, w = _frames_and_weights(t, volume.frames)
+    scale = 1.0 / 255.0 if volume.data.dtype == np.uint8 else 1.0
+    return o, ex, ez, f0, f1, w, scale
+
+
+def _output(out, n: int, sector: SectorGeometry) -> np.ndarray:
+    shape = (n,) + sector.shape
+    if out is None:
+        return np.zeros(shape, dtype=np.float32)
+    if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float32 \
+            or not out.flags.c_contiguous:
+        raise SlicerError(f'out: expected a C-contiguous float32 array of shape {shape}, '
+                          f'got {getattr(out, "dtype", type(out).__name__)} {getattr(out, "shape", None)}')
+    out.fill(0.0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# plain numpy reference (test oracle)
+
+
+def slice_batch_reference(volume: Volume, orbits: ArrayLike, probes: ArrayLike, ts: ArrayLike,
+                          sector: SectorGeometry = DEFAULT_SECTOR, *, radius: float | None = None) -> np.ndarray:
+    """Same contract as :func:`slice_batch`, in plain numpy (slow, memory-hungry: for tests)."""
+    R_v = _as_rotations(orbits, 'orbits')
+    R_p = _as_rotations(probes, 'probes')
+    if R_v.shape != R_p.shape:
+        raise SlicerError(f'orbits and probes differ in batch size: {R_v.shape[0]} vs {R_p.shape[0]}')
+    n = R_v.shape[0]
+    t = _as_phases(ts, n)
+    r = volume.radius if radius is None else float(radius)
+    # Points in V (mm): o + R p for the probe-frame point p of every pixel.
+    R = np.einsum('nab,nbc->nac', R_v, R_p)
+    apex = volume.centre - r * R_v[:, :, 2]                                    # (N, 3)
+    p_probe = sector.points.reshape(-1, 3)                                     # (P, 3)
+    pts = apex[:, None, :] + np.einsum('nab,pb->npa', R, p_probe)              # (N, P, 3)
+    vox = pts / volume.spacing                                                 # continuous (i, j, k)
+    data = volume.data
+    T = data.shape[0]
+    size = np.array([data.shape[3], data.shape[2], data.shape[1]])             # (X, Y, Z)
+    inside = np.all((vox >= 0) & (vox <= size - 1), axis=-1) & sector.mask.reshape(1, -1)
+    lo = np.clip(np.floor(vox).astype(np.int64), 0, size - 2)
+    frac = vox - lo
+    f = np.mod(t, 1.0) * T
+    f0 = np.minimum(np.floor(f), T - 1)
+    wt = (f - f0)[:, None]
+    f0 = f0.astype(np.int64)
+    f1 = (f0 + 1) % T
+    value = np.zeros(pts.shape[:2])
+    for di in (0, 1):
+        for dj in (0, 1):
+            for dk in (0, 1):
+                w = (np.where(di, frac[..., 0], 1 - frac[..., 0]) * np.where(dj, frac[..., 1], 1 - frac[..., 1])
+                     * np.where(dk, frac[..., 2], 1 - frac[..., 2]))
+                i, j, k = lo[..., 0] + di, lo[..., 1] + dj, lo[..., 2] + dk
+                v0 = data[f0[:, None], k, j, i].astype(np.float64)
+                v1 = data[f1[:, None], k, j, i].astype(np.float64)
+                value += w * ((1 - wt) * v0 + wt * v1)
+    if data.dtype == np.uint8:
+        value /= 255.0
+    value = np.where(inside, value, 0.0)
+    return value.reshape((n,) + sector.shape).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# numba kernel
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _kernel(flat, dims, scale, o, ex, ez, f0, f1, wt, pix, xs, zs, out):  # pragma: no cover - compiled
+    """flat: data.ravel(); dims: (T, Z, Y, X); o, ex, ez: (N, 3) voxel units; f0, f1, wt: (N,) frames
+    and time weight; pix, xs, zs: (M,) in-fan pixel flat index and probe x, z (mm); out: (N, H*W) zeroed."""
+    nz, ny, nx = dims[1], dims[2], dims[3]
+    sy = nx
+    sz = nx * ny
+    st = nx * ny * nz
+    xmax, ymax, zmax = nx - 1.0, ny - 1.0, nz - 1.0
+    n_slices = o.shape[0]
+    m_pix = pix.shape[0]
+    for q in numba.prange(n_slices * m_pix):
+        n = q // m_pix
+        m = q - n * m_pix
+        x = xs[m]
+        z = zs[m]
+        fi = o[n, 0] + x * ex[n, 0] + z * ez[n, 0]
+        fj = o[n, 1] + x * ex[n, 1] + z * ez[n, 1]
+        fk = o[n, 2] + x * ex[n, 2] + z * ez[n, 2]
+        if fi < 0.0 or fj < 0.0 or fk < 0.0 or fi > xmax or fj > ymax or fk > zmax:
+            continue  # outside the volume: stays 0
+        i0 = min(int(fi), nx - 2)
+        j0 = min(int(fj), ny - 2)
+        k0 = min(int(fk), nz - 2)
+        u = fi - i0
+        v = fj - j0
+        w = fk - k0
+        b = k0 * sz + j0 * sy + i0
+        acc = 0.0
+        w1 = wt[n]
+        for half in range(2):
+            if half == 0:
+                a = f0[n] * st + b
+                fw = 1.0 - w1
+            else:
+                a = f1[n] * st + b
+                fw = w1
+            if fw == 0.0:
+                continue
+            c00 = flat[a] * (1.0 - u) + flat[a + 1] * u
+            c10 = flat[a + sy] * (1.0 - u) + flat[a + sy + 1] * u
+            c01 = flat[a + sz] * (1.0 - u) + flat[a + sz + 1] * u
+            c11 = flat[a + sz + sy] * (1.0 - u) + flat[a + sz + sy + 1] * u
+            c0 = c00 * (1.0 - v) + c10 * v
+            c1 = c01 * (1.0 - v) + c11 * v
+            acc += fw * (c0 * (1.0 - w) + c1 * w)
+        out[n, pix[m]] = acc * scale
+
+
+def _flat_data(volume: Volume) -> np.ndarray:
+    data = volume.data
+    if not data.flags.c_contiguous:
+        raise SlicerError(f'{volume.name}: volume data must be C-contiguous for the fast slicer '
+                          '(np.ascontiguousarray it once when building the Volume)')
+    return data.reshape(-1)
+
+
+def slice_batch(volume: Volume, orbits: ArrayLike, probes: ArrayLike, ts: ArrayLike,
+                sector: SectorGeometry = DEFAULT_SECTOR, *, radius: float | None = None,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """N slices at once -> ``(N, H, W)`` float32 in [0, 1].
+
+    orbits, probes: ``(N, 3, 3)`` rotations ``R_v``, ``R_p`` (any gauge: the slice depends on
+    ``R_v R_p`` and ``R_v e_z`` only); ts: ``(N,)`` cardiac phases in cycles (periodic);
+    sector: fan and image size; radius: orbit radius override (mm, default ``volume.radius``);
+    out: optional preallocated ``(N, H, W)`` float32 C-contiguous buffer (overwritten).
+    Volume data: float32 [0, 1] or uint8, C-contiguous.
+    """
+    o, ex, ez, f0, f1, wt, scale = _prepare(volume, orbits, probes, ts, radius)
+    result = _output(out, o.shape[0], sector)
+    if o.shape[0] == 0:
+        return result
+    pix, xs, zs = _sector_tables(sector)
+    flat = _flat_data(volume)
+    dims = np.asarray(volume.data.shape, dtype=np.int64)
+    with _KERNEL_LOCK:
+        _kernel(flat, dims, np.float64(scale), o, ex, ez, f0, f1, wt, pix, xs, zs,
+               result.reshape(o.shape[0], -1))
+    return result
+
+
+def slice_volume(volume: Volume, orbit: ArrayLike, probe: ArrayLike, t: float,
+                 sector: SectorGeometry = DEFAULT_SECTOR, *, radius: float | None = None) -> np.ndarray:
+    """One slice ``(H, W)`` float32 in [0, 1] at pose ``(R_v, R_p)`` (each ``(3, 3)``) and phase ``t`` (cycles)."""
+    orbit = np.asarray(orbit, dtype=np.float64)
+    probe = np.asarray(probe, dtype=np.float64)
+    if orbit.shape != (3, 3) or probe.shape != (3, 3):
+        raise SlicerError(f'orbit and probe: expected (3, 3) rotation matrices, got shapes {orbit.shape} and '
+                          f'{probe.shape} (use slice_batch for batches)')
+    return slice_batch(volume, orbit[None], probe[None], np.array([t], dtype=np.float64), sector,
+                       radius=radius)[0]
+
+
+def warm_up() -> None:
+    """Compile (or load from the on-disk cache) the numba kernel for uint8 and float32 volumes."""
+    eye = np.eye(3)[None]
+    sector = SectorGeometry(height=8, width=8)
+    for dtype in (np.uint8, np.float32):
+        vol = Volume(data=np.zeros((2, 2, 2, 2), dtype=dtype), spacing=np.ones(3), centre=np.full(3, 0.5),
+                     radius=1.0, name='warm-up')
+        slice_batch(vol, eye, eye, np.zeros(1), sector)

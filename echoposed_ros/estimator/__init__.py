@@ -1,0 +1,37 @@
+"""Runtime pose estimation on an exported echoposed ONNX ensemble (METHOD section 5; no torch).
+
+- ``model``: load an ONNX model file and check it against the model contract
+- ``fan``: the sector fan in pixel coordinates; detecting it in an image
+- ``image``: image encodings -> float [0, 1]; resampling an input fan onto the model's fan
+- ``estimator``: :class:`Estimator` (``estimate(image) -> Estimate``)
+- ``synthetic``: tiny conforming ONNX models for tests (needs ``onnx``; import it explicitly)
+
+Every bad model file or input image raises :class:`EstimatorError` (a ValueError).
+"""
+from __future__ import annotations
+
+from .errors import EstimatorError
+from .estimator import Estimate, Estimator, FanMode
+from .fan import FanGeometry, detect_fan, model_fan
+from .image import ENCODINGS, decode_buffer, image_to_float, infer_encoding, map_to_model
+from .model import FORMAT_VERSION, METADATA_KEYS, EnsembleModel, ModelInfo, load_model
+
+__all__ = [
+    'ENCODINGS',
+    'FORMAT_VERSION',
+    'METADATA_KEYS',
+    'EnsembleModel',
+    'Estimate',
+    'Estimator',
+    'EstimatorError',
+    'FanGeometry',
+    'FanMode',
+    'ModelInfo',
+    'decode_buffer',
+    'detect_fan',
+    'image_to_float',
+    'infer_encoding',
+    'load_model',
+    'map_to_model',
+    'model_fan',
+]

@@ -79,12 +79,12 @@ def image_to_float(data: np.ndarray, encoding: str, name: str = 'image') -> np.n
     if a.dtype != dtype:
         raise EstimatorError(f'{name}: {encoding} image has dtype {a.dtype}, expected {np.dtype(dtype)}')
     if encoding == 'mono8':
-        return a.astype(np.float32) * np.float32(1 / 255)
+        return a.astype(np.float32) / np.float32(255)
     if encoding == 'mono16':
-        return a.astype(np.float32) * np.float32(1 / 65535)
+        return a.astype(np.float32) / np.float32(65535)
     weights = _LUMA if encoding == 'rgb8' else _LUMA[::-1]
     grey = a.astype(np.float32) @ weights.astype(np.float32)
-    return np.clip(grey * np.float32(1 / 255), 0.0, 1.0)
+    return np.clip(grey / np.float32(255), 0.0, 1.0)
 
 
 def decode_buffer(buffer: bytes | bytearray | memoryview | np.ndarray, encoding: str, height: int,

@@ -1,0 +1,179 @@
+"""Estimator end to end on tiny analytic ONNX models (echoposed_ros.estimator.Estimator)."""
+from __future__ import annotations
+
+import ast
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from echoposed_ros.estimator import Estimator, EstimatorError, FanGeometry, model_fan
+from echoposed_ros.estimator.synthetic import default_metadata, write_model
+from echoposed_ros.geometry import gauge_fix, matrix_to_quat_xyzw, rot_x, rot_z
+
+K = 5
+DELTA = np.radians([-6.0, -3.0, 0.0, 3.0, 6.0])     # probe members: R0 Rz(delta_k)
+EPS = np.radians([4.0, -2.0, 0.0, 2.0, -4.0])       # orbit members: S0 Rx(eps_k)
+S0 = Rotation.from_rotvec([0.2, -0.1, 0.7]).as_matrix()
+R0 = Rotation.from_rotvec([-0.3, 0.5, 1.1]).as_matrix()
+H = W = 64
+ANGLE = math.radians(75.0)
+
+
+@pytest.fixture(scope='module')
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp('model') / 'ens.onnx'
+    return write_model(path, S0 @ rot_x(EPS), R0 @ rot_z(DELTA), height=H, width=W, gain=2.0)
+
+
+@pytest.fixture(scope='module')
+def constant_model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp('model') / 'const.onnx'
+    # raw outputs are scaled rotations (not rotations): the runtime must project them
+    return write_model(path, 3.0 * (S0 @ rot_x(EPS)), 0.5 * (R0 @ rot_z(DELTA)), height=H, width=W, gain=0.0)
+
+
+def fan_image(mean_inside: float, shape=(H, W), fan=None):
+    fan = fan or model_fan(H, W, ANGLE)
+    mask = fan.mask(shape)
+    rng = np.random.default_rng(0)
+    img = np.where(mask, np.clip(mean_inside + 0.1 * rng.standard_normal(shape), 0.01, 1.0), 0.0)
+    return img.astype(np.float32)
+
+
+def expected_pose(image_mean: float):
+    turn = rot_z(2.0 * image_mean)
+    return gauge_fix((S0 @ turn, R0 @ turn))
+
+
+def test_known_mean_and_sigma2_from_disagreeing_members(constant_model_path):
+    est = Estimator(constant_model_path)
+    e = est.estimate(fan_image(0.5))
+    # symmetric spreads: the projected means are S0 and R0; sigma^2 = mean(delta^2) + mean(eps^2)
+    expected = gauge_fix((S0, R0))
+    np.testing.assert_allclose(e.orbit, expected.orbit, atol=1e-5)
+    np.testing.assert_allclose(e.probe, expected.probe, atol=1e-5)
+    assert e.sigma2 == pytest.approx(np.mean(DELTA ** 2) + np.mean(EPS ** 2), rel=1e-4)
+    assert e.member_orbits.shape == e.member_probes.shape == (K, 3, 3)
+    np.testing.assert_allclose(e.member_probes, R0 @ rot_z(DELTA), atol=1e-5)
+    # members are projected exactly onto SO(3) although the raw outputs were not rotations
+    np.testing.assert_allclose(e.member_orbits @ np.swapaxes(e.member_orbits, 1, 2),
+                               np.broadcast_to(np.eye(3), (K, 3, 3)), atol=1e-10)
+    # the mean is in canonical gauge: no twist about z in the orbit factor
+    q = Rotation.from_matrix(e.orbit).as_quat()
+    assert abs(q[2]) < 1e-7
+    np.testing.assert_allclose(e.orbit_xyzw, matrix_to_quat_xyzw(e.orbit))
+    np.testing.assert_allclose(e.probe_xyzw, matrix_to_quat_xyzw(e.probe))
+    assert e.inference_s > 0 and e.total_s >= e.inference_s
+
+
+def test_estimate_follows_the_image_and_batches_keep_order(model_path):
+    est = Estimator(model_path)
+    images = [fan_image(m) for m in (0.2, 0.7, 0.45)]
+    batch = est.estimate_batch(images)
+    for img, e in zip(images, batch):
+        exp = expected_pose(float(img.mean()))
+        np.testing.assert_allclose(e.orbit, exp.orbit, atol=2e-5)
+        np.testing.assert_allclose(e.probe, exp.probe, atol=2e-5)
+        single = est.estimate(img)
+        np.testing.assert_allclose(single.probe, e.probe, atol=1e-6)
+    orbit, probe, sigma2 = est.predict(np.stack(images), batch_size=2)
+    assert orbit.shape == probe.shape == (3, 3, 3) and sigma2.shape == (3,)
+    np.testing.assert_allclose(probe[1], batch[1].probe, atol=1e-6)
+    np.testing.assert_allclose(sigma2, [e.sigma2 for e in batch], rtol=1e-6)
+
+
+@pytest.mark.parametrize('encoding', ['mono8', 'mono16', 'rgb8', 'bgr8', '32FC1'])
+def test_every_encoding_gives_the_same_estimate(model_path, encoding):
+    est = Estimator(model_path)
+    grey = fan_image(0.6)
+    if encoding == 'mono8':
+        data = np.round(grey * 255).astype(np.uint8)
+    elif encoding == 'mono16':
+        data = np.round(grey * 65535).astype(np.uint16)
+    elif encoding in ('rgb8', 'bgr8'):
+        data = np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+    else:
+        data = grey
+    e = est.estimate(data, encoding=encoding)
+    ref = est.estimate(grey)
+    assert np.degrees(Rotation.from_matrix(e.probe.T @ ref.probe).magnitude()) < 0.05
+
+
+def test_other_image_size_is_mapped_onto_the_model_fan(model_path):
+    est = Estimator(model_path)
+    big_fan = FanGeometry.square(-6.0, 150.0, ANGLE, 250.0)
+    # the same analytic scene, drawn on a 260 x 300 scanner-like frame with square pixels
+    x, z = big_fan.plane_coords((260, 300))
+    scene = lambda x, z: 0.3 + 0.5 * z + 0.1 * np.sin(6 * x)  # noqa: E731
+    frame = np.where(big_fan.mask((260, 300)), scene(x, z), 0.0).astype(np.float32)
+    mf = est.model_fan
+    xm, zm = mf.plane_coords((H, W))
+    model_view = np.where(mf.mask((H, W)), scene(xm, zm), 0.0).astype(np.float32)
+    e = est.estimate(frame)
+    assert e.fan.apex_col == pytest.approx(150.0, abs=1.0)
+    assert math.degrees(e.fan.angle_rad) == pytest.approx(75.0, abs=1.0)
+    prepared, _ = est.prepare(frame)
+    assert prepared.shape == (H, W)
+    assert abs(float(prepared.mean()) - float(model_view.mean())) < 0.01
+    exp = expected_pose(float(prepared.mean()))
+    np.testing.assert_allclose(e.probe, exp.probe, atol=2e-5)
+    # 'auto' caches the detected fan per image size; a fixed fan is used as given
+    assert est._detected[(260, 300)] == e.fan
+    fixed = Estimator(model_path, fan=big_fan)
+    assert fixed.estimate(frame).fan == big_fan
+
+
+def test_model_size_frame_passes_unchanged(model_path):
+    est = Estimator(model_path)
+    img = fan_image(0.4)
+    prepared, fan = est.prepare(img)
+    np.testing.assert_array_equal(prepared, img)
+    assert fan == est.model_fan
+
+
+def test_fan_mode_model_refuses_other_sizes(model_path):
+    est = Estimator(model_path, fan='model')
+    with pytest.raises(EstimatorError, match='differs from the model input 64 x 64'):
+        est.estimate(np.zeros((80, 80), np.float32), name='frame.png')
+    with pytest.raises(EstimatorError, match='fan ='):
+        Estimator(model_path, fan='guess')
+
+
+def test_blank_frame_of_other_size_is_a_clear_error(model_path):
+    est = Estimator(model_path)
+    with pytest.raises(EstimatorError, match='^blank.png: no sector fan found'):
+        est.estimate(np.zeros((100, 120), np.uint8), name='blank.png')
+
+
+def test_non_finite_output_is_reported(tmp_path):
+    bad = np.full((K, 3, 3), np.nan)
+    path = write_model(tmp_path / 'nan.onnx', bad, bad, height=H, width=W)
+    est = Estimator(path)
+    with pytest.raises(EstimatorError, match=f'model file {tmp_path / "nan.onnx"}: output .orbit. holds NaN'):
+        est.estimate(fan_image(0.5))
+
+
+def test_metadata_square_pixels_changes_the_model_fan(tmp_path):
+    meta = default_metadata(K, H, W)
+    meta['square_pixels'] = 'true'
+    path = write_model(tmp_path / 'sq.onnx', S0 @ rot_x(EPS), R0 @ rot_z(DELTA), metadata=meta)
+    assert Estimator(path).model_fan == model_fan(H, W, ANGLE, square_pixels=True)
+
+
+def test_runtime_package_never_imports_torch_or_onnx():
+    pkg = Path(__file__).resolve().parents[2] / 'echoposed_ros' / 'estimator'
+    for f in sorted(pkg.glob('*.py')):
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ''] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert not name.startswith('torch'), f'{f.name} imports {name}'
+    code = ('import sys, echoposed_ros.estimator as e; e.Estimator; '
+            'assert "torch" not in sys.modules and "onnx" not in sys.modules, sorted(sys.modules)')
+    subprocess.run([sys.executable, '-c', code], check=True)

@@ -1,4 +1,8 @@
-"""Single rotations: angle, exp/log (near 0 and pi), projection, quaternions (x, y, z, w), swing-twist."""
+"""Single rotations: angle, exp/log (near 0 and pi), projection, quaternions (x, y, z, w), swing-twist.
+
+Each hypothesis example draws a seed and checks a batch of B cases built from it, weighted
+towards the hard places (angles near 0 and within 1e-6 of pi, coordinate axes).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -10,108 +14,148 @@ from scipy.spatial.transform import Rotation
 from echoposed_ros.geometry import so3
 
 PROPS = settings(max_examples=1000, deadline=None)
-
-_f = st.floats(-1.0, 1.0, allow_nan=False)
-unit_vectors = st.tuples(_f, _f, _f).map(np.array).filter(lambda v: np.linalg.norm(v) > 1e-3).map(
-    lambda v: v / np.linalg.norm(v))
-# Angles (rad) with weight on the hard places: near 0 and within 1e-6 of pi.
-angles = st.one_of(st.floats(0.0, np.pi), st.floats(np.pi - 1e-6, np.pi), st.floats(0.0, 1e-6),
-                   st.sampled_from([0.0, 1e-12, np.pi - 1e-12, np.pi]))
+seeds = st.integers(0, 2**63 - 1)
+B = 16  # cases per hypothesis example (every property runs on 1000 examples x B cases)
 
 
-def rodrigues(axis: np.ndarray, a: float) -> np.ndarray:
-    """Hand-written reference rotation (independent of scipy)."""
-    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(a) * K + (1 - np.cos(a)) * K @ K
+def rodrigues(axis, a):
+    """Hand-written reference rotations (independent of scipy): axis (..., 3) unit, a (...) rad."""
+    axis, a = np.asarray(axis, float), np.asarray(a, float)
+    K = np.zeros(axis.shape[:-1] + (3, 3))
+    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -axis[..., 2], axis[..., 1], -axis[..., 0]
+    K = K - np.swapaxes(K, -1, -2)
+    s, c = np.sin(a)[..., None, None], np.cos(a)[..., None, None]
+    return np.eye(3) + s * K + (1 - c) * K @ K
 
 
-rotations = st.builds(rodrigues, unit_vectors, angles)
+def random_axis_angle(rng, n):
+    """n (axis, angle) pairs, a quarter each: generic; within 1e-6 of 0 (some exactly 0); within
+    1e-6 of pi (some exactly pi); about a coordinate axis by pi/2, pi or 1 rad."""
+    kind = rng.integers(0, 4, n)
+    axis = rng.standard_normal((n, 3))
+    coord = np.eye(3)[rng.integers(0, 3, n)] * rng.choice([-1.0, 1.0], (n, 1))
+    axis = np.where((kind == 3)[:, None], coord, axis)
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    tiny = 10.0 ** rng.uniform(-16, -6, n) * (rng.random(n) < 0.8)
+    a = np.select([kind == 1, kind == 2, kind == 3],
+                  [tiny, np.pi - tiny, rng.choice([np.pi / 2, np.pi, 1.0], n)], rng.uniform(0, np.pi, n))
+    return axis, a
 
 
-@PROPS
-@given(unit_vectors, angles)
-def test_angle_is_exact_near_0_and_pi(axis, a):
-    R = rodrigues(axis, a)
-    assert abs(so3.angle(R) - a) < 1e-12
-    assert 0.0 <= so3.angle(R) <= np.pi
+def random_rotations(rng, n=B):
+    return rodrigues(*random_axis_angle(rng, n))
 
 
-@PROPS
-@given(unit_vectors, st.floats(1e-3, np.pi - 1e-3))
-def test_angle_equals_arccos_formula_away_from_0_and_pi(axis, a):
-    R = rodrigues(axis, a)
-    assert abs(so3.angle(R) - np.arccos((np.trace(R) - 1) / 2)) < 1e-9
-
-
-@PROPS
-@given(unit_vectors, angles)
-def test_exp_matches_rodrigues(axis, a):
-    assert np.allclose(so3.exp(axis * a), rodrigues(axis, a), atol=1e-14)
+def random_poses(rng, n=B):
+    return random_rotations(rng, n), random_rotations(rng, n)
 
 
 @PROPS
-@given(unit_vectors, angles)
-def test_log_exp_round_trip_including_near_pi(axis, a):
-    w = axis * a
+@given(seeds)
+def test_angle_is_exact_near_0_and_pi(seed):
+    axis, a = random_axis_angle(np.random.default_rng(seed), B)
+    got = so3.angle(rodrigues(axis, a))
+    assert np.all(np.abs(got - a) < 1e-12)
+    assert np.all((got >= 0) & (got <= np.pi))
+
+
+@PROPS
+@given(seeds)
+def test_angle_equals_arccos_formula_away_from_0_and_pi(seed):
+    rng = np.random.default_rng(seed)
+    axis, _ = random_axis_angle(rng, B)
+    R = rodrigues(axis, rng.uniform(1e-3, np.pi - 1e-3, B))
+    ref = np.arccos((np.trace(R, axis1=-2, axis2=-1) - 1) / 2)
+    assert np.allclose(so3.angle(R), ref, rtol=0, atol=1e-9)
+
+
+@PROPS
+@given(seeds)
+def test_exp_matches_rodrigues(seed):
+    axis, a = random_axis_angle(np.random.default_rng(seed), B)
+    assert np.allclose(so3.exp(axis * a[:, None]), rodrigues(axis, a), atol=1e-14)
+
+
+@PROPS
+@given(seeds)
+def test_log_exp_round_trip_including_near_pi(seed):
+    axis, a = random_axis_angle(np.random.default_rng(seed), B)
+    w = axis * a[:, None]
     v = so3.log(so3.exp(w))
-    assert np.linalg.norm(v) <= np.pi + 1e-15
-    if a < np.pi - 1e-9:
-        assert np.allclose(v, w, atol=1e-9)
-    else:  # at pi the axis sign is arbitrary: both are logs of the same rotation
-        assert np.allclose(v, w, atol=1e-7) or np.allclose(v, -w, atol=1e-7)
+    assert np.all(np.linalg.norm(v, axis=-1) <= np.pi + 1e-15)
+    same = np.all(np.abs(v - w) < 1e-9, axis=-1)
+    flipped = np.all(np.abs(v + w) < 1e-7, axis=-1)
+    # Below pi the log is unique; at a half turn the axis sign is arbitrary (both are logs).
+    assert np.all(same | ((a > np.pi - 1e-9) & flipped))
 
 
 @PROPS
-@given(rotations)
-def test_exp_log_round_trip(R):
+@given(seeds)
+def test_exp_log_round_trip(seed):
+    R = random_rotations(np.random.default_rng(seed))
     assert np.allclose(so3.exp(so3.log(R)), R, atol=1e-12)
 
 
 @PROPS
-@given(rotations, st.floats(-0.2, 0.2), st.integers(0, 2**32 - 1))
-def test_project_to_so3_recovers_nearest_rotation(R, noise, seed):
+@given(seeds)
+def test_project_to_so3_gives_the_nearest_rotation(seed):
     rng = np.random.default_rng(seed)
+    R = random_rotations(rng)
     assert np.allclose(so3.project_to_so3(R), R, atol=1e-12)
     assert np.allclose(so3.project_to_so3(3.5 * R), R, atol=1e-12)
-    M = R + noise * rng.standard_normal((3, 3))
+    M = R + rng.uniform(0, 0.5) * rng.standard_normal((B, 3, 3))
     P = so3.project_to_so3(M)
     so3.check_rotation(P, atol=1e-12)
-    # No rotation is nearer to M than P (R and random rotations are candidates).
-    d = np.linalg.norm(M - P)
-    assert d <= np.linalg.norm(M - R) + 1e-12
-    for Q in Rotation.random(5, rng=rng).as_matrix():
-        assert d <= np.linalg.norm(M - Q) + 1e-12
+    # No rotation is nearer to M (Frobenius) than P: try R and random rotations.
+    d = np.linalg.norm(M - P, axis=(-2, -1))
+    assert np.all(d <= np.linalg.norm(M - R, axis=(-2, -1)) + 1e-12)
+    for Q in Rotation.random(4, rng=rng).as_matrix():
+        assert np.all(d <= np.linalg.norm(M - Q, axis=(-2, -1)) + 1e-12)
 
 
 @PROPS
-@given(st.floats(-10.0, 10.0))
-def test_axis_rotations(t):
-    for fn, axis in ((so3.rot_x, 0), (so3.rot_y, 1), (so3.rot_z, 2)):
-        e = np.zeros(3)
-        e[axis] = 1.0
-        assert np.allclose(fn(t), rodrigues(e, t), atol=1e-14)
+@given(seeds)
+def test_axis_rotations(seed):
+    t = np.random.default_rng(seed).uniform(-10, 10, B)
+    for fn, e in ((so3.rot_x, [1.0, 0, 0]), (so3.rot_y, [0, 1.0, 0]), (so3.rot_z, [0, 0, 1.0])):
+        assert np.allclose(fn(t), rodrigues(np.broadcast_to(e, (B, 3)), t), atol=1e-14)
+
+
+def test_axis_rotations_known_values():
     assert np.allclose(so3.rot_z(np.pi / 2) @ [1.0, 0, 0], [0, 1.0, 0])
+    assert np.allclose(so3.rot_x(np.pi / 2) @ [0, 1.0, 0], [0, 0, 1.0])
+    assert np.allclose(so3.rot_y(np.pi / 2) @ [0, 0, 1.0], [1.0, 0, 0])
 
 
 @PROPS
-@given(unit_vectors, unit_vectors)
-def test_hat_vee(w, v):
-    assert np.allclose(so3.hat(w) @ v, np.cross(w, v))
+@given(seeds)
+def test_hat_vee(seed):
+    rng = np.random.default_rng(seed)
+    w, v = rng.standard_normal((2, B, 3))
+    assert np.allclose((so3.hat(w) @ v[..., None])[..., 0], np.cross(w, v))
     assert np.allclose(so3.vee(so3.hat(w)), w)
 
 
 @PROPS
-@given(st.tuples(_f, _f, _f, _f).map(np.array).filter(lambda q: np.linalg.norm(q) > 1e-3))
-def test_quaternion_order_xyzw_against_transforms3d(q):
-    q = q / np.linalg.norm(q)
-    x, y, z, w = q
+@given(seeds)
+def test_quaternion_order_xyzw_against_transforms3d_and_scipy(seed):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((B, 4))
+    kind = rng.integers(0, 4, B)
+    q[kind == 1, 3] = 0.0                       # half turns: w = 0
+    q[kind == 2, :3] = 0.0                      # identity
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
     R = so3.quat_xyzw_to_matrix(q)
-    assert np.allclose(R, transforms3d.quaternions.quat2mat([w, x, y, z]), atol=1e-12)  # transforms3d: w, x, y, z
-    assert np.allclose(R, Rotation.from_quat(q).as_matrix(), atol=1e-12)              # scipy: x, y, z, w
+    for qi, Ri in zip(q, R):
+        x, y, z, w = qi
+        assert np.allclose(Ri, transforms3d.quaternions.quat2mat([w, x, y, z]), atol=1e-12)  # w, x, y, z
+    assert np.allclose(R, Rotation.from_quat(q).as_matrix(), atol=1e-12)                    # x, y, z, w
     assert np.allclose(so3.quat_xyzw_to_matrix(-q), R, atol=1e-12)
     back = so3.matrix_to_quat_xyzw(R)
-    assert back[3] >= 0.0
-    assert np.allclose(back, q if w >= 0 else -q, atol=1e-9) or abs(w) < 1e-9
+    assert np.all(back[:, 3] >= 0.0)
+    sign = np.where(q[:, 3] >= 0, 1.0, -1.0)[:, None]
+    ok = np.all(np.abs(back - sign * q) < 1e-9, axis=1) | (np.abs(q[:, 3]) < 1e-12)
+    assert np.all(ok)
     assert np.allclose(so3.quat_xyzw_to_matrix(back), R, atol=1e-12)
 
 
@@ -122,44 +166,60 @@ def test_quaternion_known_values():
     assert np.allclose(so3.matrix_to_quat_xyzw(np.eye(3)), [0, 0, 0, 1])
     assert np.allclose(so3.quat_xyzw_to_matrix([0, 0, 0, 1]), np.eye(3))
     assert np.allclose(so3.quat_xyzw_to_matrix([1, 0, 0, 0]), so3.rot_x(np.pi))
+    assert np.allclose(so3.quat_xyzw_to_matrix([0, 0, s, s]), so3.rot_z(np.pi / 2))
+    # float32 message values (norm off by ~1e-7) are accepted and renormalised
+    q32 = np.array([0.1, 0.2, 0.3, 0.9], np.float32) / np.float32(np.linalg.norm([0.1, 0.2, 0.3, 0.9]))
+    so3.check_rotation(so3.quat_xyzw_to_matrix(q32), atol=1e-12)
 
 
 @PROPS
-@given(rotations)
-def test_swing_twist(R):
+@given(seeds)
+def test_swing_twist(seed):
+    R = random_rotations(np.random.default_rng(seed))
     S, tau = so3.swing_twist(R)
     assert np.allclose(S @ so3.rot_z(tau), R, atol=1e-12)
-    assert np.allclose(S[:, 2], R[:, 2], atol=1e-12)
-    assert -np.pi < tau <= np.pi
-    # The swing has no twist: its rotation axis is normal to z (quaternion z = 0) ...
-    assert abs(so3.matrix_to_quat_xyzw(S)[2]) < 1e-12
-    # ... so splitting it again gives it back with zero twist.
+    assert np.allclose(S[..., :, 2], R[..., :, 2], atol=1e-12)
+    assert np.all((tau > -np.pi) & (tau <= np.pi))
+    # The swing has no twist: its axis is normal to z (quaternion z = 0), so splitting it
+    # again returns it with zero twist.
+    assert np.all(np.abs(so3.matrix_to_quat_xyzw(S)[:, 2]) < 1e-12)
     S2, tau2 = so3.swing_twist(S)
-    assert abs(tau2) < 1e-12
-    assert np.allclose(S2, S, atol=1e-12)
+    assert np.all(np.abs(tau2) < 1e-12) and np.allclose(S2, S, atol=1e-12)
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.integers(0, 2**32 - 1))
+def test_swing_twist_known_values():
+    S, tau = so3.swing_twist(so3.rot_x(0.3) @ so3.rot_z(0.7))
+    assert np.isclose(tau, 0.7) and np.allclose(S, so3.rot_x(0.3))
+    S, tau = so3.swing_twist(so3.rot_z(-2.0))
+    assert np.isclose(tau, -2.0) and np.allclose(S, np.eye(3))
+    S, tau = so3.swing_twist(so3.rot_z(np.pi))
+    assert np.isclose(tau, np.pi)
+    S, tau = so3.swing_twist(so3.rot_y(np.pi))  # beam reversed: twist undefined, taken as 0
+    assert tau == 0.0 and np.allclose(S, so3.rot_y(np.pi))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds)
 def test_batched_matches_per_element_loop(seed):
     rng = np.random.default_rng(seed)
-    R = Rotation.random(24, rng=rng).as_matrix().reshape(4, 6, 3, 3)
+    R = random_rotations(rng, 24).reshape(4, 6, 3, 3)
     W = rng.standard_normal((4, 6, 3)) * 2.0
     Q = rng.standard_normal((4, 6, 4))
     Q /= np.linalg.norm(Q, axis=-1, keepdims=True)
     M = rng.standard_normal((4, 6, 3, 3))
-    S, tau = so3.swing_twist(R)
+    ang, lg, ex, pr = so3.angle(R), so3.log(R), so3.exp(W), so3.project_to_so3(M)
+    q, m, (S, tau), h = so3.matrix_to_quat_xyzw(R), so3.quat_xyzw_to_matrix(Q), so3.swing_twist(R), so3.hat(W)
     for i in range(4):
         for j in range(6):
-            assert np.isclose(so3.angle(R)[i, j], so3.angle(R[i, j]))
-            assert np.allclose(so3.log(R)[i, j], so3.log(R[i, j]))
-            assert np.allclose(so3.exp(W)[i, j], so3.exp(W[i, j]))
-            assert np.allclose(so3.project_to_so3(M)[i, j], so3.project_to_so3(M[i, j]))
-            assert np.allclose(so3.matrix_to_quat_xyzw(R)[i, j], so3.matrix_to_quat_xyzw(R[i, j]))
-            assert np.allclose(so3.quat_xyzw_to_matrix(Q)[i, j], so3.quat_xyzw_to_matrix(Q[i, j]))
-            assert np.allclose(S[i, j], so3.swing_twist(R[i, j])[0])
-            assert np.isclose(tau[i, j], so3.swing_twist(R[i, j])[1])
-            assert np.allclose(so3.hat(W)[i, j], so3.hat(W[i, j]))
-            assert np.allclose(so3.rot_z(tau)[i, j], so3.rot_z(tau[i, j]))
+            assert np.isclose(ang[i, j], so3.angle(R[i, j]), rtol=0, atol=1e-15)
+            assert np.allclose(lg[i, j], so3.log(R[i, j]), rtol=0, atol=1e-15)
+            assert np.allclose(ex[i, j], so3.exp(W[i, j]), rtol=0, atol=1e-15)
+            assert np.allclose(pr[i, j], so3.project_to_so3(M[i, j]), rtol=0, atol=1e-12)
+            assert np.allclose(q[i, j], so3.matrix_to_quat_xyzw(R[i, j]), rtol=0, atol=1e-15)
+            assert np.allclose(m[i, j], so3.quat_xyzw_to_matrix(Q[i, j]), rtol=0, atol=1e-15)
+            S1, tau1 = so3.swing_twist(R[i, j])
+            assert np.allclose(S[i, j], S1, rtol=0, atol=1e-15) and np.isclose(tau[i, j], tau1, rtol=0, atol=1e-15)
+            assert np.allclose(h[i, j], so3.hat(W[i, j]))
     assert so3.exp(np.zeros((0, 3))).shape == (0, 3, 3)
     assert so3.log(np.zeros((0, 3, 3))).shape == (0, 3)
+    assert so3.angle(np.zeros((0, 3, 3))).shape == (0,)

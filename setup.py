@@ -15,7 +15,7 @@ sim_packages = ['echoposed_sim'] + [
 
 # Node executables: ``ros2 run echoposed <name>`` on a ROS 2 install.
 NODES = {
-    # name: 'module:function'  (added by the issues that bring each node)
+    'pose_node': 'echoposed_ros.nodes.pose_node:main',
 }
 
 setup(

@@ -1,0 +1,7 @@
+"""Thin ROS 2 shells around the pure cores: parameters -> frozen config -> core call -> message.
+
+One node per module, each with ``main()``: ``pose_node`` (estimator), ``controller_node``
+(policy), ``sim_node`` (simulator), ``target_node`` (one-shot target setter). Shared plumbing:
+``params`` (declared parameters with descriptions), ``convert`` (messages <-> numpy),
+``diagnostics`` (``/diagnostics`` publishing).
+"""

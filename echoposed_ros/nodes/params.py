@@ -1,0 +1,47 @@
+"""Declared ROS 2 parameters from one table per node.
+
+Each node lists its parameters once as :class:`Param` rows (name, default, description with the
+unit); :func:`declare_all` declares them all with a ``ParameterDescriptor`` and returns their
+values as a dict, from which the node builds its frozen config. The table is also what the
+tests compare with the node's YAML file in ``config/`` (:func:`yaml_parameters`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ['Param', 'declare_all', 'yaml_parameters']
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: name, default (fixes its type), description (say the unit)."""
+
+    name: str
+    default: bool | int | float | str | list
+    description: str
+    read_only: bool = False
+
+
+def declare_all(node: Any, params: Sequence[Param]) -> dict[str, Any]:
+    """Declare every parameter on ``node`` (with descriptions) and return {name: value}."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    values: dict[str, Any] = {}
+    for p in params:
+        descriptor = ParameterDescriptor(description=p.description, read_only=p.read_only)
+        values[p.name] = node.declare_parameter(p.name, p.default, descriptor).value
+    return values
+
+
+def yaml_parameters(path: str | Path, node_name: str) -> dict[str, Any]:
+    """The ``ros__parameters`` of ``node_name`` in a ROS 2 parameter YAML file."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    for key in (node_name, '/' + node_name, '/**'):
+        if key in data:
+            return dict(data[key].get('ros__parameters', {}))
+    raise KeyError(f'{path}: no ros__parameters for node {node_name!r} (keys: {sorted(data)})')

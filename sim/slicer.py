@@ -17,6 +17,7 @@ kernel is compiled on first use (a few seconds) and cached on disk (numba's ``ca
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numba
@@ -26,8 +27,8 @@ from numpy.typing import ArrayLike
 from .sector import SectorGeometry
 from .volume import Volume
 
-__all__ = ['DEFAULT_SECTOR', 'SlicerError', 'poses_to_voxel_frames', 'slice_batch', 'slice_batch_reference',
-           'slice_volume', 'warm_up']
+__all__ = ['DEFAULT_SECTOR', 'PreparedVolume', 'SlicerError', 'poses_to_voxel_frames', 'prepare_volume',
+           'slice_batch', 'slice_batch_reference', 'slice_volume', 'warm_up']
 
 DEFAULT_SECTOR = SectorGeometry()
 
@@ -108,7 +109,7 @@ def _sector_tables(sector: SectorGeometry) -> tuple[np.ndarray, np.ndarray, np.n
     return idx, np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 2])
 
 
-def _prepare(volume, orbits, probes, ts, radius):
+def _prepare(volume, orbits, probes, ts, radius):  # noqa: ANN001, ANN202
     if not isinstance(volume, Volume):
         raise SlicerError(f'volume: expected an echoposed_sim.volume.Volume, got {type(volume).__name__}')
     o, ex, ez = poses_to_voxel_frames(volume, orbits, probes, radius)
@@ -181,88 +182,172 @@ def slice_batch_reference(volume: Volume, orbits: ArrayLike, probes: ArrayLike, 
 # numba kernel
 
 
+# Both memory layouts are addressed through separable tables: the element of voxel (t, k, j, i) is
+# flat[t * frame_stride + kt[k] + jt[j] + it[i]]. The plain layout is Volume.data itself; the
+# bricked one (PreparedVolume) stores 4 x 4 x 4 bricks of voxels contiguously (64 bytes of uint8,
+# one cache line), so a slice at any orientation touches far fewer cache lines.
+
+BRICK = 4
+_CHUNK = 1024  # in-fan pixels per parallel work item
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _kernel(flat, dims, scale, o, ex, ez, f0, f1, wt, pix, xs, zs, out):  # pragma: no cover - compiled
-    """flat: data.ravel(); dims: (T, Z, Y, X); o, ex, ez: (N, 3) voxel units; f0, f1, wt: (N,) frames
-    and time weight; pix, xs, zs: (M,) in-fan pixel flat index and probe x, z (mm); out: (N, H*W) zeroed."""
-    nz, ny, nx = dims[1], dims[2], dims[3]
-    sy = nx
-    sz = nx * ny
-    st = nx * ny * nz
+def _kernel(flat, frame_stride, it, jt, kt, dims, scale, o, ex, ez, f0, f1, wt, xs, zs, pix,
+            out):  # pragma: no cover - compiled
+    """flat: voxels in either layout; it, jt, kt: (X,), (Y,), (Z,) int64 address tables; dims: (Z, Y, X);
+    o, ex, ez: (N, 3) voxel units; f0, f1: (N,) frames, wt: (N,) weight of f1; xs, zs, pix: (M,) in-fan
+    pixels' probe x, z (mm) and flat pixel index; out: (N, H*W), zeroed (pixels left alone stay 0)."""
+    nz, ny, nx = dims[0], dims[1], dims[2]
     xmax, ymax, zmax = nx - 1.0, ny - 1.0, nz - 1.0
-    n_slices = o.shape[0]
-    m_pix = pix.shape[0]
-    for q in numba.prange(n_slices * m_pix):
-        n = q // m_pix
-        m = q - n * m_pix
-        x = xs[m]
-        z = zs[m]
-        fi = o[n, 0] + x * ex[n, 0] + z * ez[n, 0]
-        fj = o[n, 1] + x * ex[n, 1] + z * ez[n, 1]
-        fk = o[n, 2] + x * ex[n, 2] + z * ez[n, 2]
-        if fi < 0.0 or fj < 0.0 or fk < 0.0 or fi > xmax or fj > ymax or fk > zmax:
-            continue  # outside the volume: stays 0
-        i0 = min(int(fi), nx - 2)
-        j0 = min(int(fj), ny - 2)
-        k0 = min(int(fk), nz - 2)
-        u = fi - i0
-        v = fj - j0
-        w = fk - k0
-        b = k0 * sz + j0 * sy + i0
-        acc = 0.0
+    m_pix = xs.shape[0]
+    n_chunks = (m_pix + _CHUNK - 1) // _CHUNK
+    for q in numba.prange(o.shape[0] * n_chunks):
+        n = q // n_chunks
+        first = (q - n * n_chunks) * _CHUNK
+        last = min(first + _CHUNK, m_pix)
+        o0, o1, o2 = o[n, 0], o[n, 1], o[n, 2]
+        a0, a1, a2 = ex[n, 0], ex[n, 1], ex[n, 2]
+        b0, b1, b2 = ez[n, 0], ez[n, 1], ez[n, 2]
         w1 = wt[n]
-        for half in range(2):
-            if half == 0:
-                a = f0[n] * st + b
-                fw = 1.0 - w1
-            else:
-                a = f1[n] * st + b
-                fw = w1
-            if fw == 0.0:
-                continue
-            c00 = flat[a] * (1.0 - u) + flat[a + 1] * u
-            c10 = flat[a + sy] * (1.0 - u) + flat[a + sy + 1] * u
-            c01 = flat[a + sz] * (1.0 - u) + flat[a + sz + 1] * u
-            c11 = flat[a + sz + sy] * (1.0 - u) + flat[a + sz + sy + 1] * u
-            c0 = c00 * (1.0 - v) + c10 * v
-            c1 = c01 * (1.0 - v) + c11 * v
-            acc += fw * (c0 * (1.0 - w) + c1 * w)
-        out[n, pix[m]] = acc * scale
+        w0 = 1.0 - w1
+        base0 = f0[n] * frame_stride
+        base1 = f1[n] * frame_stride
+        for m in range(first, last):
+            x = xs[m]
+            z = zs[m]
+            fi = o0 + x * a0 + z * b0
+            fj = o1 + x * a1 + z * b1
+            fk = o2 + x * a2 + z * b2
+            if fi < 0.0 or fj < 0.0 or fk < 0.0 or fi > xmax or fj > ymax or fk > zmax:
+                continue  # outside the volume: stays 0
+            i0 = min(int(fi), nx - 2)
+            j0 = min(int(fj), ny - 2)
+            k0 = min(int(fk), nz - 2)
+            u = fi - i0
+            v = fj - j0
+            w = fk - k0
+            ia = it[i0]
+            ib = it[i0 + 1]
+            r00 = jt[j0] + kt[k0]
+            r10 = jt[j0 + 1] + kt[k0]
+            r01 = jt[j0] + kt[k0 + 1]
+            r11 = jt[j0 + 1] + kt[k0 + 1]
+            acc = 0.0
+            if w0 != 0.0:
+                a = base0
+                c00 = flat[a + r00 + ia] * (1.0 - u) + flat[a + r00 + ib] * u
+                c10 = flat[a + r10 + ia] * (1.0 - u) + flat[a + r10 + ib] * u
+                c01 = flat[a + r01 + ia] * (1.0 - u) + flat[a + r01 + ib] * u
+                c11 = flat[a + r11 + ia] * (1.0 - u) + flat[a + r11 + ib] * u
+                acc += w0 * ((c00 * (1.0 - v) + c10 * v) * (1.0 - w) + (c01 * (1.0 - v) + c11 * v) * w)
+            if w1 != 0.0:
+                a = base1
+                c00 = flat[a + r00 + ia] * (1.0 - u) + flat[a + r00 + ib] * u
+                c10 = flat[a + r10 + ia] * (1.0 - u) + flat[a + r10 + ib] * u
+                c01 = flat[a + r01 + ia] * (1.0 - u) + flat[a + r01 + ib] * u
+                c11 = flat[a + r11 + ia] * (1.0 - u) + flat[a + r11 + ib] * u
+                acc += w1 * ((c00 * (1.0 - v) + c10 * v) * (1.0 - w) + (c01 * (1.0 - v) + c11 * v) * w)
+            out[n, pix[m]] = acc * scale
 
 
-def _flat_data(volume: Volume) -> np.ndarray:
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _brick_kernel(data, out, nbz, nby, nbx):  # pragma: no cover - compiled
+    """Copy data (T, Z, Y, X) into out (flat, any content): frame t, brick (bk, bj, bi), voxel (kk, jj, ii)
+    at t * frame_stride + ((bk * nby + bj) * nbx + bi) * 64 + kk * 16 + jj * 4 + ii; padding set to 0."""
+    n_t, nz, ny, nx = data.shape
+    frame_stride = nbz * nby * nbx * 64
+    for q in numba.prange(n_t * nbz):
+        t = q // nbz
+        bk = q - t * nbz
+        for bj in range(nby):
+            for bi in range(nbx):
+                base = t * frame_stride + ((bk * nby + bj) * nbx + bi) * 64
+                full = 4 * bk + 4 <= nz and 4 * bj + 4 <= ny and 4 * bi + 4 <= nx
+                for kk in range(4):
+                    k = 4 * bk + kk
+                    for jj in range(4):
+                        j = 4 * bj + jj
+                        for ii in range(4):
+                            i = 4 * bi + ii
+                            if full or (k < nz and j < ny and i < nx):
+                                out[base + kk * 16 + jj * 4 + ii] = data[t, k, j, i]
+                            else:
+                                out[base + kk * 16 + jj * 4 + ii] = 0
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedVolume:
+    """A volume re-laid out for fast slicing (4 x 4 x 4 voxel bricks); slices equal those of ``volume``.
+
+    Made by :func:`prepare_volume` (a parallel copy: about as much memory again as ``volume.data``
+    and tens of milliseconds for a phantom); worth it when many slices come from one volume.
+    """
+
+    volume: Volume
+    bricks: np.ndarray          # flat, dtype of volume.data
+    frame_stride: int
+    tables: tuple               # (it (X,), jt (Y,), kt (Z,)) int64 address tables
+
+
+def prepare_volume(volume: Volume) -> PreparedVolume:
+    """Bricked copy of ``volume`` for :func:`slice_batch` (same slices, faster when the volume is reused)."""
+    if isinstance(volume, PreparedVolume):
+        return volume
+    if not isinstance(volume, Volume):
+        raise SlicerError(f'volume: expected an echoposed_sim.volume.Volume, got {type(volume).__name__}')
+    n_t, nz, ny, nx = volume.data.shape
+    nbz, nby, nbx = (-(-n // BRICK) for n in (nz, ny, nx))
+    frame_stride = nbz * nby * nbx * BRICK ** 3
+    bricks = np.empty(n_t * frame_stride, dtype=volume.data.dtype)
+    _brick_kernel(volume.data, bricks, nbz, nby, nbx)
+    i, j, k = np.arange(nx), np.arange(ny), np.arange(nz)
+    it = (i // BRICK) * BRICK ** 3 + i % BRICK
+    jt = (j // BRICK) * nbx * BRICK ** 3 + (j % BRICK) * BRICK
+    kt = (k // BRICK) * nby * nbx * BRICK ** 3 + (k % BRICK) * BRICK ** 2
+    return PreparedVolume(volume, bricks, int(frame_stride), (it.astype(np.int64), jt.astype(np.int64),
+                                                             kt.astype(np.int64)))
+
+
+def _layout(volume: Volume | PreparedVolume) -> tuple[np.ndarray, int, tuple]:
+    """(flat voxels, frame stride, (it, jt, kt)) of either layout."""
+    if isinstance(volume, PreparedVolume):
+        return volume.bricks, volume.frame_stride, volume.tables
     data = volume.data
     if not data.flags.c_contiguous:
         raise SlicerError(f'{volume.name}: volume data must be C-contiguous for the fast slicer '
                           '(np.ascontiguousarray it once when building the Volume)')
-    return data.reshape(-1)
+    _, nz, ny, nx = data.shape
+    return (data.reshape(-1), nz * ny * nx,
+            (np.arange(nx, dtype=np.int64), np.arange(ny, dtype=np.int64) * nx,
+             np.arange(nz, dtype=np.int64) * (nx * ny)))
 
 
-def slice_batch(volume: Volume, orbits: ArrayLike, probes: ArrayLike, ts: ArrayLike,
+def slice_batch(volume: Volume | PreparedVolume, orbits: ArrayLike, probes: ArrayLike, ts: ArrayLike,
                 sector: SectorGeometry = DEFAULT_SECTOR, *, radius: float | None = None,
                 out: np.ndarray | None = None) -> np.ndarray:
     """N slices at once -> ``(N, H, W)`` float32 in [0, 1].
 
-    orbits, probes: ``(N, 3, 3)`` rotations ``R_v``, ``R_p`` (any gauge: the slice depends on
-    ``R_v R_p`` and ``R_v e_z`` only); ts: ``(N,)`` cardiac phases in cycles (periodic);
-    sector: fan and image size; radius: orbit radius override (mm, default ``volume.radius``);
-    out: optional preallocated ``(N, H, W)`` float32 C-contiguous buffer (overwritten).
-    Volume data: float32 [0, 1] or uint8, C-contiguous.
+    volume: a :class:`Volume` (float32 [0, 1] or uint8, C-contiguous) or its :func:`prepare_volume`
+    form (same result, faster); orbits, probes: ``(N, 3, 3)`` rotations ``R_v``, ``R_p`` (any
+    gauge: the slice depends on ``R_v R_p`` and ``R_v e_z`` only); ts: ``(N,)`` cardiac phases in
+    cycles (periodic); sector: fan and image size; radius: orbit radius override (mm, default
+    ``volume.radius``); out: optional preallocated ``(N, H, W)`` float32 C-contiguous buffer.
     """
-    o, ex, ez, f0, f1, wt, scale = _prepare(volume, orbits, probes, ts, radius)
+    vol = volume.volume if isinstance(volume, PreparedVolume) else volume
+    o, ex, ez, f0, f1, wt, scale = _prepare(vol, orbits, probes, ts, radius)
     result = _output(out, o.shape[0], sector)
     if o.shape[0] == 0:
         return result
     pix, xs, zs = _sector_tables(sector)
-    flat = _flat_data(volume)
-    dims = np.asarray(volume.data.shape, dtype=np.int64)
+    flat, frame_stride, (it, jt, kt) = _layout(volume)
+    dims = np.asarray(vol.data.shape[1:], dtype=np.int64)
     with _KERNEL_LOCK:
-        _kernel(flat, dims, np.float64(scale), o, ex, ez, f0, f1, wt, pix, xs, zs,
-               result.reshape(o.shape[0], -1))
+        _kernel(flat, frame_stride, it, jt, kt, dims, np.float64(scale), o, ex, ez, f0, f1, wt, xs, zs, pix,
+                result.reshape(o.shape[0], -1))
     return result
 
 
-def slice_volume(volume: Volume, orbit: ArrayLike, probe: ArrayLike, t: float,
+def slice_volume(volume: Volume | PreparedVolume, orbit: ArrayLike, probe: ArrayLike, t: float,
                  sector: SectorGeometry = DEFAULT_SECTOR, *, radius: float | None = None) -> np.ndarray:
     """One slice ``(H, W)`` float32 in [0, 1] at pose ``(R_v, R_p)`` (each ``(3, 3)``) and phase ``t`` (cycles)."""
     orbit = np.asarray(orbit, dtype=np.float64)
@@ -275,10 +360,11 @@ def slice_volume(volume: Volume, orbit: ArrayLike, probe: ArrayLike, t: float,
 
 
 def warm_up() -> None:
-    """Compile (or load from the on-disk cache) the numba kernel for uint8 and float32 volumes."""
+    """Compile (or load from numba's on-disk cache) the kernels for uint8 and float32 volumes, both layouts."""
     eye = np.eye(3)[None]
     sector = SectorGeometry(height=8, width=8)
     for dtype in (np.uint8, np.float32):
         vol = Volume(data=np.zeros((2, 2, 2, 2), dtype=dtype), spacing=np.ones(3), centre=np.full(3, 0.5),
                      radius=1.0, name='warm-up')
         slice_batch(vol, eye, eye, np.zeros(1), sector)
+        slice_batch(prepare_volume(vol), eye, eye, np.zeros(1), sector)

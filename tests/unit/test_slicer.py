@@ -6,10 +6,14 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from echoposed_sim.sector import SectorError, SectorGeometry
-from echoposed_sim.slicer import SlicerError, slice_batch, slice_batch_reference, slice_volume
+from echoposed_sim.slicer import (PreparedVolume, SlicerError, prepare_volume, slice_batch, slice_batch_reference,
+                                  slice_volume)
 from echoposed_sim.volume import Volume
 
 RZ_PI = np.diag([-1.0, -1.0, 1.0])  # exact rotation by pi about z
+
+# Every property holds for both memory layouts: the Volume itself and its bricked copy.
+LAYOUTS = pytest.mark.parametrize('layout', [lambda v: v, prepare_volume], ids=['plain', 'bricked'])
 
 
 def rot_z(a: float) -> np.ndarray:
@@ -101,12 +105,13 @@ def inside_box(volume, pts, margin=0.0):
     return np.all((pts >= margin) & (pts <= hi - margin), axis=-1)
 
 
-def test_every_pixel_equals_the_analytic_function() -> None:
+@LAYOUTS
+def test_every_pixel_equals_the_analytic_function(layout) -> None:
     vol = analytic_volume()
     rng = np.random.default_rng(1)
     orbits, probes = near_base_poses(rng, 12)
     ts = rng.uniform(0, (FRAMES - 1) / FRAMES, 12)  # no wrap: tau = t * T is the frame coordinate
-    got = slice_batch(vol, orbits, probes, ts, SMALL)
+    got = slice_batch(layout(vol), orbits, probes, ts, SMALL)
     pts = sample_points(vol, orbits, probes, SMALL)
     want = multilinear(pts[..., 0], pts[..., 1], pts[..., 2], (ts * FRAMES)[:, None, None])
     inside = inside_box(vol, pts) & SMALL.mask
@@ -144,12 +149,13 @@ def test_identity_pose_draws_the_beam_down_the_volume_z_axis() -> None:
     np.testing.assert_allclose(img[rows[ok], col], want[ok], atol=1e-6)
 
 
-def test_constant_volume_is_zero_exactly_outside_the_volume() -> None:
+@LAYOUTS
+def test_constant_volume_is_zero_exactly_outside_the_volume(layout) -> None:
     data = np.full((2,) + SHAPE_ZYX, 0.7, dtype=np.float32)
     vol = Volume(data=data, spacing=SPACING, centre=(np.array(SHAPE_ZYX[::-1]) - 1) * SPACING / 2, radius=30.0)
     rng = np.random.default_rng(2)
     orbits, probes = near_base_poses(rng, 6, orbit_deg=40)
-    got = slice_batch(vol, orbits, probes, rng.random(6), SMALL)
+    got = slice_batch(layout(vol), orbits, probes, rng.random(6), SMALL)
     pts = sample_points(vol, orbits, probes, SMALL)
     clearly_in = inside_box(vol, pts, 1e-6) & SMALL.mask
     clearly_out = ~inside_box(vol, pts, -1e-6) | ~SMALL.mask
@@ -163,7 +169,7 @@ def test_constant_volume_is_zero_exactly_outside_the_volume() -> None:
 
 # ---------------------------------------------------------------------------------------------- identities
 
-def random_volume(dtype, frames=4, shape=(48, 44, 40), seed=3) -> Volume:
+def random_volume(dtype, frames=4, shape=(47, 45, 41), seed=3) -> Volume:
     rng = np.random.default_rng(seed)
     data = rng.integers(0, 256, (frames,) + shape, dtype=np.uint8)
     if dtype == np.float32:
@@ -173,9 +179,10 @@ def random_volume(dtype, frames=4, shape=(48, 44, 40), seed=3) -> Volume:
                   name='random')
 
 
+@LAYOUTS
 @pytest.mark.parametrize('dtype', [np.uint8, np.float32])
-def test_mirroring_is_a_turn_of_the_probe_by_pi(dtype) -> None:
-    vol = random_volume(dtype)
+def test_mirroring_is_a_turn_of_the_probe_by_pi(dtype, layout) -> None:
+    vol = layout(random_volume(dtype))
     rng = np.random.default_rng(4)
     orbits, probes = near_base_poses(rng, 16)
     ts = rng.random(16)
@@ -198,15 +205,16 @@ def test_slice_depends_on_the_gauge_only_through_the_effective_pose() -> None:
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@LAYOUTS
 @pytest.mark.parametrize('dtype', [np.uint8, np.float32])
-def test_fast_path_matches_numpy_reference(dtype) -> None:
+def test_fast_path_matches_numpy_reference(dtype, layout) -> None:
     vol = random_volume(dtype)
     rng = np.random.default_rng(6)
     orbits, probes = near_base_poses(rng, 10, orbit_deg=60)
     orbits[0] = Rotation.random(random_state=7).as_matrix()   # arbitrary poses too
     probes[1] = Rotation.random(random_state=8).as_matrix()
     ts = np.concatenate([rng.uniform(-2, 2, 9), [0.75]])
-    fast = slice_batch(vol, orbits, probes, ts, SMALL)
+    fast = slice_batch(layout(vol), orbits, probes, ts, SMALL)
     ref = slice_batch_reference(vol, orbits, probes, ts, SMALL)
     assert fast.dtype == np.float32 and fast.shape == (10,) + SMALL.shape
     assert 0.0 <= fast.min() and fast.max() <= 1.0 and (fast > 0).mean() > 0.2
@@ -214,7 +222,7 @@ def test_fast_path_matches_numpy_reference(dtype) -> None:
 
 
 def test_batched_equals_single_and_out_buffer_is_overwritten() -> None:
-    vol = random_volume(np.uint8)
+    vol = prepare_volume(random_volume(np.uint8))
     rng = np.random.default_rng(9)
     orbits, probes = near_base_poses(rng, 5)
     ts = rng.random(5)
@@ -232,6 +240,22 @@ def test_default_sector_on_a_single_frame_volume() -> None:
     assert a.shape == (128, 128) and a.dtype == np.float32
     np.testing.assert_array_equal(a, b)
     assert np.all(a[~SectorGeometry().mask] == 0.0) and (a > 0).any()
+
+
+def test_prepared_volume_is_a_bricked_copy_with_the_same_slices() -> None:
+    vol = random_volume(np.uint8, frames=3, shape=(9, 6, 7))
+    prepared = prepare_volume(vol)
+    assert isinstance(prepared, PreparedVolume) and prepare_volume(prepared) is prepared
+    assert prepared.bricks.size == 3 * 12 * 8 * 8 and prepared.bricks.dtype == np.uint8  # padded to 4^3 bricks
+    it, jt, kt = prepared.tables
+    t, k, j, i = np.meshgrid(np.arange(3), np.arange(9), np.arange(6), np.arange(7), indexing='ij')
+    np.testing.assert_array_equal(prepared.bricks[t * prepared.frame_stride + kt[k] + jt[j] + it[i]], vol.data)
+    sector = SectorGeometry(depth_mm=12.0, height=20, width=20)
+    orbits, probes = near_base_poses(np.random.default_rng(10), 6, orbit_deg=60)
+    vol_small = Volume(data=vol.data, spacing=np.ones(3), centre=np.array([3.0, 2.5, 4.0]), radius=5.0)
+    ts = np.linspace(0, 1, 6)
+    np.testing.assert_array_equal(slice_batch(prepare_volume(vol_small), orbits, probes, ts, sector),
+                                  slice_batch(vol_small, orbits, probes, ts, sector))
 
 
 # ---------------------------------------------------------------------------------------------- refusals

@@ -1,0 +1,110 @@
+"""Configuration of the guidance controller: one frozen, validated dataclass.
+
+Every field is a ROS 2 parameter of the controller node under the same name (see
+``config/controller.yaml``); each field's ``metadata`` holds its unit and a one-line
+description, which the node turns into a ``ParameterDescriptor``. Angles are radians, times
+seconds, rates hertz, lengths metres (SI).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from .errors import PolicyError
+
+__all__ = ['ControllerConfig', 'describe_fields']
+
+
+def _f(default: Any, unit: str, description: str) -> Any:
+    return field(default=default, metadata={'unit': unit, 'description': description})
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Gains, limits and thresholds of the proportional policy and its state machine (METHOD 6).
+
+    The policy is ``omega = gain * log(E)`` per factor on the body-frame errors
+    ``E_v = P_v^T T_v``, ``E_p = P_p^T T_p``; ``gain`` is METHOD's ``k / dt`` (1/s), so the
+    loop's time constant is ``1 / gain`` seconds whatever the control and frame rates.
+    """
+
+    gain: float = _f(1.0, '1/s', 'proportional gain k/dt: body angular velocity per radian of error')
+    max_orbit_speed: float = _f(
+        0.25, 'rad/s', 'speed limit of the orbit factor |omega_v| (norm clip, direction kept)')
+    max_probe_speed: float = _f(
+        0.5, 'rad/s', 'speed limit of the probe factor |omega_p| (norm clip, direction kept)')
+    deadband: float = _f(
+        0.005, 'rad', 'per-factor deadband: a factor whose error angle is below it gets zero velocity')
+    converge_tolerance: float = _f(
+        0.05, 'rad', 'estimated effective error below which a frame counts towards convergence')
+    converge_frames: int = _f(
+        10, 'frames', 'consecutive pose frames within tolerance before the state becomes converged')
+    release_tolerance: float = _f(
+        0.1, 'rad', 'estimated effective error above which a converged controller resumes guiding')
+    uncertainty_threshold: float = _f(
+        0.05, 'rad^2', 'sigma^2 above which the probe is held (state hold_uncertain, zero twist)')
+    stale_timeout: float = _f(
+        0.2, 's', 'no valid pose for longer than this gives state stale_input and zero twist')
+    orbit_radius: float = _f(
+        0.1, 'm', 'orbit radius r (apex to heart centre), scales the Cartesian linear velocity')
+    control_rate: float = _f(
+        30.0, 'Hz', 'rate of the control timer (commands are published every cycle)')
+    cue_min_angle: float = _f(
+        0.0175, 'rad', 'components of the operator cue smaller than this are left out')
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ('int', int):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise PolicyError(f'ControllerConfig.{f.name}: expected an integer number of '
+                                      f'{f.metadata["unit"]}, got {value!r}')
+            else:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise PolicyError(f'ControllerConfig.{f.name}: expected a finite number in '
+                                      f'{f.metadata["unit"]}, got {value!r}')
+                object.__setattr__(self, f.name, float(value))
+        positive = ('gain', 'max_orbit_speed', 'max_probe_speed', 'converge_tolerance', 'release_tolerance',
+                    'uncertainty_threshold', 'stale_timeout', 'orbit_radius', 'control_rate')
+        for name in positive:
+            value = getattr(self, name)
+            if value <= 0:
+                raise PolicyError(f'ControllerConfig.{name}: expected > 0 '
+                                  f'({type(self).__dataclass_fields__[name].metadata["unit"]}), got {value!r}')
+        for name in ('deadband', 'cue_min_angle'):
+            if getattr(self, name) < 0:
+                raise PolicyError(f'ControllerConfig.{name}: expected >= 0 rad, got {getattr(self, name)!r}')
+        if self.converge_frames < 1:
+            raise PolicyError(f'ControllerConfig.converge_frames: expected >= 1, got {self.converge_frames!r}')
+        if self.release_tolerance < self.converge_tolerance:
+            raise PolicyError(
+                f'ControllerConfig.release_tolerance: expected >= converge_tolerance '
+                f'({self.converge_tolerance!r} rad), got {self.release_tolerance!r}')
+        # With both factors inside the deadband the effective error is at most sqrt(5) * deadband
+        # (u moves with the orbit angle, R = R_v R_p with the sum of both angles): a deadband that
+        # large could stop the probe short of the tolerance forever.
+        if math.sqrt(5.0) * self.deadband >= self.converge_tolerance:
+            raise PolicyError(
+                f'ControllerConfig.deadband: expected sqrt(5) * deadband < converge_tolerance '
+                f'({self.converge_tolerance!r} rad) so the probe cannot stop outside the tolerance, '
+                f'got deadband = {self.deadband!r} rad')
+
+    @property
+    def control_period(self) -> float:
+        """s, ``1 / control_rate``."""
+        return 1.0 / self.control_rate
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> 'ControllerConfig':
+        """Build from a mapping of field names (e.g. ROS parameters); unknown keys raise PolicyError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise PolicyError(f'ControllerConfig: unknown parameter(s) {unknown}; expected some of {sorted(known)}')
+        return cls(**dict(values))
+
+
+def describe_fields() -> dict[str, tuple[Any, str, str]]:
+    """``{name: (default, unit, description)}`` for every field of :class:`ControllerConfig`, in order."""
+    return {f.name: (f.default, f.metadata['unit'], f.metadata['description']) for f in fields(ControllerConfig)}

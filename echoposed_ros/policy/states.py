@@ -1,0 +1,157 @@
+"""The guidance state machine: one pure control step per timer tick.
+
+States (values equal ``GuidanceStatus.STATE_*``), checked in this order each cycle:
+
+- ``stopped``: guidance stopped by service (or not started): zero twist.
+- ``idle``: no target, or no pose received yet: zero twist.
+- ``stale_input``: the newest pose is older than ``stale_timeout`` (0.2 s): zero twist. Ages
+  are measured on the controller's clock at reception, so staleness is found without input.
+- ``hold_uncertain``: sigma^2 above ``uncertainty_threshold``, or the pose is unusable (NaN,
+  not a rotation) or in another frame than the target: zero twist ("no heart / not sure").
+- ``converged``: the estimated effective error was below ``converge_tolerance`` for
+  ``converge_frames`` consecutive pose frames (frames, not ticks); stays converged until the
+  error exceeds ``release_tolerance``: zero twist.
+- ``guiding``: the proportional twist towards the target.
+
+Every path but ``guiding`` returns exactly zero twists. Times are seconds on one clock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+import numpy as np
+from numpy.typing import ArrayLike
+
+from echoposed_ros.geometry import CartesianTwist, GeometryError, Pose, as_pose, quat_xyzw_to_matrix
+
+from .config import ControllerConfig
+from .controller import BodyTwist, TrackingError, probe_frame_twist, proportional_twist, tracking_error
+from .cues import cue_text, operator_cue, state_cue
+from .targets import Target
+
+__all__ = ['ControlOutput', 'GuidanceMemory', 'GuidanceState', 'PoseSample', 'control_step', 'pose_sample']
+
+
+class GuidanceState(IntEnum):
+    """Guidance states; values equal ``echoposed_msgs/GuidanceStatus.STATE_*``."""
+
+    IDLE = 0
+    GUIDING = 1
+    CONVERGED = 2
+    HOLD_UNCERTAIN = 3
+    STALE_INPUT = 4
+    STOPPED = 5
+
+    @property
+    def label(self) -> str:
+        """Lower-case name as in ``GuidanceStatus.state_name`` ("hold_uncertain", ...)."""
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class PoseSample:
+    """One received pose estimate.
+
+    pose: ``(R_v, R_p)`` (3, 3) rotations, or None when the message was unusable (``problem``
+    says why); uncertainty: sigma^2, rad^2; received: s, controller clock at reception; seq:
+    increases by one per received message (frames are counted by it); frame: header frame_id.
+    """
+
+    pose: Pose | None
+    uncertainty: float
+    received: float
+    seq: int
+    frame: str = ''
+    problem: str = ''
+
+
+def pose_sample(orbit_xyzw: ArrayLike, probe_xyzw: ArrayLike, uncertainty: float, received: float, seq: int,
+                frame: str = '') -> PoseSample:
+    """A :class:`PoseSample` from ROS quaternions (x, y, z, w); NaN or non-unit quaternions give ``pose=None``.
+
+    Never raises on bad pose content: the controller must hold, not crash.
+    """
+    try:
+        pose: Pose | None = as_pose((quat_xyzw_to_matrix(orbit_xyzw, 'orbit'),
+                                     quat_xyzw_to_matrix(probe_xyzw, 'probe')), 'pose')
+        problem = ''
+    except (GeometryError, TypeError, ValueError) as exc:
+        pose, problem = None, f'invalid pose: {exc}'
+    return PoseSample(pose=pose, uncertainty=float(uncertainty), received=float(received), seq=int(seq),
+                      frame=frame, problem=problem)
+
+
+@dataclass(frozen=True)
+class GuidanceMemory:
+    """What the state machine carries between ticks: consecutive frames within tolerance, the last
+    counted frame's seq, and whether it has converged. ``GuidanceMemory()`` is the reset state."""
+
+    frames_within_tolerance: int = 0
+    last_seq: int = -1
+    converged: bool = False
+
+
+@dataclass(frozen=True)
+class ControlOutput:
+    """One control cycle's result.
+
+    twist: body twists (rad/s); cartesian: the same motion as a probe-frame twist (v in m/s, omega
+    in rad/s); error: None when no comparison was made; uncertainty: sigma^2 (rad^2, NaN if none);
+    cue: operator cue text.
+    """
+
+    state: GuidanceState
+    twist: BodyTwist
+    cartesian: CartesianTwist
+    error: TrackingError | None
+    uncertainty: float
+    frames_within_tolerance: int
+    cue: str
+
+
+def _hold(state: GuidanceState, memory: GuidanceMemory, error: TrackingError | None = None,
+          uncertainty: float = float('nan'), detail: str = '') -> tuple[GuidanceMemory, ControlOutput]:
+    zero = BodyTwist.zero()
+    return memory, ControlOutput(state, zero, CartesianTwist(np.zeros(3), np.zeros(3)), error, uncertainty,
+                                 memory.frames_within_tolerance, state_cue(state.label, detail))
+
+
+def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Target | None,
+                 sample: PoseSample | None, config: ControllerConfig) -> tuple[GuidanceMemory, ControlOutput]:
+    """One control cycle at time ``now`` (s): the new memory and the command (module docstring)."""
+    if not active:
+        return _hold(GuidanceState.STOPPED, GuidanceMemory())
+    if target is None:
+        return _hold(GuidanceState.IDLE, GuidanceMemory())
+    if sample is None:
+        return _hold(GuidanceState.IDLE, GuidanceMemory(), detail='waiting for a first pose')
+    age = now - sample.received
+    if not np.isfinite(age) or age > config.stale_timeout:
+        return _hold(GuidanceState.STALE_INPUT, GuidanceMemory(), uncertainty=sample.uncertainty,
+                     detail=f'last pose {age:.2f} s ago')
+    if sample.pose is None:
+        return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), uncertainty=sample.uncertainty,
+                     detail=sample.problem or 'invalid pose')
+    if not np.isfinite(sample.uncertainty) or sample.uncertainty > config.uncertainty_threshold:
+        return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), uncertainty=sample.uncertainty,
+                     detail=f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}')
+    if target.frame and sample.frame and target.frame != sample.frame:
+        return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), uncertainty=sample.uncertainty,
+                     detail=f'pose frame {sample.frame!r} is not the target frame {target.frame!r}')
+
+    error = tracking_error(sample.pose, target.pose)
+    frames, converged = memory.frames_within_tolerance, memory.converged
+    if sample.seq != memory.last_seq:  # a new frame: count it once
+        frames = frames + 1 if error.effective < config.converge_tolerance else 0
+    if converged and error.effective > config.release_tolerance:
+        converged, frames = False, 0
+    if not converged and frames >= config.converge_frames:
+        converged = True
+    memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq, converged=converged)
+    if converged:
+        return _hold(GuidanceState.CONVERGED, memory, error, sample.uncertainty)
+
+    twist = proportional_twist(error, config)
+    cartesian = probe_frame_twist(sample.pose, twist, config.orbit_radius)
+    cue = cue_text(operator_cue(sample.pose, target.pose), config.cue_min_angle)
+    return memory, ControlOutput(GuidanceState.GUIDING, twist, cartesian, error, sample.uncertainty, frames, cue)

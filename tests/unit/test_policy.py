@@ -1,0 +1,213 @@
+"""Policy core: config validation, proportional twist (gain, deadband, limits), state machine safety."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from echoposed_ros.geometry import Pose, identity, matrix_to_quat_xyzw, rot_x, rot_y, rot_z, so3_exp
+from echoposed_ros.policy import (ControllerConfig, GuidanceMemory, GuidanceState, PolicyError, PoseSample,
+                                  TargetKind, clip_norm, control_step, describe_fields, make_target, pose_sample,
+                                  proportional_twist, tracking_error)
+
+CFG = ControllerConfig()
+TARGET = make_target((rot_x(0.2), rot_z(1.0) @ rot_y(0.1)), 'pose', TargetKind.POSE)
+
+
+def sample(pose=None, uncertainty=0.0, received=0.0, seq=0, frame=''):
+    return PoseSample(identity() if pose is None else Pose(*pose), uncertainty, received, seq, frame)
+
+
+def step(s, now=0.0, memory=GuidanceMemory(), active=True, target=TARGET, config=CFG):
+    return control_step(memory, now=now, active=active, target=target, sample=s, config=config)
+
+
+def assert_zero(out):
+    assert not np.any(out.twist.orbit) and not np.any(out.twist.probe)
+    assert not np.any(out.cartesian.v) and not np.any(out.cartesian.omega)
+
+
+# --- config -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(('field', 'value', 'words'), [
+    ('gain', 0.0, 'gain: expected > 0'),
+    ('max_probe_speed', -1.0, 'max_probe_speed'),
+    ('stale_timeout', float('nan'), 'stale_timeout: expected a finite number'),
+    ('converge_frames', 0, 'converge_frames: expected >= 1'),
+    ('converge_frames', 2.5, 'integer'),
+    ('release_tolerance', 0.01, 'release_tolerance: expected >= converge_tolerance'),
+    ('deadband', 0.03, 'sqrt(5) * deadband < converge_tolerance'),
+    ('uncertainty_threshold', 'high', 'uncertainty_threshold'),
+])
+def test_config_rejects_bad_values_naming_the_field(field, value, words):
+    with pytest.raises(PolicyError) as info:
+        ControllerConfig(**{field: value})
+    assert words in str(info.value)
+
+
+def test_config_is_frozen_and_every_field_has_a_unit_and_description():
+    with pytest.raises(AttributeError):
+        CFG.gain = 2.0  # type: ignore[misc]
+    for name, (default, unit, description) in describe_fields().items():
+        assert unit and len(description) > 15, name
+        assert getattr(CFG, name) == default
+    assert ControllerConfig.from_mapping({'gain': 3}).gain == 3.0
+    with pytest.raises(PolicyError, match='unknown parameter'):
+        ControllerConfig.from_mapping({'gains': 3})
+
+
+# --- proportional twist -------------------------------------------------------------------------
+
+def test_twist_is_gain_times_body_log_error():
+    cfg = ControllerConfig(gain=0.5, max_orbit_speed=10.0, max_probe_speed=10.0)
+    P = (rot_x(0.1), rot_z(0.3))
+    T = (rot_x(0.1) @ so3_exp([0.0, 0.05, 0.0]), rot_z(0.3) @ so3_exp([0.1, -0.2, 0.3]))
+    err = tracking_error(P, T)
+    tw = proportional_twist(err, cfg)
+    np.testing.assert_allclose(tw.orbit, [0.0, 0.025, 0.0], atol=1e-12)
+    np.testing.assert_allclose(tw.probe, 0.5 * np.array([0.1, -0.2, 0.3]), atol=1e-12)
+    assert err.orbit_angle == pytest.approx(0.05)
+
+
+def test_body_error_is_invariant_under_a_common_left_factor():
+    rng = np.random.default_rng(0)
+    P = (so3_exp(rng.normal(size=3)), so3_exp(rng.normal(size=3)))
+    T = (so3_exp(rng.normal(size=3)), so3_exp(rng.normal(size=3)))
+    A = (so3_exp(rng.normal(size=3)), so3_exp(rng.normal(size=3)))
+    e1 = tracking_error(P, T)
+    e2 = tracking_error((A[0] @ P[0], A[1] @ P[1]), (A[0] @ T[0], A[1] @ T[1]))
+    np.testing.assert_allclose(e1.orbit, e2.orbit, atol=1e-12)
+    np.testing.assert_allclose(e1.probe, e2.probe, atol=1e-12)
+
+
+def test_deadband_zeroes_each_factor_on_its_own():
+    cfg = ControllerConfig(deadband=0.01, converge_tolerance=0.05)
+    err = tracking_error((np.eye(3), np.eye(3)), (so3_exp([0.005, 0, 0]), so3_exp([0, 0, 0.3])))
+    tw = proportional_twist(err, cfg)
+    assert not np.any(tw.orbit)
+    assert np.linalg.norm(tw.probe) > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6), min_size=3, max_size=3), st.one_of(st.just(0.0), st.floats(1e-6, 10.0)))
+def test_clip_norm_never_exceeds_the_limit_and_keeps_direction(w, limit):
+    w = np.array(w)
+    out = clip_norm(w, limit)
+    assert np.linalg.norm(out) <= limit * (1 + 1e-12) or np.allclose(out, w)
+    assert np.linalg.norm(out) <= max(limit, np.linalg.norm(w)) * (1 + 1e-12)
+    if np.linalg.norm(out) > 1e-9 and np.linalg.norm(w) > 0:
+        assert np.dot(out, w) / (np.linalg.norm(out) * np.linalg.norm(w)) == pytest.approx(1.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-3, 3), min_size=6, max_size=6), st.floats(0.1, 50.0))
+def test_commanded_speed_never_exceeds_the_limit_per_factor(v, gain):
+    cfg = ControllerConfig(gain=gain, max_orbit_speed=0.2, max_probe_speed=0.4)
+    err = tracking_error((np.eye(3), np.eye(3)), (so3_exp(v[:3]), so3_exp(v[3:])))
+    tw = proportional_twist(err, cfg)
+    assert np.linalg.norm(tw.orbit) <= 0.2 * (1 + 1e-12)
+    assert np.linalg.norm(tw.probe) <= 0.4 * (1 + 1e-12)
+
+
+def test_clip_norm_rejects_nan():
+    with pytest.raises(PolicyError, match='finite'):
+        clip_norm([np.nan, 0, 0], 1.0)
+
+
+# --- state machine ------------------------------------------------------------------------------
+
+def test_guiding_moves_towards_the_target():
+    memory, out = step(sample())
+    assert out.state == GuidanceState.GUIDING
+    assert np.dot(out.twist.probe, out.error.probe) > 0 and np.dot(out.twist.orbit, out.error.orbit) > 0
+    assert out.cue and out.cue != 'hold still'
+
+
+def test_uncertainty_above_threshold_holds_with_zero_twist():
+    _, out = step(sample(uncertainty=CFG.uncertainty_threshold * 1.01))
+    assert out.state == GuidanceState.HOLD_UNCERTAIN
+    assert_zero(out)
+    _, out = step(sample(uncertainty=float('nan')))
+    assert out.state == GuidanceState.HOLD_UNCERTAIN
+    assert_zero(out)
+    _, out = step(sample(uncertainty=CFG.uncertainty_threshold * 0.99))
+    assert out.state == GuidanceState.GUIDING
+
+
+def test_stale_input_gives_zero_twist_after_the_timeout():
+    _, out = step(sample(received=10.0), now=10.0 + 0.19)
+    assert out.state == GuidanceState.GUIDING
+    _, out = step(sample(received=10.0), now=10.0 + 0.21)
+    assert out.state == GuidanceState.STALE_INPUT
+    assert_zero(out)
+    assert 'no images' in out.cue
+
+
+@pytest.mark.parametrize('bad', [
+    ([np.nan, 0, 0, 1], [0, 0, 0, 1]),
+    ([0, 0, 0, 1], [0, 0, np.inf, 1]),
+    ([0, 0, 0, 0], [0, 0, 0, 1]),
+    ([0, 0, 0, 2], [0, 0, 0, 1]),
+])
+def test_nan_or_malformed_pose_is_a_zero_twist(bad):
+    s = pose_sample(bad[0], bad[1], 0.0, 0.0, 0)
+    assert s.pose is None and 'invalid pose' in s.problem
+    _, out = step(s)
+    assert out.state == GuidanceState.HOLD_UNCERTAIN
+    assert_zero(out)
+
+
+def test_pose_sample_reads_ros_quaternions():
+    s = pose_sample(matrix_to_quat_xyzw(rot_x(0.3)), [0, 0, 0, 1], 0.01, 1.5, 3, 'heart')
+    np.testing.assert_allclose(s.pose.orbit, rot_x(0.3), atol=1e-12)
+    assert (s.uncertainty, s.received, s.seq, s.frame) == (0.01, 1.5, 3, 'heart')
+
+
+def test_stopped_idle_and_frame_mismatch_give_zero_twist():
+    _, out = step(sample(), active=False)
+    assert out.state == GuidanceState.STOPPED
+    assert_zero(out)
+    _, out = step(sample(), target=None)
+    assert out.state == GuidanceState.IDLE
+    assert_zero(out)
+    _, out = step(None)
+    assert out.state == GuidanceState.IDLE
+    assert_zero(out)
+    target = make_target(TARGET.pose, 'A4C', TargetKind.VIEW, frame='heart')
+    _, out = step(sample(frame='model_x'), target=target)
+    assert out.state == GuidanceState.HOLD_UNCERTAIN and 'target frame' in out.cue
+    assert_zero(out)
+    _, out = step(sample(frame='heart'), target=target)
+    assert out.state == GuidanceState.GUIDING
+
+
+def test_converges_after_n_frames_within_tolerance_counting_frames_not_ticks():
+    cfg = ControllerConfig(converge_tolerance=0.05, release_tolerance=0.1, converge_frames=3)
+    near = (TARGET.pose.orbit, TARGET.pose.probe @ rot_z(0.02))
+    memory = GuidanceMemory()
+    states = []
+    for seq, repeats in enumerate([1, 4, 1]):  # the second frame is seen on 4 ticks
+        for _ in range(repeats):
+            memory, out = step(sample(near, seq=seq), memory=memory, config=cfg)
+            states.append((out.state, out.frames_within_tolerance))
+    assert states[:5] == [(GuidanceState.GUIDING, 1)] + [(GuidanceState.GUIDING, 2)] * 4
+    assert states[5] == (GuidanceState.CONVERGED, 3)
+    assert_zero(out)
+    # Within the release tolerance it stays converged; beyond it, it guides again.
+    memory, out = step(sample((TARGET.pose.orbit, TARGET.pose.probe @ rot_z(0.08)), seq=3), memory=memory, config=cfg)
+    assert out.state == GuidanceState.CONVERGED and out.frames_within_tolerance == 0
+    assert_zero(out)
+    memory, out = step(sample((TARGET.pose.orbit, TARGET.pose.probe @ rot_z(0.2)), seq=4), memory=memory, config=cfg)
+    assert out.state == GuidanceState.GUIDING and np.linalg.norm(out.twist.probe) > 0
+
+
+def test_a_frame_outside_tolerance_resets_the_count():
+    cfg = ControllerConfig(converge_frames=3)
+    near = (TARGET.pose.orbit, TARGET.pose.probe)
+    memory = GuidanceMemory()
+    for seq, pose in enumerate([near, near, (np.eye(3), np.eye(3)), near, near]):
+        memory, out = step(sample(pose, seq=seq), memory=memory, config=cfg)
+    assert out.state == GuidanceState.GUIDING and out.frames_within_tolerance == 2

@@ -14,6 +14,9 @@ __all__ = ['SUBCOMMANDS', 'main']
 
 # name: (module, one-line help). Sorted by name.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    'bench': ('echoposed_ros.cli.bench', 'Speed benchmarks against a same-run baseline (slicer).'),
+    'estimate': ('echoposed_ros.cli.estimate', 'Estimate probe poses and sigma^2 for image files (JSON).'),
+    'eval': ('echoposed_ros.cli.eval', 'Evaluation protocols: calibration (METHOD section 7).'),
 }
 
 

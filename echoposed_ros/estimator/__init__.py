@@ -13,25 +13,31 @@ from __future__ import annotations
 from .errors import EstimatorError
 from .estimator import Estimate, Estimator, FanMode
 from .fan import FanGeometry, detect_fan, model_fan
-from .image import ENCODINGS, decode_buffer, image_to_float, infer_encoding, map_to_model
-from .model import FORMAT_VERSION, METADATA_KEYS, EnsembleModel, ModelInfo, load_model
+from .image import ENCODINGS, IMAGE_SUFFIXES, decode_buffer, image_to_float, infer_encoding, map_to_model, read_image_file
+from .model import (DEFAULT_MODEL_FILE, FORMAT_VERSION, METADATA_KEYS, EnsembleModel, ModelInfo, default_model_path,
+                    load_model, require_default_model)
 
 __all__ = [
+    'DEFAULT_MODEL_FILE',
     'ENCODINGS',
-    'FORMAT_VERSION',
-    'METADATA_KEYS',
     'EnsembleModel',
     'Estimate',
     'Estimator',
     'EstimatorError',
+    'FORMAT_VERSION',
     'FanGeometry',
     'FanMode',
+    'IMAGE_SUFFIXES',
+    'METADATA_KEYS',
     'ModelInfo',
     'decode_buffer',
+    'default_model_path',
     'detect_fan',
     'image_to_float',
     'infer_encoding',
     'load_model',
     'map_to_model',
     'model_fan',
+    'read_image_file',
+    'require_default_model',
 ]

@@ -11,13 +11,17 @@ narrower, as in training's sector-angle cropping). Bilinear interpolation
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 
 from .errors import EstimatorError
 from .fan import FanGeometry
 
-__all__ = ['ENCODINGS', 'decode_buffer', 'image_to_float', 'infer_encoding', 'is_identity', 'map_to_model']
+__all__ = ['ENCODINGS', 'IMAGE_SUFFIXES', 'decode_buffer', 'image_to_float', 'infer_encoding', 'is_identity',
+           'map_to_model', 'read_image_file']
 
 #: Supported ``sensor_msgs/Image`` encodings: numpy dtype and channels of each.
 ENCODINGS: dict[str, tuple[type, int]] = {
@@ -27,6 +31,9 @@ ENCODINGS: dict[str, tuple[type, int]] = {
     'bgr8': (np.uint8, 3),
     '32FC1': (np.float32, 1),
 }
+
+#: Image file suffixes :func:`read_image_file` reads (lower case).
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.npy')
 
 # ITU-R BT.601 luma weights for (R, G, B): a grey image drawn in colour (R = G = B) keeps its value.
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -161,3 +168,52 @@ def map_to_model(image: np.ndarray, src: FanGeometry, dst: FanGeometry, dst_shap
     out[~keep] = 0.0
     return out.astype(np.float32, copy=False)
 
+
+
+def read_image_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, str]:
+    """Read a PNG / JPEG (pillow) or NPY image file -> (array, encoding).
+
+    8-bit grey -> mono8; 16-bit grey -> mono16; RGB(A) or palette -> rgb8 (alpha dropped);
+    float images -> 32FC1. NPY arrays: uint8 / uint16 ``(H, W)``, uint8 ``(H, W, 3)`` (RGB)
+    or float ``(H, W)`` (in [0, 1]). Raises EstimatorError naming the file otherwise.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise EstimatorError(f'image file {p}: no such file')
+    suffix = p.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise EstimatorError(f'image file {p}: unsupported suffix {p.suffix!r}; expected one of '
+                             f'{", ".join(IMAGE_SUFFIXES)}')
+    if suffix == '.npy':
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise EstimatorError(f'image file {p}: not a readable .npy array ({exc})') from None
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        if np.issubdtype(arr.dtype, np.floating) and arr.ndim == 2:
+            return arr.astype(np.float32), '32FC1'
+        try:
+            return arr, infer_encoding(arr)
+        except EstimatorError as exc:
+            raise EstimatorError(f'image file {p}: {exc}') from None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as im:
+            im.load()
+            mode = im.mode
+            if mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+                arr = np.asarray(im)
+                if arr.dtype != np.uint16:
+                    if arr.min() < 0 or arr.max() > 65535:
+                        raise EstimatorError(f'image file {p}: {mode} values outside 0..65535')
+                    arr = arr.astype(np.uint16)
+                return arr, 'mono16'
+            if mode == 'F':
+                return np.asarray(im, dtype=np.float32), '32FC1'
+            if mode in ('L', '1', 'LA'):
+                return np.asarray(im.convert('L'), dtype=np.uint8), 'mono8'
+            return np.asarray(im.convert('RGB'), dtype=np.uint8), 'rgb8'
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise EstimatorError(f'image file {p}: not a readable image ({exc})') from None

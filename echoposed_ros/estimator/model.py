@@ -28,7 +28,16 @@ import numpy as np
 
 from .errors import EstimatorError
 
-__all__ = ['FORMAT_VERSION', 'METADATA_KEYS', 'EnsembleModel', 'ModelInfo', 'load_model']
+__all__ = [
+    'DEFAULT_MODEL_FILE',
+    'EnsembleModel',
+    'FORMAT_VERSION',
+    'METADATA_KEYS',
+    'ModelInfo',
+    'default_model_path',
+    'load_model',
+    'require_default_model',
+]
 
 #: Value of the ``echoposed_format`` metadata key this runtime reads.
 FORMAT_VERSION = '1'
@@ -37,6 +46,9 @@ FORMAT_VERSION = '1'
 METADATA_KEYS = ('echoposed_format', 'input_height', 'input_width', 'sector_angle_rad',
                  'sector_depth_mm', 'intensity', 'members', 'train_config', 'train_data',
                  'model_name')
+
+#: File name of the shipped ensemble in ``models/``.
+DEFAULT_MODEL_FILE = 'echoposed_k5.onnx'
 
 INPUT_NAME = 'image'
 OUTPUT_NAMES = ('orbit', 'probe')
@@ -235,3 +247,19 @@ class EnsembleModel:
 def load_model(path: str | os.PathLike[str], intra_op_threads: int = 2) -> EnsembleModel:
     """Open and check an echoposed ONNX model (see module docstring); raises EstimatorError."""
     return EnsembleModel(path, intra_op_threads=intra_op_threads)
+
+
+def default_model_path() -> Path:
+    """The shipped model, ``models/echoposed_k5.onnx`` of the checkout or ``share/echoposed``."""
+    from ..paths import models_dir
+    return models_dir() / DEFAULT_MODEL_FILE
+
+
+def require_default_model() -> Path:
+    """:func:`default_model_path`, or an EstimatorError saying the shipped model is not there."""
+    path = default_model_path()
+    if not path.is_file():
+        raise EstimatorError(f'model file {path}: no such file; the shipped model {DEFAULT_MODEL_FILE} '
+                             'has not been trained and installed into models/ yet (see models/ and '
+                             '`echoposed train` / `echoposed export`); pass --model PATH to use another model')
+    return path

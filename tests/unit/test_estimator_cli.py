@@ -1,0 +1,122 @@
+"""``echoposed estimate`` and ``echoposed eval calibration`` on tiny files in tmp_path."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.spatial.transform import Rotation
+
+from echoposed_ros.cli import main
+from echoposed_ros.estimator import Estimator, FanGeometry, model_fan
+from echoposed_ros.estimator import model as model_module
+from echoposed_ros.estimator.synthetic import write_model
+from echoposed_ros.geometry import quat_xyzw_to_matrix
+
+K = 5
+ANGLE = math.radians(75.0)
+
+
+@pytest.fixture(scope='module')
+def model_path(tmp_path_factory):
+    return write_model(tmp_path_factory.mktemp('m') / 'ens.onnx', Rotation.random(K, random_state=1).as_matrix(),
+                       Rotation.random(K, random_state=2).as_matrix(), gain=3.0)
+
+
+def scene(shape, fan):
+    x, z = fan.plane_coords(shape)
+    return np.where(fan.mask(shape), 0.2 + 0.6 * z + 0.1 * np.cos(7 * x), 0.0)
+
+
+def test_estimate_images_and_folders(tmp_path, model_path, capsys):
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    grey = scene((64, 64), model_fan(64, 64, ANGLE))
+    np.save(folder / 'a.npy', grey.astype(np.float32))
+    Image.fromarray(np.round(grey * 255).astype(np.uint8)).save(folder / 'b.png')
+    rgb = np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+    Image.fromarray(rgb).save(folder / 'c.jpg', quality=98)
+    (folder / 'notes.txt').write_text('not an image')
+    big = scene((200, 240), FanGeometry.square(-4.0, 119.5, ANGLE, 190.0))
+    Image.fromarray(np.round(big * 65535).astype(np.uint16)).save(tmp_path / 'scanner16.png')
+    out = tmp_path / 'out' / 'est.json'
+    rc = main(['estimate', str(folder), str(tmp_path / 'scanner16.png'), '--json', str(out),
+               '--model', str(model_path)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc['members'] == K and doc['quaternion_order'] == 'x, y, z, w'
+    rows = doc['images']
+    assert [r['path'].rsplit('/', 1)[-1] for r in rows] == ['a.npy', 'b.png', 'c.jpg', 'scanner16.png']
+    assert [r['encoding'] for r in rows] == ['32FC1', 'mono8', 'rgb8', 'mono16']
+    ref = Estimator(model_path).estimate(grey.astype(np.float32))
+    for r in rows:
+        q = np.array(r['probe_xyzw'])
+        assert np.linalg.norm(q) == pytest.approx(1.0) and q[3] >= 0
+        R = quat_xyzw_to_matrix(q)
+        # same scene everywhere: estimates agree within a degree (quantisation, JPEG, resampling)
+        assert np.degrees(Rotation.from_matrix(R.T @ ref.probe).magnitude()) < 1.0, r['path']
+        assert r['sigma2'] == pytest.approx(ref.sigma2, rel=0.05)
+    assert rows[3]['fan']['angle_rad'] == pytest.approx(ANGLE, abs=math.radians(1))
+    np.testing.assert_allclose(rows[0]['probe_xyzw'], ref.probe_xyzw, atol=1e-9)
+    assert 'wrote 4 estimate(s)' in capsys.readouterr().out
+
+
+def test_missing_shipped_model_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(model_module, 'default_model_path', lambda: tmp_path / 'models' / 'echoposed_k5.onnx')
+    np.save(tmp_path / 'a.npy', np.zeros((64, 64), np.float32))
+    rc = main(['estimate', str(tmp_path / 'a.npy'), '--json', str(tmp_path / 'o.json')])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert 'echoposed_k5.onnx' in err and 'has not been trained' in err and '--model' in err
+    assert err.count('\n') == 1
+    assert not (tmp_path / 'o.json').exists()
+
+
+@pytest.mark.parametrize('make, expected', [
+    (lambda d: d / 'missing.png', 'no such file or folder'),
+    (lambda d: (d / 'empty').mkdir() or d / 'empty', 'holds no image files'),
+    (lambda d: (d / 'x.png').write_bytes(b'garbage') and d / 'x.png', 'not a readable image'),
+    (lambda d: np.save(d / 'i.npy', np.zeros((4, 4), np.int64)) or d / 'i.npy', 'cannot tell its encoding'),
+])
+def test_bad_inputs_are_one_line_errors(tmp_path, model_path, capsys, make, expected):
+    path = make(tmp_path)
+    rc = main(['estimate', str(path), '--json', str(tmp_path / 'o.json'), '--model', str(model_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and str(path) in err and err.count('\n') == 1
+
+
+def test_eval_calibration_on_volume_files(tmp_path, model_path, monkeypatch, capsys):
+    """The command end to end, volumes from a folder (the loader is the simulator's)."""
+    volume_mod = pytest.importorskip('echoposed_sim.volume')
+    pytest.importorskip('echoposed_sim.slicer')
+    from echoposed_ros.cli import eval_calibration
+
+    rng = np.random.default_rng(0)
+    vols = [volume_mod.Volume(data=rng.random((1, 24, 24, 24)).astype(np.float32), spacing=np.full(3, 8.0),
+                              centre=np.full(3, 92.0), radius=60.0, name=f'vol{i}') for i in range(2)]
+    folder = tmp_path / 'vols'
+    folder.mkdir()
+    for v in vols:
+        (folder / f'{v.name}.npz').write_bytes(b'')
+    monkeypatch.setattr(eval_calibration, '_loaded', lambda files: iter(vols))
+    out = tmp_path / 'cal.json'
+    rc = main(['eval', 'calibration', '--volumes', str(folder), '--json', str(out), '--model', str(model_path),
+               '--plots', str(tmp_path / 'plots'), '--z-step-deg', '30', '--tilt-step-deg', '10'])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc['source']['volume_files'][0].endswith('vol0.npz')
+    for axis in 'xyz':
+        assert math.isfinite(doc['axes'][axis]['maae_deg'])
+        assert doc['axes'][axis]['normalized_maae'] is not None
+    assert doc['axes']['z']['slices'] == 2 * 12 and doc['axes']['x']['slices'] == 2 * 7
+    assert doc['mean_sigma2'] > 0
+    assert (tmp_path / 'plots' / 'calibration.png').stat().st_size > 10_000
+    assert 'normalised MAAE x / y / z' in capsys.readouterr().out
+
+
+def test_eval_calibration_reports_bad_seeds(tmp_path, model_path, capsys):
+    rc = main(['eval', 'calibration', '--seeds', '9-3', '--json', str(tmp_path / 'c.json'),
+               '--model', str(model_path)])
+    assert rc == 2 and "--seeds '9-3'" in capsys.readouterr().err

@@ -92,7 +92,7 @@ runtime = []
 for package in (echoposed_ros, echoposed_sim):
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         if (".training" in info.name or info.name.endswith(("cli.train", "cli.export"))
-                or info.name.endswith("__main__")):
+                or info.name.endswith(("__main__", "bringup.ros_launch"))):  # ros_launch needs launch_ros
             continue
         runtime.append(info.name)
 for name in runtime:

@@ -1,0 +1,11 @@
+"""Bringing the graph up: one description of each launch, read by the launch files in
+``launch/`` (launch_ros, on a ROS 2 install) and by ``echoposed launch`` (this machine, no
+``ros2 launch``), so the two can never drift.
+
+- ``description``: launch arguments and the nodes (executable, name, parameters) they start
+- ``launcher``: start, supervise and stop those nodes as processes
+- ``monitor``: a node that watches a run and writes its summary
+"""
+from .description import LAUNCHES, Argument, LaunchSpec, NodeSpec, resolve
+
+__all__ = ['LAUNCHES', 'Argument', 'LaunchSpec', 'NodeSpec', 'resolve']

@@ -1,0 +1,27 @@
+"""launch_ros actions from the shared description (imported only by ``launch/*.launch.py``)."""
+from __future__ import annotations
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from .description import LAUNCHES, resolve
+
+__all__ = ['generate_for']
+
+
+def generate_for(launch: str) -> LaunchDescription:
+    spec = LAUNCHES[launch]
+
+    def nodes(context):  # noqa: ANN001, ANN202 - launch's OpaqueFunction signature
+        given = {a.name: LaunchConfiguration(a.name).perform(context) for a in spec.arguments}
+        _, node_specs = resolve(launch, given)
+        return [Node(package='echoposed', executable=n.executable, name=n.name, output='screen',
+                     parameters=[str(n.params_file), dict(n.parameters)] if n.params_file else [dict(n.parameters)])
+                for n in node_specs]
+
+    declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
+                                      **({'choices': list(a.choices)} if a.choices else {}))
+                for a in spec.arguments]
+    return LaunchDescription([*declared, OpaqueFunction(function=nodes)])

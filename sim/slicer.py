@@ -189,6 +189,9 @@ def slice_batch_reference(volume: Volume, orbits: ArrayLike, probes: ArrayLike, 
 
 BRICK = 4
 _CHUNK = 1024  # in-fan pixels per parallel work item
+# Below this many sampled points (about 12 slices of 128 x 128) one thread does the work: a parallel
+# region costs little on an idle machine but can wait tens of ms for a descheduled worker on a busy one.
+_PARALLEL_MIN_POINTS = 100_000
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -342,8 +345,16 @@ def slice_batch(volume: Volume | PreparedVolume, orbits: ArrayLike, probes: Arra
     flat, frame_stride, (it, jt, kt) = _layout(volume)
     dims = np.asarray(vol.data.shape[1:], dtype=np.int64)
     with _KERNEL_LOCK:
-        _kernel(flat, frame_stride, it, jt, kt, dims, np.float64(scale), o, ex, ez, f0, f1, wt, xs, zs, pix,
-                result.reshape(o.shape[0], -1))
+        threads = numba.get_num_threads()
+        small = o.shape[0] * xs.size < _PARALLEL_MIN_POINTS
+        if small:
+            numba.set_num_threads(1)
+        try:
+            _kernel(flat, frame_stride, it, jt, kt, dims, np.float64(scale), o, ex, ez, f0, f1, wt, xs, zs, pix,
+                    result.reshape(o.shape[0], -1))
+        finally:
+            if small:
+                numba.set_num_threads(threads)
     return result
 
 

@@ -22,7 +22,7 @@ from .errors import GeometryError
 from .pose import Pose, as_pose, compose, distance, gauge_fix, identity, inverse, right_apply, step
 from .pose import exp as pose_exp
 from .pose import log as pose_log
-from .so3 import (angle, check_rotation, hat, matrix_to_quat_xyzw, project_to_so3, quat_xyzw_to_matrix, rot_x,
+from .so3 import (angle, check_rotation, check_vectors, hat, matrix_to_quat_xyzw, project_to_so3, quat_xyzw_to_matrix, rot_x,
                   rot_y, rot_z, swing_twist, vee)
 from .so3 import exp as so3_exp
 from .so3 import log as so3_log
@@ -41,6 +41,7 @@ __all__ = [
     'body_twist_to_cartesian',
     'body_twist_to_probe_cartesian',
     'check_rotation',
+    'check_vectors',
     'compose',
     'distance',
     'effective',

@@ -34,6 +34,9 @@ def mean_and_sigma2(orbits: ArrayLike, probes: ArrayLike) -> EnsembleMean:
     twist ``rot_z(tau)`` from one factor to the other, which would add ``tau^2`` of spurious
     disagreement to each factor although the slice is unchanged. The returned mean pose is then
     put in canonical gauge (same effective pose as the un-gauged mean).
+
+    When members disagree by about a half turn the member mean can be near-singular and its
+    nearest rotation is not unique (the mean is then unstable); sigma2 is large in that case.
     """
     A_v = so3.check_rotation(orbits, 'orbits')
     A_p = so3.check_rotation(probes, 'probes')

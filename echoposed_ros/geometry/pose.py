@@ -71,7 +71,7 @@ def exp(xi: ArrayLike) -> Pose:
     xi = np.asarray(xi, dtype=np.float64)
     if xi.ndim < 1 or xi.shape[-1] != 6:
         raise GeometryError(f'xi: expected a tangent vector (omega_v, omega_p) of shape (..., 6), got {xi.shape}')
-    return Pose(so3.exp(xi[..., :3]), so3.exp(xi[..., 3:]))
+    return Pose(so3.exp(xi[..., :3], 'xi omega_v'), so3.exp(xi[..., 3:], 'xi omega_p'))
 
 
 def log(g: Sequence[ArrayLike]) -> Array:
@@ -105,7 +105,7 @@ def gauge_fix(g: Sequence[ArrayLike]) -> Pose:
 def right_apply(g: Sequence[ArrayLike], omega_v: ArrayLike, omega_p: ArrayLike) -> Pose:
     """Body-frame motion ``(R_v exp(omega_v), R_p exp(omega_p))``; ``omega_*`` ``(..., 3)`` in rad. No gauge fix."""
     g = as_pose(g)
-    return Pose(g.orbit @ so3.exp(omega_v), g.probe @ so3.exp(omega_p))
+    return Pose(g.orbit @ so3.exp(omega_v, 'omega_v'), g.probe @ so3.exp(omega_p, 'omega_p'))
 
 
 def step(g: Sequence[ArrayLike], omega_v: ArrayLike, omega_p: ArrayLike, dt: float) -> Pose:
@@ -116,6 +116,6 @@ def step(g: Sequence[ArrayLike], omega_v: ArrayLike, omega_p: ArrayLike, dt: flo
     dt = float(dt)
     if not np.isfinite(dt):
         raise GeometryError(f'dt: expected a finite time step in seconds, got {dt}')
-    w_v = np.asarray(omega_v, dtype=np.float64) * dt
-    w_p = np.asarray(omega_p, dtype=np.float64) * dt
+    w_v = so3.check_vectors(omega_v, 3, 'omega_v') * dt
+    w_p = so3.check_vectors(omega_p, 3, 'omega_p') * dt
     return gauge_fix(right_apply(g, w_v, w_p))

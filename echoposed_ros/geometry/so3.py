@@ -17,6 +17,7 @@ from .errors import GeometryError
 __all__ = [
     'angle',
     'check_rotation',
+    'check_vectors',
     'exp',
     'hat',
     'log',
@@ -44,14 +45,15 @@ def _first_bad(mask: NDArray[np.bool_]) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
-def _as_vectors(x: ArrayLike, n: int, name: str) -> Array:
+def check_vectors(x: ArrayLike, n: int, name: str) -> Array:
+    """Return ``x`` as float64 ``(..., n)`` after checking its shape and that it is finite (else GeometryError)."""
     a = np.asarray(x, dtype=np.float64)
     if a.ndim < 1 or a.shape[-1] != n:
         raise GeometryError(f'{name}: expected shape (..., {n}), got {a.shape}')
     bad = ~np.isfinite(a)
     if bad.any():
         idx = _first_bad(bad)
-        raise GeometryError(f'{name}: contains NaN or inf (value {a[idx]!r} at index {idx})')
+        raise GeometryError(f'{name}: contains NaN or inf (value {float(a[idx])} at index {idx}); expected finite')
     return a
 
 
@@ -111,7 +113,7 @@ def project_to_so3(M: ArrayLike, name: str = 'M') -> Array:
 
 def hat(w: ArrayLike) -> Array:
     """Skew matrix ``[w]_x`` of shape ``(..., 3, 3)`` with ``[w]_x v = w x v``; ``w`` is ``(..., 3)``."""
-    w = _as_vectors(w, 3, 'w')
+    w = check_vectors(w, 3, 'w')
     z = np.zeros(w.shape[:-1])
     x, y, zz = w[..., 0], w[..., 1], w[..., 2]
     return np.stack([np.stack([z, -zz, y], -1),
@@ -147,12 +149,12 @@ def _rot_batch(R: Array) -> tuple[Rotation, tuple[int, ...]]:
     return Rotation.from_matrix(R.reshape(-1, 3, 3)), batch
 
 
-def exp(omega: ArrayLike) -> Array:
+def exp(omega: ArrayLike, name: str = 'omega') -> Array:
     """Rotation matrix ``(..., 3, 3)`` of rotation vectors ``omega`` ``(..., 3)`` (rad, axis * angle).
 
     Stable for any angle (scipy uses a series near 0).
     """
-    w = _as_vectors(omega, 3, 'omega')
+    w = check_vectors(omega, 3, name)
     if w.size == 0:
         return np.zeros(w.shape[:-1] + (3, 3))
     return Rotation.from_rotvec(w.reshape(-1, 3)).as_matrix().reshape(w.shape[:-1] + (3, 3))
@@ -175,7 +177,7 @@ def _axis_rot(theta: ArrayLike, axis: int) -> Array:
     t = np.asarray(theta, dtype=np.float64)
     bad = ~np.isfinite(t)
     if bad.any():
-        raise GeometryError(f'angle: contains NaN or inf: {t[bad].ravel()[:3].tolist()}')
+        raise GeometryError(f'theta: contains NaN or inf (value {float(t[bad].ravel()[0])}); expected finite radians')
     c, s = np.cos(t), np.sin(t)
     R = np.zeros(t.shape + (3, 3))
     i, j = [(1, 2), (2, 0), (0, 1)][axis]
@@ -208,7 +210,7 @@ def quat_xyzw_to_matrix(q: ArrayLike, name: str = 'q', atol: float = QUAT_NORM_A
     The quaternion must be finite and of unit norm within ``atol`` (it is then renormalised);
     a zero, NaN or far-from-unit quaternion raises :class:`GeometryError`.
     """
-    q = _as_vectors(q, 4, name)
+    q = check_vectors(q, 4, name)
     n = np.linalg.norm(q, axis=-1)
     if (n < 1e-12).any():
         idx = _first_bad(n < 1e-12)

@@ -32,8 +32,8 @@ class CartesianTwist(NamedTuple):
 def _check(orbit, probe, omega_v, omega_p, radius):
     R_v = so3.check_rotation(orbit, 'orbit R_v')
     R_p = so3.check_rotation(probe, 'probe R_p')
-    w_v = so3._as_vectors(omega_v, 3, 'omega_v')
-    w_p = so3._as_vectors(omega_p, 3, 'omega_p')
+    w_v = so3.check_vectors(omega_v, 3, 'omega_v')
+    w_p = so3.check_vectors(omega_p, 3, 'omega_p')
     r = float(radius)
     if not np.isfinite(r) or r < 0:
         raise GeometryError(f'radius: expected a finite length >= 0, got {radius!r}')

@@ -16,6 +16,7 @@ sim_packages = ['echoposed_sim'] + [
 # Node executables: ``ros2 run echoposed <name>`` on a ROS 2 install.
 NODES = {
     'pose_node': 'echoposed_ros.nodes.pose_node:main',
+    'sim_node': 'echoposed_ros.nodes.sim_node:main',
 }
 
 setup(

@@ -1,0 +1,288 @@
+"""Simulation node ``echoposed_sim``: a robot arm (or kinematic probe) over a beating heart.
+
+Loads a volume file or generates a phantom patient, holds the probe in a PyBullet world and, at
+``frame_rate``, applies the held command, steps the world and publishes what the probe sees.
+
+Publishes ``probe/image`` (``sensor_msgs/Image`` mono8, frame ``probe``, sensor-data QoS),
+``probe/true_pose`` (``EchoPose``: ground truth in frame ``heart``, sigma^2 = 0),
+``probe/pose`` (``geometry_msgs/PoseStamped``: sector apex in frame ``heart``, metres),
+``joint_states`` and ``/diagnostics``. Subscribes ``probe/cmd`` (``ProbeTwist``) and
+``probe/cmd_twist`` (``geometry_msgs/TwistStamped``, frame ``probe`` or ``heart``). Services:
+``sim/reset`` (``std_srvs/Trigger``: next random start pose), ``sim/render_view``
+(``RenderView``), ``sim/standard_view`` (``StandardView``: named views of the loaded phantom).
+
+A command holding NaN or inf is dropped and reported; when commands stop for longer than
+``command_timeout`` the probe holds still. A missing or invalid volume stops the node with one
+clear line (exit code 2).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from echoposed_msgs.msg import EchoPose, ProbeTwist
+from echoposed_msgs.srv import RenderView, StandardView
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from echoposed_sim.sampling import sample_poses
+from echoposed_sim.sector import SectorGeometry
+from echoposed_sim.session import SimError, SimSession
+from echoposed_sim.volume import Volume
+from echoposed_sim.world import make_world
+
+from ..geometry import probe_frame
+from .convert import array_to_image_msg, echopose_msg, matrix_to_quaternion_msg, quaternion_msg_to_matrix
+from .diagnostics import OK, WARN, DiagnosticsPublisher
+from .params import Param, declare_all
+
+__all__ = ['PARAMS', 'SimNode', 'SimNodeConfig', 'load_sim_volume', 'main']
+
+PARAMS = (
+    Param('volume', '', 'volume file (.nii, .nii.gz, .mha, .mhd, .npz, .npy); empty = phantom patient',
+          read_only=True),
+    Param('phantom_seed', 1000, 'phantom patient seed (used when volume is empty)', read_only=True),
+    Param('style', '', 'acquisition style YAML of the phantom; empty = the default style', read_only=True),
+    Param('phantom_frames', 20, 'phantom time frames per cardiac cycle', read_only=True),
+    Param('image_height', 128, 'image rows (pixels), along depth', read_only=True),
+    Param('image_width', 128, 'image columns (pixels), lateral', read_only=True),
+    Param('sector_angle', float(np.deg2rad(75.0)), 'rad, full opening angle of the sector', read_only=True),
+    Param('sector_depth', 0.15, 'm, depth of the sector', read_only=True),
+    Param('orbit_radius', 0.0, "m, orbit radius about the heart centre; 0 = the volume's own", read_only=True),
+    Param('frame_rate', 30.0, 'Hz, image rate and world step', read_only=True),
+    Param('cardiac_motion', True, 'the heart beats (true) or stays at end-diastole (false)'),
+    Param('robot', True, 'true: a PyBullet KUKA iiwa holds the probe; false: kinematic probe', read_only=True),
+    Param('start_seed', 0, 'seed of the random start poses (sim/reset draws the next one)', read_only=True),
+    Param('start_orbit_max', float(np.deg2rad(20.0)), 'rad, largest orbit angle of a random start pose',
+          read_only=True),
+    Param('start_tilt_max', float(np.deg2rad(20.0)), 'rad, largest probe tilt about x and y of a start pose',
+          read_only=True),
+    Param('command_timeout', 0.2, 's, hold still when no command has come for this long'),
+)
+
+
+@dataclass(frozen=True)
+class SimNodeConfig:
+    volume: str
+    phantom_seed: int
+    style: str
+    phantom_frames: int
+    sector: SectorGeometry
+    orbit_radius_mm: float | None
+    frame_rate: float
+    cardiac_motion: bool
+    robot: bool
+    start_seed: int
+    start_orbit_max: float
+    start_tilt_max: float
+    command_timeout: float
+
+    @classmethod
+    def from_parameters(cls, v: dict[str, Any]) -> SimNodeConfig:
+        if not v['frame_rate'] > 0:
+            raise ValueError(f"frame_rate = {v['frame_rate']} Hz; expected > 0")
+        if not v['command_timeout'] > 0:
+            raise ValueError(f"command_timeout = {v['command_timeout']} s; expected > 0")
+        if v['orbit_radius'] < 0:
+            raise ValueError(f"orbit_radius = {v['orbit_radius']} m; expected >= 0 (0 = the volume's own)")
+        sector = SectorGeometry(angle_rad=float(v['sector_angle']), depth_mm=1e3 * float(v['sector_depth']),
+                                height=int(v['image_height']), width=int(v['image_width']))
+        return cls(volume=v['volume'], phantom_seed=int(v['phantom_seed']), style=v['style'],
+                   phantom_frames=int(v['phantom_frames']), sector=sector,
+                   orbit_radius_mm=1e3 * v['orbit_radius'] or None, frame_rate=float(v['frame_rate']),
+                   cardiac_motion=bool(v['cardiac_motion']), robot=bool(v['robot']),
+                   start_seed=int(v['start_seed']), start_orbit_max=float(v['start_orbit_max']),
+                   start_tilt_max=float(v['start_tilt_max']), command_timeout=float(v['command_timeout']))
+
+
+def load_sim_volume(config: SimNodeConfig) -> Volume:
+    """The configured volume file, or the phantom patient of ``phantom_seed``."""
+    if config.volume:
+        from echoposed_sim.volume_io import load_volume
+        volume = load_volume(Path(config.volume))
+    else:
+        from echoposed_sim.phantom import load_style, make_phantom
+        style = load_style(config.style) if config.style else None
+        volume = make_phantom(config.phantom_seed, style, frames=config.phantom_frames)
+    if config.orbit_radius_mm is not None:
+        from dataclasses import replace
+        volume = replace(volume, radius=config.orbit_radius_mm)
+    return volume
+
+
+class SimNode(Node):
+    """Thin shell: parameters -> :class:`SimNodeConfig` -> :class:`SimSession` -> messages."""
+
+    def __init__(self, volume: Volume | None = None, **kwargs: Any) -> None:
+        super().__init__('echoposed_sim', **kwargs)
+        self.config = SimNodeConfig.from_parameters(declare_all(self, PARAMS))
+        self.volume = volume if volume is not None else load_sim_volume(self.config)
+        world = make_world(self.volume, robot=self.config.robot)
+        self.session = SimSession(self.volume, world, self.config.sector,
+                                  cardiac_motion=self.config.cardiac_motion,
+                                  command_timeout_s=self.config.command_timeout)
+        self._rng = np.random.default_rng(self.config.start_seed)
+        self._reset_to_random_start()
+        self.image_pub = self.create_publisher(Image, 'probe/image', qos_profile_sensor_data)
+        self.true_pub = self.create_publisher(EchoPose, 'probe/true_pose', 10)
+        self.pose_pub = self.create_publisher(PoseStamped, 'probe/pose', 10)
+        self.joint_pub = self.create_publisher(JointState, 'joint_states', 10)
+        self.create_subscription(ProbeTwist, 'probe/cmd', self._on_probe_twist, 10)
+        self.create_subscription(TwistStamped, 'probe/cmd_twist', self._on_cartesian_twist, 10)
+        self.create_service(Trigger, 'sim/reset', self._on_reset)
+        self.create_service(RenderView, 'sim/render_view', self._on_render_view)
+        self.create_service(StandardView, 'sim/standard_view', self._on_standard_view)
+        self.diagnostics = DiagnosticsPublisher(self, 'echoposed_sim: world', self.volume.name)
+        self.dropped_commands = 0
+        self._last_drop = ''
+        self._ticks = 0
+        self._tick_time_s = 0.0
+        self._window_start = time.monotonic()
+        self.create_timer(1.0 / self.config.frame_rate, self._tick)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f'{self.volume.name}: {self.volume.data.shape[0]} frames, '
+                               f'{"arm" if self.config.robot else "kinematic"}, '
+                               f'{self.config.frame_rate:g} Hz')
+
+    def _reset_to_random_start(self) -> None:
+        orbits, probes = sample_poses(self._rng, 1, self.volume.base_orbit, self.volume.base_probe,
+                                      orbit_max=self.config.start_orbit_max, tilt_max=self.config.start_tilt_max)
+        self.session.reset(orbits[0], probes[0])
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def _drop(self, why: str) -> None:
+        self.dropped_commands += 1
+        self._last_drop = why
+        self.get_logger().warning(f'command dropped: {why}', throttle_duration_sec=1.0)
+
+    def _on_probe_twist(self, msg: ProbeTwist) -> None:
+        try:
+            self.session.command_body_twist([msg.orbit.x, msg.orbit.y, msg.orbit.z],
+                                            [msg.probe.x, msg.probe.y, msg.probe.z])
+        except SimError as exc:
+            self._drop(f'probe/cmd: {exc}')
+
+    def _on_cartesian_twist(self, msg: TwistStamped) -> None:
+        frame = {'probe': 'probe', '': 'probe', 'heart': 'world'}.get(msg.header.frame_id)
+        if frame is None:
+            self._drop(f"probe/cmd_twist: frame_id {msg.header.frame_id!r}; expected 'probe' or 'heart'")
+            return
+        t = msg.twist
+        try:
+            self.session.command_cartesian_twist([t.linear.x, t.linear.y, t.linear.z],
+                                                 [t.angular.x, t.angular.y, t.angular.z], frame)
+        except SimError as exc:
+            self._drop(f'probe/cmd_twist: {exc}')
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        started = time.perf_counter()
+        frame = self.session.tick(1.0 / self.config.frame_rate)
+        stamp = self.get_clock().now().to_msg()
+        self.image_pub.publish(array_to_image_msg(frame.image, Header(stamp=stamp, frame_id='probe')))
+        self.true_pub.publish(echopose_msg(Header(stamp=stamp, frame_id='heart'), frame.pose.orbit,
+                                           frame.pose.probe))
+        R, apex = probe_frame(frame.pose.orbit, frame.pose.probe, self.volume.centre, self.volume.radius)
+        pose = PoseStamped(header=Header(stamp=stamp, frame_id='heart'))
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(c) * 1e-3 for c in apex)
+        pose.pose.orientation = matrix_to_quaternion_msg(R)
+        self.pose_pub.publish(pose)
+        if frame.status.joint_names:
+            self.joint_pub.publish(JointState(header=Header(stamp=stamp), name=list(frame.status.joint_names),
+                                              position=[float(q) for q in frame.status.joint_positions]))
+        self._ticks += 1
+        self._tick_time_s += time.perf_counter() - started
+        self._last_status = frame.status
+
+    def _publish_diagnostics(self) -> None:
+        elapsed = max(time.monotonic() - self._window_start, 1e-9)
+        status = getattr(self, '_last_status', None)
+        values = {
+            'rate_hz': self._ticks / elapsed,
+            'tick_ms': 1e3 * self._tick_time_s / self._ticks if self._ticks else float('nan'),
+            'dropped_commands': self.dropped_commands,
+            'last_dropped': self._last_drop,
+            'command_age_s': self.session.command_age_s(),
+            'reachable': status.reachable if status else True,
+            'world': status.message if status else '',
+        }
+        problems = [m for m in (status.message if status else '', ) if m]
+        if self._last_drop:
+            problems.append(f'{self.dropped_commands} command(s) dropped: {self._last_drop}')
+        level = WARN if problems else OK
+        self.diagnostics.publish(level, '; '.join(problems) or f'{values["rate_hz"]:.1f} Hz', values)
+        self._last_drop = ''
+        self._ticks = 0
+        self._tick_time_s = 0.0
+        self._window_start = time.monotonic()
+
+    # -- services ---------------------------------------------------------------------------------
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._reset_to_random_start()
+        response.success, response.message = True, 'probe moved to the next random start pose'
+        return response
+
+    def _on_render_view(self, request: RenderView.Request, response: RenderView.Response) -> RenderView.Response:
+        try:
+            orbit = quaternion_msg_to_matrix(request.orbit, 'RenderView.orbit')
+            probe = quaternion_msg_to_matrix(request.probe, 'RenderView.probe')
+            if not np.isfinite(request.cardiac_phase):
+                raise ValueError(f'RenderView.cardiac_phase = {request.cardiac_phase}; expected a finite phase')
+            image = self.session.render(orbit, probe, float(request.cardiac_phase) % 1.0)
+        except ValueError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        stamp = self.get_clock().now().to_msg()
+        response.success, response.image = True, array_to_image_msg(image, Header(stamp=stamp, frame_id='probe'))
+        return response
+
+    def _on_standard_view(self, request: StandardView.Request,
+                          response: StandardView.Response) -> StandardView.Response:
+        name = request.view.strip().upper()
+        view = self.volume.views.get(name)
+        if view is None:
+            known = ', '.join(sorted(self.volume.views)) or 'none'
+            response.success = False
+            response.message = f'{self.volume.name} has no standard view {request.view!r} (known: {known})'
+            return response
+        stamp = self.get_clock().now().to_msg()
+        image = self.session.render(view.orbit, view.probe, float(request.cardiac_phase) % 1.0)
+        response.success, response.message = True, f'{name} of {self.volume.name}'
+        response.pose = echopose_msg(Header(stamp=stamp, frame_id='heart'), view.orbit, view.probe)
+        response.image = array_to_image_msg(image, Header(stamp=stamp, frame_id='probe'))
+        return response
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = SimNode()
+    except (ValueError, OSError) as exc:
+        print(f'echoposed_sim: {exc}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.session.world.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

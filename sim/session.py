@@ -1,0 +1,121 @@
+"""A simulation session: a volume, a world holding the probe, and the slicer, ticking in time.
+
+The pure core of the sim node (no rclpy), also used by offline evaluation. Commands are
+velocities held until the next command; when none has come for ``command_timeout_s`` the probe
+holds still (fail safe). A command holding NaN or inf raises :class:`SimError` and is not applied.
+Time in seconds; twists in rad/s (body frames, METHOD section 6) or m/s + rad/s (Cartesian).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from echoposed_ros.geometry import Pose
+
+from .sector import SectorGeometry
+from .slicer import PreparedVolume, prepare_volume, slice_volume
+from .volume import Volume
+from .world import ProbeWorld, WorldStatus
+
+__all__ = ['SimError', 'SimFrame', 'SimSession']
+
+
+class SimError(ValueError):
+    """A command or request the simulator refuses (the message says what and why)."""
+
+
+@dataclass(frozen=True)
+class SimFrame:
+    """One tick's output: time_s (simulated), phase (cardiac cycles, [0, 1)), the probe's actual
+    pose (canonical gauge, volume frame), the image (H, W) float32 in [0, 1], world status,
+    and whether a fresh command was applied this tick."""
+
+    time_s: float
+    phase: float
+    pose: Pose
+    image: np.ndarray
+    status: WorldStatus
+    commanded: bool
+
+
+def _finite(x, n: int, what: str) -> np.ndarray:  # noqa: ANN001
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    if a.shape != (n,):
+        raise SimError(f'{what}: expected {n} numbers, got {a.size}')
+    if not np.all(np.isfinite(a)):
+        raise SimError(f'{what}: holds NaN or inf ({a.tolist()}); command dropped')
+    return a
+
+
+class SimSession:
+    """volume + world + sector; ``tick(dt)`` advances the world and slices the image there."""
+
+    def __init__(self, volume: Volume, world: ProbeWorld, sector: SectorGeometry, *,
+                 cardiac_motion: bool = True, command_timeout_s: float = 0.5) -> None:
+        if not command_timeout_s > 0:
+            raise SimError(f'command_timeout_s = {command_timeout_s}; expected > 0 s')
+        self.volume = volume
+        self.prepared: PreparedVolume = prepare_volume(volume)
+        self.world = world
+        self.sector = sector
+        self.cardiac_motion = cardiac_motion
+        self.command_timeout_s = float(command_timeout_s)
+        self.time_s = 0.0
+        self._command: tuple[str, np.ndarray, np.ndarray, str] | None = None
+        self._command_time = -np.inf
+
+    # -- commands (velocities held until the next one or the timeout) ----------------------------
+
+    def command_body_twist(self, omega_v, omega_p) -> None:  # noqa: ANN001
+        """Hold body-frame angular velocities (rad/s) of the orbit and probe factors."""
+        self._command = ('body', _finite(omega_v, 3, 'orbit angular velocity'),
+                         _finite(omega_p, 3, 'probe angular velocity'), '')
+        self._command_time = self.time_s
+
+    def command_cartesian_twist(self, v, omega, frame: str = 'probe') -> None:  # noqa: ANN001
+        """Hold a Cartesian probe twist: apex velocity (m/s) and angular velocity (rad/s)."""
+        if frame not in ('probe', 'world'):
+            raise SimError(f"twist frame {frame!r}: expected 'probe' or 'world'")
+        self._command = ('cartesian', _finite(v, 3, 'linear velocity'), _finite(omega, 3, 'angular velocity'),
+                         frame)
+        self._command_time = self.time_s
+
+    def command_age_s(self) -> float:
+        return self.time_s - self._command_time
+
+    def reset(self, orbit: np.ndarray, probe: np.ndarray) -> None:
+        """Teleport the probe and forget any held command."""
+        self._command = None
+        self._command_time = -np.inf
+        self.world.set_pose(orbit, probe)
+
+    # -- time -------------------------------------------------------------------------------------
+
+    def phase(self, time_s: float | None = None) -> float:
+        """Cardiac phase in cycles [0, 1) at ``time_s`` (now by default); 0 without cardiac motion."""
+        if not self.cardiac_motion:
+            return 0.0
+        t = self.time_s if time_s is None else time_s
+        return float((t / self.volume.cycle_s) % 1.0)
+
+    def tick(self, dt: float) -> SimFrame:
+        """Apply the held command (or hold still if it is stale), step the world, slice the image."""
+        if not (np.isfinite(dt) and dt > 0):
+            raise SimError(f'tick dt = {dt}; expected a positive number of seconds')
+        fresh = self._command is not None and self.command_age_s() <= self.command_timeout_s
+        if fresh:
+            kind, a, b, frame = self._command
+            if kind == 'body':
+                self.world.command_body_twist(a, b, dt)
+            else:
+                self.world.command_cartesian_twist(a, b, dt, frame=frame)
+        self.world.step(dt)
+        self.time_s += dt
+        pose = self.world.read_pose()
+        image = self.render(pose.orbit, pose.probe, self.phase())
+        return SimFrame(self.time_s, self.phase(), pose, image, self.world.status(), fresh)
+
+    def render(self, orbit: np.ndarray, probe: np.ndarray, phase: float) -> np.ndarray:
+        """The image (H, W) float32 in [0, 1] at a pose (volume frame) and cardiac phase (cycles)."""
+        return slice_volume(self.prepared, orbit, probe, phase, self.sector)

@@ -1,0 +1,142 @@
+"""The sim node in its own rclpy context, on a small random volume (no phantom generation)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from echoposed_msgs.msg import EchoPose, ProbeTwist
+from echoposed_msgs.srv import RenderView, StandardView
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from ros_harness import wait_for
+from sensor_msgs.msg import Image, JointState
+from std_srvs.srv import Trigger
+
+from echoposed_ros.geometry import angle, rot_z
+from echoposed_ros.nodes.convert import echopose_msg_to_pose, matrix_to_quaternion_msg
+from echoposed_ros.nodes.params import yaml_parameters
+from echoposed_ros.nodes.sim_node import PARAMS, SimNode
+from echoposed_ros.paths import config_dir
+from echoposed_sim.volume import StandardView as View
+from echoposed_sim.volume import Volume
+
+
+@pytest.fixture(scope='module')
+def volume():
+    rng = np.random.default_rng(3)
+    data = (rng.random((4, 60, 60, 60)) * 255).astype(np.uint8)
+    return Volume(data, spacing=[2.0, 2.0, 2.0], centre=[59.0, 59.0, 59.0], radius=60.0,
+                  views={'A4C': View(np.eye(3), rot_z(0.3))}, name='random-test-volume')
+
+
+def make_sim(graph, volume, **params):
+    overrides = [Parameter(k, value=v) for k, v in {'robot': False, 'frame_rate': 50.0, **params}.items()]
+    return graph.add(SimNode(volume=volume, context=graph.context, parameter_overrides=overrides))
+
+
+def test_yaml_keys_match_declared_parameters():
+    assert set(yaml_parameters(config_dir() / 'sim.yaml', 'echoposed_sim')) == {p.name for p in PARAMS}
+
+
+def test_publishes_image_truth_apex_pose_and_joint_states_with_the_arm(graph, volume):
+    make_sim(graph, volume, robot=True, frame_rate=30.0)
+    client = graph.node('client')
+    got = {'image': [], 'true': [], 'pose': [], 'joints': []}
+    client.create_subscription(Image, 'probe/image', got['image'].append, qos_profile_sensor_data)
+    client.create_subscription(EchoPose, 'probe/true_pose', got['true'].append, 10)
+    client.create_subscription(PoseStamped, 'probe/pose', got['pose'].append, 10)
+    client.create_subscription(JointState, 'joint_states', got['joints'].append, 10)
+    assert wait_for(lambda: all(len(v) >= 3 for v in got.values()), timeout=20), {k: len(v) for k, v in got.items()}
+    image = got['image'][-1]
+    assert (image.height, image.width, image.encoding, image.header.frame_id) == (128, 128, 'mono8', 'probe')
+    assert got['true'][-1].header.frame_id == 'heart' and got['true'][-1].uncertainty == 0.0
+    apex = got['pose'][-1].pose.position
+    # The apex sits on the orbit sphere: radius 60 mm about the centre, in metres.
+    distance = np.linalg.norm(np.array([apex.x, apex.y, apex.z]) - 0.059)
+    assert distance == pytest.approx(0.060, abs=2e-3)
+    joints = got['joints'][-1]
+    assert sum(name.startswith('lbr_iiwa_joint_') for name in joints.name) == 7
+    assert len(joints.position) == len(joints.name)
+
+
+def test_probe_twist_moves_the_probe_then_it_holds_still_after_the_timeout(graph, volume):
+    make_sim(graph, volume, command_timeout=0.2)
+    client = graph.node('client')
+    truth: list[EchoPose] = []
+    client.create_subscription(EchoPose, 'probe/true_pose', truth.append, 50)
+    pub = client.create_publisher(ProbeTwist, 'probe/cmd', 10)
+    assert wait_for(lambda: len(truth) > 0 and pub.get_subscription_count() > 0)
+    before = echopose_msg_to_pose(truth[-1])
+    cmd = ProbeTwist()
+    cmd.probe.z = 0.5  # rad/s about the beam
+    for _ in range(10):
+        pub.publish(cmd)
+        wait_for(lambda: False, timeout=0.05)
+    after = echopose_msg_to_pose(truth[-1])
+    turned = float(angle(before[1].T @ after[1]))
+    assert 0.1 < turned < 0.5 + 0.2, turned
+    wait_for(lambda: False, timeout=0.5)  # commands stopped > command_timeout ago
+    held = echopose_msg_to_pose(truth[-1])
+    wait_for(lambda: False, timeout=0.4)
+    still = echopose_msg_to_pose(truth[-1])
+    assert float(angle(held[1].T @ still[1])) < 1e-6 and float(angle(held[0].T @ still[0])) < 1e-6
+
+
+def test_nan_command_is_dropped_reported_and_the_node_keeps_running(graph, volume):
+    node = make_sim(graph, volume)
+    client = graph.node('client')
+    diags: list[DiagnosticArray] = []
+    truth: list[EchoPose] = []
+    client.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    client.create_subscription(EchoPose, 'probe/true_pose', truth.append, 10)
+    pub = client.create_publisher(ProbeTwist, 'probe/cmd', 10)
+    twist_pub = client.create_publisher(TwistStamped, 'probe/cmd_twist', 10)
+    assert wait_for(lambda: pub.get_subscription_count() > 0 and twist_pub.get_subscription_count() > 0)
+    bad = ProbeTwist()
+    bad.orbit.x = float('nan')
+    bad_twist = TwistStamped()
+    bad_twist.header.frame_id = 'probe'
+    bad_twist.twist.angular.y = float('inf')
+    assert wait_for(lambda: (pub.publish(bad), twist_pub.publish(bad_twist), node.dropped_commands >= 2)[2])
+    assert wait_for(lambda: any(s.level == DiagnosticStatus.WARN and 'dropped' in s.message
+                                for d in diags for s in d.status), timeout=5)
+    n = len(truth)
+    assert wait_for(lambda: len(truth) > n + 5)  # still ticking
+
+
+def test_render_and_standard_view_services(graph, volume):
+    node = make_sim(graph, volume)
+    client = graph.node('client')
+    render = client.create_client(RenderView, 'sim/render_view')
+    views = client.create_client(StandardView, 'sim/standard_view')
+    reset = client.create_client(Trigger, 'sim/reset')
+    assert render.wait_for_service(timeout_sec=10) and views.wait_for_service(timeout_sec=10)
+    request = RenderView.Request(orbit=matrix_to_quaternion_msg(np.eye(3)), probe=matrix_to_quaternion_msg(rot_z(0.3)),
+                                 cardiac_phase=0.25)
+    response = render.call(request, timeout_sec=10)
+    assert response.success
+    expected = np.clip(np.rint(node.session.render(np.eye(3), rot_z(0.3), 0.25) * 255), 0, 255).astype(np.uint8)
+    assert np.array_equal(np.frombuffer(bytes(response.image.data), np.uint8).reshape(128, 128), expected)
+    bad = RenderView.Request(cardiac_phase=0.0)
+    bad.orbit.w = 0.0
+    refused = render.call(bad, timeout_sec=10)
+    assert not refused.success and 'RenderView.orbit' in refused.message
+    a4c = views.call(StandardView.Request(view='a4c', cardiac_phase=0.0), timeout_sec=10)
+    assert a4c.success and a4c.pose.header.frame_id == 'heart'
+    assert np.allclose(echopose_msg_to_pose(a4c.pose)[1], rot_z(0.3), atol=1e-6)
+    unknown = views.call(StandardView.Request(view='PLAX'), timeout_sec=10)
+    assert not unknown.success and 'PLAX' in unknown.message and 'A4C' in unknown.message
+    assert reset.call(Trigger.Request(), timeout_sec=10).success
+
+
+def test_missing_volume_file_stops_with_one_clear_line(tmp_path):
+    missing = tmp_path / 'no_such_volume.nii.gz'
+    result = subprocess.run([sys.executable, '-m', 'echoposed_ros.nodes.sim_node', '--ros-args',
+                             '-p', f'volume:={missing}'], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and 'pybullet build time' not in line]
+    assert len(lines) == 1 and 'no_such_volume' in lines[0], result.stderr

@@ -1,0 +1,12 @@
+"""The one exception type of ``echoposed_sim.world``."""
+from __future__ import annotations
+
+__all__ = ['WorldError']
+
+
+class WorldError(ValueError):
+    """Bad input to a simulated world (non-finite twist, wrong shape, unknown frame name, ...).
+
+    The message names the argument, the value and what was expected. An unreachable pose is
+    *not* an error: it is reported by ``status()``.
+    """

@@ -1,0 +1,307 @@
+"""Volume files: real tiny NIfTI / MetaImage / npz / npy files, axis order, spacing, geometry, refusals."""
+from __future__ import annotations
+
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import yaml
+from scipy.spatial.transform import Rotation
+
+from echoposed_sim.slicer import slice_volume
+from echoposed_sim.volume import StandardView, Volume, VolumeError
+from echoposed_sim.volume_io import load_volume, save_volume, sidecar_path
+
+SPACING = np.array([0.5, 0.7, 0.9])  # x, y, z: all different
+T, Z, Y, X = 3, 6, 5, 4              # all different
+
+
+def asymmetric(frames: int = T, dtype=np.uint8) -> np.ndarray:
+    """(T, Z, Y, X) with a distinct value per voxel: 1 + i + 4 j + 20 k + 120 t (uint8-safe for t < 2)."""
+    t, k, j, i = np.meshgrid(np.arange(frames), np.arange(Z), np.arange(Y), np.arange(X), indexing='ij')
+    return ((1 + i + 4 * j + 20 * k + 60 * t) % 256).astype(dtype)
+
+
+def write_nifti(path, tzyx: np.ndarray, spacing=SPACING, dt=None, space='mm', time='sec'):
+    array = np.transpose(tzyx if tzyx.shape[0] > 1 else tzyx[0])  # (X, Y, Z[, T])
+    img = nib.Nifti1Image(array, np.diag(list(spacing) + [1.0]))
+    img.header.set_xyzt_units(space, time)
+    img.header.set_zooms(list(spacing) + ([dt] if array.ndim == 4 else []))
+    nib.save(img, str(path))
+    return path
+
+
+def write_metaimage(path, tzyx: np.ndarray, spacing=SPACING):
+    array = tzyx if tzyx.shape[0] > 1 else tzyx[0]
+    img = sitk.GetImageFromArray(array, isVector=False)
+    img.SetSpacing(tuple(spacing) + ((0.04,) if array.ndim == 4 else ()))
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- formats
+
+@pytest.mark.parametrize('suffix', ['.nii', '.nii.gz', '.mha', '.mhd', '.npz', '.npy'])
+@pytest.mark.parametrize('frames', [1, T])
+def test_every_format_keeps_axis_order_spacing_and_values(tmp_path, suffix, frames) -> None:
+    want = asymmetric(frames)
+    path = tmp_path / f'vol{suffix}'
+    kwargs = {}
+    if suffix in ('.nii', '.nii.gz'):
+        write_nifti(path, want, dt=0.05)
+    elif suffix in ('.mha', '.mhd'):
+        write_metaimage(path, want)
+    elif suffix == '.npz':
+        np.savez(path, data=want if frames > 1 else want[0], spacing=SPACING)
+    else:
+        np.save(path, want)
+        kwargs['spacing'] = SPACING
+    vol = load_volume(path, **kwargs)
+    assert vol.data.dtype == np.uint8 and vol.data.shape == (frames, Z, Y, X)
+    np.testing.assert_array_equal(vol.data, want)       # uint8 is kept as is: exact, axes the right way round
+    assert vol.data[0, 0, 0, 3] == 4 and vol.data[0, 0, 1, 0] == 5 and vol.data[0, 1, 0, 0] == 21
+    np.testing.assert_allclose(vol.spacing, SPACING, rtol=1e-6)
+    assert vol.name == str(path) and vol.meta['file']['path'] == str(path)
+    if suffix in ('.nii', '.nii.gz') and frames > 1:
+        assert vol.cycle_s == pytest.approx(0.05 * T)   # frame interval x frames: one cycle
+    else:
+        assert vol.cycle_s == 1.0
+
+
+def test_nifti_units_and_frames_per_cycle(tmp_path) -> None:
+    path = write_nifti(tmp_path / 'm.nii.gz', asymmetric(), spacing=[0.0005, 0.0007, 0.0009], dt=40.0,
+                       space='meter', time='msec')
+    vol = load_volume(path)
+    np.testing.assert_allclose(vol.spacing, SPACING, rtol=1e-5)
+    assert vol.cycle_s == pytest.approx(0.12)
+    two = load_volume(path, frames_per_cycle=2)             # the file holds more than one cycle
+    assert two.frames == 2 and two.cycle_s == pytest.approx(0.08)
+    np.testing.assert_array_equal(two.data, asymmetric()[:2])
+    assert two.meta['file']['frames_in_file'] == 3
+    with pytest.raises(VolumeError, match=r'm\.nii\.gz: frames_per_cycle must be an integer in \[1, 3\]'):
+        load_volume(path, frames_per_cycle=4)
+
+
+# ---------------------------------------------------------------------------------------------- intensity
+
+def test_integer_data_is_scaled_by_robust_percentiles_to_uint8(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    raw = rng.integers(-1000, 3000, (2, 8, 8, 8)).astype(np.int16)
+    raw[0, 0, 0, 0] = 32000                                   # one outlier must not squash the range
+    np.save(tmp_path / 'ct.npy', raw)
+    vol = load_volume(tmp_path / 'ct.npy', spacing=[1, 1, 1])
+    assert vol.data.dtype == np.uint8 and vol.data.min() == 0 and vol.data.max() == 255
+    lo, hi = np.percentile(raw, [0.5, 99.5])
+    want = np.rint(np.clip((raw.astype(np.float32) - lo) / (hi - lo), 0, 1) * 255)
+    assert np.abs(vol.data.astype(int) - want).max() <= 1
+    assert np.median(vol.data) > 100                          # the outlier did not compress everything
+    info = vol.meta['file']['intensity']
+    assert info['method'] == 'percentile' and info['lo'] == pytest.approx(lo, rel=1e-3)
+
+
+def test_float_data_outside_unit_range_becomes_float32_in_unit_range(tmp_path) -> None:
+    raw = np.linspace(-5.0, 20.0, 4 * 5 * 6).reshape(4, 5, 6)
+    np.savez(tmp_path / 'f.npz', data=raw, spacing=[1.0, 1.0, 1.0])
+    vol = load_volume(tmp_path / 'f.npz', normalise='minmax')
+    assert vol.data.dtype == np.float32
+    np.testing.assert_allclose(vol.data[0], (raw - raw.min()) / (raw.max() - raw.min()), atol=1e-6)
+    unit = np.random.default_rng(1).random((4, 5, 6)).astype(np.float32)
+    np.savez(tmp_path / 'u.npz', data=unit, spacing=[1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(load_volume(tmp_path / 'u.npz').data[0], unit)   # already [0, 1]: kept
+    assert load_volume(tmp_path / 'u.npz', dtype='uint8').data.dtype == np.uint8
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+
+def apex_of(vol: Volume) -> np.ndarray:
+    return vol.centre - vol.radius * vol.base_orbit[:, 2]
+
+
+def test_default_geometry_is_the_probe_on_the_top_face_looking_at_the_centre(tmp_path) -> None:
+    np.savez(tmp_path / 'v.npz', data=asymmetric(), spacing=SPACING)
+    vol = load_volume(tmp_path / 'v.npz')
+    extent = (np.array([X, Y, Z]) - 1) * SPACING
+    np.testing.assert_allclose(vol.centre, extent / 2)
+    np.testing.assert_allclose(vol.base_orbit, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(vol.base_probe, np.eye(3), atol=1e-12)
+    assert vol.radius == pytest.approx(extent[2] / 2)
+    np.testing.assert_allclose(apex_of(vol), [extent[0] / 2, extent[1] / 2, 0.0], atol=1e-12)
+    # an off-axis centre: the probe stays at the top face centre and turns to look at it
+    off = load_volume(tmp_path / 'v.npz', centre=[0.5, 1.0, 3.0])
+    np.testing.assert_allclose(apex_of(off), [extent[0] / 2, extent[1] / 2, 0.0], atol=1e-12)
+    assert np.linalg.norm(off.base_orbit[:, 2] - [0, 0, 1]) > 0.1
+
+
+def test_sidecar_overrides_the_file_and_arguments_override_the_sidecar(tmp_path) -> None:
+    path = tmp_path / 'v.npy'
+    np.save(path, asymmetric())
+    turn = Rotation.from_rotvec([0.0, 0.0, 0.4]).as_matrix()
+    sidecar_path(path).write_text(yaml.safe_dump({
+        'spacing': [1.0, 2.0, 3.0], 'apex': [1.5, 4.0, -10.0], 'centre': [1.5, 4.0, 7.5], 'base_probe': turn.tolist(),
+        'cycle_s': 0.8, 'name': 'patient 7',
+        'views': {'A4C': {'orbit': np.eye(3).tolist(), 'probe': turn.tolist()}}}))
+    vol = load_volume(path)
+    np.testing.assert_array_equal(vol.spacing, [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(apex_of(vol), [1.5, 4.0, -10.0], atol=1e-12)
+    assert vol.radius == pytest.approx(17.5) and vol.cycle_s == 0.8 and vol.name == 'patient 7'
+    np.testing.assert_allclose(vol.base_probe, turn)
+    assert set(vol.views) == {'A4C'} and isinstance(vol.views['A4C'], StandardView)
+    argued = load_volume(path, spacing=[2.0, 2.0, 2.0], cycle_s=1.2, name='x')
+    assert argued.cycle_s == 1.2 and argued.name == 'x'
+    np.testing.assert_array_equal(argued.spacing, [2.0, 2.0, 2.0])
+    assert load_volume(path, sidecar=False, spacing=SPACING).cycle_s == 1.0
+
+
+def test_a_twisted_base_orbit_is_stored_in_the_canonical_gauge(tmp_path) -> None:
+    np.savez(tmp_path / 'v.npz', data=asymmetric(), spacing=SPACING)
+    twisted = Rotation.from_rotvec([0.2, 0.0, 0.0]).as_matrix() @ Rotation.from_rotvec([0, 0, 0.7]).as_matrix()
+    vol = load_volume(tmp_path / 'v.npz', base_orbit=twisted)
+    np.testing.assert_allclose(vol.base_orbit @ vol.base_probe, twisted, atol=1e-12)   # same probe pose
+    np.testing.assert_allclose(vol.base_orbit[:, 2], twisted[:, 2], atol=1e-12)
+    swing_twist_free = Rotation.from_matrix(vol.base_orbit).as_rotvec()
+    assert abs(swing_twist_free[2]) < 1e-12
+
+
+# ---------------------------------------------------------------------------------------------- round trip
+
+def phantom_like(dtype=np.uint8) -> Volume:
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 256, (4, 10, 9, 8), dtype=np.uint8)
+    if dtype == np.float32:
+        data = (data / 255).astype(np.float32)
+    orbit = Rotation.from_rotvec([0.1, -0.2, 0.0]).as_matrix()
+    views = {name: StandardView(Rotation.from_rotvec([0.05 * n, 0.0, 0.0]).as_matrix(),
+                                Rotation.from_rotvec([0.0, 0.0, 0.3 * n]).as_matrix())
+             for n, name in enumerate(['A4C', 'A2C', 'A3C'])}
+    return Volume(data=data, spacing=np.array([0.8, 0.8, 0.8]), centre=np.array([3.0, 3.5, 4.0]), radius=3.5,
+                  base_orbit=orbit, base_probe=Rotation.from_rotvec([0, 0, 0.5]).as_matrix(), cycle_s=0.85,
+                  views=views, name='phantom:7', meta={'seed': 7, 'style': {'gain_db': 3.0}})
+
+
+def assert_same_volume(a: Volume, b: Volume, meta: bool = True) -> None:
+    assert a.data.dtype == b.data.dtype
+    np.testing.assert_array_equal(a.data, b.data)
+    for field in ('spacing', 'centre', 'base_orbit', 'base_probe'):
+        np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=1e-6, atol=1e-7, err_msg=field)
+    assert a.radius == pytest.approx(b.radius) and a.cycle_s == pytest.approx(b.cycle_s) and a.name == b.name
+    assert set(a.views) == set(b.views)
+    for key in a.views:
+        np.testing.assert_allclose(a.views[key].orbit, b.views[key].orbit, atol=1e-12)
+        np.testing.assert_allclose(a.views[key].probe, b.views[key].probe, atol=1e-12)
+    if meta:
+        assert {k: v for k, v in b.meta.items() if k != 'file'} == a.meta
+
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.float32])
+@pytest.mark.parametrize('suffix', ['.npz', '.nii.gz', '.nii'])
+def test_save_then_load_gives_the_same_volume(tmp_path, suffix, dtype) -> None:
+    vol = phantom_like(dtype)
+    path = save_volume(vol, tmp_path / f'p{suffix}')
+    back = load_volume(path)
+    assert_same_volume(vol, back, meta=suffix == '.npz')
+    np.testing.assert_array_equal(slice_volume(back, np.eye(3), np.eye(3), 0.3),
+                                  slice_volume(vol, np.eye(3), np.eye(3), 0.3))
+    if suffix == '.npz':
+        compressed = save_volume(vol, tmp_path / 'c.npz', compress=True)
+        assert_same_volume(vol, load_volume(compressed))
+
+
+# ---------------------------------------------------------------------------------------------- refusals
+
+def test_refuses_2d_data(tmp_path) -> None:
+    np.save(tmp_path / 'flat.npy', np.zeros((16, 16), np.uint8))
+    with pytest.raises(VolumeError, match=r'flat\.npy: 2D data \(shape \(16, 16\)\)'):
+        load_volume(tmp_path / 'flat.npy', spacing=[1, 1, 1])
+    img = nib.Nifti1Image(np.zeros((16, 16, 1, 5), np.uint8), np.eye(4))   # 2D+t
+    nib.save(img, str(tmp_path / 'cine.nii.gz'))
+    with pytest.raises(VolumeError, match=r'cine\.nii\.gz: 2D data'):
+        load_volume(tmp_path / 'cine.nii.gz')
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((16, 16), np.uint8)), str(tmp_path / 'flat.mha'))
+    with pytest.raises(VolumeError, match=r'flat\.mha: 2D data'):
+        load_volume(tmp_path / 'flat.mha')
+
+
+def test_refuses_nan(tmp_path) -> None:
+    data = np.zeros((4, 5, 6), np.float32)
+    data[1, 2, 3] = np.nan
+    np.savez(tmp_path / 'nan.npz', data=data, spacing=[1, 1, 1])
+    with pytest.raises(VolumeError, match=r'nan\.npz: data holds 1 NaN or infinite value'):
+        load_volume(tmp_path / 'nan.npz')
+    write_nifti(tmp_path / 'nan.nii', data[None])
+    with pytest.raises(VolumeError, match=r'nan\.nii: data holds 1 NaN'):
+        load_volume(tmp_path / 'nan.nii')
+
+
+@pytest.mark.parametrize('bad', [[0.0, 1.0, 1.0], [1.0, -0.5, 1.0], [1.0, 1.0, np.nan]])
+def test_refuses_zero_negative_or_nan_spacing(tmp_path, bad) -> None:
+    np.savez(tmp_path / 's.npz', data=asymmetric(), spacing=bad)
+    with pytest.raises(VolumeError, match=r's\.npz: spacing must be'):
+        load_volume(tmp_path / 's.npz')
+    img = nib.Nifti1Image(np.transpose(asymmetric()[0]), np.eye(4))
+    img.header['pixdim'][1:4] = bad
+    nib.save(img, str(tmp_path / 's.nii'))
+    with pytest.raises(VolumeError, match=r's\.nii: voxel spacing .* must be positive'):
+        load_volume(tmp_path / 's.nii')
+    mhd = write_metaimage(tmp_path / 's.mhd', asymmetric()[:1])
+    text, count = re.subn(r'ElementSpacing = .*', 'ElementSpacing = ' + ' '.join(map(str, bad)), mhd.read_text())
+    assert count == 1
+    mhd.write_text(text)
+    with pytest.raises(VolumeError, match=r's\.mhd: voxel spacing .* must be positive'):
+        load_volume(mhd)
+
+
+def test_refuses_unsupported_dtypes_suffixes_and_missing_files(tmp_path) -> None:
+    np.save(tmp_path / 'c.npy', np.zeros((4, 5, 6), np.complex64))
+    with pytest.raises(VolumeError, match=r'c\.npy: unsupported data type complex64'):
+        load_volume(tmp_path / 'c.npy', spacing=[1, 1, 1])
+    np.save(tmp_path / 'b.npy', np.zeros((4, 5, 6), bool))
+    with pytest.raises(VolumeError, match=r'b\.npy: unsupported data type bool'):
+        load_volume(tmp_path / 'b.npy', spacing=[1, 1, 1])
+    rgb = sitk.GetImageFromArray(np.zeros((4, 5, 6, 3), np.uint8), isVector=True)
+    sitk.WriteImage(rgb, str(tmp_path / 'rgb.mha'))
+    with pytest.raises(VolumeError, match=r'rgb\.mha: unsupported pixel type .* 3 components'):
+        load_volume(tmp_path / 'rgb.mha')
+    (tmp_path / 'v.dcm').write_bytes(b'x')
+    with pytest.raises(VolumeError, match=r"v\.dcm: unsupported volume file type '\.dcm'"):
+        load_volume(tmp_path / 'v.dcm')
+    with pytest.raises(VolumeError, match=r'gone\.nii\.gz: no such volume file'):
+        load_volume(tmp_path / 'gone.nii.gz')
+    (tmp_path / 'broken.nii.gz').write_bytes(b'not a nifti at all')
+    with pytest.raises(VolumeError, match=r'broken\.nii\.gz: cannot read it'):
+        load_volume(tmp_path / 'broken.nii.gz')
+    np.savez(tmp_path / 'nodata.npz', volume=np.zeros((4, 5, 6)))
+    with pytest.raises(VolumeError, match=r'nodata\.npz: \.npz needs a field "data"'):
+        load_volume(tmp_path / 'nodata.npz')
+
+
+def test_npy_without_spacing_says_where_to_put_it(tmp_path) -> None:
+    np.save(tmp_path / 'bare.npy', asymmetric())
+    with pytest.raises(VolumeError, match=r'bare\.npy: \.npy holds no voxel spacing; pass spacing=.*bare\.npy\.yaml'):
+        load_volume(tmp_path / 'bare.npy')
+    sidecar_path(tmp_path / 'bare.npy').write_text('spacing: [0.5, 0.7, 0.9]\n')
+    np.testing.assert_array_equal(load_volume(tmp_path / 'bare.npy').spacing, SPACING)
+
+
+def test_refuses_bad_sidecars_and_geometry(tmp_path) -> None:
+    path = tmp_path / 'v.npz'
+    np.savez(path, data=asymmetric(), spacing=SPACING)
+    sidecar_path(path).write_text('spacings: [1, 1, 1]\n')
+    with pytest.raises(VolumeError, match=r"v\.npz\.yaml: unknown sidecar key\(s\) \['spacings'\]"):
+        load_volume(path)
+    sidecar_path(path).write_text('apex: [0, 0, 0]\nradius: 5\n')
+    with pytest.raises(VolumeError, match=r'v\.npz: give either apex or radius/base_orbit'):
+        load_volume(path)
+    sidecar_path(path).unlink()
+    with pytest.raises(VolumeError, match=r'v\.npz: base_orbit is not a rotation'):
+        load_volume(path, base_orbit=np.diag([1.0, 1.0, -1.0]))
+    with pytest.raises(VolumeError, match=r'v\.npz: radius must be positive'):
+        load_volume(path, radius=-3.0)
+    with pytest.raises(VolumeError, match=r'v\.npz: normalise must be one of'):
+        load_volume(path, normalise='zscore')
+    with pytest.raises(VolumeError, match=r'v\.npz: intensities are constant'):
+        np.savez(path, data=np.full((4, 5, 6), 7, np.int16), spacing=SPACING)
+        load_volume(path)
+    with pytest.raises(VolumeError, match=r'save_volume writes \.npz, \.nii or \.nii\.gz'):
+        save_volume(phantom_like(), tmp_path / 'p.mha')

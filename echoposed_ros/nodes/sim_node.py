@@ -7,7 +7,8 @@ Publishes ``probe/image`` (``sensor_msgs/Image`` mono8, frame ``probe``, sensor-
 ``probe/true_pose`` (``EchoPose``: ground truth in frame ``heart``, sigma^2 = 0),
 ``probe/pose`` (``geometry_msgs/PoseStamped``: sector apex in frame ``heart``, metres),
 ``joint_states`` and ``/diagnostics``. Subscribes ``probe/cmd`` (``ProbeTwist``) and
-``probe/cmd_twist`` (``geometry_msgs/TwistStamped``, frame ``probe`` or ``heart``). Services:
+``probe/cmd_twist`` (``geometry_msgs/TwistStamped``, frame ``probe`` or ``heart``): one of the
+two, by ``command_source``. Services:
 ``sim/reset`` (``std_srvs/Trigger``: next random start pose), ``sim/render_view``
 (``RenderView``), ``sim/standard_view`` (``StandardView``: named views of the loaded phantom).
 
@@ -67,6 +68,9 @@ PARAMS = (
     Param('start_tilt_max', float(np.deg2rad(20.0)), 'rad, largest probe tilt about x and y of a start pose',
           read_only=True),
     Param('command_timeout', 0.2, 's, hold still when no command has come for this long'),
+    Param('command_source', 'body', "which command drives the probe: 'body' (ProbeTwist on probe/cmd, "
+          "integrated exactly on SO(3) x SO(3)) or 'cartesian' (TwistStamped on probe/cmd_twist, as a robot "
+          "servo takes it)", read_only=True),
 )
 
 
@@ -85,6 +89,7 @@ class SimNodeConfig:
     start_orbit_max: float
     start_tilt_max: float
     command_timeout: float
+    command_source: str
 
     @classmethod
     def from_parameters(cls, v: dict[str, Any]) -> SimNodeConfig:
@@ -92,6 +97,8 @@ class SimNodeConfig:
             raise ValueError(f"frame_rate = {v['frame_rate']} Hz; expected > 0")
         if not v['command_timeout'] > 0:
             raise ValueError(f"command_timeout = {v['command_timeout']} s; expected > 0")
+        if v['command_source'] not in ('body', 'cartesian'):
+            raise ValueError(f"command_source = {v['command_source']!r}; expected 'body' or 'cartesian'")
         if v['orbit_radius'] < 0:
             raise ValueError(f"orbit_radius = {v['orbit_radius']} m; expected >= 0 (0 = the volume's own)")
         sector = SectorGeometry(angle_rad=float(v['sector_angle']), depth_mm=1e3 * float(v['sector_depth']),
@@ -101,7 +108,8 @@ class SimNodeConfig:
                    orbit_radius_mm=1e3 * v['orbit_radius'] or None, frame_rate=float(v['frame_rate']),
                    cardiac_motion=bool(v['cardiac_motion']), robot=bool(v['robot']),
                    start_seed=int(v['start_seed']), start_orbit_max=float(v['start_orbit_max']),
-                   start_tilt_max=float(v['start_tilt_max']), command_timeout=float(v['command_timeout']))
+                   start_tilt_max=float(v['start_tilt_max']), command_timeout=float(v['command_timeout']),
+                   command_source=v['command_source'])
 
 
 def load_sim_volume(config: SimNodeConfig) -> Volume:
@@ -136,8 +144,10 @@ class SimNode(Node):
         self.true_pub = self.create_publisher(EchoPose, 'probe/true_pose', 10)
         self.pose_pub = self.create_publisher(PoseStamped, 'probe/pose', 10)
         self.joint_pub = self.create_publisher(JointState, 'joint_states', 10)
-        self.create_subscription(ProbeTwist, 'probe/cmd', self._on_probe_twist, 10)
-        self.create_subscription(TwistStamped, 'probe/cmd_twist', self._on_cartesian_twist, 10)
+        if self.config.command_source == 'body':
+            self.create_subscription(ProbeTwist, 'probe/cmd', self._on_probe_twist, 10)
+        else:
+            self.create_subscription(TwistStamped, 'probe/cmd_twist', self._on_cartesian_twist, 10)
         self.create_service(Trigger, 'sim/reset', self._on_reset)
         self.create_service(RenderView, 'sim/render_view', self._on_render_view)
         self.create_service(StandardView, 'sim/standard_view', self._on_standard_view)

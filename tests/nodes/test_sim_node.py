@@ -86,26 +86,48 @@ def test_probe_twist_moves_the_probe_then_it_holds_still_after_the_timeout(graph
     assert float(angle(held[1].T @ still[1])) < 1e-6 and float(angle(held[0].T @ still[0])) < 1e-6
 
 
-def test_nan_command_is_dropped_reported_and_the_node_keeps_running(graph, volume):
-    node = make_sim(graph, volume)
+@pytest.mark.parametrize('source', ['body', 'cartesian'])
+def test_nan_command_is_dropped_reported_and_the_node_keeps_running(graph, volume, source):
+    node = make_sim(graph, volume, command_source=source)
     client = graph.node('client')
     diags: list[DiagnosticArray] = []
     truth: list[EchoPose] = []
     client.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
     client.create_subscription(EchoPose, 'probe/true_pose', truth.append, 10)
-    pub = client.create_publisher(ProbeTwist, 'probe/cmd', 10)
-    twist_pub = client.create_publisher(TwistStamped, 'probe/cmd_twist', 10)
-    assert wait_for(lambda: pub.get_subscription_count() > 0 and twist_pub.get_subscription_count() > 0)
-    bad = ProbeTwist()
-    bad.orbit.x = float('nan')
-    bad_twist = TwistStamped()
-    bad_twist.header.frame_id = 'probe'
-    bad_twist.twist.angular.y = float('inf')
-    assert wait_for(lambda: (pub.publish(bad), twist_pub.publish(bad_twist), node.dropped_commands >= 2)[2])
+    if source == 'body':
+        pub = client.create_publisher(ProbeTwist, 'probe/cmd', 10)
+        bad = ProbeTwist()
+        bad.orbit.x = float('nan')
+    else:
+        pub = client.create_publisher(TwistStamped, 'probe/cmd_twist', 10)
+        bad = TwistStamped()
+        bad.header.frame_id = 'probe'
+        bad.twist.angular.y = float('inf')
+    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    assert wait_for(lambda: (pub.publish(bad), node.dropped_commands >= 1)[1])
     assert wait_for(lambda: any(s.level == DiagnosticStatus.WARN and 'dropped' in s.message
                                 for d in diags for s in d.status), timeout=5)
     n = len(truth)
     assert wait_for(lambda: len(truth) > n + 5)  # still ticking
+
+
+def test_cartesian_twist_in_probe_frame_turns_the_probe(graph, volume):
+    make_sim(graph, volume, command_source='cartesian', command_timeout=0.2)
+    client = graph.node('client')
+    truth: list[EchoPose] = []
+    client.create_subscription(EchoPose, 'probe/true_pose', truth.append, 50)
+    pub = client.create_publisher(TwistStamped, 'probe/cmd_twist', 10)
+    assert wait_for(lambda: len(truth) > 0 and pub.get_subscription_count() > 0)
+    before = echopose_msg_to_pose(truth[-1])
+    cmd = TwistStamped()
+    cmd.header.frame_id = 'probe'
+    cmd.twist.angular.z = 0.5  # rad/s about the beam: the apex stays, the probe turns
+    for _ in range(10):
+        pub.publish(cmd)
+        wait_for(lambda: False, timeout=0.05)
+    after = echopose_msg_to_pose(truth[-1])
+    assert float(angle(before[0].T @ after[0])) < 1e-6  # orbit unchanged
+    assert 0.1 < float(angle((before[0] @ before[1]).T @ (after[0] @ after[1]))) < 0.7
 
 
 def test_render_and_standard_view_services(graph, volume):

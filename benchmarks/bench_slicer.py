@@ -160,7 +160,8 @@ def run(args: argparse.Namespace) -> dict:
     interior_img = np.zeros((n, sector.height * sector.width), dtype=bool)
     interior_img[:, idx] = interior
     interior_img = interior_img.reshape(images.shape)
-    max_diff = float(np.abs(fast[:n] - images)[interior_img].max())
+    diff = np.abs(fast[:n] - images)[interior_img]
+    max_diff = float(diff.max()) if diff.size else float('nan')
 
     ratio = slices_per_s / scipy_slices_per_s
     return {

@@ -281,3 +281,19 @@ def test_refuses_bad_poses_phases_and_buffers() -> None:
         slice_batch(vol, eye, eye, np.zeros(3), SMALL, out=np.zeros((3, 5, 5), np.float32))
     with pytest.raises(SlicerError, match='orbit and probe'):
         slice_volume(vol, eye, eye, 0.0, SMALL)
+
+
+def test_bench_command_writes_the_figures(tmp_path) -> None:
+    import json
+
+    from echoposed_ros.cli import main
+    out = tmp_path / 'bench' / 'slicer.json'
+    rc = main(['bench', 'slicer', '--size', '40', '--frames', '2', '--batch', '6', '--repeats', '1',
+               '--scipy-slices', '3', '--json', str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result['target'] == 'slicer'
+    assert result['slices_per_s'] > 0 and result['scipy_slices_per_s'] > 0
+    assert result['ratio'] == pytest.approx(result['slices_per_s'] / result['scipy_slices_per_s'], rel=0.01)
+    assert result['max_abs_diff_vs_scipy'] < 1e-5 and result['plain_layout_equal']   # same points, same values
+    assert result['machine']['cpus'] >= 1 and result['config']['volume_shape_tzyx'] == [2, 40, 40, 40]

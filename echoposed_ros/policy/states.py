@@ -132,14 +132,15 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     if sample.pose is None:
         return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), uncertainty=sample.uncertainty,
                      detail=sample.problem or 'invalid pose')
-    if not np.isfinite(sample.uncertainty) or sample.uncertainty > config.uncertainty_threshold:
-        return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), uncertainty=sample.uncertainty,
-                     detail=f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}')
     if target.frame and sample.frame and target.frame != sample.frame:
         return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), uncertainty=sample.uncertainty,
                      detail=f'pose frame {sample.frame!r} is not the target frame {target.frame!r}')
-
     error = tracking_error(sample.pose, target.pose)
+    if not np.isfinite(sample.uncertainty) or sample.uncertainty > config.uncertainty_threshold:
+        # The error is still reported (sigma^2 against error is an evaluation signal).
+        return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), error, sample.uncertainty,
+                     detail=f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}')
+
     frames, converged = memory.frames_within_tolerance, memory.converged
     if sample.seq != memory.last_seq:  # a new frame: count it once
         frames = frames + 1 if error.effective < config.converge_tolerance else 0

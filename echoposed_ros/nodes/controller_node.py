@@ -1,0 +1,333 @@
+"""Controller node ``echoposed_controller``: pose estimates -> probe velocity commands (METHOD 6).
+
+A thin shell around :mod:`echoposed_ros.policy`: parameters -> frozen
+:class:`~echoposed_ros.policy.ControllerConfig` -> :func:`~echoposed_ros.policy.control_step`
+on its own timer at ``control_rate`` -> messages. Because the timer runs without input, a pose
+stream that stops is noticed (``stale_input``, zero twist); a watchdog timer re-armed by every
+pose runs an extra cycle right after ``stale_timeout``, so the zero twist follows the last pose
+by ``stale_timeout`` plus scheduling latency, not plus a control period.
+
+Subscribes ``echoposed/pose`` (``EchoPose``; best effort, depth 1: only the newest counts).
+Publishes, every control cycle:
+
+- ``probe/cmd`` (``ProbeTwist``): body angular velocities of the orbit and probe factors, rad/s,
+  in the gauge of the estimates;
+- ``probe/cmd_twist`` (``geometry_msgs/TwistStamped``, frame ``probe``): the same motion as a
+  Cartesian twist of the probe in its own frame (linear: apex velocity, m/s; angular: rad/s),
+  for a servo controller (e.g. MoveIt Servo). This is the command a robot should execute: it
+  does not depend on the rotation of the model's frame (``policy.controller`` docstring);
+- ``guidance/status`` (``GuidanceStatus``) with the operator cue; and ``/diagnostics``.
+
+Services: ``guidance/set_target`` (``SetTarget``: an image, estimated through the pose node's
+``echoposed/estimate``; a pose; or a standard view from the ``views_file`` table),
+``guidance/start`` and ``guidance/stop`` (``std_srvs/Trigger``). Run it with a multi-threaded
+executor (``main`` does) so that an image target can wait for the estimate service.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from echoposed_msgs.msg import EchoPose, GuidanceStatus, ProbeTwist
+from echoposed_msgs.srv import EstimatePose, SetTarget
+from geometry_msgs.msg import TwistStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_srvs.srv import Trigger
+
+from ..geometry import CartesianTwist
+from ..policy import (ControllerConfig, ControlOutput, GuidanceMemory, GuidanceState, PolicyError, PoseSample,
+                      Target, TargetKind, ViewTable, control_step, describe_fields, load_view_table, pose_sample,
+                      target_from_quaternions)
+from ..policy.controller import BodyTwist
+from .convert import echopose_msg, vector3_msg
+from .diagnostics import OK, WARN, DiagnosticsPublisher
+from .params import Param, declare_all
+
+__all__ = ['NODE_PARAMS', 'PARAMS', 'ControllerNode', 'ControllerNodeConfig', 'main']
+
+NODE_NAME = 'echoposed_controller'
+FRAME_ID = 'probe'
+_WATCHDOG_MARGIN_S = 0.002
+
+#: Parameters of the node that are not part of the policy core's config.
+NODE_PARAMS = (
+    Param('autostart', True, 'start guiding as soon as a target is set; false = wait for guidance/start',
+          read_only=True),
+    Param('views_file', '', 'YAML table of standard view poses (A4C, A2C, A3C) in the pose model\'s frame '
+          '(docs/policy.md); empty = no named views', read_only=True),
+    Param('target_view', '', 'standard view to target at start-up, from views_file; empty = none',
+          read_only=True),
+    Param('estimate_timeout', 5.0, 's, how long an image target waits for the echoposed/estimate service',
+          read_only=True),
+    Param('diagnostics_period', 1.0, 's, period of the /diagnostics status', read_only=True),
+)
+
+#: Every declared parameter: the policy core's (same names as ControllerConfig) then the node's.
+PARAMS = tuple(Param(name, default, f'{unit}: {description}', read_only=True)
+               for name, (default, unit, description) in describe_fields().items()) + NODE_PARAMS
+
+
+@dataclass(frozen=True)
+class ControllerNodeConfig:
+    """The node's own parameters, checked (the policy's are in :class:`ControllerConfig`)."""
+
+    autostart: bool
+    views_file: str
+    target_view: str
+    estimate_timeout: float
+    diagnostics_period: float
+
+    @classmethod
+    def from_parameters(cls, v: dict[str, Any]) -> 'ControllerNodeConfig':
+        for name in ('estimate_timeout', 'diagnostics_period'):
+            if not v[name] > 0:
+                raise PolicyError(f'{NODE_NAME}: parameter {name} = {v[name]!r} s; expected > 0')
+        if v['target_view'] and not v['views_file']:
+            raise PolicyError(f"{NODE_NAME}: target_view = {v['target_view']!r} needs views_file (a table of view "
+                              "poses in the pose model's frame); the model's frame is not known otherwise")
+        return cls(autostart=bool(v['autostart']), views_file=str(v['views_file']),
+                   target_view=str(v['target_view']), estimate_timeout=float(v['estimate_timeout']),
+                   diagnostics_period=float(v['diagnostics_period']))
+
+
+class ControllerNode(Node):
+    """Thin shell: ``EchoPose`` in, ``ProbeTwist`` / ``TwistStamped`` / ``GuidanceStatus`` out."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        values = declare_all(self, PARAMS)
+        self.config = ControllerConfig.from_mapping({k: values[k] for k in describe_fields()})
+        self.node_config = ControllerNodeConfig.from_parameters(values)
+        self.view_table: ViewTable | None = (load_view_table(self.node_config.views_file)
+                                             if self.node_config.views_file else None)
+
+        self._lock = threading.Lock()
+        self._active = self.node_config.autostart
+        self._target: Target | None = None
+        self._sample: PoseSample | None = None
+        self._seq = 0
+        self._memory = GuidanceMemory()
+        self._last: ControlOutput | None = None
+        # Counters for /diagnostics since the last report.
+        self._window_start = time.monotonic()
+        self._poses_in_window = 0
+        self._ticks_in_window = 0
+        self.invalid_poses = 0
+
+        if self.node_config.target_view:
+            self._target = self.view_table.target(self.node_config.target_view)  # type: ignore[union-attr]
+
+        self.cmd_pub = self.create_publisher(ProbeTwist, 'probe/cmd', 10)
+        self.twist_pub = self.create_publisher(TwistStamped, 'probe/cmd_twist', 10)
+        self.status_pub = self.create_publisher(GuidanceStatus, 'guidance/status', 10)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.create_subscription(EchoPose, 'echoposed/pose', self._on_pose, qos)
+        control_group = MutuallyExclusiveCallbackGroup()
+        self.create_timer(self.config.control_period, self._on_tick, callback_group=control_group)
+        # Watchdog: re-armed by every pose, it runs a control cycle just after the stale timeout so the
+        # zero twist does not wait up to one more control period.
+        self._watchdog = self.create_timer(self.config.stale_timeout + _WATCHDOG_MARGIN_S, self._on_tick,
+                                           callback_group=control_group)
+        services = ReentrantCallbackGroup()
+        self.create_service(SetTarget, 'guidance/set_target', self._on_set_target, callback_group=services)
+        self.create_service(Trigger, 'guidance/start', self._on_start, callback_group=services)
+        self.create_service(Trigger, 'guidance/stop', self._on_stop, callback_group=services)
+        self.estimate_client = self.create_client(EstimatePose, 'echoposed/estimate', callback_group=services)
+        self.diagnostics = DiagnosticsPublisher(self, f'{NODE_NAME}: guidance')
+        self.create_timer(self.node_config.diagnostics_period, self._publish_diagnostics)
+        target = self._target.name if self._target else 'none'
+        self.get_logger().info(f'control at {self.config.control_rate:g} Hz, gain {self.config.gain:g} 1/s, '
+                               f'target {target}, {"started" if self._active else "stopped"}')
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_pose(self, msg: EchoPose) -> None:
+        q_v = [msg.orbit.x, msg.orbit.y, msg.orbit.z, msg.orbit.w]
+        q_p = [msg.probe.x, msg.probe.y, msg.probe.z, msg.probe.w]
+        with self._lock:
+            self._seq += 1
+            sample = pose_sample(q_v, q_p, msg.uncertainty, self._now(), self._seq, msg.header.frame_id)
+            self._sample = sample
+            self._poses_in_window += 1
+        self._watchdog.reset()
+        if sample.pose is None:
+            self.invalid_poses += 1
+            self.get_logger().warning(f'echoposed/pose: {sample.problem}; holding', throttle_duration_sec=1.0)
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        with self._lock:
+            self._memory, out = control_step(self._memory, now=self._now(), active=self._active,
+                                             target=self._target, sample=self._sample, config=self.config)
+            self._last = out
+            self._ticks_in_window += 1
+            target_name = self._target.name if self._target else ''
+        self._publish(out, target_name)
+
+    def _publish(self, out: ControlOutput, target_name: str) -> None:
+        stamp = self.get_clock().now().to_msg()
+        cmd = ProbeTwist()
+        cmd.header.stamp, cmd.header.frame_id = stamp, FRAME_ID
+        cmd.orbit, cmd.probe = vector3_msg(out.twist.orbit), vector3_msg(out.twist.probe)
+        twist = TwistStamped()
+        twist.header.stamp, twist.header.frame_id = stamp, FRAME_ID
+        twist.twist.linear, twist.twist.angular = vector3_msg(out.cartesian.v), vector3_msg(out.cartesian.omega)
+        status = GuidanceStatus()
+        status.header.stamp, status.header.frame_id = stamp, FRAME_ID
+        status.state, status.state_name = int(out.state), out.state.label
+        status.target = target_name
+        nan = float('nan')
+        status.effective_error = out.error.effective if out.error else nan
+        status.orbit_error = out.error.orbit_angle if out.error else nan
+        status.probe_error = out.error.probe_angle if out.error else nan
+        status.uncertainty = float(out.uncertainty)
+        status.frames_within_tolerance = int(out.frames_within_tolerance)
+        status.cue = out.cue
+        self.cmd_pub.publish(cmd)
+        self.twist_pub.publish(twist)
+        self.status_pub.publish(status)
+
+    def publish_zero(self) -> None:
+        """Publish one hold-still command now (used on stop and on shutdown)."""
+        zero = BodyTwist.zero()
+        out = ControlOutput(GuidanceState.STOPPED, zero, CartesianTwist(zero.orbit, zero.probe), None,
+                            float('nan'), 0, 'guidance stopped')
+        self._publish(out, self._target.name if self._target else '')
+
+    # -- services --------------------------------------------------------------------------------
+
+    def _on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            self._active, self._memory = True, GuidanceMemory()
+            target = self._target.name if self._target else None
+        response.success = True
+        response.message = f'guidance started, target {target}' if target else 'guidance started (no target yet)'
+        return response
+
+    def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            self._active, self._memory = False, GuidanceMemory()
+        self.publish_zero()
+        response.success, response.message = True, 'guidance stopped: zero twist'
+        return response
+
+    def _on_set_target(self, request: SetTarget.Request, response: SetTarget.Response) -> SetTarget.Response:
+        try:
+            target, sigma2 = self._make_target(request)
+        except PolicyError as exc:
+            response.success, response.message = False, str(exc)
+            self.get_logger().warning(f'guidance/set_target failed: {exc}')
+            return response
+        with self._lock:
+            self._target, self._memory = target, GuidanceMemory()
+        header = EchoPose().header
+        header.stamp, header.frame_id = self.get_clock().now().to_msg(), target.frame
+        response.target = echopose_msg(header, target.pose.orbit, target.pose.probe, sigma2)
+        response.success = True
+        frame = f' in frame {target.frame!r}' if target.frame else ''
+        response.message = f'target {target.name}{frame}' + ('' if self._active else ' (guidance stopped)')
+        self.get_logger().info(response.message)
+        return response
+
+    def _make_target(self, request: SetTarget.Request) -> tuple[Target, float]:
+        if request.kind == SetTarget.Request.KIND_POSE:
+            o, p = request.orbit, request.probe
+            return target_from_quaternions([o.x, o.y, o.z, o.w], [p.x, p.y, p.z, p.w], 'pose', TargetKind.POSE), 0.0
+        if request.kind == SetTarget.Request.KIND_VIEW:
+            if self.view_table is None:
+                raise PolicyError(f'view {request.view!r}: no view table (parameter views_file is empty); named views '
+                                  "need poses in the pose model's frame: set views_file, or set the target from "
+                                  'an image of the view (KIND_IMAGE)')
+            return self.view_table.target(request.view), 0.0
+        if request.kind == SetTarget.Request.KIND_IMAGE:
+            return self._target_from_image(request)
+        raise PolicyError(f'SetTarget.kind = {request.kind}; expected KIND_IMAGE (0), KIND_POSE (1) or KIND_VIEW (2)')
+
+    def _target_from_image(self, request: SetTarget.Request) -> tuple[Target, float]:
+        service = self.estimate_client.srv_name
+        timeout = self.node_config.estimate_timeout
+        if not self.estimate_client.wait_for_service(timeout_sec=timeout):
+            raise PolicyError(f'image target: the pose node\'s service {service} (EstimatePose) is not available '
+                              f'after {timeout:g} s; start echoposed_pose, or set a KIND_POSE or KIND_VIEW target')
+        done = threading.Event()
+        future = self.estimate_client.call_async(EstimatePose.Request(image=request.image))
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout):
+            self.estimate_client.remove_pending_request(future)
+            raise PolicyError(f'image target: {service} gave no answer within {timeout:g} s')
+        result = future.result()
+        if result is None or not result.success:
+            why = result.message if result is not None else 'no response'
+            raise PolicyError(f'image target: {service} could not estimate the image: {why}')
+        pose = result.pose
+        if not pose.uncertainty <= self.config.uncertainty_threshold:
+            raise PolicyError(f'image target: the estimate is uncertain (sigma^2 = {pose.uncertainty:.3g} rad^2 > '
+                              f'uncertainty_threshold {self.config.uncertainty_threshold:g}); is the view in the image?')
+        o, p = pose.orbit, pose.probe
+        target = target_from_quaternions([o.x, o.y, o.z, o.w], [p.x, p.y, p.z, p.w], 'image', TargetKind.IMAGE,
+                                         frame=pose.header.frame_id)
+        return target, float(pose.uncertainty)
+
+    # -- diagnostics -----------------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        elapsed = max(time.monotonic() - self._window_start, 1e-9)
+        with self._lock:
+            out, poses, ticks = self._last, self._poses_in_window, self._ticks_in_window
+            self._poses_in_window = self._ticks_in_window = 0
+            target = self._target.name if self._target else ''
+        self._window_start = time.monotonic()
+        state = out.state if out else GuidanceState.IDLE
+        values = {
+            'state': state.label,
+            'target': target,
+            'pose_rate_hz': poses / elapsed,
+            'control_rate_hz': ticks / elapsed,
+            'effective_error_deg': (out.error.effective * 57.29577951308232) if out and out.error else float('nan'),
+            'uncertainty_rad2': out.uncertainty if out else float('nan'),
+            'frames_within_tolerance': out.frames_within_tolerance if out else 0,
+            'invalid_poses': self.invalid_poses,
+            'cue': out.cue if out else '',
+        }
+        level = WARN if state in (GuidanceState.STALE_INPUT, GuidanceState.HOLD_UNCERTAIN) else OK
+        self.diagnostics.publish(level, f'{state.label}: {out.cue}' if out else state.label, values)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = ControllerNode()
+    except (PolicyError, ValueError) as exc:
+        print(f'{NODE_NAME}: {exc}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        try:
+            node.publish_zero()  # leave the robot holding still
+        except Exception:  # noqa: BLE001 - the context may already be gone
+            pass
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

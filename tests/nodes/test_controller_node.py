@@ -1,0 +1,314 @@
+"""The controller node in its own rclpy context: targets, twists, fail-safe holds, services, diagnostics."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from echoposed_msgs.msg import EchoPose, GuidanceStatus, ProbeTwist
+from echoposed_msgs.srv import EstimatePose, SetTarget
+from geometry_msgs.msg import TwistStamped
+from rclpy.parameter import Parameter
+from ros_harness import wait_for
+from std_srvs.srv import Trigger
+
+from echoposed_ros.geometry import rot_x, rot_y, rot_z, so3_log
+from echoposed_ros.nodes.controller_node import PARAMS, ControllerNode
+from echoposed_ros.nodes.convert import echopose_msg, matrix_to_quaternion_msg
+from echoposed_ros.nodes.params import yaml_parameters
+from echoposed_ros.paths import config_dir
+from echoposed_ros.policy import describe_fields, write_view_table
+
+CURRENT = (rot_x(0.1), rot_z(0.4))
+TARGET = (rot_y(0.15), rot_z(1.2) @ rot_x(0.1))
+
+
+class Harness:
+    """A test node: publishes EchoPose at 20 Hz while ``pose`` is set, records every output with its time."""
+
+    def __init__(self, graph):
+        self.node = graph.node('controller_test_peer')
+        self.lock = threading.Lock()
+        self.cmds: list[tuple[float, ProbeTwist]] = []
+        self.twists: list[tuple[float, TwistStamped]] = []
+        self.statuses: list[tuple[float, GuidanceStatus]] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.pose: EchoPose | None = None
+        self.last_publish = 0.0
+        n = self.node
+        n.create_subscription(ProbeTwist, 'probe/cmd', lambda m: self._rec(self.cmds, m), 50)
+        n.create_subscription(TwistStamped, 'probe/cmd_twist', lambda m: self._rec(self.twists, m), 50)
+        n.create_subscription(GuidanceStatus, 'guidance/status', lambda m: self._rec(self.statuses, m), 50)
+        n.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 10)
+        self.pub = n.create_publisher(EchoPose, 'echoposed/pose', 10)
+        n.create_timer(0.05, self._publish)
+        self.set_target = n.create_client(SetTarget, 'guidance/set_target')
+        self.start = n.create_client(Trigger, 'guidance/start')
+        self.stop = n.create_client(Trigger, 'guidance/stop')
+
+    def _rec(self, store, msg):
+        with self.lock:
+            store.append((time.monotonic(), msg))
+
+    def _publish(self):
+        msg = self.pose
+        if msg is not None:
+            msg.header.stamp = self.node.get_clock().now().to_msg()
+            self.pub.publish(msg)
+            self.last_publish = time.monotonic()
+
+    def call(self, client, request, timeout=10.0):
+        assert client.wait_for_service(timeout_sec=timeout), client.srv_name
+        future = client.call_async(request)
+        assert wait_for(future.done, timeout=timeout), f'{client.srv_name}: no answer'
+        return future.result()
+
+    def since(self, store, t0):
+        with self.lock:
+            return [(t, m) for t, m in store if t >= t0]
+
+    def latest_status(self, after=0.0):
+        s = self.since(self.statuses, after)
+        return s[-1][1] if s else None
+
+    def wait_state(self, name, timeout=5.0):
+        """Wait for a status in state ``name`` received from now on; returns its receive time."""
+        t0 = time.monotonic()
+
+        def matched():
+            return [t for t, s in self.since(self.statuses, t0) if s.state_name == name]
+
+        assert wait_for(lambda: bool(matched()), timeout=timeout), \
+            f'state {name!r} not reached; last {self.latest_status()}'
+        return matched()[0]
+
+
+def pose_msg(pose, sigma2=0.0, frame='model'):
+    header = EchoPose().header
+    header.frame_id = frame
+    return echopose_msg(header, pose[0], pose[1], sigma2)
+
+
+def pose_request(pose):
+    r = SetTarget.Request(kind=SetTarget.Request.KIND_POSE)
+    r.orbit, r.probe = matrix_to_quaternion_msg(pose[0]), matrix_to_quaternion_msg(pose[1])
+    return r
+
+
+def vec(v):
+    return np.array([v.x, v.y, v.z])
+
+
+def is_zero(cmd: ProbeTwist):
+    return not np.any(vec(cmd.orbit)) and not np.any(vec(cmd.probe))
+
+
+def make_controller(graph, **params):
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    return graph.add(ControllerNode(context=graph.context, parameter_overrides=overrides))
+
+
+@pytest.fixture
+def setup(graph):
+    node = make_controller(graph)
+    h = Harness(graph)
+    assert wait_for(lambda: h.pub.get_subscription_count() > 0)
+    return node, h
+
+
+def test_yaml_keys_equal_declared_parameters_and_all_are_described(graph):
+    assert set(yaml_parameters(config_dir() / 'controller.yaml', 'echoposed_controller')) == {p.name for p in PARAMS}
+    node = make_controller(graph)
+    units = {name: unit for name, (_, unit, _) in describe_fields().items()}
+    for p in PARAMS:
+        description = node.describe_parameter(p.name).description
+        assert len(description.strip()) > 15, p.name
+        if p.name in units:
+            assert description.startswith(units[p.name] + ':'), p.name
+    # The YAML values are valid: the node starts with them as overrides.
+    yaml_values = yaml_parameters(config_dir() / 'controller.yaml', 'echoposed_controller')
+    make_controller(graph, **yaml_values)
+
+
+def test_pose_target_gives_twists_towards_it(setup):
+    node, h = setup
+    h.pose = pose_msg(CURRENT)
+    result = h.call(h.set_target, pose_request(TARGET))
+    assert result.success, result.message
+    assert result.target.header.frame_id == ''
+    t0 = h.wait_state('guiding')
+    assert wait_for(lambda: len(h.since(h.cmds, t0)) >= 3 and len(h.since(h.twists, t0)) >= 3)
+    cmd = h.since(h.cmds, t0)[-1][1]
+    e_v = so3_log(CURRENT[0].T @ TARGET[0])
+    e_p = so3_log(CURRENT[1].T @ TARGET[1])
+    cfg = node.config
+    np.testing.assert_allclose(vec(cmd.orbit), cfg.gain * e_v * min(1, cfg.max_orbit_speed / (cfg.gain * np.linalg.norm(e_v))), atol=1e-6)
+    np.testing.assert_allclose(vec(cmd.probe), cfg.gain * e_p * min(1, cfg.max_probe_speed / (cfg.gain * np.linalg.norm(e_p))), atol=1e-6)
+    assert cmd.header.frame_id == 'probe'
+    tw = h.since(h.twists, t0)[-1][1]
+    assert tw.header.frame_id == 'probe'
+    assert np.linalg.norm(vec(tw.twist.linear)) <= cfg.orbit_radius * cfg.max_orbit_speed + 1e-9
+    assert np.linalg.norm(vec(tw.twist.angular)) > 0
+    status = h.latest_status(t0)
+    assert status.target == 'pose' and status.state == GuidanceStatus.STATE_GUIDING
+    assert status.effective_error > 0 and 'rotate clockwise' in status.cue
+
+
+def test_pose_stream_stopping_gives_zero_twist_within_025_s(setup):
+    node, h = setup
+    h.pose = pose_msg(CURRENT)
+    assert h.call(h.set_target, pose_request(TARGET)).success
+    h.wait_state('guiding')
+    h.pose = None
+    time.sleep(0.06)  # let an in-flight timer tick finish
+    last = h.last_publish
+    assert wait_for(lambda: (s := h.latest_status(last)) is not None and s.state_name == 'stale_input', timeout=2)
+    after = h.since(h.cmds, last)
+    first_zero = next(t for t, m in after if is_zero(m))
+    assert first_zero - last <= 0.25, f'zero twist {first_zero - last:.3f} s after the last pose'
+    time.sleep(0.1)
+    assert all(is_zero(m) for t, m in h.since(h.cmds, first_zero))
+    assert all(not np.any(vec(m.twist.linear)) and not np.any(vec(m.twist.angular))
+               for t, m in h.since(h.twists, first_zero))
+    # Poses coming back resume guiding.
+    h.pose = pose_msg(CURRENT)
+    h.wait_state('guiding')
+
+
+def test_uncertain_pose_holds_with_zero_twist(setup):
+    node, h = setup
+    assert h.call(h.set_target, pose_request(TARGET)).success
+    h.pose = pose_msg(CURRENT, sigma2=node.config.uncertainty_threshold * 2)
+    t0 = h.wait_state('hold_uncertain')
+    time.sleep(0.15)
+    cmds = h.since(h.cmds, t0)
+    assert cmds and all(is_zero(m) for _, m in cmds)
+    status = h.latest_status(t0)
+    assert status.state == GuidanceStatus.STATE_HOLD_UNCERTAIN and 'uncertain' in status.cue
+    assert status.uncertainty == pytest.approx(node.config.uncertainty_threshold * 2)
+
+
+def test_nan_pose_holds_with_zero_twist(setup):
+    node, h = setup
+    assert h.call(h.set_target, pose_request(TARGET)).success
+    msg = pose_msg(CURRENT)
+    msg.orbit.x = float('nan')
+    h.pose = msg
+    t0 = h.wait_state('hold_uncertain')
+    time.sleep(0.1)
+    assert all(is_zero(m) for _, m in h.since(h.cmds, t0))
+    assert node.invalid_poses > 0
+
+
+def test_start_and_stop_services(graph):
+    node = make_controller(graph, autostart=False)
+    h = Harness(graph)
+    h.pose = pose_msg(CURRENT)
+    assert h.call(h.set_target, pose_request(TARGET)).success
+    t0 = h.wait_state('stopped')
+    time.sleep(0.1)
+    assert all(is_zero(m) for _, m in h.since(h.cmds, t0))
+    res = h.call(h.start, Trigger.Request())
+    assert res.success and 'started' in res.message
+    t1 = h.wait_state('guiding')
+    assert wait_for(lambda: any(not is_zero(m) for _, m in h.since(h.cmds, t1)))
+    res = h.call(h.stop, Trigger.Request())
+    assert res.success
+    t2 = time.monotonic()
+    h.wait_state('stopped')
+    time.sleep(0.1)
+    late = [m for t, m in h.since(h.cmds, t2 + 0.05)]
+    assert late and all(is_zero(m) for m in late)
+
+
+def test_no_target_is_idle(setup):
+    node, h = setup
+    h.pose = pose_msg(CURRENT)
+    t0 = h.wait_state('idle')
+    assert all(is_zero(m) for _, m in h.since(h.cmds, t0))
+
+
+def test_image_target_without_pose_node_fails_clearly(graph):
+    make_controller(graph, estimate_timeout=0.3)
+    h = Harness(graph)
+    res = h.call(h.set_target, SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE))
+    assert not res.success
+    assert 'echoposed/estimate' in res.message and 'not available' in res.message
+
+
+def test_image_target_is_estimated_by_the_pose_node_service(graph):
+    make_controller(graph)
+    h = Harness(graph)
+    calls = []
+
+    def estimate(request, response):
+        calls.append(request.image.width)
+        response.success, response.message = True, 'ok'
+        response.pose = pose_msg(TARGET, sigma2=0.001, frame='model')
+        return response
+
+    h.node.create_service(EstimatePose, 'echoposed/estimate', estimate)
+    req = SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE)
+    req.image.width = 7
+    res = h.call(h.set_target, req)
+    assert res.success, res.message
+    assert calls == [7]
+    assert res.target.header.frame_id == 'model' and "'model'" in res.message
+    # Poses in another frame than the target's are not compared: hold.
+    h.pose = pose_msg(CURRENT, frame='other_model')
+    t0 = h.wait_state('hold_uncertain')
+    assert 'target frame' in h.latest_status(t0).cue
+    h.pose = pose_msg(CURRENT, frame='model')
+    h.wait_state('guiding')
+
+
+def test_uncertain_image_target_is_refused(graph):
+    node = make_controller(graph)
+    h = Harness(graph)
+
+    def estimate(request, response):
+        response.success, response.message = True, 'ok'
+        response.pose = pose_msg(TARGET, sigma2=node.config.uncertainty_threshold * 3)
+        return response
+
+    h.node.create_service(EstimatePose, 'echoposed/estimate', estimate)
+    res = h.call(h.set_target, SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE))
+    assert not res.success and 'uncertain' in res.message
+
+
+def test_view_targets_come_from_the_views_file(graph, tmp_path):
+    views = write_view_table(tmp_path / 'views.yaml', 'model', {'A4C': TARGET})
+    make_controller(graph, views_file=str(views), target_view='a4c')
+    h = Harness(graph)
+    h.pose = pose_msg(CURRENT)
+    t0 = h.wait_state('guiding')
+    assert h.latest_status(t0).target == 'A4C'
+    res = h.call(h.set_target, SetTarget.Request(kind=SetTarget.Request.KIND_VIEW, view='A2C'))
+    assert not res.success and 'A2C' in res.message and 'views.yaml' in res.message
+    res = h.call(h.set_target, SetTarget.Request(kind=SetTarget.Request.KIND_VIEW, view='A4C'))
+    assert res.success and res.target.header.frame_id == 'model'
+
+
+def test_view_target_without_a_table_explains_why(setup):
+    node, h = setup
+    res = h.call(h.set_target, SetTarget.Request(kind=SetTarget.Request.KIND_VIEW, view='A4C'))
+    assert not res.success and 'views_file' in res.message and 'KIND_IMAGE' in res.message
+
+
+def test_diagnostics_report_state_and_rates(graph):
+    make_controller(graph, diagnostics_period=0.3)
+    h = Harness(graph)
+    h.pose = pose_msg(CURRENT)
+    assert h.call(h.set_target, pose_request(TARGET)).success
+    h.wait_state('guiding')
+    n = len(h.diagnostics)
+    assert wait_for(lambda: len(h.diagnostics) > n + 1, timeout=3)
+    status = h.diagnostics[-1].status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.name == 'echoposed_controller: guidance'
+    assert values['state'] == 'guiding' and values['target'] == 'pose'
+    assert float(values['control_rate_hz']) > 10 and float(values['pose_rate_hz']) > 5
+    assert math.isfinite(float(values['effective_error_deg']))

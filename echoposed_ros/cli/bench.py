@@ -24,6 +24,7 @@ __all__ = ['TARGETS', 'add_arguments', 'load_target', 'run']
 
 # name: (script in benchmarks/, one-line help). Sorted by name.
 TARGETS: dict[str, tuple[str, str]] = {
+    'estimator': ('bench_estimator.py', 'K-member ensemble on one 128x128 image: onnxruntime vs PyTorch eager'),
     'slicer': ('bench_slicer.py', 'batched 128x128 slices/s of the numba slicer vs scipy map_coordinates'),
 }
 

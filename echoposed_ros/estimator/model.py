@@ -187,13 +187,16 @@ def _check_graph(path: Path, session: Any, info: ModelInfo) -> None:
 class EnsembleModel:
     """An onnxruntime session on a checked echoposed model file (CPU).
 
+    intra_op_threads: threads inside one operator (0 = onnxruntime's default); allow_spinning:
+    let idle worker threads spin (lower latency, more CPU; turn off on a crowded machine).
+
     ``run(images)`` takes float32 ``(N, 1, H, W)`` (or ``(N, H, W)``) in the model's geometry
     and returns the raw aligned member matrices ``(orbit, probe)``, each float64
     ``(N, K, 3, 3)`` (not yet projected to SO(3)).
     """
 
     def __init__(self, path: str | os.PathLike[str], intra_op_threads: int = 2,
-                 inter_op_threads: int = 1) -> None:
+                 inter_op_threads: int = 1, allow_spinning: bool = True) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -209,6 +212,8 @@ class EnsembleModel:
         opts.inter_op_num_threads = int(inter_op_threads)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        # spinning worker threads cut latency on an idle machine but burn CPU others need
+        opts.add_session_config_entry('session.intra_op.allow_spinning', '1' if allow_spinning else '0')
         try:
             self.session = ort.InferenceSession(str(p), sess_options=opts,
                                                 providers=['CPUExecutionProvider'])

@@ -16,7 +16,7 @@ exported as ``so3_exp``/``so3_log`` and the pose ones as ``pose_exp``/``pose_log
 from __future__ import annotations
 
 from . import effective, ensemble, pose, so3, twist
-from .effective import EffectivePose, ProbeFrame, body_errors, effective_error, effective_pose, probe_frame
+from .effective import EffectivePose, ProbeFrame, angle_between, body_errors, effective_error, effective_pose, probe_frame
 from .ensemble import EnsembleMean, mean_and_sigma2
 from .errors import GeometryError
 from .pose import Pose, as_pose, compose, distance, gauge_fix, identity, inverse, right_apply, step
@@ -36,6 +36,7 @@ __all__ = [
     'Pose',
     'ProbeFrame',
     'angle',
+    'angle_between',
     'as_pose',
     'body_errors',
     'body_twist_to_cartesian',

@@ -18,6 +18,7 @@ from .pose import Pose, as_pose
 __all__ = [
     'EffectivePose',
     'ProbeFrame',
+    'angle_between',
     'body_errors',
     'effective_error',
     'effective_pose',
@@ -64,8 +65,13 @@ def effective_pose(g: Sequence[ArrayLike]) -> EffectivePose:
     return EffectivePose(g.orbit[..., :, 2].copy(), g.orbit @ g.probe)
 
 
-def _angle_between(a: Array, b: Array) -> Array:
-    # atan2(|a x b|, a . b): accurate at every angle, unlike arccos.
+def angle_between(a: ArrayLike, b: ArrayLike) -> Array:
+    """Angle (rad, ``[0, pi]``) between vectors ``a`` and ``b`` ``(..., 3)`` (any non-zero length).
+
+    Computed as ``atan2(|a x b|, a . b)``: accurate at every angle, unlike ``arccos``.
+    """
+    a = so3.check_vectors(a, 3, 'a')
+    b = so3.check_vectors(b, 3, 'b')
     return np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, axis=-1))
 
 
@@ -75,7 +81,7 @@ def effective_error(g: Sequence[ArrayLike], h: Sequence[ArrayLike]) -> Array:
     Gauge invariant; zero iff ``g`` and ``h`` give the same slice. (Report in degrees.)
     """
     eg, eh = effective_pose(as_pose(g, 'g')), effective_pose(as_pose(h, 'h'))
-    a_u = _angle_between(eg.u, eh.u)
+    a_u = angle_between(eg.u, eh.u)
     a_R = so3.angle(np.swapaxes(eg.R, -1, -2) @ eh.R)
     return np.hypot(a_u, a_R)
 

@@ -40,6 +40,8 @@ QUAT_NORM_ATOL = 1e-3
 
 Array = NDArray[np.float64]
 
+_EYE = np.eye(3)
+
 
 def _first_bad(mask: NDArray[np.bool_]) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
@@ -70,23 +72,27 @@ def check_rotation(R: ArrayLike, name: str = 'R', atol: float = ROTATION_ATOL) -
         raise GeometryError(f'{name}: not a numeric array ({exc})') from None
     if a.ndim < 2 or a.shape[-2:] != (3, 3):
         raise GeometryError(f'{name}: expected a rotation matrix of shape (..., 3, 3), got shape {a.shape}')
+    # Fast path: one orthogonality error per matrix (NaN propagates into it) and the determinant.
+    with np.errstate(invalid='ignore', over='ignore'):
+        E = np.swapaxes(a, -1, -2) @ a
+        E -= _EYE
+        err = np.abs(E).max(axis=(-2, -1)) if a.size else np.zeros(a.shape[:-2])
+        det = np.linalg.det(a) if a.size else np.ones(a.shape[:-2])
+    if np.all(err <= atol) and np.all(det > 0):
+        return a
     finite = np.isfinite(a).all(axis=(-2, -1))
     if not finite.all():
         idx = _first_bad(~finite)
         raise GeometryError(f'{name}: contains NaN or inf at batch index {idx}: {a[idx].tolist()}')
-    err = np.abs(np.swapaxes(a, -1, -2) @ a - np.eye(3)).max(axis=(-2, -1))
-    if (err > atol).any():
-        idx = _first_bad(err > atol)
+    if not np.all(err <= atol):
+        idx = _first_bad(~(err <= atol))
         raise GeometryError(
             f'{name}: not a rotation: not orthogonal, max |R^T R - I| = {err[idx]:.3g} > {atol:g} '
             f'at batch index {idx}: {a[idx].tolist()}')
-    det = np.linalg.det(a)
-    if (det < 0).any():
-        idx = _first_bad(det < 0)
-        raise GeometryError(
-            f'{name}: not a rotation: det = {det[idx]:.6g} (a reflection), expected +1 '
-            f'at batch index {idx}')
-    return a
+    idx = _first_bad(~(det > 0))
+    raise GeometryError(
+        f'{name}: not a rotation: det = {det[idx]:.6g} (a reflection), expected +1 '
+        f'at batch index {idx}')
 
 
 def project_to_so3(M: ArrayLike, name: str = 'M') -> Array:

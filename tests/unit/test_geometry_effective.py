@@ -84,6 +84,17 @@ def test_identity_probe_sits_above_the_centre_looking_through_it():
 
 @PROPS
 @given(seeds)
+def test_angle_between_is_exact_near_0_and_pi(seed):
+    rng = np.random.default_rng(seed)
+    axis, a = random_axis_angle(rng, B)
+    v = rng.standard_normal((B, 3))
+    v -= np.sum(v * axis, axis=-1, keepdims=True) * axis      # v normal to the rotation axis
+    w = (rodrigues(axis, a) @ v[..., None])[..., 0] * rng.uniform(0.1, 10)
+    assert np.allclose(G.angle_between(v, w), a, rtol=0, atol=1e-12)
+
+
+@PROPS
+@given(seeds)
 def test_effective_pose_is_the_method_formula_and_gauge_invariant(seed):
     rng = np.random.default_rng(seed)
     g = random_poses(rng)

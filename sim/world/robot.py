@@ -27,7 +27,7 @@ import pybullet_data
 
 from .errors import WorldError
 
-__all__ = ['IIWA', 'ArmSpec', 'write_arm_urdf']
+__all__ = ['IIWA', 'PANDA', 'ArmSpec', 'write_arm_urdf']
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,7 @@ class ArmSpec:
     flange_offset: float            # flange face, along the flange link's z, from its frame origin
     holder_length: float
     probe_length: float
-    home_pose: tuple[float, ...]    # mid-range arm joints (rad) holding the probe at the apical window
-    home_pitch_joint: int           # the joint (index into arm_joints) tuned so the flange axis has the beam's elevation
+    home_pose: tuple[float, ...]    # seed (rad) for the home configuration at the apical window
 
 
 IIWA = ArmSpec(
@@ -56,7 +55,20 @@ IIWA = ArmSpec(
     holder_length=0.04,
     probe_length=0.12,
     home_pose=(0.0, 0.53, 0.0, -1.1, 0.0, 1.1, 0.0),
-    home_pitch_joint=5,
+)
+
+# Franka Emika Panda (``franka_panda/panda.urdf``), for comparison (docs/world.md): the tool goes on the
+# flange link ``panda_link8``; the hand stays on the model but nothing collides with the scene.
+PANDA = ArmSpec(
+    urdf='franka_panda/panda.urdf',
+    arm_joints=tuple(f'panda_joint{i}' for i in range(1, 8)),
+    flange_link='panda_link8',
+    roll_joint='probe_roll',
+    tip_link='probe_tip',
+    flange_offset=0.0,
+    holder_length=0.04,
+    probe_length=0.12,
+    home_pose=(0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785),
 )
 
 
@@ -111,7 +123,8 @@ def write_arm_urdf(spec: ArmSpec, folder: str | None = None) -> str:
     with open(source, encoding='utf-8') as f:
         text = f.read()
     mesh_dir = os.path.dirname(source)
-    text = re.sub(r'filename="(?!/)([^"]+)"', lambda m: f'filename="{os.path.join(mesh_dir, m.group(1))}"', text)
+    text = re.sub(r'filename="(?:package://)?(?!/)([^"]+)"',
+                  lambda m: f'filename="{os.path.join(mesh_dir, m.group(1))}"', text)
     if f'name="{spec.flange_link}"' not in text or '</robot>' not in text:
         raise WorldError(f'{source}: no link {spec.flange_link!r} or no </robot>; not the expected arm model')
     text = text.replace('</robot>', _tool_xml(spec) + '</robot>')

@@ -133,6 +133,9 @@ class ArmWorld(ProbeWorld):
         R0, o0 = probe_frame(self.base_pose.orbit, self.base_pose.probe, self.centre, self.radius)
         self.heart = HeartFrame.placing(R_window, SCENE['window'], R0, o0)
         self._u_base = self.base_pose.orbit[:, 2]
+        heart = p.createVisualShape(p.GEOM_SPHERE, radius=0.03, rgbaColor=[0.8, 0.1, 0.1, 1.0], physicsClientId=cid)
+        self._scene_bodies.append(p.createMultiBody(0.0, -1, heart, self.heart.point_to_scene(self.centre).tolist(),
+                                                    physicsClientId=cid))   # the orbit centre c, visual only
         self.home_joints = np.concatenate([home, [0.0]])
         self._roll_angle = 0.0
         self._q_cmd = self.home_joints.copy()
@@ -273,6 +276,23 @@ class ArmWorld(ProbeWorld):
 
     def joint_names(self) -> tuple[str, ...]:
         return tuple(self.spec.arm_joints) + (self.spec.roll_joint,)
+
+    def snapshot(self, width: int = 640, height: int = 480, yaw_deg: float = -30.0, pitch_deg: float = -25.0,
+                 distance_m: float = 2.2) -> np.ndarray:
+        """A picture of the scene, (height, width, 3) uint8 RGB (software renderer, headless), looking at a point
+        between the apical window and the arm's shoulder; yaw/pitch in degrees about W's z and the horizon."""
+        target = 0.6 * np.asarray(SCENE['window']) + 0.4 * (self.base_position + [0.0, 0.0, 0.36])
+        view = p.computeViewMatrixFromYawPitchRoll(target.tolist(), distance_m, yaw_deg, pitch_deg, 0.0, 2,
+                                                   physicsClientId=self._client)
+        proj = p.computeProjectionMatrixFOV(50.0, width / height, 0.05, 10.0, physicsClientId=self._client)
+        img = p.getCameraImage(width, height, view, proj, renderer=p.ER_TINY_RENDERER, physicsClientId=self._client)
+        return np.reshape(np.asarray(img[2], dtype=np.uint8), (height, width, 4))[:, :, :3]
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: pybullet may already be gone
+            pass
 
     def close(self) -> None:
         if self._ik is not None:

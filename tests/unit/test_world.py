@@ -303,3 +303,9 @@ def test_bad_commands_raise_world_error_naming_the_argument(make):
         world.set_pose(np.eye(3) * 2.0, np.eye(3))
     with pytest.raises(WorldError, match='radius'):
         KinematicWorld(CENTRE, -1.0)
+
+
+def test_snapshot_is_a_headless_picture_of_the_scene(arm):
+    image = arm.snapshot(160, 120)
+    assert image.shape == (120, 160, 3) and image.dtype == np.uint8
+    assert image.std() > 10.0   # a scene, not a blank frame

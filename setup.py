@@ -17,6 +17,8 @@ sim_packages = ['echoposed_sim'] + [
 NODES = {
     'pose_node': 'echoposed_ros.nodes.pose_node:main',
     'sim_node': 'echoposed_ros.nodes.sim_node:main',
+    'controller_node': 'echoposed_ros.nodes.controller_node:main',
+    'target_node': 'echoposed_ros.nodes.target_node:main',
 }
 
 setup(

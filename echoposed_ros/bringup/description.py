@@ -35,7 +35,8 @@ class NodeSpec:
 
     executable: console script (``ros2 run echoposed <executable>``); module: the Python module
     whose ``main()`` it runs; name: the node name; params_file: the node's YAML in ``config/``;
-    parameters: overrides on top of it; one_shot: the process is expected to finish (exit 0).
+    parameters: overrides on top of it; remappings: (from, to) topic or service names;
+    one_shot: the process is expected to finish (exit 0).
     """
 
     executable: str
@@ -43,6 +44,7 @@ class NodeSpec:
     name: str
     params_file: Path | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
     one_shot: bool = False
 
 
@@ -79,7 +81,7 @@ def _int(args: Mapping[str, str], name: str) -> int:
 
 GUIDANCE_ARGUMENTS = (
     Argument('model', '', 'ONNX ensemble file; empty = the shipped models/echoposed_k5.onnx'),
-    Argument('gain', '0.3', 'proportional gain k of the policy (per control step, unitless)'),
+    Argument('gain', '1.0', 'proportional gain k/dt of the policy, 1/s (omega = gain * log(error))'),
     Argument('input_transport', 'raw', 'image transport of probe/image', ('raw', 'compressed')),
 )
 
@@ -91,19 +93,30 @@ SIM_GUIDANCE_ARGUMENTS = GUIDANCE_ARGUMENTS + (
     Argument('robot', 'arm', "'arm': PyBullet arm holds the probe; 'kinematic': no arm", ('arm', 'kinematic')),
     Argument('cardiac_motion', 'true', 'the heart beats (true) or stays at end-diastole (false)'),
     Argument('start_seed', '0', 'seed of the random start pose'),
+    Argument('estimator', 'model', "'model': the pose node estimates poses from the images; 'oracle': "
+             'the controller is fed the simulator ground truth (checks the loop without the model)',
+             ('model', 'oracle')),
+    Argument('command_source', 'body', "what drives the simulated probe: 'body' (probe/cmd) or "
+             "'cartesian' (probe/cmd_twist, as a robot servo takes it)", ('body', 'cartesian')),
 )
 
 
-def _guidance_nodes(args: Mapping[str, str]) -> list[NodeSpec]:
+def _pose_node(args: Mapping[str, str]) -> NodeSpec:
+    return NodeSpec('pose_node', 'echoposed_ros.nodes.pose_node', 'echoposed_pose', config_dir() / 'pose.yaml',
+                    {'model_path': args['model'], 'input_transport': args['input_transport']})
+
+
+def _controller_node(args: Mapping[str, str], parameters: Mapping[str, Any] | None = None,
+                     remappings: tuple[tuple[str, str], ...] = ()) -> NodeSpec:
     gain = _float(args, 'gain')
-    if not 0 < gain <= 1:
-        raise LaunchError(f'gain:={gain}; expected 0 < gain <= 1')
-    return [
-        NodeSpec('pose_node', 'echoposed_ros.nodes.pose_node', 'echoposed_pose', config_dir() / 'pose.yaml',
-                 {'model_path': args['model'], 'input_transport': args['input_transport']}),
-        NodeSpec('controller_node', 'echoposed_ros.nodes.controller_node', 'echoposed_controller',
-                 config_dir() / 'controller.yaml', {'gain': gain}),
-    ]
+    if not 0 < gain <= 20:
+        raise LaunchError(f'gain:={gain}; expected 0 < gain <= 20 (1/s)')
+    return NodeSpec('controller_node', 'echoposed_ros.nodes.controller_node', 'echoposed_controller',
+                    config_dir() / 'controller.yaml', {'gain': gain, **(parameters or {})}, remappings)
+
+
+def _guidance_nodes(args: Mapping[str, str]) -> list[NodeSpec]:
+    return [_pose_node(args), _controller_node(args)]
 
 
 def _sim_guidance_nodes(args: Mapping[str, str]) -> list[NodeSpec]:
@@ -114,10 +127,15 @@ def _sim_guidance_nodes(args: Mapping[str, str]) -> list[NodeSpec]:
         'robot': args['robot'] != 'kinematic',
         'cardiac_motion': _bool(args, 'cardiac_motion'),
         'start_seed': _int(args, 'start_seed'),
+        'command_source': args['command_source'],
     })
+    oracle = args['estimator'] == 'oracle'
     target = NodeSpec('target_node', 'echoposed_ros.nodes.target_node', 'echoposed_target',
-                      config_dir() / 'target.yaml', {'view': args['target']}, one_shot=True)
-    return [sim, *_guidance_nodes(args), target]
+                      config_dir() / 'target.yaml', {'view': args['target'], 'kind': 'pose' if oracle else 'image'},
+                      one_shot=True)
+    if oracle:  # the controller reads the simulator's ground truth instead of estimates
+        return [sim, _controller_node(args, remappings=(('echoposed/pose', 'probe/true_pose'),)), target]
+    return [sim, _pose_node(args), _controller_node(args), target]
 
 
 LAUNCHES: dict[str, LaunchSpec] = {

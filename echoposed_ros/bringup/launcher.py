@@ -30,6 +30,8 @@ __all__ = ['NodeProcess', 'RunResult', 'command_for', 'run_nodes']
 def command_for(spec: NodeSpec, overrides_dir: Path) -> list[str]:
     """The command line that runs one node with its YAML and overrides."""
     cmd = [sys.executable, '-m', spec.module, '--ros-args', '-r', f'__node:={spec.name}']
+    for source, target in spec.remappings:
+        cmd += ['-r', f'{source}:={target}']
     if spec.params_file is not None:
         cmd += ['--params-file', str(spec.params_file)]
     if spec.parameters:

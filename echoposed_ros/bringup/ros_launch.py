@@ -18,6 +18,7 @@ def generate_for(launch: str) -> LaunchDescription:
         given = {a.name: LaunchConfiguration(a.name).perform(context) for a in spec.arguments}
         _, node_specs = resolve(launch, given)
         return [Node(package='echoposed', executable=n.executable, name=n.name, output='screen',
+                     remappings=list(n.remappings),
                      parameters=[str(n.params_file), dict(n.parameters)] if n.params_file else [dict(n.parameters)])
                 for n in node_specs]
 

@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'bench': ('echoposed_ros.cli.bench', 'Speed benchmarks against a same-run baseline (slicer).'),
     'estimate': ('echoposed_ros.cli.estimate', 'Estimate probe poses and sigma^2 for image files (JSON).'),
     'eval': ('echoposed_ros.cli.eval', 'Evaluation protocols: calibration (METHOD section 7).'),
+    'launch': ('echoposed_ros.cli.launch', 'Run sim_guidance or guidance without ros2 launch, with a summary.'),
 }
 
 

@@ -1,0 +1,122 @@
+"""``echoposed launch NAME [name:=value ...]``: run a launch of echoposed without ``ros2 launch``.
+
+Starts the same nodes with the same parameters as ``launch/NAME.launch.py`` (both read
+``echoposed_ros.bringup.description``), supervises them, stops them on Ctrl-C, at ``--duration``
+or once guidance has held 'converged' for ``--stop-after-converged`` seconds, and prints a
+summary. For ``sim_guidance`` the summary holds the simulator's ground truth: ``final_error_deg``,
+``converged``, ``loop_hz``, ``final_state`` (``--summary PATH`` writes it as JSON; ``--plot PATH``
+draws error against time with the current and target slices).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ['add_arguments', 'run']
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('launch', help='launch name: sim_guidance or guidance')
+    parser.add_argument('arguments', nargs='*', metavar='name:=value', help='launch arguments')
+    parser.add_argument('--duration', type=float, default=None, help='stop after this many seconds')
+    parser.add_argument('--stop-after-converged', type=float, default=None, metavar='S',
+                        help='stop once guidance has reported converged for S seconds')
+    parser.add_argument('--summary', type=Path, default=None, help='write the run summary as JSON here')
+    parser.add_argument('--plot', type=Path, default=None, help='write a picture of the run here (PNG)')
+    parser.add_argument('--show-args', action='store_true', help='list the launch arguments and exit')
+    parser.add_argument('--quiet', action='store_true', help="do not echo the nodes' output")
+
+
+def _parse(pairs: list[str]) -> dict[str, str]:
+    given = {}
+    for pair in pairs:
+        name, sep, value = pair.partition(':=')
+        if not sep or not name:
+            raise ValueError(f'launch argument {pair!r}: expected name:=value')
+        given[name] = value
+    return given
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bringup.description import LAUNCHES, LaunchError, resolve
+
+    if args.show_args:
+        spec = LAUNCHES.get(args.launch)
+        if spec is None:
+            print(f'echoposed launch: unknown launch {args.launch!r}; expected one of {", ".join(LAUNCHES)}',
+                  file=sys.stderr)
+            return 2
+        for a in spec.arguments:
+            choices = f" (one of {', '.join(a.choices)})" if a.choices else ''
+            print(f"  {a.name}:={a.default!r}\n      {a.description}{choices}")
+        return 0
+    try:
+        launch_args, nodes = resolve(args.launch, _parse(args.arguments))
+    except (LaunchError, ValueError) as exc:
+        print(f'echoposed launch: {exc}', file=sys.stderr)
+        return 2
+    if args.duration is None and args.stop_after_converged is None:
+        print('echoposed launch: running until Ctrl-C', file=sys.stderr)
+    return _run(args, launch_args, nodes)
+
+
+def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> int:
+    import io
+
+    import rclpy
+
+    from ..bringup.launcher import run_nodes
+    from ..bringup.monitor import RunMonitor
+
+    monitor = None
+    context = rclpy.Context()
+    rclpy.init(args=['echoposed-launch'], context=context)  # launch arguments are not ROS arguments
+    try:
+        if args.launch == 'sim_guidance':
+            pose_topic = 'probe/true_pose' if launch_args['estimator'] == 'oracle' else 'echoposed/pose'
+            monitor = RunMonitor(launch_args['target'], pose_topic=pose_topic, context=context)
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        if monitor is not None:
+            executor.add_node(monitor)
+
+        def tick() -> bool:
+            executor.spin_once(timeout_sec=0.05)
+            return (monitor is not None and args.stop_after_converged is not None
+                    and monitor.converged_for() >= args.stop_after_converged)
+
+        out = io.StringIO() if args.quiet else sys.stdout
+        result = run_nodes(nodes, duration=args.duration, out=out, tick=tick)
+        summary = {'launch': args.launch, 'arguments': launch_args, 'ended': result.reason,
+                   'exit_codes': result.exit_codes, 'failed_nodes': sorted(result.failures)}
+        if monitor is not None:
+            summary.update(monitor.summary())
+            if args.plot is not None:
+                summary['plot'] = str(monitor.plot(args.plot))
+    finally:
+        if monitor is not None:
+            monitor.destroy_node()
+        rclpy.try_shutdown(context=context)
+    for name, tail in result.failures.items():
+        print(f'--- {name} failed; its last output:', file=sys.stderr)
+        print('\n'.join(tail[-15:]), file=sys.stderr)
+    if args.summary is not None:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(json.dumps(summary, indent=2) + '\n')
+    _print_summary(summary)
+    return 0 if result.ok else 1
+
+
+def _print_summary(s: dict) -> None:
+    print(f"\n== echoposed launch {s['launch']}: ended by {s['ended']}")
+    if 'final_error_deg' in s:
+        err = s['final_error_deg']
+        print(f"   final effective error (simulator ground truth): "
+              f"{'n/a' if err is None else f'{err:.2f} deg'} "
+              f"(start {s['initial_error_deg'] if s['initial_error_deg'] is None else round(s['initial_error_deg'], 2)} deg)")
+        print(f"   guidance state: {s['final_state']} (converged: {s['converged']}); loop {s['loop_hz']:.1f} Hz")
+        if 'plot' in s:
+            print(f"   picture: {s['plot']}")
+    if s['failed_nodes']:
+        print(f"   failed nodes: {', '.join(s['failed_nodes'])}")

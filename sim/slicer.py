@@ -16,6 +16,7 @@ kernel is compiled on first use (a few seconds) and cached on disk (numba's ``ca
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -104,7 +105,7 @@ def poses_to_voxel_frames(volume: Volume, orbits: ArrayLike, probes: ArrayLike,
 @lru_cache(maxsize=32)
 def _sector_tables(sector: SectorGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """In-fan pixels: flat index (M,) int64, lateral x (M,) and depth z (M,) mm, float64."""
-    idx = sector.inside_index
+    idx = np.array(sector.inside_index)  # a writeable copy: numba types read-only arrays apart
     pts = sector.points.reshape(-1, 3)[idx]
     return idx, np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 2])
 
@@ -188,94 +189,128 @@ def slice_batch_reference(volume: Volume, orbits: ArrayLike, probes: ArrayLike, 
 # one cache line), so a slice at any orientation touches far fewer cache lines.
 
 BRICK = 4
-_CHUNK = 1024  # in-fan pixels per parallel work item
+_CHUNK = 1024  # in-fan pixels per work item
 # Below this many sampled points (about 12 slices of 128 x 128) one thread does the work: a parallel
 # region costs little on an idle machine but can wait tens of ms for a descheduled worker on a busy one.
 _PARALLEL_MIN_POINTS = 100_000
+# The parallel kernels run only in the process that imported this module: numba's OpenMP layer
+# kills a fork()ed child that starts a parallel region (e.g. a torch DataLoader worker), so forked
+# children use the serial kernels (same code, same results).
+_IMPORT_PID = os.getpid()
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _kernel(flat, frame_stride, it, jt, kt, dims, scale, o, ex, ez, f0, f1, wt, xs, zs, pix,
-            out):  # pragma: no cover - compiled
-    """flat: voxels in either layout; it, jt, kt: (X,), (Y,), (Z,) int64 address tables; dims: (Z, Y, X);
-    o, ex, ez: (N, 3) voxel units; f0, f1: (N,) frames, wt: (N,) weight of f1; xs, zs, pix: (M,) in-fan
-    pixels' probe x, z (mm) and flat pixel index; out: (N, H*W), zeroed (pixels left alone stay 0)."""
+@numba.njit(cache=True, nogil=True)
+def _slice_item(q, flat, frame_stride, it, jt, kt, dims, scale, o, ex, ez, f0, f1, wt, xs, zs, pix,
+                out):  # pragma: no cover - compiled
+    """Work item q = (slice n, chunk of _CHUNK in-fan pixels). flat: voxels in either layout; it, jt, kt:
+    (X,), (Y,), (Z,) int64 address tables; dims: (Z, Y, X); o, ex, ez: (N, 3) voxel units; f0, f1: (N,)
+    frames, wt: (N,) weight of f1; xs, zs, pix: (M,) in-fan pixels' probe x, z (mm) and flat pixel index;
+    out: (N, H*W), zeroed (pixels left alone stay 0)."""
     nz, ny, nx = dims[0], dims[1], dims[2]
     xmax, ymax, zmax = nx - 1.0, ny - 1.0, nz - 1.0
     m_pix = xs.shape[0]
     n_chunks = (m_pix + _CHUNK - 1) // _CHUNK
-    for q in numba.prange(o.shape[0] * n_chunks):
-        n = q // n_chunks
-        first = (q - n * n_chunks) * _CHUNK
-        last = min(first + _CHUNK, m_pix)
-        o0, o1, o2 = o[n, 0], o[n, 1], o[n, 2]
-        a0, a1, a2 = ex[n, 0], ex[n, 1], ex[n, 2]
-        b0, b1, b2 = ez[n, 0], ez[n, 1], ez[n, 2]
-        w1 = wt[n]
-        w0 = 1.0 - w1
-        base0 = f0[n] * frame_stride
-        base1 = f1[n] * frame_stride
-        for m in range(first, last):
-            x = xs[m]
-            z = zs[m]
-            fi = o0 + x * a0 + z * b0
-            fj = o1 + x * a1 + z * b1
-            fk = o2 + x * a2 + z * b2
-            if fi < 0.0 or fj < 0.0 or fk < 0.0 or fi > xmax or fj > ymax or fk > zmax:
-                continue  # outside the volume: stays 0
-            i0 = min(int(fi), nx - 2)
-            j0 = min(int(fj), ny - 2)
-            k0 = min(int(fk), nz - 2)
-            u = fi - i0
-            v = fj - j0
-            w = fk - k0
-            ia = it[i0]
-            ib = it[i0 + 1]
-            r00 = jt[j0] + kt[k0]
-            r10 = jt[j0 + 1] + kt[k0]
-            r01 = jt[j0] + kt[k0 + 1]
-            r11 = jt[j0 + 1] + kt[k0 + 1]
-            acc = 0.0
-            if w0 != 0.0:
-                a = base0
-                c00 = flat[a + r00 + ia] * (1.0 - u) + flat[a + r00 + ib] * u
-                c10 = flat[a + r10 + ia] * (1.0 - u) + flat[a + r10 + ib] * u
-                c01 = flat[a + r01 + ia] * (1.0 - u) + flat[a + r01 + ib] * u
-                c11 = flat[a + r11 + ia] * (1.0 - u) + flat[a + r11 + ib] * u
-                acc += w0 * ((c00 * (1.0 - v) + c10 * v) * (1.0 - w) + (c01 * (1.0 - v) + c11 * v) * w)
-            if w1 != 0.0:
-                a = base1
-                c00 = flat[a + r00 + ia] * (1.0 - u) + flat[a + r00 + ib] * u
-                c10 = flat[a + r10 + ia] * (1.0 - u) + flat[a + r10 + ib] * u
-                c01 = flat[a + r01 + ia] * (1.0 - u) + flat[a + r01 + ib] * u
-                c11 = flat[a + r11 + ia] * (1.0 - u) + flat[a + r11 + ib] * u
-                acc += w1 * ((c00 * (1.0 - v) + c10 * v) * (1.0 - w) + (c01 * (1.0 - v) + c11 * v) * w)
-            out[n, pix[m]] = acc * scale
+    n = q // n_chunks
+    first = (q - n * n_chunks) * _CHUNK
+    last = min(first + _CHUNK, m_pix)
+    o0, o1, o2 = o[n, 0], o[n, 1], o[n, 2]
+    a0, a1, a2 = ex[n, 0], ex[n, 1], ex[n, 2]
+    b0, b1, b2 = ez[n, 0], ez[n, 1], ez[n, 2]
+    w1 = wt[n]
+    w0 = 1.0 - w1
+    base0 = f0[n] * frame_stride
+    base1 = f1[n] * frame_stride
+    for m in range(first, last):
+        x = xs[m]
+        z = zs[m]
+        fi = o0 + x * a0 + z * b0
+        fj = o1 + x * a1 + z * b1
+        fk = o2 + x * a2 + z * b2
+        if fi < 0.0 or fj < 0.0 or fk < 0.0 or fi > xmax or fj > ymax or fk > zmax:
+            continue  # outside the volume: stays 0
+        i0 = min(int(fi), nx - 2)
+        j0 = min(int(fj), ny - 2)
+        k0 = min(int(fk), nz - 2)
+        u = fi - i0
+        v = fj - j0
+        w = fk - k0
+        ia = it[i0]
+        ib = it[i0 + 1]
+        r00 = jt[j0] + kt[k0]
+        r10 = jt[j0 + 1] + kt[k0]
+        r01 = jt[j0] + kt[k0 + 1]
+        r11 = jt[j0 + 1] + kt[k0 + 1]
+        acc = 0.0
+        if w0 != 0.0:
+            a = base0
+            c00 = flat[a + r00 + ia] * (1.0 - u) + flat[a + r00 + ib] * u
+            c10 = flat[a + r10 + ia] * (1.0 - u) + flat[a + r10 + ib] * u
+            c01 = flat[a + r01 + ia] * (1.0 - u) + flat[a + r01 + ib] * u
+            c11 = flat[a + r11 + ia] * (1.0 - u) + flat[a + r11 + ib] * u
+            acc += w0 * ((c00 * (1.0 - v) + c10 * v) * (1.0 - w) + (c01 * (1.0 - v) + c11 * v) * w)
+        if w1 != 0.0:
+            a = base1
+            c00 = flat[a + r00 + ia] * (1.0 - u) + flat[a + r00 + ib] * u
+            c10 = flat[a + r10 + ia] * (1.0 - u) + flat[a + r10 + ib] * u
+            c01 = flat[a + r01 + ia] * (1.0 - u) + flat[a + r01 + ib] * u
+            c11 = flat[a + r11 + ia] * (1.0 - u) + flat[a + r11 + ib] * u
+            acc += w1 * ((c00 * (1.0 - v) + c10 * v) * (1.0 - w) + (c01 * (1.0 - v) + c11 * v) * w)
+        out[n, pix[m]] = acc * scale
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _brick_kernel(data, out, nbz, nby, nbx):  # pragma: no cover - compiled
-    """Copy data (T, Z, Y, X) into out (flat, any content): frame t, brick (bk, bj, bi), voxel (kk, jj, ii)
-    at t * frame_stride + ((bk * nby + bj) * nbx + bi) * 64 + kk * 16 + jj * 4 + ii; padding set to 0."""
-    n_t, nz, ny, nx = data.shape
+def _slice_parallel(n_items, flat, frame_stride, it, jt, kt, dims, scale, o, ex, ez, f0, f1, wt, xs, zs, pix,
+                    out):  # pragma: no cover - compiled
+    for q in numba.prange(n_items):
+        _slice_item(q, flat, frame_stride, it, jt, kt, dims, scale, o, ex, ez, f0, f1, wt, xs, zs, pix, out)
+
+
+@numba.njit(cache=True, nogil=True)
+def _slice_serial(n_items, flat, frame_stride, it, jt, kt, dims, scale, o, ex, ez, f0, f1, wt, xs, zs, pix,
+                  out):  # pragma: no cover - compiled
+    for q in range(n_items):
+        _slice_item(q, flat, frame_stride, it, jt, kt, dims, scale, o, ex, ez, f0, f1, wt, xs, zs, pix, out)
+
+
+@numba.njit(cache=True, nogil=True)
+def _brick_item(q, data, out, nbz, nby, nbx):  # pragma: no cover - compiled
+    """Work item q = (frame t, brick layer bk): copy data (T, Z, Y, X) into out (flat): voxel (kk, jj, ii)
+    of brick (bk, bj, bi) at t * frame_stride + ((bk * nby + bj) * nbx + bi) * 64 + kk * 16 + jj * 4 + ii;
+    padding set to 0."""
+    _, nz, ny, nx = data.shape
     frame_stride = nbz * nby * nbx * 64
-    for q in numba.prange(n_t * nbz):
-        t = q // nbz
-        bk = q - t * nbz
-        for bj in range(nby):
-            for bi in range(nbx):
-                base = t * frame_stride + ((bk * nby + bj) * nbx + bi) * 64
-                full = 4 * bk + 4 <= nz and 4 * bj + 4 <= ny and 4 * bi + 4 <= nx
-                for kk in range(4):
-                    k = 4 * bk + kk
-                    for jj in range(4):
-                        j = 4 * bj + jj
-                        for ii in range(4):
-                            i = 4 * bi + ii
-                            if full or (k < nz and j < ny and i < nx):
-                                out[base + kk * 16 + jj * 4 + ii] = data[t, k, j, i]
-                            else:
-                                out[base + kk * 16 + jj * 4 + ii] = 0
+    t = q // nbz
+    bk = q - t * nbz
+    for bj in range(nby):
+        for bi in range(nbx):
+            base = t * frame_stride + ((bk * nby + bj) * nbx + bi) * 64
+            full = 4 * bk + 4 <= nz and 4 * bj + 4 <= ny and 4 * bi + 4 <= nx
+            for kk in range(4):
+                k = 4 * bk + kk
+                for jj in range(4):
+                    j = 4 * bj + jj
+                    for ii in range(4):
+                        i = 4 * bi + ii
+                        if full or (k < nz and j < ny and i < nx):
+                            out[base + kk * 16 + jj * 4 + ii] = data[t, k, j, i]
+                        else:
+                            out[base + kk * 16 + jj * 4 + ii] = 0
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _brick_parallel(data, out, nbz, nby, nbx):  # pragma: no cover - compiled
+    for q in numba.prange(data.shape[0] * nbz):
+        _brick_item(q, data, out, nbz, nby, nbx)
+
+
+@numba.njit(cache=True, nogil=True)
+def _brick_serial(data, out, nbz, nby, nbx):  # pragma: no cover - compiled
+    for q in range(data.shape[0] * nbz):
+        _brick_item(q, data, out, nbz, nby, nbx)
+
+
+def _may_run_parallel(points: int) -> bool:
+    return points >= _PARALLEL_MIN_POINTS and os.getpid() == _IMPORT_PID and numba.get_num_threads() > 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -302,7 +337,11 @@ def prepare_volume(volume: Volume) -> PreparedVolume:
     nbz, nby, nbx = (-(-n // BRICK) for n in (nz, ny, nx))
     frame_stride = nbz * nby * nbx * BRICK ** 3
     bricks = np.empty(n_t * frame_stride, dtype=volume.data.dtype)
-    _brick_kernel(volume.data, bricks, nbz, nby, nbx)
+    if _may_run_parallel(volume.data.size):
+        with _KERNEL_LOCK:
+            _brick_parallel(volume.data, bricks, nbz, nby, nbx)
+    else:
+        _brick_serial(volume.data, bricks, nbz, nby, nbx)
     i, j, k = np.arange(nx), np.arange(ny), np.arange(nz)
     it = (i // BRICK) * BRICK ** 3 + i % BRICK
     jt = (j // BRICK) * nbx * BRICK ** 3 + (j % BRICK) * BRICK
@@ -344,17 +383,14 @@ def slice_batch(volume: Volume | PreparedVolume, orbits: ArrayLike, probes: Arra
     pix, xs, zs = _sector_tables(sector)
     flat, frame_stride, (it, jt, kt) = _layout(volume)
     dims = np.asarray(vol.data.shape[1:], dtype=np.int64)
-    with _KERNEL_LOCK:
-        threads = numba.get_num_threads()
-        small = o.shape[0] * xs.size < _PARALLEL_MIN_POINTS
-        if small:
-            numba.set_num_threads(1)
-        try:
-            _kernel(flat, frame_stride, it, jt, kt, dims, np.float64(scale), o, ex, ez, f0, f1, wt, xs, zs, pix,
-                    result.reshape(o.shape[0], -1))
-        finally:
-            if small:
-                numba.set_num_threads(threads)
+    n_items = o.shape[0] * (-(-xs.size // _CHUNK))
+    args = (n_items, flat, frame_stride, it, jt, kt, dims, np.float64(scale), o, ex, ez, f0, f1, wt, xs, zs, pix,
+            result.reshape(o.shape[0], -1))
+    if _may_run_parallel(o.shape[0] * xs.size):
+        with _KERNEL_LOCK:
+            _slice_parallel(*args)
+    else:
+        _slice_serial(*args)
     return result
 
 
@@ -371,11 +407,15 @@ def slice_volume(volume: Volume | PreparedVolume, orbit: ArrayLike, probe: Array
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's on-disk cache) the kernels for uint8 and float32 volumes, both layouts."""
-    eye = np.eye(3)[None]
-    sector = SectorGeometry(height=8, width=8)
+    """Compile (or load from numba's on-disk cache) every kernel for uint8 and float32 volumes, both layouts."""
+    many = max(2, -(-_PARALLEL_MIN_POINTS // DEFAULT_SECTOR.inside_index.size))  # enough for the parallel path
+    eye = np.eye(3)[None].repeat(many, axis=0)
     for dtype in (np.uint8, np.float32):
-        vol = Volume(data=np.zeros((2, 2, 2, 2), dtype=dtype), spacing=np.ones(3), centre=np.full(3, 0.5),
-                     radius=1.0, name='warm-up')
-        slice_batch(vol, eye, eye, np.zeros(1), sector)
-        slice_batch(prepare_volume(vol), eye, eye, np.zeros(1), sector)
+        tiny = Volume(data=np.zeros((2, 2, 2, 2), dtype=dtype), spacing=np.ones(3), centre=np.full(3, 0.5),
+                      radius=1.0, name='warm-up')
+        for volume in (tiny, prepare_volume(tiny)):
+            slice_batch(volume, eye[:1], eye[:1], np.zeros(1))          # serial
+            slice_batch(volume, eye, eye, np.zeros(many))               # parallel (in the importing process)
+        side = int(np.ceil(_PARALLEL_MIN_POINTS ** (1 / 3)))
+        prepare_volume(Volume(data=np.zeros((1, side, side, side), dtype=dtype), spacing=np.ones(3),
+                              centre=np.full(3, side / 2), radius=1.0, name='warm-up'))

@@ -297,3 +297,25 @@ def test_bench_command_writes_the_figures(tmp_path) -> None:
     assert result['ratio'] == pytest.approx(result['slices_per_s'] / result['scipy_slices_per_s'], rel=0.01)
     assert result['max_abs_diff_vs_scipy'] < 1e-5 and result['plain_layout_equal']   # same points, same values
     assert result['machine']['cpus'] >= 1 and result['config']['volume_shape_tzyx'] == [2, 40, 40, 40]
+
+
+def _slice_in_child(queue, vol, orbits, probes, ts) -> None:
+    queue.put(slice_batch(vol, orbits, probes, ts))
+
+
+def test_a_forked_child_slices_after_the_parent_ran_parallel() -> None:
+    # numba's OpenMP layer terminates a fork()ed child that opens a parallel region; the slicer must not
+    import multiprocessing as mp
+    vol = random_volume(np.uint8, frames=2, shape=(40, 40, 40))
+    n = 16                                                    # above the parallel threshold
+    orbits, probes = near_base_poses(np.random.default_rng(11), n)
+    ts = np.linspace(0, 1, n, endpoint=False)
+    parent = slice_batch(vol, orbits, probes, ts)
+    ctx = mp.get_context('fork')
+    queue = ctx.Queue()
+    child = ctx.Process(target=_slice_in_child, args=(queue, vol, orbits, probes, ts))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(10)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(got, parent)

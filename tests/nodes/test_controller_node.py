@@ -312,3 +312,9 @@ def test_diagnostics_report_state_and_rates(graph):
     assert values['state'] == 'guiding' and values['target'] == 'pose'
     assert float(values['control_rate_hz']) > 10 and float(values['pose_rate_hz']) > 5
     assert math.isfinite(float(values['effective_error_deg']))
+
+
+def test_docs_list_every_parameter():
+    text = (config_dir().parent / 'docs' / 'policy.md').read_text()
+    missing = [p.name for p in PARAMS if f'`{p.name}`' not in text]
+    assert not missing, f'docs/policy.md does not document {missing}'

@@ -18,7 +18,7 @@ from typing import Any
 
 __all__ = ['VOLUME_SUFFIXES', 'add_arguments', 'parse_seeds', 'run']
 
-VOLUME_SUFFIXES = ('.nii', '.nii.gz', '.mhd', '.mha', '.npz', '.npy')
+VOLUME_SUFFIXES = ('.nii', '.nii.gz', '.mhd', '.mha', '.npz', '.npy')   # echoposed_sim.volume_io.SUFFIXES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -233,7 +233,9 @@ def plot_calibration(results: Sequence[VolumeCalibration], summary: dict[str, An
     for r in results:
         ax.plot(np.concatenate([r.sigma2[a] for a in AXES]),
                 np.degrees(np.concatenate([r.errors(a) for a in AXES])), '.', ms=2, alpha=0.5)
-    if all(float(np.min(r.sigma2[a])) > 0 for r in results for a in AXES):
+    lo = min(float(np.min(r.sigma2[a])) for r in results for a in AXES)
+    hi = max(float(np.max(r.sigma2[a])) for r in results for a in AXES)
+    if lo > 0 and hi / lo > 20:
         ax.set_xscale('log')
     sp = summary['spearman_sigma2_error']
     ax.set_title(f'error vs sigma^2 (Spearman {sp["rho"]:.2f})' if sp['rho'] is not None else 'error vs sigma^2')

@@ -23,7 +23,7 @@ import numpy as np
 from .kinematic import KinematicWorld
 from .scene import ArmWorld
 
-__all__ = ['accuracy', 'main', 'measure']
+__all__ = ['accuracy', 'main', 'measure', 'workspace']
 
 
 def _rotvec(v) -> np.ndarray:
@@ -39,6 +39,31 @@ def training_pose(rng: np.random.Generator, orbit_deg: float = 20.0, tilt_deg: f
              @ _rotvec([np.radians(rng.uniform(-tilt_deg, tilt_deg)), 0.0, 0.0])
              @ _rotvec([0.0, np.radians(rng.uniform(-tilt_deg, tilt_deg)), 0.0]))
     return orbit, probe
+
+
+def workspace(orbit_deg: float = 25.0, tilt_deg: float = 20.0, poses: int = 80, seed: int = 6,
+              spec=None, radius_mm: float = 90.0) -> dict:
+    """Edge of the working range: orbit exactly ``orbit_deg`` about a random axis, tilts of +-``tilt_deg``
+    about x and y (the corners), any turn; each pose reached by ``set_pose`` (IK from home). Counts
+    unreachable poses and the smallest distance of any arm joint to its limit (degrees)."""
+    from .robot import IIWA
+    rng = np.random.default_rng(seed)
+    failures, margins = 0, []
+    with ArmWorld(np.zeros(3), radius_mm, max_orbit_deg=None, spec=spec or IIWA) as arm:
+        lower, upper = arm._ik.lower, arm._ik.upper
+        for _ in range(poses):
+            a = rng.uniform(0.0, 2 * np.pi)
+            orbit = _rotvec(np.array([np.cos(a), np.sin(a), 0.0]) * np.radians(orbit_deg))
+            probe = (_rotvec([0.0, 0.0, rng.uniform(-np.pi, np.pi)])
+                     @ _rotvec([np.radians(rng.choice([-tilt_deg, tilt_deg])), 0.0, 0.0])
+                     @ _rotvec([0.0, np.radians(rng.choice([-tilt_deg, tilt_deg])), 0.0]))
+            arm.set_pose(orbit, probe)
+            status = arm.status()
+            failures += not status.reachable
+            q = status.joint_positions[:len(lower)]
+            margins.append(float(np.degrees(np.minimum(q - lower, upper - q)).min()))
+    return {'orbit_deg': orbit_deg, 'tilt_deg': tilt_deg, 'poses': poses, 'unreachable': failures,
+            'min_joint_margin_deg': min(margins), 'p5_joint_margin_deg': float(np.percentile(margins, 5))}
 
 
 def accuracy(poses: int = 100, seed: int = 1, orbit_deg: float = 20.0, tilt_deg: float = 20.0) -> dict:
@@ -122,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = measure(args.cycles, args.rate)
     result['accuracy'] = acc = accuracy(args.poses)
+    result['workspace'] = [workspace(25.0, 20.0), workspace(30.0, 25.0)]
     for name in ('arm', 'kinematic'):
         r = result[name]
         print(f"{name:9s} cycle: wall mean {r['mean_ms']:.2f} ms, median {r['median_ms']:.2f}, "
@@ -134,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
           f"max {acc['max_mm']:.3f} mm / {acc['max_deg']:.4f} deg (median {acc['median_mm']:.3f} mm / "
           f"{acc['median_deg']:.4f} deg); settles in {acc['settle_s_median']:.2f} s median, "
           f"{acc['settle_s_max']:.2f} s max")
+    for ws in result['workspace']:
+        print(f"workspace edge, orbit {ws['orbit_deg']:g} deg + tilts +-{ws['tilt_deg']:g} deg, any turn: "
+              f"{ws['unreachable']}/{ws['poses']} unreachable, joint margin min {ws['min_joint_margin_deg']:.1f} deg "
+              f"(5th percentile {ws['p5_joint_margin_deg']:.1f})")
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:
             json.dump(result, f, indent=2)

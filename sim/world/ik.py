@@ -2,13 +2,18 @@
 
 The solver owns its own DIRECT client holding a copy of the arm that is never simulated, so
 forward kinematics (set joints, read the link) never disturbs the physics of the world. Each
-iteration: ``dq = J^T (J J^T + lambda^2 I)^-1 e + (I - J^+ J) k (q_rest - q)`` with the 6-vector
-error ``e`` = (position error m, rotation vector rad), both in the scene frame W and shortened
-to at most ``max_step_m`` / ``max_step_rad`` per iteration (large jumps otherwise diverge), the Jacobian
-from ``p.calculateJacobian`` (turned from the arm's base frame into W), the null-space term pulling the redundant elbow towards the rest
-configuration, and joints clamped to their limits (a joint at a limit that the step would push
-further out is frozen and the step solved again without it). Seeding with the current joints gives the
-solution nearest them.
+iteration solves
+
+    dq = J^T (J J^T + lambda^2 I)^-1 e + (I - J^+ J) k (q_rest - q)
+
+- ``e``: the 6-vector error (position m, rotation vector rad) in the scene frame W, shortened to
+  at most ``max_step_m`` / ``max_step_rad`` per iteration (large jumps otherwise diverge);
+- ``J``: from ``p.calculateJacobian``, turned from the arm's base frame into W;
+- the null-space term pulls the redundant elbow towards the rest configuration;
+- joints are clamped to their limits; a joint at a limit that the step would push further out is
+  frozen and the step solved again without it.
+
+Seeding with the current joints gives the solution nearest them.
 """
 from __future__ import annotations
 

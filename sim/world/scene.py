@@ -20,7 +20,7 @@ import numpy as np
 import pybullet as p
 from numpy.typing import ArrayLike
 
-from echoposed_ros.geometry import Pose, angle, matrix_to_quat_xyzw, probe_frame, rot_z, swing_twist
+from echoposed_ros.geometry import Pose, probe_frame, rot_z, swing_twist
 
 from .base import Array, ProbeWorld, WorldStatus, _check_dt
 from .errors import WorldError
@@ -144,7 +144,8 @@ class ArmWorld(ProbeWorld):
 
     def _joint_table(self, urdf: str, client: int):
         body = p.loadURDF(urdf, useFixedBase=True, flags=p.URDF_IGNORE_VISUAL_SHAPES, physicsClientId=client)
-        infos = [p.getJointInfo(body, j, physicsClientId=client) for j in range(p.getNumJoints(body, physicsClientId=client))]
+        count = p.getNumJoints(body, physicsClientId=client)
+        infos = [p.getJointInfo(body, j, physicsClientId=client) for j in range(count)]
         names = {i[1].decode(): i[0] for i in infos}
         links = {i[12].decode(): i[0] for i in infos}
         arm = [infos[names[n]] for n in self.spec.arm_joints]

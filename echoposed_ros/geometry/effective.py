@@ -12,7 +12,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import so3
-from .errors import GeometryError
 from .pose import Pose, as_pose
 
 __all__ = [
@@ -50,12 +49,8 @@ def probe_frame(orbit: ArrayLike, probe: ArrayLike, centre: ArrayLike, radius: f
     """
     R_v = so3.check_rotation(orbit, 'orbit R_v')
     R_p = so3.check_rotation(probe, 'probe R_p')
-    c = np.asarray(centre, dtype=np.float64)
-    if c.ndim < 1 or c.shape[-1] != 3 or not np.isfinite(c).all():
-        raise GeometryError(f'centre: expected a finite point of shape (3,), got {c.tolist()!r}')
-    r = float(radius)
-    if not np.isfinite(r) or r < 0:
-        raise GeometryError(f'radius: expected a finite length >= 0, got {radius!r}')
+    c = so3.check_vectors(centre, 3, 'centre')
+    r = so3.check_scalar(radius, 'radius (length)', minimum=0.0)
     return ProbeFrame(R_v @ R_p, c - r * R_v[..., :, 2])
 
 

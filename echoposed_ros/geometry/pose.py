@@ -42,8 +42,9 @@ class Pose(NamedTuple):
 
 def as_pose(g: Sequence[ArrayLike], name: str = 'g') -> Pose:
     """Check ``g`` is a pair of rotation arrays ``(..., 3, 3)`` and return it as a float64 :class:`Pose`."""
-    if isinstance(g, np.ndarray) or len(g) != 2:
-        shape = np.shape(g) if isinstance(g, np.ndarray) else f'length {len(g)}'
+    if isinstance(g, np.ndarray) or not hasattr(g, '__len__') or len(g) != 2:
+        shape = f'array of shape {np.shape(g)}' if isinstance(g, np.ndarray) else (
+            f'length {len(g)}' if hasattr(g, '__len__') else type(g).__name__)
         raise GeometryError(f'{name}: expected a pose (R_v, R_p), a pair of (..., 3, 3) rotations, got {shape}')
     return Pose(so3.check_rotation(g[0], f'{name} orbit R_v'), so3.check_rotation(g[1], f'{name} probe R_p'))
 
@@ -68,10 +69,8 @@ def inverse(g: Sequence[ArrayLike]) -> Pose:
 
 def exp(xi: ArrayLike) -> Pose:
     """Pose ``(exp(omega_v), exp(omega_p))`` of tangent vectors ``xi = (omega_v, omega_p)`` ``(..., 6)``, rad."""
-    xi = np.asarray(xi, dtype=np.float64)
-    if xi.ndim < 1 or xi.shape[-1] != 6:
-        raise GeometryError(f'xi: expected a tangent vector (omega_v, omega_p) of shape (..., 6), got {xi.shape}')
-    return Pose(so3.exp(xi[..., :3], 'xi omega_v'), so3.exp(xi[..., 3:], 'xi omega_p'))
+    xi = so3.check_vectors(xi, 6, 'xi (omega_v, omega_p)')
+    return Pose(so3.exp(xi[..., :3]), so3.exp(xi[..., 3:]))
 
 
 def log(g: Sequence[ArrayLike]) -> Array:
@@ -113,9 +112,7 @@ def step(g: Sequence[ArrayLike], omega_v: ArrayLike, omega_p: ArrayLike, dt: flo
 
     ``omega_v``, ``omega_p``: body-frame angular velocities ``(..., 3)`` in rad/s; ``dt`` in s.
     """
-    dt = float(dt)
-    if not np.isfinite(dt):
-        raise GeometryError(f'dt: expected a finite time step in seconds, got {dt}')
+    dt = so3.check_scalar(dt, 'dt (s)')
     w_v = so3.check_vectors(omega_v, 3, 'omega_v') * dt
     w_p = so3.check_vectors(omega_p, 3, 'omega_p') * dt
     return gauge_fix(right_apply(g, w_v, w_p))

@@ -17,6 +17,7 @@ from .errors import GeometryError
 __all__ = [
     'angle',
     'check_rotation',
+    'check_scalar',
     'check_vectors',
     'exp',
     'hat',
@@ -31,8 +32,8 @@ __all__ = [
     'vee',
 ]
 
-#: Default tolerance on ``max |R^T R - I|`` and ``|det R - 1|`` for a matrix to count as a
-#: rotation (loose enough for float32 matrices from a network or a message).
+#: Default tolerance on ``max |R^T R - I|`` for a matrix to count as a rotation (it must also
+#: have ``det R > 0``); loose enough for float32 matrices from a network or a message.
 ROTATION_ATOL = 1e-5
 
 #: Tolerance on ``| |q| - 1 |`` for a ROS quaternion (float32-safe).
@@ -47,9 +48,16 @@ def _first_bad(mask: NDArray[np.bool_]) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
+def _as_float(x: ArrayLike, name: str) -> Array:
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise GeometryError(f'{name}: not a numeric array ({exc})') from None
+
+
 def check_vectors(x: ArrayLike, n: int, name: str) -> Array:
     """Return ``x`` as float64 ``(..., n)`` after checking its shape and that it is finite (else GeometryError)."""
-    a = np.asarray(x, dtype=np.float64)
+    a = _as_float(x, name)
     if a.ndim < 1 or a.shape[-1] != n:
         raise GeometryError(f'{name}: expected shape (..., {n}), got {a.shape}')
     bad = ~np.isfinite(a)
@@ -59,6 +67,18 @@ def check_vectors(x: ArrayLike, n: int, name: str) -> Array:
     return a
 
 
+def check_scalar(x: object, name: str, minimum: float | None = None) -> float:
+    """Return ``x`` as a finite float (``>= minimum`` if given), else raise GeometryError naming ``name``."""
+    try:
+        v = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise GeometryError(f'{name}: expected a finite number, got {x!r}') from None
+    if not np.isfinite(v) or (minimum is not None and v < minimum):
+        bound = '' if minimum is None else f' >= {minimum:g}'
+        raise GeometryError(f'{name}: expected a finite number{bound}, got {x!r}')
+    return v
+
+
 def check_rotation(R: ArrayLike, name: str = 'R', atol: float = ROTATION_ATOL) -> Array:
     """Return ``R`` as a float64 array ``(..., 3, 3)`` after checking it is a rotation.
 
@@ -66,10 +86,7 @@ def check_rotation(R: ArrayLike, name: str = 'R', atol: float = ROTATION_ATOL) -
     ``(..., 3, 3)``, an entry is NaN/inf, ``max |R^T R - I| > atol`` (not orthogonal), or
     ``det R < 0`` (a reflection). The first offending batch index is given.
     """
-    try:
-        a = np.asarray(R, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise GeometryError(f'{name}: not a numeric array ({exc})') from None
+    a = _as_float(R, name)
     if a.ndim < 2 or a.shape[-2:] != (3, 3):
         raise GeometryError(f'{name}: expected a rotation matrix of shape (..., 3, 3), got shape {a.shape}')
     # Fast path: one orthogonality error per matrix (NaN propagates into it) and the determinant.
@@ -102,7 +119,7 @@ def project_to_so3(M: ArrayLike, name: str = 'M') -> Array:
     Raises :class:`GeometryError` on bad shape or NaN/inf. For a rank-deficient input the
     result is one of several equally near rotations.
     """
-    a = np.asarray(M, dtype=np.float64)
+    a = _as_float(M, name)
     if a.ndim < 2 or a.shape[-2:] != (3, 3):
         raise GeometryError(f'{name}: expected shape (..., 3, 3), got {a.shape}')
     finite = np.isfinite(a).all(axis=(-2, -1))
@@ -129,7 +146,7 @@ def hat(w: ArrayLike) -> Array:
 
 def vee(S: ArrayLike) -> Array:
     """Inverse of :func:`hat`: ``(..., 3, 3)`` -> ``(..., 3)``, from the antisymmetric part of ``S``."""
-    S = np.asarray(S, dtype=np.float64)
+    S = _as_float(S, 'S')
     if S.ndim < 2 or S.shape[-2:] != (3, 3):
         raise GeometryError(f'S: expected shape (..., 3, 3), got {S.shape}')
     return 0.5 * np.stack([S[..., 2, 1] - S[..., 1, 2],
@@ -180,7 +197,7 @@ def log(R: ArrayLike, name: str = 'R') -> Array:
 
 
 def _axis_rot(theta: ArrayLike, axis: int) -> Array:
-    t = np.asarray(theta, dtype=np.float64)
+    t = _as_float(theta, 'theta')
     bad = ~np.isfinite(t)
     if bad.any():
         raise GeometryError(f'theta: contains NaN or inf (value {float(t[bad].ravel()[0])}); expected finite radians')

@@ -13,7 +13,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import so3
-from .errors import GeometryError
 
 __all__ = ['CartesianTwist', 'body_twist_to_cartesian', 'body_twist_to_probe_cartesian']
 
@@ -34,9 +33,7 @@ def _check(orbit, probe, omega_v, omega_p, radius):
     R_p = so3.check_rotation(probe, 'probe R_p')
     w_v = so3.check_vectors(omega_v, 3, 'omega_v')
     w_p = so3.check_vectors(omega_p, 3, 'omega_p')
-    r = float(radius)
-    if not np.isfinite(r) or r < 0:
-        raise GeometryError(f'radius: expected a finite length >= 0, got {radius!r}')
+    r = so3.check_scalar(radius, 'radius (length)', minimum=0.0)
     return R_v, R_p, w_v, w_p, r
 
 

@@ -118,20 +118,28 @@ def test_other_bad_inputs():
         so3.project_to_so3(np.full((3, 3), np.nan))
     with pytest.raises(GeometryError, match=r'theta: contains NaN'):
         so3.rot_z(np.nan)
-    with pytest.raises(GeometryError, match=r'xi: expected a tangent vector .* \(\.\.\., 6\), got \(3,\)'):
+    with pytest.raises(GeometryError, match=r'xi \(omega_v, omega_p\): expected shape \(\.\.\., 6\), got \(3,\)'):
         G.pose_exp(np.zeros(3))
+    with pytest.raises(GeometryError, match=r'xi \(omega_v, omega_p\): contains NaN or inf .* index \(4,\)'):
+        G.pose_exp([0, 0, 0, 0, np.nan, 0])
+    with pytest.raises(GeometryError, match=r'omega: not a numeric array'):
+        so3.exp(['a', 'b', 'c'])
     with pytest.raises(GeometryError, match=r'g: expected a pose \(R_v, R_p\)'):
         G.gauge_fix(np.stack([I3, I3]))
     with pytest.raises(GeometryError, match=r'g: expected a pose \(R_v, R_p\).*length 3'):
         G.gauge_fix((I3, I3, I3))
-    with pytest.raises(GeometryError, match=r'dt: expected a finite time step'):
+    with pytest.raises(GeometryError, match=r'dt \(s\): expected a finite number, got nan'):
         G.step(GOOD, np.zeros(3), np.zeros(3), np.nan)
     with pytest.raises(GeometryError, match=r'omega_v: contains NaN'):
         G.step(GOOD, [np.nan, 0, 0], np.zeros(3), 0.1)
-    with pytest.raises(GeometryError, match=r'centre: expected a finite point'):
+    with pytest.raises(GeometryError, match=r'centre: contains NaN or inf'):
         G.probe_frame(I3, I3, [0.0, np.nan, 0.0], 1.0)
-    with pytest.raises(GeometryError, match=r'radius: expected a finite length >= 0, got -1'):
+    with pytest.raises(GeometryError, match=r'radius \(length\): expected a finite number >= 0, got -1'):
         G.probe_frame(I3, I3, np.zeros(3), -1.0)
+    with pytest.raises(GeometryError, match=r"radius \(length\): expected a finite number, got 'far'"):
+        G.body_twist_to_cartesian(I3, I3, np.zeros(3), np.zeros(3), 'far')
+    with pytest.raises(GeometryError, match=r'g: expected a pose \(R_v, R_p\).*float'):
+        G.gauge_fix(1.0)
     with pytest.raises(GeometryError, match=r'omega_p: expected shape \(\.\.\., 3\)'):
         G.body_twist_to_cartesian(I3, I3, np.zeros(3), np.zeros(2), 1.0)
     with pytest.raises(GeometryError, match=r'expected equal shapes \(\.\.\., K, 3, 3\) with K >= 1'):

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument('--seeds', metavar='A-B', help='phantom patient seeds: A-B (inclusive), or A,B,C')
     src.add_argument('--volumes', metavar='DIR', help='folder of 3D / 3D+t volume files')
-    parser.add_argument('--style', metavar='FILE', default=None, help='acquisition style YAML for phantoms')
+    parser.add_argument('--style', metavar='FILE', default=None,
+                        help='acquisition style YAML for phantoms, or a shipped style name (e.g. vendor_b)')
     parser.add_argument('--json', required=True, metavar='PATH', help='where to write the figures (JSON)')
     parser.add_argument('--model', metavar='ONNX', default=None,
                         help='ONNX ensemble (default: the shipped models/echoposed_k5.onnx)')
@@ -49,14 +50,19 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def _phantoms(seeds: list[int], style_file: str | None) -> Iterator[Any]:
+    """Phantom patients one at a time (memory stays at one volume); the style is read up front."""
     from echoposed_sim import phantom
 
     style = None
     if style_file is not None:
-        from echoposed_sim.phantom.style import load_style
-        style = load_style(style_file)
-    for seed in seeds:
-        yield phantom.make_phantom(seed, style=style) if style is not None else phantom.make_phantom(seed)
+        shipped = phantom.style_path(style_file)
+        # a file path, or the name of a shipped style (e.g. vendor_b)
+        style = phantom.load_style(style_file if Path(style_file).is_file() or not shipped.is_file() else shipped)
+
+    def generate() -> Iterator[Any]:
+        for seed in seeds:
+            yield phantom.make_phantom(seed, style)
+    return generate()
 
 
 def _volume_files(folder: str) -> list[Path]:

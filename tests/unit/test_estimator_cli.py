@@ -120,3 +120,33 @@ def test_eval_calibration_reports_bad_seeds(tmp_path, model_path, capsys):
     rc = main(['eval', 'calibration', '--seeds', '9-3', '--json', str(tmp_path / 'c.json'),
                '--model', str(model_path)])
     assert rc == 2 and "--seeds '9-3'" in capsys.readouterr().err
+
+
+def test_eval_calibration_on_phantom_seeds_with_a_style(tmp_path, model_path, monkeypatch, capsys):
+    """--seeds and --style reach the phantom generator (stubbed: a real patient takes ~15 s)."""
+    phantom = pytest.importorskip('echoposed_sim.phantom')
+    volume_mod = pytest.importorskip('echoposed_sim.volume')
+    calls = []
+
+    def fake_make_phantom(seed, style=None):
+        calls.append((seed, style))
+        rng = np.random.default_rng(seed)
+        return volume_mod.Volume(data=rng.random((1, 20, 20, 20)).astype(np.float32), spacing=np.full(3, 9.0),
+                                 centre=np.full(3, 85.0), radius=60.0, name=f'phantom:{seed}')
+    monkeypatch.setattr(phantom, 'make_phantom', fake_make_phantom)
+    out = tmp_path / 'cal.json'
+    rc = main(['eval', 'calibration', '--seeds', '7-8', '--style', 'vendor_b', '--json', str(out),
+               '--model', str(model_path), '--z-step-deg', '45', '--tilt-step-deg', '15'])
+    assert rc == 0, capsys.readouterr().err
+    assert [c[0] for c in calls] == [7, 8]
+    assert calls[0][1] == phantom.load_style(phantom.style_path('vendor_b'))
+    doc = json.loads(out.read_text())
+    assert doc['source'] == {'phantom_seeds': [7, 8], 'style': 'vendor_b'}
+    assert [v['name'] for v in doc['volumes']] == ['phantom:7', 'phantom:8']
+
+
+def test_eval_calibration_bad_style_is_one_line(tmp_path, model_path, capsys):
+    rc = main(['eval', 'calibration', '--seeds', '1', '--style', str(tmp_path / 'nope.yaml'),
+               '--json', str(tmp_path / 'c.json'), '--model', str(model_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and 'nope.yaml' in err and err.count('\n') == 1

@@ -262,6 +262,11 @@ class ArmWorld(ProbeWorld):
         pos, R_W = link_pose(self._client, self._robot, self._tip)
         return self.heart.rotation_from_scene(R_W), self.heart.point_from_scene(pos)
 
+    @property
+    def client_id(self) -> int | None:
+        """This world's PyBullet physics client id (None once closed)."""
+        return self._client
+
     def joint_positions(self) -> Array:
         """(8,) rad: the seven arm joints then the probe roll, as the simulation has them now."""
         states = p.getJointStates(self._robot, self._joints, physicsClientId=self._client)

@@ -137,6 +137,22 @@ def test_base_pose_sits_on_the_apical_window(arm):
     assert np.linalg.norm(c_W - np.asarray(SCENE['window'])) == pytest.approx(RADIUS / 1000.0)
 
 
+def test_a_turned_base_pose_still_sits_on_the_window_and_its_range_is_tracked():
+    base_orbit, base_probe = canonical(rotvec([0.3, -0.2, 0.0]), rotvec([0.2, 0.1, 1.2]))
+    rng = np.random.default_rng(7)
+    with ArmWorld(CENTRE, 70.0, base_orbit, base_probe) as world:
+        R, o = world.read_probe_frame()
+        np.testing.assert_allclose(world.heart.point_to_scene(o), SCENE['window'], atol=1e-5)
+        got = world.read_pose()
+        assert rot_deg(got.orbit.T @ base_orbit) < 0.01 and rot_deg(got.probe.T @ base_probe) < 0.01
+        for _ in range(4):
+            orbit, probe = training_pose(rng)
+            world.command_pose(base_orbit @ orbit, base_probe @ probe)
+            assert world.status().reachable, world.status().message
+            err_mm, err_deg = settle(world)
+            assert err_mm < 1.0 and err_deg < 0.5
+
+
 def test_heart_frame_converts_millimetres_and_metres():
     frame = HeartFrame(rotvec([0.3, 0.2, 0.1]), np.array([0.1, -0.2, 0.9]))
     x_mm = np.array([12.0, -30.0, 55.0])
@@ -267,7 +283,7 @@ def test_two_worlds_in_one_process_do_not_interfere(arm):
     g2 = canonical(*training_pose(rng))
     other = ArmWorld(CENTRE, RADIUS)
     try:
-        assert other._client != arm._client
+        assert other.client_id != arm.client_id
         arm.set_pose(*g1)
         other.set_pose(*g2)
         for _ in range(10):
@@ -280,7 +296,7 @@ def test_two_worlds_in_one_process_do_not_interfere(arm):
         other.close()
     arm.step(1 / 30)   # the first world lives on
     assert np.all(np.isfinite(arm.read_pose().orbit))
-    assert p.isConnected(arm._client)
+    assert p.isConnected(arm.client_id)
 
 
 def test_status_lists_joints_for_joint_states(arm):

@@ -28,7 +28,8 @@ class CartesianTwist(NamedTuple):
     omega: Array
 
 
-def _check(orbit, probe, omega_v, omega_p, radius):
+def _check(orbit: ArrayLike, probe: ArrayLike, omega_v: ArrayLike, omega_p: ArrayLike,
+           radius: float) -> tuple[Array, Array, Array, Array, float]:
     R_v = so3.check_rotation(orbit, 'orbit R_v')
     R_p = so3.check_rotation(probe, 'probe R_p')
     w_v = so3.check_vectors(omega_v, 3, 'omega_v')

@@ -9,10 +9,13 @@ periodic (``t mod 1``), frame ``f`` at phase ``f / T``, linear between neighbour
 (the last frame blends into frame 0). Pixels outside the fan are 0. Output: float32 in [0, 1]
 (uint8 volumes are read as value / 255).
 
-Two implementations: :func:`slice_batch` (numba, parallel over pixels; the one to use) and
-:func:`slice_batch_reference` (plain numpy, written separately, the test oracle). The numba
-kernel is compiled on first use (a few seconds) and cached on disk (numba's ``cache=True``:
-``__pycache__`` beside this file, or ``NUMBA_CACHE_DIR``); :func:`warm_up` compiles it ahead.
+Two implementations: :func:`slice_batch` (numba; the one to use) and
+:func:`slice_batch_reference` (plain numpy, written separately: the test oracle). The numba
+kernels take a :class:`Volume` or its bricked copy from :func:`prepare_volume` (same slices,
+fewer cache misses); jobs of 100k points or more run on all numba threads in the importing
+process, others (and everything in a fork()ed child) on one thread. Kernels compile on first use
+and are cached on disk (numba's ``cache=True``: ``__pycache__`` beside this file, or
+``NUMBA_CACHE_DIR``); :func:`warm_up` compiles or loads them ahead. See docs/slicer.md.
 """
 from __future__ import annotations
 
@@ -33,10 +36,11 @@ __all__ = ['DEFAULT_SECTOR', 'PreparedVolume', 'SlicerError', 'poses_to_voxel_fr
 
 DEFAULT_SECTOR = SectorGeometry()
 
-# A pose factor counts as a rotation when ||R^T R - I|| and |det R - 1| stay below this.
-_ROTATION_ATOL = 1e-6
+# A pose factor counts as a rotation when ||R^T R - I|| and |det R - 1| stay below this (the
+# geometry core's float32-safe tolerance).
+_ROTATION_ATOL = 1e-5
 
-# numba's default threading layer (workqueue) must not be entered from two Python threads at once.
+# numba's thread pool must not be entered from two Python threads at once.
 _KERNEL_LOCK = threading.Lock()
 
 
@@ -110,7 +114,7 @@ def _sector_tables(sector: SectorGeometry) -> tuple[np.ndarray, np.ndarray, np.n
     return idx, np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 2])
 
 
-def _prepare(volume, orbits, probes, ts, radius):  # noqa: ANN001, ANN202
+def _slice_params(volume, orbits, probes, ts, radius):  # noqa: ANN001, ANN202
     if not isinstance(volume, Volume):
         raise SlicerError(f'volume: expected an echoposed_sim.volume.Volume, got {type(volume).__name__}')
     o, ex, ez = poses_to_voxel_frames(volume, orbits, probes, radius)
@@ -376,7 +380,7 @@ def slice_batch(volume: Volume | PreparedVolume, orbits: ArrayLike, probes: Arra
     ``volume.radius``); out: optional preallocated ``(N, H, W)`` float32 C-contiguous buffer.
     """
     vol = volume.volume if isinstance(volume, PreparedVolume) else volume
-    o, ex, ez, f0, f1, wt, scale = _prepare(vol, orbits, probes, ts, radius)
+    o, ex, ez, f0, f1, wt, scale = _slice_params(vol, orbits, probes, ts, radius)
     result = _output(out, o.shape[0], sector)
     if o.shape[0] == 0:
         return result

@@ -2,7 +2,8 @@
 
 Scene frame W (metres, z up): a table (top at 0.75 m, long axis x), a supine patient on it
 (torso, head towards +x, the patient's left towards -y), the apical window on the left chest,
-and the arm on a pedestal beside the table on the patient's left. The heart frame V (mm) is
+and the arm on a column (base link 1.10 m up) beside the table on the patient's left, towards
+the feet, its shoulder above and behind the probe. The heart frame V (mm) is
 placed so that the volume's base pose lands exactly on the window frame (see
 :class:`~echoposed_sim.world.frames.HeartFrame`). Table and patient collide with nothing the arm
 holds: the probe rides on the orbit sphere, skin contact is not simulated.

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'estimate': ('echoposed_ros.cli.estimate', 'Estimate probe poses and sigma^2 for image files (JSON).'),
     'eval': ('echoposed_ros.cli.eval', 'Evaluation protocols: calibration (METHOD section 7).'),
     'launch': ('echoposed_ros.cli.launch', 'Run sim_guidance or guidance without ros2 launch, with a summary.'),
+    'phantom': ('echoposed_ros.cli.phantom', 'Write one procedural beating-heart phantom patient (3D+t volume).'),
 }
 
 

@@ -1,0 +1,20 @@
+"""Procedural beating-heart 3D+t echo phantoms (docs/phantom.md).
+
+- ``make_phantom(seed, style)`` -> Volume; ``build_patient`` also gives labels and the models
+- ``AcquisitionStyle`` / ``load_style``: scanner rendering parameters from YAML
+- ``PhantomCache``: on-disk cache of generated patients with a bounded in-memory LRU
+"""
+from __future__ import annotations
+
+from .anatomy import Anatomy, HeartShape, Tissue, sample_heart_shape
+from .cache import PhantomCache
+from .errors import PhantomError
+from .generate import DEFAULT_EXTENT_MM, GENERATOR_VERSION, PhantomParts, build_patient, make_phantom
+from .motion import CardiacTiming, MotionModel, backward_points, forward_points
+from .style import AcquisitionStyle, default_style, load_style, save_style, style_path
+from .views import standard_views
+
+__all__ = ['AcquisitionStyle', 'Anatomy', 'CardiacTiming', 'DEFAULT_EXTENT_MM', 'GENERATOR_VERSION',
+           'HeartShape', 'MotionModel', 'PhantomCache', 'PhantomError', 'PhantomParts', 'Tissue',
+           'backward_points', 'build_patient', 'default_style', 'forward_points', 'load_style',
+           'make_phantom', 'sample_heart_shape', 'save_style', 'standard_views', 'style_path']

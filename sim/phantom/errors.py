@@ -1,0 +1,11 @@
+"""The one exception type of ``echoposed_sim.phantom``."""
+from __future__ import annotations
+
+__all__ = ['PhantomError']
+
+
+class PhantomError(ValueError):
+    """Bad input to the phantom generator (a style file, a parameter, a cache entry).
+
+    The message names the culprit (file, field, value) and what was expected.
+    """

@@ -190,11 +190,14 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def summary(result: dict) -> str:
-    return (f"slicer: {result['slices_per_s']:.0f} slices/s batched ({result['machine']['numba_threads']} threads; "
-            f"{result['slices_per_s_1thread']:.0f} on 1; plain layout {result['plain_layout_slices_per_s']:.0f}; "
-            f"prepare_volume {result['prepare_volume_s'] * 1e3:.0f} ms), scipy map_coordinates {result['scipy_slices_per_s']:.0f} "
-            f"slices/s, ratio {result['ratio']:.1f}x; targets (>= {TARGET_SLICES_PER_S:.0f}/s, >= "
-            f"{TARGET_RATIO:.0f}x) {'met' if result['targets_met'] else 'NOT met'}")
+    r = result
+    met = 'met' if r['targets_met'] else 'NOT met'
+    return (f"slicer: {r['slices_per_s']:.0f} slices/s batched ({r['machine']['numba_threads']} threads; "
+            f"{r['slices_per_s_1thread']:.0f} on 1; plain layout {r['plain_layout_slices_per_s']:.0f}; "
+            f"prepare_volume {r['prepare_volume_s'] * 1e3:.0f} ms), scipy map_coordinates "
+            f"{r['scipy_slices_per_s']:.0f} slices/s, ratio {r['ratio']:.1f}x; targets "
+            f"(>= {TARGET_SLICES_PER_S:.0f}/s, >= {TARGET_RATIO:.0f}x) {met}; "
+            f"load average {r['machine']['load_avg_1min']:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -297,6 +297,11 @@ def test_bench_command_writes_the_figures(tmp_path) -> None:
     assert result['ratio'] == pytest.approx(result['slices_per_s'] / result['scipy_slices_per_s'], rel=0.01)
     assert result['max_abs_diff_vs_scipy'] < 1e-5 and result['plain_layout_equal']   # same points, same values
     assert result['machine']['cpus'] >= 1 and result['config']['volume_shape_tzyx'] == [2, 40, 40, 40]
+    met = result['slices_per_s'] >= 1000 and result['ratio'] >= 5
+    assert result['targets_met'] == met
+    rc = main(['bench', 'slicer', '--size', '40', '--frames', '2', '--batch', '6', '--repeats', '1',
+               '--scipy-slices', '3', '--check', '--json', str(out)])
+    assert rc == (0 if json.loads(out.read_text())['targets_met'] else 1)
 
 
 def _slice_in_child(queue, vol, orbits, probes, ts) -> None:

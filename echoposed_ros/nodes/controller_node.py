@@ -10,8 +10,9 @@ by ``stale_timeout`` plus scheduling latency, not plus a control period.
 Subscribes ``echoposed/pose`` (``EchoPose``; best effort, depth 1: only the newest counts).
 Publishes, every control cycle:
 
-- ``probe/cmd`` (``ProbeTwist``): body angular velocities of the orbit and probe factors, rad/s,
-  in the gauge of the estimates;
+- ``probe/cmd`` (``ProbeTwist``): body angular velocities of the orbit and probe factors, rad/s;
+  exact for the true pose (any unknown left factor of the model) when both the poses and the
+  target carry ensemble members (image targets), else in the gauge of the estimates;
 - ``probe/cmd_twist`` (``geometry_msgs/TwistStamped``, frame ``probe``): the same motion as a
   Cartesian twist of the probe in its own frame (linear: apex velocity, m/s; angular: rad/s),
   for a servo controller (e.g. MoveIt Servo). This is the command a robot should execute: it
@@ -152,11 +153,10 @@ class ControllerNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_pose(self, msg: EchoPose) -> None:
-        q_v = [msg.orbit.x, msg.orbit.y, msg.orbit.z, msg.orbit.w]
-        q_p = [msg.probe.x, msg.probe.y, msg.probe.z, msg.probe.w]
+        q_v, q_p, m_v, m_p = _quaternions(msg)
         with self._lock:
             self._seq += 1
-            sample = pose_sample(q_v, q_p, msg.uncertainty, self._now(), self._seq, msg.header.frame_id)
+            sample = pose_sample(q_v, q_p, msg.uncertainty, self._now(), self._seq, msg.header.frame_id, m_v, m_p)
             self._sample = sample
             self._poses_in_window += 1
         self._watchdog.reset()
@@ -274,9 +274,8 @@ class ControllerNode(Node):
         if not pose.uncertainty <= self.config.uncertainty_threshold:
             raise PolicyError(f'image target: the estimate is uncertain (sigma^2 = {pose.uncertainty:.3g} rad^2 > '
                               f'uncertainty_threshold {self.config.uncertainty_threshold:g}); is the view in the image?')
-        o, p = pose.orbit, pose.probe
-        target = target_from_quaternions([o.x, o.y, o.z, o.w], [p.x, p.y, p.z, p.w], 'image', TargetKind.IMAGE,
-                                         frame=pose.header.frame_id)
+        q_v, q_p, m_v, m_p = _quaternions(pose)
+        target = target_from_quaternions(q_v, q_p, 'image', TargetKind.IMAGE, pose.header.frame_id, m_v, m_p)
         return target, float(pose.uncertainty)
 
     # -- diagnostics -----------------------------------------------------------------------------
@@ -299,9 +298,17 @@ class ControllerNode(Node):
             'frames_within_tolerance': out.frames_within_tolerance if out else 0,
             'invalid_poses': self.invalid_poses,
             'cue': out.cue if out else '',
+            'errors_from': ('ungauged ensemble mean' if out.ungauged else 'canonical pose') if out and out.error else '',
         }
         level = WARN if state in (GuidanceState.STALE_INPUT, GuidanceState.HOLD_UNCERTAIN) else OK
         self.diagnostics.publish(level, f'{state.label}: {out.cue}' if out else state.label, values)
+
+
+def _quaternions(msg: EchoPose) -> tuple[list[float], list[float], list[list[float]], list[list[float]]]:
+    """(orbit, probe, member orbits, member probes) of an EchoPose as (x, y, z, w) lists."""
+    def q(m: Any) -> list[float]:
+        return [m.x, m.y, m.z, m.w]
+    return q(msg.orbit), q(msg.probe), [q(m) for m in msg.member_orbit], [q(m) for m in msg.member_probe]
 
 
 def main(args: list[str] | None = None) -> int:

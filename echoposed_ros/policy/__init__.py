@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .config import ControllerConfig, describe_fields
 from .controller import (BodyTwist, TrackingError, apply_probe_frame_twist, clip_norm, probe_frame_twist,
-                         proportional_twist, tracking_error)
+                         proportional_twist, tracking_error, ungauged_mean)
 from .cues import Cue, cue_text, operator_cue, state_cue
 from .errors import PolicyError
 from .states import ControlOutput, GuidanceMemory, GuidanceState, PoseSample, control_step, pose_sample
@@ -47,6 +47,7 @@ __all__ = [
     'state_cue',
     'target_from_quaternions',
     'tracking_error',
+    'ungauged_mean',
     'view_name',
     'write_view_table',
 ]

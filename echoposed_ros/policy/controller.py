@@ -21,6 +21,14 @@ degrees. A robot (or a simulator) should therefore apply the probe-frame twist
 (:func:`apply_probe_frame_twist` is that kinematics). An ``A_p != I`` changes what the model
 calls the probe's own axes; no command computed from the estimate alone can undo it, and
 the loop tolerates it only up to tens of degrees (see ``docs/policy.md``).
+
+Un-gauge-fixed estimates remove both limits for body twists. The ensemble's aligned members are
+``A g`` for the canonical true ``g`` (the network is trained on canonical poses), so their
+projected mean ``Q = A g`` (:func:`ungauged_mean`), used for the current pose *and* the target,
+gives ``Q^{-1} Q_T = g^{-1} g_T``: the body twists are then the true ones for every
+``A`` in SO(3) x SO(3), exact under right multiplication of the true pose. The state machine uses
+this whenever both the pose and the target carry members (image targets), else the canonical
+poses.
 """
 from __future__ import annotations
 
@@ -29,8 +37,9 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from echoposed_ros.geometry import (CartesianTwist, Pose, as_pose, body_errors, body_twist_to_probe_cartesian,
-                                    effective_error, so3_log, step)
+from echoposed_ros.geometry import (CartesianTwist, GeometryError, Pose, as_pose, body_errors,
+                                    body_twist_to_probe_cartesian, effective_error, project_to_so3,
+                                    quat_xyzw_to_matrix, so3_log, step)
 
 from .config import ControllerConfig
 from .errors import PolicyError
@@ -43,6 +52,7 @@ __all__ = [
     'probe_frame_twist',
     'proportional_twist',
     'tracking_error',
+    'ungauged_mean',
 ]
 
 Array = NDArray[np.float64]
@@ -145,3 +155,32 @@ def apply_probe_frame_twist(pose: Sequence[ArrayLike], twist: CartesianTwist, ra
     w_v = np.array([h[1], -h[0], 0.0])
     w_p = np.asarray(twist.omega, dtype=np.float64) - g.probe.T @ w_v
     return step(g, w_v, w_p, dt)
+
+
+#: rad: how far the members' mean may be from the published pose (effective error) to be used.
+UNGAUGED_ATOL = 1e-3
+
+
+def ungauged_mean(member_orbits_xyzw: ArrayLike, member_probes_xyzw: ArrayLike,
+                  pose: Sequence[ArrayLike] | None, atol: float = UNGAUGED_ATOL) -> Pose | None:
+    """Projected mean per factor of the ensemble members, NOT gauge-fixed (METHOD 5), or None.
+
+    ``member_*_xyzw``: (K, 4) ROS quaternions (x, y, z, w) of the aligned members ``A_k``.
+    Returns None when there are no members, they are malformed (NaN, non-unit, unequal counts),
+    or their mean does not show the same slice as ``pose`` (the published, gauge-fixed mean)
+    within ``atol`` rad of effective error: members are then not trusted, never guessed.
+    """
+    if pose is None:
+        return None
+    try:
+        q_v = np.asarray(member_orbits_xyzw, dtype=np.float64).reshape(-1, 4)
+        q_p = np.asarray(member_probes_xyzw, dtype=np.float64).reshape(-1, 4)
+        if len(q_v) == 0 or len(q_v) != len(q_p):
+            return None
+        Q = Pose(project_to_so3(quat_xyzw_to_matrix(q_v, 'member_orbit').mean(axis=0), 'mean of member_orbit'),
+                 project_to_so3(quat_xyzw_to_matrix(q_p, 'member_probe').mean(axis=0), 'mean of member_probe'))
+        if not float(effective_error(Q, as_pose(pose))) <= atol:
+            return None
+    except (GeometryError, TypeError, ValueError):
+        return None
+    return Q

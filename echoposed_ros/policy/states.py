@@ -25,7 +25,8 @@ from numpy.typing import ArrayLike
 from echoposed_ros.geometry import CartesianTwist, GeometryError, Pose, as_pose, quat_xyzw_to_matrix
 
 from .config import ControllerConfig
-from .controller import BodyTwist, TrackingError, probe_frame_twist, proportional_twist, tracking_error
+from .controller import (BodyTwist, TrackingError, probe_frame_twist, proportional_twist, tracking_error,
+                         ungauged_mean)
 from .cues import cue_text, operator_cue, state_cue
 from .targets import Target
 
@@ -54,7 +55,8 @@ class PoseSample:
 
     pose: ``(R_v, R_p)`` (3, 3) rotations, or None when the message was unusable (``problem``
     says why); uncertainty: sigma^2, rad^2; received: s, controller clock at reception; seq:
-    increases by one per received message (frames are counted by it); frame: header frame_id.
+    increases by one per received message (frames are counted by it); frame: header frame_id;
+    ungauged: the members' un-gauge-fixed mean (``controller.ungauged_mean``) or None.
     """
 
     pose: Pose | None
@@ -63,12 +65,14 @@ class PoseSample:
     seq: int
     frame: str = ''
     problem: str = ''
+    ungauged: Pose | None = None
 
 
 def pose_sample(orbit_xyzw: ArrayLike, probe_xyzw: ArrayLike, uncertainty: float, received: float, seq: int,
-                frame: str = '') -> PoseSample:
+                frame: str = '', member_orbits_xyzw: ArrayLike = (), member_probes_xyzw: ArrayLike = ()) -> PoseSample:
     """A :class:`PoseSample` from ROS quaternions (x, y, z, w); NaN or non-unit quaternions give ``pose=None``.
 
+    ``member_*_xyzw`` (K, 4): the aligned ensemble members of the message (may be empty).
     Never raises on bad pose content: the controller must hold, not crash.
     """
     try:
@@ -78,7 +82,8 @@ def pose_sample(orbit_xyzw: ArrayLike, probe_xyzw: ArrayLike, uncertainty: float
     except (GeometryError, TypeError, ValueError) as exc:
         pose, problem = None, f'invalid pose: {exc}'
     return PoseSample(pose=pose, uncertainty=float(uncertainty), received=float(received), seq=int(seq),
-                      frame=frame, problem=problem)
+                      frame=frame, problem=problem,
+                      ungauged=ungauged_mean(member_orbits_xyzw, member_probes_xyzw, pose))
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,8 @@ class ControlOutput:
 
     twist: body twists (rad/s); cartesian: the same motion as a probe-frame twist (v in m/s, omega
     in rad/s); error: None when no comparison was made; uncertainty: sigma^2 (rad^2, NaN if none);
-    cue: operator cue text.
+    cue: operator cue text; ungauged: the errors came from un-gauge-fixed ensemble means (body
+    twists exact for any unknown left factor) rather than from the canonical poses.
     """
 
     state: GuidanceState
@@ -107,6 +113,7 @@ class ControlOutput:
     uncertainty: float
     frames_within_tolerance: int
     cue: str
+    ungauged: bool = False
 
 
 def _hold(state: GuidanceState, memory: GuidanceMemory, error: TrackingError | None = None,
@@ -135,7 +142,11 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     if target.frame and sample.frame and target.frame != sample.frame:
         return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), uncertainty=sample.uncertainty,
                      detail=f'pose frame {sample.frame!r} is not the target frame {target.frame!r}')
-    error = tracking_error(sample.pose, target.pose)
+    # Un-gauge-fixed means on both sides when both have them (exact body twists for any left
+    # factor, see controller docstring); never one of each.
+    ungauged = sample.ungauged is not None and target.ungauged is not None
+    current, goal = (sample.ungauged, target.ungauged) if ungauged else (sample.pose, target.pose)
+    error = tracking_error(current, goal)
     if not np.isfinite(sample.uncertainty) or sample.uncertainty > config.uncertainty_threshold:
         # The error is still reported (sigma^2 against error is an evaluation signal).
         return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), error, sample.uncertainty,
@@ -153,6 +164,7 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
         return _hold(GuidanceState.CONVERGED, memory, error, sample.uncertainty)
 
     twist = proportional_twist(error, config)
-    cartesian = probe_frame_twist(sample.pose, twist, config.orbit_radius)
-    cue = cue_text(operator_cue(sample.pose, target.pose), config.cue_min_angle)
-    return memory, ControlOutput(GuidanceState.GUIDING, twist, cartesian, error, sample.uncertainty, frames, cue)
+    cartesian = probe_frame_twist(current, twist, config.orbit_radius)
+    cue = cue_text(operator_cue(current, goal), config.cue_min_angle)
+    return memory, ControlOutput(GuidanceState.GUIDING, twist, cartesian, error, sample.uncertainty, frames, cue,
+                                 ungauged)

@@ -26,6 +26,7 @@ from numpy.typing import ArrayLike
 
 from echoposed_ros.geometry import GeometryError, Pose, as_pose, gauge_fix, matrix_to_quat_xyzw, quat_xyzw_to_matrix
 
+from .controller import ungauged_mean
 from .errors import PolicyError
 
 __all__ = [
@@ -58,13 +59,15 @@ class Target:
 
     name: shown in ``GuidanceStatus.target`` ("A4C", "image", "pose"); pose: ``(R_v, R_p)``
     (3, 3) rotations, canonical gauge; frame: frame_id of the estimates it is valid for
-    ('' = any); kind: its origin.
+    ('' = any); kind: its origin; ungauged: the estimate's un-gauge-fixed ensemble mean when the
+    target came from an image and its members (see ``controller.ungauged_mean``), else None.
     """
 
     name: str
     pose: Pose
     kind: TargetKind
     frame: str = ''
+    ungauged: Pose | None = None
 
     def quaternions(self) -> tuple[np.ndarray, np.ndarray]:
         """(orbit, probe) as ROS quaternions (4,) (x, y, z, w), w >= 0."""
@@ -79,7 +82,8 @@ def view_name(name: str) -> str:
     return key
 
 
-def make_target(pose: Sequence[ArrayLike], name: str, kind: TargetKind, frame: str = '') -> Target:
+def make_target(pose: Sequence[ArrayLike], name: str, kind: TargetKind, frame: str = '',
+                ungauged: Pose | None = None) -> Target:
     """A :class:`Target` at ``pose`` (any gauge; stored in canonical gauge). Bad rotations raise PolicyError."""
     try:
         g = gauge_fix(as_pose(pose, f'target {name!r}'))
@@ -87,18 +91,24 @@ def make_target(pose: Sequence[ArrayLike], name: str, kind: TargetKind, frame: s
         raise PolicyError(str(exc)) from None
     if g.orbit.shape != (3, 3):
         raise PolicyError(f'target {name!r}: expected one pose of (3, 3) rotations, got shape {g.orbit.shape}')
-    return Target(name=name, pose=g, kind=TargetKind(kind), frame=frame)
+    return Target(name=name, pose=g, kind=TargetKind(kind), frame=frame, ungauged=ungauged)
 
 
 def target_from_quaternions(orbit_xyzw: ArrayLike, probe_xyzw: ArrayLike, name: str, kind: TargetKind,
-                            frame: str = '') -> Target:
-    """A target from ROS quaternions (x, y, z, w) of the orbit and probe factors (unit norm)."""
+                            frame: str = '', member_orbits_xyzw: ArrayLike = (),
+                            member_probes_xyzw: ArrayLike = ()) -> Target:
+    """A target from ROS quaternions (x, y, z, w) of the orbit and probe factors (unit norm).
+
+    ``member_*_xyzw`` (K, 4): the estimate's aligned members, if any; kept as the un-gauged mean
+    when they agree with the pose (``controller.ungauged_mean``).
+    """
     try:
         pose = (quat_xyzw_to_matrix(orbit_xyzw, f'target {name!r} orbit'),
                 quat_xyzw_to_matrix(probe_xyzw, f'target {name!r} probe'))
     except GeometryError as exc:
         raise PolicyError(str(exc)) from None
-    return make_target(pose, name, kind, frame)
+    return make_target(pose, name, kind, frame,
+                       ungauged_mean(member_orbits_xyzw, member_probes_xyzw, pose))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from rclpy.parameter import Parameter
 from ros_harness import wait_for
 from std_srvs.srv import Trigger
 
-from echoposed_ros.geometry import rot_x, rot_y, rot_z, so3_log
+from echoposed_ros.geometry import gauge_fix, rot_x, rot_y, rot_z, so3_log
 from echoposed_ros.nodes.controller_node import PARAMS, ControllerNode
 from echoposed_ros.nodes.convert import echopose_msg, matrix_to_quaternion_msg
 from echoposed_ros.nodes.params import yaml_parameters
@@ -86,10 +86,13 @@ class Harness:
         return matched()[0]
 
 
-def pose_msg(pose, sigma2=0.0, frame='model'):
+def pose_msg(pose, sigma2=0.0, frame='model', members=None):
+    """EchoPose of ``pose``; ``members``: list of un-gauge-fixed (orbit, probe) member rotations."""
     header = EchoPose().header
     header.frame_id = frame
-    return echopose_msg(header, pose[0], pose[1], sigma2)
+    g = gauge_fix(pose)
+    m = (np.array([o for o, _ in members]), np.array([p for _, p in members])) if members else (None, None)
+    return echopose_msg(header, g.orbit, g.probe, sigma2, *m)
 
 
 def pose_request(pose):
@@ -263,6 +266,32 @@ def test_image_target_is_estimated_by_the_pose_node_service(graph):
     assert 'target frame' in h.latest_status(t0).cue
     h.pose = pose_msg(CURRENT, frame='model')
     h.wait_state('guiding')
+
+
+def test_members_on_pose_and_image_target_give_ungauged_body_twists(graph):
+    """Members that are A g (not gauge-fixed) on both sides: ProbeTwist = gain log((A g)^-1 (A g_T)), clipped."""
+    node = make_controller(graph, max_orbit_speed=5.0, max_probe_speed=5.0)
+    h = Harness(graph)
+    A = (rot_z(2.5) @ rot_x(0.7), rot_y(1.9))
+    current = (A[0] @ CURRENT[0], A[1] @ CURRENT[1])
+    target = (A[0] @ TARGET[0], A[1] @ TARGET[1])
+
+    def estimate(request, response):
+        response.success, response.message = True, 'ok'
+        response.pose = pose_msg(target, sigma2=0.001, members=[target])
+        return response
+
+    h.node.create_service(EstimatePose, 'echoposed/estimate', estimate)
+    res = h.call(h.set_target, SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE))
+    assert res.success, res.message
+    h.pose = pose_msg(current, members=[current])
+    t0 = h.wait_state('guiding')
+    assert wait_for(lambda: len(h.since(h.cmds, t0)) >= 2)
+    cmd = h.since(h.cmds, t0)[-1][1]
+    gain = node.config.gain
+    np.testing.assert_allclose(vec(cmd.orbit), gain * so3_log(CURRENT[0].T @ TARGET[0]), atol=1e-5)
+    np.testing.assert_allclose(vec(cmd.probe), gain * so3_log(CURRENT[1].T @ TARGET[1]), atol=1e-5)
+    assert node._last.ungauged
 
 
 def test_uncertain_image_target_is_refused(graph):

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from echoposed_ros.geometry import (Pose, compose, effective_error, gauge_fix, probe_frame, rot_x, rot_y, rot_z,
-                                    so3_exp, so3_log)
+from echoposed_ros.geometry import (Pose, compose, effective_error, gauge_fix, matrix_to_quat_xyzw, mean_and_sigma2,
+                                    probe_frame, rot_x, rot_y, rot_z, so3_exp, so3_log, step)
 from echoposed_ros.policy import (ControllerConfig, GuidanceMemory, GuidanceState, PoseSample, TargetKind,
-                                  apply_probe_frame_twist, control_step, make_target, probe_frame_twist)
+                                  apply_probe_frame_twist, control_step, make_target, pose_sample, probe_frame_twist,
+                                  target_from_quaternions, ungauged_mean)
 from echoposed_ros.policy.controller import BodyTwist
 
 DT = 0.05  # s: frame rate = control rate = 20 Hz
@@ -166,3 +167,73 @@ def test_apply_probe_frame_twist_inverts_probe_frame_twist():
     g1 = apply_probe_frame_twist(g, twist, 0.08, 1e-6)
     expected = gauge_fix((g.orbit @ so3_exp(w.orbit * 1e-6), g.probe @ so3_exp(w.probe * 1e-6)))
     assert float(effective_error(g1, expected)) < 1e-9
+
+
+# --- un-gauge-fixed ensemble members: body twists exact for any A in SO(3) x SO(3) ------------
+
+def oracle_message(A: Pose, g_true: Pose, rng: np.random.Generator | None = None, k: int = 1, noise: float = 0.0):
+    """What a pose node sends: the gauge-fixed mean and K aligned members A g_true (optionally jittered)."""
+    members = []
+    for _ in range(k):
+        jitter = [so3_exp(rng.normal(size=3) * noise) if noise else np.eye(3) for _ in range(2)]
+        members.append((A.orbit @ g_true.orbit @ jitter[0], A.probe @ g_true.probe @ jitter[1]))
+    m = mean_and_sigma2(np.array([o for o, _ in members]), np.array([p for _, p in members]))
+    q = [matrix_to_quat_xyzw(x) for x in (m.orbit, m.probe)]
+    return q[0], q[1], [matrix_to_quat_xyzw(o) for o, _ in members], [matrix_to_quat_xyzw(p) for _, p in members]
+
+
+def run_body_loop(A: Pose, start: Pose, target_true: Pose, max_time: float = 20.0):
+    """The simulator's 'body' mode: ProbeTwist applied to the true pose by right multiplication."""
+    q_v, q_p, m_v, m_p = oracle_message(A, target_true)
+    target = target_from_quaternions(q_v, q_p, 'image', TargetKind.IMAGE, 'model', m_v, m_p)
+    assert target.ungauged is not None
+    g, memory, speeds, states = start, GuidanceMemory(), [], []
+    for i in range(int(max_time / DT)):
+        q_v, q_p, m_v, m_p = oracle_message(A, g)
+        sample = pose_sample(q_v, q_p, 0.0, i * DT, i, 'model', m_v, m_p)
+        memory, out = control_step(memory, now=i * DT, active=True, target=target, sample=sample, config=CFG)
+        speeds.append((np.linalg.norm(out.twist.orbit), np.linalg.norm(out.twist.probe), np.linalg.norm(out.cartesian.v)))
+        states.append(out.state)
+        if out.state == GuidanceState.CONVERGED:
+            break
+        assert out.ungauged
+        g = step(g, out.twist.orbit, out.twist.probe, DT)
+    return g, np.array(speeds), states
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_body_twists_from_members_converge_for_any_left_factor(seed):
+    """Any A in SO(3) x SO(3), probe factor included, with the literal right multiplication of METHOD 6."""
+    rng = np.random.default_rng(3000 + seed)
+    A = Pose(random_rotation(rng), random_rotation(rng))
+    start, target_true = training_pose(rng), training_pose(rng)
+    _check_run(*run_body_loop(A, start, target_true), target_true)
+
+
+def test_body_twists_from_members_survive_a_half_turn_gauge():
+    rng = np.random.default_rng(7)
+    A = Pose(rot_z(math.pi), rot_x(math.pi))
+    start, target_true = training_pose(rng), training_pose(rng)
+    _check_run(*run_body_loop(A, start, target_true), target_true)
+
+
+def test_ungauged_mean_is_used_only_when_members_are_sound():
+    rng = np.random.default_rng(9)
+    A, g = Pose(random_rotation(rng), random_rotation(rng)), training_pose(rng)
+    q_v, q_p, m_v, m_p = oracle_message(A, g, rng, k=5, noise=0.02)
+    s = pose_sample(q_v, q_p, 0.0, 0.0, 0, '', m_v, m_p)
+    assert s.ungauged is not None
+    assert float(effective_error(s.ungauged, s.pose)) < 1e-6
+    assert np.allclose(s.ungauged.orbit, so3_exp(so3_log(A.orbit @ g.orbit)), atol=0.05)
+    # No members, unequal counts, NaN, or members that show another slice: not used.
+    assert pose_sample(q_v, q_p, 0.0, 0.0, 0).ungauged is None
+    assert pose_sample(q_v, q_p, 0.0, 0.0, 0, '', m_v, m_p[:-1]).ungauged is None
+    bad = [list(q) for q in m_v]
+    bad[0][0] = float('nan')
+    assert pose_sample(q_v, q_p, 0.0, 0.0, 0, '', bad, m_p).ungauged is None
+    other = oracle_message(A, training_pose(rng))
+    assert ungauged_mean(other[2], other[3], s.pose) is None
+    # A pose target has no members: then the canonical poses are compared, even if the sample has members.
+    target = make_target(gauge_fix(compose(A, training_pose(rng))), 'pose', TargetKind.POSE)
+    _, out = control_step(GuidanceMemory(), now=0.0, active=True, target=target, sample=s, config=CFG)
+    assert out.state == GuidanceState.GUIDING and not out.ungauged

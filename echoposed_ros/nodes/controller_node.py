@@ -273,7 +273,8 @@ class ControllerNode(Node):
         pose = result.pose
         if not pose.uncertainty <= self.config.uncertainty_threshold:
             raise PolicyError(f'image target: the estimate is uncertain (sigma^2 = {pose.uncertainty:.3g} rad^2 > '
-                              f'uncertainty_threshold {self.config.uncertainty_threshold:g}); is the view in the image?')
+                              f'uncertainty_threshold {self.config.uncertainty_threshold:g}); '
+                              'is the view in the image?')
         q_v, q_p, m_v, m_p = _quaternions(pose)
         target = target_from_quaternions(q_v, q_p, 'image', TargetKind.IMAGE, pose.header.frame_id, m_v, m_p)
         return target, float(pose.uncertainty)
@@ -298,7 +299,8 @@ class ControllerNode(Node):
             'frames_within_tolerance': out.frames_within_tolerance if out else 0,
             'invalid_poses': self.invalid_poses,
             'cue': out.cue if out else '',
-            'errors_from': ('ungauged ensemble mean' if out.ungauged else 'canonical pose') if out and out.error else '',
+            'errors_from': '' if not (out and out.error) else
+                           'ungauged ensemble mean' if out.ungauged else 'canonical pose',
         }
         level = WARN if state in (GuidanceState.STALE_INPUT, GuidanceState.HOLD_UNCERTAIN) else OK
         self.diagnostics.publish(level, f'{state.label}: {out.cue}' if out else state.label, values)

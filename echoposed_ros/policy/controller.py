@@ -128,7 +128,9 @@ def proportional_twist(error: TrackingError, config: ControllerConfig) -> BodyTw
 
 
 def probe_frame_twist(current: Sequence[ArrayLike], twist: BodyTwist, radius: float) -> CartesianTwist:
-    """Cartesian twist of the probe in the probe frame: ``v = -r R_p^T (omega_v x e_z)``, ``omega = R_p^T omega_v + omega_p``.
+    """Cartesian twist of the probe in the probe frame.
+
+    ``v = -r R_p^T (omega_v x e_z)`` (apex velocity) and ``omega = R_p^T omega_v + omega_p``.
 
     ``current``: the pose ``(R_v, R_p)`` the twist was computed at (only ``R_p`` matters);
     ``radius``: orbit radius (m for a robot, so ``v`` is m/s); ``omega`` in rad/s. This is

@@ -67,11 +67,12 @@ def operator_cue(current: Sequence[ArrayLike], target: Sequence[ArrayLike]) -> C
         direction = (float(d[0] / n), float(d[1] / n)) if n > 1e-9 else (0.0, 0.0)
     else:
         S, direction = np.eye(3), (0.0, 0.0)
-        if c < 0:  # antipodal: any great circle; take the one through the probe's +x side
-            # u moves toward the probe's +x side, so the apex slides away from the marker.
+        if c < 0:  # antipodal: any great circle; take the one through the probe's +x (else +y) side
             a = np.cross(u, R[:, 0])
-            a = a / np.linalg.norm(a) if np.linalg.norm(a) > 1e-9 else np.cross(u, R[:, 1]) / np.linalg.norm(np.cross(u, R[:, 1]))
-            slide, S, direction = math.pi, so3_exp(a * math.pi), (-1.0, 0.0)
+            if np.linalg.norm(a) < 1e-9:
+                a = np.cross(u, R[:, 1])
+            # u starts toward the probe's +x side, so the apex slides away from the marker.
+            slide, S, direction = math.pi, so3_exp(a / np.linalg.norm(a) * math.pi), (-1.0, 0.0)
     w = so3_log((S @ R).T @ R_T)
     return Cue(slide=float(slide), slide_direction=direction, rotate=float(w[2]), rock=float(w[1]),
                tilt=float(w[0]))

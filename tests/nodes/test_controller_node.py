@@ -148,8 +148,11 @@ def test_pose_target_gives_twists_towards_it(setup):
     e_v = so3_log(CURRENT[0].T @ TARGET[0])
     e_p = so3_log(CURRENT[1].T @ TARGET[1])
     cfg = node.config
-    np.testing.assert_allclose(vec(cmd.orbit), cfg.gain * e_v * min(1, cfg.max_orbit_speed / (cfg.gain * np.linalg.norm(e_v))), atol=1e-6)
-    np.testing.assert_allclose(vec(cmd.probe), cfg.gain * e_p * min(1, cfg.max_probe_speed / (cfg.gain * np.linalg.norm(e_p))), atol=1e-6)
+    def clipped(e, limit):
+        return cfg.gain * e * min(1.0, limit / (cfg.gain * np.linalg.norm(e)))
+
+    np.testing.assert_allclose(vec(cmd.orbit), clipped(e_v, cfg.max_orbit_speed), atol=1e-6)
+    np.testing.assert_allclose(vec(cmd.probe), clipped(e_p, cfg.max_probe_speed), atol=1e-6)
     assert cmd.header.frame_id == 'probe'
     tw = h.since(h.twists, t0)[-1][1]
     assert tw.header.frame_id == 'probe'

@@ -192,7 +192,8 @@ def run_body_loop(A: Pose, start: Pose, target_true: Pose, max_time: float = 20.
         q_v, q_p, m_v, m_p = oracle_message(A, g)
         sample = pose_sample(q_v, q_p, 0.0, i * DT, i, 'model', m_v, m_p)
         memory, out = control_step(memory, now=i * DT, active=True, target=target, sample=sample, config=CFG)
-        speeds.append((np.linalg.norm(out.twist.orbit), np.linalg.norm(out.twist.probe), np.linalg.norm(out.cartesian.v)))
+        speeds.append((np.linalg.norm(out.twist.orbit), np.linalg.norm(out.twist.probe),
+                       np.linalg.norm(out.cartesian.v)))
         states.append(out.state)
         if out.state == GuidanceState.CONVERGED:
             break

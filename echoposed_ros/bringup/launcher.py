@@ -144,7 +144,10 @@ def run_nodes(specs: Sequence[NodeSpec], duration: float | None = None, out: IO[
                 n.pump.join(timeout=2)
             for s, handler in previous.items():
                 signal.signal(s, handler)
-    # A failure: a one-shot node that exited non-zero, or a long-running node that ended by itself.
-    failures = {n.spec.name: list(n.tail) for n in nodes if n.spec.name in ended_early and (
-        not n.spec.one_shot or ended_early[n.spec.name] != 0)}
+    # A failure: a one-shot node that exited non-zero, a long-running node that ended by itself,
+    # or any node that did not stop cleanly when asked (exit code other than 0 or our signals).
+    clean = (0, -signal.SIGINT, -signal.SIGTERM)
+    failures = {n.spec.name: list(n.tail) for n in nodes if (
+        (n.spec.name in ended_early and (not n.spec.one_shot or ended_early[n.spec.name] != 0))
+        or (n.spec.name not in ended_early and n.process.returncode not in clean))}
     return RunResult(reason, {n.spec.name: n.process.returncode for n in nodes}, failures)

@@ -29,6 +29,7 @@ from ..paths import models_dir
 from .convert import compressed_msg_to_array, echopose_msg, image_msg_to_array
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import Param, declare_all
+from .process import run_node
 
 __all__ = ['PARAMS', 'PoseNode', 'PoseNodeConfig', 'main']
 
@@ -192,21 +193,7 @@ class PoseNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = PoseNode()
-    except (EstimatorError, ValueError) as exc:
-        print(f'echoposed_pose: {exc}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(PoseNode, 'echoposed_pose', args)
 
 
 if __name__ == '__main__':

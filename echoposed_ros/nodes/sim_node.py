@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from echoposed_msgs.msg import EchoPose, ProbeTwist
 from echoposed_msgs.srv import RenderView, StandardView
 from geometry_msgs.msg import PoseStamped, TwistStamped
@@ -45,6 +44,7 @@ from ..geometry import probe_frame
 from .convert import array_to_image_msg, echopose_msg, matrix_to_quaternion_msg, quaternion_msg_to_matrix
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import Param, declare_all
+from .process import run_node
 
 __all__ = ['PARAMS', 'SimNode', 'SimNodeConfig', 'load_sim_volume', 'main']
 
@@ -276,22 +276,7 @@ class SimNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = SimNode()
-    except (ValueError, OSError) as exc:
-        print(f'echoposed_sim: {exc}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.session.world.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(SimNode, 'echoposed_sim', args, cleanup=lambda node: node.session.world.close())
 
 
 if __name__ == '__main__':

@@ -5,10 +5,11 @@ install they are ``share/echoposed`` found through the ament index.
 """
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
-__all__ = ['config_dir', 'launch_dir', 'models_dir', 'repo_root', 'share_dir']
+__all__ = ['cache_dir', 'config_dir', 'launch_dir', 'models_dir', 'repo_root', 'share_dir']
 
 
 def repo_root() -> Path | None:
@@ -40,3 +41,12 @@ def launch_dir() -> Path:
 
 def models_dir() -> Path:
     return share_dir() / 'models'
+
+
+def cache_dir() -> Path:
+    """Where generated data (phantom patients) is cached: ``$ECHOPOSED_CACHE``, else ``cache/``
+    in a source checkout (git-ignored), else ``~/.cache/echoposed``."""
+    if os.environ.get('ECHOPOSED_CACHE'):
+        return Path(os.environ['ECHOPOSED_CACHE'])
+    root = repo_root()
+    return root / 'cache' if root is not None else Path.home() / '.cache' / 'echoposed'

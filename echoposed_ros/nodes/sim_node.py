@@ -41,6 +41,7 @@ from echoposed_sim.volume import Volume
 from echoposed_sim.world import make_world
 
 from ..geometry import probe_frame
+from ..paths import cache_dir
 from .convert import array_to_image_msg, echopose_msg, matrix_to_quaternion_msg, quaternion_msg_to_matrix
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import Param, declare_all
@@ -54,6 +55,8 @@ PARAMS = (
     Param('phantom_seed', 1000, 'phantom patient seed (used when volume is empty)', read_only=True),
     Param('style', '', 'acquisition style YAML of the phantom; empty = the default style', read_only=True),
     Param('phantom_frames', 20, 'phantom time frames per cardiac cycle', read_only=True),
+    Param('cache_dir', '', 'folder caching generated phantom patients; empty = the default '
+          '($ECHOPOSED_CACHE, else cache/ in a source checkout, else ~/.cache/echoposed)', read_only=True),
     Param('image_height', 128, 'image rows (pixels), along depth', read_only=True),
     Param('image_width', 128, 'image columns (pixels), lateral', read_only=True),
     Param('sector_angle', float(np.deg2rad(75.0)), 'rad, full opening angle of the sector', read_only=True),
@@ -80,6 +83,7 @@ class SimNodeConfig:
     phantom_seed: int
     style: str
     phantom_frames: int
+    cache_dir: Path
     sector: SectorGeometry
     orbit_radius_mm: float | None
     frame_rate: float
@@ -104,7 +108,8 @@ class SimNodeConfig:
         sector = SectorGeometry(angle_rad=float(v['sector_angle']), depth_mm=1e3 * float(v['sector_depth']),
                                 height=int(v['image_height']), width=int(v['image_width']))
         return cls(volume=v['volume'], phantom_seed=int(v['phantom_seed']), style=v['style'],
-                   phantom_frames=int(v['phantom_frames']), sector=sector,
+                   phantom_frames=int(v['phantom_frames']),
+                   cache_dir=Path(v['cache_dir']) if v['cache_dir'] else cache_dir() / 'phantoms', sector=sector,
                    orbit_radius_mm=1e3 * v['orbit_radius'] or None, frame_rate=float(v['frame_rate']),
                    cardiac_motion=bool(v['cardiac_motion']), robot=bool(v['robot']),
                    start_seed=int(v['start_seed']), start_orbit_max=float(v['start_orbit_max']),
@@ -118,9 +123,10 @@ def load_sim_volume(config: SimNodeConfig) -> Volume:
         from echoposed_sim.volume_io import load_volume
         volume = load_volume(Path(config.volume))
     else:
-        from echoposed_sim.phantom import load_style, make_phantom
+        from echoposed_sim.phantom import PhantomCache, load_style
         style = load_style(config.style) if config.style else None
-        volume = make_phantom(config.phantom_seed, style, frames=config.phantom_frames)
+        cache = PhantomCache(config.cache_dir, max_in_memory=1, style=style, frames=config.phantom_frames)
+        volume = cache.get(config.phantom_seed)
     if config.orbit_radius_mm is not None:
         from dataclasses import replace
         volume = replace(volume, radius=config.orbit_radius_mm)

@@ -81,8 +81,8 @@ class HeartShape:
     long_shortening: float = 0.15    # base-apex shortening fraction at end-systole
     twist_deg: float = 10.0          # base-to-apex twist at end-systole
     echo_myocardium: float = 1.0     # amplitude multipliers (echogenicity)
-    echo_blood: float = 0.035
-    echo_pericardium: float = 4.5
+    echo_blood: float = 0.05
+    echo_pericardium: float = 8.0
     echo_tissue: float = 0.55
 
     def as_dict(self) -> dict:
@@ -111,8 +111,8 @@ def sample_heart_shape(rng: np.random.Generator) -> HeartShape:
         long_shortening=float(rng.uniform(0.12, 0.17)),
         twist_deg=float(rng.uniform(8.5, 11.5)),
         echo_myocardium=float(np.exp(rng.normal(0, 0.15))),
-        echo_blood=float(rng.uniform(0.02, 0.05)),
-        echo_pericardium=float(rng.uniform(3.0, 6.0)),
+        echo_blood=float(rng.uniform(0.03, 0.07)),
+        echo_pericardium=float(rng.uniform(6.0, 10.0)),
         echo_tissue=float(rng.uniform(0.4, 0.7)),
     )
 

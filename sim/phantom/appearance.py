@@ -26,11 +26,12 @@ from .style import AcquisitionStyle
 
 __all__ = ['HEADROOM_DB', 'reference_echo', 'render_frame', 'tissue_amplitudes']
 
-HEADROOM_DB = 27.0   # nominal myocardium (amplitude 1) sits this far below white before gain
+HEADROOM_DB = 30.0   # nominal myocardium (amplitude 1) sits this far below white before gain
 
 # valve row layout for the kernel
 V_C, V_AX, V_CO, V_R, V_TH, V_BETA, V_LF, V_AMP, V_BOUND = 0, 3, 6, 9, 10, 11, 12, 13, 14
 N_VALVE = 15
+LUT_N = 4096   # mantissa table size of the fast log2 (error < 2e-4 in log2)
 
 
 def tissue_amplitudes(shape) -> np.ndarray:
@@ -39,19 +40,19 @@ def tissue_amplitudes(shape) -> np.ndarray:
     myo = shape.echo_myocardium
     a[Tissue.TISSUE] = shape.echo_tissue
     a[Tissue.LUNG] = 0.22
-    a[Tissue.PLEURA] = 1.8
-    a[Tissue.SKIN] = 1.6
+    a[Tissue.PLEURA] = 2.5
+    a[Tissue.SKIN] = 2.5
     a[Tissue.SUBCUT] = 0.3
     a[Tissue.MUSCLE] = 0.75
     a[Tissue.FAT] = 0.5
     a[Tissue.PERICARDIUM] = shape.echo_pericardium
     a[Tissue.MYOCARDIUM] = myo
     a[Tissue.ATRIAL_WALL] = 1.3 * myo
-    a[Tissue.AORTIC_WALL] = 2.6
-    a[Tissue.ANNULUS] = 2.8
+    a[Tissue.AORTIC_WALL] = 3.5
+    a[Tissue.ANNULUS] = 4.0
     for b in (Tissue.BLOOD_LV, Tissue.BLOOD_RV, Tissue.BLOOD_LA, Tissue.BLOOD_RA, Tissue.BLOOD_AO):
         a[b] = shape.echo_blood
-    a[Tissue.VALVE] = 2.8
+    a[Tissue.VALVE] = 3.5
     return a
 
 
@@ -173,8 +174,16 @@ def render_frame(out, lab_out, env, spk, ref_lab, spacing, centre, q, mp, valves
     nlut = att_lut.shape[0] - 1
     idx = noise_offset
     scale = 20.0 / dr
+    # log compression: val = 1 + (10 log10(amp^2) + gain) / dr, log2 by exponent + table
+    l2scale = 0.5 * scale * math.log10(2.0)
+    offset = 1.0 + gain / dr
+    log2_lut = np.empty(LUT_N + 1)
+    for n in range(LUT_N + 1):
+        log2_lut[n] = math.log2(0.5 + (n + 0.5) / (2.0 * LUT_N))
     wlo, whi = 1e30, -1e30
+    bound2 = np.empty(nv)
     for n in range(nv):
+        bound2[n] = valves[n, V_BOUND] ** 2
         wlo = min(wlo, valves[n, V_C + 2] - valves[n, V_BOUND])
         whi = max(whi, valves[n, V_C + 2] + valves[n, V_BOUND])
     for k in range(nz):
@@ -195,14 +204,13 @@ def render_frame(out, lab_out, env, spk, ref_lab, spacing, centre, q, mp, valves
                 a = _trilinear(env, zv, yv, xv)
                 on_valve = False
                 for n in range(nv if wlo <= W <= whi else 0):
-                    row = valves[n]
-                    dxv, dyv, dzv = U - row[V_C], V - row[V_C + 1], W - row[V_C + 2]
-                    if dxv * dxv + dyv * dyv + dzv * dzv > row[V_BOUND] ** 2:
+                    dxv, dyv, dzv = U - valves[n, V_C], V - valves[n, V_C + 1], W - valves[n, V_C + 2]
+                    if dxv * dxv + dyv * dyv + dzv * dzv > bound2[n]:
                         continue
-                    d = _leaflet_distance(U, V, W, row)
+                    d = _leaflet_distance(U, V, W, valves[n])
                     if d < 3.0 * psf:
                         wgt = 1.0 if d <= 0.0 else math.exp(-d * d * inv2s2)
-                        a += row[V_AMP] * wgt * _trilinear(spk, zv, yv, xv)
+                        a += valves[n, V_AMP] * wgt * _trilinear(spk, zv, yv, xv)
                         if d <= 0.0:
                             on_valve = True
                 # residual attenuation with depth from the apical window
@@ -213,7 +221,8 @@ def render_frame(out, lab_out, env, spk, ref_lab, spacing, centre, q, mp, valves
                 n1 = noise[idx, 0] * namp
                 n2 = noise[idx, 1] * namp
                 amp2 = (a + n1) ** 2 + n2 * n2 + 1e-18
-                val = 1.0 + (0.5 * scale) * math.log10(amp2) + gain / dr
+                m, e = math.frexp(amp2)                      # amp2 = m 2^e, m in [0.5, 1)
+                val = offset + l2scale * (e + log2_lut[int((m - 0.5) * 2.0 * LUT_N)])
                 if val <= 0.0:
                     out[k, j, i] = 0
                 else:

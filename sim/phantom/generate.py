@@ -40,7 +40,9 @@ class PhantomParts:
     timing: CardiacTiming
 
 
-def _valve_rows(anatomy: Anatomy, mitral_open: float, aortic_open: float) -> np.ndarray:
+def _valve_rows(anatomy: Anatomy, mitral_open: float, aortic_open: float, psf_mm: float = 1.1,
+                amplitude: float = 3.5) -> np.ndarray:
+    """(3, N_VALVE) kernel rows of the mitral, tricuspid and aortic valves at the given openings."""
     rows = np.zeros((3, N_VALVE))
     for n, (valve, opening) in enumerate(((anatomy.mitral, mitral_open),
                                           (anatomy.tricuspid, mitral_open),
@@ -53,8 +55,10 @@ def _valve_rows(anatomy: Anatomy, mitral_open: float, aortic_open: float) -> np.
         row[V_TH] = valve.thickness
         row[V_BETA] = valve.beta_closed + opening * (valve.beta_open - valve.beta_closed)
         row[V_LF] = 1.03 / math.cos(valve.beta_closed)
-        row[V_AMP] = 2.2
-        row[V_BOUND] = 2.6 * valve.radius + 6.0
+        row[V_AMP] = amplitude
+        # every leaflet point lies within this distance of the annulus centre (plus the PSF tail)
+        reach = valve.radius + float(np.linalg.norm(valve.coapt))
+        row[V_BOUND] = math.hypot(reach + 1.0, row[V_LF] * reach) + valve.thickness + 3.0 * psf_mm
     return rows
 
 
@@ -84,16 +88,19 @@ def build_patient(seed: int, style: AcquisitionStyle | None = None, frames: int 
     anatomy = Anatomy(shape, centre, radius)
     assert Tissue.VALVE == 17  # the kernel writes 17 for leaflets
 
-    # end-diastolic labels and reference echo on the grid
-    zz, yy, xx = np.meshgrid(np.arange(nz, dtype=np.float32) * np.float32(vox),
-                             np.arange(ny, dtype=np.float32) * np.float32(vox),
-                             np.arange(nx, dtype=np.float32) * np.float32(vox), indexing='ij')
-    pts = np.stack([xx.ravel(), yy.ravel(), zz.ravel()])
-    del xx, yy
-    ref_lab = anatomy.labels(pts).reshape(nz, ny, nx)
-    del pts
-    depth = (zz - np.float32(anatomy.probe_apex[2]))
-    del zz
+    # end-diastolic labels on the grid, in slabs of z to bound the temporaries
+    ref_lab = np.empty((nz, ny, nx), np.uint8)
+    yy, xx = np.meshgrid(np.arange(ny, dtype=np.float32) * np.float32(vox),
+                         np.arange(nx, dtype=np.float32) * np.float32(vox), indexing='ij')
+    slab = max(1, 16384 * 16 // (nx * ny))
+    for k0 in range(0, nz, slab):
+        k1 = min(nz, k0 + slab)
+        zs = np.arange(k0, k1, dtype=np.float32) * np.float32(vox)
+        pts = np.stack([np.broadcast_to(xx, (k1 - k0, ny, nx)).ravel(),
+                        np.broadcast_to(yy, (k1 - k0, ny, nx)).ravel(),
+                        np.repeat(zs, ny * nx)])
+        ref_lab[k0:k1] = anatomy.labels(pts).reshape(k1 - k0, ny, nx)
+    depth = (np.arange(nz, dtype=np.float32) * np.float32(vox) - np.float32(anatomy.probe_apex[2]))[:, None, None]
     env, spk = reference_echo(ref_lab, shape, style, depth, np.random.default_rng(s_tex))
     del depth
 
@@ -114,7 +121,7 @@ def build_patient(seed: int, style: AcquisitionStyle | None = None, frames: int 
     for n in range(frames):
         t = n / frames
         mp = motion.params(timing.contraction(t))
-        valves = _valve_rows(anatomy, timing.mitral_open(t), timing.aortic_open(t))
+        valves = _valve_rows(anatomy, timing.mitral_open(t), timing.aortic_open(t), style.psf_lateral_mm)
         render_frame(data[n], labels[n] if labels is not None else no_labels, env, spk, ref_lab,
                      spacing, anatomy.centre, anatomy.q, mp, valves, anatomy.probe_apex, att_lut,
                      noise, int(offsets[n]), disp)

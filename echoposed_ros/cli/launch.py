@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--plot', type=Path, default=None, help='write a picture of the run here (PNG)')
     parser.add_argument('--show-args', action='store_true', help='list the launch arguments and exit')
     parser.add_argument('--quiet', action='store_true', help="do not echo the nodes' output")
+    parser.add_argument('--isolated', action='store_true',
+                        help='run on a random ROS domain (1-101) with localhost-only discovery, so other '
+                             'graphs on this machine or network are neither heard nor disturbed')
 
 
 def _parse(pairs: list[str]) -> dict[str, str]:
@@ -62,9 +65,22 @@ def run(args: argparse.Namespace) -> int:
     return _run(args, launch_args, nodes)
 
 
+def _isolate() -> str:
+    """Pick a random ROS domain with localhost-only discovery for this process and its children."""
+    import os
+    import random
+
+    domain = str(random.SystemRandom().randint(1, 101))
+    os.environ['ROS_DOMAIN_ID'] = domain
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    return domain
+
+
 def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> int:
     import io
 
+    if args.isolated:
+        print(f'echoposed launch: isolated on ROS domain {_isolate()} (localhost only)', file=sys.stderr)
     import rclpy
 
     from ..bringup.launcher import run_nodes

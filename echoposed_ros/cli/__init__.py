@@ -14,6 +14,7 @@ __all__ = ['SUBCOMMANDS', 'main']
 
 # name: (module, one-line help). Sorted by name.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    'bag': ('echoposed_ros.cli.bag', 'Rosbag2 (MCAP) record, replay and offline scoring of sessions.'),
     'bench': ('echoposed_ros.cli.bench', 'Speed benchmarks against a same-run baseline (slicer).'),
     'estimate': ('echoposed_ros.cli.estimate', 'Estimate probe poses and sigma^2 for image files (JSON).'),
     'eval': ('echoposed_ros.cli.eval', 'Evaluation protocols: calibration (METHOD section 7).'),

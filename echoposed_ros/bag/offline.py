@@ -1,0 +1,229 @@
+"""``echoposed bag eval`` for one bag: read it, run the estimator offline, score, report (JSON-ready).
+
+:func:`evaluate_bag` = :func:`~.reader.read_bag` -> :func:`estimate_images` (the runtime
+:class:`~echoposed_ros.estimator.Estimator`, batched) -> the scores of :mod:`.evaluate`:
+
+- ``offline``: tracking error (deg) of the offline estimates against ground truth after the
+  constant left alignment, per image and summarised; sigma^2 (rad^2); Spearman rank correlation
+  of sigma^2 with that error;
+- ``recorded``: the same for the live estimates recorded on ``echoposed/pose``, plus the recorded
+  latency (image stamp -> pose received by the recorder, ms) and the pose node's inference time;
+- ``target``: ground-truth effective error to the target (deg) over time: initial, final, minimum;
+- ``guidance``: the controller's states and estimated error from ``guidance/status``; command
+  speeds from ``probe/cmd``;
+- ``series``: the time series behind them (s since the first image, degrees).
+
+Targets (:class:`TargetSpec`): a standard view (its pose stored in the bag by the recorder, or
+read from ``volume``), the ground truth at a bag time, or by default the view stored in the bag.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..geometry import project_to_so3, quat_xyzw_to_matrix
+from .errors import BagError
+from .evaluate import latency_stats, spearman, stats, target_error, tracking
+from .reader import BagContents, read_bag
+
+__all__ = ['OfflineEstimates', 'TargetSpec', 'Target', 'estimate_images', 'evaluate_bag', 'resolve_target']
+
+DEG = float(np.degrees(1.0))
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What to score the effective error against: ``view`` (A4C, A2C, A3C), or ``bag_time_s``
+    (the ground-truth pose that many seconds after the first image), else the bag's stored view.
+    ``volume``: a volume file whose standard views give the view's pose when the bag has none."""
+
+    view: str | None = None
+    bag_time_s: float | None = None
+    volume: Path | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    source: str
+    orbit: np.ndarray
+    probe: np.ndarray
+
+
+@dataclass(frozen=True)
+class OfflineEstimates:
+    """Offline estimates per image: stamps int64 ns; orbit / probe (N, 3, 3) canonical mean;
+    ungauged_orbit / ungauged_probe (N, 3, 3) projected member means before gauge fixing;
+    sigma2 (N,) rad^2; wall_s: seconds spent estimating."""
+
+    stamps: np.ndarray
+    orbit: np.ndarray
+    probe: np.ndarray
+    ungauged_orbit: np.ndarray
+    ungauged_probe: np.ndarray
+    sigma2: np.ndarray
+    wall_s: float
+
+
+def estimate_images(estimator: Any, images: list[np.ndarray], encodings: list[str], stamps: np.ndarray,
+                    batch_size: int = 64) -> OfflineEstimates:
+    """Run ``estimator.estimate_batch`` over the images in batches of ``batch_size``."""
+    t0 = time.perf_counter()
+    orbit, probe, uo, up, sigma2 = [], [], [], [], []
+    for start in range(0, len(images), batch_size):
+        batch = estimator.estimate_batch(images[start:start + batch_size], encodings[start:start + batch_size],
+                                         [f'image {i}' for i in range(start, min(start + batch_size, len(images)))])
+        orbit += [e.orbit for e in batch]
+        probe += [e.probe for e in batch]
+        sigma2 += [e.sigma2 for e in batch]
+        members_v = np.stack([e.member_orbits for e in batch])
+        members_p = np.stack([e.member_probes for e in batch])
+        uo.append(project_to_so3(members_v.mean(axis=1), 'member mean (orbit)'))
+        up.append(project_to_so3(members_p.mean(axis=1), 'member mean (probe)'))
+    empty = np.zeros((0, 3, 3))
+    return OfflineEstimates(np.asarray(stamps, np.int64), np.array(orbit).reshape(-1, 3, 3),
+                            np.array(probe).reshape(-1, 3, 3),
+                            np.concatenate(uo) if uo else empty, np.concatenate(up) if up else empty,
+                            np.array(sigma2, dtype=np.float64), time.perf_counter() - t0)
+
+
+def _stored_target(c: BagContents) -> Target | None:
+    view = c.custom.get('echoposed.target_view')
+    if not view:
+        return None
+    try:
+        orbit = quat_xyzw_to_matrix(np.array(json.loads(c.custom['echoposed.target_orbit_xyzw'])), 'target orbit')
+        probe = quat_xyzw_to_matrix(np.array(json.loads(c.custom['echoposed.target_probe_xyzw'])), 'target probe')
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BagError(f'{c.path}: custom_data holds target view {view} but not a valid pose: {exc}') from exc
+    return Target(view, 'recorded in the bag (simulator ground truth)', orbit, probe)
+
+
+def resolve_target(c: BagContents, spec: TargetSpec) -> Target | None:
+    """The target pose in the truth's frame, or None when none is given or stored."""
+    if spec.bag_time_s is not None:
+        if c.truth is None:
+            raise BagError(f'{c.path}: --target-bag-time needs ground truth (/probe/true_pose) in the bag')
+        t = (c.truth.stamps - c.images.stamps[0]) * 1e-9
+        i = int(np.argmin(np.abs(t - spec.bag_time_s)))
+        return Target(f'truth at {t[i]:.3f} s', 'ground truth at a bag time', c.truth.orbit[i], c.truth.probe[i])
+    stored = _stored_target(c)
+    if spec.view is None:
+        return stored
+    view = spec.view.strip().upper()
+    if stored is not None and stored.name == view:
+        return stored
+    if spec.volume is None:
+        raise BagError(f'{c.path}: target view {view} is not stored in the bag'
+                       f'{f" (it stores {stored.name})" if stored else ""}; give --volume FILE to read its pose')
+    from echoposed_sim.volume_io import load_volume
+    volume = load_volume(Path(spec.volume))
+    if view not in volume.views:
+        raise BagError(f'{spec.volume}: no standard view {view} (known: {", ".join(sorted(volume.views)) or "none"})')
+    v = volume.views[view]
+    return Target(view, f'standard view of {spec.volume}', np.asarray(v.orbit, float), np.asarray(v.probe, float))
+
+
+def _tracking_report(tr: Any, t0: int) -> dict[str, Any]:
+    if tr is None:
+        return {'matched': 0, 'note': 'no estimate matched a ground-truth stamp'}
+    return {'matched': int(tr.error.size), 'error_deg': stats(tr.error, DEG), 'sigma2': stats(tr.sigma2),
+            'sigma_error_spearman': spearman(tr.sigma2, tr.error)}
+
+
+def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetSpec = TargetSpec(),
+                 image_topic: str | None = None, batch_size: int = 64,
+                 tolerance_s: float = 0.02) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Score one bag. Returns (report, series): the JSON-ready report and the time series for plots.
+
+    ``estimator``: an :class:`~echoposed_ros.estimator.Estimator` (None: no offline estimation).
+    Raises :class:`BagError` for a bag that cannot be scored.
+    """
+    t_start = time.perf_counter()
+    c = read_bag(path, image_topic=image_topic, load_images=estimator is not None)
+    t_read = time.perf_counter() - t_start
+    img = c.images
+    t0 = int(img.stamps[0])
+    span = (img.stamps[-1] - img.stamps[0]) * 1e-9
+    rate = (len(img) - 1) / span if span > 0 else 0.0
+    tol = int(tolerance_s * 1e9)
+    report: dict[str, Any] = {
+        'bag': str(c.path), 'ok': True, 'topics': c.topics, 'message_counts': c.counts,
+        'image_topic': img.topic, 'images': len(img), 'image_rate_hz': rate,
+        'recording_s': span + (1.0 / rate if rate > 0 else 0.0),
+        'ground_truth': c.truth is not None, 'ground_truth_samples': 0 if c.truth is None else len(c.truth),
+    }
+    series: dict[str, Any] = {'bag': str(c.path), 'last_image': img.images[-1] if img.images else None}
+
+    def rel(stamps: np.ndarray) -> list[float]:
+        return ((np.asarray(stamps, np.int64) - t0) * 1e-9).tolist()
+
+    # offline estimation
+    if estimator is not None:
+        est = estimate_images(estimator, img.images, img.encodings, img.stamps, batch_size)
+        off: dict[str, Any] = {'model': str(getattr(estimator, 'path', '')), 'estimated': int(est.sigma2.size),
+                               'estimate_s': est.wall_s, 'sigma2': stats(est.sigma2)}
+        if c.truth is not None:
+            tr = tracking(c.truth.stamps, c.truth.orbit, c.truth.probe, est.stamps, est.ungauged_orbit,
+                          est.ungauged_probe, est.sigma2, tol)
+            off.update(_tracking_report(tr, t0))
+            if tr is not None:
+                series['offline'] = {'t': rel(tr.stamps), 'error_deg': (tr.error * DEG).tolist(),
+                                     'sigma2': tr.sigma2.tolist()}
+        else:
+            off['note'] = 'no ground truth in the bag: tracking error not scored'
+            series['offline'] = {'t': rel(est.stamps), 'sigma2': est.sigma2.tolist()}
+        report['offline'] = off
+    else:
+        report['offline'] = {'skipped': 'no model'}
+    # recorded live estimates
+    if c.poses is not None:
+        p = c.poses
+        rec: dict[str, Any] = {'poses': len(p), 'latency_ms': latency_stats(p.stamps, p.times),
+                               'inference_ms': stats(p.inference_s, 1e3), 'sigma2': stats(p.sigma2)}
+        if c.truth is not None:
+            tr = tracking(c.truth.stamps, c.truth.orbit, c.truth.probe, p.stamps, p.member_mean_orbit,
+                          p.member_mean_probe, p.sigma2, tol)
+            rec.update(_tracking_report(tr, t0))
+            if tr is not None:
+                series['recorded'] = {'t': rel(tr.stamps), 'error_deg': (tr.error * DEG).tolist(),
+                                      'sigma2': tr.sigma2.tolist()}
+        series['latency_ms'] = ((p.times - p.stamps) * 1e-6).tolist()
+        report['recorded'] = rec
+    # target
+    tgt = resolve_target(c, target)
+    if tgt is not None and c.truth is not None:
+        err = target_error(c.truth.orbit, c.truth.probe, tgt.orbit, tgt.probe)
+        t = np.array(rel(c.truth.stamps))
+        within = t[err * DEG <= 5.0]
+        report['target'] = {'name': tgt.name, 'source': tgt.source, 'initial_error_deg': float(err[0] * DEG),
+                            'final_error_deg': float(err[-1] * DEG), 'min_error_deg': float(err.min() * DEG),
+                            'first_within_5deg_s': float(within[0]) if within.size else None}
+        series['target'] = {'name': tgt.name, 't': t.tolist(), 'error_deg': (err * DEG).tolist()}
+    elif tgt is not None:
+        report['target'] = {'name': tgt.name, 'note': 'no ground truth in the bag: error to target not scored'}
+    # guidance
+    if c.status is not None:
+        s = c.status
+        names, counts = np.unique(s.states, return_counts=True)
+        report['guidance'] = {'status_messages': len(s.states), 'final_state': s.states[-1],
+                              'converged': s.states[-1] == 'converged',
+                              'final_estimated_error_deg': float(s.effective_error[-1] * DEG),
+                              'state_counts': {str(n): int(k) for n, k in zip(names, counts)},
+                              'target': s.targets[-1]}
+        series['status'] = {'t': ((s.times - c.images.times[0]) * 1e-9).tolist(),
+                            'estimated_error_deg': (s.effective_error * DEG).tolist()}
+    if c.commands is not None:
+        report['commands'] = {'count': int(c.commands.times.size),
+                              'max_orbit_speed': float(np.linalg.norm(c.commands.orbit, axis=1).max()),
+                              'max_probe_speed': float(np.linalg.norm(c.commands.probe, axis=1).max())}
+    wall = time.perf_counter() - t_start
+    report['eval_s'] = wall
+    report['read_s'] = t_read
+    report['realtime_factor'] = report['recording_s'] / wall if wall > 0 else None
+    return report, series

@@ -1,0 +1,100 @@
+"""Republishing a bag with its recorded timing (``echoposed bag play BAG [--rate R]``).
+
+Every message is published as its recorded CDR bytes (no deserialization; header stamps stay as
+recorded) on its recorded topic, at ``start + (t - t_first) / rate`` of wall time, where ``t`` is
+the bag (receive) time: the recorded spacing, scaled. Publishers are reliable with depth 100, which
+both reliable and best-effort (sensor-data) subscribers accept. Before the first message the
+player waits up to ``wait_s`` for every topic to have a subscriber (discovery), so the first
+messages are not published into the void.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from .errors import BagError
+from .reader import resolve_types, open_bag
+from .recorder import message_class
+from .typestore import typestore
+
+__all__ = ['PLAY_QOS', 'main', 'play_bag']
+
+PLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def play_bag(node: Any, path: str | Path, rate: float = 1.0, topics: Sequence[str] | None = None,
+             wait_s: float = 2.0, should_stop: Callable[[], bool] = lambda: False) -> dict[str, int]:
+    """Publish the bag's messages from ``node`` with the recorded spacing divided by ``rate``.
+
+    ``topics``: only these (absolute or relative names; default all). Returns {topic: published}.
+    """
+    if not rate > 0:
+        raise BagError(f'rate = {rate}; expected > 0')
+    path = Path(path)
+    reader = open_bag(path)
+    try:
+        resolve_types(path, reader, typestore())
+        wanted = None if topics is None else {t if t.startswith('/') else '/' + t for t in topics}
+        conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        if wanted is not None and not conns:
+            raise BagError(f'{path}: none of the topics {", ".join(sorted(wanted))} is in the bag '
+                           f'(it has {", ".join(sorted({c.topic for c in reader.connections}))})')
+        publishers = {}
+        for c in conns:
+            if c.topic not in publishers:
+                publishers[c.topic] = node.create_publisher(message_class(c.msgtype), c.topic, PLAY_QOS)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and not all(p.get_subscription_count() for p in publishers.values()):
+            time.sleep(0.02)
+        counts = {t: 0 for t in publishers}
+        start = time.monotonic()
+        first = None
+        try:
+            for conn, t, raw in reader.messages(connections=conns):
+                if should_stop():
+                    break
+                first = t if first is None else first
+                delay = start + (t - first) * 1e-9 / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                publishers[conn.topic].publish(bytes(raw))
+                counts[conn.topic] += 1
+        except (AssertionError, ValueError, OSError) as exc:
+            raise BagError(f'{path}: unreadable message data while playing: {exc}') from exc
+        return counts
+    finally:
+        reader.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m echoposed_ros.bag.player BAG [RATE]`` (the CLI is ``echoposed bag play``)."""
+    import rclpy
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print('usage: python -m echoposed_ros.bag.player BAG [RATE]', file=sys.stderr)
+        return 2
+    rclpy.init()
+    node = rclpy.create_node('echoposed_player')
+    try:
+        counts = play_bag(node, argv[0], float(argv[1]) if len(argv) > 1 else 1.0)
+        print(f'echoposed_player: published {sum(counts.values())} messages')
+        return 0
+    except BagError as exc:
+        print(f'echoposed_player: {exc}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    sys.exit(main())

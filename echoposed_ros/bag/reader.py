@@ -1,0 +1,368 @@
+"""Reading echoposed bags (rosbag2, MCAP or SQLite storage) into arrays; no rclpy.
+
+:func:`read_bag` opens a bag directory (or a bare ``.mcap`` file), checks it (complete, every
+message type known, an image topic present) and returns a :class:`BagContents`:
+
+- images (``sensor_msgs/Image`` any supported encoding, or ``sensor_msgs/CompressedImage``
+  PNG / JPEG) with their header stamps and bag (receive) times;
+- ``probe/true_pose`` (simulator ground truth, ``EchoPose`` in frame ``heart``) if recorded;
+- ``echoposed/pose`` (live estimates) if recorded, with sigma^2 and inference time;
+- ``probe/cmd`` (``ProbeTwist``) and ``guidance/status`` (``GuidanceStatus``) if recorded;
+- the bag's ``custom_data`` (e.g. the target view stored by the recorder).
+
+Times are int64 nanoseconds (ROS time); rotations (N, 3, 3) float64; quaternions on the wire are
+(x, y, z, w). Every problem raises one :class:`BagError` naming the bag and the problem.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rosbags.rosbag2 import Reader, ReaderError
+
+from .errors import BagError
+from .typestore import ensure_type, typestore
+
+__all__ = ['COMMAND_TOPIC', 'IMAGE_TOPICS', 'IMAGE_TYPES', 'MCAP_MAGIC', 'POSE_TOPIC', 'STATUS_TOPIC',
+           'TRUTH_TOPIC', 'BagContents', 'CommandSeries', 'ImageSeries', 'PoseSeries', 'StatusSeries',
+           'check_complete', 'open_bag', 'read_bag', 'resolve_types']
+
+MCAP_MAGIC = b'\x89MCAP0\r\n'
+IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
+IMAGE_TOPICS = ('/probe/image', '/probe/image/compressed')
+TRUTH_TOPIC = '/probe/true_pose'
+POSE_TOPIC = '/echoposed/pose'
+COMMAND_TOPIC = '/probe/cmd'
+STATUS_TOPIC = '/guidance/status'
+
+
+@dataclass
+class ImageSeries:
+    """N images: arrays (H, W) or (H, W, 3) with their ROS encodings; stamps (header) and times
+    (bag receive time), int64 ns."""
+
+    topic: str
+    stamps: np.ndarray
+    times: np.ndarray
+    images: list[np.ndarray]
+    encodings: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class PoseSeries:
+    """N ``EchoPose`` messages: stamps / times int64 ns; orbit, probe (N, 3, 3) (canonical mean);
+    sigma2 (N,) rad^2; inference_s (N,); member_mean_orbit / member_mean_probe (N, 3, 3): the
+    projected mean of the aligned members before gauge fixing (equal to orbit / probe when the
+    message has no members)."""
+
+    topic: str
+    stamps: np.ndarray
+    times: np.ndarray
+    orbit: np.ndarray
+    probe: np.ndarray
+    sigma2: np.ndarray
+    inference_s: np.ndarray
+    member_mean_orbit: np.ndarray
+    member_mean_probe: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+
+@dataclass
+class CommandSeries:
+    """N ``ProbeTwist`` commands: times (bag, ns); orbit, probe (N, 3) body rates, rad/s."""
+
+    topic: str
+    times: np.ndarray
+    orbit: np.ndarray
+    probe: np.ndarray
+
+
+@dataclass
+class StatusSeries:
+    """N ``GuidanceStatus`` messages: times (bag, ns); state names; estimated effective error (rad);
+    sigma2 (rad^2); target names."""
+
+    topic: str
+    times: np.ndarray
+    states: list[str]
+    effective_error: np.ndarray
+    sigma2: np.ndarray
+    targets: list[str]
+
+
+@dataclass
+class BagContents:
+    path: Path
+    topics: dict[str, str]
+    counts: dict[str, int]
+    start_ns: int
+    duration_s: float
+    images: ImageSeries
+    truth: PoseSeries | None = None
+    poses: PoseSeries | None = None
+    commands: CommandSeries | None = None
+    status: StatusSeries | None = None
+    custom: dict[str, str] = field(default_factory=dict)
+
+
+def _storage_files(path: Path) -> list[Path]:
+    return sorted(path.glob('*.mcap')) if path.is_dir() else [path]
+
+
+def check_complete(path: str | Path) -> None:
+    """BagError when an MCAP file of the bag has no footer (cut, or its recorder was killed) or the
+    directory has no metadata.yaml."""
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f'{path}: no such bag (expected a rosbag2 directory or an .mcap file)')
+    for f in _storage_files(path):
+        if f.suffix != '.mcap':
+            continue
+        size = f.stat().st_size
+        with f.open('rb') as fh:
+            head = fh.read(8)
+            fh.seek(max(size - 8, 0))
+            tail = fh.read(8)
+        if head != MCAP_MAGIC:
+            raise BagError(f'{path}: {f.name} is not an MCAP file (bad magic)')
+        if tail != MCAP_MAGIC:
+            raise BagError(f'{path}: truncated: {f.name} ({size} bytes) ends without the MCAP footer '
+                           '(the file was cut or its recorder was killed before closing it)')
+    if path.is_dir() and not (path / 'metadata.yaml').is_file():
+        if not _storage_files(path):
+            raise BagError(f'{path}: not a bag: no metadata.yaml and no .mcap file')
+        raise BagError(f'{path}: truncated: no metadata.yaml (its recorder did not close the bag)')
+
+
+def open_bag(path: str | Path) -> Reader:
+    """An open rosbags Reader, after :func:`check_complete`; every failure is a BagError."""
+    path = Path(path)
+    check_complete(path)
+    try:
+        reader = Reader(path)
+        reader.open()
+    except (ReaderError, OSError, KeyError, ValueError) as exc:
+        raise BagError(f'{path}: cannot be opened as a rosbag2 bag: {exc}') from exc
+    return reader
+
+
+def resolve_types(path: Path, reader: Reader, store: Any) -> None:
+    """Make every connection type of an open bag known to ``store`` (stock, installed, or the bag's own
+    definition); BagError naming the type and topic otherwise."""
+    for conn in reader.connections:
+        if conn.msgtype in store.fielddefs:
+            continue
+        try:
+            ensure_type(store, conn.msgtype)
+            continue
+        except BagError:
+            pass
+        definition = getattr(conn.msgdef, 'data', '') or ''
+        if definition.strip():
+            from rosbags.typesys import get_types_from_msg
+            try:
+                store.register(get_types_from_msg(definition, conn.msgtype))
+                continue
+            except Exception:  # noqa: BLE001 - the parser raises its own error types
+                pass
+        raise BagError(f'{path}: unknown message type {conn.msgtype!r} on topic {conn.topic} '
+                       '(not a known ROS type and the bag holds no usable definition of it)')
+
+
+def _pick_image_topic(path: Path, topics: dict[str, str], counts: dict[str, int], wanted: str | None) -> str:
+    if wanted is not None:
+        name = wanted if wanted.startswith('/') else '/' + wanted
+        if name not in topics:
+            raise BagError(f'{path}: no image topic {name} (topics: {", ".join(sorted(topics)) or "none"})')
+        if topics[name] not in IMAGE_TYPES:
+            raise BagError(f'{path}: topic {name} is {topics[name]}, not an image '
+                           f'({" or ".join(IMAGE_TYPES)})')
+        return name
+    images = [t for t, ty in topics.items() if ty in IMAGE_TYPES]
+    if not images:
+        raise BagError(f'{path}: no image topic (sensor_msgs/msg/Image or CompressedImage); topics: '
+                       f'{", ".join(f"{t} ({ty})" for t, ty in sorted(topics.items())) or "none"}')
+    preferred = [t for t in IMAGE_TOPICS if t in images and counts.get(t, 0)]
+    if preferred:
+        return preferred[0]
+    with_messages = [t for t in sorted(images) if counts.get(t, 0)]
+    return (with_messages or sorted(images))[0]
+
+
+def _decode_image(msg: Any, msgtype: str, where: str) -> tuple[np.ndarray, str]:
+    from ..estimator import EstimatorError, decode_buffer
+
+    try:
+        if msgtype == 'sensor_msgs/msg/Image':
+            array = decode_buffer(msg.data, msg.encoding, msg.height, msg.width, msg.step,
+                                  bool(msg.is_bigendian), name=where)
+            return array, msg.encoding
+        from PIL import Image as PILImage
+        with PILImage.open(io.BytesIO(bytes(msg.data))) as img:
+            img.load()
+            if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+                return np.asarray(img, dtype=np.uint16), 'mono16'
+            if img.mode in ('L', 'P', '1', 'LA'):
+                return np.asarray(img.convert('L')), 'mono8'
+            return np.asarray(img.convert('RGB')), 'rgb8'
+    except (EstimatorError, OSError, ValueError, SyntaxError) as exc:
+        raise BagError(f'{where}: image cannot be decoded: {exc}') from exc
+
+
+def _stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def _quats(qs: Sequence[Any]) -> np.ndarray:
+    return np.array([[q.x, q.y, q.z, q.w] for q in qs], dtype=np.float64).reshape(-1, 4)
+
+
+def _matrices(xyzw: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+    if len(xyzw) == 0:
+        return np.zeros((0, 3, 3))
+    return Rotation.from_quat(xyzw).as_matrix()
+
+
+class _PoseCollector:
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.stamps: list[int] = []
+        self.times: list[int] = []
+        self.orbit: list[np.ndarray] = []
+        self.probe: list[np.ndarray] = []
+        self.sigma2: list[float] = []
+        self.inference: list[float] = []
+        self.member_orbit: list[np.ndarray | None] = []
+        self.member_probe: list[np.ndarray | None] = []
+
+    def add(self, msg: Any, t: int) -> None:
+        self.stamps.append(_stamp_ns(msg.header))
+        self.times.append(t)
+        self.orbit.append(_quats([msg.orbit])[0])
+        self.probe.append(_quats([msg.probe])[0])
+        self.sigma2.append(float(msg.uncertainty))
+        self.inference.append(float(msg.inference_time))
+        members = len(msg.member_orbit) and len(msg.member_orbit) == len(msg.member_probe)
+        self.member_orbit.append(_quats(msg.member_orbit) if members else None)
+        self.member_probe.append(_quats(msg.member_probe) if members else None)
+
+    def series(self) -> PoseSeries | None:
+        if not self.stamps:
+            return None
+        from ..geometry import project_to_so3
+        orbit, probe = _matrices(np.array(self.orbit)), _matrices(np.array(self.probe))
+        mo, mp = orbit.copy(), probe.copy()
+        for i, (qo, qp) in enumerate(zip(self.member_orbit, self.member_probe)):
+            if qo is not None:
+                mo[i] = project_to_so3(_matrices(qo).mean(axis=0))
+                mp[i] = project_to_so3(_matrices(qp).mean(axis=0))
+        return PoseSeries(self.topic, np.array(self.stamps, np.int64), np.array(self.times, np.int64), orbit,
+                          probe, np.array(self.sigma2), np.array(self.inference), mo, mp)
+
+
+def read_bag(path: str | Path, image_topic: str | None = None, load_images: bool = True) -> BagContents:
+    """Read an echoposed bag (see the module docstring). ``image_topic``: which image topic
+    (default: ``/probe/image``, else ``/probe/image/compressed``, else the first image topic).
+    ``load_images=False`` reads only image stamps and times (no decoding)."""
+    path = Path(path)
+    store = typestore()
+    reader = open_bag(path)
+    try:
+        resolve_types(path, reader, store)
+        conns = reader.connections
+        topic_types = {c.topic: c.msgtype for c in conns}
+        counts = {c.topic: 0 for c in conns}
+        for c in conns:
+            counts[c.topic] += c.msgcount
+        image_name = _pick_image_topic(path, topic_types, counts, image_topic)
+        wanted = {image_name, TRUTH_TOPIC, POSE_TOPIC, COMMAND_TOPIC, STATUS_TOPIC}
+        use = [c for c in conns if c.topic in wanted]
+        img_stamps: list[int] = []
+        img_times: list[int] = []
+        images: list[np.ndarray] = []
+        encodings: list[str] = []
+        truth, poses = _PoseCollector(TRUTH_TOPIC), _PoseCollector(POSE_TOPIC)
+        cmd_t: list[int] = []
+        cmd_v: list[tuple[float, ...]] = []
+        st_t: list[int] = []
+        st_state: list[str] = []
+        st_err: list[float] = []
+        st_sigma: list[float] = []
+        st_target: list[str] = []
+        expected = {TRUTH_TOPIC: 'echoposed_msgs/msg/EchoPose', POSE_TOPIC: 'echoposed_msgs/msg/EchoPose',
+                    COMMAND_TOPIC: 'echoposed_msgs/msg/ProbeTwist',
+                    STATUS_TOPIC: 'echoposed_msgs/msg/GuidanceStatus'}
+        for c in use:
+            if c.topic in expected and c.msgtype != expected[c.topic]:
+                raise BagError(f'{path}: topic {c.topic} is {c.msgtype}; expected {expected[c.topic]}')
+        index = 0
+        try:
+            for conn, t, raw in reader.messages(connections=use):
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+                topic = conn.topic
+                if topic == image_name:
+                    img_stamps.append(_stamp_ns(msg.header))
+                    img_times.append(t)
+                    if load_images:
+                        array, enc = _decode_image(msg, conn.msgtype, f'{path}: {topic} message {index}')
+                        images.append(array)
+                        encodings.append(enc)
+                    index += 1
+                elif topic == TRUTH_TOPIC:
+                    truth.add(msg, t)
+                elif topic == POSE_TOPIC:
+                    poses.add(msg, t)
+                elif topic == COMMAND_TOPIC:
+                    cmd_t.append(t)
+                    cmd_v.append((msg.orbit.x, msg.orbit.y, msg.orbit.z, msg.probe.x, msg.probe.y, msg.probe.z))
+                elif topic == STATUS_TOPIC:
+                    st_t.append(t)
+                    st_state.append(str(msg.state_name))
+                    st_err.append(float(msg.effective_error))
+                    st_sigma.append(float(msg.uncertainty))
+                    st_target.append(str(msg.target))
+        except BagError:
+            raise
+        except (ReaderError, AssertionError, ValueError, IndexError, KeyError, OSError) as exc:
+            raise BagError(f'{path}: unreadable message data ({type(exc).__name__}: {exc}); '
+                           'the bag is damaged or truncated') from exc
+        if not img_stamps:
+            raise BagError(f'{path}: image topic {image_name} has no messages')
+        start = int(reader.start_time) if reader.message_count else 0
+        duration = (int(reader.end_time) - start) * 1e-9 if reader.message_count else 0.0
+    finally:
+        reader.close()
+    custom = _custom_data(path)
+    cmd = np.array(cmd_v, dtype=np.float64).reshape(-1, 6)
+    return BagContents(
+        path=path, topics=topic_types, counts=counts, start_ns=start, duration_s=duration,
+        images=ImageSeries(image_name, np.array(img_stamps, np.int64), np.array(img_times, np.int64), images,
+                           encodings),
+        truth=truth.series(), poses=poses.series(),
+        commands=CommandSeries(COMMAND_TOPIC, np.array(cmd_t, np.int64), cmd[:, :3], cmd[:, 3:]) if cmd_t else None,
+        status=StatusSeries(STATUS_TOPIC, np.array(st_t, np.int64), st_state, np.array(st_err), np.array(st_sigma),
+                            st_target) if st_t else None,
+        custom=custom)
+
+
+def _custom_data(path: Path) -> dict[str, str]:
+    """``custom_data`` of metadata.yaml ({} when absent)."""
+    meta = path / 'metadata.yaml' if path.is_dir() else None
+    if meta is None or not meta.is_file():
+        return {}
+    import yaml
+    try:
+        info = (yaml.safe_load(meta.read_text()) or {}).get('rosbag2_bagfile_information', {})
+    except yaml.YAMLError:
+        return {}
+    return {str(k): str(v) for k, v in (info.get('custom_data') or {}).items()}

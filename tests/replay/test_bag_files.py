@@ -1,0 +1,214 @@
+"""Bags written directly with the rosbags writer: reading, and one clear error per broken bag.
+
+Tiny bags (a few 32 x 32 images) are written into tmp_path with :class:`BagWriter` (rosbags
+``Writer``, MCAP storage). ``make_bag`` is also used by the other bag tests.
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy.spatial.transform import Rotation
+
+from echoposed_ros.bag import BagError
+from echoposed_ros.bag.reader import read_bag
+from echoposed_ros.bag.typestore import typestore
+from echoposed_ros.bag.writer import BagWriter
+
+ECHOPOSED = Path(sys.executable).with_name('echoposed')
+T0 = 1_700_000_000_000_000_000  # ns
+PERIOD = 33_333_333  # ns, 30 Hz
+
+
+def _header(t: int, frame: str = 'probe'):
+    ts = typestore().types
+    return ts['std_msgs/msg/Header'](stamp=ts['builtin_interfaces/msg/Time'](sec=t // 10**9, nanosec=t % 10**9),
+                                     frame_id=frame)
+
+
+def _quat(r: np.ndarray):
+    x, y, z, w = Rotation.from_matrix(r).as_quat()
+    return typestore().types['geometry_msgs/msg/Quaternion'](x=x, y=y, z=z, w=w)
+
+
+def image_msg(t: int, value: int, size: int = 32):
+    data = np.full(size * size, value % 256, np.uint8)
+    return typestore().types['sensor_msgs/msg/Image'](header=_header(t), height=size, width=size, encoding='mono8',
+                                                      is_bigendian=0, step=size, data=data)
+
+
+def compressed_msg(t: int, value: int, size: int = 32):
+    from PIL import Image as PILImage
+    buf = io.BytesIO()
+    PILImage.fromarray(np.full((size, size), value % 256, np.uint8)).save(buf, format='PNG')
+    return typestore().types['sensor_msgs/msg/CompressedImage'](header=_header(t), format='png',
+                                                                data=np.frombuffer(buf.getvalue(), np.uint8))
+
+
+def echopose_msg(t: int, orbit: np.ndarray, probe: np.ndarray, sigma2: float = 0.0, members: int = 0,
+                 frame: str = 'heart'):
+    m = [_quat(orbit)] * members
+    return typestore().types['echoposed_msgs/msg/EchoPose'](
+        header=_header(t, frame), orbit=_quat(orbit), probe=_quat(probe), uncertainty=sigma2,
+        member_orbit=m, member_probe=[_quat(probe)] * members, inference_time=0.004)
+
+
+def truth_poses(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n smoothly varying poses (orbit, probe) (n, 3, 3)."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(n)[:, None]
+    orbit = Rotation.from_rotvec(0.2 * np.sin(0.1 * k + rng.uniform(0, 6, 3)) * [1, 1, 0]).as_matrix()
+    probe = Rotation.from_rotvec(0.4 * np.sin(0.07 * k + rng.uniform(0, 6, 3))).as_matrix()
+    return orbit, probe
+
+
+def make_bag(path: Path, n: int = 12, images: bool = True, compressed: bool = False, truth: bool = True,
+             poses: bool = True, extra: bool = True, close: bool = True, custom: dict | None = None) -> Path:
+    """A small echoposed bag at 30 Hz: images (value = index), truth, live poses 40 ms late, commands,
+    status. Returns the bag path (the writer is left open when ``close`` is False)."""
+    ts = typestore().types
+    writer = BagWriter(path, custom_data=custom)
+    image_topic = '/probe/image/compressed' if compressed else '/probe/image'
+    if images:
+        writer.add_topic(image_topic, 'sensor_msgs/msg/CompressedImage' if compressed else 'sensor_msgs/msg/Image')
+    if truth:
+        writer.add_topic('/probe/true_pose', 'echoposed_msgs/msg/EchoPose')
+    if poses:
+        writer.add_topic('/echoposed/pose', 'echoposed_msgs/msg/EchoPose')
+    if extra:
+        writer.add_topic('/probe/cmd', 'echoposed_msgs/msg/ProbeTwist')
+        writer.add_topic('/guidance/status', 'echoposed_msgs/msg/GuidanceStatus')
+    orbit, probe = truth_poses(n)
+    A = Rotation.from_rotvec([0.3, -0.2, 0.5]).as_matrix()  # the estimates' unknown left factor
+    for i in range(n):
+        t = T0 + i * PERIOD
+        if images:
+            writer.write_message(image_topic, t + 1_000_000, (compressed_msg if compressed else image_msg)(t, i))
+        if truth:
+            writer.write_message('/probe/true_pose', t + 1_000_000, echopose_msg(t, orbit[i], probe[i]))
+        if poses:
+            writer.write_message('/echoposed/pose', t + 40_000_000,
+                                 echopose_msg(t, A @ orbit[i], A.T @ probe[i], sigma2=0.01 * (i + 1), members=3,
+                                              frame='model'))
+        if extra:
+            v = ts['geometry_msgs/msg/Vector3']
+            writer.write_message('/probe/cmd', t + 2_000_000, ts['echoposed_msgs/msg/ProbeTwist'](
+                header=_header(t), orbit=v(x=0.1, y=0.0, z=0.0), probe=v(x=0.0, y=0.2, z=0.0)))
+            state = 'converged' if i >= n - 3 else 'guiding'
+            writer.write_message('/guidance/status', t + 3_000_000, ts['echoposed_msgs/msg/GuidanceStatus'](
+                header=_header(t), state=2 if state == 'converged' else 1, state_name=state, target='A4C',
+                effective_error=0.5 / (i + 1), orbit_error=0.0, probe_error=0.0, uncertainty=0.01,
+                frames_within_tolerance=0, cue=''))
+        if i == n // 2:
+            writer.flush()
+    if close:
+        writer.close()
+    return path
+
+
+def test_a_written_bag_reads_back_with_every_series(tmp_path):
+    bag = make_bag(tmp_path / 'good', custom={'echoposed.note': 'hello'})
+    meta = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert meta['storage_identifier'] == 'mcap' and meta['relative_file_paths'] == ['good.mcap']
+    topics = {t['topic_metadata']['name']: t for t in meta['topics_with_message_count']}
+    assert topics['/echoposed/pose']['topic_metadata']['type'] == 'echoposed_msgs/msg/EchoPose'
+    assert topics['/echoposed/pose']['topic_metadata']['type_description_hash'].startswith('RIHS01_')
+    assert topics['/probe/image']['message_count'] == 12
+
+    c = read_bag(bag)
+    assert c.images.topic == '/probe/image' and len(c.images) == 12
+    assert [int(im[0, 0]) for im in c.images.images] == list(range(12))
+    assert np.array_equal(c.images.stamps, T0 + np.arange(12) * PERIOD)
+    orbit, probe = truth_poses(12)
+    assert np.allclose(c.truth.orbit, orbit, atol=1e-9) and np.allclose(c.truth.probe, probe, atol=1e-9)
+    assert np.allclose(c.poses.sigma2, 0.01 * np.arange(1, 13))
+    assert np.array_equal(c.poses.times - c.poses.stamps, np.full(12, 40_000_000))
+    assert c.status.states[-1] == 'converged' and c.commands.orbit.shape == (12, 3)
+    assert c.custom == {'echoposed.note': 'hello'}
+
+
+def test_compressed_images_are_read(tmp_path):
+    c = read_bag(make_bag(tmp_path / 'png', compressed=True))
+    assert c.images.topic == '/probe/image/compressed'
+    assert c.images.encodings[0] == 'mono8' and int(c.images.images[5][3, 3]) == 5
+
+
+def test_cut_mcap_is_reported_as_truncated(tmp_path):
+    bag = make_bag(tmp_path / 'cut', n=30)
+    mcap = bag / 'cut.mcap'
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[:len(data) // 2])
+    with pytest.raises(BagError) as info:
+        read_bag(bag)
+    message = str(info.value)
+    assert str(bag) in message and 'truncated' in message and 'cut.mcap' in message
+
+
+def test_bag_of_a_killed_recorder_is_reported_as_truncated(tmp_path):
+    make_bag(tmp_path / 'live', n=30, close=False)  # flushed half way, never closed: what a SIGKILL leaves
+    shutil.copytree(tmp_path / 'live', tmp_path / 'killed')
+    with pytest.raises(BagError, match=r'killed: truncated: live\.mcap \(\d+ bytes\) ends without the MCAP footer'):
+        read_bag(tmp_path / 'killed')
+
+
+def test_unknown_message_type_names_type_and_topic(tmp_path):
+    writer = BagWriter(tmp_path / 'unknown')
+    writer.add_topic('/probe/image', 'sensor_msgs/msg/Image')
+    writer.write_message('/probe/image', T0, image_msg(T0, 1))
+    # A type with no definition anywhere (not stock, not installed, none embedded in the bag).
+    conn = writer._writer.add_connection('/acme/frame', 'acme_msgs/msg/Frame', msgdef='', rihs01='RIHS01_' + '0' * 64)
+    writer._writer.write(conn, T0, b'\x00\x01\x00\x00')
+    writer.close()
+    with pytest.raises(BagError) as info:
+        read_bag(tmp_path / 'unknown')
+    assert str(info.value) == (f"{tmp_path / 'unknown'}: unknown message type 'acme_msgs/msg/Frame' on topic "
+                               '/acme/frame (not a known ROS type and the bag holds no usable definition of it)')
+
+
+def test_bag_without_images_names_the_topics_it_has(tmp_path):
+    with pytest.raises(BagError, match=r'noimg: no image topic \(sensor_msgs/msg/Image or CompressedImage\); '
+                                       r'topics: .*/probe/true_pose \(echoposed_msgs/msg/EchoPose\)'):
+        read_bag(make_bag(tmp_path / 'noimg', images=False))
+
+
+def test_missing_path_and_not_a_bag(tmp_path):
+    with pytest.raises(BagError, match='no such bag'):
+        read_bag(tmp_path / 'nothing')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(BagError, match='not a bag'):
+        read_bag(tmp_path / 'empty')
+
+
+def test_eval_batch_scores_good_bags_and_reports_each_failure(tmp_path):
+    good = make_bag(tmp_path / 'good', n=20)
+    noimg = make_bag(tmp_path / 'noimg', images=False)
+    cut = make_bag(tmp_path / 'cut', n=20)
+    (cut / 'cut.mcap').write_bytes((cut / 'cut.mcap').read_bytes()[:-100])
+    out = tmp_path / 'scores.json'
+    result = subprocess.run([str(ECHOPOSED), 'bag', 'eval', str(good), str(noimg), str(cut), '--no-model',
+                             '--target-bag-time', '0.5', '--json', str(out), '--plots', str(tmp_path / 'plots')],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    scores = json.loads(out.read_text())
+    assert scores['scored'] == 1 and [b['bag'] for b in scores['bags']] == [str(good)]
+    failed = {Path(f['bag']).name: f['error'] for f in scores['failed']}
+    assert set(failed) == {'noimg', 'cut'}
+    assert 'no image topic' in failed['noimg'] and 'truncated' in failed['cut']
+    assert len(result.stderr.strip().splitlines()) == 2  # one line per failed bag
+    report = scores['bags'][0]
+    # recorded estimates carry a constant left factor: after alignment they match the truth exactly
+    assert report['recorded']['error_deg']['max'] < 1e-4
+    assert report['recorded']['latency_ms']['median'] == pytest.approx(40.0, abs=1e-6)
+    assert report['recorded']['sigma_error_spearman'] is None or abs(report['recorded']['sigma_error_spearman']) < 1
+    assert report['target']['name'].startswith('truth at 0.5')
+    assert report['target']['min_error_deg'] == pytest.approx(0.0, abs=1e-6)
+    assert report['guidance']['final_state'] == 'converged'
+    assert report['commands']['max_probe_speed'] == pytest.approx(0.2)
+    assert (tmp_path / 'plots' / 'good.png').stat().st_size > 10_000

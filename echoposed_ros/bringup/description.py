@@ -83,6 +83,8 @@ GUIDANCE_ARGUMENTS = (
     Argument('model', '', 'ONNX ensemble file; empty = the shipped models/echoposed_k5.onnx'),
     Argument('gain', '1.0', 'proportional gain k/dt of the policy, 1/s (omega = gain * log(error))'),
     Argument('input_transport', 'raw', 'image transport of probe/image', ('raw', 'compressed')),
+    Argument('record', '', 'record a rosbag2 (MCAP) bag into this new directory (images, true pose, '
+             'estimates, commands, status, diagnostics); empty = no recording'),
 )
 
 SIM_GUIDANCE_ARGUMENTS = GUIDANCE_ARGUMENTS + (
@@ -115,8 +117,19 @@ def _controller_node(args: Mapping[str, str], parameters: Mapping[str, Any] | No
                     config_dir() / 'controller.yaml', {'gain': gain, **(parameters or {})}, remappings)
 
 
+def _recorder(args: Mapping[str, str], target_view: str = '') -> list[NodeSpec]:
+    """The bag recorder (``echoposed_ros.bag.recorder``) when ``record:=PATH`` is set, else nothing."""
+    if not args['record'].strip():
+        return []
+    path = Path(args['record'].strip()).expanduser().absolute()
+    if path.exists():
+        raise LaunchError(f'record:={args["record"]!r}; {path} exists already (expected a new bag directory)')
+    return [NodeSpec('bag_recorder', 'echoposed_ros.bag.recorder', 'echoposed_recorder', None,
+                     {'output': str(path), 'target_view': target_view})]
+
+
 def _guidance_nodes(args: Mapping[str, str]) -> list[NodeSpec]:
-    return [_pose_node(args), _controller_node(args)]
+    return [_pose_node(args), _controller_node(args)] + _recorder(args)
 
 
 def _sim_guidance_nodes(args: Mapping[str, str]) -> list[NodeSpec]:
@@ -133,9 +146,10 @@ def _sim_guidance_nodes(args: Mapping[str, str]) -> list[NodeSpec]:
     target = NodeSpec('target_node', 'echoposed_ros.nodes.target_node', 'echoposed_target',
                       config_dir() / 'target.yaml', {'view': args['target'], 'kind': 'pose' if oracle else 'image'},
                       one_shot=True)
+    recorder = _recorder(args, target_view=args['target'])
     if oracle:  # the controller reads the simulator's ground truth instead of estimates
-        return [sim, _controller_node(args, remappings=(('echoposed/pose', 'probe/true_pose'),)), target]
-    return [sim, _pose_node(args), _controller_node(args), target]
+        return [sim, _controller_node(args, remappings=(('echoposed/pose', 'probe/true_pose'),)), target] + recorder
+    return [sim, _pose_node(args), _controller_node(args), target] + recorder
 
 
 LAUNCHES: dict[str, LaunchSpec] = {

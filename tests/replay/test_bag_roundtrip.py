@@ -1,0 +1,88 @@
+"""Round trip: the simulator records a bag during a live run, ``echoposed bag eval`` scores it, and
+the scores match what the live run's monitor saw.
+
+The live run is ``echoposed launch sim_guidance estimator:=oracle robot:=kinematic record:=BAG``
+(the controller is fed ground truth, so the run converges without a trained model); the offline
+estimator is a tiny synthetic ONNX model (the pipeline is under test, not the model).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from echoposed_ros.paths import config_dir
+
+ECHOPOSED = Path(sys.executable).with_name('echoposed')
+
+
+@pytest.fixture(scope='module')
+def live_run(tmp_path_factory):
+    """One recorded live run: (bag, launch summary, the launch's CompletedProcess)."""
+    from echoposed_sim.phantom import make_phantom
+    from echoposed_sim.volume_io import save_volume
+
+    tmp = tmp_path_factory.mktemp('roundtrip')
+    phantom = save_volume(make_phantom(1000), tmp / 'patient1000.npz')
+    bag, summary = tmp / 'bag', tmp / 'summary.json'
+    result = subprocess.run([str(ECHOPOSED), 'launch', 'sim_guidance', f'volume:={phantom}', 'estimator:=oracle',
+                             'robot:=kinematic', 'cardiac_motion:=false', 'start_seed:=1', f'record:={bag}',
+                             '--quiet', '--duration', '60', '--stop-after-converged', '1.0',
+                             '--summary', str(summary)], capture_output=True, text=True, timeout=150)
+    assert summary.exists(), result.stdout[-3000:] + result.stderr[-3000:]
+    return bag, json.loads(summary.read_text()), result
+
+
+@pytest.fixture(scope='module')
+def synthetic_model(tmp_path_factory):
+    from scipy.spatial.transform import Rotation
+
+    from echoposed_ros.estimator.synthetic import write_model
+    rng = np.random.default_rng(0)
+    members = Rotation.from_rotvec(rng.normal(0, 0.05, (6, 3))).as_matrix()
+    return write_model(tmp_path_factory.mktemp('model') / 'synthetic.onnx', members[:3], members[3:], gain=2.0)
+
+
+def test_recorder_closes_the_bag_when_the_launch_stops(live_run):
+    bag, summary, result = live_run
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert summary['ended'] == 'done' and summary['exit_codes']['echoposed_recorder'] == 0
+    meta = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    counts = {t['topic_metadata']['name']: t['message_count'] for t in meta['topics_with_message_count']}
+    for topic in ('/probe/image', '/probe/true_pose', '/probe/cmd', '/guidance/status', '/diagnostics'):
+        assert counts.get(topic, 0) > 0, counts
+    assert meta['custom_data']['echoposed.target_view'] == 'A4C'
+
+
+def test_bag_eval_matches_the_live_run(live_run, synthetic_model, tmp_path):
+    bag, summary, _ = live_run
+    out = tmp_path / 'eval.json'
+    result = subprocess.run([str(ECHOPOSED), 'bag', 'eval', str(bag), '--model', str(synthetic_model),
+                             '--json', str(out), '--plots', str(tmp_path / 'plots')],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    scores = json.loads(out.read_text())
+    assert scores['failed'] == [] and scores['scored'] == 1
+    r = scores['bags'][0]
+    # the ground-truth error to the target at the end of the bag is what the live monitor reported
+    assert r['target']['name'] == 'A4C' and 'recorded in the bag' in r['target']['source']
+    assert r['target']['final_error_deg'] == pytest.approx(summary['final_error_deg'], abs=0.25)
+    assert r['target']['initial_error_deg'] > 10
+    assert r['guidance']['final_state'] == summary['final_state'] == 'converged'
+    # the recorder and the monitor saw about the same stream
+    assert 0.8 <= r['images'] / summary['images'] <= 1.25, (r['images'], summary['images'])
+    assert r['image_rate_hz'] == pytest.approx(30.0, rel=0.2)
+    limits = yaml.safe_load((config_dir() / 'controller.yaml').read_text())['echoposed_controller']['ros__parameters']
+    assert r['commands']['max_orbit_speed'] == pytest.approx(summary['max_orbit_speed'], rel=1e-6)
+    assert r['commands']['max_orbit_speed'] <= limits['max_orbit_speed'] + 1e-9
+    # the offline estimator ran on every image and was scored against ground truth
+    assert r['offline']['estimated'] == r['images'] and r['offline']['matched'] == r['images']
+    assert 0 <= r['offline']['error_deg']['median'] <= 180
+    series = r['series']
+    assert len(series['target']['t']) == r['ground_truth_samples']
+    assert (tmp_path / 'plots' / 'bag.png').stat().st_size > 10_000

@@ -1,0 +1,135 @@
+"""One dataclass holds every training setting; it is saved (as JSON) with every checkpoint and
+into the exported ONNX model, so a model can always say how it was made.
+
+Angles are in degrees in the config (human-edited); code converts to radians at the edge.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import TrainingError
+
+__all__ = ['TrainConfig', 'parse_seed_range']
+
+
+@dataclass
+class TrainConfig:
+    # --- run ---
+    seed: int = 0
+    out_dir: str = 'out/train'
+    steps: int = 20000               # optimiser steps in total
+    time_limit_s: float = 0.0        # stop (and checkpoint) after this wall time; 0 = no limit
+    threads: int = 1                 # torch.set_num_threads (1: see docs/training.md, shared CPU)
+    workers: int = 1                 # data worker processes (slicing runs there, off this thread)
+    log_every: int = 50
+    ckpt_every_s: float = 180.0
+    # --- data ---
+    train_seeds: str = '0-199'       # phantom seeds "A-B" (inclusive) when volumes_dir is empty
+    phantom_style: str = ''          # phantom style name or file ('' = the default style)
+    volumes_dir: str = ''            # a folder of the user's own volumes (overrides train_seeds)
+    phantom_frames: int = 5          # frames per cardiac cycle of each phantom patient
+    phantom_cache_dir: str = 'out/cache/phantoms'  # generated patients kept here ('' = none)
+    cache_volumes: int = 64          # volumes kept in memory per data worker
+    volume_reuse: int = 1            # consecutive steps drawing from the same volume
+    # --- image / sector (the model's input geometry, recorded in the ONNX metadata) ---
+    input_size: int = 64             # H = W in pixels
+    sector_angle_deg: float = 75.0
+    sector_depth_mm: float = 150.0   # fan radius D (mm), the slicer default
+    # --- pose sampling (METHOD section 3) ---
+    poses: int = 16                  # pose-time pairs per step (before mirrors)
+    tilt_deg: float = 20.0           # probe tilt range about x and about y (+-)
+    orbit_deg: float = 20.0          # orbit angle range [0, orbit_deg] about a horizontal axis
+    z_start_deg: float = 30.0        # curriculum: probe range about z at step 0 (+-)
+    z_ramp_steps: int = 3000         # ... widened linearly to +-180 over these steps
+    mirrors: bool = True             # add the left-right mirror of every image (a pose) once full range
+    # --- augmentation ---
+    aug_sector_crop: float = 0.5     # probability of narrowing the sector angle
+    aug_sector_min: float = 0.7      # narrowest crop as a fraction of the full sector angle
+    aug_grey: float = 0.5            # probability of a random piecewise-linear grey remap
+    aug_zoom: float = 0.15           # depth scale drawn from [1 - z, 1 + z]
+    # --- model ---
+    members: int = 5                 # K
+    widths: tuple[int, int, int, int] = (16, 32, 64, 128)  # channels of the 4 stages (2 blocks each)
+    stem_stride: int = 2             # stride of the first 3x3 conv
+    first_stride: int = 2            # stride of block 1 (blocks 3, 5, 7 always stride 2)
+    # --- loss ---
+    loss: str = 'geodesic'           # 'geodesic' (atan2 form, angle^2) or 'chordal' (||.||_F^2)
+    w_orbit: float = 50.0
+    w_probe: float = 1.0
+    # --- optimiser ---
+    muon_lr: float = 0.02
+    adamw_lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    final_lr_frac: float = 0.1       # cosine decay to this fraction of the peak
+    muon_for_conv: bool = True       # conv weights kept 2D (C_out, C_in*9) and stepped by Muon
+    # --- orchestrator ---
+    adapter_decay: float = 0.9       # EMA of the Procrustes sums between refits
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'TrainConfig':
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise TrainingError(f'config: unknown field(s) {unknown}; known: {sorted(names)}')
+        kw = dict(d)
+        if 'widths' in kw:
+            kw['widths'] = tuple(int(w) for w in kw['widths'])
+        return cls(**kw).validated()
+
+    @classmethod
+    def load(cls, path: str | Path) -> 'TrainConfig':
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise TrainingError(f'{path}: cannot read config JSON ({e})') from e
+        return cls.from_dict(d)
+
+    def replace(self, **kw) -> 'TrainConfig':
+        return dataclasses.replace(self, **kw).validated()
+
+    def validated(self) -> 'TrainConfig':
+        def bad(name: str, want: str) -> TrainingError:
+            return TrainingError(f'config field {name}={getattr(self, name)!r}: expected {want}')
+        if self.members < 1:
+            raise bad('members', 'at least 1')
+        if self.poses < 2:
+            raise bad('poses', 'at least 2 pose-time pairs per step')
+        if self.input_size < 16 or self.input_size % 16:
+            raise bad('input_size', 'a multiple of 16, at least 16')
+        if self.loss not in ('geodesic', 'chordal'):
+            raise bad('loss', "'geodesic' or 'chordal'")
+        if len(self.widths) != 4 or min(self.widths) < 1:
+            raise bad('widths', '4 positive channel counts')
+        if not 0 < self.sector_angle_deg < 180:
+            raise bad('sector_angle_deg', 'in (0, 180)')
+        if not self.volumes_dir:
+            parse_seed_range(self.train_seeds)
+        return self
+
+
+def parse_seed_range(text: str) -> list[int]:
+    """'A-B' (inclusive), 'A' or 'A,B,C-D' -> sorted list of seeds."""
+    seeds: set[int] = set()
+    try:
+        for part in str(text).split(','):
+            part = part.strip()
+            if '-' in part[1:]:
+                a, b = part.split('-', 1) if not part.startswith('-') else (part, '')
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                seeds.update(range(lo, hi + 1))
+            elif part:
+                seeds.add(int(part))
+    except ValueError:
+        raise TrainingError(f'seed range {text!r}: expected "A-B", "A" or a comma list of those') from None
+    if not seeds:
+        raise TrainingError(f'seed range {text!r}: no seeds')
+    return sorted(seeds)

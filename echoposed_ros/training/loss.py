@@ -1,0 +1,56 @@
+"""The pairwise equivariance loss of METHOD section 3.
+
+For one volume's pose-time pairs ``(g_i, t_i)`` and a member's projected outputs
+``(F_v,i, F_p,i)``, equivariance says ``G_i = f(x_i) g_i^{-1} = (F_v,i R_v,i^T, F_p,i R_p,i^T)`` is
+the same for every i. The loss is the mean over pairs i < j of
+
+    w_orbit * angle(G_v,i^T G_v,j)^2 + w_probe * angle(G_p,i^T G_p,j)^2        ('geodesic')
+    w_orbit * ||G_v,i - G_v,j||_F^2 + w_probe * ||G_p,i - G_p,j||_F^2        ('chordal')
+
+The geodesic angle is ``atan2(sin, cos)`` with ``sin = |vee(R - R^T)| / 2`` and
+``cos = (trace R - 1) / 2``: its gradient is finite at 0 and at 180 degrees (a plain arccos is
+infinite there; the chordal form's gradient vanishes at 180 degrees, where an untrained net puts
+an image and its mirror). The orbit term is far smaller than the probe term (the orbit range is
++-20 degrees, the probe's turn a full circle), hence its weight.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ['geodesic_angle', 'pair_loss']
+
+
+def geodesic_angle(R: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """(..., 3, 3) rotations -> (...) angles in radians, atan2 form (finite gradient at 0 and pi)."""
+    c = 0.5 * (R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1.0)
+    v = torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0],
+                     R[..., 1, 0] - R[..., 0, 1]], -1)
+    s = 0.5 * torch.sqrt((v * v).sum(-1) + eps)
+    return torch.atan2(s, c)
+
+
+def _pair_terms(F: torch.Tensor, R: torch.Tensor, form: str) -> torch.Tensor:
+    """F (N, K, 3, 3) projected outputs, R (N, 3, 3) pose factor -> (K,) mean over pairs i < j."""
+    G = F @ R.to(F.dtype).transpose(-1, -2)[:, None]            # (N, K, 3, 3)
+    n = G.shape[0]
+    i, j = torch.triu_indices(n, n, offset=1)
+    Gi, Gj = G[i], G[j]                                        # (P, K, 3, 3)
+    if form == 'chordal':
+        return (Gi - Gj).square().sum((-1, -2)).mean(0)
+    return geodesic_angle(Gi.transpose(-1, -2) @ Gj).square().mean(0)
+
+
+def pair_loss(F_v: torch.Tensor, F_p: torch.Tensor, R_v: torch.Tensor, R_p: torch.Tensor,
+              w_orbit: float = 50.0, w_probe: float = 1.0, form: str = 'geodesic'
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-member loss of one volume's pairs.
+
+    F_v, F_p: (N, K, 3, 3) projected member outputs; R_v, R_p: (N, 3, 3) the poses (canonical
+    gauge). Returns (loss (K,), orbit term (K,), probe term (K,)); loss = w_orbit * orbit +
+    w_probe * probe, in rad^2 for 'geodesic'.
+    """
+    if form not in ('geodesic', 'chordal'):
+        raise ValueError(f"loss form {form!r}: expected 'geodesic' or 'chordal'")
+    lv = _pair_terms(F_v, R_v, form)
+    lp = _pair_terms(F_p, R_p, form)
+    return w_orbit * lv + w_probe * lp, lv, lp

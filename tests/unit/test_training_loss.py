@@ -1,0 +1,72 @@
+"""Pairwise equivariance loss (echoposed_ros.training.loss)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from echoposed_ros.geometry import angle
+from echoposed_ros.training.loss import geodesic_angle, pair_loss
+from echoposed_ros.training.svd import project_to_so3
+
+
+def _rots(n: int, seed: int) -> torch.Tensor:
+    return torch.from_numpy(Rotation.random(n, random_state=seed).as_matrix())
+
+
+def test_geodesic_angle_matches_geometry_core_including_near_pi():
+    R = _rots(50, 0)
+    np.testing.assert_allclose(geodesic_angle(R).numpy(), angle(R.numpy()), atol=1e-6)
+    Rpi = torch.from_numpy(Rotation.from_rotvec([[0, 0, np.pi - 1e-9], [np.pi, 0, 0]]).as_matrix())
+    np.testing.assert_allclose(geodesic_angle(Rpi).numpy(), [np.pi, np.pi], atol=1e-4)
+
+
+def test_zero_for_equivariant_outputs_positive_otherwise():
+    n, k = 8, 3
+    Rv, Rp = _rots(n, 1), _rots(n, 2)
+    Cv, Cp = _rots(k, 3), _rots(k, 4)  # each member's own constant left factor
+    Fv = Cv[None] @ Rv[:, None]
+    Fp = Cp[None] @ Rp[:, None]
+    for form in ('geodesic', 'chordal'):
+        loss, lv, lp = pair_loss(Fv, Fp, Rv, Rp, form=form)
+        assert loss.shape == (k,)
+        assert float(loss.abs().max()) < 1e-6
+    Fp_bad = Fp.clone()
+    Fp_bad[0, 1] = _rots(1, 9)[0]
+    loss, lv, lp = pair_loss(Fv, Fp_bad, Rv, Rp)
+    assert loss[1] > 1e-3 and loss[0] < 1e-6 and loss[2] < 1e-6
+    assert lv[1] < 1e-6  # only the probe term sees a probe error
+
+
+def test_weights_scale_the_factor_terms():
+    Rv, Rp = _rots(6, 5), _rots(6, 6)
+    Fv, Fp = _rots(6, 7)[:, None], _rots(6, 8)[:, None]
+    l1, lv, lp = pair_loss(Fv, Fp, Rv, Rp, w_orbit=1.0, w_probe=1.0)
+    l2, _, _ = pair_loss(Fv, Fp, Rv, Rp, w_orbit=50.0, w_probe=2.0)
+    assert float(l2) == pytest.approx(float(50 * lv + 2 * lp), rel=1e-9)
+    assert float(l1) == pytest.approx(float(lv + lp), rel=1e-9)
+
+
+def test_gradient_finite_and_large_near_a_half_turn_pair():
+    # an image and its mirror mapped to (nearly) the same output: a pair about 180 degrees apart.
+    # arccos has an infinite gradient there, chordal a vanishing one; atan2 stays finite and O(1).
+    Rp = torch.stack([torch.eye(3, dtype=torch.float64),
+                      torch.from_numpy(Rotation.from_rotvec([0, 0, np.pi]).as_matrix())])
+    Rv = torch.eye(3, dtype=torch.float64).expand(2, 3, 3)
+    C = _rots(1, 11)[0]
+    F = torch.stack([C, C @ torch.from_numpy(Rotation.from_rotvec([0, 0, 1e-3]).as_matrix())])
+    M = F[:, None].clone().requires_grad_()  # the head's raw matrices, projected as in training
+    loss, _, lp = pair_loss(Rv[:, None].clone(), project_to_so3(M), Rv, Rp, form='geodesic')
+    assert float(lp.detach()) == pytest.approx(np.pi ** 2, rel=1e-3)
+    loss.sum().backward()
+    assert torch.isfinite(M.grad).all() and float(M.grad.norm()) > 1.0
+    Mc = F[:, None].clone().requires_grad_()
+    pair_loss(Rv[:, None].clone(), project_to_so3(Mc), Rv, Rp, form='chordal')[0].sum().backward()
+    assert float(Mc.grad.norm()) < 0.1 * float(M.grad.norm())
+
+
+def test_bad_form_named():
+    R = _rots(2, 0)
+    with pytest.raises(ValueError, match='huber'):
+        pair_loss(R[:, None], R[:, None], R, R, form='huber')

@@ -305,7 +305,7 @@ class Anatomy:
                             w - f32(self.w_tv + 3))
         la_in = _ellipsoid_sdf(p, self.la_c, self.la_axes, self.la_radii)
         ra_in = _ellipsoid_sdf(p, self.ra_c, self.la_axes, self.ra_radii)
-        atrial_wall = 2.5
+        atrial_wall = 2.2
         la_out, ra_out = la_in - f32(atrial_wall), ra_in - f32(atrial_wall)
         av = self.aortic
         ao_axes = _frame_along(self.ao_dir, _e(57))
@@ -328,8 +328,8 @@ class Anatomy:
         lab[depth < s.chest_wall - 6.0] = Tissue.MUSCLE
         lab[depth < 9.0] = Tissue.SUBCUT
         lab[depth < 2.5] = Tissue.SKIN
-        lab[(env > 0) & (env <= 1.2)] = Tissue.FAT
-        lab[(env > 1.2) & (env <= 3.2)] = Tissue.PERICARDIUM
+        lab[(env > 0) & (env <= 0.8)] = Tissue.FAT
+        lab[(env > 0.8) & (env <= 2.8)] = Tissue.PERICARDIUM
         # walls
         lab[(la_out <= 0) | (ra_out <= 0)] = Tissue.ATRIAL_WALL
         lab[(lv_epi <= 0) | (rv_out <= 0)] = Tissue.MYOCARDIUM

@@ -44,10 +44,10 @@ def tissue_amplitudes(shape) -> np.ndarray:
     a[Tissue.SKIN] = 2.5
     a[Tissue.SUBCUT] = 0.3
     a[Tissue.MUSCLE] = 0.75
-    a[Tissue.FAT] = 0.5
+    a[Tissue.FAT] = 1.2
     a[Tissue.PERICARDIUM] = shape.echo_pericardium
     a[Tissue.MYOCARDIUM] = myo
-    a[Tissue.ATRIAL_WALL] = 1.3 * myo
+    a[Tissue.ATRIAL_WALL] = 1.0 * myo
     a[Tissue.AORTIC_WALL] = 3.5
     a[Tissue.ANNULUS] = 4.0
     for b in (Tissue.BLOOD_LV, Tissue.BLOOD_RV, Tissue.BLOOD_LA, Tissue.BLOOD_RA, Tissue.BLOOD_AO):
@@ -71,12 +71,30 @@ def _blurred_noise_norm(sig: tuple[float, float, float]) -> float:
     return math.sqrt(float(np.sum(k * k)) * math.pi / 2.0)
 
 
+def specular_boost(blood: np.ndarray, probe: np.ndarray, voxel_mm: float, gain: float = 8.0) -> np.ndarray:
+    """Extra amplitude (Z, Y, X) float32 at blood/tissue interfaces: ``gain |grad B| cos^2``,
+    B the blood mask smoothed over ~1 mm, cos the angle between the interface normal and the
+    beam from ``probe`` (the apical window, (3,) mm in V)."""
+    b = ndimage.gaussian_filter(blood.astype(np.float32), 1.0 / voxel_mm, truncate=2.5)
+    gz, gy, gx = np.gradient(b)
+    nz, ny, nx = blood.shape
+    z = (np.arange(nz, dtype=np.float32) * np.float32(voxel_mm) - np.float32(probe[2]))[:, None, None]
+    y = (np.arange(ny, dtype=np.float32) * np.float32(voxel_mm) - np.float32(probe[1]))[None, :, None]
+    x = (np.arange(nx, dtype=np.float32) * np.float32(voxel_mm) - np.float32(probe[0]))[None, None, :]
+    dot = gx * x
+    dot += gy * y
+    dot += gz * z
+    dist2 = x * x + y * y + z * z + np.float32(1.0)
+    return np.float32(gain) * dot * dot / (np.sqrt(gx * gx + gy * gy + gz * gz) + np.float32(1e-6)) / dist2
+
+
 def reference_echo(labels: np.ndarray, shape, style: AcquisitionStyle, depth_mm: np.ndarray,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                   rng: np.random.Generator, probe: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """End-diastolic echo envelope and unit speckle.
 
     labels: (Z, Y, X) uint8 tissue labels; depth_mm: (Z, Y, X) or broadcastable float32 depth
-    from the apical window (mm, for the near-field haze). Returns (env, spk), both (Z, Y, X)
+    from the apical window (mm, for the near-field haze); probe: (3,) mm, the apical window in V
+    (for specular interfaces; None: none). Returns (env, spk), both (Z, Y, X)
     float32: env in linear amplitude (1 = nominal myocardium), spk unit-mean speckle.
     """
     amp = tissue_amplitudes(shape)[labels]
@@ -90,6 +108,10 @@ def reference_echo(labels: np.ndarray, shape, style: AcquisitionStyle, depth_mm:
     mod[lung] = np.exp(np.float32(0.7) * tex[lung])
     mod[blood] = 1.0
     amp *= mod
+    # specular tissue/blood interfaces: bright where the wall faces the apical window's beam,
+    # weak where the wall runs along it (lateral-wall dropout of real apical acquisitions)
+    if probe is not None:
+        amp += specular_boost(labels >= Tissue.BLOOD_LV, probe, style.voxel_mm)
     # stationary near-field clutter under the probe
     if style.near_field_haze > 0:
         amp += np.float32(style.near_field_haze) * np.exp(-np.asarray(depth_mm, np.float32) / np.float32(12.0))

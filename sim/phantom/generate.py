@@ -101,7 +101,7 @@ def build_patient(seed: int, style: AcquisitionStyle | None = None, frames: int 
                         np.repeat(zs, ny * nx)])
         ref_lab[k0:k1] = anatomy.labels(pts).reshape(k1 - k0, ny, nx)
     depth = (np.arange(nz, dtype=np.float32) * np.float32(vox) - np.float32(anatomy.probe_apex[2]))[:, None, None]
-    env, spk = reference_echo(ref_lab, shape, style, depth, np.random.default_rng(s_tex))
+    env, spk = reference_echo(ref_lab, shape, style, depth, np.random.default_rng(s_tex), anatomy.probe_apex)
     del depth
 
     motion = MotionModel.from_anatomy(anatomy)

@@ -4,8 +4,8 @@ Every message is published as its recorded CDR bytes (no deserialization; header
 recorded) on its recorded topic, at ``start + (t - t_first) / rate`` of wall time, where ``t`` is
 the bag (receive) time: the recorded spacing, scaled. Publishers are reliable with depth 100, which
 both reliable and best-effort (sensor-data) subscribers accept. Before the first message the
-player waits up to ``wait_s`` for every topic to have a subscriber (discovery), so the first
-messages are not published into the void.
+player waits up to ``wait_s`` for every topic to have a subscriber, then ``SETTLE_S`` more
+(discovery is two-sided), so the first messages are not published into the void.
 """
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ from .reader import resolve_types, open_bag
 from .recorder import message_class
 from .typestore import typestore
 
-__all__ = ['PLAY_QOS', 'main', 'play_bag']
+__all__ = ['PLAY_QOS', 'SETTLE_S', 'main', 'play_bag']
+
+#: s waited after every topic has a subscriber before the first message (discovery is two-sided).
+SETTLE_S = 0.3
 
 PLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
@@ -52,6 +55,8 @@ def play_bag(node: Any, path: str | Path, rate: float = 1.0, topics: Sequence[st
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and not all(p.get_subscription_count() for p in publishers.values()):
             time.sleep(0.02)
+        if time.monotonic() < deadline:  # matched on our side; give the subscribers' side time to match too
+            time.sleep(min(SETTLE_S, deadline - time.monotonic()))
         counts = {t: 0 for t in publishers}
         start = time.monotonic()
         first = None

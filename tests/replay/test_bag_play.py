@@ -1,0 +1,117 @@
+"""``bag play`` into live subscribers (spacing and content), and ``bag record`` of what is played
+(closed cleanly on SIGTERM; a SIGKILLed recorder leaves a bag reported as truncated)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from echoposed_msgs.msg import EchoPose
+
+from test_bag_files import PERIOD, make_bag, truth_poses
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'nodes'))
+from ros_harness import Graph, wait_for  # noqa: E402
+
+from echoposed_ros.bag import BagError  # noqa: E402
+from echoposed_ros.bag.player import play_bag  # noqa: E402
+from echoposed_ros.bag.reader import read_bag  # noqa: E402
+
+ECHOPOSED = Path(sys.executable).with_name('echoposed')
+N = 30
+
+
+@pytest.fixture
+def graph():
+    g = Graph()
+    try:
+        yield g
+    finally:
+        g.shutdown()
+
+
+@pytest.fixture(scope='module')
+def tiny_bag(tmp_path_factory):
+    return make_bag(tmp_path_factory.mktemp('play') / 'tiny', n=N, poses=False, extra=False)
+
+
+def _listen(graph):
+    got = {'image': [], 'truth': []}
+    sub = graph.node('listener')
+    sub.create_subscription(Image, 'probe/image', lambda m: got['image'].append((time.monotonic(), m)),
+                            qos_profile_sensor_data)
+    sub.create_subscription(EchoPose, 'probe/true_pose', lambda m: got['truth'].append((time.monotonic(), m)), 10)
+    return got
+
+
+@pytest.mark.parametrize('rate', [1.0, 3.0])
+def test_play_republishes_content_with_recorded_spacing(graph, tiny_bag, rate):
+    got = _listen(graph)
+    counts = play_bag(graph.node('player'), tiny_bag, rate=rate, wait_s=5.0)
+    assert counts == {'/probe/image': N, '/probe/true_pose': N}
+    assert wait_for(lambda: len(got['image']) == N and len(got['truth']) == N, timeout=5), \
+        ([int(m.data[0]) for _, m in got['image']], len(got['truth']))
+    values = [int(m.data[0]) for _, m in got['image']]
+    assert values == list(range(N))  # every image, in order, as recorded
+    stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in got['truth']]
+    assert np.diff(stamps).tolist() == [PERIOD] * (N - 1)  # header stamps stay as recorded
+    orbit, _ = truth_poses(N)
+    q = got['truth'][7][1].orbit
+    from scipy.spatial.transform import Rotation
+    assert np.allclose(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), orbit[7], atol=1e-9)
+    t = np.array([r for r, _ in got['image']])
+    span = t[-1] - t[0]
+    expected = (N - 1) * PERIOD * 1e-9 / rate
+    assert span == pytest.approx(expected, abs=0.03 + 0.15 * expected), (span, expected)
+    assert np.median(np.diff(t)) == pytest.approx(PERIOD * 1e-9 / rate, abs=0.012)
+
+
+def test_bad_rate_is_refused(graph, tiny_bag):
+    with pytest.raises(BagError, match='rate = 0'):
+        play_bag(graph.node('player'), tiny_bag, rate=0.0)
+
+
+def _record_while_playing(graph, tiny_bag, out):
+    recorder = subprocess.Popen([str(ECHOPOSED), 'bag', 'record', str(out), 'probe/image', 'probe/true_pose'],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    try:
+        player = graph.node('player')
+        # play_bag waits (up to wait_s) until the recorder has found and subscribed both topics
+        counts = play_bag(player, tiny_bag, rate=2.0, wait_s=15.0)
+        assert counts == {'/probe/image': N, '/probe/true_pose': N}
+        time.sleep(1.5)  # past the recorder's flush period
+    except BaseException:
+        recorder.kill()
+        raise
+    return recorder
+
+
+def test_recorder_records_what_is_played_and_closes_on_sigterm(graph, tiny_bag, tmp_path):
+    out = tmp_path / 'rerecorded'
+    recorder = _record_while_playing(graph, tiny_bag, out)
+    os.killpg(recorder.pid, signal.SIGTERM)
+    output, _ = recorder.communicate(timeout=20)
+    assert recorder.returncode == 0, output
+    c = read_bag(out)
+    original = read_bag(tiny_bag)
+    assert np.array_equal(c.images.stamps, original.images.stamps), output
+    assert np.allclose(c.truth.orbit, original.truth.orbit)
+    assert [int(im[0, 0]) for im in c.images.images] == list(range(N))
+
+
+def test_killed_recorder_leaves_a_bag_reported_as_truncated(graph, tiny_bag, tmp_path):
+    out = tmp_path / 'killed'
+    recorder = _record_while_playing(graph, tiny_bag, out)
+    os.killpg(recorder.pid, signal.SIGKILL)
+    recorder.communicate(timeout=20)
+    assert (out / 'killed.mcap').stat().st_size > 10_000  # the flushed chunks are on disk
+    with pytest.raises(BagError, match=f'{out}: truncated: killed.mcap'):
+        read_bag(out)

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 
 from echoposed_ros.geometry import effective_error, gauge_fix, swing_twist
-from echoposed_sim.phantom import (AcquisitionStyle, PhantomCache, PhantomError, Tissue, build_patient,
-                                   default_style, forward_points, backward_points, load_style, make_phantom,
-                                   save_style, style_path)
+from echoposed_sim.phantom import (AcquisitionStyle, CardiacTiming, PhantomCache, PhantomError, Tissue,
+                                   backward_points, build_patient, default_style, forward_points, load_style,
+                                   make_phantom, sample_heart_shape, save_style, style_path)
 from echoposed_sim.phantom.appearance import _leaflet_distance
 from echoposed_sim.phantom.generate import _valve_rows
 from echoposed_sim.volume_io import load_volume
 
 COARSE = AcquisitionStyle(name='test-coarse', voxel_mm=2.0, psf_axial_mm=0.9, psf_lateral_mm=1.8,
                           psf_elevation_mm=2.0)
+SMALL = (96.0, 96.0, 96.0)   # a cropped box: enough where only bytes, not the whole heart, matter
 
 
 @pytest.fixture(scope='module')
@@ -40,9 +41,9 @@ def _mean_around(volume, frame, p_v, half=1):
 
 # ---------------------------------------------------------------- determinism, shapes
 def test_same_seed_same_bytes_and_different_seed_differs():
-    a = make_phantom(3, COARSE, frames=3)
-    b = make_phantom(3, COARSE, frames=3)
-    c = make_phantom(4, COARSE, frames=3)
+    a = make_phantom(3, COARSE, frames=3, extent_mm=SMALL)
+    b = make_phantom(3, COARSE, frames=3, extent_mm=SMALL)
+    c = make_phantom(4, COARSE, frames=3, extent_mm=SMALL)
     assert a.data.tobytes() == b.data.tobytes()
     assert a.meta == b.meta and a.radius == b.radius and np.array_equal(a.centre, b.centre)
     for name in a.views:
@@ -146,9 +147,14 @@ def test_contraction_cycle_and_heart_rate(patient):
     timing = patient.timing
     assert timing.contraction(0.0) == 0.0 and timing.contraction(timing.t_es) == pytest.approx(1.0)
     assert timing.contraction(0.999) < 0.05
-    assert 15 <= patient.volume.frames <= 30 or patient.volume.frames == 10
-    hr = [make_phantom(s, COARSE, frames=2).meta['heart']['heart_rate_bpm'] for s in (1, 2, 3)]
-    assert len(set(hr)) == 3 and all(50 <= h <= 100 for h in hr)
+    shapes = [sample_heart_shape(np.random.default_rng(s)) for s in range(20)]
+    for field in ('heart_rate_bpm', 'lv_diameter', 'wall', 'tilt_deg', 'echo_myocardium'):
+        values = [getattr(h, field) for h in shapes]
+        assert len(set(values)) >= 15 and np.std(values) > 0
+    assert all(50 <= h.heart_rate_bpm <= 100 for h in shapes)
+    fast = CardiacTiming(95.0)
+    slow = CardiacTiming(55.0)
+    assert fast.cycle_s < slow.cycle_s and fast.t_es > slow.t_es   # systole takes more of a fast cycle
 
 
 # ---------------------------------------------------------------- valves
@@ -220,8 +226,8 @@ def test_bad_style_file_names_file_and_field(tmp_path, text, culprit):
 
 def test_vendor_style_changes_appearance_not_anatomy():
     coarse_b = AcquisitionStyle(**{**load_style(style_path('vendor_b')).as_dict(), 'voxel_mm': 2.0})
-    a = make_phantom(5, COARSE, frames=2)
-    b = make_phantom(5, coarse_b, frames=2)
+    a = make_phantom(5, COARSE, frames=2, extent_mm=SMALL)
+    b = make_phantom(5, coarse_b, frames=2, extent_mm=SMALL)
     assert a.meta['heart'] == b.meta['heart'] and a.radius == b.radius
     assert a.data.shape == b.data.shape and np.mean(a.data != b.data) > 0.5
 
@@ -280,7 +286,7 @@ def test_turning_the_probe_about_the_beam_changes_the_image():
 
 # ---------------------------------------------------------------- cache
 def test_cache_round_trip_and_memory_bound(tmp_path):
-    cache = PhantomCache(tmp_path / 'cache', max_in_memory=1, style=COARSE, frames=2)
+    cache = PhantomCache(tmp_path / 'cache', max_in_memory=1, style=COARSE, frames=2, extent_mm=SMALL)
     a = cache.get(1)
     assert cache.generated == 1 and cache.path(1).is_file() and 1 in cache
     assert cache.get(1) is a and cache.hits == 1
@@ -291,9 +297,10 @@ def test_cache_round_trip_and_memory_bound(tmp_path):
     assert a2.data.tobytes() == a.data.tobytes() and a2.meta == a.meta and a2.radius == a.radius
     assert np.allclose(a2.views['A3C'].probe, a.views['A3C'].probe)
     # a second cache on the same folder loads; another style or frame count is another key
-    other = PhantomCache(tmp_path / 'cache', max_in_memory=0, style=COARSE, frames=2)
+    other = PhantomCache(tmp_path / 'cache', max_in_memory=0, style=COARSE, frames=2, extent_mm=SMALL)
     assert other.get(2).data.tobytes() == b.data.tobytes() and other.loads == 1 and other.in_memory == []
-    assert PhantomCache(tmp_path / 'cache', style=COARSE, frames=3).key(1) != cache.key(1)
+    assert PhantomCache(tmp_path / 'cache', style=COARSE, frames=3, extent_mm=SMALL).key(1) != cache.key(1)
+    assert PhantomCache(tmp_path / 'cache', style=COARSE, frames=2).key(1) != cache.key(1)
     # a broken file is regenerated
     cache.path(2).write_bytes(b'not a zip file')
     cache.clear_memory()

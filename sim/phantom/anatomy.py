@@ -20,6 +20,7 @@ import math
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 
+import numba
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -63,7 +64,7 @@ class HeartShape:
     lv_ellipticity: float = 1.0      # short-axis aspect (u radius / v radius)
     wall: float = 9.0                # LV wall thickness (septum, lateral wall)
     rv_diameter: float = 31.0        # RV basal diameter
-    rv_length: float = 64.0          # tricuspid annulus to RV apex
+    rv_length: float = 70.0          # tricuspid annulus to RV apex
     la_diameter: float = 37.0        # LA transverse diameter
     la_length: float = 50.0          # LA long-axis length
     ra_diameter: float = 38.0
@@ -97,7 +98,7 @@ def sample_heart_shape(rng: np.random.Generator) -> HeartShape:
     return HeartShape(
         lv_length=n(84, 5, 74, 94), lv_diameter=n(47, 3.5, 40, 55),
         lv_ellipticity=n(1.0, 0.04, 0.92, 1.08), wall=n(8.8, 0.9, 7.0, 11.0),
-        rv_diameter=n(31, 3, 25, 38), rv_length=n(64, 5, 55, 75),
+        rv_diameter=n(31, 3, 25, 38), rv_length=n(70, 5, 60, 80),
         la_diameter=n(36, 3, 30, 41), la_length=n(50, 4, 42, 58),
         ra_diameter=n(38, 3, 32, 44), ra_length=n(46, 4, 38, 53),
         aortic_root=n(31, 2.5, 26, 36), mitral_annulus=n(31, 2, 27, 35),
@@ -136,12 +137,31 @@ def _frame_along(d: np.ndarray, hint: np.ndarray) -> np.ndarray:
 
 
 def _ellipsoid_sdf(p: np.ndarray, centre, axes, radii) -> np.ndarray:
-    """Approximate signed distance (mm) of points p (3, N) to an ellipsoid; axes rows unit."""
-    q = np.asarray(axes, np.float32) @ (p - np.asarray(centre, np.float32)[:, None])
-    r = np.asarray(radii, np.float32)[:, None]
-    k0 = np.sqrt(np.sum((q / r) ** 2, axis=0))
-    k1 = np.sqrt(np.sum((q / (r * r)) ** 2, axis=0)) + np.float32(1e-6)
-    return k0 * (k0 - 1) / k1
+    """Approximate signed distance (mm) of points p (3, N) to an ellipsoid; axes rows unit.
+
+    Uses ``k0 (k0 - 1) / k1`` with ``k0 = |q / r|``, ``k1 = |q / r^2|`` (exact on the surface).
+    """
+    return _ellipsoid_kernel(np.ascontiguousarray(p, np.float32), np.asarray(centre, np.float64),
+                             np.asarray(axes, np.float64), np.asarray(radii, np.float64))
+
+
+@numba.njit(cache=True)
+def _ellipsoid_kernel(p, centre, axes, radii):
+    n = p.shape[1]
+    out = np.empty(n, np.float32)
+    for m in range(n):
+        dx, dy, dz = p[0, m] - centre[0], p[1, m] - centre[1], p[2, m] - centre[2]
+        k0 = 0.0
+        k1 = 0.0
+        for a in range(3):
+            q = axes[a, 0] * dx + axes[a, 1] * dy + axes[a, 2] * dz
+            t = q / radii[a]
+            k0 += t * t
+            t = t / radii[a]
+            k1 += t * t
+        k0 = np.sqrt(k0)
+        out[m] = k0 * (k0 - 1.0) / (np.sqrt(k1) + 1e-6)
+    return out
 
 
 def _capsule_sdf(p: np.ndarray, a, b, radius: float) -> np.ndarray:

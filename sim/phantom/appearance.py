@@ -219,11 +219,15 @@ def render_frame(out, lab_out, env, spk, ref_lab, spacing, centre, q, mp, valves
                 v = q[0, 1] * x + q[1, 1] * y + q[2, 1] * z
                 w = q[0, 2] * x + q[1, 2] * y + q[2, 2] * z
                 U, V, W = backward_point(u, v, w, mp)
-                # material point back in V (index units)
-                xv = (centre[0] + q[0, 0] * U + q[0, 1] * V + q[0, 2] * W) / sx
-                yv = (centre[1] + q[1, 0] * U + q[1, 1] * V + q[1, 2] * W) / sy
-                zv = (centre[2] + q[2, 0] * U + q[2, 1] * V + q[2, 2] * W) / sz
-                a = _trilinear(env, zv, yv, xv)
+                if U == u and V == v and W == w:      # tissue at rest here: no interpolation
+                    xv, yv, zv = float(i), float(j), float(k)
+                    a = env[k, j, i]
+                else:
+                    # material point back in V (index units)
+                    xv = (centre[0] + q[0, 0] * U + q[0, 1] * V + q[0, 2] * W) / sx
+                    yv = (centre[1] + q[1, 0] * U + q[1, 1] * V + q[1, 2] * W) / sy
+                    zv = (centre[2] + q[2, 0] * U + q[2, 1] * V + q[2, 2] * W) / sz
+                    a = _trilinear(env, zv, yv, xv)
                 on_valve = False
                 for n in range(nv if wlo <= W <= whi else 0):
                     dxv, dyv, dzv = U - valves[n, V_C], V - valves[n, V_C + 1], W - valves[n, V_C + 2]

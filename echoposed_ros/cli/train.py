@@ -1,0 +1,69 @@
+"""``echoposed train``: train the Echo-POSED ensemble (METHOD sections 3-4) on phantom patients or
+a folder of your own 3D/3D+t volumes. Resumes from ``OUT/last.pt`` when it exists."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+__all__ = ['add_arguments', 'run']
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--config', help='JSON config file (fields of TrainConfig); flags below override it')
+    parser.add_argument('--out', help='output folder (checkpoints, train.log, config.json)')
+    parser.add_argument('--seeds', help='phantom patient seeds, "A-B"')
+    parser.add_argument('--style', help='phantom acquisition style (name in sim/styles or YAML path)')
+    parser.add_argument('--volumes', help='folder of volume files to train on instead of phantoms')
+    parser.add_argument('--steps', type=int, help='optimiser steps in total')
+    parser.add_argument('--minutes', type=float, help='wall-time limit (checkpoints and stops)')
+    parser.add_argument('--members', type=int, help='ensemble size K')
+    parser.add_argument('--seed', type=int, help='random seed')
+    parser.add_argument('--threads', type=int, help='torch threads')
+    parser.add_argument('--workers', type=int, help='data worker processes')
+    parser.add_argument('--set', nargs='*', default=[], metavar='FIELD=JSON',
+                        help='any other config field, value as JSON (e.g. w_orbit=50 widths=[16,32,64,128])')
+    parser.add_argument('--fresh', action='store_true', help='do not resume from OUT/last.pt')
+    parser.add_argument('--print-config', action='store_true', help='print the resolved config and exit')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+
+
+def _resolve(args: argparse.Namespace):
+    from echoposed_ros.training import TrainingError
+    from echoposed_ros.training.config import TrainConfig
+    cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
+    kw = {}
+    for flag, field in (('out', 'out_dir'), ('seeds', 'train_seeds'), ('style', 'phantom_style'),
+                        ('volumes', 'volumes_dir'), ('steps', 'steps'), ('members', 'members'),
+                        ('seed', 'seed'), ('threads', 'threads'), ('workers', 'workers')):
+        value = getattr(args, flag)
+        if value is not None:
+            kw[field] = value
+    if args.minutes is not None:
+        kw['time_limit_s'] = 60.0 * args.minutes
+    for item in args.set:
+        if '=' not in item:
+            raise TrainingError(f'--set {item!r}: expected FIELD=JSON')
+        key, value = item.split('=', 1)
+        try:
+            kw[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kw[key] = value
+    merged = {**dataclasses.asdict(cfg), **kw}
+    return TrainConfig.from_dict(merged)
+
+
+def run(args: argparse.Namespace) -> int:
+    from echoposed_ros.training import TrainingError
+    try:
+        cfg = _resolve(args)
+        if args.print_config:
+            print(json.dumps(json.loads(cfg.to_json()), indent=2))
+            return 0
+        from echoposed_ros.training.train import train
+        path = train(cfg, resume=not args.fresh, progress=not args.quiet)
+    except TrainingError as e:
+        print(f'echoposed train: {e}')
+        return 2
+    print(f'checkpoint: {path}')
+    return 0

@@ -1,0 +1,235 @@
+"""Training data: pose-time sampling (METHOD section 3), on-the-fly slices with the project's
+slicer, augmentation, and a DataLoader-ready stream that runs in worker processes.
+
+Every batch is a pure function of ``(config.seed, step, rank)``: a resumed or re-run training
+sees the same data. One batch = one volume's ``poses`` pose-time pairs, plus their left-right
+mirrors (a mirror is the pose ``(R_v, R_p Rz(pi))``) once the curriculum has opened the full
+circle about z.
+
+Batch dict: ``image`` float32 (M, 1, H, W) in [0, 1] (0 outside the sector); ``orbit``,
+``probe`` float64 (M, 3, 3) canonical-gauge pose; ``t`` float64 (M,) phase in cycles;
+``volume`` int (index into the source); ``z_range`` float (rad, the curriculum's half-range).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from echoposed_ros.geometry import gauge_fix, rot_x, rot_y, rot_z
+from echoposed_sim.sector import SectorGeometry
+from echoposed_sim.slicer import slice_batch
+
+from . import TrainingError
+from .config import TrainConfig, parse_seed_range
+
+__all__ = ['BatchStream', 'VolumeSource', 'augment', 'loader', 'make_batch', 'phantom_volume', 'resolve_style', 'sample_poses',
+           'z_range']
+
+
+class VolumeSource:
+    """Volumes by index: phantom patients by seed, or the files of a folder; an LRU cache.
+
+    ``get(i)`` -> :class:`echoposed_sim.volume.Volume`; ``describe()`` -> JSON-able record of
+    the data (seed range and style, or the file list) for checkpoints and model metadata.
+    """
+
+    def __init__(self, seeds: list[int] | None = None, style: str = '', volumes_dir: str = '',
+                 cache: int = 32, factory=None, frames: int = 5, cache_dir: str = ''):
+        self.style, self.volumes_dir, self.cache_size = style, volumes_dir, max(1, cache)
+        self.frames, self.cache_dir = frames, cache_dir
+        self._cache: OrderedDict[int, object] = OrderedDict()
+        self._factory = factory
+        if volumes_dir:
+            folder = Path(volumes_dir)
+            if not folder.is_dir():
+                raise TrainingError(f'volumes_dir {volumes_dir!r}: not a folder')
+            self.files = sorted(str(p) for p in folder.iterdir() if not p.name.startswith('.'))
+            if not self.files:
+                raise TrainingError(f'volumes_dir {volumes_dir!r}: holds no files')
+            self.seeds = None
+        else:
+            if not seeds:
+                raise TrainingError('VolumeSource: give phantom seeds or a volumes_dir')
+            self.seeds, self.files = list(seeds), None
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, factory=None) -> 'VolumeSource':
+        seeds = None if cfg.volumes_dir else parse_seed_range(cfg.train_seeds)
+        return cls(seeds, cfg.phantom_style, cfg.volumes_dir, cfg.cache_volumes, factory,
+                   cfg.phantom_frames, cfg.phantom_cache_dir)
+
+    def __len__(self) -> int:
+        return len(self.files) if self.files is not None else len(self.seeds)
+
+    def describe(self) -> dict:
+        if self.files is not None:
+            return {'kind': 'files', 'dir': self.volumes_dir, 'files': [Path(f).name for f in self.files]}
+        lo, hi = min(self.seeds), max(self.seeds)
+        contiguous = len(self.seeds) == hi - lo + 1
+        return {'kind': 'phantom', 'seeds': f'{lo}-{hi}' if contiguous else self.seeds,
+                'style': self.style or 'default', 'frames': self.frames}
+
+    def _load(self, i: int):
+        if self._factory is not None:
+            key = self.seeds[i] if self.seeds is not None else self.files[i]
+            return self._factory(key)
+        if self.files is not None:
+            from echoposed_sim.volume_io import load_volume
+            return load_volume(self.files[i])
+        return phantom_volume(self.seeds[i], self.style, self.frames, self.cache_dir)
+
+    def get(self, i: int):
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        vol = self._load(i)
+        self._cache[i] = vol
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return vol
+
+
+def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str = ''):
+    """make_phantom(seed, style, frames), kept as a pickle in ``cache_dir`` when one is given
+    (a patient takes tens of seconds to generate on this machine)."""
+    from echoposed_sim import phantom
+    path = None
+    if cache_dir:
+        tag = Path(style).stem if style else 'default'
+        path = Path(cache_dir) / f'phantom_{tag}_{phantom.GENERATOR_VERSION}_f{frames}_{seed}.pkl'
+        if path.is_file():
+            try:
+                with open(path, 'rb') as f:
+                    return pickle.load(f)
+            except (OSError, pickle.UnpicklingError, EOFError):
+                pass
+    vol = phantom.make_phantom(seed, resolve_style(style), frames)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f'.tmp{os.getpid()}')
+        with open(tmp, 'wb') as f:
+            pickle.dump(vol, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    return vol
+
+
+def resolve_style(style: str):
+    """'' -> None (the default style); a shipped style name ('vendor_b') or a YAML path -> style."""
+    if not style:
+        return None
+    from echoposed_sim import phantom
+    path = Path(style)
+    if not path.suffix:
+        path = phantom.style_path(style)
+    return phantom.load_style(path)
+
+
+def z_range(cfg: TrainConfig, step: int) -> float:
+    """Curriculum: half-range (rad) of the probe turn about z at ``step``, from z_start_deg to 180."""
+    start = np.deg2rad(cfg.z_start_deg)
+    if cfg.z_ramp_steps <= 0 or step >= cfg.z_ramp_steps:
+        return float(np.pi)
+    return float(start + (np.pi - start) * step / cfg.z_ramp_steps)
+
+
+def sample_poses(rng: np.random.Generator, n: int, base_orbit: np.ndarray, base_probe: np.ndarray,
+                 z_half: float, tilt: float, orbit_max: float) -> tuple[np.ndarray, np.ndarray]:
+    """n poses about a base pose (METHOD section 3), canonical gauge; angles in rad.
+
+    Orbit: ``base_orbit @ exp(angle * a)``, angle uniform in [0, orbit_max], a a random unit axis
+    normal to z. Probe: ``base_probe @ Rz(gz) @ Rx(gx) @ Ry(gy)``, gz uniform in [-z_half, z_half],
+    gx, gy uniform in [-tilt, tilt]. Returns (R_v, R_p), each (n, 3, 3) float64.
+    """
+    phi = rng.uniform(0, 2 * np.pi, n)
+    ang = rng.uniform(0, orbit_max, n)
+    rv = np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], -1) * ang[:, None]
+    R_v = base_orbit @ Rotation.from_rotvec(rv).as_matrix()
+    gz = rng.uniform(-z_half, z_half, n)
+    gx = rng.uniform(-tilt, tilt, n)
+    gy = rng.uniform(-tilt, tilt, n)
+    R_p = base_probe @ rot_z(gz) @ rot_x(gx) @ rot_y(gy)
+    g = gauge_fix((R_v, R_p))
+    return np.asarray(g.orbit), np.asarray(g.probe)
+
+
+def _grey_remap(rng: np.random.Generator, img: np.ndarray, knots: int = 4) -> np.ndarray:
+    """Random monotone piecewise-linear grey map of [0, 1] onto [0, 1] with f(0) = 0."""
+    xs = np.concatenate([[0.0], np.sort(rng.uniform(0, 1, knots)), [1.0]])
+    ys = np.concatenate([[0.0], np.sort(rng.uniform(0, 1, knots)), [rng.uniform(0.7, 1.0)]])
+    return np.interp(img, xs, ys).astype(np.float32)
+
+
+def augment(rng: np.random.Generator, images: np.ndarray, sector: SectorGeometry,
+            cfg: TrainConfig) -> np.ndarray:
+    """In place per image: sector-angle crop (symmetric, keeps fliplr = mirror pose) and a grey
+    remap. images: (N, H, W) float32 [0, 1]."""
+    _, phi = sector.polar
+    for i in range(images.shape[0]):
+        if rng.uniform() < cfg.aug_sector_crop:
+            half = 0.5 * sector.angle_rad * rng.uniform(cfg.aug_sector_min, 1.0)
+            images[i][np.abs(phi) > half] = 0.0
+        if rng.uniform() < cfg.aug_grey:
+            images[i] = _grey_remap(rng, images[i])
+    return images
+
+
+def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
+               augmentation: bool = True) -> dict:
+    """The training batch of ``step`` (deterministic in seed, step, rank); see the module doc."""
+    vol_rng = np.random.default_rng([cfg.seed, 7, step // max(1, cfg.volume_reuse), rank])
+    v_index = int(vol_rng.integers(len(source)))
+    rng = np.random.default_rng([cfg.seed, 11, step, rank])
+    vol = source.get(v_index)
+    zh = z_range(cfg, step)
+    R_v, R_p = sample_poses(rng, cfg.poses, np.asarray(vol.base_orbit), np.asarray(vol.base_probe),
+                            zh, np.deg2rad(cfg.tilt_deg), np.deg2rad(cfg.orbit_deg))
+    ts = rng.uniform(0, 1, cfg.poses)
+    zoom = rng.uniform(1 - cfg.aug_zoom, 1 + cfg.aug_zoom) if augmentation else 1.0
+    sector = SectorGeometry(np.deg2rad(cfg.sector_angle_deg), cfg.sector_depth_mm * zoom,
+                            cfg.input_size, cfg.input_size)
+    images = slice_batch(vol, R_v, R_p, ts, sector)
+    if augmentation:
+        images = augment(rng, images, sector, cfg)
+    if cfg.mirrors and zh >= np.pi:
+        images = np.concatenate([images, images[:, :, ::-1]])
+        R_v = np.concatenate([R_v, R_v])
+        R_p = np.concatenate([R_p, R_p @ rot_z(np.pi)])
+        ts = np.concatenate([ts, ts])
+    return {'image': np.ascontiguousarray(images[:, None], dtype=np.float32), 'orbit': R_v,
+            'probe': R_p, 't': ts, 'volume': v_index, 'z_range': zh, 'step': step}
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Batches for steps ``start, start + 1, ...`` (up to ``stop``), split round-robin across
+    DataLoader workers so that a DataLoader(batch_size=None) yields them in step order."""
+
+    def __init__(self, cfg: TrainConfig, start: int, stop: int, rank: int = 0, factory=None):
+        self.cfg, self.start, self.stop, self.rank, self.factory = cfg, start, stop, rank, factory
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
+        if info is not None:
+            torch.set_num_threads(1)
+            try:
+                import numba
+                numba.set_num_threads(1)
+            except (ImportError, ValueError):
+                pass
+        source = VolumeSource.from_config(self.cfg, self.factory)
+        for step in range(self.start + wid, self.stop, nw):
+            b = make_batch(self.cfg, source, step, self.rank)
+            yield {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in b.items()}
+
+
+def loader(cfg: TrainConfig, start: int, stop: int, rank: int = 0, factory=None):
+    """A DataLoader over :class:`BatchStream` with ``cfg.workers`` worker processes (0 = inline)."""
+    return torch.utils.data.DataLoader(BatchStream(cfg, start, stop, rank, factory), batch_size=None,
+                                       num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None,
+                                       persistent_workers=False)

@@ -1,0 +1,183 @@
+"""The training loop (METHOD sections 3-4).
+
+Per step: one volume's batch (data.py, made in DataLoader workers, off this thread); all K
+members run on it; member ``step mod K`` validates (no update, batch norm on running stats) while
+the others train on the pairwise equivariance loss; the orchestrator refits the adapters on the
+detached outputs. Logs (tqdm bar + plain ``train.log``): loss of the training members, validation
+loss of the resting member, orbit and probe terms (rad^2), adapter residuals (deg).
+Checkpoints ``last.pt`` (every ``ckpt_every_s`` and at the end) hold config, model, adapters,
+optimiser states, step and the data description: ``train(cfg, resume=True)`` continues a run.
+
+DDP: under ``torchrun`` (WORLD_SIZE > 1) each process takes its own data (rank-seeded), the model
+is wrapped in DistributedDataParallel (backend gloo, CPU) and the adapter sums are all-reduced.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from . import TrainingError
+from .config import TrainConfig
+from .data import VolumeSource, loader
+from .loss import pair_loss
+from .model import EnsembleNet
+from .optim import build_optimizers, lr_factor, set_lr
+from .orchestrator import Orchestrator
+from .svd import project_to_so3
+
+__all__ = ['build_model', 'load_checkpoint', 'train']
+
+
+def build_model(cfg: TrainConfig) -> tuple[EnsembleNet, Orchestrator]:
+    return (EnsembleNet(cfg.members, cfg.widths, cfg.stem_stride, cfg.first_stride),
+            Orchestrator(cfg.members, cfg.adapter_decay))
+
+
+def load_checkpoint(path: str | Path) -> tuple[TrainConfig, EnsembleNet, Orchestrator, dict]:
+    """-> (config, model (eval mode), orchestrator, the raw checkpoint dict)."""
+    try:
+        ck = torch.load(path, map_location='cpu', weights_only=False)
+        cfg = TrainConfig.from_dict(json.loads(ck['config']))
+        model, orch = build_model(cfg)
+        model.load_state_dict(ck['model'])
+        orch.load_state_dict(ck['orchestrator'])
+    except (OSError, KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        raise TrainingError(f'{path}: not a usable echoposed checkpoint ({type(e).__name__}: {e})') from e
+    return cfg, model.eval(), orch, ck
+
+
+def _logger(path: Path, rank: int) -> logging.Logger:
+    log = logging.getLogger(f'echoposed.train.{path}')
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if rank == 0 and not log.handlers:
+        h = logging.FileHandler(path)
+        h.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%dT%H:%M:%S'))
+        log.addHandler(h)
+    return log
+
+
+def _save(path: Path, cfg, model, orch, opts, step, wall, data_desc) -> None:
+    tmp = path.with_suffix('.tmp')
+    torch.save({'config': cfg.to_json(), 'model': model.state_dict(), 'orchestrator': orch.state_dict(),
+                'optimizers': [o.state_dict() for o in opts], 'step': step, 'wall_s': wall,
+                'data': data_desc, 'torch': torch.__version__}, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = True,
+          on_log=None) -> Path:
+    """Run (or resume) training; returns the path of the last checkpoint.
+
+    factory: optional ``key -> Volume`` replacing the phantom / file loader (tests).
+    on_log: optional callback ``dict -> None`` for each log record (experiments).
+    """
+    ddp = int(os.environ.get('WORLD_SIZE', '1')) > 1
+    if ddp and not dist.is_initialized():
+        dist.init_process_group('gloo')
+    rank = dist.get_rank() if ddp else 0
+    world = dist.get_world_size() if ddp else 1
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = _logger(out / 'train.log', rank)
+    ck_path = out / 'last.pt'
+
+    model, orch = build_model(cfg)
+    opts = build_optimizers(model, cfg)
+    start, wall0 = 0, 0.0
+    if resume and ck_path.exists():
+        ck = torch.load(ck_path, map_location='cpu', weights_only=False)
+        old = TrainConfig.from_dict(json.loads(ck['config']))
+        if old.replace(steps=cfg.steps, time_limit_s=cfg.time_limit_s) != cfg.replace(
+                steps=cfg.steps, time_limit_s=cfg.time_limit_s):
+            raise TrainingError(f'{ck_path}: checkpoint config differs from this run\'s config; '
+                                'use a new out_dir or the same config')
+        model.load_state_dict(ck['model'])
+        orch.load_state_dict(ck['orchestrator'])
+        for o, s in zip(opts, ck['optimizers']):
+            o.load_state_dict(s)
+        start, wall0 = int(ck['step']), float(ck['wall_s'])
+        log.info('resume step %d', start)
+    data_desc = VolumeSource.from_config(cfg, factory).describe()
+    if rank == 0:
+        (out / 'config.json').write_text(json.dumps(json.loads(cfg.to_json()), indent=2))
+        log.info('config %s', cfg.to_json())
+        log.info('data %s', json.dumps(data_desc))
+    net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
+    reduce = (lambda t: dist.all_reduce(t)) if ddp else None
+    k = cfg.members
+    member_params = [model.member_parameters(m) for m in range(k)]
+
+    t0 = time.time()
+    last_ck = t0
+    step = start
+    acc: dict[str, list[float]] = {}
+    bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0, dynamic_ncols=True)
+    model.train()
+    for batch in loader(cfg, start, cfg.steps, rank, factory):
+        step = int(batch['step'])
+        set_lr(opts, lr_factor(cfg, step))
+        frozen = torch.zeros(k, dtype=torch.bool)
+        if k > 1:
+            frozen[step % k] = True
+        raw_v, raw_p = net(batch['image'], frozen)
+        F_v, F_p = project_to_so3(raw_v), project_to_so3(raw_p)
+        loss_k, lv, lp = pair_loss(F_v, F_p, batch['orbit'], batch['probe'], cfg.w_orbit, cfg.w_probe, cfg.loss)
+        train_loss = loss_k[~frozen].sum() if k > 1 else loss_k.sum()
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        train_loss.backward()
+        if k > 1:
+            for p in member_params[step % k]:
+                p.grad = None
+        for o in opts:
+            o.step()
+        res_v, res_p = orch.update(F_v, F_p, reduce)
+        loss_k, lv, lp = loss_k.detach(), lv.detach(), lp.detach()
+        tr = ~frozen if k > 1 else torch.ones(k, dtype=torch.bool)
+        rec = {'loss': float(loss_k[tr].mean()), 'val': float(loss_k[frozen].mean()) if k > 1 else float('nan'),
+               'orbit': float(lv[tr].mean()), 'probe': float(lp[tr].mean()),
+               'res_v_deg': float(np.rad2deg(res_v)), 'res_p_deg': float(np.rad2deg(res_p))}
+        for key, val in rec.items():
+            acc.setdefault(key, []).append(val)
+        bar.update(1)
+        step += 1
+        elapsed = time.time() - t0
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            mean = {key: float(np.nanmean(v)) for key, v in acc.items()}
+            acc = {}
+            mean.update(step=step, z_deg=float(np.rad2deg(batch['z_range'])), wall_s=wall0 + elapsed,
+                        steps_per_s=(step - start) / max(elapsed, 1e-9))
+            if rank == 0:
+                log.info(' '.join(f'{key}={val:.5g}' if isinstance(val, float) else f'{key}={val}'
+                                  for key, val in mean.items()))
+                bar.set_postfix(loss=f"{mean['loss']:.3f}", val=f"{mean['val']:.3f}")
+            if on_log is not None:
+                on_log(mean)
+        stop = cfg.time_limit_s > 0 and elapsed >= cfg.time_limit_s
+        if rank == 0 and (time.time() - last_ck >= cfg.ckpt_every_s or stop or step == cfg.steps):
+            _save(ck_path, cfg, model, orch, opts, step, wall0 + elapsed, data_desc)
+            last_ck = time.time()
+        if stop:
+            break
+    bar.close()
+    if rank == 0:
+        _save(ck_path, cfg, model, orch, opts, step, wall0 + time.time() - t0, data_desc)
+        log.info('done step %d wall_s %.1f', step, wall0 + time.time() - t0)
+    if ddp:
+        dist.barrier()
+    return ck_path

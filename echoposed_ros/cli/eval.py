@@ -14,6 +14,8 @@ __all__ = ['TARGETS', 'add_arguments', 'run']
 TARGETS: dict[str, tuple[str, str]] = {
     'calibration': ('echoposed_ros.cli.eval_calibration',
                     'Angular calibration: normalised MAAE about probe x / y / z, sigma^2 vs error.'),
+    'guidance': ('echoposed_ros.cli.eval_guidance',
+                 'Closed-loop guidance: intra-patient static / dynamic, inter-patient, sigma^2 vs error.'),
 }
 
 

@@ -1,0 +1,274 @@
+"""Offline guidance evaluation (echoposed_ros.eval.guidance, stats, report; `echoposed eval guidance`)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from echoposed_ros.eval.guidance import (GuidanceError, GuidanceProtocol, OracleEstimator, RunResult,
+                                         converged_runs, dispersion_deg, evaluate_dataset, guide, inter_pair_summary,
+                                         intra_specs, summarize_inter)
+from echoposed_ros.eval.report import target_checks, write_report
+from echoposed_ros.eval.stats import StatsError, bootstrap_ci, ecdf, p90, spearman, success_rate
+from echoposed_ros.geometry import Pose, effective_error, gauge_fix, rot_x, rot_y, rot_z
+from echoposed_ros.policy import ControllerConfig, GuidanceState
+from echoposed_sim.sector import SectorGeometry
+from echoposed_sim.volume import StandardView, Volume
+
+SECTOR = SectorGeometry(depth_mm=60.0, height=32, width=32)
+CONFIG = ControllerConfig()
+TOL_DEG = math.degrees(CONFIG.converge_tolerance)
+
+
+def tiny_volume(seed: int) -> Volume:
+    """A smooth random 2-frame volume (40^3 voxels of 2 mm) with three standard views."""
+    rng = np.random.default_rng(seed)
+    d = ndimage.gaussian_filter(rng.random((2, 40, 40, 40)), (0, 2, 2, 2))
+    d = ((d - d.min()) / (d.max() - d.min()) * 255).astype(np.uint8)
+    views = {name: StandardView(*gauge_fix((rot_x(0.1 * k), rot_z(0.7 * k))))
+             for k, name in enumerate(('A4C', 'A2C', 'A3C'))}
+    return Volume(data=d, spacing=np.full(3, 2.0), centre=np.full(3, 39.0), radius=35.0, cycle_s=0.8, views=views,
+                  name=f'tiny{seed}')
+
+
+@pytest.fixture(scope='module')
+def oracle_dataset():
+    protocol = GuidanceProtocol(runs=2, inter_runs=2, max_seconds=12.0, n_boot=200, seed=3)
+    return evaluate_dataset('tiny', [lambda: tiny_volume(0), lambda: tiny_volume(1)], OracleEstimator(seed=5),
+                            CONFIG, protocol, SECTOR), protocol
+
+
+# -- the harness with the oracle --------------------------------------------------------------------
+
+def test_oracle_guidance_converges_in_every_mode(oracle_dataset):
+    ds, protocol = oracle_dataset
+    modes = [r.mode for r in ds.results]
+    assert modes.count('static') == modes.count('dynamic') == 2 * protocol.runs
+    assert modes.count('inter') == 2 * 3 * protocol.inter_runs
+    for r in ds.results:
+        assert r.converged, (r.mode, r.view, r.final_error_deg)
+        assert r.initial_error_deg > 5 * r.final_error_deg or r.initial_error_deg < 10
+        # the controller stops once its estimate is within tolerance; the oracle's estimate is near exact
+        assert r.final_error_deg < TOL_DEG + 0.5, (r.mode, r.final_error_deg)
+        assert r.time_s < protocol.max_seconds
+        assert np.all(r.sigma2 >= 0) and r.states[-1] == GuidanceState.CONVERGED
+    assert max(r.initial_error_deg for r in ds.results) > 30   # starts were really far
+
+
+def test_static_and_dynamic_share_starts_and_targets(oracle_dataset):
+    ds, _ = oracle_dataset
+    static = [r for r in ds.results if r.mode == 'static']
+    dynamic = [r for r in ds.results if r.mode == 'dynamic']
+    for a, b in zip(static, dynamic):
+        assert a.volume == b.volume and a.initial_error_deg == pytest.approx(b.initial_error_deg)
+
+
+def test_summary_has_every_key_with_sane_values(oracle_dataset):
+    ds, _ = oracle_dataset
+    doc = json.loads(json.dumps(ds.as_json()))          # JSON-serialisable
+    for mode in ('intra_static', 'intra_dynamic'):
+        s = doc[mode]
+        assert s['runs'] == 4
+        for key in ('mean', 'median', 'p90'):
+            lo, hi = s[f'{key}_ci95_deg']
+            assert 0 <= lo <= s[f'{key}_deg'] <= hi < TOL_DEG + 0.5
+        assert s['success_within_5deg'] == s['success_within_10deg'] == 1.0
+        assert s['initial_mean_deg'] > s['mean_deg'] and s['converged_share'] == 1.0
+    inter = doc['inter']
+    assert inter['pairs'] == 6 and inter['discarded_share'] == 0.0 and inter['discarded_pairs'] == 0
+    assert 0 <= inter['mean_dispersion_deg'] < 2 * TOL_DEG
+    assert set(inter['per_view']) == {'A2C', 'A3C', 'A4C'}
+    rho = doc['sigma_error_spearman']
+    assert rho is None or -1.0 <= rho <= 1.0
+    assert len(doc['run_table']) == len(ds.results)
+
+
+def test_oracle_loop_converges_for_a_half_turn_left_factor():
+    v = tiny_volume(2)
+    protocol = GuidanceProtocol(runs=2, max_seconds=12.0)
+    specs = intra_specs(v, np.random.default_rng(0), protocol, SECTOR)
+    oracle = OracleEstimator(members=3, noise_deg=0.0, A=(rot_z(np.pi), rot_x(np.pi)))
+    for r in guide(v, specs, oracle, CONFIG, sector=SECTOR, rate_hz=15.0, max_seconds=12.0):
+        assert r.converged and r.final_error_deg < TOL_DEG
+        assert np.all(r.sigma2 < 1e-12)
+
+
+def test_oracle_reports_the_left_factor_with_members():
+    A = tuple(Rotation.random(2, random_state=1).as_matrix())
+    g = gauge_fix((Rotation.random(4, random_state=2).as_matrix(), Rotation.random(4, random_state=3).as_matrix()))
+    est = OracleEstimator(members=4, noise_deg=0.0, A=A).estimate(np.zeros((4, 8, 8)), g.orbit, g.probe)
+    assert est.member_orbits.shape == (4, 4, 3, 3)
+    np.testing.assert_allclose(est.member_orbits[:, 0], A[0] @ g.orbit, atol=1e-9)
+    np.testing.assert_allclose(effective_error((est.orbit, est.probe), (A[0] @ g.orbit, A[1] @ g.probe)), 0, atol=1e-7)
+    noisy = OracleEstimator(members=5, noise_deg=2.0, seed=4).estimate(np.zeros((4, 8, 8)), g.orbit, g.probe)
+    assert np.all(noisy.sigma2 > 0) and np.all(noisy.sigma2 < np.radians(6.0) ** 2)
+
+
+def test_protocol_and_rate_errors_name_the_field():
+    with pytest.raises(GuidanceError, match='runs'):
+        GuidanceProtocol(runs=0)
+    with pytest.raises(GuidanceError, match='max_seconds'):
+        GuidanceProtocol(max_seconds=float('nan'))
+    with pytest.raises(GuidanceError, match='turn_max_deg'):
+        GuidanceProtocol(turn_max_deg=200.0)
+    v = tiny_volume(0)
+    specs = intra_specs(v, np.random.default_rng(0), GuidanceProtocol(runs=1), SECTOR)
+    with pytest.raises(GuidanceError, match='stale_timeout'):
+        guide(v, specs, OracleEstimator(), CONFIG, sector=SECTOR, rate_hz=2.0, max_seconds=1.0)
+
+
+# -- statistics -------------------------------------------------------------------------------------
+
+def test_bootstrap_interval_contains_the_statistic():
+    x = np.random.default_rng(0).gamma(2.0, 2.0, 60)
+    for fn in (np.mean, np.median, p90):
+        lo, hi = bootstrap_ci(x, fn, n_boot=500)
+        assert lo <= float(fn(x)) <= hi and lo < hi
+    groups = np.repeat(np.arange(12), 5)
+    lo, hi = bootstrap_ci(x, np.mean, groups=groups, n_boot=500)
+    assert lo <= x.mean() <= hi
+    assert bootstrap_ci(np.full(7, 3.0)) == (3.0, 3.0)
+    with pytest.raises(StatsError, match='NaN'):
+        bootstrap_ci([1.0, float('nan')])
+    with pytest.raises(StatsError, match='groups'):
+        bootstrap_ci([1.0, 2.0], groups=[0])
+
+
+def test_spearman_of_monotone_relations():
+    x = np.linspace(0.1, 5, 40)
+    assert spearman(x, np.exp(x)) == pytest.approx(1.0)
+    assert spearman(x, -x ** 3) == pytest.approx(-1.0)
+    assert spearman(x, np.ones_like(x)) is None
+    assert spearman([1, 2], [1, 2]) is None
+    assert spearman([1, 2, 3, float('nan'), 4], [2, 4, 6, 0, 8]) == pytest.approx(1.0)
+
+
+def test_ecdf_and_success_rate():
+    v, f = ecdf([3.0, 1.0, 2.0, 2.0])
+    np.testing.assert_array_equal(v, [1, 2, 2, 3])
+    np.testing.assert_allclose(f, [0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(success_rate([1.0, 4.0, 6.0, 12.0], [5.0, 10.0, 0.5]), [0.5, 0.75, 0.0])
+
+
+# -- inter-patient rule on constructed runs ---------------------------------------------------------
+
+def run_with(estimated_deg, final: Pose, converged=False, view='A4C', volume='v0') -> RunResult:
+    e = np.asarray(estimated_deg, dtype=float)
+    return RunResult(volume=volume, mode='inter', view=view, target_volume='v1', index=0, start=final,
+                     target_true=None, final_pose=final, target_sigma2=0.0, actual_deg=np.full(e.size, np.nan),
+                     estimated_deg=e, sigma2=np.zeros(e.size), states=np.ones(e.size, dtype=np.int8),
+                     converged=converged, dt=0.1)
+
+
+def turned(deg: float) -> Pose:
+    return gauge_fix((rot_x(0.2), rot_y(0.1) @ rot_z(np.radians(deg))))
+
+
+def test_convergence_rule_uses_the_final_window_or_the_state():
+    ok = run_with([30] * 20 + [2] * 10, turned(0))              # last second within 5 deg
+    late = run_with([2] * 26 + [9] * 4, turned(0))              # a late jump, median of the last second 2
+    stuck = run_with([30] * 20 + [8] * 10, turned(0))           # stays above the threshold
+    by_state = run_with([30] * 30, turned(0), converged=True)   # the controller said converged
+    blind = run_with([np.nan] * 30, turned(0))                  # no estimate at all
+    np.testing.assert_array_equal(converged_runs([ok, late, stuck, by_state, blind], 5.0, 1.0),
+                                  [True, True, False, True, False])
+
+
+def test_pair_kept_with_half_its_runs_and_dispersion():
+    good = [run_with([1.0] * 10, turned(d)) for d in (-4.0, 4.0, 0.0)]
+    bad = [run_with([20.0] * 10, turned(90.0)) for _ in range(3)]
+    kept = inter_pair_summary(good + bad, [True] * 3 + [False] * 3)
+    assert kept['kept'] and kept['convergent'] == 3
+    # beam-axis turns of -4, 0, +4 deg about their mean: distances 4, 0, 4 -> mean 8/3
+    assert kept['dispersion_deg'] == pytest.approx(8.0 / 3.0, abs=1e-6)
+    dropped = inter_pair_summary(good[:2] + bad + bad[:1], [True] * 2 + [False] * 4)
+    assert not dropped['kept'] and dropped['dispersion_deg'] is None
+    assert dispersion_deg(Pose(np.stack([turned(5).orbit] * 3), np.stack([turned(5).probe] * 3))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_summarize_inter_discarded_share():
+    runs = ([run_with([1.0] * 10, turned(d), view='A2C') for d in (0, 2, 4, 6)]            # kept
+            + [run_with([1.0] * 10, turned(0), view='A3C')] + [run_with([30.0] * 10, turned(0), view='A3C')] * 3)
+    s = summarize_inter(runs, GuidanceProtocol())
+    assert s['pairs'] == 2 and s['discarded_pairs'] == 1 and s['discarded_share'] == 0.5
+    assert s['per_view']['A3C']['discarded_share'] == 1.0 and s['per_view']['A3C']['mean_dispersion_deg'] is None
+    assert s['mean_dispersion_deg'] == pytest.approx(2.0, abs=1e-3)    # turns 0..6 about mean 3: 3, 1, 1, 3
+
+
+# -- report and command -----------------------------------------------------------------------------
+
+def test_report_files_are_written(oracle_dataset, tmp_path):
+    ds, protocol = oracle_dataset
+    md = write_report([ds, ds], {'estimator': 'oracle', 'protocol': {'rate_hz': protocol.rate_hz}, 'wall_s': 1.0},
+                      tmp_path / 'rep')
+    text = md.read_text()
+    for png in ('error_vs_time.png', 'error_cdf.png', 'success_vs_tolerance.png', 'sigma_vs_error.png'):
+        f = tmp_path / 'rep' / png
+        assert f.stat().st_size > 5000 and f.read_bytes()[:4] == b'\x89PNG'
+        assert f'({png})' in text
+    assert '## tiny' in text and 'intra-patient dynamic mean final error <= 5 deg' in text
+    checks = dict((label, met) for label, _, met in target_checks(ds.summary))
+    assert checks['intra-patient static mean final error <= 4 deg'] is True
+
+
+def _save_tiny(folder, seeds):
+    from echoposed_sim.volume_io import save_volume
+    folder.mkdir()
+    for s in seeds:
+        save_volume(tiny_volume(s), folder / f'tiny{s}.npz')
+    return folder
+
+
+def test_command_with_oracle_writes_json_and_report(tmp_path, capsys):
+    from echoposed_ros.cli import main
+    vols = _save_tiny(tmp_path / 'vols', (0, 1))
+    out = tmp_path / 'g.json'
+    rc = main(['eval', 'guidance', '--volumes', str(vols), '--oracle', '--runs', '1', '--inter-runs', '1',
+               '--max-seconds', '10', '--json', str(out), '--report', str(tmp_path / 'rep'), '--quiet'])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    ds = doc['datasets']['volumes vols']
+    assert set(ds) >= {'intra_static', 'intra_dynamic', 'inter', 'sigma_error_spearman', 'source', 'run_table'}
+    assert ds['intra_dynamic']['mean_deg'] < TOL_DEG + 0.5 and ds['inter']['pairs'] == 6
+    assert doc['estimator'].startswith('oracle') and doc['controller']['gain'] == CONFIG.gain
+    assert (tmp_path / 'rep' / 'guidance.md').is_file()
+    assert 'volumes vols: final error mean static' in capsys.readouterr().out
+
+
+def test_command_with_an_onnx_model(tmp_path):
+    pytest.importorskip('onnx')
+    from echoposed_ros.cli import main
+    from echoposed_ros.estimator.synthetic import write_model
+    model = write_model(tmp_path / 'syn.onnx', np.stack([np.eye(3)] * 3), np.stack([rot_z(0.1 * k) for k in range(3)]),
+                        height=32, width=32)
+    vols = _save_tiny(tmp_path / 'vols', (0,))
+    out = tmp_path / 'g.json'
+    rc = main(['eval', 'guidance', '--volumes', str(vols), '--model', str(model), '--runs', '1',
+               '--max-seconds', '3', '--json', str(out), '--quiet'])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc['model'] == str(model) and doc['sector']['height'] == 32
+    ds = doc['datasets']['volumes vols']
+    assert ds['inter'] is None and ds['intra_static']['runs'] == 1
+    # a constant estimator sees no error: the controller converges at once, wherever the probe is
+    assert all(r['converged'] for r in ds['run_table'])
+
+
+def test_command_without_the_shipped_model_says_so(tmp_path, monkeypatch, capsys):
+    from echoposed_ros.cli import main
+    from echoposed_ros.estimator import model as model_module
+    monkeypatch.setattr(model_module, 'default_model_path', lambda: tmp_path / 'models' / 'echoposed_k5.onnx')
+    vols = _save_tiny(tmp_path / 'vols', (0,))
+    rc = main(['eval', 'guidance', '--volumes', str(vols), '--json', str(tmp_path / 'g.json'), '--quiet'])
+    err = capsys.readouterr().err
+    assert rc == 2 and 'echoposed_k5.onnx' in err and 'not been trained' in err and '--oracle' in err
+    rc = main(['eval', 'guidance', '--volumes', str(vols), '--model', str(tmp_path / 'nope.onnx'),
+               '--json', str(tmp_path / 'g.json'), '--quiet'])
+    assert rc == 2 and 'nope.onnx' in capsys.readouterr().err
+    rc = main(['eval', 'guidance', '--oracle', '--json', str(tmp_path / 'g.json')])
+    assert rc == 2 and 'no dataset' in capsys.readouterr().err
+    assert not (tmp_path / 'g.json').exists()

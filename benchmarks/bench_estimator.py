@@ -12,6 +12,8 @@ process, in interleaved rounds:
   ``torch.inference_mode()``, timed with 1 thread and with ``--threads`` threads; the faster of
   the two counts (on a crowded machine PyTorch's OpenMP threads can be many times slower than
   one thread, and the baseline should not lose by that);
+- ``median_ms_by_session_config``: the same call with 1 and ``--threads`` intra-op threads, worker
+  spinning on and off (information for tuning; ``median_ms`` is the runtime default);
 - ``estimator_median_ms``: the whole runtime path ``Estimator.estimate`` on a mono8 image of the
   model's size (conversion, session call, SVD projection, mean, sigma^2, gauge).
 
@@ -173,6 +175,10 @@ def run(args: argparse.Namespace) -> dict:
             est.estimate(mono8)
             with torch.inference_mode():
                 module(xt)
+        from echoposed_ros.estimator import EnsembleModel
+        variants = {f'threads={n},spin={int(sp)}': EnsembleModel(path, intra_op_threads=n, allow_spinning=sp)
+                    for n in sorted({1, args.threads}) for sp in (True, False)}
+        t_var: dict[str, list[float]] = {k: [] for k in variants}
         torch_threads = sorted({1, args.threads})
         t_ort, t_est = [], []
         t_torch: dict[int, list[float]] = {n: [] for n in torch_threads}
@@ -185,6 +191,11 @@ def run(args: argparse.Namespace) -> dict:
                 t0 = time.perf_counter()
                 est.estimate(mono8)
                 t_est.append(time.perf_counter() - t0)
+            for key, variant in variants.items():
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    variant.run(x)
+                    t_var[key].append(time.perf_counter() - t0)
             for n in torch_threads:
                 torch.set_num_threads(n)
                 with torch.inference_mode():
@@ -210,6 +221,7 @@ def run(args: argparse.Namespace) -> dict:
         'min_ms': float(np.min(t_ort)) * 1e3,
         'torch_min_ms': float(np.min(t_torch[best_threads])) * 1e3,
         'torch_median_ms_by_threads': {str(n): v for n, v in torch_by_threads.items()},
+        'median_ms_by_session_config': {k: float(np.median(v)) * 1e3 for k, v in t_var.items()},
         'torch_threads': best_threads,
         'gflop_per_image': flops / 1e9,
         'macs_per_member': int(macs),

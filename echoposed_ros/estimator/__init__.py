@@ -13,7 +13,8 @@ from __future__ import annotations
 from .errors import EstimatorError
 from .estimator import Estimate, Estimator, FanMode
 from .fan import FanGeometry, detect_fan, model_fan
-from .image import ENCODINGS, IMAGE_SUFFIXES, decode_buffer, image_to_float, infer_encoding, map_to_model, read_image_file
+from .image import (ENCODINGS, IMAGE_SUFFIXES, decode_buffer, image_to_float, infer_encoding, map_to_model,
+                    read_image_file)
 from .model import (DEFAULT_MODEL_FILE, FORMAT_VERSION, METADATA_KEYS, EnsembleModel, ModelInfo, default_model_path,
                     load_model, require_default_model)
 

@@ -74,12 +74,13 @@ class Estimator:
     :class:`FanGeometry` of the input images. input_depth_mm: when given (mm), inputs keep
     their physical scale on the model's fan instead of having their depth scaled to it.
     detect_threshold: intensity (in [0, 1]) above which a pixel counts as in the fan.
-    allow_spinning: onnxruntime worker threads spin while idle (see :class:`EnsembleModel`).
+    allow_spinning: onnxruntime worker threads busy-wait while idle (default off; see
+    :class:`EnsembleModel`).
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, intra_op_threads: int = 2,
                  fan: FanMode | FanGeometry = 'auto', input_depth_mm: float | None = None,
-                 detect_threshold: float = 0.0, allow_spinning: bool = True) -> None:
+                 detect_threshold: float = 0.0, allow_spinning: bool = False) -> None:
         if not isinstance(fan, FanGeometry) and fan not in ('auto', 'detect', 'model'):
             raise EstimatorError(f'fan = {fan!r}; expected "auto", "detect", "model" or a FanGeometry')
         self.model = EnsembleModel(model_path, intra_op_threads=intra_op_threads, allow_spinning=allow_spinning)

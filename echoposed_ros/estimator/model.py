@@ -188,7 +188,9 @@ class EnsembleModel:
     """An onnxruntime session on a checked echoposed model file (CPU).
 
     intra_op_threads: threads inside one operator (0 = onnxruntime's default); allow_spinning:
-    let idle worker threads spin (lower latency, more CPU; turn off on a crowded machine).
+    let idle worker threads busy-wait between operators. Off by default: on this 2-core machine
+    shared with the simulator, training and other nodes, spinning made the median latency 2-4x
+    worse (benchmarks/bench_estimator.py, ``median_ms_by_session_config``).
 
     ``run(images)`` takes float32 ``(N, 1, H, W)`` (or ``(N, H, W)``) in the model's geometry
     and returns the raw aligned member matrices ``(orbit, probe)``, each float64
@@ -196,7 +198,7 @@ class EnsembleModel:
     """
 
     def __init__(self, path: str | os.PathLike[str], intra_op_threads: int = 2,
-                 inter_op_threads: int = 1, allow_spinning: bool = True) -> None:
+                 inter_op_threads: int = 1, allow_spinning: bool = False) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -249,9 +251,9 @@ class EnsembleModel:
         return orbit.astype(np.float64), probe.astype(np.float64)
 
 
-def load_model(path: str | os.PathLike[str], intra_op_threads: int = 2) -> EnsembleModel:
+def load_model(path: str | os.PathLike[str], intra_op_threads: int = 2, allow_spinning: bool = False) -> EnsembleModel:
     """Open and check an echoposed ONNX model (see module docstring); raises EstimatorError."""
-    return EnsembleModel(path, intra_op_threads=intra_op_threads)
+    return EnsembleModel(path, intra_op_threads=intra_op_threads, allow_spinning=allow_spinning)
 
 
 def default_model_path() -> Path:

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument('--volumes', metavar='DIR', action='append', default=[], help='folder of 3D / 3D+t volume files')
     src.add_argument('--style', metavar='FILE', default=None,
                      help='acquisition style YAML for phantoms, or a shipped style name (e.g. vendor_b)')
+    src.add_argument('--frames', type=int, default=20,
+                     help='phantom frames per cardiac cycle (default 20, as the sim node\'s phantom_frames)')
     src.add_argument('--cache', metavar='DIR', default=None,
                      help='phantom cache folder (default: the sim node\'s, $ECHOPOSED_CACHE or cache/phantoms)')
     est = parser.add_mutually_exclusive_group()
@@ -105,12 +107,12 @@ def _datasets(args: argparse.Namespace) -> list[tuple[str, list[Any], dict[str, 
         from echoposed_sim.phantom import PhantomCache
         style = _style(args.style)
         cache = PhantomCache(Path(args.cache) if args.cache else cache_dir() / 'phantoms', max_in_memory=1,
-                             style=style)
+                             style=style, frames=args.frames)
         for text in args.seeds:
             seeds = parse_seeds(text)
             name = f'phantom {text}' + (f' ({args.style})' if args.style else '')
             out.append((name, [lambda s=s: cache.get(s) for s in seeds],
-                        {'phantom_seeds': seeds, 'style': args.style}))
+                        {'phantom_seeds': seeds, 'style': args.style, 'frames': args.frames}))
     for folder in args.volumes:
         from echoposed_sim.volume_io import load_volume
         files = _volume_files(folder)

@@ -272,3 +272,19 @@ def test_command_without_the_shipped_model_says_so(tmp_path, monkeypatch, capsys
     rc = main(['eval', 'guidance', '--oracle', '--json', str(tmp_path / 'g.json')])
     assert rc == 2 and 'no dataset' in capsys.readouterr().err
     assert not (tmp_path / 'g.json').exists()
+
+
+def test_command_on_phantom_seeds_reads_the_phantom_cache(tmp_path):
+    from echoposed_ros.cli import main
+    from echoposed_sim.phantom import PhantomCache
+    from echoposed_sim.volume_io import save_volume
+    cache = PhantomCache(tmp_path / 'cache', frames=2)
+    for seed in (7, 8):     # stand-ins stored under the patients' cache keys: nothing is generated
+        save_volume(tiny_volume(seed), cache.path(seed))
+    out = tmp_path / 'g.json'
+    rc = main(['eval', 'guidance', '--seeds', '7-8', '--cache', str(tmp_path / 'cache'), '--frames', '2', '--oracle',
+               '--runs', '1', '--inter-runs', '1', '--max-seconds', '8', '--json', str(out), '--quiet'])
+    assert rc == 0
+    ds = json.loads(out.read_text())['datasets']['phantom 7-8']
+    assert ds['source'] == {'phantom_seeds': [7, 8], 'style': None, 'frames': 2}
+    assert ds['volumes'] == ['tiny7', 'tiny8'] and ds['inter']['pairs'] == 6

@@ -308,7 +308,25 @@ class Anatomy:
 
     # ------------------------------------------------------------------ labels
     def labels(self, p_v: np.ndarray) -> np.ndarray:
-        """Tissue labels (N,) uint8 at points p_v (3, N) float32 mm in V, end-diastole."""
+        """Tissue labels (N,) uint8 at points p_v (3, N) float32 mm in V, end-diastole (numba)."""
+        if p_v.ndim != 2 or p_v.shape[0] != 3:
+            raise PhantomError(f'labels: points must be (3, N), got {p_v.shape}')
+        s = self.shape
+        av = self.aortic
+        scal = np.array([self.w_e, self.w_mv, self.w_tv, 2.2, self.ao_len, s.aortic_root / 2, s.lung_gap,
+                         s.chest_wall, self.probe_apex[2]])
+        valves = np.array([np.r_[v.centre, v.axis, v.radius] for v in (self.mitral, self.tricuspid, self.aortic)])
+        out = np.empty(p_v.shape[1], np.uint8)
+        _labels_kernel(np.ascontiguousarray(p_v, np.float32), self.centre, np.ascontiguousarray(self.q), out, scal,
+                       self.lv_radii, self.lv_epi_radii, self.rv_c, np.ascontiguousarray(self.rv_axes),
+                       self.rv_radii, self.rv_radii + self.rv_wall, self.la_c, self.ra_c,
+                       np.ascontiguousarray(self.la_axes), self.la_radii, self.ra_radii, av.centre, self.ao_dir,
+                       np.ascontiguousarray(_frame_along(self.ao_dir, _e(57))), self.lvot_a, valves,
+                       np.array(self.papillary), self.p_ias, self.n_ias)
+        return out
+
+    def labels_reference(self, p_v: np.ndarray) -> np.ndarray:
+        """Same as :meth:`labels`, written with numpy arrays (the test oracle; slower)."""
         if p_v.ndim != 2 or p_v.shape[0] != 3:
             raise PhantomError(f'labels: points must be (3, N), got {p_v.shape}')
         s = self.shape
@@ -325,7 +343,7 @@ class Anatomy:
                             w - f32(self.w_tv + 3))
         la_in = _ellipsoid_sdf(p, self.la_c, self.la_axes, self.la_radii)
         ra_in = _ellipsoid_sdf(p, self.ra_c, self.la_axes, self.ra_radii)
-        atrial_wall = 2.2
+        atrial_wall = 2.2   # (also in labels)
         la_out, ra_out = la_in - f32(atrial_wall), ra_in - f32(atrial_wall)
         av = self.aortic
         ao_axes = _frame_along(self.ao_dir, _e(57))
@@ -379,3 +397,111 @@ class Anatomy:
         for valve in (self.mitral, self.tricuspid, self.aortic):
             lab[_torus_sdf(p, valve.centre, valve.axis, valve.radius + 1.0, 1.8) <= 0] = Tissue.ANNULUS
         return lab
+
+
+# ---------------------------------------------------------------- labels, one point at a time
+@numba.njit(cache=True, inline='always')
+def _ell1(x, y, z, c, ax, r):
+    dx, dy, dz = x - c[0], y - c[1], z - c[2]
+    k0 = 0.0
+    k1 = 0.0
+    for a in range(3):
+        t = (ax[a, 0] * dx + ax[a, 1] * dy + ax[a, 2] * dz) / r[a]
+        k0 += t * t
+        t = t / r[a]
+        k1 += t * t
+    k0 = math.sqrt(k0)
+    return k0 * (k0 - 1.0) / (math.sqrt(k1) + 1e-6)
+
+
+@numba.njit(cache=True, inline='always')
+def _caps1(x, y, z, a, b, radius):
+    bx, by, bz = b[0] - a[0], b[1] - a[1], b[2] - a[2]
+    px, py, pz = x - a[0], y - a[1], z - a[2]
+    h = min(max((px * bx + py * by + pz * bz) / (bx * bx + by * by + bz * bz), 0.0), 1.0)
+    dx, dy, dz = px - h * bx, py - h * by, pz - h * bz
+    return math.sqrt(dx * dx + dy * dy + dz * dz) - radius
+
+
+@numba.njit(cache=True)
+def _labels_kernel(pv, centre, q, out, scal, lv_r, lv_epi_r, rv_c, rv_ax, rv_r, rv_out_r, la_c, ra_c, la_ax,
+                   la_r, ra_r, av_c, ao_d, ao_ax, lvot_a, valves, pap, p_ias, n_ias):
+    w_e, w_mv, w_tv, aw, ao_len, r_sin, lung_gap, chest, probe_z = (scal[0], scal[1], scal[2], scal[3], scal[4],
+                                                                    scal[5], scal[6], scal[7], scal[8])
+    eye = np.eye(3)
+    lv_c = np.array([0.0, 0.0, w_e])
+    ao_end = av_c + ao_len * ao_d
+    sinus_c = av_c + 9.0 * ao_d
+    sinus_r = np.array([r_sin, r_sin, 12.0])
+    pap_r = np.array([5.0, 5.0, 11.0])
+    for m in range(pv.shape[1]):
+        dxv, dyv, dzv = pv[0, m] - centre[0], pv[1, m] - centre[1], pv[2, m] - centre[2]
+        x = q[0, 0] * dxv + q[1, 0] * dyv + q[2, 0] * dzv
+        y = q[0, 1] * dxv + q[1, 1] * dyv + q[2, 1] * dzv
+        w = q[0, 2] * dxv + q[1, 2] * dyv + q[2, 2] * dzv
+        lv_epi = max(_ell1(x, y, w, lv_c, eye, lv_epi_r), w - (w_mv + 3.0))
+        rv_out = max(_ell1(x, y, w, rv_c, rv_ax, rv_out_r), w - (w_tv + 3.0))
+        la_in = _ell1(x, y, w, la_c, la_ax, la_r)
+        ra_in = _ell1(x, y, w, ra_c, la_ax, ra_r)
+        la_out, ra_out = la_in - aw, ra_in - aw
+        ao_h = (x - av_c[0]) * ao_d[0] + (y - av_c[1]) * ao_d[1] + (w - av_c[2]) * ao_d[2]
+        ao_lumen = min(_caps1(x, y, w, av_c, ao_end, 0.86 * r_sin), _ell1(x, y, w, sinus_c, ao_ax, sinus_r))
+        ao_lumen = max(ao_lumen, -ao_h - 1.0)
+        ao_out = max(ao_lumen - 2.5, -ao_h - 3.0)
+        env = min(min(lv_epi, rv_out), min(min(la_out, ra_out), ao_out))
+        depth = pv[2, m] - probe_z
+        lab = 0  # TISSUE
+        below_chest = depth > chest - 6.0
+        if below_chest and env > lung_gap:
+            lab = 1
+        if below_chest and abs(env - lung_gap) < 1.2:
+            lab = 2
+        if depth < chest - 6.0:
+            lab = 5
+        if depth < 9.0:
+            lab = 4
+        if depth < 2.5:
+            lab = 3
+        if env > 0.0 and env <= 0.8:
+            lab = 6
+        if env > 0.8 and env <= 2.8:
+            lab = 7
+        if la_out <= 0.0 or ra_out <= 0.0:
+            lab = 9
+        if lv_epi <= 0.0 or rv_out <= 0.0:
+            lab = 8
+        if ao_out <= 0.0:
+            lab = 10
+        if env <= 6.0:     # every cavity, hole and ring lies inside this (the reference checks)
+            lvot = _caps1(x, y, w, lvot_a, av_c, 10.0)
+            outside_lv = lv_epi > 0.0
+            outside_ao = ao_out > 0.0 and lvot > 2.5
+            ias = (x - p_ias[0]) * n_ias[0] + (y - p_ias[1]) * n_ias[1]
+            if outside_lv and outside_ao and w < w_tv and _ell1(x, y, w, rv_c, rv_ax, rv_r) <= 0.0:
+                lab = 13
+            if la_in <= 0.0 and w >= w_mv and ias < -2.0 and outside_ao:
+                lab = 14
+            if ra_in <= 0.0 and w >= w_tv and ias > 2.0 and outside_ao and outside_lv:
+                lab = 15
+            for n in range(2):
+                qx, qy, qz = x - valves[n, 0], y - valves[n, 1], w - valves[n, 2]
+                h = -(qx * valves[n, 3] + qy * valves[n, 4] + qz * valves[n, 5])
+                rho2 = qx * qx + qy * qy + qz * qz - h * h
+                if rho2 < valves[n, 6] ** 2 and -3.0 < h < 4.0 and (n == 0 or outside_lv):
+                    lab = 12 if n == 0 else 13
+            if w < w_mv and _ell1(x, y, w, lv_c, eye, lv_r) <= 0.0:
+                lab = 12
+            if lvot <= 0.0:
+                lab = 12
+            if ao_lumen <= 0.0:
+                lab = 16
+            for n in range(pap.shape[0]):
+                if _ell1(x, y, w, pap[n], eye, pap_r) <= 0.0:
+                    lab = 8
+            for n in range(3):
+                qx, qy, qz = x - valves[n, 0], y - valves[n, 1], w - valves[n, 2]
+                h = qx * valves[n, 3] + qy * valves[n, 4] + qz * valves[n, 5]
+                rho = math.sqrt(max(qx * qx + qy * qy + qz * qz - h * h, 0.0))
+                if math.sqrt((rho - valves[n, 6] - 1.0) ** 2 + h * h) - 1.8 <= 0.0:
+                    lab = 11
+        out[m] = lab

@@ -267,7 +267,9 @@ class RunResult:
     """One finished run. Per step k = 0..S (the image of step k, before its command):
     ``actual_deg`` ground-truth effective error to ``target_true`` (NaN when unknown),
     ``estimated_deg`` the controller's estimated effective error, ``sigma2`` (rad^2), ``states``
-    (:class:`GuidanceState` values). ``final_pose`` is where the probe ended (canonical gauge)."""
+    (:class:`GuidanceState` values). ``final_pose`` is where the probe ended (canonical gauge).
+    ``target_uncertain``: the target's sigma^2 exceeds the controller's ``uncertainty_threshold``
+    (the controller node would refuse that image target; the harness guides anyway and counts it)."""
 
     volume: str
     mode: str
@@ -285,6 +287,7 @@ class RunResult:
     converged: bool
     unreachable_steps: int = 0
     dt: float = 1.0 / 30.0
+    target_uncertain: bool = False
 
     @property
     def initial_error_deg(self) -> float:
@@ -313,6 +316,7 @@ class RunResult:
                                                   if np.isfinite(self.estimated_deg[w]).any() else float('nan')),
                 'target_sigma2': _num(self.target_sigma2), 'final_sigma2': _num(float(np.mean(self.sigma2[w]))),
                 'converged': bool(self.converged), 'time_s': self.time_s,
+                'target_uncertain': bool(self.target_uncertain),
                 'hold_share': float(np.mean(self.states == GuidanceState.HOLD_UNCERTAIN)),
                 'unreachable_steps': int(self.unreachable_steps)}
 
@@ -431,7 +435,8 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
                                  estimated_deg=np.degrees(np.asarray(est_err[i], dtype=np.float64)),
                                  sigma2=np.asarray(sig[i], dtype=np.float64),
                                  states=np.asarray(states[i], dtype=np.int8), converged=converged[i],
-                                 unreachable_steps=unreachable[i], dt=dt))
+                                 unreachable_steps=unreachable[i], dt=dt,
+                                 target_uncertain=bool(t_est.sigma2[i] > config.uncertainty_threshold)))
     return results
 
 
@@ -583,6 +588,7 @@ def summarize_inter(results: Sequence[RunResult], protocol: GuidanceProtocol) ->
             'runs': len(runs), 'convergent_runs': int(ok.sum()),
             'threshold_deg': protocol.inter_threshold_deg, 'window_s': protocol.inter_window_s,
             'dynamic': protocol.inter_dynamic,
+            'uncertain_target_share': float(np.mean([r.target_uncertain for r in runs])),
             'mean_own_view_error_deg': float(np.mean(own)) if own else None,
             'per_view': per_view, 'pair_table': table}
 
@@ -618,6 +624,7 @@ def summarize_dataset(results: Sequence[RunResult], protocol: GuidanceProtocol) 
             s['mean_time_s'] = float(np.mean([r.time_s for r in runs]))
             s['hold_share'] = float(np.mean(np.concatenate([r.states == GuidanceState.HOLD_UNCERTAIN
                                                             for r in runs])))
+            s['uncertain_target_share'] = float(np.mean([r.target_uncertain for r in runs]))
         out[f'intra_{mode}'] = s
     out['inter'] = summarize_inter(results, protocol)
     intra = [r for r in results if r.mode in ('static', 'dynamic')]

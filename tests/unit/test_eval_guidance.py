@@ -78,6 +78,7 @@ def test_summary_has_every_key_with_sane_values(oracle_dataset):
             assert 0 <= lo <= s[f'{key}_deg'] <= hi < TOL_DEG + 0.5
         assert s['success_within_5deg'] == s['success_within_10deg'] == 1.0
         assert s['initial_mean_deg'] > s['mean_deg'] and s['converged_share'] == 1.0
+        assert s['hold_share'] == 0.0 and s['uncertain_target_share'] == 0.0
     inter = doc['inter']
     assert inter['pairs'] == 6 and inter['discarded_share'] == 0.0 and inter['discarded_pairs'] == 0
     assert 0 <= inter['mean_dispersion_deg'] < 2 * TOL_DEG

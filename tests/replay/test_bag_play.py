@@ -115,3 +115,29 @@ def test_killed_recorder_leaves_a_bag_reported_as_truncated(graph, tiny_bag, tmp
     assert (out / 'killed.mcap').stat().st_size > 10_000  # the flushed chunks are on disk
     with pytest.raises(BagError, match=f'{out}: truncated: killed.mcap'):
         read_bag(out)
+
+
+def test_bag_type_hashes_are_the_ones_ros_announces(graph):
+    """The RIHS01 hashes written into bags equal those of the running ROS types (ros2 bag play checks)."""
+    from echoposed_msgs.msg import GuidanceStatus, ProbeTwist
+    from rclpy.serialization import serialize_message
+
+    from echoposed_ros.bag.typestore import typestore
+
+    node = graph.node('hashes')
+    for cls, name in ((EchoPose, 'echoposed_msgs/msg/EchoPose'), (GuidanceStatus, 'echoposed_msgs/msg/GuidanceStatus'),
+                      (ProbeTwist, 'echoposed_msgs/msg/ProbeTwist'), (Image, 'sensor_msgs/msg/Image')):
+        topic = '/hash_' + name.split('/')[-1]
+        node.create_publisher(cls, topic, 10)
+        assert wait_for(lambda: bool(node.get_publishers_info_by_topic(topic)), timeout=5)
+        assert str(node.get_publishers_info_by_topic(topic)[0].topic_type_hash) == typestore().hash_rihs01(name)
+    # and rclpy and the typestore read each other's bytes (padding bytes may differ)
+    from rclpy.serialization import deserialize_message
+    msg = EchoPose(uncertainty=0.25, inference_time=0.004)
+    msg.header.frame_id = 'heart'
+    msg.orbit.w = 1.0
+    msg.probe.w = 1.0
+    store = typestore()
+    ours = store.deserialize_cdr(serialize_message(msg), 'echoposed_msgs/msg/EchoPose')
+    assert ours.header.frame_id == 'heart' and ours.uncertainty == 0.25 and ours.orbit.w == 1.0
+    assert deserialize_message(bytes(store.serialize_cdr(ours, 'echoposed_msgs/msg/EchoPose')), EchoPose) == msg

@@ -294,7 +294,7 @@ def test_bench_command_writes_the_figures(tmp_path) -> None:
     result = json.loads(out.read_text())
     assert result['target'] == 'slicer'
     assert result['slices_per_s'] > 0 and result['scipy_slices_per_s'] > 0
-    assert result['ratio'] == pytest.approx(result['slices_per_s'] / result['scipy_slices_per_s'], rel=0.01)
+    assert result['ratio'] == pytest.approx(result['slices_per_s'] / result['scipy_slices_per_s'], rel=0.01, abs=2e-3)
     assert result['max_abs_diff_vs_scipy'] < 1e-5 and result['plain_layout_equal']   # same points, same values
     assert result['machine']['cpus'] >= 1 and result['config']['volume_shape_tzyx'] == [2, 40, 40, 40]
     met = result['slices_per_s'] >= 1000 and result['ratio'] >= 5

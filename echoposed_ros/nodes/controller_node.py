@@ -32,12 +32,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import rclpy
 from echoposed_msgs.msg import EchoPose, GuidanceStatus, ProbeTwist
 from echoposed_msgs.srv import EstimatePose, SetTarget
 from geometry_msgs.msg import TwistStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
@@ -50,6 +49,7 @@ from ..policy.controller import BodyTwist
 from .convert import echopose_msg, vector3_msg
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import Param, declare_all
+from .process import run_node
 
 __all__ = ['NODE_PARAMS', 'PARAMS', 'ControllerNode', 'ControllerNodeConfig', 'main']
 
@@ -313,30 +313,17 @@ def _quaternions(msg: EchoPose) -> tuple[list[float], list[float], list[list[flo
     return q(msg.orbit), q(msg.probe), [q(m) for m in msg.member_orbit], [q(m) for m in msg.member_probe]
 
 
-def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+def _hold_still(node: ControllerNode) -> None:
+    """Leave the robot holding still: a last zero twist (the context may already be gone)."""
     try:
-        node = ControllerNode()
-    except (PolicyError, ValueError) as exc:
-        print(f'{NODE_NAME}: {exc}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        node.publish_zero()
+    except Exception:  # noqa: BLE001 - best effort during shutdown
         pass
-    finally:
-        try:
-            node.publish_zero()  # leave the robot holding still
-        except Exception:  # noqa: BLE001 - the context may already be gone
-            pass
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
 
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(ControllerNode, NODE_NAME, args, executor_factory=lambda: MultiThreadedExecutor(num_threads=3),
+                    cleanup=_hold_still)
 
 if __name__ == '__main__':
     sys.exit(main())

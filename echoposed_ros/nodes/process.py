@@ -12,13 +12,17 @@ from collections.abc import Callable
 from typing import Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 __all__ = ['run_node']
 
 
 def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = None,
-             executor: Any = None, cleanup: Callable[[Any], None] | None = None) -> int:
+             executor_factory: Callable[[], Any] | None = None,
+             cleanup: Callable[[Any], None] | None = None) -> int:
+    """Run ``factory()``'s node until shutdown; ``executor_factory`` (default single-threaded)
+    builds the executor after rclpy.init; ``cleanup(node)`` runs before the node is destroyed
+    (e.g. publish a last zero twist). Returns the process exit code."""
     rclpy.init(args=args)
     try:
         node = factory()
@@ -26,12 +30,10 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
         print(f'{name}: {exc}', file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    executor = executor_factory() if executor_factory is not None else SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        if executor is None:
-            rclpy.spin(node)
-        else:
-            executor.add_node(node)
-            executor.spin()
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
@@ -41,6 +43,7 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
         try:
             if cleanup is not None:
                 cleanup(node)
+            executor.shutdown(timeout_sec=1.0)
             node.destroy_node()
         except KeyboardInterrupt:
             pass

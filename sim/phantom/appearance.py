@@ -89,13 +89,15 @@ def specular_boost(blood: np.ndarray, probe: np.ndarray, voxel_mm: float, gain: 
 
 
 def reference_echo(labels: np.ndarray, shape, style: AcquisitionStyle, depth_mm: np.ndarray,
-                   rng: np.random.Generator, probe: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   rng: np.random.Generator, probe: np.ndarray | None = None,
+                   speckle_box: tuple[slice, slice, slice] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """End-diastolic echo envelope and unit speckle.
 
     labels: (Z, Y, X) uint8 tissue labels; depth_mm: (Z, Y, X) or broadcastable float32 depth
     from the apical window (mm, for the near-field haze); probe: (3,) mm, the apical window in V
-    (for specular interfaces; None: none). Returns (env, spk), both (Z, Y, X)
-    float32: env in linear amplitude (1 = nominal myocardium), spk unit-mean speckle.
+    (for specular interfaces; None: none); speckle_box: (k, j, i) slices where ``spk`` is
+    needed (default: everywhere). Returns (env, spk) float32: env (Z, Y, X) in linear amplitude
+    (1 = nominal myocardium), spk the unit-mean speckle of the same scatterers in the box.
     """
     amp = tissue_amplitudes(shape)[labels]
     # slow tissue heterogeneity (not in blood), stronger in lung
@@ -119,8 +121,9 @@ def reference_echo(labels: np.ndarray, shape, style: AcquisitionStyle, depth_mm:
     norm = np.float32(1.0 / _blurred_noise_norm(sig))
     re = rng.standard_normal(labels.shape, dtype=np.float32)
     im = rng.standard_normal(labels.shape, dtype=np.float32)
-    spk = np.hypot(ndimage.gaussian_filter(re, sig, truncate=2.5),
-                   ndimage.gaussian_filter(im, sig, truncate=2.5)) * norm
+    box = tuple(slice(0, n) for n in labels.shape) if speckle_box is None else speckle_box
+    spk = np.hypot(ndimage.gaussian_filter(re[box], sig, truncate=2.5),
+                   ndimage.gaussian_filter(im[box], sig, truncate=2.5)) * norm
     re *= amp
     im *= amp
     env = np.hypot(ndimage.gaussian_filter(re, sig, truncate=2.5),
@@ -174,11 +177,12 @@ def _leaflet_distance(X0, X1, X2, vrow):
 
 
 @numba.njit(cache=True, fastmath=True)
-def render_frame(out, lab_out, env, spk, ref_lab, spacing, centre, q, mp, valves, probe, att_lut,
+def render_frame(out, lab_out, env, spk, spk_off, ref_lab, spacing, centre, q, mp, valves, probe, att_lut,
                  noise, noise_offset, disp):
     """Render one frame into ``out`` (Z, Y, X) uint8 (and ``lab_out`` labels when it is 3D).
 
-    env, spk: (Z, Y, X) float32 reference envelope and unit speckle; ref_lab: (Z, Y, X) uint8
+    env: (Z, Y, X) float32 reference envelope; spk: unit speckle of a sub-box starting at voxel
+    ``spk_off`` (k, j, i), covering the leaflets' material points; ref_lab: (Z, Y, X) uint8
     end-diastolic labels; spacing (3,) mm (x, y, z); centre (3,) LV centre in V; q (3, 3)
     columns of H in V; mp motion parameters; valves (n, N_VALVE); probe (3,) apical window in V;
     att_lut: amplitude factor per 0.5 mm of depth from the window (residual attenuation);
@@ -236,7 +240,7 @@ def render_frame(out, lab_out, env, spk, ref_lab, spacing, centre, q, mp, valves
                     d = _leaflet_distance(U, V, W, valves[n])
                     if d < 3.0 * psf:
                         wgt = 1.0 if d <= 0.0 else math.exp(-d * d * inv2s2)
-                        a += valves[n, V_AMP] * wgt * _trilinear(spk, zv, yv, xv)
+                        a += valves[n, V_AMP] * wgt * _trilinear(spk, zv - spk_off[0], yv - spk_off[1], xv - spk_off[2])
                         if d <= 0.0:
                             on_valve = True
                 # residual attenuation with depth from the apical window

@@ -101,7 +101,17 @@ def build_patient(seed: int, style: AcquisitionStyle | None = None, frames: int 
                         np.repeat(zs, ny * nx)])
         ref_lab[k0:k1] = anatomy.labels(pts).reshape(k1 - k0, ny, nx)
     depth = (np.arange(nz, dtype=np.float32) * np.float32(vox) - np.float32(anatomy.probe_apex[2]))[:, None, None]
-    env, spk = reference_echo(ref_lab, shape, style, depth, np.random.default_rng(s_tex), anatomy.probe_apex)
+    # leaflet speckle is only needed in a box round the valves (material points, end-diastole)
+    rows = _valve_rows(anatomy, 0.0, 0.0, style.psf_lateral_mm)
+    reach = rows[:, V_BOUND][:, None] + 2.0 * vox
+    corners = np.concatenate([anatomy.to_volume(rows[:, V_C:V_C + 3] + s * reach) for s in (-1, 1)]
+                             + [anatomy.to_volume(rows[:, V_C:V_C + 3] + reach * np.array(c))
+                                for c in ((1, -1, -1), (-1, 1, -1), (-1, -1, 1), (1, 1, -1), (1, -1, 1), (-1, 1, 1))])
+    lo = np.clip(np.floor(corners.min(axis=0) / vox).astype(int), 0, [nx - 1, ny - 1, nz - 1])
+    hi = np.clip(np.ceil(corners.max(axis=0) / vox).astype(int) + 1, 1, [nx, ny, nz])
+    box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+    spk_off = np.array([lo[2], lo[1], lo[0]], np.float64)
+    env, spk = reference_echo(ref_lab, shape, style, depth, np.random.default_rng(s_tex), anatomy.probe_apex, box)
     del depth
 
     motion = MotionModel.from_anatomy(anatomy)
@@ -122,7 +132,7 @@ def build_patient(seed: int, style: AcquisitionStyle | None = None, frames: int 
         t = n / frames
         mp = motion.params(timing.contraction(t))
         valves = _valve_rows(anatomy, timing.mitral_open(t), timing.aortic_open(t), style.psf_lateral_mm)
-        render_frame(data[n], labels[n] if labels is not None else no_labels, env, spk, ref_lab,
+        render_frame(data[n], labels[n] if labels is not None else no_labels, env, spk, spk_off, ref_lab,
                      spacing, anatomy.centre, anatomy.q, mp, valves, anatomy.probe_apex, att_lut,
                      noise, int(offsets[n]), disp)
 

@@ -103,7 +103,22 @@ def _play(args: argparse.Namespace) -> int:
         rclpy.try_shutdown()
 
 
+def _pose_node_settings() -> dict[str, Any]:
+    """The live pose node's estimator settings (``config/pose.yaml``, else the node's defaults)."""
+    from ..nodes.params import yaml_parameters
+    from ..paths import config_dir
+
+    settings = {'fan': 'auto', 'detect_threshold': 0.02, 'input_depth_mm': 0.0, 'intra_op_threads': 2}
+    try:
+        given = yaml_parameters(config_dir() / 'pose.yaml', 'echoposed_pose')
+    except (OSError, KeyError, ValueError):
+        given = {}
+    settings.update({k: given[k] for k in settings if k in given})
+    return settings
+
+
 def _estimator(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """The offline estimator, set up as the live pose node sets up its own (config/pose.yaml)."""
     from ..estimator import Estimator, default_model_path
 
     if args.no_model:
@@ -111,7 +126,10 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, str | None]:
     path = args.model if args.model is not None else default_model_path()
     if args.model is None and not path.is_file():
         return None, f'no model: the shipped model {path} does not exist (pass --model PATH)'
-    return Estimator(path, fan='auto'), None
+    s = _pose_node_settings()
+    return Estimator(path, fan=s['fan'], detect_threshold=float(s['detect_threshold']),
+                     input_depth_mm=float(s['input_depth_mm']) or None,
+                     intra_op_threads=int(s['intra_op_threads'])), None
 
 
 def _eval(args: argparse.Namespace) -> int:

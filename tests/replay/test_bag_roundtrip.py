@@ -22,20 +22,27 @@ ECHOPOSED = Path(sys.executable).with_name('echoposed')
 
 
 @pytest.fixture(scope='module')
-def live_run(tmp_path_factory):
-    """One recorded live run: (bag, launch summary, the launch's CompletedProcess, phantom file)."""
+def phantom(tmp_path_factory):
     from echoposed_sim.phantom import make_phantom
     from echoposed_sim.volume_io import save_volume
+    return save_volume(make_phantom(1000), tmp_path_factory.mktemp('phantom') / 'patient1000.npz')
 
-    tmp = tmp_path_factory.mktemp('roundtrip')
-    phantom = save_volume(make_phantom(1000), tmp / 'patient1000.npz')
+
+def _launch(tmp, *arguments, duration=60):
     bag, summary = tmp / 'bag', tmp / 'summary.json'
-    result = subprocess.run([str(ECHOPOSED), 'launch', 'sim_guidance', f'volume:={phantom}', 'estimator:=oracle',
-                             'robot:=kinematic', 'cardiac_motion:=false', 'start_seed:=1', f'record:={bag}',
-                             '--quiet', '--duration', '60', '--stop-after-converged', '1.0',
-                             '--summary', str(summary)], capture_output=True, text=True, timeout=150)
+    result = subprocess.run([str(ECHOPOSED), 'launch', 'sim_guidance', *arguments, f'record:={bag}', '--quiet',
+                             '--duration', str(duration), '--stop-after-converged', '1.0', '--summary', str(summary)],
+                            capture_output=True, text=True, timeout=duration + 90)
     assert summary.exists(), result.stdout[-3000:] + result.stderr[-3000:]
-    return bag, json.loads(summary.read_text()), result, phantom
+    return bag, json.loads(summary.read_text()), result
+
+
+@pytest.fixture(scope='module')
+def live_run(tmp_path_factory, phantom):
+    """One recorded live run with the oracle: (bag, launch summary, the launch's CompletedProcess, phantom)."""
+    bag, summary, result = _launch(tmp_path_factory.mktemp('oracle'), f'volume:={phantom}', 'estimator:=oracle',
+                                   'robot:=kinematic', 'cardiac_motion:=false', 'start_seed:=1')
+    return bag, summary, result, phantom
 
 
 @pytest.fixture(scope='module')
@@ -107,6 +114,34 @@ def test_target_view_from_the_volume_file_and_from_a_bag_time(live_run, tmp_path
     assert result.stderr.strip() == (f'echoposed bag eval: {bag}: target view A2C is not stored in the bag '
                                      '(it stores A4C); give --volume FILE to read its pose')
     assert json.loads(out.read_text())['failed'][0]['bag'] == str(bag)
+
+
+def test_offline_estimates_equal_the_live_pose_node_estimates(phantom, synthetic_model, tmp_path):
+    """A live run whose pose node runs the synthetic model: bag eval's offline estimator (set up like
+    the pose node) gives, image for image, the poses the live node published."""
+    from echoposed_ros.bag.offline import estimate_images, evaluate_bag
+    from echoposed_ros.bag.reader import read_bag
+    from echoposed_ros.cli.bag import _estimator
+    from echoposed_ros.geometry import effective_error
+
+    bag, summary, result = _launch(tmp_path, f'volume:={phantom}', 'estimator:=model', f'model:={synthetic_model}',
+                                   'robot:=kinematic', 'cardiac_motion:=true', duration=12)
+    assert summary['exit_codes']['echoposed_recorder'] == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    c = read_bag(bag)
+    assert c.poses is not None and len(c.poses) >= 30, c.counts
+    estimator, _ = _estimator(type('Args', (), {'no_model': False, 'model': synthetic_model})())
+    est = estimate_images(estimator, c.images.images, c.images.encodings, c.images.stamps)
+    index = {int(s): i for i, s in enumerate(est.stamps)}
+    pairs = [(index[int(s)], j) for j, s in enumerate(c.poses.stamps) if int(s) in index]
+    assert len(pairs) >= 0.8 * len(c.poses)
+    i, j = np.array(pairs).T
+    diff = effective_error((est.orbit[i], est.probe[i]), (c.poses.orbit[j], c.poses.probe[j]))
+    assert np.degrees(diff).max() < 0.01
+    assert np.allclose(est.sigma2[i], c.poses.sigma2[j], rtol=1e-4, atol=1e-10)
+    report, _ = evaluate_bag(bag, estimator)
+    latency = report['recorded']['latency_ms']
+    assert 0 < latency['median'] < 500 and report['recorded']['matched'] >= 0.8 * len(c.poses)
+    assert report['recorded']['inference_ms']['median'] > 0
 
 
 def test_record_argument_adds_the_recorder_node(tmp_path):

@@ -410,7 +410,7 @@ def load_volume(path: str | Path, *, spacing: ArrayLike | None = None, centre: A
     cycle = _scalar(cycle, path, 'cycle_s')
 
     # spacing
-    sp = pick('spacing', None if spacing is None else spacing, facts)
+    sp = pick('spacing', spacing, facts)
     if sp is None:
         raise VolumeError(f'{path}: {suffix} holds no voxel spacing; pass spacing=(sx, sy, sz) in mm or write '
                           f'"spacing: [sx, sy, sz]" into the sidecar {sidecar_path(path)}')

@@ -136,11 +136,13 @@ def check_complete(path: str | Path) -> None:
             raise BagError(f'{path}: {f.name} is not an MCAP file (bad magic)')
         if tail != MCAP_MAGIC:
             raise BagError(f'{path}: truncated: {f.name} ({size} bytes) ends without the MCAP footer '
-                           '(the file was cut or its recorder was killed before closing it)')
+                           '(the file was cut or its recorder was killed before closing it; `echoposed bag salvage` '
+                           'recovers the complete messages)')
     if path.is_dir() and not (path / 'metadata.yaml').is_file():
         if not _storage_files(path):
             raise BagError(f'{path}: not a bag: no metadata.yaml and no .mcap file')
-        raise BagError(f'{path}: truncated: no metadata.yaml (its recorder did not close the bag)')
+        raise BagError(f'{path}: truncated: no metadata.yaml (its recorder did not close the bag; '
+                       '`echoposed bag salvage` recovers the complete messages)')
 
 
 def open_bag(path: str | Path) -> Reader:

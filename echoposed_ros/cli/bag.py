@@ -1,9 +1,11 @@
-"""``echoposed bag record | play | eval``: rosbag2 (MCAP) recording, replay and offline scoring.
+"""``echoposed bag record | play | salvage | eval``: rosbag2 (MCAP) recording, replay and offline scoring.
 
 - ``record OUT [topics...] [--duration S]``: a recorder node for machines without ``ros2 bag``
   (default topics: images, ground truth, estimates, commands, status, diagnostics); Ctrl-C
   closes the bag cleanly.
 - ``play BAG [--rate R]``: republish with the recorded timing, R times faster.
+- ``salvage BAG OUT``: copy every complete message of a truncated bag (killed recorder, cut file)
+  into a new, complete bag.
 - ``eval BAG... [--model M] [--target VIEW | --target-bag-time T] --json OUT [--plots DIR]``:
   score each bag (offline estimator tracking error after alignment, sigma^2 vs error, recorded
   latency, error to target). A bag that cannot be scored is reported in the JSON with its error
@@ -33,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     play.add_argument('--rate', type=float, default=1.0, help='playback speed factor (default 1)')
     play.add_argument('--topics', nargs='+', default=None, help='only these topics')
     play.add_argument('--wait', type=float, default=2.0, help='s to wait for subscribers before playing')
+    sal = sub.add_parser('salvage', help='copy every complete message of a truncated bag into a new bag')
+    sal.add_argument('bag', type=Path, help='truncated bag directory or .mcap file')
+    sal.add_argument('output', type=Path, help='new bag directory (must not exist)')
     ev = sub.add_parser('eval', help='score recorded sessions offline (JSON, plots)')
     ev.add_argument('bags', nargs='+', type=Path, help='bag directories (or .mcap files)')
     ev.add_argument('--model', type=Path, default=None,
@@ -52,7 +57,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {'record': _record, 'play': _play, 'eval': _eval}[args.bag_command](args)
+    return {'record': _record, 'play': _play, 'salvage': _salvage, 'eval': _eval}[args.bag_command](args)
+
+
+def _salvage(args: argparse.Namespace) -> int:
+    from ..bag.errors import BagError
+    from ..bag.salvage import salvage
+
+    try:
+        counts = salvage(args.bag, args.output)
+    except BagError as exc:
+        print(f'echoposed bag salvage: {exc}', file=sys.stderr)
+        return 1
+    print(f'{args.output}: ' + ', '.join(f'{t} {n}' for t, n in counts.items()))
+    return 0
 
 
 def _record(args: argparse.Namespace) -> int:

@@ -158,6 +158,27 @@ def test_bag_of_a_killed_recorder_is_reported_as_truncated(tmp_path):
         read_bag(tmp_path / 'killed')
 
 
+def test_salvage_recovers_the_complete_messages_of_truncated_bags(tmp_path):
+    from echoposed_ros.bag.salvage import salvage
+
+    make_bag(tmp_path / 'live', n=30, close=False)  # flushed after message 15, never closed
+    shutil.copytree(tmp_path / 'live', tmp_path / 'killed')
+    counts = salvage(tmp_path / 'killed', tmp_path / 'fixed')
+    assert counts['/probe/image'] == 16 and counts['/probe/true_pose'] == 16
+    c = read_bag(tmp_path / 'fixed')
+    assert [int(im[0, 0]) for im in c.images.images] == list(range(16))
+    full = make_bag(tmp_path / 'full', n=30)
+    data = (full / 'full.mcap').read_bytes()
+    (tmp_path / 'cut.mcap').write_bytes(data[:len(data) * 3 // 4])  # ends inside the second chunk
+    result = subprocess.run([str(ECHOPOSED), 'bag', 'salvage', str(tmp_path / 'cut.mcap'), str(tmp_path / 'fixed2')],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert len(read_bag(tmp_path / 'fixed2').images) == 16
+    (tmp_path / 'stub.mcap').write_bytes(data[:40])
+    with pytest.raises(BagError, match='nothing to salvage'):
+        salvage(tmp_path / 'stub.mcap', tmp_path / 'fixed3')
+
+
 def test_unknown_message_type_names_type_and_topic(tmp_path):
     writer = BagWriter(tmp_path / 'unknown')
     writer.add_topic('/probe/image', 'sensor_msgs/msg/Image')

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from echoposed_msgs.msg import EchoPose
 
@@ -45,8 +45,9 @@ def tiny_bag(tmp_path_factory):
 def _listen(graph):
     got = {'image': [], 'truth': []}
     sub = graph.node('listener')
-    sub.create_subscription(Image, 'probe/image', lambda m: got['image'].append((time.monotonic(), m)),
-                            qos_profile_sensor_data)
+    # best effort, as the pose node subscribes (depth 100 so a busy executor does not overwrite any)
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=qos_profile_sensor_data.reliability)
+    sub.create_subscription(Image, 'probe/image', lambda m: got['image'].append((time.monotonic(), m)), qos)
     sub.create_subscription(EchoPose, 'probe/true_pose', lambda m: got['truth'].append((time.monotonic(), m)), 10)
     return got
 
@@ -69,8 +70,9 @@ def test_play_republishes_content_with_recorded_spacing(graph, tiny_bag, rate):
     t = np.array([r for r, _ in got['image']])
     span = t[-1] - t[0]
     expected = (N - 1) * PERIOD * 1e-9 / rate
-    assert span == pytest.approx(expected, abs=0.03 + 0.15 * expected), (span, expected)
-    assert np.median(np.diff(t)) == pytest.approx(PERIOD * 1e-9 / rate, abs=0.012)
+    # receive times carry the subscriber's scheduling jitter on a shared machine: loose bounds
+    assert span == pytest.approx(expected, abs=0.05 + 0.2 * expected), (span, expected)
+    assert np.median(np.diff(t)) == pytest.approx(PERIOD * 1e-9 / rate, abs=0.015)
 
 
 def test_bad_rate_is_refused(graph, tiny_bag):
@@ -115,6 +117,10 @@ def test_killed_recorder_leaves_a_bag_reported_as_truncated(graph, tiny_bag, tmp
     assert (out / 'killed.mcap').stat().st_size > 10_000  # the flushed chunks are on disk
     with pytest.raises(BagError, match=f'{out}: truncated: killed.mcap'):
         read_bag(out)
+    from echoposed_ros.bag.salvage import salvage
+    counts = salvage(out, tmp_path / 'salvaged')  # what was flushed before the kill
+    assert counts['/probe/image'] >= N // 2, counts
+    assert [int(im[0, 0]) for im in read_bag(tmp_path / 'salvaged').images.images] == list(range(counts['/probe/image']))
 
 
 def test_bag_type_hashes_are_the_ones_ros_announces(graph):

@@ -1,7 +1,7 @@
 """Republishing a bag with its recorded timing (``echoposed bag play BAG [--rate R]``).
 
 Every message is published as its recorded CDR bytes (no deserialization; header stamps stay as
-recorded) on its recorded topic, at ``start + (t - t_first) / rate`` of wall time, where ``t`` is
+recorded unless ``restamp``) on its recorded topic, at ``start + (t - t_first) / rate`` of wall time, where ``t`` is
 the bag (receive) time: the recorded spacing, scaled. Publishers are reliable with depth 100, which
 both reliable and best-effort (sensor-data) subscribers accept. Before the first message the
 player waits up to ``wait_s`` for every topic to have a subscriber, then ``SETTLE_S`` more
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,32 @@ PLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=Re
                       durability=DurabilityPolicy.VOLATILE)
 
 
+def _restamper(store: Any, msgtype: str, offset_ns: int) -> Callable[[bytes], bytes] | None:
+    """bytes -> bytes with ``header.stamp`` moved by ``offset_ns``, for types whose first field is a
+    ``std_msgs/msg/Header`` named ``header``; None for other types."""
+    fields = store.fielddefs.get(msgtype, ((), ()))[1]
+    if not fields or fields[0][0] != 'header' or fields[0][1][1] != 'std_msgs/msg/Header':
+        return None
+    Time = store.types['builtin_interfaces/msg/Time']
+
+    def move(raw: bytes) -> bytes:
+        msg = store.deserialize_cdr(raw, msgtype)
+        ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec + offset_ns
+        msg = replace(msg, header=replace(msg.header, stamp=Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)))
+        return bytes(store.serialize_cdr(msg, msgtype))
+
+    return move
+
+
 def play_bag(node: Any, path: str | Path, rate: float = 1.0, topics: Sequence[str] | None = None,
-             wait_s: float = 2.0, should_stop: Callable[[], bool] = lambda: False) -> dict[str, int]:
+             wait_s: float = 2.0, should_stop: Callable[[], bool] = lambda: False,
+             restamp: bool = False) -> dict[str, int]:
     """Publish the bag's messages from ``node`` with the recorded spacing divided by ``rate``.
 
-    ``topics``: only these (absolute or relative names; default all). Returns {topic: published}.
+    ``topics``: only these (absolute or relative names; default all). ``restamp``: move every
+    ``header.stamp`` by (now - the bag's first time), so stamps are current while their spacing
+    (at rate 1) and their lag behind the bag times stay as recorded; otherwise stamps are as
+    recorded. Returns {topic: published}.
     """
     if not rate > 0:
         raise BagError(f'rate = {rate}; expected > 0')
@@ -60,6 +82,10 @@ def play_bag(node: Any, path: str | Path, rate: float = 1.0, topics: Sequence[st
         counts = {t: 0 for t in publishers}
         start = time.monotonic()
         first = None
+        movers: dict[str, Any] = {}
+        if restamp:
+            offset = node.get_clock().now().nanoseconds - int(reader.start_time)
+            movers = {c.topic: _restamper(typestore(), c.msgtype, offset) for c in conns}
         try:
             for conn, t, raw in reader.messages(connections=conns):
                 if should_stop():
@@ -68,7 +94,8 @@ def play_bag(node: Any, path: str | Path, rate: float = 1.0, topics: Sequence[st
                 delay = start + (t - first) * 1e-9 / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                publishers[conn.topic].publish(bytes(raw))
+                move = movers.get(conn.topic)
+                publishers[conn.topic].publish(move(bytes(raw)) if move else bytes(raw))
                 counts[conn.topic] += 1
         except (AssertionError, ValueError, OSError) as exc:
             raise BagError(f'{path}: unreadable message data while playing: {exc}') from exc

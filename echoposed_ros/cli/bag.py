@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     play.add_argument('--rate', type=float, default=1.0, help='playback speed factor (default 1)')
     play.add_argument('--topics', nargs='+', default=None, help='only these topics')
     play.add_argument('--wait', type=float, default=2.0, help='s to wait for subscribers before playing')
+    play.add_argument('--restamp', action='store_true', help='move header stamps to now (keeping their spacing), '
+                      'so live nodes measure real latencies and stale checks see fresh data')
     sal = sub.add_parser('salvage', help='copy every complete message of a truncated bag into a new bag')
     sal.add_argument('bag', type=Path, help='truncated bag directory or .mcap file')
     sal.add_argument('output', type=Path, help='new bag directory (must not exist)')
@@ -108,7 +110,8 @@ def _play(args: argparse.Namespace) -> int:
     rclpy.init()
     node = rclpy.create_node('echoposed_player')
     try:
-        counts = play_bag(node, args.bag, rate=args.rate, topics=args.topics, wait_s=args.wait)
+        counts = play_bag(node, args.bag, rate=args.rate, topics=args.topics, wait_s=args.wait,
+                          restamp=args.restamp)
         print(f'{args.bag}: published ' + ', '.join(f'{t} {n}' for t, n in counts.items()))
         return 0
     except BagError as exc:

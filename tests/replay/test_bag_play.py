@@ -75,6 +75,19 @@ def test_play_republishes_content_with_recorded_spacing(graph, tiny_bag, rate):
     assert np.median(np.diff(t)) == pytest.approx(PERIOD * 1e-9 / rate, abs=0.015)
 
 
+def test_restamp_moves_stamps_to_now_and_keeps_their_spacing(graph, tiny_bag):
+    got = _listen(graph)
+    player = graph.node('player')
+    now = player.get_clock().now().nanoseconds
+    play_bag(player, tiny_bag, rate=3.0, wait_s=5.0, restamp=True, topics=['probe/true_pose'])
+    assert wait_for(lambda: len(got['truth']) == N, timeout=5)
+    assert not got['image']  # only the chosen topic was played
+    stamps = np.array([m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in got['truth']])
+    assert np.diff(stamps).tolist() == [PERIOD] * (N - 1)
+    assert now - 1_000_000_000 < stamps[0] < now + 10_000_000_000
+    assert got['truth'][0][1].header.frame_id == 'heart'  # the rest of the message is untouched
+
+
 def test_bad_rate_is_refused(graph, tiny_bag):
     with pytest.raises(BagError, match='rate = 0'):
         play_bag(graph.node('player'), tiny_bag, rate=0.0)

@@ -1,9 +1,9 @@
 """Estimator speed: the K-member ensemble on one 128 x 128 image, onnxruntime vs PyTorch eager.
 
-Builds the training code's ensemble network (``echoposed_ros.training.model.EnsembleNet``, the
-architecture of the training config's defaults unless overridden) with random weights and random
-orchestrator adapters, exports it to ONNX under the model contract (the training code's exporter
-when it exists, else ``torch.onnx.export`` plus the contract's metadata), and times in the same
+Builds the training code's ensemble (``echoposed_ros.training.train.build_model``: the training
+config's architecture unless overridden) with random weights and random orchestrator adapters,
+saves it as a training checkpoint and exports that with the training code's exporter
+(``echoposed_ros.training.export.export_onnx``: the model contract), and times in the same
 process, in interleaved rounds:
 
 - ``median_ms``: one onnxruntime session call on a (1, 1, S, S) image (the runtime's
@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 TARGET_MEDIAN_MS = 10.0
@@ -47,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--widths', type=str, default=None,
                         help='stage widths "a,b,c,d" (default: the training config)')
     parser.add_argument('--stem-stride', type=int, default=None, help='stride of the first conv (default: config)')
+    parser.add_argument('--first-stride', type=int, default=None, help='stride of block 1 (default: config)')
     parser.add_argument('--threads', type=int, default=2, help='threads for both runtimes (default 2)')
     parser.add_argument('--rounds', type=int, default=5, help='interleaved rounds (default 5)')
     parser.add_argument('--repeats', type=int, default=20, help='onnxruntime calls per round (default 20)')
@@ -71,19 +70,24 @@ def _machine() -> dict:
             'numpy': numpy.__version__, 'onnxruntime': onnxruntime.__version__, 'torch': torch.__version__}
 
 
-def _ensemble(args):
-    """(net wrapped with adapters, config dict, MACs of one member)."""
+def _ensemble(args, checkpoint: Path):
+    """Build the training code's ensemble (random weights, random adapters), save it as a training
+    checkpoint; returns (the eager module that the export wraps, config summary, MACs per member)."""
     import torch
+    from scipy.spatial.transform import Rotation
 
     from echoposed_ros.training.config import TrainConfig
-    from echoposed_ros.training.model import EnsembleNet, count_macs
+    from echoposed_ros.training.export import ExportWrapper
+    from echoposed_ros.training.model import count_macs
+    from echoposed_ros.training.train import build_model
 
-    cfg = TrainConfig()
-    members = args.members or cfg.members
-    widths = tuple(int(w) for w in args.widths.split(',')) if args.widths else tuple(cfg.widths)
-    stem = args.stem_stride or cfg.stem_stride
+    base = TrainConfig()
+    widths = tuple(int(w) for w in args.widths.split(',')) if args.widths else tuple(base.widths)
+    cfg = base.replace(input_size=args.size, members=args.members or base.members, widths=widths,
+                       stem_stride=args.stem_stride or base.stem_stride,
+                       first_stride=args.first_stride or base.first_stride)
     torch.manual_seed(args.seed)
-    net = EnsembleNet(members, widths=widths, stem_stride=stem).eval()
+    net, orch = build_model(cfg)
     with torch.no_grad():                          # random, non-trivial batch-norm statistics
         for mod in net.modules():
             if hasattr(mod, 'running_var') and hasattr(mod, 'running_mean'):
@@ -91,60 +95,22 @@ def _ensemble(args):
                 mod.running_var.uniform_(0.5, 1.5)
         for w in net.head_w:                        # outputs far from the head's identity bias, so the
             w.mul_(30.0)                            # ONNX-vs-torch agreement check means something
-    from scipy.spatial.transform import Rotation
-    B = torch.tensor(Rotation.random(2 * members, random_state=args.seed).as_matrix(), dtype=torch.float32)
-
-    class WithAdapters(torch.nn.Module):
-        """The exported contract: adapters applied on the left of each member's raw matrices."""
-
-        def __init__(self):
-            super().__init__()
-            self.net = net
-            self.register_buffer('b_orbit', B[:members].clone())
-            self.register_buffer('b_probe', B[members:].clone())
-
-        def forward(self, image):
-            orbit, probe = self.net(image)
-            return self.b_orbit[None] @ orbit, self.b_probe[None] @ probe
-
-    config = {'members': members, 'widths': list(widths), 'stem_stride': stem, 'size': args.size,
-              'sector_angle_deg': cfg.sector_angle_deg, 'sector_depth_mm': cfg.sector_depth_mm}
-    return WithAdapters().eval(), config, count_macs(net, args.size)
+        B = torch.tensor(Rotation.random(2 * cfg.members, random_state=args.seed).as_matrix())
+        orch.adapter_orbit.copy_(B[:cfg.members])
+        orch.adapter_probe.copy_(B[cfg.members:])
+    torch.save({'config': cfg.to_json(), 'model': net.state_dict(), 'orchestrator': orch.state_dict(),
+                'step': 0, 'data': {'benchmark': 'random weights'}}, checkpoint)
+    config = {'members': cfg.members, 'widths': list(cfg.widths), 'stem_stride': cfg.stem_stride,
+              'first_stride': cfg.first_stride, 'size': cfg.input_size, 'sector_angle_deg': cfg.sector_angle_deg,
+              'sector_depth_mm': cfg.sector_depth_mm}
+    return ExportWrapper(net.eval(), orch).eval(), config, count_macs(net, cfg.input_size)
 
 
-def _export(module, config: dict, path: Path) -> str:
-    """Write ``module`` as a contract-conforming ONNX file; returns which exporter was used."""
-    import torch
-    try:   # the training code's exporter, once it exists
-        from echoposed_ros.training import export as training_export  # type: ignore[attr-defined]
-        fn = getattr(training_export, 'export_module', None)
-    except ImportError:
-        fn = None
-    if fn is not None:
-        fn(module, path, size=config['size'])
-        return 'echoposed_ros.training.export.export_module'
-    import onnx
-    x = torch.rand(1, 1, config['size'], config['size'])
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        torch.onnx.export(module, (x,), str(path), input_names=['image'], output_names=['orbit', 'probe'],
-                          dynamic_axes={'image': {0: 'N'}, 'orbit': {0: 'N'}, 'probe': {0: 'N'}},
-                          opset_version=17, dynamo=False)
-    model = onnx.load(str(path))
-    meta = {
-        'echoposed_format': '1', 'input_height': config['size'], 'input_width': config['size'],
-        'sector_angle_rad': math.radians(config['sector_angle_deg']),
-        'sector_depth_mm': config['sector_depth_mm'],
-        'intensity': {'range': [0.0, 1.0], 'outside_sector': 0.0}, 'members': config['members'],
-        'train_config': {'benchmark': True, **config}, 'train_data': {'benchmark': 'random weights'},
-        'model_name': 'bench_random',
-    }
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, json.dumps(v)
-    onnx.save(model, str(path))
-    return 'torch.onnx.export (TorchScript exporter, opset 17) + contract metadata'
+def _export(checkpoint: Path, path: Path) -> str:
+    """The training code's exporter: checkpoint -> contract-conforming ONNX file."""
+    from echoposed_ros.training.export import export_onnx
+    export_onnx(checkpoint, path, model_name='bench_random')
+    return 'echoposed_ros.training.export.export_onnx'
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -154,10 +120,10 @@ def run(args: argparse.Namespace) -> dict:
     from echoposed_ros.estimator import Estimator, model_fan
 
     torch.set_num_threads(args.threads)
-    module, config, macs = _ensemble(args)
     with tempfile.TemporaryDirectory() as tmp:
+        module, config, macs = _ensemble(args, Path(tmp) / 'bench.ckpt')
         path = args.model_out or Path(tmp) / 'bench_ensemble.onnx'
-        exporter = _export(module, config, path)
+        exporter = _export(Path(tmp) / 'bench.ckpt', path)
         est = Estimator(path, intra_op_threads=args.threads)
         size = args.size
         rng = np.random.default_rng(args.seed)
@@ -227,7 +193,7 @@ def run(args: argparse.Namespace) -> dict:
         'torch_threads': best_threads,
         'gflop_per_image': flops / 1e9,
         'macs_per_member': int(macs),
-        'params_per_member': int(sum(p.numel() for p in module.net.parameters()) // config['members']),
+        'params_per_member': int(sum(p.numel() for p in module.model.parameters()) // config['members']),
         'onnx_bytes': int(size_bytes),
         'max_abs_diff_onnx_vs_torch': max_diff,
         'exporter': exporter,

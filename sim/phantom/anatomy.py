@@ -108,7 +108,7 @@ def sample_heart_shape(rng: np.random.Generator) -> HeartShape:
         tilt_azimuth_deg=float(rng.uniform(0, 360)),
         spin_deg=float(rng.uniform(-25, 25)),
         heart_rate_bpm=float(rng.uniform(55, 95)),
-        ejection_fraction=float(rng.uniform(0.55, 0.68)),
+        ejection_fraction=float(rng.uniform(0.55, 0.66)),
         long_shortening=float(rng.uniform(0.12, 0.17)),
         twist_deg=float(rng.uniform(8.5, 11.5)),
         echo_myocardium=float(np.exp(rng.normal(0, 0.15))),

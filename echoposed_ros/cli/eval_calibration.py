@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument('--volumes', metavar='DIR', help='folder of 3D / 3D+t volume files')
     parser.add_argument('--style', metavar='FILE', default=None,
                         help='acquisition style YAML for phantoms, or a shipped style name (e.g. vendor_b)')
+    parser.add_argument('--cache', metavar='DIR', default=None,
+                        help="phantom cache folder (default: the project's cache/phantoms; '' = no cache)")
     parser.add_argument('--json', required=True, metavar='PATH', help='where to write the figures (JSON)')
     parser.add_argument('--model', metavar='ONNX', default=None,
                         help='ONNX ensemble (default: the shipped models/echoposed_k5.onnx)')
@@ -49,20 +51,25 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _phantoms(seeds: list[int], style_file: str | None) -> Iterator[Any]:
-    """Phantom patients one at a time (memory stays at one volume); the style is read up front."""
+def _phantoms(seeds: list[int], style_file: str | None, cache: str | None) -> Iterator[Any]:
+    """Phantom patients one at a time through the shared on-disk cache (``PhantomCache``, one
+    volume in memory); the style is read up front so a bad one fails before any work."""
     from echoposed_sim import phantom
+
+    from echoposed_ros.paths import cache_dir
 
     style = None
     if style_file is not None:
         shipped = phantom.style_path(style_file)
         # a file path, or the name of a shipped style (e.g. vendor_b)
         style = phantom.load_style(style_file if Path(style_file).is_file() or not shipped.is_file() else shipped)
-
-    def generate() -> Iterator[Any]:
-        for seed in seeds:
-            yield phantom.make_phantom(seed, style)
-    return generate()
+    if cache == '':
+        def generate() -> Iterator[Any]:
+            for seed in seeds:
+                yield phantom.make_phantom(seed, style)
+        return generate()
+    store = phantom.PhantomCache(Path(cache) if cache else cache_dir() / 'phantoms', max_in_memory=1, style=style)
+    return (store.get(seed) for seed in seeds)
 
 
 def _volume_files(folder: str) -> list[Path]:
@@ -93,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         est = Estimator(model, intra_op_threads=args.threads, fan='model')
         if args.seeds is not None:
             seeds = parse_seeds(args.seeds)
-            volumes = _phantoms(seeds, args.style)
+            volumes = _phantoms(seeds, args.style, args.cache)
             source: dict[str, Any] = {'phantom_seeds': seeds, 'style': args.style}
         else:
             files = _volume_files(args.volumes)

@@ -135,7 +135,7 @@ def test_eval_calibration_on_phantom_seeds_with_a_style(tmp_path, model_path, mo
                                  centre=np.full(3, 85.0), radius=60.0, name=f'phantom:{seed}')
     monkeypatch.setattr(phantom, 'make_phantom', fake_make_phantom)
     out = tmp_path / 'cal.json'
-    rc = main(['eval', 'calibration', '--seeds', '7-8', '--style', 'vendor_b', '--json', str(out),
+    rc = main(['eval', 'calibration', '--seeds', '7-8', '--style', 'vendor_b', '--cache', '', '--json', str(out),
                '--model', str(model_path), '--z-step-deg', '45', '--tilt-step-deg', '15'])
     assert rc == 0, capsys.readouterr().err
     assert [c[0] for c in calls] == [7, 8]
@@ -143,6 +143,22 @@ def test_eval_calibration_on_phantom_seeds_with_a_style(tmp_path, model_path, mo
     doc = json.loads(out.read_text())
     assert doc['source'] == {'phantom_seeds': [7, 8], 'style': 'vendor_b'}
     assert [v['name'] for v in doc['volumes']] == ['phantom:7', 'phantom:8']
+
+
+def test_eval_calibration_reads_phantoms_through_the_cache(tmp_path, model_path, monkeypatch, capsys):
+    phantom = pytest.importorskip('echoposed_sim.phantom')
+    volume_mod = pytest.importorskip('echoposed_sim.volume')
+    made = []
+
+    def get(self, seed):
+        made.append((self.directory, seed, self.max_in_memory))
+        return volume_mod.Volume(data=np.zeros((1, 8, 8, 8), np.float32), spacing=np.full(3, 20.0),
+                                 centre=np.full(3, 70.0), radius=60.0, name=f'phantom:{seed}')
+    monkeypatch.setattr(phantom.PhantomCache, 'get', get)
+    rc = main(['eval', 'calibration', '--seeds', '3', '--cache', str(tmp_path / 'pc'), '--json',
+               str(tmp_path / 'c.json'), '--model', str(model_path), '--z-step-deg', '90', '--tilt-step-deg', '30'])
+    assert rc == 0, capsys.readouterr().err
+    assert made == [(tmp_path / 'pc', 3, 1)]
 
 
 def test_eval_calibration_bad_style_is_one_line(tmp_path, model_path, capsys):

@@ -240,7 +240,11 @@ class EnsembleModel:
         if x.ndim != 4 or x.shape[1:] != (1, h, w):
             raise EstimatorError(f'model {self.path}: input batch has shape {x.shape}, expected '
                                  f'(N, 1, {h}, {w})')
-        orbit, probe = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(x)})
+        try:
+            orbit, probe = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(x)})
+        except Exception as exc:  # onnxruntime's own error types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise _fail(self.path, f'inference failed on a batch of shape {x.shape} ({first})') from None
         n, k = x.shape[0], self.info.members
         for name, out in zip(OUTPUT_NAMES, (orbit, probe)):
             if out.shape != (n, k, 3, 3):

@@ -177,3 +177,26 @@ def test_runtime_package_never_imports_torch_or_onnx():
     code = ('import sys, echoposed_ros.estimator as e; e.Estimator; '
             'assert "torch" not in sys.modules and "onnx" not in sys.modules, sorted(sys.modules)')
     subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_simulator_slice_of_the_model_sector_reaches_the_network_unchanged(model_path):
+    slicer = pytest.importorskip('echoposed_sim.slicer')
+    sector_mod = pytest.importorskip('echoposed_sim.sector')
+    volume_mod = pytest.importorskip('echoposed_sim.volume')
+    est = Estimator(model_path)
+    info = est.model.info
+    sector = sector_mod.SectorGeometry(info.sector_angle_rad, info.sector_depth_mm, info.input_height,
+                                       info.input_width)
+    rng = np.random.default_rng(1)
+    vol = volume_mod.Volume(data=(rng.random((1, 40, 40, 40)) * 0.9 + 0.1).astype(np.float32),
+                            spacing=np.full(3, 6.0), centre=np.full(3, 117.0), radius=80.0)
+    img = slicer.slice_volume(vol, np.eye(3), rot_z(0.3), 0.0, sector)
+    prepared, fan = est.prepare(img)
+    assert fan == est.model_fan
+    np.testing.assert_array_equal(prepared, img)
+    assert prepared.dtype == np.float32
+    # every lit pixel of the slice is inside the fan the estimator assumes
+    assert np.all(est.model_fan.mask(img.shape)[img > 0])
+    # mono8 of the same slice: the same pixels, quantised
+    mono = np.round(img * 255).astype(np.uint8)
+    np.testing.assert_allclose(est.prepare(mono)[0], mono / np.float32(255), atol=0)

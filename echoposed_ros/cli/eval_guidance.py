@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     est.add_argument('--oracle', action='store_true',
                      help='oracle estimator gauge_fix(A g_true) with noisy members (validates the harness)')
     parser.add_argument('--oracle-noise-deg', type=float, default=0.3, help='oracle member noise, RMS deg (0.3)')
+    parser.add_argument('--oracle-noise-tilt-deg', type=float, default=0.0,
+                        help='oracle noise grows as (1 + tilt / this) with the view\'s obliqueness (0 = off)')
     parser.add_argument('--json', required=True, metavar='PATH', help='where to write the figures (JSON)')
     parser.add_argument('--report', metavar='DIR', default=None, help='write guidance.md and figures into DIR')
     parser.add_argument('--controller', metavar='YAML', default=None,
@@ -128,7 +130,8 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     from echoposed_ros.eval.guidance import ModelEstimator, OracleEstimator
 
     if args.oracle:
-        return OracleEstimator(seed=args.seed, noise_deg=args.oracle_noise_deg), SectorGeometry(), None
+        return (OracleEstimator(seed=args.seed, noise_deg=args.oracle_noise_deg,
+                                noise_tilt_deg=args.oracle_noise_tilt_deg), SectorGeometry(), None)
     from echoposed_ros.estimator import Estimator, EstimatorError, require_default_model
     try:
         model = Path(args.model) if args.model else require_default_model()

@@ -201,15 +201,21 @@ class OracleEstimator:
 
     Member k is ``A g_true`` turned on the right by a random rotation of ``noise_deg`` RMS per
     factor (drawn anew on every call; 0 = exact members and sigma^2 = 0), so the mean, sigma^2 and
-    the un-gauge-fixed path behave as with a real ensemble. Validates the harness itself.
+    the un-gauge-fixed path behave as with a real ensemble. Validates the harness itself. With
+    ``noise_tilt_deg`` > 0 the noise grows with how oblique the view is: RMS ``noise_deg * (1 +
+    tilt / noise_tilt_deg)``, ``tilt`` = angle between the beam ``R e_z`` and the direction to the
+    heart centre ``u`` (degrees), so sigma^2 ranks difficulty by construction (checks the
+    sigma^2 / error figures end to end).
     """
 
     def __init__(self, seed: int = 0, members: int = 5, noise_deg: float = 0.3,
-                 A: tuple[Array, Array] | None = None) -> None:
+                 A: tuple[Array, Array] | None = None, noise_tilt_deg: float = 0.0) -> None:
         if members < 1:
             raise GuidanceError(f'oracle members = {members!r}; expected >= 1')
         if not (math.isfinite(noise_deg) and noise_deg >= 0):
             raise GuidanceError(f'oracle noise_deg = {noise_deg!r}; expected a finite angle >= 0')
+        if not (math.isfinite(noise_tilt_deg) and noise_tilt_deg >= 0):
+            raise GuidanceError(f'oracle noise_tilt_deg = {noise_tilt_deg!r}; expected a finite angle >= 0')
         self.rng = np.random.default_rng(seed)
         if A is None:
             A_v, A_p = Rotation.random(2, random_state=seed).as_matrix()
@@ -218,14 +224,21 @@ class OracleEstimator:
         self.A = Pose(A_v, A_p)
         self.members = int(members)
         self.noise_rad = math.radians(noise_deg)
-        self.name = f'oracle(noise {noise_deg:g} deg, K={members})'
+        self.noise_tilt_deg = float(noise_tilt_deg)
+        self.name = f'oracle(noise {noise_deg:g} deg' + (
+            f' x (1 + tilt / {noise_tilt_deg:g} deg)' if noise_tilt_deg else '') + f', K={members})'
 
     def estimate(self, images: np.ndarray, orbits: Array, probes: Array) -> BatchEstimate:
         orbits = np.asarray(orbits, dtype=np.float64)
         probes = np.asarray(probes, dtype=np.float64)
         n, k = len(orbits), self.members
-        # RMS angle noise_rad per factor: each of the 3 components has sigma noise_rad / sqrt(3)
-        kicks = self.rng.standard_normal((2, n, k, 3)) * (self.noise_rad / math.sqrt(3.0))
+        scale = np.full(n, self.noise_rad)
+        if self.noise_tilt_deg > 0:
+            e = effective_pose((orbits, probes))
+            tilt = np.degrees(angle_between(e.R[..., :, 2], e.u))
+            scale = scale * (1.0 + tilt / self.noise_tilt_deg)
+        # RMS angle `scale` per factor: each of the 3 components has sigma scale / sqrt(3)
+        kicks = self.rng.standard_normal((2, n, k, 3)) * (scale[None, :, None, None] / math.sqrt(3.0))
         m_v = (self.A.orbit @ orbits)[:, None] @ so3_exp(kicks[0])
         m_p = (self.A.probe @ probes)[:, None] @ so3_exp(kicks[1])
         mean = mean_and_sigma2(m_v, m_p)

@@ -179,9 +179,12 @@ def write_report(datasets: Sequence[DatasetResult], meta: dict[str, Any], folder
             plot_success(datasets, d / 'success_vs_tolerance.png'),
             plot_sigma_vs_error(datasets, d / 'sigma_vs_error.png', window)]
     lines = ['# Guidance evaluation', '',
-             f'Estimator: `{meta.get("estimator")}`' + (f' (model `{meta["model"]}`)' if meta.get('model') else ''),
-             f'; pose and control steps at {meta.get("protocol", {}).get("rate_hz", "?")} Hz; '
+             f'Estimator: `{meta.get("estimator")}`' + (f' (model `{meta["model"]}`)' if meta.get('model') else '')
+             + f'; pose and control steps at {meta.get("protocol", {}).get("rate_hz", "?")} Hz; '
              f'wall time {_f(meta.get("wall_s"), ".0f")} s. Protocol and definitions: `docs/evaluation.md`.', '']
+    if str(meta.get('estimator', '')).startswith('oracle'):
+        lines += ['The oracle estimator checks the harness: its members are the true pose plus random noise, so '
+                  'sigma^2 ranks nothing unless the noise grows with the view (`--oracle-noise-tilt-deg`).', '']
     for ds in datasets:
         s = ds.summary
         lines += [f'## {ds.name}', '', f'{len(ds.volumes)} volumes. Final actual effective error (deg), '

@@ -109,6 +109,17 @@ def test_oracle_reports_the_left_factor_with_members():
     assert np.all(noisy.sigma2 > 0) and np.all(noisy.sigma2 < np.radians(6.0) ** 2)
 
 
+def test_oracle_noise_can_grow_with_the_tilt():
+    u_axis = gauge_fix((np.stack([np.eye(3)] * 40), np.stack([np.eye(3)] * 40)))        # beam through the centre
+    tilted = gauge_fix((np.stack([np.eye(3)] * 40), np.stack([rot_x(np.radians(25.0))] * 40)))
+    oracle = OracleEstimator(members=5, noise_deg=1.0, noise_tilt_deg=5.0, seed=2)
+    s0 = oracle.estimate(np.zeros((40, 4, 4)), u_axis.orbit, u_axis.probe).sigma2.mean()
+    s1 = oracle.estimate(np.zeros((40, 4, 4)), tilted.orbit, tilted.probe).sigma2.mean()
+    assert s1 / s0 == pytest.approx(36.0, rel=0.35)       # RMS noise x (1 + 25 / 5) -> sigma^2 x 36
+    with pytest.raises(GuidanceError, match='noise_tilt_deg'):
+        OracleEstimator(noise_tilt_deg=-1.0)
+
+
 def test_protocol_and_rate_errors_name_the_field():
     with pytest.raises(GuidanceError, match='runs'):
         GuidanceProtocol(runs=0)

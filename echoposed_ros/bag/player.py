@@ -32,17 +32,19 @@ PLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=Re
                       durability=DurabilityPolicy.VOLATILE)
 
 
-def _restamper(store: Any, msgtype: str, offset_ns: int) -> Callable[[bytes], bytes] | None:
-    """bytes -> bytes with ``header.stamp`` moved by ``offset_ns``, for types whose first field is a
-    ``std_msgs/msg/Header`` named ``header``; None for other types."""
+def _restamper(store: Any, msgtype: str) -> Callable[[bytes, int, int, float], bytes] | None:
+    """(bytes, first_ns, start_ns, rate) -> bytes with ``header.stamp`` mapped to
+    ``start_ns + (stamp - first_ns) / rate``, for types whose first field is a ``std_msgs/msg/Header``
+    named ``header``; None for other types."""
     fields = store.fielddefs.get(msgtype, ((), ()))[1]
     if not fields or fields[0][0] != 'header' or fields[0][1][1] != 'std_msgs/msg/Header':
         return None
     Time = store.types['builtin_interfaces/msg/Time']
 
-    def move(raw: bytes) -> bytes:
+    def move(raw: bytes, first_ns: int, start_ns: int, rate: float) -> bytes:
         msg = store.deserialize_cdr(raw, msgtype)
-        ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec + offset_ns
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        ns = start_ns + round((stamp - first_ns) / rate)
         msg = replace(msg, header=replace(msg.header, stamp=Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)))
         return bytes(store.serialize_cdr(msg, msgtype))
 
@@ -54,10 +56,10 @@ def play_bag(node: Any, path: str | Path, rate: float = 1.0, topics: Sequence[st
              restamp: bool = False) -> dict[str, int]:
     """Publish the bag's messages from ``node`` with the recorded spacing divided by ``rate``.
 
-    ``topics``: only these (absolute or relative names; default all). ``restamp``: move every
-    ``header.stamp`` by (now - the bag's first time), so stamps are current while their spacing
-    (at rate 1) and their lag behind the bag times stay as recorded; otherwise stamps are as
-    recorded. Returns {topic: published}.
+    ``topics``: only these (absolute or relative names; default all). ``restamp``: map every
+    ``header.stamp`` to ``now + (stamp - t_first) / rate`` (t_first: bag time of the first played
+    message), so stamps follow the playback clock, spacing and lag behind the bag time scaled like
+    the playback; otherwise stamps are as recorded. Returns {topic: published}.
     """
     if not rate > 0:
         raise BagError(f'rate = {rate}; expected > 0')
@@ -82,10 +84,8 @@ def play_bag(node: Any, path: str | Path, rate: float = 1.0, topics: Sequence[st
         counts = {t: 0 for t in publishers}
         start = time.monotonic()
         first = None
-        movers: dict[str, Any] = {}
-        if restamp:
-            offset = node.get_clock().now().nanoseconds - int(reader.start_time)
-            movers = {c.topic: _restamper(typestore(), c.msgtype, offset) for c in conns}
+        movers = {c.topic: _restamper(typestore(), c.msgtype) for c in conns} if restamp else {}
+        start_ns = node.get_clock().now().nanoseconds
         try:
             for conn, t, raw in reader.messages(connections=conns):
                 if should_stop():
@@ -95,7 +95,7 @@ def play_bag(node: Any, path: str | Path, rate: float = 1.0, topics: Sequence[st
                 if delay > 0:
                     time.sleep(delay)
                 move = movers.get(conn.topic)
-                publishers[conn.topic].publish(move(bytes(raw)) if move else bytes(raw))
+                publishers[conn.topic].publish(move(bytes(raw), first, start_ns, rate) if move else bytes(raw))
                 counts[conn.topic] += 1
         except (AssertionError, ValueError, OSError) as exc:
             raise BagError(f'{path}: unreadable message data while playing: {exc}') from exc

@@ -8,8 +8,10 @@ estimator is a tiny synthetic ONNX model (the pipeline is under test, not the mo
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +54,10 @@ def synthetic_model(tmp_path_factory):
     from echoposed_ros.estimator.synthetic import write_model
     rng = np.random.default_rng(0)
     members = Rotation.from_rotvec(rng.normal(0, 0.05, (6, 3))).as_matrix()
-    return write_model(tmp_path_factory.mktemp('model') / 'synthetic.onnx', members[:3], members[3:], gain=2.0)
+    # the simulator's image size, so the estimator uses the model's fan (no per-image fan detection,
+    # which would depend on which image came first) and offline and live estimates agree exactly
+    return write_model(tmp_path_factory.mktemp('model') / 'synthetic.onnx', members[:3], members[3:], gain=2.0,
+                       height=128, width=128)
 
 
 def test_recorder_closes_the_bag_when_the_launch_stops(live_run):
@@ -81,11 +86,17 @@ def test_bag_eval_matches_the_live_run(live_run, synthetic_model, tmp_path):
     assert r['target']['final_error_deg'] == pytest.approx(summary['final_error_deg'], abs=0.25)
     assert r['target']['initial_error_deg'] > 10
     assert r['guidance']['final_state'] == summary['final_state'] == 'converged'
-    # the recorder and the monitor saw about the same stream
-    assert 0.8 <= r['images'] / summary['images'] <= 1.25, (r['images'], summary['images'])
+    # the recorder and the monitor saw about the same stream (the monitor, spun one callback per
+    # launcher tick, drops best-effort images when the machine is busy; the recorder starts with the
+    # nodes and misses what comes before discovery matches it with the simulator)
+    assert 0.75 <= r['images'] / summary['images'] <= 1.6, (r['images'], summary['images'])
+    assert abs(r['images'] - r['ground_truth_samples']) <= 3
+    assert 2.0 < r['recording_s'] <= summary['duration_s'] + 1.0
     assert r['image_rate_hz'] == pytest.approx(30.0, rel=0.2)
     limits = yaml.safe_load((config_dir() / 'controller.yaml').read_text())['echoposed_controller']['ros__parameters']
-    assert r['commands']['max_orbit_speed'] == pytest.approx(summary['max_orbit_speed'], rel=1e-3)
+    # (each topic is recorded from when discovery matches the recorder with its publisher: under load
+    # the first second of commands can be missing, so the bag's maximum may be below the monitor's)
+    assert 0 < r['commands']['max_orbit_speed'] <= summary['max_orbit_speed'] + 1e-9
     assert r['commands']['max_orbit_speed'] <= limits['max_orbit_speed'] + 1e-9
     # the offline estimator ran on every image and was scored against ground truth
     assert r['offline']['estimated'] == r['images'] and r['offline']['matched'] == r['images']
@@ -116,32 +127,54 @@ def test_target_view_from_the_volume_file_and_from_a_bag_time(live_run, tmp_path
     assert json.loads(out.read_text())['failed'][0]['bag'] == str(bag)
 
 
-def test_offline_estimates_equal_the_live_pose_node_estimates(phantom, synthetic_model, tmp_path):
-    """A live run whose pose node runs the synthetic model: bag eval's offline estimator (set up like
-    the pose node) gives, image for image, the poses the live node published."""
+def test_live_nodes_scored_on_a_replayed_recording(live_run, synthetic_model, tmp_path):
+    """Replay the recorded run into the live pose node (``launch guidance`` with the synthetic model,
+    recording): the new bag holds the replayed images and truth and the live estimates, and
+    bag eval's offline estimator (set up like the pose node) gives, image for image, the poses the
+    live node published; latencies are real (``--restamp``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'nodes'))
+    from ros_harness import Graph, wait_for
+
     from echoposed_ros.bag.offline import estimate_images, evaluate_bag
+    from echoposed_ros.bag.player import play_bag
     from echoposed_ros.bag.reader import read_bag
     from echoposed_ros.cli.bag import _estimator
     from echoposed_ros.geometry import effective_error
 
-    bag, summary, result = _launch(tmp_path, f'volume:={phantom}', 'estimator:=model', f'model:={synthetic_model}',
-                                   'robot:=kinematic', 'cardiac_motion:=true', duration=12)
-    assert summary['exit_codes']['echoposed_recorder'] == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    c = read_bag(bag)
-    assert c.poses is not None and len(c.poses) >= 30, c.counts
+    recorded, out = live_run[0], tmp_path / 'replayed'
+    launch = subprocess.Popen([str(ECHOPOSED), 'launch', 'guidance', f'model:={synthetic_model}', f'record:={out}',
+                               '--quiet', '--duration', '90', '--summary', str(tmp_path / 'summary.json')],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    graph = Graph()
+    try:
+        player = graph.node('player')
+        # the pose node and the recorder both listen before the first image
+        assert wait_for(lambda: player.count_subscribers('/probe/image') >= 2, timeout=60)
+        counts = play_bag(player, recorded, rate=2.0, topics=['/probe/image', '/probe/true_pose'], restamp=True)
+        assert counts['/probe/image'] > 100
+        time.sleep(1.0)
+    finally:
+        graph.shutdown()
+        launch.send_signal(signal.SIGINT)  # Ctrl-C: the launcher stops the nodes, the recorder closes the bag
+        output, _ = launch.communicate(timeout=60)
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    assert summary['ended'] == 'interrupted' and summary['exit_codes']['echoposed_recorder'] == 0, output[-3000:]
+    c = read_bag(out)
+    assert len(c.images) >= 0.9 * counts['/probe/image'] and c.truth is not None
+    assert c.poses is not None and len(c.poses) >= 0.5 * len(c.images), c.counts
     estimator, _ = _estimator(type('Args', (), {'no_model': False, 'model': synthetic_model})())
     est = estimate_images(estimator, c.images.images, c.images.encodings, c.images.stamps)
     index = {int(s): i for i, s in enumerate(est.stamps)}
     pairs = [(index[int(s)], j) for j, s in enumerate(c.poses.stamps) if int(s) in index]
-    assert len(pairs) >= 0.8 * len(c.poses)
+    assert len(pairs) >= 0.9 * len(c.poses)
     i, j = np.array(pairs).T
     diff = effective_error((est.orbit[i], est.probe[i]), (c.poses.orbit[j], c.poses.probe[j]))
     assert np.degrees(diff).max() < 0.01
     assert np.allclose(est.sigma2[i], c.poses.sigma2[j], rtol=1e-4, atol=1e-10)
-    report, _ = evaluate_bag(bag, estimator)
+    report, _ = evaluate_bag(out, estimator)
     latency = report['recorded']['latency_ms']
-    assert 0 < latency['median'] < 500 and report['recorded']['matched'] >= 0.8 * len(c.poses)
-    assert report['recorded']['inference_ms']['median'] > 0
+    assert 0 < latency['median'] < 500, latency  # restamped: the live node's latency, not the bag's age
+    assert report['recorded']['matched'] >= 0.9 * len(c.poses)
 
 
 def test_record_argument_adds_the_recorder_node(tmp_path):

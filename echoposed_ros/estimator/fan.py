@@ -9,9 +9,11 @@ A point ``(x, z)`` of the probe's imaging plane, in units of D, sits at
 ``x^2 + z^2 <= 1`` and ``|x| <= z tan(angle / 2)`` (the simulator's rule, METHOD section 2).
 
 :func:`detect_fan` measures the fan of an image with square pixels from its non-zero region:
-it fits the two straight fan edges (robust Theil-Sen lines through the per-row extents), takes
-their intersection as the apex, the angle between them as the opening angle, and the median
-over angular bins of the farthest non-zero pixel as the depth.
+it fits the two straight fan edges (Theil-Sen lines through the convex envelope of the per-row
+extents, so dark tissue touching the border does not pull an edge inwards, over the rows from
+the top where each edge is still straight, so a clipped fan does not bend it), takes
+their intersection as the apex, the angle between them as the opening angle, and the 75th
+percentile over angular bins of the farthest non-zero pixel as the depth.
 """
 from __future__ import annotations
 
@@ -96,6 +98,41 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
+def _envelope(x: np.ndarray, y: np.ndarray, lower: bool) -> np.ndarray:
+    """The lower convex (``lower``) or upper concave hull of points ``(x, y)`` (x increasing),
+    evaluated at every ``x`` (Andrew's monotone chain)."""
+    sign = 1.0 if lower else -1.0
+    hull: list[int] = []
+    for i in range(x.size):
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            cross = (x[b] - x[a]) * (sign * y[i] - sign * y[a]) - (sign * y[b] - sign * y[a]) * (x[i] - x[a])
+            if cross <= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    return np.interp(x, x[hull], y[hull])
+
+
+def _edge_line(r: np.ndarray, edge: np.ndarray, band: float = 1.5) -> tuple[float, float]:
+    """Slope and intercept of the straight part of one fan edge: the rows from the top that stay
+    within ``band`` pixels of the line, refitted (Theil-Sen) twice. Where the fan is clipped (e.g.
+    a slice leaving its volume) the edge bends away from the line and those rows drop out."""
+    keep = np.ones(r.size, bool)
+    keep[max(3, r.size // 3):] = False                 # first guess: the top third is straight
+    slope, icpt, _, _ = stats.theilslopes(edge[keep], r[keep])
+    for _ in range(3):
+        off = np.abs(edge - (icpt + slope * r)) > band
+        n = int(np.argmax(off)) if off.any() else r.size  # contiguous from the top
+        if n < 3:
+            break
+        keep = np.zeros(r.size, bool)
+        keep[:n] = True
+        slope, icpt, _, _ = stats.theilslopes(edge[keep], r[keep])
+    return float(slope), float(icpt)
+
+
 def detect_fan(image: np.ndarray, threshold: float = 0.0, name: str = 'image',
                min_rows: int = 12) -> FanGeometry:
     """Measure the fan of a greyscale image ``(H, W)`` whose pixels outside the fan are dark.
@@ -119,8 +156,11 @@ def detect_fan(image: np.ndarray, threshold: float = 0.0, name: str = 'image',
                              f'{threshold:g} too high?')
     sub = mask[rows]
     cols = np.arange(mask.shape[1])
-    left = np.where(sub, cols[None, :], mask.shape[1]).min(axis=1) - 0.5
-    right = np.where(sub, cols[None, :], -1).max(axis=1) + 0.5
+    # per-row extents, then their convex envelope: the fan is convex, and dark tissue (or the
+    # volume's edge) touching the fan's border only ever moves an extent inwards
+    r_all = rows.astype(np.float64)
+    left = _envelope(r_all, np.where(sub, cols[None, :], mask.shape[1]).min(axis=1) - 0.5, lower=True)
+    right = _envelope(r_all, np.where(sub, cols[None, :], -1).max(axis=1) + 0.5, lower=False)
     width = right - left
     # straight edges run from the apex down to the row of greatest width (then the arc bends in)
     widest = rows[int(np.argmax(width >= width.max() - 1.0))]
@@ -131,8 +171,8 @@ def detect_fan(image: np.ndarray, threshold: float = 0.0, name: str = 'image',
         raise EstimatorError(f'{name}: no sector fan found (the non-zero region does not widen with '
                              'depth like a fan: too few rows between its top and its widest row)')
     r = rows[use].astype(np.float64)
-    bl, al, _, _ = stats.theilslopes(left[use], r)
-    br, ar, _, _ = stats.theilslopes(right[use], r)
+    bl, al = _edge_line(r, left[use])
+    br, ar = _edge_line(r, right[use])
     if not (br - bl) > 1e-3:
         raise EstimatorError(f'{name}: no sector fan found (the edges do not diverge: slopes {bl:.3g} '
                              f'and {br:.3g} columns per row)')
@@ -141,7 +181,8 @@ def detect_fan(image: np.ndarray, threshold: float = 0.0, name: str = 'image',
     angle = math.atan(br) - math.atan(bl)
     if not 0.0 < angle < math.pi:
         raise EstimatorError(f'{name}: no sector fan found (edge angle {math.degrees(angle):.1f} degrees)')
-    # depth: farthest in-fan pixel per angular bin, median over bins (robust to dark far field)
+    # depth: farthest in-fan pixel per angular bin; a dark or clipped far field only shortens a
+    # bin, so take an upper quantile over bins (not the max: one attached speck would win)
     yy, xx = np.nonzero(mask)
     dz, dx = yy - apex_row, xx - apex_col
     rho = np.hypot(dz, dx) + 0.5
@@ -149,7 +190,7 @@ def detect_fan(image: np.ndarray, threshold: float = 0.0, name: str = 'image',
     bins = np.clip(((phi + angle / 2) / angle * 24).astype(int), 0, 23)
     far = np.full(24, np.nan)
     np.fmax.at(far, bins, rho)
-    depth = float(np.nanmedian(far))
+    depth = float(np.nanpercentile(far, 75))
     if not depth > 0:
         raise EstimatorError(f'{name}: no sector fan found (depth {depth})')
     return FanGeometry.square(float(apex_row), float(apex_col), float(angle), depth)

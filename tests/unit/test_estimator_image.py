@@ -188,3 +188,28 @@ def test_physical_depth_mode_keeps_mm():
     assert np.all(out[rho > 0.5 + 1e-9] == 0)
     inside = dst.mask(dst_shape, angle_rad=math.radians(70), radius=0.48) & (z > 0.05)
     np.testing.assert_allclose(out[inside], field(2 * x, 2 * z)[inside], atol=0.02)
+
+
+def test_detect_fan_on_simulator_slices_clipped_by_the_volume():
+    """A 90 degree, 110 mm fan is wider than the 100 mm box it slices, off centre: its sides and
+    far corners come out dark, unevenly, so only the top of each straight edge is visible."""
+    slicer = pytest.importorskip('echoposed_sim.slicer')
+    sector_mod = pytest.importorskip('echoposed_sim.sector')
+    volume_mod = pytest.importorskip('echoposed_sim.volume')
+    from echoposed_ros.geometry import rot_x, rot_z
+    rng = np.random.default_rng(3)
+    data = (rng.random((1, 60, 50, 50)) * 0.9 + 0.1).astype(np.float32)
+    data[:, 20:35, 10:25, 5:20] = 0.0                                       # a dark pool
+    vol = volume_mod.Volume(data=data, spacing=np.full(3, 2.0), centre=np.array([34.0, 42.0, 59.0]), radius=45.0)
+    h, w = 220, 260
+    sector = sector_mod.SectorGeometry(math.radians(90), 110.0, h, w, square_pixels=True)
+    truth = model_fan(h, w, math.radians(90), square_pixels=True)
+    probes = rot_z(np.radians([0.0, 40.0, 100.0, 200.0])) @ rot_x(0.2)
+    imgs = slicer.slice_batch(vol, np.broadcast_to(np.eye(3), probes.shape), probes, np.zeros(4), sector)
+    for img in imgs:
+        assert (img[truth.mask((h, w))] == 0).mean() > 0.05                  # really clipped
+        found = detect_fan(img)
+        assert found.apex_row == pytest.approx(truth.apex_row, abs=1.0)
+        assert found.apex_col == pytest.approx(truth.apex_col, abs=1.0)
+        assert math.degrees(found.angle_rad) == pytest.approx(90.0, abs=0.5)
+        assert found.depth_rows == pytest.approx(truth.depth_rows, rel=0.02)

@@ -200,3 +200,31 @@ def test_simulator_slice_of_the_model_sector_reaches_the_network_unchanged(model
     # mono8 of the same slice: the same pixels, quantised
     mono = np.round(img * 255).astype(np.uint8)
     np.testing.assert_allclose(est.prepare(mono)[0], mono / np.float32(255), atol=0)
+
+
+@pytest.mark.parametrize('h, w, deg', [(300, 360, 75.0), (240, 320, 90.0)])
+def test_scanner_sized_slice_maps_onto_the_model_slice_of_the_same_plane(model_path, h, w, deg):
+    """The same plane sliced at the model's geometry and at a scanner-like size (square pixels,
+    other angle): after fan detection and resampling, the two model inputs agree."""
+    from scipy import ndimage
+    slicer = pytest.importorskip('echoposed_sim.slicer')
+    sector_mod = pytest.importorskip('echoposed_sim.sector')
+    volume_mod = pytest.importorskip('echoposed_sim.volume')
+    est = Estimator(model_path)
+    info = est.model.info
+    rng = np.random.default_rng(5)
+    smooth = ndimage.gaussian_filter(rng.random((48, 48, 48)), 2.0)
+    smooth = (smooth - smooth.min()) / np.ptp(smooth) * 0.9 + 0.1
+    vol = volume_mod.Volume(data=smooth[None].astype(np.float32), spacing=np.full(3, 4.0),
+                            centre=np.full(3, 94.0), radius=60.0)
+    probe = rot_z(0.5)[None]
+    model_sector = sector_mod.SectorGeometry(info.sector_angle_rad, info.sector_depth_mm, H, W)
+    scanner = sector_mod.SectorGeometry(math.radians(deg), info.sector_depth_mm, h, w, square_pixels=True)
+    direct = slicer.slice_batch(vol, np.eye(3)[None], probe, np.zeros(1), model_sector)[0]
+    frame = slicer.slice_batch(vol, np.eye(3)[None], probe, np.zeros(1), scanner)[0]
+    prepared, fan = est.prepare(np.round(frame * 255).astype(np.uint8))
+    assert math.degrees(fan.angle_rad) == pytest.approx(deg, abs=0.5)
+    inner = est.model_fan.mask((H, W), angle_rad=min(ANGLE, math.radians(deg)) - 0.05, radius=0.97)
+    assert np.all(prepared[~est.model_fan.mask((H, W))] == 0)
+    assert np.corrcoef(direct[inner], prepared[inner])[0, 1] > 0.99     # 10 px off: < 0.75
+    assert np.abs(direct[inner] - prepared[inner]).mean() < 0.006       # 10 px off: > 0.025

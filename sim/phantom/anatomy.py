@@ -267,6 +267,17 @@ class Anatomy:
         self.rv_wall = 4.0
         # --- papillary muscles (anterolateral, posteromedial)
         self.papillary = [(0.62 * r * _e(psi) + (-4.0) * ez) for psi in (165.0, 285.0)]
+        # --- left atrial appendage: a pouch from the LA over the anterolateral LV base
+        self.laa_a = 17.0 * _e(160) + (self.w_mv + 12.0) * ez
+        self.laa_b = (r + s.wall + 6.0) * _e(128) + (self.w_mv - 3.0) * ez
+        self.laa_r = 4.0
+        # --- moderator band: septum to RV free wall in the apical third of the RV
+        w_mb = self.w_apex_endo + 0.3 * s.lv_length
+        half = a_r * math.sqrt(max(0.0, 1.0 - ((w_mb - self.w_tv) / a_l) ** 2))
+        psi_mb = math.degrees(math.atan2(self.tricuspid.centre[1], self.tricuspid.centre[0]))  # ~A4C plane
+        self.mb_a = (self._lv_epi_radius(w_mb) - 1.0) * _e(psi_mb) + w_mb * ez
+        self.mb_b = (d_rv + half + 1.5) * _e(psi_mb) + (w_mb + 8.0) * ez
+        self.mb_r = 2.2
 
     # ------------------------------------------------------------------ helpers
     def _lv_epi_radius(self, w: float) -> float:
@@ -322,7 +333,8 @@ class Anatomy:
                        self.rv_radii, self.rv_radii + self.rv_wall, self.la_c, self.ra_c,
                        np.ascontiguousarray(self.la_axes), self.la_radii, self.ra_radii, av.centre, self.ao_dir,
                        np.ascontiguousarray(_frame_along(self.ao_dir, _e(57))), self.lvot_a, valves,
-                       np.array(self.papillary), self.p_ias, self.n_ias)
+                       np.array(self.papillary), self.p_ias, self.n_ias,
+                       np.array([self.laa_a, self.laa_b]), self.laa_r, np.array([self.mb_a, self.mb_b]), self.mb_r)
         return out
 
     def labels_reference(self, p_v: np.ndarray) -> np.ndarray:
@@ -355,8 +367,10 @@ class Anatomy:
         ao_lumen = np.maximum(ao_lumen, -ao_h - f32(1.0))
         ao_out = np.maximum(ao_lumen - f32(2.5), -ao_h - f32(3.0))
         lvot = _capsule_sdf(p, self.lvot_a, av.centre, 10.0)
+        laa = _capsule_sdf(p, self.laa_a, self.laa_b, self.laa_r)
+        laa_out = laa - f32(atrial_wall)
 
-        env = np.minimum.reduce([lv_epi, rv_out, la_out, ra_out, ao_out])
+        env = np.minimum.reduce([lv_epi, rv_out, la_out, ra_out, ao_out, laa_out])
         lab = np.full(p.shape[1], Tissue.TISSUE, np.uint8)
         # background: lung beyond a soft-tissue gap, chest wall under the probe
         depth = p_v[2] - f32(self.probe_apex[2])
@@ -369,7 +383,7 @@ class Anatomy:
         lab[(env > 0) & (env <= 0.8)] = Tissue.FAT
         lab[(env > 0.8) & (env <= 2.8)] = Tissue.PERICARDIUM
         # walls
-        lab[(la_out <= 0) | (ra_out <= 0)] = Tissue.ATRIAL_WALL
+        lab[(la_out <= 0) | (ra_out <= 0) | (laa_out <= 0)] = Tissue.ATRIAL_WALL
         lab[(lv_epi <= 0) | (rv_out <= 0)] = Tissue.MYOCARDIUM
         lab[ao_out <= 0] = Tissue.AORTIC_WALL
         # cavities
@@ -379,6 +393,7 @@ class Anatomy:
         lab[(rv_in <= 0) & outside_lv & outside_ao & (w < f32(self.w_tv))] = Tissue.BLOOD_RV
         lab[(la_in <= 0) & (w >= f32(self.w_mv)) & (ias < -2.0) & outside_ao] = Tissue.BLOOD_LA
         lab[(ra_in <= 0) & (w >= f32(self.w_tv)) & (ias > 2.0) & outside_ao & outside_lv] = Tissue.BLOOD_RA
+        lab[(laa <= 0) & outside_lv & outside_ao] = Tissue.BLOOD_LA
         for valve, tag, depth_lo, depth_hi in ((self.mitral, Tissue.BLOOD_LV, -3.0, 4.0),
                                                (self.tricuspid, Tissue.BLOOD_RV, -3.0, 4.0)):
             q = p - valve.centre.astype(np.float32)[:, None]
@@ -394,6 +409,7 @@ class Anatomy:
         # papillary muscles, annulus rings
         for c in self.papillary:
             lab[_ellipsoid_sdf(p, c, eye, [5.0, 5.0, 11.0]) <= 0] = Tissue.MYOCARDIUM
+        lab[(_capsule_sdf(p, self.mb_a, self.mb_b, self.mb_r) <= 0) & (lab == Tissue.BLOOD_RV)] = Tissue.MYOCARDIUM
         for valve in (self.mitral, self.tricuspid, self.aortic):
             lab[_torus_sdf(p, valve.centre, valve.axis, valve.radius + 1.0, 1.8) <= 0] = Tissue.ANNULUS
         return lab
@@ -425,7 +441,7 @@ def _caps1(x, y, z, a, b, radius):
 
 @numba.njit(cache=True)
 def _labels_kernel(pv, centre, q, out, scal, lv_r, lv_epi_r, rv_c, rv_ax, rv_r, rv_out_r, la_c, ra_c, la_ax,
-                   la_r, ra_r, av_c, ao_d, ao_ax, lvot_a, valves, pap, p_ias, n_ias):
+                   la_r, ra_r, av_c, ao_d, ao_ax, lvot_a, valves, pap, p_ias, n_ias, laa_ab, laa_r, mb_ab, mb_r):
     w_e, w_mv, w_tv, aw, ao_len, r_sin, lung_gap, chest, probe_z = (scal[0], scal[1], scal[2], scal[3], scal[4],
                                                                     scal[5], scal[6], scal[7], scal[8])
     eye = np.eye(3)
@@ -448,7 +464,9 @@ def _labels_kernel(pv, centre, q, out, scal, lv_r, lv_epi_r, rv_c, rv_ax, rv_r, 
         ao_lumen = min(_caps1(x, y, w, av_c, ao_end, 0.86 * r_sin), _ell1(x, y, w, sinus_c, ao_ax, sinus_r))
         ao_lumen = max(ao_lumen, -ao_h - 1.0)
         ao_out = max(ao_lumen - 2.5, -ao_h - 3.0)
-        env = min(min(lv_epi, rv_out), min(min(la_out, ra_out), ao_out))
+        laa = _caps1(x, y, w, laa_ab[0], laa_ab[1], laa_r)
+        laa_out = laa - aw
+        env = min(min(min(lv_epi, rv_out), min(min(la_out, ra_out), ao_out)), laa_out)
         depth = pv[2, m] - probe_z
         lab = 0  # TISSUE
         below_chest = depth > chest - 6.0
@@ -466,7 +484,7 @@ def _labels_kernel(pv, centre, q, out, scal, lv_r, lv_epi_r, rv_c, rv_ax, rv_r, 
             lab = 6
         if env > 0.8 and env <= 2.8:
             lab = 7
-        if la_out <= 0.0 or ra_out <= 0.0:
+        if la_out <= 0.0 or ra_out <= 0.0 or laa_out <= 0.0:
             lab = 9
         if lv_epi <= 0.0 or rv_out <= 0.0:
             lab = 8
@@ -483,6 +501,8 @@ def _labels_kernel(pv, centre, q, out, scal, lv_r, lv_epi_r, rv_c, rv_ax, rv_r, 
                 lab = 14
             if ra_in <= 0.0 and w >= w_tv and ias > 2.0 and outside_ao and outside_lv:
                 lab = 15
+            if laa <= 0.0 and outside_lv and outside_ao:
+                lab = 14
             for n in range(2):
                 qx, qy, qz = x - valves[n, 0], y - valves[n, 1], w - valves[n, 2]
                 h = -(qx * valves[n, 3] + qy * valves[n, 4] + qz * valves[n, 5])
@@ -498,6 +518,8 @@ def _labels_kernel(pv, centre, q, out, scal, lv_r, lv_epi_r, rv_c, rv_ax, rv_r, 
             for n in range(pap.shape[0]):
                 if _ell1(x, y, w, pap[n], eye, pap_r) <= 0.0:
                     lab = 8
+            if lab == 13 and _caps1(x, y, w, mb_ab[0], mb_ab[1], mb_r) <= 0.0:
+                lab = 8
             for n in range(3):
                 qx, qy, qz = x - valves[n, 0], y - valves[n, 1], w - valves[n, 2]
                 h = qx * valves[n, 3] + qy * valves[n, 4] + qz * valves[n, 5]

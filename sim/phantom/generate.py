@@ -24,7 +24,7 @@ from .views import standard_views
 
 __all__ = ['DEFAULT_EXTENT_MM', 'GENERATOR_VERSION', 'PhantomParts', 'build_patient', 'make_phantom']
 
-GENERATOR_VERSION = '2'   # bump whenever the output for a seed changes (cache keys)
+GENERATOR_VERSION = '3'   # bump whenever the output for a seed changes (cache keys)
 DEFAULT_EXTENT_MM = (144.0, 144.0, 176.0)   # x, y, z
 
 

@@ -94,6 +94,7 @@ class Estimator:
 
     @property
     def path(self) -> Path:
+        """The model file."""
         return self.model.path
 
     @property
@@ -103,6 +104,7 @@ class Estimator:
 
     @property
     def members(self) -> int:
+        """K, the ensemble size."""
         return self.model.info.members
 
     # -- preprocessing ---------------------------------------------------------------------------
@@ -147,8 +149,8 @@ class Estimator:
         x = np.asarray(images, dtype=np.float32)
         orbits, probes, sigma2 = [], [], []
         for start in range(0, x.shape[0], batch_size):
-            m = self._members(x[start:start + batch_size])
-            mean = mean_and_sigma2(m[0], m[1])
+            A_v, A_p, _ = self._members(x[start:start + batch_size])
+            mean = mean_and_sigma2(A_v, A_p)
             orbits.append(mean.orbit)
             probes.append(mean.probe)
             sigma2.append(mean.sigma2)
@@ -157,6 +159,7 @@ class Estimator:
         return np.concatenate(orbits), np.concatenate(probes), np.concatenate(sigma2)
 
     def _members(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Model inputs (N, H, W) -> aligned members projected to SO(3), each (N, K, 3, 3), and the call's seconds."""
         t0 = time.perf_counter()
         raw_v, raw_p = self.model.run(batch)
         dt = time.perf_counter() - t0

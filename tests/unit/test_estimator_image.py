@@ -122,6 +122,19 @@ def test_detect_fan_recovers_geometry(shape, fan):
     assert found.depth_cols == found.depth_rows
 
 
+def test_detect_fan_with_a_cropped_near_field():
+    """Scanners often blank the first centimetres: the fan then starts with an arc, not a point."""
+    shape = (220, 300)
+    fan = FanGeometry.square(-15.0, 151.0, math.radians(80), 230.0)
+    x, z = fan.plane_coords(shape)
+    img = np.where(fan.mask(shape) & (np.hypot(x, z) >= 0.15), RNG.uniform(0.05, 1.0, shape), 0.0)
+    found = detect_fan(img)
+    assert found.apex_row == pytest.approx(-15.0, abs=1.5)
+    assert found.apex_col == pytest.approx(151.0, abs=1.0)
+    assert math.degrees(found.angle_rad) == pytest.approx(80.0, abs=1.0)
+    assert found.depth_rows == pytest.approx(230.0, rel=0.01)
+
+
 def test_detect_fan_ignores_background_specks_and_uses_threshold():
     shape = (200, 260)
     fan = FanGeometry.square(5.0, 130.0, math.radians(70), 180.0)

@@ -94,9 +94,9 @@ def test_bag_eval_matches_the_live_run(live_run, synthetic_model, tmp_path):
     assert 2.0 < r['recording_s'] <= summary['duration_s'] + 1.0
     assert r['image_rate_hz'] == pytest.approx(30.0, rel=0.2)
     limits = yaml.safe_load((config_dir() / 'controller.yaml').read_text())['echoposed_controller']['ros__parameters']
-    # (each topic is recorded from when discovery matches the recorder with its publisher: under load
-    # the first second of commands can be missing, so the bag's maximum may be below the monitor's)
-    assert 0 < r['commands']['max_orbit_speed'] <= summary['max_orbit_speed'] + 1e-9
+    # (the bag may miss the first commands, before discovery matched the recorder, and the monitor may
+    # drop some on a busy machine: the maxima are each checked against the limit, not against each other)
+    assert 0 < r['commands']['max_orbit_speed'] and r['commands']['count'] > 0.5 * r['images']
     assert r['commands']['max_orbit_speed'] <= limits['max_orbit_speed'] + 1e-9
     # the offline estimator ran on every image and was scored against ground truth
     assert r['offline']['estimated'] == r['images'] and r['offline']['matched'] == r['images']

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python docs/make_phantom_views.py [--seed S] [--style FILE] [--out PNG]
 Slices with the project's slicer (echoposed_sim.slicer) at the standard-view poses stored in
-the phantom (Volume.views), 75 degree sector, 160 mm depth, square pixels.
+the phantom (Volume.views), 75 degree sector, 170 mm depth, square pixels.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--no-labels', action='store_true', help='leave the chamber names off')
     args = ap.parse_args(argv)
     vol = make_phantom(args.seed, load_style(args.style) if args.style else None)
-    sector = SectorGeometry(angle_rad=float(np.deg2rad(75)), depth_mm=160.0, height=320, width=320,
+    sector = SectorGeometry(angle_rad=float(np.deg2rad(75)), depth_mm=170.0, height=320, width=320,
                             square_pixels=True)
     t_es = vol.meta['end_systole_phase']
     phases = (('end-diastole', 0.0), ('end-systole', t_es))
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             view = vol.views[name]
             img = slice_volume(vol, view.orbit, view.probe, t, sector)
             ax = axes[r, c]
-            ax.imshow(img[:250], cmap='gray', vmin=0, vmax=1, interpolation='bilinear')
+            rows = int(sector.depth_mm / sector.pixel_mm[0]) + 2
+            ax.imshow(img[:rows], cmap='gray', vmin=0, vmax=1, interpolation='bilinear')
             if not args.no_labels:
                 _annotate(ax, vol, view, sector)
             ax.set_title(f'{name}, {label} (t = {t:.2f} cycle)', color='white', fontsize=10)

@@ -17,7 +17,7 @@ Rudski et al. 2010 (right heart); see ``docs/phantom.md``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import IntEnum
 
 import numba
@@ -95,7 +95,7 @@ def sample_heart_shape(rng: np.random.Generator) -> HeartShape:
     def n(mean, sd, lo, hi):
         return float(np.clip(rng.normal(mean, sd), lo, hi))
 
-    return HeartShape(
+    shape = HeartShape(
         lv_length=n(84, 5, 74, 94), lv_diameter=n(47, 3.5, 40, 55),
         lv_ellipticity=n(1.0, 0.04, 0.92, 1.08), wall=n(8.8, 0.9, 7.0, 11.0),
         rv_diameter=n(31, 3, 25, 38), rv_length=n(70, 5, 60, 80),
@@ -103,7 +103,8 @@ def sample_heart_shape(rng: np.random.Generator) -> HeartShape:
         ra_diameter=n(38, 3, 32, 44), ra_length=n(46, 4, 38, 53),
         aortic_root=n(31, 2.5, 26, 36), mitral_annulus=n(31, 2, 27, 35),
         tricuspid_annulus=n(30, 2.5, 25, 35),
-        chest_wall=float(rng.uniform(17, 27)), lung_gap=float(rng.uniform(10, 22)),
+        chest_wall=float(rng.uniform(70, 80)),   # the orbit radius r for now, see below
+        lung_gap=float(rng.uniform(10, 22)),
         tilt_deg=float(min(abs(rng.normal(0, 9)), 20.0)),
         tilt_azimuth_deg=float(rng.uniform(0, 360)),
         spin_deg=float(rng.uniform(-25, 25)),
@@ -116,6 +117,10 @@ def sample_heart_shape(rng: np.random.Generator) -> HeartShape:
         echo_pericardium=float(rng.uniform(6.0, 10.0)),
         echo_tissue=float(rng.uniform(0.4, 0.7)),
     )
+    # r = LV length / 2 + apical wall (0.8 wall) + chest wall, r uniform in [70, 80] mm:
+    # the chest wall (skin to epicardial apex) takes what is left, 14-37 mm
+    radius = shape.chest_wall
+    return replace(shape, chest_wall=radius - shape.lv_length / 2 - 0.8 * shape.wall)
 
 
 def _e(psi_deg: float) -> np.ndarray:

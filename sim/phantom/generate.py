@@ -3,7 +3,7 @@
 Volume frame (mm): x, y lateral, z from the apical window into the body (window at small z).
 The LV centre is the orbit centre ``c`` (laterally centred, ``c_z = r + 4`` mm); the apical base
 pose is the identity (probe apex at ``c - r e_z`` looking along +z) with ``r`` = chest wall +
-apical wall + half the LV length (70-85 mm). Frames span one cardiac cycle, frame 0 at
+apical wall + half the LV length, drawn uniform in [70, 80] mm. Frames span one cardiac cycle, frame 0 at
 end-diastole. Deterministic per (seed, style, frames, extent): same inputs, same bytes.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .views import standard_views
 
 __all__ = ['DEFAULT_EXTENT_MM', 'GENERATOR_VERSION', 'PhantomParts', 'build_patient', 'make_phantom']
 
-GENERATOR_VERSION = '3'   # bump whenever the output for a seed changes (cache keys)
+GENERATOR_VERSION = '4'   # bump whenever the output for a seed changes (cache keys)
 DEFAULT_EXTENT_MM = (144.0, 144.0, 176.0)   # x, y, z
 
 

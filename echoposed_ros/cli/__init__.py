@@ -15,7 +15,7 @@ __all__ = ['SUBCOMMANDS', 'main']
 # name: (module, one-line help). Sorted by name.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'bag': ('echoposed_ros.cli.bag', 'Rosbag2 (MCAP) record, replay and offline scoring of sessions.'),
-    'bench': ('echoposed_ros.cli.bench', 'Speed benchmarks against a same-run baseline (slicer).'),
+    'bench': ('echoposed_ros.cli.bench', 'Speed benchmarks against a same-run baseline (slicer, estimator, ...).'),
     'estimate': ('echoposed_ros.cli.estimate', 'Estimate probe poses and sigma^2 for image files (JSON).'),
     'eval': ('echoposed_ros.cli.eval', 'Evaluation protocols (METHOD section 7): calibration, guidance.'),
     'export': ('echoposed_ros.cli.export', 'Write a training checkpoint as the one-file ONNX ensemble.'),
@@ -41,10 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv or argv[0] not in SUBCOMMANDS:
-        args = parser.parse_args(argv)  # prints help / errors for unknown commands
-        if args.command is None:
-            parser.print_help()
-        return 0 if argv and argv[0] in ('-h', '--help', '--version') else 2
+        parser.parse_args(argv)  # --help, --version, or an error naming the unknown command
+        parser.print_help()
+        return 2
     name = argv[0]
     module_name, help_text = SUBCOMMANDS[name]
     module = importlib.import_module(module_name)
@@ -52,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
     return int(module.run(args) or 0)
-
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -190,7 +190,8 @@ def summary(result: dict) -> str:
     return (f"bag eval: {result['images']} images ({result['recording_s']:.0f} s at {result['rate_hz']:g} Hz) "
             f"scored in {result['eval_median_s']:.2f} s = {result['realtime_factor']:.1f}x real time "
             f"(target >= {TARGET_REALTIME:g}; read {result['read_s']:.2f} s, estimate {result['estimate_s']:.2f} s; "
-            f"{result['realtime_factor_per_cpu_s']:.1f}x per CPU second, load {result['machine']['load_avg_1min']:.1f}); "
+            f"{result['realtime_factor_per_cpu_s']:.1f}x per CPU second, "
+            f"load {result['machine']['load_avg_1min']:.1f}); "
             f"one image per call: {result['baseline_realtime_factor']:.1f}x; batched is "
             f"{result['batched_vs_one_by_one']:.1f}x faster; targets {'met' if result['targets_met'] else 'MISSED'}")
 

@@ -31,7 +31,7 @@ from .errors import BagError
 from .evaluate import latency_stats, spearman, stats, target_error, tracking
 from .reader import BagContents, read_bag
 
-__all__ = ['OfflineEstimates', 'TargetSpec', 'Target', 'estimate_images', 'evaluate_bag', 'resolve_target']
+__all__ = ['OfflineEstimates', 'Target', 'TargetSpec', 'estimate_images', 'evaluate_bag', 'resolve_target']
 
 DEG = float(np.degrees(1.0))
 

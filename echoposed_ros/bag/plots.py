@@ -1,8 +1,9 @@
 """Pictures of a bag evaluation (matplotlib, Agg): one PNG per bag.
 
 Panels: tracking error against time (offline and recorded estimates, after alignment), sigma^2
-against tracking error (log sigma^2 when it spans a decade, with the Spearman correlation), ground-truth effective error to
-the target against time (with the controller's estimate), recorded latency, the last image.
+against tracking error (log sigma^2 when it spans a decade; with the Spearman correlation),
+ground-truth effective error to the target against time (with the controller's estimate),
+recorded latency, the last image.
 """
 from __future__ import annotations
 

@@ -27,8 +27,8 @@ from rosbags.rosbag2 import Reader, ReaderError
 from .errors import BagError
 from .typestore import ensure_type, typestore
 
-__all__ = ['COMMAND_TOPIC', 'IMAGE_TOPICS', 'IMAGE_TYPES', 'MCAP_MAGIC', 'POSE_TOPIC', 'STATUS_TOPIC',
-           'TRUTH_TOPIC', 'BagContents', 'CommandSeries', 'ImageSeries', 'PoseSeries', 'StatusSeries',
+__all__ = ['BagContents', 'COMMAND_TOPIC', 'CommandSeries', 'IMAGE_TOPICS', 'IMAGE_TYPES', 'ImageSeries',
+           'MCAP_MAGIC', 'POSE_TOPIC', 'PoseSeries', 'STATUS_TOPIC', 'StatusSeries', 'TRUTH_TOPIC',
            'check_complete', 'open_bag', 'read_bag', 'resolve_types']
 
 MCAP_MAGIC = b'\x89MCAP0\r\n'

@@ -35,7 +35,8 @@ from ..nodes.params import Param, declare_all
 from .errors import BagError
 from .writer import BagWriter
 
-__all__ = ['DEFAULT_TOPICS', 'KNOWN_TYPES', 'PARAMS', 'SENSOR_TOPICS', 'RecorderNode', 'main', 'message_class', 'run_recorder']
+__all__ = ['DEFAULT_TOPICS', 'KNOWN_TYPES', 'PARAMS', 'RecorderNode', 'SENSOR_TOPICS', 'main',
+           'message_class', 'run_recorder']
 
 #: What the sim launch records: images, truth, estimates, commands, status, diagnostics.
 DEFAULT_TOPICS = ('probe/image', 'probe/image/compressed', 'probe/true_pose', 'echoposed/pose',

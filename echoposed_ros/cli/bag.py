@@ -23,7 +23,7 @@ __all__ = ['add_arguments', 'run']
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest='bag_command', metavar='{record,play,eval}', required=True)
+    sub = parser.add_subparsers(dest='bag_command', metavar='{record,play,salvage,eval}', required=True)
     rec = sub.add_parser('record', help='record topics into a rosbag2 (MCAP) bag until Ctrl-C or --duration')
     rec.add_argument('output', type=Path, help='bag directory to create (must not exist)')
     rec.add_argument('topics', nargs='*', help='topics (default: images, truth, estimates, commands, status, '

@@ -32,6 +32,7 @@ class TrainConfig:
     volumes_dir: str = ''            # a folder of the user's own volumes (overrides train_seeds)
     phantom_frames: int = 5          # frames per cardiac cycle of each phantom patient
     phantom_cache_dir: str = 'out/cache/phantoms'  # generated patients kept here ('' = none)
+    phantom_version: int = 0         # 0 = current generator; N = only cached patients of version N
     cache_volumes: int = 64          # volumes kept in memory per data worker
     volume_reuse: int = 1            # consecutive steps drawing from the same volume
     # --- image / sector (the model's input geometry, recorded in the ONNX metadata) ---

@@ -40,9 +40,9 @@ class VolumeSource:
     """
 
     def __init__(self, seeds: list[int] | None = None, style: str = '', volumes_dir: str = '',
-                 cache: int = 32, factory=None, frames: int = 5, cache_dir: str = ''):
+                 cache: int = 32, factory=None, frames: int = 5, cache_dir: str = '', version: int = 0):
         self.style, self.volumes_dir, self.cache_size = style, volumes_dir, max(1, cache)
-        self.frames, self.cache_dir = frames, cache_dir
+        self.frames, self.cache_dir, self.version = frames, cache_dir, version
         self._cache: OrderedDict[int, object] = OrderedDict()
         self._factory = factory
         if volumes_dir:
@@ -62,7 +62,7 @@ class VolumeSource:
     def from_config(cls, cfg: TrainConfig, factory=None) -> 'VolumeSource':
         seeds = None if cfg.volumes_dir else parse_seed_range(cfg.train_seeds)
         return cls(seeds, cfg.phantom_style, cfg.volumes_dir, cfg.cache_volumes, factory,
-                   cfg.phantom_frames, cfg.phantom_cache_dir)
+                   cfg.phantom_frames, cfg.phantom_cache_dir, cfg.phantom_version)
 
     def __len__(self) -> int:
         return len(self.files) if self.files is not None else len(self.seeds)
@@ -73,7 +73,14 @@ class VolumeSource:
         lo, hi = min(self.seeds), max(self.seeds)
         contiguous = len(self.seeds) == hi - lo + 1
         return {'kind': 'phantom', 'seeds': f'{lo}-{hi}' if contiguous else self.seeds,
-                'style': self.style or 'default', 'frames': self.frames}
+                'style': self.style or 'default', 'frames': self.frames,
+                'generator_version': self._version()}
+
+    def _version(self) -> int:
+        if self.version or self._factory is not None:
+            return self.version
+        from echoposed_sim import phantom
+        return int(phantom.GENERATOR_VERSION)
 
     def _load(self, i: int):
         if self._factory is not None:
@@ -82,7 +89,7 @@ class VolumeSource:
         if self.files is not None:
             from echoposed_sim.volume_io import load_volume
             return load_volume(self.files[i])
-        return phantom_volume(self.seeds[i], self.style, self.frames, self.cache_dir)
+        return phantom_volume(self.seeds[i], self.style, self.frames, self.cache_dir, self.version)
 
     def get(self, i: int):
         if i in self._cache:
@@ -95,20 +102,29 @@ class VolumeSource:
         return vol
 
 
-def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str = ''):
+def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str = '', version: int = 0):
     """make_phantom(seed, style, frames), kept as a pickle in ``cache_dir`` when one is given
-    (a patient takes tens of seconds to generate on this machine)."""
+    (a patient takes tens of seconds to generate on this machine).
+
+    version: 0 = the current generator (GENERATOR_VERSION); N > 0 = only a cached patient made by
+    generator version N (the generator changes; a pinned version keeps a training run's data fixed).
+    """
     from echoposed_sim import phantom
+    current = int(phantom.GENERATOR_VERSION)
+    want = int(version) or current
     path = None
     if cache_dir:
         tag = Path(style).stem if style else 'default'
-        path = Path(cache_dir) / f'phantom_{tag}_{phantom.GENERATOR_VERSION}_f{frames}_{seed}.pkl'
+        path = Path(cache_dir) / f'phantom_{tag}_{want}_f{frames}_{seed}.pkl'
         if path.is_file():
             try:
                 with open(path, 'rb') as f:
                     return pickle.load(f)
             except (OSError, pickle.UnpicklingError, EOFError):
                 pass
+    if want != current:
+        raise TrainingError(f'phantom seed {seed}: generator version {want} requested, but {path} is not '
+                            f'in the cache and the installed generator is version {current}')
     vol = phantom.make_phantom(seed, resolve_style(style), frames)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

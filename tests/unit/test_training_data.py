@@ -87,6 +87,7 @@ def test_worker_stream_yields_steps_in_order(tmp_path):
 
 def test_volume_source_describes_its_data(tmp_path):
     src = VolumeSource([3, 4, 5], style='vendor_b', factory=TOY)
-    assert src.describe() == {'kind': 'phantom', 'seeds': '3-5', 'style': 'vendor_b', 'frames': 5}
+    assert src.describe() == {'kind': 'phantom', 'seeds': '3-5', 'style': 'vendor_b', 'frames': 5,
+                              'generator_version': 0}
     with pytest.raises(ValueError, match='not a folder'):
         VolumeSource(volumes_dir=str(tmp_path / 'nope'))

@@ -31,6 +31,7 @@ HEADROOM_DB = 30.0   # nominal myocardium (amplitude 1) sits this far below whit
 # valve row layout for the kernel
 V_C, V_AX, V_CO, V_R, V_TH, V_BETA, V_LF, V_AMP, V_BOUND = 0, 3, 6, 9, 10, 11, 12, 13, 14
 N_VALVE = 15
+_VALVE_LABEL = np.uint8(Tissue.VALVE)   # label the kernel writes on leaflets
 LUT_N = 4096   # mantissa table size of the fast log2 (error < 2e-4 in log2)
 
 
@@ -263,7 +264,7 @@ def render_frame(out, lab_out, env, spk, spk_off, ref_lab, spacing, centre, q, m
                     out[k, j, i] = np.uint8(val * 255.0 + 0.5)
                 if labels:
                     if on_valve:
-                        lab_out[k, j, i] = 17
+                        lab_out[k, j, i] = _VALVE_LABEL
                     else:
                         ki, ji, ii = int(zv + 0.5), int(yv + 0.5), int(xv + 0.5)
                         if 0 <= ki < nz and 0 <= ji < ny and 0 <= ii < nx:

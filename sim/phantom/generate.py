@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..volume import Volume
-from .anatomy import Anatomy, Tissue, sample_heart_shape
+from .anatomy import Anatomy, sample_heart_shape
 from .appearance import (HEADROOM_DB, N_VALVE, V_AMP, V_AX, V_BETA, V_BOUND, V_C, V_CO, V_LF, V_R, V_TH,
                          reference_echo, render_frame)
 from .errors import PhantomError
@@ -62,6 +62,36 @@ def _valve_rows(anatomy: Anatomy, mitral_open: float, aortic_open: float, psf_mm
     return rows
 
 
+def _label_grid(anatomy: Anatomy, shape: tuple[int, int, int], vox: float) -> np.ndarray:
+    """End-diastolic tissue labels (Z, Y, X) uint8 on the grid, computed in slabs of z."""
+    nz, ny, nx = shape
+    ref_lab = np.empty(shape, np.uint8)
+    yy, xx = np.meshgrid(np.arange(ny, dtype=np.float32) * np.float32(vox),
+                         np.arange(nx, dtype=np.float32) * np.float32(vox), indexing='ij')
+    slab = max(1, 16384 * 16 // (nx * ny))
+    for k0 in range(0, nz, slab):
+        k1 = min(nz, k0 + slab)
+        zs = np.arange(k0, k1, dtype=np.float32) * np.float32(vox)
+        pts = np.stack([np.broadcast_to(xx, (k1 - k0, ny, nx)).ravel(),
+                        np.broadcast_to(yy, (k1 - k0, ny, nx)).ravel(),
+                        np.repeat(zs, ny * nx)])
+        ref_lab[k0:k1] = anatomy.labels(pts).reshape(k1 - k0, ny, nx)
+    return ref_lab
+
+
+def _valve_box(anatomy: Anatomy, shape: tuple[int, int, int], vox: float, psf_mm: float
+               ) -> tuple[slice, slice, slice]:
+    """(k, j, i) slices of the voxels round every leaflet's material points (end-diastole)."""
+    nz, ny, nx = shape
+    rows = _valve_rows(anatomy, 0.0, 0.0, psf_mm)
+    reach = rows[:, V_BOUND][:, None] + 2.0 * vox
+    signs = np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)], np.float64)
+    corners = anatomy.to_volume((rows[:, None, V_C:V_C + 3] + reach[:, :, None] * signs[None]).reshape(-1, 3))
+    lo = np.clip(np.floor(corners.min(axis=0) / vox).astype(int), 0, [nx - 1, ny - 1, nz - 1])
+    hi = np.clip(np.ceil(corners.max(axis=0) / vox).astype(int) + 1, 1, [nx, ny, nz])
+    return slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0])
+
+
 def build_patient(seed: int, style: AcquisitionStyle | None = None, frames: int = 20,
                   extent_mm: tuple[float, float, float] = DEFAULT_EXTENT_MM,
                   with_labels: bool = False) -> PhantomParts:
@@ -86,31 +116,10 @@ def build_patient(seed: int, style: AcquisitionStyle | None = None, frames: int 
     lo, hi = Anatomy(shape, np.zeros(3), radius).heart_bounds()
     centre = np.r_[box_mid - 0.5 * (lo[:2] + hi[:2]), radius + 4.0]
     anatomy = Anatomy(shape, centre, radius)
-    assert Tissue.VALVE == 17  # the kernel writes 17 for leaflets
-
-    # end-diastolic labels on the grid, in slabs of z to bound the temporaries
-    ref_lab = np.empty((nz, ny, nx), np.uint8)
-    yy, xx = np.meshgrid(np.arange(ny, dtype=np.float32) * np.float32(vox),
-                         np.arange(nx, dtype=np.float32) * np.float32(vox), indexing='ij')
-    slab = max(1, 16384 * 16 // (nx * ny))
-    for k0 in range(0, nz, slab):
-        k1 = min(nz, k0 + slab)
-        zs = np.arange(k0, k1, dtype=np.float32) * np.float32(vox)
-        pts = np.stack([np.broadcast_to(xx, (k1 - k0, ny, nx)).ravel(),
-                        np.broadcast_to(yy, (k1 - k0, ny, nx)).ravel(),
-                        np.repeat(zs, ny * nx)])
-        ref_lab[k0:k1] = anatomy.labels(pts).reshape(k1 - k0, ny, nx)
+    ref_lab = _label_grid(anatomy, (nz, ny, nx), vox)
     depth = (np.arange(nz, dtype=np.float32) * np.float32(vox) - np.float32(anatomy.probe_apex[2]))[:, None, None]
-    # leaflet speckle is only needed in a box round the valves (material points, end-diastole)
-    rows = _valve_rows(anatomy, 0.0, 0.0, style.psf_lateral_mm)
-    reach = rows[:, V_BOUND][:, None] + 2.0 * vox
-    corners = np.concatenate([anatomy.to_volume(rows[:, V_C:V_C + 3] + s * reach) for s in (-1, 1)]
-                             + [anatomy.to_volume(rows[:, V_C:V_C + 3] + reach * np.array(c))
-                                for c in ((1, -1, -1), (-1, 1, -1), (-1, -1, 1), (1, 1, -1), (1, -1, 1), (-1, 1, 1))])
-    lo = np.clip(np.floor(corners.min(axis=0) / vox).astype(int), 0, [nx - 1, ny - 1, nz - 1])
-    hi = np.clip(np.ceil(corners.max(axis=0) / vox).astype(int) + 1, 1, [nx, ny, nz])
-    box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
-    spk_off = np.array([lo[2], lo[1], lo[0]], np.float64)
+    box = _valve_box(anatomy, (nz, ny, nx), vox, style.psf_lateral_mm)
+    spk_off = np.array([box[0].start, box[1].start, box[2].start], np.float64)
     env, spk = reference_echo(ref_lab, shape, style, depth, np.random.default_rng(s_tex), anatomy.probe_apex, box)
     del depth
 

@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     sub_parser = argparse.ArgumentParser(prog=f'echoposed {name}', description=help_text)
     module.add_arguments(sub_parser)
-    args = sub_parser.parse_args(argv[1:])
+    try:  # positionals may follow options (echoposed launch sim_guidance --duration 9 seed:=3)
+        args = sub_parser.parse_intermixed_args(argv[1:])
+    except TypeError:  # subcommands with their own sub-parsers
+        args = sub_parser.parse_args(argv[1:])
     return int(module.run(args) or 0)
 
 if __name__ == '__main__':

@@ -347,3 +347,29 @@ def test_label_kernel_matches_numpy_reference(seed):
     fast, slow = anatomy.labels(pts), anatomy.labels_reference(pts)
     assert np.array_equal(fast, slow)
     assert len(np.unique(slow)) >= 15     # the sample reaches nearly every tissue
+
+
+def test_standard_views_show_their_chambers(patient):
+    """Blood pools in each view's fan at end-diastole: A4C all four chambers and no aorta,
+    A2C LV and LA only, A3C LV, LA and aorta but no RA."""
+    from echoposed_sim.sector import SectorGeometry
+    v, lab = patient.volume, patient.labels[0]
+    sector = SectorGeometry(depth_mm=170.0)
+    pts = sector.points[sector.mask]
+
+    def fractions(name):
+        view = v.views[name]
+        R = view.orbit @ view.probe
+        o = v.centre - v.radius * view.orbit[:, 2]
+        idx = np.round((o + pts @ R.T) / v.spacing).astype(int)
+        ok = np.all((idx >= 0) & (idx < np.array(lab.shape[::-1])), axis=1)
+        seen = lab[idx[ok, 2], idx[ok, 1], idx[ok, 0]]
+        return {t: float(np.mean(seen == t)) for t in (Tissue.BLOOD_LV, Tissue.BLOOD_RV, Tissue.BLOOD_LA,
+                                                        Tissue.BLOOD_RA, Tissue.BLOOD_AO)}
+
+    a4c, a2c, a3c = fractions('A4C'), fractions('A2C'), fractions('A3C')
+    lv, rv, la, ra, ao = Tissue.BLOOD_LV, Tissue.BLOOD_RV, Tissue.BLOOD_LA, Tissue.BLOOD_RA, Tissue.BLOOD_AO
+    assert min(a4c[lv], a4c[rv], a4c[la], a4c[ra]) > 0.03 and a4c[ao] < 0.005
+    assert min(a2c[lv], a2c[la]) > 0.03 and max(a2c[rv], a2c[ra], a2c[ao]) < 0.01
+    assert min(a3c[lv], a3c[la], a3c[ao]) > 0.03 and a3c[ra] < 0.005 and a3c[rv] < 0.06
+    assert a4c[lv] > a4c[rv]      # the LV is the larger ventricle

@@ -1,4 +1,4 @@
-"""``echoposed phantom --seed S --out FILE [--style FILE]``: write one phantom patient.
+"""``echoposed phantom --seed S --out FILE [--style FILE] [--heart-rate BPM]``: write one patient.
 
 The file type follows the suffix (``.npz`` keeps every field and the metadata; ``.nii`` /
 ``.nii.gz`` get a geometry sidecar ``<file>.yaml``), via ``echoposed_sim.volume_io.save_volume``.
@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--style', default=None,
                         help='acquisition style YAML (default: sim/styles/default.yaml)')
     parser.add_argument('--frames', type=int, default=20, help='frames per cardiac cycle (default 20)')
+    parser.add_argument('--heart-rate', type=float, default=None, metavar='BPM',
+                        help='heart rate in beats/min (default: drawn from the seed, 55-95)')
     parser.add_argument('--compress', action='store_true', help='zlib-compress a .npz')
 
 
@@ -29,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         style = load_style(args.style)
         start = time.perf_counter()
-        volume = make_phantom(args.seed, style, frames=args.frames)
+        heart = None if args.heart_rate is None else {'heart_rate_bpm': args.heart_rate}
+        volume = make_phantom(args.seed, style, frames=args.frames, heart=heart)
         elapsed = time.perf_counter() - start
         path = save_volume(volume, args.out, compress=args.compress)
     except (PhantomError, VolumeError) as err:

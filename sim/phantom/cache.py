@@ -1,8 +1,8 @@
 """On-disk cache of phantom patients with a bounded in-memory LRU.
 
 Each patient is written once to ``<dir>/phantom_<seed>_<key>.npz`` (``volume_io.save_volume``)
-where ``key`` hashes everything that changes its bytes: seed, style digest, frames, extent and
-the generator version. Later requests load the file; at most ``max_in_memory`` volumes stay in
+where ``key`` hashes everything that changes its bytes: seed, style digest, frames, extent, heart
+overrides and the generator version. Later requests load the file; at most ``max_in_memory`` volumes stay in
 memory (least recently used dropped first), so a run over hundreds of patients stays bounded
 (default style: ~73 MB per patient in memory).
 """
@@ -30,14 +30,14 @@ class PhantomCache:
     """Phantom patients by seed: memory (LRU, at most ``max_in_memory``) -> disk -> generate.
 
     directory: cache folder (created); style: acquisition style (default: default.yaml);
-    frames, extent_mm: as for :func:`make_phantom`; compress: zlib-compress the files (speckle
+    frames, extent_mm, heart: as for :func:`make_phantom`; compress: zlib-compress the files (speckle
     compresses badly: ~18 % smaller, ~5x slower to read, ~18x slower to write; off by default). Counters ``hits``, ``loads``, ``generated`` say where volumes
     came from.
     """
 
     def __init__(self, directory: str | Path, max_in_memory: int = 4, style: AcquisitionStyle | None = None,
                  frames: int = 20, extent_mm: tuple[float, float, float] = DEFAULT_EXTENT_MM,
-                 compress: bool = False) -> None:
+                 compress: bool = False, heart: dict | None = None) -> None:
         if isinstance(max_in_memory, bool) or not isinstance(max_in_memory, int) or max_in_memory < 0:
             raise PhantomError(f'PhantomCache max_in_memory must be an integer >= 0, got {max_in_memory!r}')
         self.directory = Path(directory)
@@ -47,13 +47,15 @@ class PhantomCache:
         self.frames = int(frames)
         self.extent_mm = tuple(float(e) for e in extent_mm)
         self.compress = bool(compress)
+        self.heart = dict(heart or {})
         self._memory: OrderedDict[int, Volume] = OrderedDict()
         self.hits = self.loads = self.generated = 0
 
     def key(self, seed: int) -> str:
         """Hex digest of everything that determines the patient's bytes."""
         text = json.dumps({'seed': int(seed), 'style': self.style.digest(), 'frames': self.frames,
-                           'extent_mm': self.extent_mm, 'version': GENERATOR_VERSION}, sort_keys=True)
+                           'extent_mm': self.extent_mm, 'version': GENERATOR_VERSION,
+                           'heart': self.heart}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def path(self, seed: int) -> Path:
@@ -94,7 +96,7 @@ class PhantomCache:
             except VolumeError as err:
                 _log.warning('phantom cache: %s is unreadable (%s); generating it again', path, err)
         if volume is None:
-            volume = make_phantom(seed, self.style, self.frames, self.extent_mm)
+            volume = make_phantom(seed, self.style, self.frames, self.extent_mm, heart=self.heart or None)
             tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp.npz')
             save_volume(volume, tmp, compress=self.compress)
             os.replace(tmp, path)

@@ -8,13 +8,14 @@ end-diastole. Deterministic per (seed, style, frames, extent): same inputs, same
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..volume import Volume
-from .anatomy import Anatomy, sample_heart_shape
+from .anatomy import Anatomy, HeartShape, sample_heart_shape
 from .appearance import (HEADROOM_DB, N_VALVE, V_AMP, V_AX, V_BETA, V_BOUND, V_C, V_CO, V_LF, V_R, V_TH,
                          reference_echo, render_frame)
 from .errors import PhantomError
@@ -92,9 +93,27 @@ def _valve_box(anatomy: Anatomy, shape: tuple[int, int, int], vox: float, psf_mm
     return slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0])
 
 
+def _override(shape: HeartShape, heart: dict | None) -> HeartShape:
+    if not heart:
+        return shape
+    known = {f.name for f in dataclasses.fields(HeartShape)}
+    unknown = sorted(str(k) for k in heart if k not in known)
+    if unknown:
+        raise PhantomError(f'phantom heart overrides: unknown field(s) {unknown}; expected some of {sorted(known)}')
+    for key, value in heart.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise PhantomError(f'phantom heart override "{key}": expected a finite number, got {value!r}')
+    if 'heart_rate_bpm' in heart and not 30.0 <= heart['heart_rate_bpm'] <= 200.0:
+        raise PhantomError(f'phantom heart override "heart_rate_bpm": {heart["heart_rate_bpm"]} is outside [30, 200]')
+    if 'ejection_fraction' in heart and not 0.1 <= heart['ejection_fraction'] <= 0.8:
+        raise PhantomError(f'phantom heart override "ejection_fraction": {heart["ejection_fraction"]} is outside '
+                           f'[0.1, 0.8]')
+    return dataclasses.replace(shape, **{k: float(v) for k, v in heart.items()})
+
+
 def build_patient(seed: int, style: AcquisitionStyle | None = None, frames: int = 20,
                   extent_mm: tuple[float, float, float] = DEFAULT_EXTENT_MM,
-                  with_labels: bool = False) -> PhantomParts:
+                  with_labels: bool = False, heart: dict | None = None) -> PhantomParts:
     """Generate one patient; see :func:`make_phantom`. ``with_labels`` also returns the tissue
     label of every voxel at every frame (Tissue values; leaflets as Tissue.VALVE)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -107,7 +126,7 @@ def build_patient(seed: int, style: AcquisitionStyle | None = None, frames: int 
     style = default_style() if style is None else style
     seed = int(seed)
     s_anat, s_tex, s_noise = np.random.SeedSequence([seed, 0xEC40]).spawn(3)
-    shape = sample_heart_shape(np.random.default_rng(s_anat))
+    shape = _override(sample_heart_shape(np.random.default_rng(s_anat)), heart)
     vox = style.voxel_mm
     nx, ny, nz = (int(round(e / vox)) for e in extent)
     radius = shape.lv_length / 2 + 0.8 * shape.wall + shape.chest_wall
@@ -163,12 +182,13 @@ def build_patient(seed: int, style: AcquisitionStyle | None = None, frames: int 
 
 
 def make_phantom(seed: int, style: AcquisitionStyle | None = None, frames: int = 20,
-                 extent_mm: tuple[float, float, float] = DEFAULT_EXTENT_MM) -> Volume:
+                 extent_mm: tuple[float, float, float] = DEFAULT_EXTENT_MM, heart: dict | None = None) -> Volume:
     """One phantom patient as a Volume: data (frames, Z, Y, X) uint8, spacing = style voxel
     size (mm), base pose identity, standard views A4C / A2C / A3C, metadata in ``meta``.
 
     seed: non-negative int (same seed and style -> identical bytes); style: acquisition style
     (default: ``sim/styles/default.yaml``); frames: per cardiac cycle (frame n at phase n/frames);
-    extent_mm: (x, y, z) size of the volume in mm.
+    extent_mm: (x, y, z) size of the volume in mm; heart: overrides of the drawn
+    :class:`HeartShape` fields, e.g. ``{'heart_rate_bpm': 110}`` (the rest still follows the seed).
     """
-    return build_patient(seed, style, frames, extent_mm).volume
+    return build_patient(seed, style, frames, extent_mm, heart=heart).volume

@@ -68,6 +68,18 @@ def test_shape_dtype_spacing_and_base_pose(patient):
     assert patient.labels[0][_voxel(v, v.centre)] == Tissue.BLOOD_LV
 
 
+def test_heart_overrides_set_one_field_and_keep_the_rest():
+    base = make_phantom(3, COARSE, frames=2, extent_mm=SMALL)
+    fast = make_phantom(3, COARSE, frames=2, extent_mm=SMALL, heart={'heart_rate_bpm': 120})
+    assert fast.cycle_s == pytest.approx(0.5) and fast.meta['heart']['heart_rate_bpm'] == 120.0
+    assert fast.meta['heart']['lv_diameter'] == base.meta['heart']['lv_diameter']
+    assert fast.meta['end_systole_phase'] > base.meta['end_systole_phase']
+    with pytest.raises(PhantomError, match='heart_rat'):
+        make_phantom(3, COARSE, heart={'heart_rat': 60})
+    with pytest.raises(PhantomError, match='heart_rate_bpm'):
+        make_phantom(3, COARSE, heart={'heart_rate_bpm': 500})
+
+
 def test_bad_arguments_raise_phantom_error():
     with pytest.raises(PhantomError, match='seed'):
         make_phantom(-1, COARSE)

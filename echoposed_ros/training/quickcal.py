@@ -26,17 +26,23 @@ __all__ = ['predict', 'quick_calibration']
 
 
 @torch.no_grad()
-def predict(model: EnsembleNet, orch: Orchestrator, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """images (N, H, W) -> aligned ensemble means (orbit, probe), each (N, 3, 3) float64."""
+def predict(model: EnsembleNet, orch: Orchestrator, images: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """images (N, H, W) -> aligned ensemble means (orbit, probe), each (N, 3, 3) float64, and
+    sigma^2 (N,) rad^2 (METHOD section 5: mean over members of the squared geodesic distance of
+    the aligned member from the mean, both factors)."""
     was = model.training
     model.eval()
     rv, rp = model(torch.from_numpy(np.ascontiguousarray(images[:, None], dtype=np.float32)))
     model.train(was)
     av, ap = orch.align(rv.double(), rp.double())
     # proj(B M) = B proj(M): project the aligned raw matrices, then average and project
-    mv = np_project(np_project(av.numpy()).mean(1))
-    mp = np_project(np_project(ap.numpy()).mean(1))
-    return mv, mp
+    Av, Ap = np_project(av.numpy()), np_project(ap.numpy())
+    mv, mp = np_project(Av.mean(1)), np_project(Ap.mean(1))
+    from echoposed_ros.geometry import angle
+    sigma2 = (angle(np.swapaxes(mv, -1, -2)[:, None] @ Av) ** 2
+              + angle(np.swapaxes(mp, -1, -2)[:, None] @ Ap) ** 2).mean(1)
+    return mv, mp, sigma2
 
 
 def _signed_angle(R: np.ndarray, axis: int) -> np.ndarray:
@@ -58,7 +64,9 @@ def _maae(pred: np.ndarray, true: np.ndarray, rng: np.random.Generator, perms: i
 def quick_calibration(model: EnsembleNet, orch: Orchestrator, volumes: list, cfg: TrainConfig,
                       z_steps: int = 36, tilt_steps: int = 13, seed: int = 0) -> dict:
     """-> {axis: {'maae_deg', 'normalized_maae'}} for probe axes 'x', 'y', 'z' and orbit axes
-    'orbit_x', 'orbit_y', pooled over ``volumes``."""
+    'orbit_x', 'orbit_y', pooled over ``volumes``; and 'sigma2': {'mean' (rad^2),
+    'spearman_vs_error'} over the probe-turn slices (rank correlation of sigma^2 with the
+    slice's turn error)."""
     sector = SectorGeometry(np.deg2rad(cfg.sector_angle_deg), cfg.sector_depth_mm, cfg.input_size,
                             cfg.input_size)
     turns = {'z': np.linspace(-np.pi, np.pi, z_steps, endpoint=False),
@@ -68,6 +76,8 @@ def quick_calibration(model: EnsembleNet, orch: Orchestrator, volumes: list, cfg
              'orbit_y': np.deg2rad(np.linspace(-20, 20, tilt_steps))}
     makers = {'x': rot_x, 'y': rot_y, 'z': rot_z, 'orbit_x': rot_x, 'orbit_y': rot_y}
     pooled: dict[str, tuple[list, list]] = {a: ([], []) for a in turns}
+    sig: list[np.ndarray] = []
+    errs: list[np.ndarray] = []
     for vol in volumes:
         Rv0, Rp0 = np.asarray(vol.base_orbit), np.asarray(vol.base_probe)
         for axis, ang in turns.items():
@@ -80,15 +90,22 @@ def quick_calibration(model: EnsembleNet, orch: Orchestrator, volumes: list, cfg
             ref_v, ref_p = (Rv0[None], Rp0[None])
             imgs = slice_batch(vol, np.concatenate([ref_v, Rv]), np.concatenate([ref_p, Rp]),
                                np.zeros(n + 1), sector)
-            mv, mp = predict(model, orch, imgs)
+            mv, mp, s2 = predict(model, orch, imgs)
             M = mv if axis.startswith('orbit') else mp
             rel = np.swapaxes(M[0], -1, -2)[None] @ M[1:]
             idx = {'x': 0, 'y': 1, 'z': 2}[axis[-1]]
-            pooled[axis][0].append(_signed_angle(rel, idx))
+            pred = _signed_angle(rel, idx)
+            pooled[axis][0].append(pred)
             pooled[axis][1].append(ang)
+            if not axis.startswith('orbit'):
+                sig.append(s2[1:])
+                errs.append(np.abs(_wrap(pred - ang)))
     rng = np.random.default_rng(seed)
     out = {}
     for axis, (pred, true) in pooled.items():
         m, nm = _maae(np.concatenate(pred), np.concatenate(true), rng)
         out[axis] = {'maae_deg': m, 'normalized_maae': nm}
+    from scipy.stats import spearmanr
+    s_all, e_all = np.concatenate(sig), np.concatenate(errs)
+    out['sigma2'] = {'mean': float(s_all.mean()), 'spearman_vs_error': float(spearmanr(s_all, e_all)[0])}
     return out

@@ -1,0 +1,62 @@
+"""`echoposed train` / `echoposed export` argument handling, and the quick calibration's scoring."""
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+
+from echoposed_ros.cli import main
+from echoposed_ros.training.config import TrainConfig
+from echoposed_ros.training.quickcal import _maae, quick_calibration
+from echoposed_ros.training.toy import toy_volume
+from echoposed_ros.training.train import build_model, train
+
+TOY = functools.partial(toy_volume, n=20, frames=2, spacing=8.0)
+
+
+def test_print_config_applies_flags_and_set(tmp_path, capsys):
+    cfg_file = tmp_path / 'c.json'
+    cfg_file.write_text(TrainConfig(w_orbit=7.0).to_json())
+    rc = main(['train', '--config', str(cfg_file), '--seeds', '3-9', '--members', '4', '--minutes', '2',
+               '--set', 'z_ramp_steps=10', 'widths=[8,8,16,16]', '--print-config'])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out['train_seeds'] == '3-9' and out['members'] == 4 and out['time_limit_s'] == 120.0
+    assert out['z_ramp_steps'] == 10 and out['widths'] == [8, 8, 16, 16] and out['w_orbit'] == 7.0
+
+
+def test_bad_field_gives_a_clear_message_and_status_2(capsys):
+    assert main(['train', '--set', 'nonsense=1', '--print-config']) == 2
+    assert 'nonsense' in capsys.readouterr().out
+
+
+def test_export_command_writes_the_model(tmp_path, capsys):
+    cfg = TrainConfig(out_dir=str(tmp_path / 'r'), train_seeds='0-1', input_size=32, poses=4, members=2,
+                      widths=(4, 4, 8, 8), steps=2, warmup_steps=1, workers=0, phantom_cache_dir='')
+    ck = train(cfg, factory=TOY, progress=False)
+    out = tmp_path / 'm.onnx'
+    assert main(['export', str(ck), '--out', str(out), '--name', 'cli-test']) == 0
+    assert out.is_file() and 'MB' in capsys.readouterr().out
+    assert main(['export', str(tmp_path / 'missing.pt'), '--out', str(out)]) == 2
+    assert 'missing.pt' in capsys.readouterr().out
+
+
+def test_maae_is_zero_for_perfect_and_about_one_for_shuffled_predictions():
+    rng = np.random.default_rng(0)
+    true = np.linspace(-np.pi, np.pi, 72, endpoint=False)
+    m, nm = _maae(true.copy(), true, rng)
+    assert m == 0 and nm == 0
+    _, nm_random = _maae(rng.permutation(true), true, rng)
+    assert 0.8 < nm_random < 1.2
+
+
+def test_quick_calibration_runs_on_volumes_and_reports_every_axis():
+    cfg = TrainConfig(input_size=32, members=2, widths=(4, 4, 8, 8))
+    model, orch = build_model(cfg)
+    cal = quick_calibration(model, orch, [TOY(0)], cfg, z_steps=12, tilt_steps=5)
+    assert set(cal) == {'x', 'y', 'z', 'orbit_x', 'orbit_y', 'sigma2'}
+    for axis in ('x', 'y', 'z', 'orbit_x', 'orbit_y'):
+        assert np.isfinite(cal[axis]['maae_deg']) and cal[axis]['normalized_maae'] >= 0
+    assert cal['sigma2']['mean'] > 0

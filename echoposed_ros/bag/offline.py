@@ -1,7 +1,9 @@
 """``echoposed bag eval`` for one bag: read it, run the estimator offline, score, report (JSON-ready).
 
-:func:`evaluate_bag` = :func:`~.reader.read_bag` -> :func:`estimate_images` (the runtime
-:class:`~echoposed_ros.estimator.Estimator`, batched) -> the scores of :mod:`.evaluate`:
+:func:`evaluate_bag` = :func:`~.reader.read_bag` (everything but image pixels) ->
+:func:`estimate_batches` over :func:`~.reader.iter_image_batches` (the runtime
+:class:`~echoposed_ros.estimator.Estimator`, batched; memory stays at one batch of images, so long
+recordings fit) -> the scores of :mod:`.evaluate`:
 
 - ``offline``: tracking error (deg) of the offline estimates against ground truth after the
   constant left alignment, per image and summarised; sigma^2 (rad^2); Spearman rank correlation
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,10 @@ import numpy as np
 from ..geometry import project_to_so3, quat_xyzw_to_matrix
 from .errors import BagError
 from .evaluate import latency_stats, spearman, stats, target_error, tracking
-from .reader import BagContents, read_bag
+from .reader import BagContents, iter_image_batches, read_bag
 
-__all__ = ['OfflineEstimates', 'Target', 'TargetSpec', 'estimate_images', 'evaluate_bag', 'resolve_target']
+__all__ = ['OfflineEstimates', 'Target', 'TargetSpec', 'estimate_batches', 'estimate_images', 'evaluate_bag',
+           'resolve_target']
 
 DEG = float(np.degrees(1.0))
 
@@ -73,11 +77,22 @@ class OfflineEstimates:
 def estimate_images(estimator: Any, images: list[np.ndarray], encodings: list[str], stamps: np.ndarray,
                     batch_size: int = 64) -> OfflineEstimates:
     """Run ``estimator.estimate_batch`` over the images in batches of ``batch_size``."""
+    stamps = np.asarray(stamps, np.int64)
+    return estimate_batches(estimator, ((images[s:s + batch_size], encodings[s:s + batch_size],
+                                         stamps[s:s + batch_size]) for s in range(0, len(images), batch_size)))
+
+
+def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], list[str], np.ndarray]]
+                     ) -> OfflineEstimates:
+    """Run ``estimator.estimate_batch`` on each (images, encodings, stamps) batch (e.g. from
+    :func:`~.reader.iter_image_batches`); ``wall_s`` includes producing the batches."""
     t0 = time.perf_counter()
-    orbit, probe, uo, up, sigma2 = [], [], [], [], []
-    for start in range(0, len(images), batch_size):
-        batch = estimator.estimate_batch(images[start:start + batch_size], encodings[start:start + batch_size],
-                                         [f'image {i}' for i in range(start, min(start + batch_size, len(images)))])
+    orbit, probe, uo, up, sigma2, all_stamps = [], [], [], [], [], []
+    count = 0
+    for images, encodings, stamps in batches:
+        batch = estimator.estimate_batch(images, encodings, [f'image {count + i}' for i in range(len(images))])
+        count += len(images)
+        all_stamps.append(np.asarray(stamps, np.int64))
         orbit += [e.orbit for e in batch]
         probe += [e.probe for e in batch]
         sigma2 += [e.sigma2 for e in batch]
@@ -86,7 +101,8 @@ def estimate_images(estimator: Any, images: list[np.ndarray], encodings: list[st
         uo.append(project_to_so3(members_v.mean(axis=1), 'member mean (orbit)'))
         up.append(project_to_so3(members_p.mean(axis=1), 'member mean (probe)'))
     empty = np.zeros((0, 3, 3))
-    return OfflineEstimates(np.asarray(stamps, np.int64), np.array(orbit).reshape(-1, 3, 3),
+    stamps = np.concatenate(all_stamps) if all_stamps else np.zeros(0, np.int64)
+    return OfflineEstimates(stamps, np.array(orbit).reshape(-1, 3, 3),
                             np.array(probe).reshape(-1, 3, 3),
                             np.concatenate(uo) if uo else empty, np.concatenate(up) if up else empty,
                             np.array(sigma2, dtype=np.float64), time.perf_counter() - t0)
@@ -145,7 +161,7 @@ def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetS
     Raises :class:`BagError` for a bag that cannot be scored.
     """
     t_start = time.perf_counter()
-    c = read_bag(path, image_topic=image_topic, load_images=estimator is not None)
+    c = read_bag(path, image_topic=image_topic, load_images=False)
     t_read = time.perf_counter() - t_start
     img = c.images
     t0 = int(img.stamps[0])
@@ -158,14 +174,22 @@ def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetS
         'recording_s': span + (1.0 / rate if rate > 0 else 0.0),
         'ground_truth': c.truth is not None, 'ground_truth_samples': 0 if c.truth is None else len(c.truth),
     }
-    series: dict[str, Any] = {'bag': str(c.path), 'last_image': img.images[-1] if img.images else None}
+    series: dict[str, Any] = {'bag': str(c.path), 'last_image': None}
 
     def rel(stamps: np.ndarray) -> list[float]:
         return ((np.asarray(stamps, np.int64) - t0) * 1e-9).tolist()
 
     # offline estimation
     if estimator is not None:
-        est = estimate_images(estimator, img.images, img.encodings, img.stamps, batch_size)
+        last: list[np.ndarray] = []
+
+        def batches() -> Iterator[tuple[list[np.ndarray], list[str], np.ndarray]]:
+            for batch in iter_image_batches(c.path, img.topic, batch_size):
+                last[:] = batch[0][-1:]
+                yield batch
+
+        est = estimate_batches(estimator, batches())
+        series['last_image'] = last[0] if last else None
         off: dict[str, Any] = {'model': str(getattr(estimator, 'path', '')), 'estimated': int(est.sigma2.size),
                                'estimate_s': est.wall_s, 'sigma2': stats(est.sigma2)}
         if c.truth is not None:

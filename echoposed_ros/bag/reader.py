@@ -16,7 +16,7 @@ Times are int64 nanoseconds (ROS time); rotations (N, 3, 3) float64; quaternions
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from .typestore import ensure_type, typestore
 
 __all__ = ['BagContents', 'COMMAND_TOPIC', 'CommandSeries', 'IMAGE_TOPICS', 'IMAGE_TYPES', 'ImageSeries',
            'MCAP_MAGIC', 'POSE_TOPIC', 'PoseSeries', 'STATUS_TOPIC', 'StatusSeries', 'TRUTH_TOPIC',
-           'check_complete', 'open_bag', 'read_bag', 'resolve_types']
+           'check_complete', 'iter_image_batches', 'open_bag', 'read_bag', 'resolve_types']
 
 MCAP_MAGIC = b'\x89MCAP0\r\n'
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
@@ -42,8 +42,8 @@ STATUS_TOPIC = '/guidance/status'
 
 @dataclass
 class ImageSeries:
-    """N images: arrays (H, W) or (H, W, 3) with their ROS encodings; stamps (header) and times
-    (bag receive time), int64 ns."""
+    """N images: stamps (header) and times (bag receive time), int64 ns; the arrays (H, W) or
+    (H, W, 3) with their ROS encodings (empty lists when read with ``load_images=False``)."""
 
     topic: str
     stamps: np.ndarray
@@ -52,7 +52,7 @@ class ImageSeries:
     encodings: list[str]
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.stamps)
 
 
 @dataclass
@@ -270,6 +270,42 @@ class _PoseCollector:
                 mp[i] = project_to_so3(_matrices(qp).mean(axis=0))
         return PoseSeries(self.topic, np.array(self.stamps, np.int64), np.array(self.times, np.int64), orbit,
                           probe, np.array(self.sigma2), np.array(self.inference), mo, mp)
+
+
+def iter_image_batches(path: str | Path, topic: str, batch_size: int = 64
+                       ) -> Iterator[tuple[list[np.ndarray], list[str], np.ndarray]]:
+    """Decoded images of ``topic`` in bag order, ``batch_size`` at a time: (arrays, encodings, header
+    stamps int64 ns). For long bags: memory stays at one batch (see ``read_bag(load_images=False)``)."""
+    path = Path(path)
+    store = typestore()
+    reader = open_bag(path)
+    try:
+        resolve_types(path, reader, store)
+        conns = [c for c in reader.connections if c.topic == topic]
+        if not conns or conns[0].msgtype not in IMAGE_TYPES:
+            raise BagError(f'{path}: no image topic {topic}')
+        images: list[np.ndarray] = []
+        encodings: list[str] = []
+        stamps: list[int] = []
+        try:
+            for index, (conn, _, raw) in enumerate(reader.messages(connections=conns)):
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+                array, enc = _decode_image(msg, conn.msgtype, f'{path}: {topic} message {index}')
+                images.append(array)
+                encodings.append(enc)
+                stamps.append(_stamp_ns(msg.header))
+                if len(images) == batch_size:
+                    yield images, encodings, np.array(stamps, np.int64)
+                    images, encodings, stamps = [], [], []
+        except BagError:
+            raise
+        except (ReaderError, AssertionError, ValueError, IndexError, KeyError, OSError) as exc:
+            raise BagError(f'{path}: unreadable message data ({type(exc).__name__}: {exc}); '
+                           'the bag is damaged or truncated') from exc
+        if images:
+            yield images, encodings, np.array(stamps, np.int64)
+    finally:
+        reader.close()
 
 
 def read_bag(path: str | Path, image_topic: str | None = None, load_images: bool = True) -> BagContents:

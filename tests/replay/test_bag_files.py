@@ -132,6 +132,12 @@ def test_a_written_bag_reads_back_with_every_series(tmp_path):
     assert np.array_equal(c.poses.times - c.poses.stamps, np.full(12, 40_000_000))
     assert c.status.states[-1] == 'converged' and c.commands.orbit.shape == (12, 3)
     assert c.custom == {'echoposed.note': 'hello'}
+    from echoposed_ros.bag.reader import iter_image_batches
+    batches = list(iter_image_batches(bag, '/probe/image', batch_size=5))
+    assert [len(b[0]) for b in batches] == [5, 5, 2]
+    assert np.array_equal(np.concatenate([b[2] for b in batches]), c.images.stamps)
+    assert int(batches[2][0][1][0, 0]) == 11 and batches[0][1][0] == 'mono8'
+    assert len(read_bag(bag, load_images=False).images) == 12
 
 
 def test_compressed_images_are_read(tmp_path):

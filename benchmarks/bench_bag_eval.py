@@ -3,8 +3,8 @@
 Writes a bag like the simulator's recording (``--seconds`` s at 30 Hz: 128 x 128 mono8 sector
 images, ground truth, live estimates with K members, body and Cartesian commands, guidance status,
 1 Hz diagnostics) with the rosbags writer, then times the whole ``evaluate_bag`` path (read,
-decode, estimate, align, score) on an ensemble of the training architecture (random weights,
-exported like ``bench_estimator``; or ``--model PATH``), in ``--rounds`` rounds. The baseline,
+decode, estimate, align, score) on an ensemble of the training code's default architecture (random
+weights, exported by the training code's exporter; or ``--model PATH``), in ``--rounds`` rounds. The baseline,
 measured in the same run, is the same scoring with the estimator called one image at a time
 (``Estimator.estimate``), as a live node does.
 
@@ -18,7 +18,6 @@ load-independent figure: the factor one otherwise idle core would reach.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -39,23 +38,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=0)
 
 
-def _bench_estimator():
-    path = Path(__file__).with_name('bench_estimator.py')
-    spec = importlib.util.spec_from_file_location('echoposed_benchmarks.bench_estimator', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _model(args: argparse.Namespace, tmp: Path) -> tuple[Path, str]:
+    """``--model``, or the training code's ensemble (default config, random weights, random adapters)
+    saved as a checkpoint and exported with the training code's exporter."""
     if args.model is not None:
         return args.model, str(args.model)
-    be = _bench_estimator()
-    ns = argparse.Namespace(members=None, widths=None, stem_stride=None, seed=args.seed, size=128)
-    module, config, _ = be._ensemble(ns)
-    path = tmp / 'ensemble.onnx'
-    be._export(module, config, path)
-    return path, f"random weights, training architecture (K={config['members']}, widths {config['widths']})"
+    import torch
+    from scipy.spatial.transform import Rotation
+
+    from echoposed_ros.training.config import TrainConfig
+    from echoposed_ros.training.export import export_onnx
+    from echoposed_ros.training.train import build_model
+
+    cfg = TrainConfig().replace(input_size=128)
+    torch.manual_seed(args.seed)
+    net, orch = build_model(cfg)
+    with torch.no_grad():
+        B = torch.tensor(Rotation.random(2 * cfg.members, random_state=args.seed).as_matrix())
+        orch.adapter_orbit.copy_(B[:cfg.members])
+        orch.adapter_probe.copy_(B[cfg.members:])
+    checkpoint = tmp / 'random.pt'
+    torch.save({'config': cfg.to_json(), 'model': net.state_dict(), 'orchestrator': orch.state_dict(),
+                'step': 0, 'data': {'benchmark': 'random weights'}}, checkpoint)
+    path = export_onnx(checkpoint, tmp / 'ensemble.onnx', model_name='bench_random')
+    return Path(path), (f'random weights, training architecture (K={cfg.members}, widths {list(cfg.widths)}, '
+                        f'{cfg.input_size} px)')
 
 
 def write_recording(path: Path, seconds: float, members: int, seed: int = 0) -> int:

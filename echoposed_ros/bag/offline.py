@@ -35,7 +35,7 @@ from .evaluate import latency_stats, spearman, stats, target_error, tracking
 from .reader import BagContents, iter_image_batches, read_bag
 
 __all__ = ['OfflineEstimates', 'Target', 'TargetSpec', 'estimate_batches', 'estimate_images', 'evaluate_bag',
-           'resolve_target']
+           'prefetch', 'resolve_target']
 
 DEG = float(np.degrees(1.0))
 
@@ -106,6 +106,47 @@ def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], l
                             np.array(probe).reshape(-1, 3, 3),
                             np.concatenate(uo) if uo else empty, np.concatenate(up) if up else empty,
                             np.array(sigma2, dtype=np.float64), time.perf_counter() - t0)
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterate ``items`` produced in a background thread, up to ``depth`` ahead (reading and decoding
+    the next batch overlaps the estimator's call, which releases the GIL). Exceptions of the
+    producer are raised here, in order."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put((done, exc))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _stored_target(c: BagContents) -> Target | None:
@@ -188,7 +229,7 @@ def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetS
                 last[:] = batch[0][-1:]
                 yield batch
 
-        est = estimate_batches(estimator, batches())
+        est = estimate_batches(estimator, prefetch(batches()))
         series['last_image'] = last[0] if last else None
         off: dict[str, Any] = {'model': str(getattr(estimator, 'path', '')), 'estimated': int(est.sigma2.size),
                                'estimate_s': est.wall_s, 'sigma2': stats(est.sigma2)}

@@ -71,3 +71,22 @@ def test_target_error_is_the_effective_error_to_one_pose():
 def test_fit_left_factor_refuses_mismatched_input():
     with pytest.raises(BagError, match='expected equal'):
         fit_left_factor(_random(3, 0), _random(4, 0))
+
+
+def test_prefetch_keeps_order_and_raises_the_producers_error():
+    from echoposed_ros.bag.offline import prefetch
+
+    assert list(prefetch(iter(range(20)), depth=2)) == list(range(20))
+
+    def broken():
+        yield 1
+        raise BagError('bag x: unreadable message data')
+
+    got = []
+    with pytest.raises(BagError, match='unreadable'):
+        for item in prefetch(broken()):
+            got.append(item)
+    assert got == [1]
+    it = prefetch(iter(range(1000)), depth=2)
+    assert next(it) == 0
+    it.close()  # stopping early ends the producer

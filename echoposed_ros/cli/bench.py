@@ -24,7 +24,9 @@ __all__ = ['TARGETS', 'add_arguments', 'load_target', 'run']
 
 # name: (script in benchmarks/, one-line help). Sorted by name.
 TARGETS: dict[str, tuple[str, str]] = {
+    'bag-eval': ('bench_bag_eval.py', 'offline scoring of a 30 Hz recording: speed against real time'),
     'estimator': ('bench_estimator.py', 'K-member ensemble on one 128x128 image: onnxruntime vs PyTorch eager'),
+    'phantom': ('bench_phantom.py', 'CPU s per phantom patient: fused numba kernels vs array baselines'),
     'slicer': ('bench_slicer.py', 'batched 128x128 slices/s of the numba slicer vs scipy map_coordinates'),
 }
 

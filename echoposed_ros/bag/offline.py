@@ -63,7 +63,8 @@ class Target:
 class OfflineEstimates:
     """Offline estimates per image: stamps int64 ns; orbit / probe (N, 3, 3) canonical mean;
     ungauged_orbit / ungauged_probe (N, 3, 3) projected member means before gauge fixing;
-    sigma2 (N,) rad^2; wall_s: seconds spent estimating."""
+    sigma2 (N,) rad^2; wall_s: seconds spent estimating; rejected: images the estimator refused
+    (as the live pose node rejects them: blank, no fan, bad encoding), with the first reason."""
 
     stamps: np.ndarray
     orbit: np.ndarray
@@ -72,6 +73,8 @@ class OfflineEstimates:
     ungauged_probe: np.ndarray
     sigma2: np.ndarray
     wall_s: float
+    rejected: int = 0
+    first_rejection: str = ''
 
 
 def estimate_images(estimator: Any, images: list[np.ndarray], encodings: list[str], stamps: np.ndarray,
@@ -86,13 +89,31 @@ def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], l
                      ) -> OfflineEstimates:
     """Run ``estimator.estimate_batch`` on each (images, encodings, stamps) batch (e.g. from
     :func:`~.reader.iter_image_batches`); ``wall_s`` includes producing the batches."""
+    from ..estimator import EstimatorError
+
     t0 = time.perf_counter()
     orbit, probe, uo, up, sigma2, all_stamps = [], [], [], [], [], []
-    count = 0
+    count = rejected = 0
+    first_rejection = ''
     for images, encodings, stamps in batches:
-        batch = estimator.estimate_batch(images, encodings, [f'image {count + i}' for i in range(len(images))])
+        names = [f'image {count + i}' for i in range(len(images))]
         count += len(images)
-        all_stamps.append(np.asarray(stamps, np.int64))
+        stamps = np.asarray(stamps, np.int64)
+        try:
+            batch = estimator.estimate_batch(images, encodings, names)
+        except EstimatorError:  # one bad image: estimate one by one, skipping the refused ones
+            batch, keep = [], []
+            for i, (image, encoding, name) in enumerate(zip(images, encodings, names)):
+                try:
+                    batch.extend(estimator.estimate_batch([image], [encoding], [name]))
+                    keep.append(i)
+                except EstimatorError as exc:
+                    rejected += 1
+                    first_rejection = first_rejection or str(exc)
+            stamps = stamps[keep]
+        if not batch:
+            continue
+        all_stamps.append(stamps)
         orbit += [e.orbit for e in batch]
         probe += [e.probe for e in batch]
         sigma2 += [e.sigma2 for e in batch]
@@ -105,7 +126,7 @@ def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], l
     return OfflineEstimates(stamps, np.array(orbit).reshape(-1, 3, 3),
                             np.array(probe).reshape(-1, 3, 3),
                             np.concatenate(uo) if uo else empty, np.concatenate(up) if up else empty,
-                            np.array(sigma2, dtype=np.float64), time.perf_counter() - t0)
+                            np.array(sigma2, dtype=np.float64), time.perf_counter() - t0, rejected, first_rejection)
 
 
 def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
@@ -232,8 +253,11 @@ def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetS
         est = estimate_batches(estimator, prefetch(batches()))
         series['last_image'] = last[0] if last else None
         off: dict[str, Any] = {'model': str(getattr(estimator, 'path', '')), 'estimated': int(est.sigma2.size),
+                               'rejected': est.rejected, 'first_rejection': est.first_rejection or None,
                                'estimate_s': est.wall_s, 'sigma2': stats(est.sigma2)}
-        if c.truth is not None:
+        if est.sigma2.size == 0:
+            off['note'] = 'the estimator refused every image'
+        elif c.truth is not None:
             tr = tracking(c.truth.stamps, c.truth.orbit, c.truth.probe, est.stamps, est.ungauged_orbit,
                           est.ungauged_probe, est.sigma2, tol)
             off.update(_tracking_report(tr, t0))

@@ -239,3 +239,33 @@ def test_eval_batch_scores_good_bags_and_reports_each_failure(tmp_path):
     assert report['guidance']['final_state'] == 'converged'
     assert report['commands']['max_probe_speed'] == pytest.approx(0.2)
     assert (tmp_path / 'plots' / 'good.png').stat().st_size > 10_000
+
+
+def test_offline_estimation_skips_images_the_estimator_refuses(tmp_path):
+    """Like the live pose node, bag eval rejects a blank frame and goes on with the next ones."""
+    from echoposed_ros.bag.offline import evaluate_bag
+    from echoposed_ros.estimator import Estimator, model_fan
+    from echoposed_ros.estimator.synthetic import write_model
+
+    ts = typestore().types
+    mask = model_fan(64, 64, np.radians(75.0)).mask((64, 64))
+    orbit, probe = truth_poses(10)
+    with BagWriter(tmp_path / 'fan') as writer:
+        writer.add_topic('/probe/image', 'sensor_msgs/msg/Image')
+        writer.add_topic('/probe/true_pose', 'echoposed_msgs/msg/EchoPose')
+        for i in range(10):
+            t = T0 + i * PERIOD
+            # frames 0 and 1 are blank: refused, as no fan can be found in them (once found on a frame of
+            # a size, the fan is reused for that size, as in the pose node)
+            value = 0 if i in (0, 1) else 60 + 10 * i
+            writer.write_message('/probe/image', t, ts['sensor_msgs/msg/Image'](
+                header=_header(t), height=64, width=48, encoding='mono8', is_bigendian=0, step=48,
+                data=(mask[:, 8:56] * value).astype(np.uint8).ravel()))  # 64 x 48: the fan is detected
+            writer.write_message('/probe/true_pose', t, echopose_msg(t, orbit[i], probe[i]))
+    members = Rotation.from_rotvec([[0.0, 0.0, 0.0], [0.05, 0.0, 0.0], [0.0, 0.05, 0.0]]).as_matrix()
+    model = write_model(tmp_path / 'm.onnx', members, members, gain=1.0)
+    report, series = evaluate_bag(tmp_path / 'fan', Estimator(model, detect_threshold=0.02))
+    off = report['offline']
+    assert off['estimated'] == 8 and off['rejected'] == 2 and 'no sector fan found' in off['first_rejection']
+    assert off['matched'] == 8 and off['sigma2']['count'] == 8
+    assert series['offline']['t'][0] == pytest.approx(2 * PERIOD * 1e-9)  # since the first image

@@ -171,9 +171,10 @@ def _eval(args: argparse.Namespace) -> int:
         try:
             report, series = evaluate_bag(bag, estimator, spec, image_topic=args.image_topic,
                                           batch_size=args.batch)
-        except BagError as exc:
-            failed.append({'bag': str(bag), 'ok': False, 'error': str(exc)})
-            print(f'echoposed bag eval: {exc}', file=sys.stderr)
+        except ValueError as exc:  # BagError, and any other bad input in this bag (GeometryError, ...)
+            message = str(exc) if isinstance(exc, BagError) or str(bag) in str(exc) else f'{bag}: {exc}'
+            failed.append({'bag': str(bag), 'ok': False, 'error': message})
+            print(f'echoposed bag eval: {message}', file=sys.stderr)
             continue
         if note:
             report['offline'] = {'skipped': note}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import lru_cache
 from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -182,6 +183,16 @@ def _stored_target(c: BagContents) -> Target | None:
     return Target(view, 'recorded in the bag (simulator ground truth)', orbit, probe)
 
 
+@lru_cache(maxsize=4)
+def _volume_views(path: Path) -> dict[str, Any]:
+    """The standard views of a volume file (loaded once per file for a batch of bags)."""
+    from echoposed_sim.volume_io import load_volume
+    try:
+        return dict(load_volume(path).views)
+    except (OSError, ValueError) as exc:
+        raise BagError(f'volume {path}: cannot be loaded for its standard views: {exc}') from exc
+
+
 def resolve_target(c: BagContents, spec: TargetSpec) -> Target | None:
     """The target pose in the truth's frame, or None when none is given or stored."""
     if spec.bag_time_s is not None:
@@ -199,15 +210,14 @@ def resolve_target(c: BagContents, spec: TargetSpec) -> Target | None:
     if spec.volume is None:
         raise BagError(f'{c.path}: target view {view} is not stored in the bag'
                        f'{f" (it stores {stored.name})" if stored else ""}; give --volume FILE to read its pose')
-    from echoposed_sim.volume_io import load_volume
-    volume = load_volume(Path(spec.volume))
-    if view not in volume.views:
-        raise BagError(f'{spec.volume}: no standard view {view} (known: {", ".join(sorted(volume.views)) or "none"})')
-    v = volume.views[view]
+    views = _volume_views(Path(spec.volume))
+    if view not in views:
+        raise BagError(f'{spec.volume}: no standard view {view} (known: {", ".join(sorted(views)) or "none"})')
+    v = views[view]
     return Target(view, f'standard view of {spec.volume}', np.asarray(v.orbit, float), np.asarray(v.probe, float))
 
 
-def _tracking_report(tr: Any, t0: int) -> dict[str, Any]:
+def _tracking_report(tr: Any) -> dict[str, Any]:
     if tr is None:
         return {'matched': 0, 'note': 'no estimate matched a ground-truth stamp'}
     return {'matched': int(tr.error.size), 'error_deg': stats(tr.error, DEG), 'sigma2': stats(tr.sigma2),
@@ -260,7 +270,7 @@ def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetS
         elif c.truth is not None:
             tr = tracking(c.truth.stamps, c.truth.orbit, c.truth.probe, est.stamps, est.ungauged_orbit,
                           est.ungauged_probe, est.sigma2, tol)
-            off.update(_tracking_report(tr, t0))
+            off.update(_tracking_report(tr))
             if tr is not None:
                 series['offline'] = {'t': rel(tr.stamps), 'error_deg': (tr.error * DEG).tolist(),
                                      'sigma2': tr.sigma2.tolist()}
@@ -278,7 +288,7 @@ def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetS
         if c.truth is not None:
             tr = tracking(c.truth.stamps, c.truth.orbit, c.truth.probe, p.stamps, p.member_mean_orbit,
                           p.member_mean_probe, p.sigma2, tol)
-            rec.update(_tracking_report(tr, t0))
+            rec.update(_tracking_report(tr))
             if tr is not None:
                 series['recorded'] = {'t': rel(tr.stamps), 'error_deg': (tr.error * DEG).tolist(),
                                       'sigma2': tr.sigma2.tolist()}

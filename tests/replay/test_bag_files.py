@@ -269,3 +269,15 @@ def test_offline_estimation_skips_images_the_estimator_refuses(tmp_path):
     assert off['estimated'] == 8 and off['rejected'] == 2 and 'no sector fan found' in off['first_rejection']
     assert off['matched'] == 8 and off['sigma2']['count'] == 8
     assert series['offline']['t'][0] == pytest.approx(2 * PERIOD * 1e-9)  # since the first image
+
+
+def test_target_view_needs_a_stored_pose_or_a_loadable_volume(tmp_path):
+    from echoposed_ros.bag.offline import TargetSpec, evaluate_bag
+
+    bag = make_bag(tmp_path / 'plain', n=5)
+    with pytest.raises(BagError, match=r'plain: target view A4C is not stored in the bag; give --volume FILE'):
+        evaluate_bag(bag, None, TargetSpec(view='A4C'))
+    with pytest.raises(BagError, match=r'volume .*missing\.npz: cannot be loaded'):
+        evaluate_bag(bag, None, TargetSpec(view='A4C', volume=tmp_path / 'missing.npz'))
+    report, _ = evaluate_bag(bag, None)  # no target given or stored: none scored
+    assert 'target' not in report and report['offline'] == {'skipped': 'no model'}

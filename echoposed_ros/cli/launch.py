@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
+import time
 from pathlib import Path
 
 __all__ = ['add_arguments', 'run']
@@ -93,17 +95,25 @@ def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> 
         if args.launch == 'sim_guidance':
             pose_topic = 'probe/true_pose' if launch_args['estimator'] == 'oracle' else 'echoposed/pose'
             monitor = RunMonitor(launch_args['target'], pose_topic=pose_topic, context=context)
+        # The monitor spins in its own thread, so no message waits on the supervision loop.
         executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        spinner, stop_spinning = None, threading.Event()
         if monitor is not None:
             executor.add_node(monitor)
+            spinner = threading.Thread(target=_spin, args=(executor, stop_spinning), daemon=True)
+            spinner.start()
 
         def tick() -> bool:
-            executor.spin_once(timeout_sec=0.05)
+            time.sleep(0.05)
             return (monitor is not None and args.stop_after_converged is not None
                     and monitor.converged_for() >= args.stop_after_converged)
 
         out = io.StringIO() if args.quiet else sys.stdout
         result = run_nodes(nodes, duration=args.duration, out=out, tick=tick)
+        stop_spinning.set()
+        if spinner is not None:
+            spinner.join(timeout=2.0)
+        executor.shutdown(timeout_sec=1.0)
         summary = {'launch': args.launch, 'arguments': launch_args, 'ended': result.reason,
                    'exit_codes': result.exit_codes, 'failed_nodes': sorted(result.failures)}
         if monitor is not None:
@@ -122,6 +132,12 @@ def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> 
         args.summary.write_text(json.dumps(summary, indent=2) + '\n')
     _print_summary(summary)
     return 0 if result.ok else 1
+
+
+def _spin(executor, stop: threading.Event) -> None:  # noqa: ANN001
+    """Spin the monitor until ``stop`` is set."""
+    while not stop.is_set():
+        executor.spin_once(timeout_sec=0.05)
 
 
 def _print_summary(s: dict) -> None:

@@ -300,3 +300,16 @@ def test_command_on_phantom_seeds_reads_the_phantom_cache(tmp_path):
     ds = json.loads(out.read_text())['datasets']['phantom 7-8']
     assert ds['source'] == {'phantom_seeds': [7, 8], 'style': None, 'frames': 2}
     assert ds['volumes'] == ['tiny7', 'tiny8'] and ds['inter']['pairs'] == 6
+
+
+def test_runs_are_reproducible_for_a_seed():
+    v = tiny_volume(4)
+    protocol = GuidanceProtocol(runs=1, max_seconds=6.0)
+    out = []
+    for _ in range(2):
+        specs = intra_specs(v, np.random.default_rng([protocol.seed, 0, 0]), protocol, SECTOR)
+        out.append(guide(v, specs, OracleEstimator(seed=9, noise_deg=1.0), CONFIG, sector=SECTOR, rate_hz=10.0,
+                         max_seconds=6.0))
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a.actual_deg, b.actual_deg)
+        np.testing.assert_array_equal(a.sigma2, b.sigma2)

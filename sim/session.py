@@ -7,6 +7,7 @@ Time in seconds; twists in rad/s (body frames, METHOD section 6) or m/s + rad/s 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +53,10 @@ class SimSession:
     """volume + world + sector; ``tick(dt)`` advances the world and slices the image there."""
 
     def __init__(self, volume: Volume, world: ProbeWorld, sector: SectorGeometry, *,
-                 cardiac_motion: bool = True, command_timeout_s: float = 0.5) -> None:
+                 cardiac_motion: bool = True, command_timeout_s: float = 0.5,
+                 clock: Callable[[], float] | None = None) -> None:
+        """``clock``: seconds by which command age is measured; default the simulated time (offline,
+        lockstep use). A live node passes a wall clock, so a late tick never stretches the timeout."""
         if not command_timeout_s > 0:
             raise SimError(f'command_timeout_s = {command_timeout_s}; expected > 0 s')
         self.volume = volume
@@ -62,6 +66,7 @@ class SimSession:
         self.cardiac_motion = cardiac_motion
         self.command_timeout_s = float(command_timeout_s)
         self.time_s = 0.0
+        self._clock = clock if clock is not None else (lambda: self.time_s)
         self._command: tuple[str, np.ndarray, np.ndarray, str] | None = None
         self._command_time = -np.inf
 
@@ -71,7 +76,7 @@ class SimSession:
         """Hold body-frame angular velocities (rad/s) of the orbit and probe factors."""
         self._command = ('body', _finite(omega_v, 3, 'orbit angular velocity'),
                          _finite(omega_p, 3, 'probe angular velocity'), '')
-        self._command_time = self.time_s
+        self._command_time = self._clock()
 
     def command_cartesian_twist(self, v, omega, frame: str = 'probe') -> None:  # noqa: ANN001
         """Hold a Cartesian probe twist: apex velocity (m/s) and angular velocity (rad/s)."""
@@ -79,10 +84,10 @@ class SimSession:
             raise SimError(f"twist frame {frame!r}: expected 'probe' or 'world'")
         self._command = ('cartesian', _finite(v, 3, 'linear velocity'), _finite(omega, 3, 'angular velocity'),
                          frame)
-        self._command_time = self.time_s
+        self._command_time = self._clock()
 
     def command_age_s(self) -> float:
-        return self.time_s - self._command_time
+        return self._clock() - self._command_time
 
     def reset(self, orbit: np.ndarray, probe: np.ndarray) -> None:
         """Teleport the probe and forget any held command."""

@@ -143,7 +143,7 @@ class SimNode(Node):
         world = make_world(self.volume, robot=self.config.robot)
         self.session = SimSession(self.volume, world, self.config.sector,
                                   cardiac_motion=self.config.cardiac_motion,
-                                  command_timeout_s=self.config.command_timeout)
+                                  command_timeout_s=self.config.command_timeout, clock=time.monotonic)
         self._rng = np.random.default_rng(self.config.start_seed)
         self._reset_to_random_start()
         self.image_pub = self.create_publisher(Image, 'probe/image', qos_profile_sensor_data)

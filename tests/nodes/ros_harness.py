@@ -26,10 +26,12 @@ class Graph:
         self._thread.start()
 
     def _spin(self) -> None:
-        try:
-            self.executor.spin()  # returns when the context shuts down
-        except Exception:  # noqa: BLE001 - shutdown races end the loop
-            if self.context.ok():
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - shutdown races end the loop
+                if not self.context.ok():
+                    return
                 raise
 
     def add(self, node):

@@ -24,6 +24,9 @@ from echoposed_ros.paths import config_dir
 from echoposed_sim.volume import StandardView as View
 from echoposed_sim.volume import Volume
 
+# Timing-sensitive (real 50 Hz ticks on a shared 2-core machine): one retry absorbs a stalled executor.
+pytestmark = pytest.mark.flaky(reruns=1)
+
 
 @pytest.fixture(scope='module')
 def volume():
@@ -79,7 +82,7 @@ def test_probe_twist_moves_the_probe_then_it_holds_still_after_the_timeout(graph
     after = echopose_msg_to_pose(truth[-1])
     turned = float(angle(before[1].T @ after[1]))
     assert 0.1 < turned < 0.5 + 0.2, turned
-    wait_for(lambda: False, timeout=0.5)  # commands stopped > command_timeout ago
+    wait_for(lambda: False, timeout=1.0)  # commands stopped > command_timeout ago (late deliveries included)
     held = echopose_msg_to_pose(truth[-1])
     wait_for(lambda: False, timeout=0.4)
     still = echopose_msg_to_pose(truth[-1])

@@ -24,6 +24,9 @@ from echoposed_ros.bag import BagError  # noqa: E402
 from echoposed_ros.bag.player import play_bag  # noqa: E402
 from echoposed_ros.bag.reader import read_bag  # noqa: E402
 
+# Real-time playback timing on a shared 2-core machine: one retry absorbs a stalled process.
+pytestmark = pytest.mark.flaky(reruns=1)
+
 ECHOPOSED = Path(sys.executable).with_name('echoposed')
 N = 30
 

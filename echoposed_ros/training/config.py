@@ -12,7 +12,9 @@ from pathlib import Path
 
 from . import TrainingError
 
-__all__ = ['TrainConfig', 'parse_seed_range']
+__all__ = ['LOSS_FORMS', 'TrainConfig', 'parse_seed_range']
+
+LOSS_FORMS = ('cauchy', 'chordal', 'geodesic')
 
 
 @dataclass
@@ -26,6 +28,7 @@ class TrainConfig:
     workers: int = 1                 # data worker processes (slicing runs there, off this thread)
     log_every: int = 50
     ckpt_every_s: float = 180.0
+    init_from: str = ''              # warm start: model + adapters from this checkpoint (fresh optimiser)
     # --- data ---
     train_seeds: str = '0-199'       # phantom seeds "A-B" (inclusive) when volumes_dir is empty
     phantom_style: str = ''          # phantom style name or file ('' = the default style)
@@ -57,7 +60,9 @@ class TrainConfig:
     stem_stride: int = 2             # stride of the first 3x3 conv
     first_stride: int = 2            # stride of block 1 (blocks 3, 5, 7 always stride 2)
     # --- loss ---
-    loss: str = 'geodesic'           # 'geodesic' (atan2 form, angle^2) or 'chordal' (||.||_F^2)
+    loss: str = 'geodesic'           # 'geodesic' (atan2 form, angle^2), 'chordal' (||.||_F^2) or
+                                     # 'cauchy' (c^2 log(1 + angle^2 / c^2), c = loss_scale_deg)
+    loss_scale_deg: float = 30.0     # c of the 'cauchy' form: pairs far beyond it weigh little
     w_orbit: float = 50.0
     w_probe: float = 1.0
     # --- optimiser ---
@@ -104,8 +109,10 @@ class TrainConfig:
             raise bad('poses', 'at least 2 pose-time pairs per step')
         if self.input_size < 16 or self.input_size % 16:
             raise bad('input_size', 'a multiple of 16, at least 16')
-        if self.loss not in ('geodesic', 'chordal'):
-            raise bad('loss', "'geodesic' or 'chordal'")
+        if self.loss not in LOSS_FORMS:
+            raise bad('loss', ' or '.join(repr(f) for f in LOSS_FORMS))
+        if self.loss_scale_deg <= 0:
+            raise bad('loss_scale_deg', 'a positive angle in degrees')
         if len(self.widths) != 4 or min(self.widths) < 1:
             raise bad('widths', '4 positive channel counts')
         if not 0 < self.sector_angle_deg < 180:

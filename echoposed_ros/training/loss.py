@@ -6,6 +6,11 @@ the same for every i. The loss is the mean over pairs i < j of
 
     w_orbit * angle(G_v,i^T G_v,j)^2 + w_probe * angle(G_p,i^T G_p,j)^2        ('geodesic')
     w_orbit * ||G_v,i - G_v,j||_F^2 + w_probe * ||G_p,i - G_p,j||_F^2        ('chordal')
+    w_orbit * rho(angle_v) + w_probe * rho(angle_p), rho(a) = c^2 log(1 + a^2 / c^2)  ('cauchy')
+
+The Cauchy form equals the geodesic one for angles well below c and grows only logarithmically
+beyond: a pair an image's mirror confusion puts near 180 degrees (most of the geodesic loss of a
+half-trained model, docs/training.md) no longer drowns the small-angle signal of the tilts.
 
 The geodesic angle is ``atan2(sin, cos)`` with ``sin = |vee(R - R^T)| / 2`` and
 ``cos = (trace R - 1) / 2``: its gradient is finite at 0 and at 180 degrees (a plain arccos is
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ['geodesic_angle', 'pair_loss']
+from .config import LOSS_FORMS
+
+__all__ = ['LOSS_FORMS', 'geodesic_angle', 'pair_loss']
 
 
 def geodesic_angle(R: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -29,28 +36,34 @@ def geodesic_angle(R: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return torch.atan2(s, c)
 
 
-def _pair_terms(F: torch.Tensor, R: torch.Tensor, form: str) -> torch.Tensor:
-    """F (N, K, 3, 3) projected outputs, R (N, 3, 3) pose factor -> (K,) mean over pairs i < j."""
+def _pair_terms(F: torch.Tensor, R: torch.Tensor, form: str, scale: float) -> torch.Tensor:
+    """F (N, K, 3, 3) projected outputs, R (N, 3, 3) pose factor -> (K,) mean over pairs i < j;
+    scale: c of the 'cauchy' form in rad."""
     G = F @ R.to(F.dtype).transpose(-1, -2)[:, None]            # (N, K, 3, 3)
     n = G.shape[0]
     i, j = torch.triu_indices(n, n, offset=1)
     Gi, Gj = G[i], G[j]                                        # (P, K, 3, 3)
     if form == 'chordal':
         return (Gi - Gj).square().sum((-1, -2)).mean(0)
-    return geodesic_angle(Gi.transpose(-1, -2) @ Gj).square().mean(0)
+    a2 = geodesic_angle(Gi.transpose(-1, -2) @ Gj).square()
+    if form == 'cauchy':
+        return (scale * scale * torch.log1p(a2 / (scale * scale))).mean(0)
+    return a2.mean(0)
 
 
 def pair_loss(F_v: torch.Tensor, F_p: torch.Tensor, R_v: torch.Tensor, R_p: torch.Tensor,
-              w_orbit: float = 50.0, w_probe: float = 1.0, form: str = 'geodesic'
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              w_orbit: float = 50.0, w_probe: float = 1.0, form: str = 'geodesic',
+              scale: float = 0.5236) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-member loss of one volume's pairs.
 
     F_v, F_p: (N, K, 3, 3) projected member outputs; R_v, R_p: (N, 3, 3) the poses (canonical
-    gauge). Returns (loss (K,), orbit term (K,), probe term (K,)); loss = w_orbit * orbit +
-    w_probe * probe, in rad^2 for 'geodesic'.
+    gauge); scale: c of the 'cauchy' form (rad). Returns (loss (K,), orbit term (K,), probe term
+    (K,)); loss = w_orbit * orbit + w_probe * probe, in rad^2 for 'geodesic' and 'cauchy'.
     """
-    if form not in ('geodesic', 'chordal'):
-        raise ValueError(f"loss form {form!r}: expected 'geodesic' or 'chordal'")
-    lv = _pair_terms(F_v, R_v, form)
-    lp = _pair_terms(F_p, R_p, form)
+    if form not in LOSS_FORMS:
+        raise ValueError(f'loss form {form!r}: expected one of {LOSS_FORMS}')
+    if scale <= 0:
+        raise ValueError(f'loss scale {scale!r}: expected a positive angle in rad')
+    lv = _pair_terms(F_v, R_v, form, scale)
+    lp = _pair_terms(F_p, R_p, form, scale)
     return w_orbit * lv + w_probe * lp, lv, lp

@@ -112,6 +112,15 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
             o.load_state_dict(s)
         start, wall0 = int(ck['step']), float(ck['wall_s'])
         log.info('resume step %d', start)
+    elif cfg.init_from:
+        _, init_model, init_orch, init_ck = load_checkpoint(cfg.init_from)
+        try:
+            model.load_state_dict(init_model.state_dict())
+        except RuntimeError as e:
+            raise TrainingError(f'init_from {cfg.init_from}: model layout differs from this config\'s '
+                                f'(members, widths, strides must match): {e}') from None
+        orch.load_state_dict(init_orch.state_dict())
+        log.info('warm start from %s (its step %d)', cfg.init_from, int(init_ck['step']))
     data_desc = VolumeSource.from_config(cfg, factory).describe()
     if rank == 0:
         (out / 'config.json').write_text(json.dumps(json.loads(cfg.to_json()), indent=2))
@@ -136,7 +145,8 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
             frozen[step % k] = True
         raw_v, raw_p = net(batch['image'], frozen)
         F_v, F_p = project_to_so3(raw_v), project_to_so3(raw_p)
-        loss_k, lv, lp = pair_loss(F_v, F_p, batch['orbit'], batch['probe'], cfg.w_orbit, cfg.w_probe, cfg.loss)
+        loss_k, lv, lp = pair_loss(F_v, F_p, batch['orbit'], batch['probe'], cfg.w_orbit, cfg.w_probe, cfg.loss,
+                                   float(np.deg2rad(cfg.loss_scale_deg)))
         train_loss = loss_k[~frozen].sum() if k > 1 else loss_k.sum()
         for o in opts:
             o.zero_grad(set_to_none=True)

@@ -28,7 +28,7 @@ def test_zero_for_equivariant_outputs_positive_otherwise():
     Cv, Cp = _rots(k, 3), _rots(k, 4)  # each member's own constant left factor
     Fv = Cv[None] @ Rv[:, None]
     Fp = Cp[None] @ Rp[:, None]
-    for form in ('geodesic', 'chordal'):
+    for form in ('geodesic', 'chordal', 'cauchy'):
         loss, lv, lp = pair_loss(Fv, Fp, Rv, Rp, form=form)
         assert loss.shape == (k,)
         assert float(loss.abs().max()) < 1e-6
@@ -64,6 +64,22 @@ def test_gradient_finite_and_large_near_a_half_turn_pair():
     Mc = F[:, None].clone().requires_grad_()
     pair_loss(Rv[:, None].clone(), project_to_so3(Mc), Rv, Rp, form='chordal')[0].sum().backward()
     assert float(Mc.grad.norm()) < 0.1 * float(M.grad.norm())
+
+
+def test_cauchy_matches_geodesic_for_small_angles_and_caps_large_ones():
+    Rv = torch.eye(3, dtype=torch.float64).expand(2, 3, 3)
+    Rp = Rv.clone()
+    for deg, close in ((2.0, True), (170.0, False)):
+        turn = torch.from_numpy(Rotation.from_rotvec([0, 0, np.deg2rad(deg)]).as_matrix())
+        Fp = torch.stack([torch.eye(3, dtype=torch.float64), turn])[:, None]
+        _, _, geo = pair_loss(Rv[:, None].clone(), Fp, Rv, Rp, form='geodesic')
+        _, _, cau = pair_loss(Rv[:, None].clone(), Fp, Rv, Rp, form='cauchy', scale=np.deg2rad(30))
+        c2 = np.deg2rad(30) ** 2
+        assert float(cau) == pytest.approx(c2 * np.log1p(float(geo) / c2), rel=1e-9)
+        if close:
+            assert float(cau) == pytest.approx(float(geo), rel=0.01)
+        else:
+            assert float(cau) < 0.25 * float(geo)
 
 
 def test_bad_form_named():

@@ -51,6 +51,22 @@ def test_resume_refuses_a_different_config(tmp_path):
         train(_cfg(tmp_path, steps=4, w_orbit=3.0), factory=TOY, progress=False)
 
 
+def test_warm_start_takes_weights_and_adapters_and_refuses_another_layout(tmp_path):
+    src = train(_cfg(tmp_path / 'src', steps=4), factory=TOY, progress=False)
+    _, model_src, orch_src, _ = load_checkpoint(src)
+    # zero steps: the warm-started run holds exactly the source's weights and adapters
+    ck = train(_cfg(tmp_path / 'warm', steps=0, init_from=str(src), loss='cauchy'), factory=TOY,
+               progress=False)
+    _, model_w, orch_w, raw = load_checkpoint(ck)
+    assert raw['step'] == 0 and 'warm start from' in (tmp_path / 'warm' / 'train.log').read_text()
+    for (name, p), q in zip(model_src.state_dict().items(), model_w.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert torch.equal(orch_src.adapter_probe, orch_w.adapter_probe)
+    with pytest.raises(TrainingError, match='init_from .*layout'):
+        train(_cfg(tmp_path / 'other', steps=1, init_from=str(src), widths=(4, 4, 8, 16)), factory=TOY,
+              progress=False)
+
+
 def test_validation_member_does_not_update(tmp_path):
     # one step: member step % K = 0 rests, the others move
     train(_cfg(tmp_path, steps=1, warmup_steps=1), factory=TOY, progress=False)

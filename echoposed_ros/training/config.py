@@ -65,6 +65,7 @@ class TrainConfig:
     loss_scale_deg: float = 30.0     # c of the 'cauchy' form: pairs far beyond it weigh little
     w_orbit: float = 50.0
     w_probe: float = 1.0
+    w_x: float = 1.0                 # extra weight of pair errors about the pose's own x axis (tilt)
     # --- optimiser ---
     muon_lr: float = 0.02
     adamw_lr: float = 2e-3
@@ -111,6 +112,8 @@ class TrainConfig:
             raise bad('input_size', 'a multiple of 16, at least 16')
         if self.loss not in LOSS_FORMS:
             raise bad('loss', ' or '.join(repr(f) for f in LOSS_FORMS))
+        if self.w_x <= 0:
+            raise bad('w_x', 'a positive weight')
         if self.loss_scale_deg <= 0:
             raise bad('loss_scale_deg', 'a positive angle in degrees')
         if len(self.widths) != 4 or min(self.widths) < 1:

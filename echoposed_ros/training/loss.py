@@ -36,16 +36,31 @@ def geodesic_angle(R: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return torch.atan2(s, c)
 
 
-def _pair_terms(F: torch.Tensor, R: torch.Tensor, form: str, scale: float) -> torch.Tensor:
+def _vee_skew(R: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) -> (..., 3) vee(R - R^T): 2 sin(angle) times the unit rotation axis."""
+    return torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+
+
+def _pair_terms(F: torch.Tensor, R: torch.Tensor, form: str, scale: float, w_x: float = 1.0) -> torch.Tensor:
     """F (N, K, 3, 3) projected outputs, R (N, 3, 3) pose factor -> (K,) mean over pairs i < j;
-    scale: c of the 'cauchy' form in rad."""
-    G = F @ R.to(F.dtype).transpose(-1, -2)[:, None]            # (N, K, 3, 3)
+    scale: c of the 'cauchy' form in rad; w_x: weight of errors about the poses' own x axes:
+    angle^2 * (1 + (w_x - 1) a_x^2), with a_x^2 the mean over the pair's two poses of the squared
+    x component of the unit axis of ``E = G_i^T G_j`` in that pose's axes (a member's error
+    ``F = A R exp(e)`` gives ``E`` the axis ``R e``); geodesic and cauchy forms."""
+    Rt = R.to(F.dtype)
+    G = F @ Rt.transpose(-1, -2)[:, None]                      # (N, K, 3, 3)
     n = G.shape[0]
     i, j = torch.triu_indices(n, n, offset=1)
     Gi, Gj = G[i], G[j]                                        # (P, K, 3, 3)
     if form == 'chordal':
         return (Gi - Gj).square().sum((-1, -2)).mean(0)
-    a2 = geodesic_angle(Gi.transpose(-1, -2) @ Gj).square()
+    E = Gi.transpose(-1, -2) @ Gj
+    a2 = geodesic_angle(E).square()
+    if w_x != 1.0:
+        u = _vee_skew(E)                                       # (P, K, 3), axis times 2 sin(angle)
+        # x component of R^T u = u . (x axis of R), for each pose of the pair
+        ux2 = 0.5 * ((u * Rt[i][:, None, :, 0]).sum(-1).square() + (u * Rt[j][:, None, :, 0]).sum(-1).square())
+        a2 = a2 * (1.0 + (w_x - 1.0) * ux2 / (u.square().sum(-1) + 1e-12))
     if form == 'cauchy':
         return (scale * scale * torch.log1p(a2 / (scale * scale))).mean(0)
     return a2.mean(0)
@@ -53,17 +68,18 @@ def _pair_terms(F: torch.Tensor, R: torch.Tensor, form: str, scale: float) -> to
 
 def pair_loss(F_v: torch.Tensor, F_p: torch.Tensor, R_v: torch.Tensor, R_p: torch.Tensor,
               w_orbit: float = 50.0, w_probe: float = 1.0, form: str = 'geodesic',
-              scale: float = 0.5236) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              scale: float = 0.5236, w_x: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-member loss of one volume's pairs.
 
     F_v, F_p: (N, K, 3, 3) projected member outputs; R_v, R_p: (N, 3, 3) the poses (canonical
-    gauge); scale: c of the 'cauchy' form (rad). Returns (loss (K,), orbit term (K,), probe term
+    gauge); scale: c of the 'cauchy' form (rad); w_x: extra weight of errors about each pose's own
+    x axis (the out-of-plane tilt), both factors, geodesic and cauchy forms. Returns (loss (K,), orbit term (K,), probe term
     (K,)); loss = w_orbit * orbit + w_probe * probe, in rad^2 for 'geodesic' and 'cauchy'.
     """
     if form not in LOSS_FORMS:
         raise ValueError(f'loss form {form!r}: expected one of {LOSS_FORMS}')
     if scale <= 0:
         raise ValueError(f'loss scale {scale!r}: expected a positive angle in rad')
-    lv = _pair_terms(F_v, R_v, form, scale)
-    lp = _pair_terms(F_p, R_p, form, scale)
+    lv = _pair_terms(F_v, R_v, form, scale, w_x)
+    lp = _pair_terms(F_p, R_p, form, scale, w_x)
     return w_orbit * lv + w_probe * lp, lv, lp

@@ -146,7 +146,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
         raw_v, raw_p = net(batch['image'], frozen)
         F_v, F_p = project_to_so3(raw_v), project_to_so3(raw_p)
         loss_k, lv, lp = pair_loss(F_v, F_p, batch['orbit'], batch['probe'], cfg.w_orbit, cfg.w_probe, cfg.loss,
-                                   float(np.deg2rad(cfg.loss_scale_deg)))
+                                   float(np.deg2rad(cfg.loss_scale_deg)), cfg.w_x)
         train_loss = loss_k[~frozen].sum() if k > 1 else loss_k.sum()
         for o in opts:
             o.zero_grad(set_to_none=True)

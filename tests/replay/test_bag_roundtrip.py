@@ -100,9 +100,9 @@ def test_bag_eval_matches_the_live_run(live_run, synthetic_model, tmp_path):
     limits = yaml.safe_load((config_dir() / 'controller.yaml').read_text())['echoposed_controller']['ros__parameters']
     # (the bag may miss the first commands, before discovery matched the recorder, and the monitor may
     # drop some on a busy machine: the maxima are each checked against the limit, not against each other)
-    # (commands were ~30 Hz when this was written; at 03:50 UTC oracle runs showed ~11 Hz command
-    # rates at the recorder and the monitor alike, an open question noted on issue 5)
-    assert 0 < r['commands']['max_orbit_speed'] and r['commands']['count'] > 0.1 * r['images']
+    # (commands run at the 30 Hz control rate: 26-29 Hz measured with two training processes
+    # saturating both cores; one run once showed ~11 Hz at load average ~10, hence the margin)
+    assert 0 < r['commands']['max_orbit_speed'] and r['commands']['count'] > 0.3 * r['images']
     assert r['commands']['max_orbit_speed'] <= limits['max_orbit_speed'] + 1e-9
     # the offline estimator ran on every image and was scored against ground truth
     assert r['offline']['estimated'] == r['images'] and r['offline']['matched'] == r['images']

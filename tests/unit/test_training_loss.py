@@ -82,6 +82,25 @@ def test_cauchy_matches_geodesic_for_small_angles_and_caps_large_ones():
             assert float(cau) < 0.25 * float(geo)
 
 
+def test_x_weight_scales_only_errors_about_the_pose_x_axis():
+    # two images of one pose (a pair's error is about both poses' axes: here they coincide)
+    Rp = torch.from_numpy(Rotation.random(1, random_state=4).as_matrix()).expand(2, 3, 3)
+    Rv = torch.eye(3, dtype=torch.float64).expand(2, 3, 3)
+    for axis, factor in ((0, 4.0), (1, 1.0), (2, 1.0)):
+        e = np.zeros(3)
+        e[axis] = 0.3
+        # member output of pose 1 off by a turn about pose 1's own axis: F_1 = R_1 exp(e); pose 0 exact
+        Fp = torch.stack([Rp[0], Rp[1] @ torch.from_numpy(Rotation.from_rotvec(e).as_matrix())])[:, None]
+        base = pair_loss(Rv[:, None].clone(), Fp, Rv, Rp)[2]
+        weighted = pair_loss(Rv[:, None].clone(), Fp, Rv, Rp, w_x=4.0)[2]
+        assert float(weighted) == pytest.approx(factor * float(base), rel=1e-6), axis
+    # many poses, K members: shapes kept, weight between 1 and w_x
+    Rv6, Rp6, F6 = _rots(6, 1), _rots(6, 2), _rots(6 * 3, 5).reshape(6, 3, 3, 3)
+    plain = pair_loss(F6, F6, Rv6, Rp6)[0]
+    heavy = pair_loss(F6, F6, Rv6, Rp6, w_x=4.0)[0]
+    assert heavy.shape == (3,) and bool((heavy >= plain).all()) and bool((heavy <= 4 * plain).all())
+
+
 def test_bad_form_named():
     R = _rots(2, 0)
     with pytest.raises(ValueError, match='huber'):

@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--robot', action='store_true', help='PyBullet arm instead of the kinematic world (slower)')
     parser.add_argument('--seed', type=int, default=0, help='seed of starts, targets and the oracle (default 0)')
     parser.add_argument('--threads', type=int, default=2, help='onnxruntime intra-op threads (default 2)')
+    parser.add_argument('--mirror', action='store_true',
+                        help='test-time mirroring: each image also runs flipped (2K members; the pose '
+                             "node's mirror_tta parameter)")
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
 
 
@@ -139,7 +142,7 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
         raise EstimatorError(f'{exc}; or run with --oracle to check the harness alone') from None
     if not model.is_file():
         raise EstimatorError(f'--model {model}: no such file')
-    est = ModelEstimator(Estimator(model, intra_op_threads=args.threads, fan='model'))
+    est = ModelEstimator(Estimator(model, intra_op_threads=args.threads, fan='model', mirror=args.mirror))
     return est, est.sector, str(model)
 
 
@@ -163,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         print(f'echoposed eval guidance: {exc}', file=sys.stderr)
         return 2
     meta: dict[str, Any] = {
-        'estimator': estimator.name, 'model': model, 'controller': asdict(config),
+        'estimator': estimator.name, 'model': model, 'mirror_tta': bool(getattr(args, 'mirror', False)), 'controller': asdict(config),
         'protocol': protocol_json(protocol), 'sector': asdict(sector),
         'created_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'wall_s': time.perf_counter() - t0,

@@ -27,6 +27,9 @@ from .model import EnsembleModel
 
 __all__ = ['Estimate', 'Estimator', 'FanMode']
 
+#: Right-multiplying by Rz(pi) = diag(-1, -1, 1) negates a rotation's first two columns.
+_RZ_PI_COLUMNS = np.array([-1.0, -1.0, 1.0])
+
 #: How the estimator finds an input's fan: ``'auto'`` (the model's fan when the image has the
 #: model's size, else detect once per image size and reuse), ``'detect'`` (detect on every
 #: image), ``'model'`` (always assume the model's fan; the image must have the model's size).
@@ -75,12 +78,15 @@ class Estimator:
     their physical scale on the model's fan instead of having their depth scaled to it.
     detect_threshold: intensity (in [0, 1]) above which a pixel counts as in the fan.
     allow_spinning: onnxruntime worker threads busy-wait while idle (default off; see
-    :class:`EnsembleModel`).
+    :class:`EnsembleModel`). mirror: test-time mirroring: each image also runs left-right
+    flipped, and the flipped members, turned back by ``Rz(pi)`` on the probe factor (mirroring
+    is a pose, METHOD section 2), join the ensemble: 2K members, twice the inference cost. An
+    image the model confuses with its mirror then shows as a large sigma^2.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, intra_op_threads: int = 2,
                  fan: FanMode | FanGeometry = 'auto', input_depth_mm: float | None = None,
-                 detect_threshold: float = 0.0, allow_spinning: bool = False) -> None:
+                 detect_threshold: float = 0.0, allow_spinning: bool = False, mirror: bool = False) -> None:
         if not isinstance(fan, FanGeometry) and fan not in ('auto', 'detect', 'model'):
             raise EstimatorError(f'fan = {fan!r}; expected "auto", "detect", "model" or a FanGeometry')
         self.model = EnsembleModel(model_path, intra_op_threads=intra_op_threads, allow_spinning=allow_spinning)
@@ -91,6 +97,7 @@ class Estimator:
         self.input_depth_mm = input_depth_mm
         self.detect_threshold = float(detect_threshold)
         self._detected: dict[tuple[int, int], FanGeometry] = {}
+        self.mirror = bool(mirror)
 
     @property
     def path(self) -> Path:
@@ -104,8 +111,8 @@ class Estimator:
 
     @property
     def members(self) -> int:
-        """K, the ensemble size."""
-        return self.model.info.members
+        """Members per estimate: the model's K, or 2K with test-time mirroring."""
+        return self.model.info.members * (2 if self.mirror else 1)
 
     # -- preprocessing ---------------------------------------------------------------------------
 
@@ -161,9 +168,18 @@ class Estimator:
     def _members(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Model inputs (N, H, W) -> aligned members projected to SO(3), each (N, K, 3, 3), and the call's seconds."""
         t0 = time.perf_counter()
-        raw_v, raw_p = self.model.run(batch)
+        n = batch.shape[0]
+        if self.mirror:
+            batch = np.concatenate([batch, batch[:, :, ::-1]])
+        raw_v, raw_p = self.model.run(np.ascontiguousarray(batch))
         dt = time.perf_counter() - t0
-        return project_to_so3(raw_v, 'orbit output'), project_to_so3(raw_p, 'probe output'), dt
+        A_v, A_p = project_to_so3(raw_v, 'orbit output'), project_to_so3(raw_p, 'probe output')
+        if self.mirror:
+            # the flip of a slice at (R_v, R_p) is the slice at (R_v, R_p Rz(pi)); Rz(pi) = diag(-1, -1, 1)
+            turned = A_p[n:] * _RZ_PI_COLUMNS
+            A_v = np.concatenate([A_v[:n], A_v[n:]], axis=1)
+            A_p = np.concatenate([A_p[:n], turned], axis=1)
+        return A_v, A_p, dt
 
     def estimate(self, image: np.ndarray, encoding: str | None = None, name: str = 'image') -> Estimate:
         """One image (any supported encoding and size) -> :class:`Estimate`."""

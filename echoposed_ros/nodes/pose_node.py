@@ -47,6 +47,8 @@ PARAMS = (
           "model's depth", read_only=True),
     Param('detect_threshold', 0.02, 'intensity in [0, 1] above which a pixel counts as inside the fan',
           read_only=True),
+    Param('mirror_tta', False, 'test-time mirroring: each image also runs left-right flipped, 2K members '
+          '(twice the inference time; docs/estimator.md)', read_only=True),
     Param('frame_id', '', "frame_id of published poses; empty = the model's name"),
     Param('publish_members', True, 'publish the aligned member rotations in EchoPose'),
     Param('diagnostics_period', 1.0, 's, period of the /diagnostics status'),
@@ -63,6 +65,7 @@ class PoseNodeConfig:
     fan: str
     input_depth_mm: float | None
     detect_threshold: float
+    mirror_tta: bool
     frame_id: str
     publish_members: bool
     diagnostics_period: float
@@ -81,7 +84,8 @@ class PoseNodeConfig:
         return cls(model_path=model, input_transport=v['input_transport'],
                    intra_op_threads=int(v['intra_op_threads']), fan=v['fan'],
                    input_depth_mm=float(v['input_depth_mm']) or None,
-                   detect_threshold=float(v['detect_threshold']), frame_id=v['frame_id'],
+                   detect_threshold=float(v['detect_threshold']), mirror_tta=bool(v['mirror_tta']),
+                   frame_id=v['frame_id'],
                    publish_members=bool(v['publish_members']),
                    diagnostics_period=float(v['diagnostics_period']))
 
@@ -94,7 +98,8 @@ class PoseNode(Node):
         self.config = PoseNodeConfig.from_parameters(declare_all(self, PARAMS))
         self.estimator = Estimator(self.config.model_path, intra_op_threads=self.config.intra_op_threads,
                                    fan=self.config.fan, input_depth_mm=self.config.input_depth_mm,
-                                   detect_threshold=self.config.detect_threshold)
+                                   detect_threshold=self.config.detect_threshold,
+                                   mirror=self.config.mirror_tta)
         self.frame_id = self.config.frame_id or str(self.estimator.model.info.metadata.get('model_name', 'echoposed'))
         self.pose_pub = self.create_publisher(EchoPose, 'echoposed/pose', 10)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,

@@ -228,3 +228,36 @@ def test_scanner_sized_slice_maps_onto_the_model_slice_of_the_same_plane(model_p
     assert np.all(prepared[~est.model_fan.mask((H, W))] == 0)
     assert np.corrcoef(direct[inner], prepared[inner])[0, 1] > 0.99     # 10 px off: < 0.75
     assert np.abs(direct[inner] - prepared[inner]).mean() < 0.006       # 10 px off: > 0.025
+
+
+def test_mirror_tta_doubles_members_and_is_exactly_mirror_equivariant(model_path):
+    # a stand-in network that is not flip-invariant: outputs follow the image's left-right centre of mass
+    def run(batch):
+        batch = np.asarray(batch, np.float64)
+        cols = np.arange(batch.shape[-1]) - (batch.shape[-1] - 1) / 2
+        c = (batch * cols).sum((1, 2)) / batch.sum((1, 2)) / batch.shape[-1]   # in [-0.5, 0.5]
+        k = np.arange(K)
+        orbit = Rotation.from_rotvec(np.stack([0.1 * k[None] + c[:, None], 0 * c[:, None] + 0.02 * k[None],
+                                               0 * c[:, None] + 0 * k[None]], -1).reshape(-1, 3)).as_matrix()
+        probe = Rotation.from_rotvec(np.stack([0.05 * k[None] + 0 * c[:, None], 0 * c[:, None] + 0 * k[None],
+                                               0.3 + 2 * c[:, None] + 0.04 * k[None]], -1).reshape(-1, 3)).as_matrix()
+        n = batch.shape[0]
+        return orbit.reshape(n, K, 3, 3).astype(np.float32), probe.reshape(n, K, 3, 3).astype(np.float32)
+
+    plain, tta = Estimator(model_path, fan='model'), Estimator(model_path, fan='model', mirror=True)
+    for est in (plain, tta):
+        est.model.run = run
+    rng = np.random.default_rng(5)
+    x = fan_image(0.5) * rng.uniform(0.2, 1.0, (1, W)).astype(np.float32)  # brighter on some columns
+    e_plain, e = plain.estimate(x), tta.estimate(x)
+    assert plain.members == K and tta.members == 2 * K
+    assert e_plain.member_probes.shape == (K, 3, 3) and e.member_probes.shape == (2 * K, 3, 3)
+    m = tta.estimate(np.ascontiguousarray(x[:, ::-1]))
+    np.testing.assert_allclose(m.probe, e.probe @ rot_z(np.pi), atol=1e-6)
+    np.testing.assert_allclose(m.orbit, e.orbit, atol=1e-6)
+    assert m.sigma2 == pytest.approx(e.sigma2, rel=1e-6)
+    # the mirrored half is the flipped image's members turned back by Rz(pi)
+    flipped = plain.estimate(np.ascontiguousarray(x[:, ::-1]))
+    np.testing.assert_allclose(e.member_probes[K:], flipped.member_probes @ rot_z(np.pi), atol=1e-6)
+    # this stand-in does not know mirrors: the disagreement shows in sigma^2
+    assert e.sigma2 > e_plain.sigma2 + 0.1

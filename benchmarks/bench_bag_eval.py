@@ -60,7 +60,7 @@ def _model(args: argparse.Namespace, tmp: Path) -> tuple[Path, str]:
     checkpoint = tmp / 'random.pt'
     torch.save({'config': cfg.to_json(), 'model': net.state_dict(), 'orchestrator': orch.state_dict(),
                 'step': 0, 'data': {'benchmark': 'random weights'}}, checkpoint)
-    path = export_onnx(checkpoint, tmp / 'ensemble.onnx', model_name='bench_random')
+    path = export_onnx(checkpoint, tmp / 'ensemble.onnx', model_name='bench_random', pin_batches=0)
     return Path(path), (f'random weights, training architecture (K={cfg.members}, widths {list(cfg.widths)}, '
                         f'{cfg.input_size} px)')
 

@@ -109,7 +109,7 @@ def _ensemble(args, checkpoint: Path):
 def _export(checkpoint: Path, path: Path) -> str:
     """The training code's exporter: checkpoint -> contract-conforming ONNX file."""
     from echoposed_ros.training.export import export_onnx
-    export_onnx(checkpoint, path, model_name='bench_random')
+    export_onnx(checkpoint, path, model_name='bench_random', pin_batches=0)   # random weights: no frame to pin
     return 'echoposed_ros.training.export.export_onnx'
 
 

@@ -69,7 +69,8 @@ def summarise(runs: list[dict], tolerance: float) -> dict:
 
 def markdown(report: dict) -> str:
     lines = ['# Guidance through ROS topics (benchmarks/guidance_ros.py)', '',
-             f"Model: `{report['model'] or 'models/echoposed_k5.onnx'}`; robot: {report['robot']}; command "
+             f"Estimators: {', '.join(report['estimators'])}; model: "
+             f"{'none' if report['estimators'] == ['oracle'] else '`' + (report['model'] or 'models/echoposed_k5.onnx') + '`'}; robot: {report['robot']}; command "
              f"source: {report['command_source']}; seeds {report['seeds']}; measured {report['date']} on "
              f"{report['machine']}.", '',
              '| setting | runs | success (<= tol) | tol (deg) | converged | mean / median final error (deg) '
@@ -93,11 +94,12 @@ def main() -> int:
     parser.add_argument('--hold', type=float, default=2.0, help='s of converged state that end a run')
     parser.add_argument('--motion', choices=('both', 'static', 'beating'), default='both')
     parser.add_argument('--oracle-too', action='store_true', help='also run each case with the ground-truth oracle')
+    parser.add_argument('--oracle-only', action='store_true', help='only the ground-truth oracle (the loop alone)')
     parser.add_argument('--json', type=Path, required=True)
     parser.add_argument('--markdown', type=Path, default=None)
     args = parser.parse_args()
     motions = {'both': (False, True), 'static': (False,), 'beating': (True,)}[args.motion]
-    estimators = ('model', 'oracle') if args.oracle_too else ('model',)
+    estimators = ('oracle',) if args.oracle_only else ('model', 'oracle') if args.oracle_too else ('model',)
     runs = []
     for seed in seed_range(args.seeds):
         for motion in motions:
@@ -112,7 +114,7 @@ def main() -> int:
             subset = [r for r in runs if r['estimator'] == estimator and r['motion'] == motion]
             summary[f"{estimator}, {'beating' if motion else 'static'}"] = summarise(subset, 6.0 if motion else 5.0)
     import platform
-    report = {'model': args.model, 'robot': args.robot, 'command_source': args.command_source, 'seeds': args.seeds,
+    report = {'model': '' if args.oracle_only else args.model, 'estimators': list(estimators), 'robot': args.robot, 'command_source': args.command_source, 'seeds': args.seeds,
               'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
               'machine': f'{platform.machine()}, {__import__("os").cpu_count()} cores', 'summary': summary,
               'runs': runs}

@@ -56,9 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--robot', action='store_true', help='PyBullet arm instead of the kinematic world (slower)')
     parser.add_argument('--seed', type=int, default=0, help='seed of starts, targets and the oracle (default 0)')
     parser.add_argument('--threads', type=int, default=2, help='onnxruntime intra-op threads (default 2)')
-    parser.add_argument('--mirror', action='store_true',
-                        help='test-time mirroring: each image also runs flipped (2K members; the pose '
-                             "node's mirror_tta parameter)")
+    parser.add_argument('--mirror', action=argparse.BooleanOptionalAction, default=None,
+                        help='test-time mirroring: each image also runs flipped (2K members); default: the '
+                             "pose node's mirror_tta in config/pose.yaml")
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
 
 
@@ -126,6 +126,15 @@ def _datasets(args: argparse.Namespace) -> list[tuple[str, list[Any], dict[str, 
     return out
 
 
+def _pose_mirror_default() -> bool:
+    """mirror_tta of config/pose.yaml, as the pose node runs it."""
+    import yaml
+
+    from echoposed_ros.paths import config_dir
+    values = yaml.safe_load((config_dir() / 'pose.yaml').read_text())['echoposed_pose']['ros__parameters']
+    return bool(values.get('mirror_tta', False))
+
+
 def _estimator(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     """(PoseEstimator, slicing sector, model path or None)."""
     from echoposed_sim.sector import SectorGeometry
@@ -142,6 +151,8 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
         raise EstimatorError(f'{exc}; or run with --oracle to check the harness alone') from None
     if not model.is_file():
         raise EstimatorError(f'--model {model}: no such file')
+    if args.mirror is None:
+        args.mirror = _pose_mirror_default()
     est = ModelEstimator(Estimator(model, intra_op_threads=args.threads, fan='model', mirror=args.mirror))
     return est, est.sector, str(model)
 

@@ -47,7 +47,7 @@ PARAMS = (
           "model's depth", read_only=True),
     Param('detect_threshold', 0.02, 'intensity in [0, 1] above which a pixel counts as inside the fan',
           read_only=True),
-    Param('mirror_tta', False, 'test-time mirroring: each image also runs left-right flipped, 2K members '
+    Param('mirror_tta', True, 'test-time mirroring: each image also runs left-right flipped, 2K members '
           '(twice the inference time; docs/estimator.md)', read_only=True),
     Param('frame_id', '', "frame_id of published poses; empty = the model's name"),
     Param('publish_members', True, 'publish the aligned member rotations in EchoPose'),

@@ -32,7 +32,9 @@ def model_path(tmp_path):
 
 
 def make_pose_node(graph, model_path, **params):
-    overrides = [Parameter('model_path', value=str(model_path))]
+    # the synthetic model ignores left-right flips, so test-time mirroring would double its members
+    # into half-turn pairs: off here (tests/unit/test_estimator.py covers mirroring)
+    overrides = [Parameter('model_path', value=str(model_path)), Parameter('mirror_tta', value=False)]
     overrides += [Parameter(k, value=v) for k, v in params.items()]
     return graph.add(PoseNode(context=graph.context, parameter_overrides=overrides))
 

@@ -259,7 +259,7 @@ def test_command_with_an_onnx_model(tmp_path):
                         height=32, width=32)
     vols = _save_tiny(tmp_path / 'vols', (0,))
     out = tmp_path / 'g.json'
-    rc = main(['eval', 'guidance', '--volumes', str(vols), '--model', str(model), '--runs', '1',
+    rc = main(['eval', 'guidance', '--volumes', str(vols), '--model', str(model), '--runs', '1', '--no-mirror',
                '--max-seconds', '3', '--json', str(out), '--quiet'])
     assert rc == 0
     doc = json.loads(out.read_text())

@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='ONNX ensemble (default: the shipped models/echoposed_k5.onnx)')
     parser.add_argument('--plots', metavar='DIR', default=None, help='write calibration.png into DIR')
     parser.add_argument('--threads', type=int, default=2, help='onnxruntime intra-op threads (default 2)')
+    parser.add_argument('--mirror', action='store_true',
+                        help='test-time mirroring (2K members; METHOD section 7 calibrates without it)')
     parser.add_argument('--z-step-deg', type=float, default=1.0, help='step of the turn about z (default 1)')
     parser.add_argument('--tilt-range-deg', type=float, default=30.0, help='x / y turns span +-this (default 30)')
     parser.add_argument('--tilt-step-deg', type=float, default=1.0, help='step of the x / y turns (default 1)')
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         protocol = CalibrationProtocol(z_step_deg=args.z_step_deg, tilt_range_deg=args.tilt_range_deg,
                                        tilt_step_deg=args.tilt_step_deg)
         model = Path(args.model) if args.model else require_default_model()
-        est = Estimator(model, intra_op_threads=args.threads, fan='model')
+        est = Estimator(model, intra_op_threads=args.threads, fan='model', mirror=args.mirror)
         if args.seeds is not None:
             seeds = parse_seeds(args.seeds)
             volumes = _phantoms(seeds, args.style, args.cache)
@@ -115,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     except (EstimatorError, ValueError) as exc:   # every project error type is a ValueError
         print(f'echoposed eval calibration: {exc}', file=sys.stderr)
         return 2
-    summary = {'model': str(model), 'model_name': est.model.info.model_name, 'source': source, **summary,
+    summary = {'model': str(model), 'model_name': est.model.info.model_name, 'mirror_tta': args.mirror,
+               'source': source, **summary,
                'wall_s': time.perf_counter() - t0}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,8 @@ GUIDANCE_ARGUMENTS = (
     Argument('model', '', 'ONNX ensemble file; empty = the shipped models/echoposed_k5.onnx'),
     Argument('gain', '1.0', 'proportional gain k/dt of the policy, 1/s (omega = gain * log(error))'),
     Argument('input_transport', 'raw', 'image transport of probe/image', ('raw', 'compressed')),
+    Argument('mirror_tta', 'config', "pose node test-time mirroring: 'true', 'false', or 'config' (as "
+             'config/pose.yaml says)', ('config', 'true', 'false')),
     Argument('record', '', 'record a rosbag2 (MCAP) bag into this new directory (images, true pose, '
              'estimates, commands, status, diagnostics); empty = no recording'),
 )
@@ -104,8 +106,11 @@ SIM_GUIDANCE_ARGUMENTS = GUIDANCE_ARGUMENTS + (
 
 
 def _pose_node(args: Mapping[str, str]) -> NodeSpec:
+    overrides: dict[str, Any] = {'model_path': args['model'], 'input_transport': args['input_transport']}
+    if args.get('mirror_tta', 'config') != 'config':
+        overrides['mirror_tta'] = args['mirror_tta'] == 'true'
     return NodeSpec('pose_node', 'echoposed_ros.nodes.pose_node', 'echoposed_pose', config_dir() / 'pose.yaml',
-                    {'model_path': args['model'], 'input_transport': args['input_transport']})
+                    overrides)
 
 
 def _controller_node(args: Mapping[str, str], parameters: Mapping[str, Any] | None = None,

@@ -129,7 +129,8 @@ def _pose_node_settings() -> dict[str, Any]:
     from ..nodes.params import yaml_parameters
     from ..paths import config_dir
 
-    settings = {'fan': 'auto', 'detect_threshold': 0.02, 'input_depth_mm': 0.0, 'intra_op_threads': 2}
+    settings = {'fan': 'auto', 'detect_threshold': 0.02, 'input_depth_mm': 0.0, 'intra_op_threads': 2,
+                'mirror_tta': True}
     try:
         given = yaml_parameters(config_dir() / 'pose.yaml', 'echoposed_pose')
     except (OSError, KeyError, ValueError):
@@ -150,7 +151,7 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, str | None]:
     s = _pose_node_settings()
     return Estimator(path, fan=s['fan'], detect_threshold=float(s['detect_threshold']),
                      input_depth_mm=float(s['input_depth_mm']) or None,
-                     intra_op_threads=int(s['intra_op_threads'])), None
+                     intra_op_threads=int(s['intra_op_threads']), mirror=bool(s['mirror_tta'])), None
 
 
 def _eval(args: argparse.Namespace) -> int:

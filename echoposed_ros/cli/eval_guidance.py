@@ -128,11 +128,8 @@ def _datasets(args: argparse.Namespace) -> list[tuple[str, list[Any], dict[str, 
 
 def _pose_mirror_default() -> bool:
     """mirror_tta of config/pose.yaml, as the pose node runs it."""
-    import yaml
-
-    from echoposed_ros.paths import config_dir
-    values = yaml.safe_load((config_dir() / 'pose.yaml').read_text())['echoposed_pose']['ros__parameters']
-    return bool(values.get('mirror_tta', False))
+    from echoposed_ros.cli.bag import _pose_node_settings
+    return bool(_pose_node_settings()['mirror_tta'])
 
 
 def _estimator(args: argparse.Namespace) -> tuple[Any, Any, str | None]:

@@ -36,7 +36,7 @@ from echoposed_msgs.msg import EchoPose, GuidanceStatus, ProbeTwist
 from echoposed_msgs.srv import EstimatePose, SetTarget
 from geometry_msgs.msg import TwistStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
@@ -140,12 +140,30 @@ class ControllerNode(Node):
         self.create_service(SetTarget, 'guidance/set_target', self._on_set_target, callback_group=services)
         self.create_service(Trigger, 'guidance/start', self._on_start, callback_group=services)
         self.create_service(Trigger, 'guidance/stop', self._on_stop, callback_group=services)
-        self.estimate_client = self.create_client(EstimatePose, 'echoposed/estimate', callback_group=services)
+        # The image-target service waits for the pose node's answer; that answer is taken by a helper
+        # node spun in its own thread, so the controller itself runs on a SingleThreadedExecutor
+        # (under a MultiThreadedExecutor its control timer fell to 3-11 Hz in some launches).
+        self._client_node = Node(f'{NODE_NAME}_estimate_client', context=self.context)
+        self.estimate_client = self._client_node.create_client(EstimatePose, 'echoposed/estimate')
+        self._client_executor = SingleThreadedExecutor(context=self.context)
+        self._client_executor.add_node(self._client_node)
+        threading.Thread(target=self._spin_client, daemon=True).start()
         self.diagnostics = DiagnosticsPublisher(self, f'{NODE_NAME}: guidance')
         self.create_timer(self.node_config.diagnostics_period, self._publish_diagnostics)
         target = self._target.name if self._target else 'none'
         self.get_logger().info(f'control at {self.config.control_rate:g} Hz, gain {self.config.gain:g} 1/s, '
                                f'target {target}, {"started" if self._active else "stopped"}')
+
+    def _spin_client(self) -> None:
+        try:
+            self._client_executor.spin()
+        except Exception:  # noqa: BLE001 - the context going away ends the helper
+            pass
+
+    def destroy_node(self) -> None:
+        self._client_executor.shutdown(timeout_sec=1.0)
+        self._client_node.destroy_node()
+        super().destroy_node()
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -322,7 +340,7 @@ def _hold_still(node: ControllerNode) -> None:
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(ControllerNode, NODE_NAME, args, executor_factory=lambda: MultiThreadedExecutor(num_threads=3),
+    return run_node(ControllerNode, NODE_NAME, args, executor_factory=SingleThreadedExecutor,
                     cleanup=_hold_still)
 
 if __name__ == '__main__':

@@ -100,11 +100,9 @@ def test_bag_eval_matches_the_live_run(live_run, synthetic_model, tmp_path):
     limits = yaml.safe_load((config_dir() / 'controller.yaml').read_text())['echoposed_controller']['ros__parameters']
     # (the bag may miss the first commands, before discovery matched the recorder, and the monitor may
     # drop some on a busy machine: the maxima are each checked against the limit, not against each other)
-    # (the command count is not checked against the images here: the controller's commands come at
-    # 30 Hz in most launches but at 3-11 Hz in some, on a quiet machine too -- an open defect of
-    # issue 5, reproduced with `echoposed launch sim_guidance estimator:=oracle robot:=kinematic
-    # cardiac_motion:=false start_seed:=1 --duration 25 --isolated --summary S.json`, command_hz in S)
-    assert 0 < r['commands']['max_orbit_speed'] and r['commands']['count'] > 0
+    # (commands at the 30 Hz control rate, as the images: under a MultiThreadedExecutor the controller
+    # fell to 3-11 Hz in some launches; docs/graph.md)
+    assert 0 < r['commands']['max_orbit_speed'] and r['commands']['count'] > 0.5 * r['images']
     assert r['commands']['max_orbit_speed'] <= limits['max_orbit_speed'] + 1e-9
     # the offline estimator ran on every image and was scored against ground truth
     assert r['offline']['estimated'] == r['images'] and r['offline']['matched'] == r['images']

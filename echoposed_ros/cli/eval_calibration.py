@@ -108,11 +108,8 @@ def run(args: argparse.Namespace) -> int:
             files = _volume_files(args.volumes)
             volumes = _loaded(files)
             source = {'volume_files': [str(f) for f in files]}
-        from echoposed_sim.sector import SectorGeometry
-        info = est.model.info
-        sector = SectorGeometry(angle_rad=info.sector_angle_rad, depth_mm=info.sector_depth_mm,
-                                height=info.input_height, width=info.input_width,
-                                square_pixels=bool(info.metadata.get('square_pixels', False)))
+        from echoposed_ros.eval.sector import model_sector
+        sector = model_sector(est.model.info)
         results, summary = calibrate_volumes(volumes, est.predict, sector, protocol, progress=True)
     except (EstimatorError, ValueError) as exc:   # every project error type is a ValueError
         print(f'echoposed eval calibration: {exc}', file=sys.stderr)

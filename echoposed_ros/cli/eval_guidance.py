@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         print(f'echoposed eval guidance: {exc}', file=sys.stderr)
         return 2
     meta: dict[str, Any] = {
-        'estimator': estimator.name, 'model': model, 'mirror_tta': bool(getattr(args, 'mirror', False)), 'controller': asdict(config),
+        'estimator': estimator.name, 'model': model, 'mirror_tta': bool(args.mirror), 'controller': asdict(config),
         'protocol': protocol_json(protocol), 'sector': asdict(sector),
         'created_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'wall_s': time.perf_counter() - t0,

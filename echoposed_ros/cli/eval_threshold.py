@@ -24,18 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from echoposed_sim.sector import SectorGeometry
-
     from echoposed_ros.cli.eval_calibration import _phantoms, parse_seeds
     from echoposed_ros.estimator import Estimator, EstimatorError, require_default_model
+    from echoposed_ros.eval.sector import model_sector
     from echoposed_ros.eval.threshold import ThresholdProtocol, threshold_table
     try:
         model = Path(args.model) if args.model else require_default_model()
         est = Estimator(model, intra_op_threads=args.threads, fan='model', mirror=args.mirror)
-        info = est.model.info
-        sector = SectorGeometry(angle_rad=info.sector_angle_rad, depth_mm=info.sector_depth_mm,
-                                height=info.input_height, width=info.input_width,
-                                square_pixels=bool(info.metadata.get('square_pixels', False)))
+        sector = model_sector(est.model.info)
         protocol = ThresholdProtocol(slices_per_volume=args.slices, noise_frames=args.noise_frames)
         seeds = parse_seeds(args.seeds)
         table = threshold_table(_phantoms(seeds, args.style, args.cache), est.predict, sector, protocol)

@@ -54,6 +54,7 @@ from ..geometry import (Pose, angle, angle_between, effective_error, effective_p
                         matrix_to_quat_xyzw, mean_and_sigma2, project_to_so3, so3_exp)
 from ..policy import (ControllerConfig, GuidanceMemory, GuidanceState, TargetKind, control_step, pose_sample,
                       target_from_quaternions)
+from .sector import model_sector
 from .stats import bootstrap_ci, p90, spearman
 
 __all__ = [
@@ -184,10 +185,7 @@ class ModelEstimator:
     @property
     def sector(self) -> SectorGeometry:
         """The model's sector and input size (its metadata), for slicing."""
-        info = self.estimator.model.info
-        return SectorGeometry(angle_rad=info.sector_angle_rad, depth_mm=info.sector_depth_mm,
-                              height=info.input_height, width=info.input_width,
-                              square_pixels=bool(info.metadata.get('square_pixels', False)))
+        return model_sector(self.estimator.model.info)
 
     def estimate(self, images: np.ndarray, orbits: Array, probes: Array) -> BatchEstimate:
         ests = self.estimator.estimate_batch(list(images))

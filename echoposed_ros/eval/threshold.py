@@ -53,17 +53,16 @@ def noise_frames(n: int, sector, rng: np.random.Generator) -> np.ndarray:
 def threshold_table(volumes: Iterable, predict: Predict, sector, protocol: ThresholdProtocol) -> dict:
     """-> {'in_range': {'n', 'median', 'p90'}, 'no_heart': {...}, 'rows': [{'threshold', 'in_range_held',
     'in_range_good_held', 'in_range_bad_held', 'no_heart_held'}], 'good_share'} (sigma^2 in rad^2)."""
+    from echoposed_sim.sampling import sample_poses
     from echoposed_sim.slicer import slice_batch
 
     from echoposed_ros.geometry import effective_error
-    from echoposed_ros.training.data import sample_poses
 
     rng = np.random.default_rng(protocol.seed)
     sig, err = [], []
     for vol in volumes:
-        Rv, Rp = sample_poses(rng, protocol.slices_per_volume, np.asarray(vol.base_orbit),
-                              np.asarray(vol.base_probe), np.pi, np.deg2rad(protocol.tilt_deg),
-                              np.deg2rad(protocol.orbit_deg))
+        Rv, Rp = sample_poses(rng, protocol.slices_per_volume, vol.base_orbit, vol.base_probe,
+                              orbit_max=np.deg2rad(protocol.orbit_deg), tilt_max=np.deg2rad(protocol.tilt_deg))
         imgs = slice_batch(vol, Rv, Rp, rng.uniform(0, 1, len(Rv)), sector)
         ov, op, s2 = predict(imgs)
         # error of each estimate relative to the volume's first slice, compared with the truth:

@@ -124,21 +124,6 @@ def _play(args: argparse.Namespace) -> int:
         rclpy.try_shutdown()
 
 
-def _pose_node_settings() -> dict[str, Any]:
-    """The live pose node's estimator settings (``config/pose.yaml``, else the node's defaults)."""
-    from ..nodes.params import yaml_parameters
-    from ..paths import config_dir
-
-    settings = {'fan': 'auto', 'detect_threshold': 0.02, 'input_depth_mm': 0.0, 'intra_op_threads': 2,
-                'mirror_tta': True}
-    try:
-        given = yaml_parameters(config_dir() / 'pose.yaml', 'echoposed_pose')
-    except (OSError, KeyError, ValueError):
-        given = {}
-    settings.update({k: given[k] for k in settings if k in given})
-    return settings
-
-
 def _estimator(args: argparse.Namespace) -> tuple[Any, str | None]:
     """The offline estimator, set up as the live pose node sets up its own (config/pose.yaml)."""
     from ..estimator import Estimator, default_model_path
@@ -148,10 +133,8 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, str | None]:
     path = args.model if args.model is not None else default_model_path()
     if args.model is None and not path.is_file():
         return None, f'no model: the shipped model {path} does not exist (pass --model PATH)'
-    s = _pose_node_settings()
-    return Estimator(path, fan=s['fan'], detect_threshold=float(s['detect_threshold']),
-                     input_depth_mm=float(s['input_depth_mm']) or None,
-                     intra_op_threads=int(s['intra_op_threads']), mirror=bool(s['mirror_tta'])), None
+    from ..nodes.pose_config import pose_config_from_yaml
+    return Estimator(path, **pose_config_from_yaml().estimator_kwargs()), None
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -161,7 +144,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     try:
         estimator, note = _estimator(args)
-    except EstimatorError as exc:
+    except (EstimatorError, ValueError) as exc:  # the model, or config/pose.yaml
         print(f'echoposed bag eval: {exc}', file=sys.stderr)
         return 2
     if note:

@@ -128,8 +128,8 @@ def _datasets(args: argparse.Namespace) -> list[tuple[str, list[Any], dict[str, 
 
 def _pose_mirror_default() -> bool:
     """mirror_tta of config/pose.yaml, as the pose node runs it."""
-    from echoposed_ros.cli.bag import _pose_node_settings
-    return bool(_pose_node_settings()['mirror_tta'])
+    from echoposed_ros.nodes.pose_config import pose_config_from_yaml
+    return pose_config_from_yaml().mirror_tta
 
 
 def _estimator(args: argparse.Namespace) -> tuple[Any, Any, str | None]:

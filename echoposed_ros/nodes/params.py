@@ -3,7 +3,9 @@
 Each node lists its parameters once as :class:`Param` rows (name, default, description with the
 unit); :func:`declare_all` declares them all with a ``ParameterDescriptor`` and returns their
 values as a dict, from which the node builds its frozen config. The table is also what the
-tests compare with the node's YAML file in ``config/`` (:func:`yaml_parameters`).
+tests compare with the node's YAML file in ``config/`` (:func:`yaml_parameters`), and what tools
+that run a node's core offline read its settings through (:func:`configured_values`: the
+defaults, overlaid by the node's YAML file as a launch would load it).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ['Param', 'declare_all', 'yaml_parameters']
+__all__ = ['Param', 'configured_values', 'declare_all', 'yaml_parameters']
 
 
 @dataclass(frozen=True)
@@ -45,3 +47,26 @@ def yaml_parameters(path: str | Path, node_name: str) -> dict[str, Any]:
         if key in data:
             return dict(data[key].get('ros__parameters', {}))
     raise KeyError(f'{path}: no ros__parameters for node {node_name!r} (keys: {sorted(data)})')
+
+
+def configured_values(params: Sequence[Param], path: str | Path, node_name: str) -> dict[str, Any]:
+    """{name: value} as the node would run with ``path`` as its parameter file: the table's
+    defaults, overlaid by the file's values (a missing file leaves the defaults). A key the table
+    does not declare, or a value of another type than its default (rclpy refuses those too, e.g.
+    ``1`` for a float), is a ValueError naming it."""
+    values = {p.name: p.default for p in params}
+    path = Path(path)
+    if not path.is_file():
+        return values
+    try:
+        given = yaml_parameters(path, node_name)
+    except (KeyError, yaml.YAMLError) as exc:
+        raise ValueError(f'{path}: {exc}') from None
+    for key, value in given.items():
+        if key not in values:
+            raise ValueError(f'{path}: {node_name} has no parameter {key!r} (declared: {", ".join(sorted(values))})')
+        default = values[key]
+        if type(value) is not type(default):
+            raise ValueError(f'{path}: {node_name}.{key} = {value!r}; expected a {type(default).__name__}')
+        values[key] = value
+    return values

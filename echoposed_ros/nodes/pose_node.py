@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import rclpy
@@ -25,81 +23,21 @@ from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from ..estimator import Estimate, Estimator, EstimatorError
-from ..paths import models_dir
 from .convert import compressed_msg_to_array, echopose_msg, image_msg_to_array
 from .diagnostics import OK, WARN, DiagnosticsPublisher
-from .params import Param, declare_all
+from .params import declare_all
+from .pose_config import NODE_NAME, PARAMS, PoseNodeConfig
 from .process import run_node
 
 __all__ = ['PARAMS', 'PoseNode', 'PoseNodeConfig', 'main']
-
-DEFAULT_MODEL = 'echoposed_k5.onnx'
-
-PARAMS = (
-    Param('model_path', '', f'ONNX ensemble file; empty = the shipped models/{DEFAULT_MODEL}', read_only=True),
-    Param('input_transport', 'raw', "'raw': sensor_msgs/Image on probe/image; "
-          "'compressed': sensor_msgs/CompressedImage on probe/image/compressed", read_only=True),
-    Param('intra_op_threads', 2, 'onnxruntime threads inside one operator', read_only=True),
-    Param('fan', 'auto', "how the input's sector fan is found: 'auto' (the model's fan for images of "
-          "the model's size, else detected once per image size), 'detect' (every image), 'model'",
-          read_only=True),
-    Param('input_depth_mm', 0.0, 'mm, depth of the input fan; 0 = scale the input fan onto the '
-          "model's depth", read_only=True),
-    Param('detect_threshold', 0.02, 'intensity in [0, 1] above which a pixel counts as inside the fan',
-          read_only=True),
-    Param('mirror_tta', True, 'test-time mirroring: each image also runs left-right flipped, 2K members '
-          '(twice the inference time; docs/estimator.md)', read_only=True),
-    Param('frame_id', '', "frame_id of published poses; empty = the model's name"),
-    Param('publish_members', True, 'publish the aligned member rotations in EchoPose'),
-    Param('diagnostics_period', 1.0, 's, period of the /diagnostics status'),
-)
-
-
-@dataclass(frozen=True)
-class PoseNodeConfig:
-    """The pose node's parameters, checked."""
-
-    model_path: Path
-    input_transport: str
-    intra_op_threads: int
-    fan: str
-    input_depth_mm: float | None
-    detect_threshold: float
-    mirror_tta: bool
-    frame_id: str
-    publish_members: bool
-    diagnostics_period: float
-
-    @classmethod
-    def from_parameters(cls, v: dict[str, Any]) -> PoseNodeConfig:
-        if v['input_transport'] not in ('raw', 'compressed'):
-            raise ValueError(f"input_transport = {v['input_transport']!r}; expected 'raw' or 'compressed'")
-        if v['fan'] not in ('auto', 'detect', 'model'):
-            raise ValueError(f"fan = {v['fan']!r}; expected 'auto', 'detect' or 'model'")
-        if v['intra_op_threads'] < 1:
-            raise ValueError(f"intra_op_threads = {v['intra_op_threads']}; expected >= 1")
-        if v['diagnostics_period'] <= 0:
-            raise ValueError(f"diagnostics_period = {v['diagnostics_period']} s; expected > 0")
-        model = Path(v['model_path']) if v['model_path'] else models_dir() / DEFAULT_MODEL
-        return cls(model_path=model, input_transport=v['input_transport'],
-                   intra_op_threads=int(v['intra_op_threads']), fan=v['fan'],
-                   input_depth_mm=float(v['input_depth_mm']) or None,
-                   detect_threshold=float(v['detect_threshold']), mirror_tta=bool(v['mirror_tta']),
-                   frame_id=v['frame_id'],
-                   publish_members=bool(v['publish_members']),
-                   diagnostics_period=float(v['diagnostics_period']))
-
 
 class PoseNode(Node):
     """Thin shell: parameters -> :class:`PoseNodeConfig` -> :class:`Estimator` -> ``EchoPose``."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__('echoposed_pose', **kwargs)
+        super().__init__(NODE_NAME, **kwargs)
         self.config = PoseNodeConfig.from_parameters(declare_all(self, PARAMS))
-        self.estimator = Estimator(self.config.model_path, intra_op_threads=self.config.intra_op_threads,
-                                   fan=self.config.fan, input_depth_mm=self.config.input_depth_mm,
-                                   detect_threshold=self.config.detect_threshold,
-                                   mirror=self.config.mirror_tta)
+        self.estimator = Estimator(self.config.model_path, **self.config.estimator_kwargs())
         self.frame_id = self.config.frame_id or str(self.estimator.model.info.metadata.get('model_name', 'echoposed'))
         self.pose_pub = self.create_publisher(EchoPose, 'echoposed/pose', 10)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -198,7 +136,7 @@ class PoseNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(PoseNode, 'echoposed_pose', args)
+    return run_node(PoseNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':

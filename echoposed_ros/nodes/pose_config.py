@@ -1,0 +1,87 @@
+"""The pose node's parameters and their checked, frozen config (no rclpy here).
+
+Offline tools that run the estimator as the live node would (``echoposed bag eval``,
+``echoposed eval guidance``) read the same settings with :func:`pose_config_from_yaml`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..paths import config_dir, models_dir
+from .params import Param, configured_values
+
+__all__ = ['DEFAULT_MODEL', 'NODE_NAME', 'PARAMS', 'PoseNodeConfig', 'pose_config_from_yaml']
+
+NODE_NAME = 'echoposed_pose'
+
+DEFAULT_MODEL = 'echoposed_k5.onnx'
+
+PARAMS = (
+    Param('model_path', '', f'ONNX ensemble file; empty = the shipped models/{DEFAULT_MODEL}', read_only=True),
+    Param('input_transport', 'raw', "'raw': sensor_msgs/Image on probe/image; "
+          "'compressed': sensor_msgs/CompressedImage on probe/image/compressed", read_only=True),
+    Param('intra_op_threads', 2, 'onnxruntime threads inside one operator', read_only=True),
+    Param('fan', 'auto', "how the input's sector fan is found: 'auto' (the model's fan for images of "
+          "the model's size, else detected once per image size), 'detect' (every image), 'model'",
+          read_only=True),
+    Param('input_depth_mm', 0.0, 'mm, depth of the input fan; 0 = scale the input fan onto the '
+          "model's depth", read_only=True),
+    Param('detect_threshold', 0.02, 'intensity in [0, 1] above which a pixel counts as inside the fan',
+          read_only=True),
+    Param('mirror_tta', True, 'test-time mirroring: each image also runs left-right flipped, 2K members '
+          '(twice the inference time; docs/estimator.md)', read_only=True),
+    Param('frame_id', '', "frame_id of published poses; empty = the model's name"),
+    Param('publish_members', True, 'publish the aligned member rotations in EchoPose'),
+    Param('diagnostics_period', 1.0, 's, period of the /diagnostics status'),
+)
+
+
+@dataclass(frozen=True)
+class PoseNodeConfig:
+    """The pose node's parameters, checked."""
+
+    model_path: Path
+    input_transport: str
+    intra_op_threads: int
+    fan: str
+    input_depth_mm: float | None
+    detect_threshold: float
+    mirror_tta: bool
+    frame_id: str
+    publish_members: bool
+    diagnostics_period: float
+
+    def estimator_kwargs(self) -> dict[str, Any]:
+        """The :class:`~echoposed_ros.estimator.Estimator` keywords these settings give (all but
+        the model path)."""
+        return {'intra_op_threads': self.intra_op_threads, 'fan': self.fan, 'input_depth_mm': self.input_depth_mm,
+                'detect_threshold': self.detect_threshold, 'mirror': self.mirror_tta}
+
+    @classmethod
+    def from_parameters(cls, v: dict[str, Any]) -> PoseNodeConfig:
+        if v['input_transport'] not in ('raw', 'compressed'):
+            raise ValueError(f"input_transport = {v['input_transport']!r}; expected 'raw' or 'compressed'")
+        if v['fan'] not in ('auto', 'detect', 'model'):
+            raise ValueError(f"fan = {v['fan']!r}; expected 'auto', 'detect' or 'model'")
+        if v['intra_op_threads'] < 1:
+            raise ValueError(f"intra_op_threads = {v['intra_op_threads']}; expected >= 1")
+        if v['diagnostics_period'] <= 0:
+            raise ValueError(f"diagnostics_period = {v['diagnostics_period']} s; expected > 0")
+        model = Path(v['model_path']) if v['model_path'] else models_dir() / DEFAULT_MODEL
+        return cls(model_path=model, input_transport=v['input_transport'],
+                   intra_op_threads=int(v['intra_op_threads']), fan=v['fan'],
+                   input_depth_mm=float(v['input_depth_mm']) or None,
+                   detect_threshold=float(v['detect_threshold']), mirror_tta=bool(v['mirror_tta']),
+                   frame_id=v['frame_id'],
+                   publish_members=bool(v['publish_members']),
+                   diagnostics_period=float(v['diagnostics_period']))
+
+
+
+def pose_config_from_yaml(path: str | Path | None = None) -> PoseNodeConfig:
+    """The config the pose node runs with when launched with ``path`` (default the package's
+    ``config/pose.yaml``): defaults overlaid by the file, checked; ValueError names a bad key."""
+    path = config_dir() / 'pose.yaml' if path is None else Path(path)
+    return PoseNodeConfig.from_parameters(configured_values(PARAMS, path, NODE_NAME))

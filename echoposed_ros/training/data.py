@@ -1,4 +1,5 @@
-"""Training data: pose-time sampling (METHOD section 3), on-the-fly slices with the project's
+"""Training data: pose-time sampling (METHOD section 3, :func:`echoposed_sim.sampling.sample_poses`,
+as the simulator and the evaluations draw them), on-the-fly slices with the project's
 slicer, augmentation, and a DataLoader-ready stream that runs in worker processes.
 
 Every batch is a pure function of ``(config.seed, step, rank)``: a resumed or re-run training
@@ -19,16 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation
 
-from echoposed_ros.geometry import gauge_fix, rot_x, rot_y, rot_z
+from echoposed_ros.geometry import rot_z
+from echoposed_sim.sampling import sample_poses
 from echoposed_sim.sector import SectorGeometry
 from echoposed_sim.slicer import slice_batch
 
 from . import TrainingError
 from .config import TrainConfig, parse_seed_range
 
-__all__ = ['BatchStream', 'VolumeSource', 'augment', 'loader', 'make_batch', 'phantom_volume', 'resolve_style', 'sample_poses',
+__all__ = ['BatchStream', 'VolumeSource', 'augment', 'loader', 'make_batch', 'phantom_volume', 'resolve_style',
            'z_range']
 
 
@@ -154,26 +155,6 @@ def z_range(cfg: TrainConfig, step: int) -> float:
     return float(start + (np.pi - start) * step / cfg.z_ramp_steps)
 
 
-def sample_poses(rng: np.random.Generator, n: int, base_orbit: np.ndarray, base_probe: np.ndarray,
-                 z_half: float, tilt: float, orbit_max: float) -> tuple[np.ndarray, np.ndarray]:
-    """n poses about a base pose (METHOD section 3), canonical gauge; angles in rad.
-
-    Orbit: ``base_orbit @ exp(angle * a)``, angle uniform in [0, orbit_max], a a random unit axis
-    normal to z. Probe: ``base_probe @ Rz(gz) @ Rx(gx) @ Ry(gy)``, gz uniform in [-z_half, z_half],
-    gx, gy uniform in [-tilt, tilt]. Returns (R_v, R_p), each (n, 3, 3) float64.
-    """
-    phi = rng.uniform(0, 2 * np.pi, n)
-    ang = rng.uniform(0, orbit_max, n)
-    rv = np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], -1) * ang[:, None]
-    R_v = base_orbit @ Rotation.from_rotvec(rv).as_matrix()
-    gz = rng.uniform(-z_half, z_half, n)
-    gx = rng.uniform(-tilt, tilt, n)
-    gy = rng.uniform(-tilt, tilt, n)
-    R_p = base_probe @ rot_z(gz) @ rot_x(gx) @ rot_y(gy)
-    g = gauge_fix((R_v, R_p))
-    return np.asarray(g.orbit), np.asarray(g.probe)
-
-
 def _grey_remap(rng: np.random.Generator, img: np.ndarray, knots: int = 4) -> np.ndarray:
     """Random monotone piecewise-linear grey map of [0, 1] onto [0, 1] with f(0) = 0."""
     xs = np.concatenate([[0.0], np.sort(rng.uniform(0, 1, knots)), [1.0]])
@@ -203,8 +184,8 @@ def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
     rng = np.random.default_rng([cfg.seed, 11, step, rank])
     vol = source.get(v_index)
     zh = z_range(cfg, step)
-    R_v, R_p = sample_poses(rng, cfg.poses, np.asarray(vol.base_orbit), np.asarray(vol.base_probe),
-                            zh, np.deg2rad(cfg.tilt_deg), np.deg2rad(cfg.orbit_deg))
+    R_v, R_p = sample_poses(rng, cfg.poses, vol.base_orbit, vol.base_probe, orbit_max=np.deg2rad(cfg.orbit_deg),
+                            tilt_max=np.deg2rad(cfg.tilt_deg), turn_max=zh)
     ts = rng.uniform(0, 1, cfg.poses)
     zoom = rng.uniform(1 - cfg.aug_zoom, 1 + cfg.aug_zoom) if augmentation else 1.0
     sector = SectorGeometry(np.deg2rad(cfg.sector_angle_deg), cfg.sector_depth_mm * zoom,

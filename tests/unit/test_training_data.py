@@ -5,12 +5,14 @@ import functools
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
-from echoposed_ros.geometry import angle, effective_error, swing_twist
+from echoposed_ros.geometry import angle, effective_error, gauge_fix, rot_x, rot_y, rot_z, swing_twist
 from echoposed_ros.training.config import TrainConfig
-from echoposed_ros.training.data import (BatchStream, VolumeSource, augment, loader, make_batch, sample_poses,
+from echoposed_ros.training.data import (BatchStream, VolumeSource, augment, loader, make_batch,
                                          z_range)
 from echoposed_ros.training.toy import toy_volume
+from echoposed_sim.sampling import sample_poses
 from echoposed_sim.sector import SectorGeometry
 from echoposed_sim.slicer import slice_batch
 
@@ -23,9 +25,29 @@ def _cfg(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def _sample_poses_before(rng, n, base_orbit, base_probe, z_half, tilt, orbit_max):
+    """Training's own pose sampler before it used echoposed_sim.sampling (draws in this order)."""
+    phi = rng.uniform(0, 2 * np.pi, n)
+    ang = rng.uniform(0, orbit_max, n)
+    R_v = base_orbit @ Rotation.from_rotvec(np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], -1) * ang[:, None]).as_matrix()
+    gz, gx, gy = rng.uniform(-z_half, z_half, n), rng.uniform(-tilt, tilt, n), rng.uniform(-tilt, tilt, n)
+    g = gauge_fix((R_v, base_probe @ rot_z(gz) @ rot_x(gx) @ rot_y(gy)))
+    return np.asarray(g.orbit), np.asarray(g.probe)
+
+
+def test_training_draws_the_same_poses_as_before_the_shared_sampler():
+    """A training re-run or resume sees the batches earlier runs saw (to rounding)."""
+    base = (Rotation.from_rotvec([0.1, -0.2, 0.3]).as_matrix(), Rotation.from_rotvec([0.4, 0.1, -0.5]).as_matrix())
+    old = _sample_poses_before(np.random.default_rng(5), 64, *base, np.pi, np.deg2rad(20), np.deg2rad(20))
+    new = sample_poses(np.random.default_rng(5), 64, *base, orbit_max=np.deg2rad(20), tilt_max=np.deg2rad(20),
+                       turn_max=np.pi)
+    assert np.allclose(old[0], new[0], atol=1e-12) and np.allclose(old[1], new[1], atol=1e-12)
+
+
 def test_sampled_poses_are_canonical_and_within_ranges():
     rng = np.random.default_rng(0)
-    R_v, R_p = sample_poses(rng, 200, np.eye(3), np.eye(3), np.deg2rad(30), np.deg2rad(20), np.deg2rad(20))
+    R_v, R_p = sample_poses(rng, 200, np.eye(3), np.eye(3), orbit_max=np.deg2rad(20), tilt_max=np.deg2rad(20),
+                            turn_max=np.deg2rad(30))
     _, tau = swing_twist(R_v)
     assert np.abs(tau).max() < 1e-9                      # orbit twist-free
     assert np.rad2deg(angle(R_v)).max() <= 20 + 1e-9     # orbit within range

@@ -54,6 +54,9 @@ class TrainConfig:
     aug_sector_min: float = 0.7      # narrowest crop as a fraction of the full sector angle
     aug_grey: float = 0.5            # probability of a random piecewise-linear grey remap
     aug_zoom: float = 0.15           # depth scale drawn from [1 - z, 1 + z]
+    aug_resample: float = 0.0        # probability per batch: slice finer, 8-bit quantise, and map onto the
+                                     # input with the runtime's fan mapping (as a scanner frame arrives)
+    aug_resample_max: float = 2.0    # finest such slice, as a multiple of input_size
     # --- model ---
     members: int = 5                 # K
     widths: tuple[int, int, int, int] = (16, 32, 64, 128)  # channels of the 4 stages (2 blocks each)
@@ -116,6 +119,10 @@ class TrainConfig:
             raise bad('w_x', 'a positive weight')
         if self.loss_scale_deg <= 0:
             raise bad('loss_scale_deg', 'a positive angle in degrees')
+        if not 0 <= self.aug_resample <= 1:
+            raise bad('aug_resample', 'a probability in [0, 1]')
+        if self.aug_resample_max < 1:
+            raise bad('aug_resample_max', 'at least 1 (a multiple of input_size)')
         if len(self.widths) != 4 or min(self.widths) < 1:
             raise bad('widths', '4 positive channel counts')
         if not 0 < self.sector_angle_deg < 180:

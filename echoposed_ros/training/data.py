@@ -14,6 +14,7 @@ Batch dict: ``image`` float32 (M, 1, H, W) in [0, 1] (0 outside the sector); ``o
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 import pickle
 from collections import OrderedDict
 from pathlib import Path
@@ -176,6 +177,21 @@ def augment(rng: np.random.Generator, images: np.ndarray, sector: SectorGeometry
     return images
 
 
+def resampled_like_runtime(images: np.ndarray, sector: SectorGeometry) -> np.ndarray:
+    """(N, h, w) float slices of ``sector``'s fan at another size -> (N, H, W) float32 as the pose
+    node would feed them to the model: 8-bit quantised (mono8), then mapped fan to fan by
+    :func:`echoposed_ros.estimator.image.map_to_model` (bilinear). The model otherwise only sees
+    slices cut at its own size, and small resampling differences moved its estimates."""
+    from echoposed_ros.estimator.fan import model_fan
+    from echoposed_ros.estimator.image import map_to_model
+
+    n, h, w = images.shape
+    src = model_fan(h, w, sector.angle_rad, sector.square_pixels)
+    dst = model_fan(sector.height, sector.width, sector.angle_rad, sector.square_pixels)
+    quantised = np.round(np.clip(images, 0.0, 1.0) * 255.0) / 255.0
+    return np.stack([map_to_model(im, src, dst, (sector.height, sector.width)) for im in quantised])
+
+
 def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
                augmentation: bool = True) -> dict:
     """The training batch of ``step`` (deterministic in seed, step, rank); see the module doc."""
@@ -190,7 +206,13 @@ def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
     zoom = rng.uniform(1 - cfg.aug_zoom, 1 + cfg.aug_zoom) if augmentation else 1.0
     sector = SectorGeometry(np.deg2rad(cfg.sector_angle_deg), cfg.sector_depth_mm * zoom,
                             cfg.input_size, cfg.input_size)
-    images = slice_batch(vol, R_v, R_p, ts, sector)
+    # (draws for aug_resample only when it is on: configs without it keep their batches)
+    if augmentation and cfg.aug_resample > 0 and rng.uniform() < cfg.aug_resample:
+        size = int(round(cfg.input_size * rng.uniform(1.0, cfg.aug_resample_max)))
+        images = resampled_like_runtime(slice_batch(vol, R_v, R_p, ts, replace(sector, height=size, width=size)),
+                                        sector)
+    else:
+        images = slice_batch(vol, R_v, R_p, ts, sector)
     if augmentation:
         images = augment(rng, images, sector, cfg)
     if cfg.mirrors and zh >= np.pi:

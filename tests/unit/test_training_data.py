@@ -82,6 +82,37 @@ def test_batches_are_deterministic_per_step_and_mirrors_are_poses():
     assert np.allclose(effective_error((a['orbit'][:n], a['probe'][:n]), (a['orbit'][n:], a['probe'][n:])), np.pi)
 
 
+def test_resample_augmentation_feeds_slices_as_the_pose_node_maps_a_finer_frame():
+    cfg = _cfg(z_ramp_steps=0, aug_zoom=0.0, aug_grey=0.0, aug_sector_crop=0.0)
+    src = VolumeSource([0, 1], factory=TOY)
+    plain, resampled = make_batch(cfg, src, 5), make_batch(cfg.replace(aug_resample=1.0), src, 5)
+    for key in ('orbit', 'probe', 't', 'volume'):   # same draws up to the images
+        assert np.array_equal(plain[key], resampled[key]), key
+    a, b = plain['image'][:, 0], resampled['image'][:, 0]
+    assert b.shape == a.shape and not np.array_equal(a, b)
+    assert np.abs(a - b).mean() < 0.1 * a.mean()     # the same views, resampled
+    n = cfg.poses
+    np.testing.assert_array_equal(b[n:], b[:n, :, ::-1])   # the mapping keeps mirrors exact
+    from echoposed_ros.estimator.fan import model_fan
+    outside = ~model_fan(32, 32, np.deg2rad(cfg.sector_angle_deg)).mask((32, 32))
+    assert outside.any() and np.all(b[:, outside] == 0)   # nothing outside the model's fan
+
+
+def test_resampled_like_runtime_equals_the_estimators_own_mapping():
+    from echoposed_ros.estimator import image as runtime
+    from echoposed_ros.estimator.fan import model_fan
+    from echoposed_ros.training.data import resampled_like_runtime
+
+    sector = SectorGeometry(np.deg2rad(75), 150.0, 32, 32)
+    vol = TOY(0)
+    fine = slice_batch(vol, np.eye(3)[None], np.eye(3)[None], np.zeros(1), SectorGeometry(np.deg2rad(75), 150.0, 80, 80))
+    ours = resampled_like_runtime(fine, sector)[0]
+    mono8 = np.round(fine[0] * 255).astype(np.uint8)
+    theirs = runtime.map_to_model(runtime.image_to_float(mono8, 'mono8'), model_fan(80, 80, np.deg2rad(75)),
+                                  model_fan(32, 32, np.deg2rad(75)), (32, 32))
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
 def test_no_mirrors_before_the_full_circle():
     cfg = _cfg(z_ramp_steps=100)
     b = make_batch(cfg, VolumeSource([0], factory=TOY), 0)

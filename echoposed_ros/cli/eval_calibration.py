@@ -2,12 +2,15 @@
 
 Volumes: phantom patients by seed (``--seeds A-B``, optionally ``--style FILE``) or volume files
 (``--volumes DIR``). Slices use the model's own sector geometry (from its metadata), so they go
-to the network unchanged. Writes the figures as JSON (``--json PATH``) and, with ``--plots DIR``,
+to the network unchanged; with ``--frame-size N`` they are cut N x N, 8-bit, and mapped onto the
+model's input by the estimator as the pose node maps a scanner's or the simulator's frames. Writes the figures as JSON (``--json PATH``) and, with ``--plots DIR``,
 ``DIR/calibration.png`` (predicted against applied turn per axis, error against sigma^2).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import re
 import sys
@@ -15,6 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = ['VOLUME_SUFFIXES', 'add_arguments', 'parse_seeds', 'run']
 
@@ -36,9 +41,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threads', type=int, default=2, help='onnxruntime intra-op threads (default 2)')
     parser.add_argument('--mirror', action='store_true',
                         help='test-time mirroring (2K members; METHOD section 7 calibrates without it)')
+    parser.add_argument('--frame-size', type=int, default=0, metavar='N',
+                        help='cut N x N frames of the same fan, 8-bit, and let the estimator map them onto the '
+                             "model's input as the pose node does (config/pose.yaml fan settings); default 0 = "
+                             "slices at the model's own input size, fed unchanged")
     parser.add_argument('--z-step-deg', type=float, default=1.0, help='step of the turn about z (default 1)')
     parser.add_argument('--tilt-range-deg', type=float, default=30.0, help='x / y turns span +-this (default 30)')
     parser.add_argument('--tilt-step-deg', type=float, default=1.0, help='step of the x / y turns (default 1)')
+
+
+def predict_frames(est: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float frames ``(N, h, w)`` in [0, 1] -> the estimator's (orbit, probe, sigma2) after 8-bit
+    quantisation and the estimator's own fan mapping (the pose node's path for mono8 frames)."""
+    frames = np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+    out = est.estimate_batch(list(frames), encodings=['mono8'] * len(frames))
+    if not out:
+        return np.zeros((0, 3, 3)), np.zeros((0, 3, 3)), np.zeros(0)
+    return (np.stack([e.orbit for e in out]), np.stack([e.probe for e in out]),
+            np.array([e.sigma2 for e in out]))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -99,7 +119,15 @@ def run(args: argparse.Namespace) -> int:
         protocol = CalibrationProtocol(z_step_deg=args.z_step_deg, tilt_range_deg=args.tilt_range_deg,
                                        tilt_step_deg=args.tilt_step_deg)
         model = Path(args.model) if args.model else require_default_model()
-        est = Estimator(model, intra_op_threads=args.threads, fan='model', mirror=args.mirror)
+        if args.frame_size < 0 or 0 < args.frame_size < 16:
+            raise ValueError(f'--frame-size {args.frame_size}: expected 0 (the model\'s input) or at least 16 pixels')
+        if args.frame_size:
+            from echoposed_ros.nodes.pose_config import pose_config_from_yaml
+            kwargs = {**pose_config_from_yaml().estimator_kwargs(), 'intra_op_threads': args.threads,
+                      'mirror': args.mirror}
+        else:
+            kwargs = {'intra_op_threads': args.threads, 'fan': 'model', 'mirror': args.mirror}
+        est = Estimator(model, **kwargs)
         if args.seeds is not None:
             seeds = parse_seeds(args.seeds)
             volumes = _phantoms(seeds, args.style, args.cache)
@@ -110,11 +138,16 @@ def run(args: argparse.Namespace) -> int:
             source = {'volume_files': [str(f) for f in files]}
         from echoposed_ros.eval.sector import model_sector
         sector = model_sector(est.model.info)
-        results, summary = calibrate_volumes(volumes, est.predict, sector, protocol, progress=True)
+        predict = est.predict
+        if args.frame_size:
+            sector = dataclasses.replace(sector, height=args.frame_size, width=args.frame_size)
+            predict = functools.partial(predict_frames, est)
+        results, summary = calibrate_volumes(volumes, predict, sector, protocol, progress=True)
     except (EstimatorError, ValueError) as exc:   # every project error type is a ValueError
         print(f'echoposed eval calibration: {exc}', file=sys.stderr)
         return 2
     summary = {'model': str(model), 'model_name': est.model.info.model_name, 'mirror_tta': args.mirror,
+               'frame_size': args.frame_size or None,
                'source': source, **summary,
                'wall_s': time.perf_counter() - t0}
     out = Path(args.json)

@@ -166,3 +166,44 @@ def test_eval_calibration_bad_style_is_one_line(tmp_path, model_path, capsys):
                '--json', str(tmp_path / 'c.json'), '--model', str(model_path)])
     err = capsys.readouterr().err
     assert rc == 2 and 'nope.yaml' in err and err.count('\n') == 1
+
+
+def test_predict_frames_is_the_pose_nodes_path_for_mono8_frames(model_path):
+    """8-bit quantisation, then the estimator's own mapping: at the model's size, fan 'model',
+    that is the quantised image through ``predict`` unchanged."""
+    from echoposed_ros.cli.eval_calibration import predict_frames
+
+    est = Estimator(model_path, fan='model', intra_op_threads=1)
+    h, w = est.input_shape
+    frames = np.stack([scene((h, w), model_fan(h, w, est.model.info.sector_angle_rad)) * s for s in (0.5, 1.0)])
+    o, p, s2 = predict_frames(est, frames)
+    o2, p2, s22 = est.predict(np.round(frames * 255) / 255)
+    np.testing.assert_allclose(o, o2, atol=1e-6)
+    np.testing.assert_allclose(p, p2, atol=1e-6)
+    np.testing.assert_allclose(s2, s22, atol=1e-9)
+
+
+def test_eval_calibration_with_larger_frames_maps_them_like_the_pose_node(tmp_path, model_path, monkeypatch, capsys):
+    phantom = pytest.importorskip('echoposed_sim.phantom')
+    volume_mod = pytest.importorskip('echoposed_sim.volume')
+    rng = np.random.default_rng(4)
+    vol = volume_mod.Volume(data=rng.random((1, 20, 20, 20)).astype(np.float32), spacing=np.full(3, 9.0),
+                            centre=np.full(3, 85.0), radius=60.0, name='phantom:5')
+    monkeypatch.setattr(phantom.PhantomCache, 'get', lambda self, seed: vol)
+    sizes = []
+    real = Estimator.estimate_batch
+
+    def spy(self, images, encodings=None, names=None):
+        sizes.extend({im.shape for im in images})
+        assert encodings is not None and set(encodings) == {'mono8'}
+        return real(self, images, encodings, names)
+    monkeypatch.setattr(Estimator, 'estimate_batch', spy)
+    out = tmp_path / 'c.json'
+    rc = main(['eval', 'calibration', '--seeds', '5', '--cache', str(tmp_path / 'pc'), '--json', str(out),
+               '--model', str(model_path), '--frame-size', '80', '--z-step-deg', '90', '--tilt-step-deg', '30'])
+    assert rc == 0, capsys.readouterr().err
+    assert set(sizes) == {(80, 80)}
+    assert json.loads(out.read_text())['frame_size'] == 80
+    rc = main(['eval', 'calibration', '--seeds', '5', '--json', str(out), '--model', str(model_path),
+               '--frame-size', '8'])
+    assert rc == 2 and '--frame-size 8' in capsys.readouterr().err

@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--mirror', action=argparse.BooleanOptionalAction, default=None,
                         help='test-time mirroring: each image also runs flipped (2K members); default: the '
                              "pose node's mirror_tta in config/pose.yaml")
+    parser.add_argument('--frame-size', type=int, default=0, metavar='N',
+                        help='estimate from N x N 8-bit frames mapped onto the model by the estimator with the '
+                             "pose node's fan settings (config/pose.yaml), as in the ROS loop (the simulator "
+                             "publishes 128); default 0 = slices at the model's input size")
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
 
 
@@ -150,7 +154,12 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
         raise EstimatorError(f'--model {model}: no such file')
     if args.mirror is None:
         args.mirror = _pose_mirror_default()
-    est = ModelEstimator(Estimator(model, intra_op_threads=args.threads, fan='model', mirror=args.mirror))
+    if args.frame_size:
+        from echoposed_ros.nodes.pose_config import pose_config_from_yaml
+        kwargs = {**pose_config_from_yaml().estimator_kwargs(), 'intra_op_threads': args.threads, 'mirror': args.mirror}
+    else:
+        kwargs = {'intra_op_threads': args.threads, 'fan': 'model', 'mirror': args.mirror}
+    est = ModelEstimator(Estimator(model, **kwargs), frame_size=args.frame_size)
     return est, est.sector, str(model)
 
 

@@ -34,6 +34,7 @@ Angles inside are radians; reported figures are degrees (named ``*_deg``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -176,19 +177,31 @@ class PoseEstimator(Protocol):
 
 class ModelEstimator:
     """The pose node's estimator (:class:`echoposed_ros.estimator.Estimator`, ``estimate_batch``) on
-    simulator slices of the model's own sector (so no resampling happens)."""
+    simulator slices of the model's own sector: at the model's input size (no resampling), or with
+    ``frame_size`` N > 0 as N x N 8-bit frames that the estimator maps onto its input, as the pose
+    node does with the simulator's (or a scanner's) frames."""
 
-    def __init__(self, estimator: Any) -> None:
+    def __init__(self, estimator: Any, frame_size: int = 0) -> None:
+        if frame_size < 0 or 0 < frame_size < 16:
+            raise GuidanceError(f'frame_size = {frame_size}; expected 0 (the model\'s input size) or >= 16 pixels')
         self.estimator = estimator
-        self.name = f'model:{estimator.path.name}'
+        self.frame_size = int(frame_size)
+        self.name = f'model:{estimator.path.name}' + (f'@{frame_size}px' if frame_size else '')
 
     @property
     def sector(self) -> SectorGeometry:
-        """The model's sector and input size (its metadata), for slicing."""
-        return model_sector(self.estimator.model.info)
+        """The model's sector (its metadata), at its input size or ``frame_size``, for slicing."""
+        sector = model_sector(self.estimator.model.info)
+        if self.frame_size:
+            sector = dataclasses.replace(sector, height=self.frame_size, width=self.frame_size)
+        return sector
 
     def estimate(self, images: np.ndarray, orbits: Array, probes: Array) -> BatchEstimate:
-        ests = self.estimator.estimate_batch(list(images))
+        if self.frame_size:
+            frames = np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+            ests = self.estimator.estimate_batch(list(frames), encodings=['mono8'] * len(frames))
+        else:
+            ests = self.estimator.estimate_batch(list(images))
         return BatchEstimate(np.stack([e.orbit for e in ests]), np.stack([e.probe for e in ests]),
                              np.array([e.sigma2 for e in ests], dtype=np.float64),
                              np.stack([e.member_orbits for e in ests]), np.stack([e.member_probes for e in ests]))

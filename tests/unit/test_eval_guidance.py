@@ -268,6 +268,36 @@ def test_command_with_an_onnx_model(tmp_path):
     assert ds['inter'] is None and ds['intra_static']['runs'] == 1
     # a constant estimator sees no error: the controller converges at once, wherever the probe is
     assert all(r['converged'] for r in ds['run_table'])
+    # --frame-size: frames cut larger, 8-bit, mapped onto the model by the estimator
+    rc = main(['eval', 'guidance', '--volumes', str(vols), '--model', str(model), '--runs', '1', '--no-mirror',
+               '--max-seconds', '3', '--json', str(out), '--quiet', '--frame-size', '48'])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc['sector']['height'] == doc['sector']['width'] == 48 and doc['estimator'].endswith('@48px')
+
+
+def test_model_estimator_frames_are_quantised_and_mapped(tmp_path):
+    pytest.importorskip('onnx')
+    from echoposed_ros.estimator import Estimator
+    from echoposed_ros.estimator.synthetic import write_model
+    from echoposed_ros.eval.guidance import GuidanceError, ModelEstimator
+    model = write_model(tmp_path / 'syn.onnx', np.stack([np.eye(3)] * 3), np.stack([rot_z(0.1 * k) for k in range(3)]),
+                        height=32, width=32)
+    seen = []
+
+    class Spy(Estimator):
+        def estimate_batch(self, images, encodings=None, names=None):
+            seen.append((images[0].dtype, images[0].shape, encodings))
+            return super().estimate_batch(images, encodings, names)
+    from echoposed_ros.estimator import model_fan
+    est = ModelEstimator(Spy(model, fan='auto'), frame_size=64)
+    assert (est.sector.height, est.sector.width) == (64, 64)
+    fan = model_fan(64, 64, est.sector.angle_rad).mask((64, 64))
+    frames = np.stack([np.where(fan, 0.5, 0.0)] * 2).astype(np.float32)
+    est.estimate(frames, np.stack([np.eye(3)] * 2), np.stack([np.eye(3)] * 2))
+    assert seen == [(np.uint8, (64, 64), ['mono8', 'mono8'])]
+    with pytest.raises(GuidanceError, match='frame_size = 8'):
+        ModelEstimator(Spy(model), frame_size=8)
 
 
 def test_command_without_the_shipped_model_says_so(tmp_path, monkeypatch, capsys):

@@ -24,6 +24,8 @@ class TrainConfig:
     out_dir: str = 'out/train'
     steps: int = 20000               # optimiser steps in total
     time_limit_s: float = 0.0        # stop (and checkpoint) after this wall time; 0 = no limit
+    stop_at_step: int = 0            # stop (checkpoint saved) once this step is done; the schedule
+                                     # still spans `steps` (0 = run to `steps`). Resume to go on.
     threads: int = 1                 # torch.set_num_threads (1: see docs/training.md, shared CPU)
     workers: int = 1                 # data worker processes (slicing runs there, off this thread)
     log_every: int = 50
@@ -119,6 +121,8 @@ class TrainConfig:
             raise bad('w_x', 'a positive weight')
         if self.loss_scale_deg <= 0:
             raise bad('loss_scale_deg', 'a positive angle in degrees')
+        if self.stop_at_step < 0:
+            raise bad('stop_at_step', '0 (run to steps) or a step number')
         if not 0 <= self.aug_resample <= 1:
             raise bad('aug_resample', 'a probability in [0, 1]')
         if self.aug_resample_max < 1:

@@ -102,8 +102,8 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     if resume and ck_path.exists():
         ck = torch.load(ck_path, map_location='cpu', weights_only=False)
         old = TrainConfig.from_dict(json.loads(ck['config']))
-        if old.replace(steps=cfg.steps, time_limit_s=cfg.time_limit_s) != cfg.replace(
-                steps=cfg.steps, time_limit_s=cfg.time_limit_s):
+        free = {'steps': cfg.steps, 'time_limit_s': cfg.time_limit_s, 'stop_at_step': cfg.stop_at_step}
+        if old.replace(**free) != cfg.replace(**free):
             raise TrainingError(f'{ck_path}: checkpoint config differs from this run\'s config; '
                                 'use a new out_dir or the same config')
         model.load_state_dict(ck['model'])
@@ -178,7 +178,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
                 bar.set_postfix(loss=f"{mean['loss']:.3f}", val=f"{mean['val']:.3f}")
             if on_log is not None:
                 on_log(mean)
-        stop = cfg.time_limit_s > 0 and elapsed >= cfg.time_limit_s
+        stop = (cfg.time_limit_s > 0 and elapsed >= cfg.time_limit_s) or step == cfg.stop_at_step
         if rank == 0 and (time.time() - last_ck >= cfg.ckpt_every_s or stop or step == cfg.steps):
             _save(ck_path, cfg, model, orch, opts, step, wall0 + elapsed, data_desc)
             last_ck = time.time()

@@ -43,6 +43,14 @@ def test_few_steps_write_log_and_checkpoint_and_resume_matches_a_straight_run(tm
     for (name, p), q in zip(model.state_dict().items(), model_b.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-5), name
     assert torch.allclose(orch.adapter_probe, orch_b.adapter_probe, atol=1e-5)
+    # a stop at a given step inside the schedule, then a resume to its end: the same run again
+    train(_cfg(tmp_path / 'c', stop_at_step=4), factory=TOY, progress=False)
+    assert load_checkpoint(tmp_path / 'c' / 'last.pt')[3]['step'] == 4
+    train(_cfg(tmp_path / 'c'), factory=TOY, progress=False)
+    _, model_c, _, raw_c = load_checkpoint(tmp_path / 'c' / 'last.pt')
+    assert raw_c['step'] == 6
+    for (name, p), q in zip(model.state_dict().items(), model_c.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-5), name
 
 
 def test_resume_refuses_a_different_config(tmp_path):

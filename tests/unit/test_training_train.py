@@ -34,23 +34,17 @@ def test_few_steps_write_log_and_checkpoint_and_resume_matches_a_straight_run(tm
     assert all(r['loss'] == r['loss'] and r['loss'] > 0 for r in logs)  # finite, positive
     text = (tmp_path / 'a' / 'train.log').read_text()
     assert 'val=' in text and 'res_p_deg=' in text and 'done step 6' in text
-    # 3 steps, stop, resume to 6: same weights as the straight run
-    train(_cfg(tmp_path / 'b', steps=6, time_limit_s=1e-9), factory=TOY, progress=False)
-    assert load_checkpoint(tmp_path / 'b' / 'last.pt')[3]['step'] == 1
-    train(_cfg(tmp_path / 'b'), factory=TOY, progress=False)
-    _, model_b, orch_b, raw_b = load_checkpoint(tmp_path / 'b' / 'last.pt')
-    assert raw_b['step'] == 6
-    for (name, p), q in zip(model.state_dict().items(), model_b.state_dict().values()):
-        assert torch.allclose(p, q, atol=1e-5), name
-    assert torch.allclose(orch.adapter_probe, orch_b.adapter_probe, atol=1e-5)
-    # a stop at a given step inside the schedule, then a resume to its end: the same run again
-    train(_cfg(tmp_path / 'c', stop_at_step=4), factory=TOY, progress=False)
-    assert load_checkpoint(tmp_path / 'c' / 'last.pt')[3]['step'] == 4
-    train(_cfg(tmp_path / 'c'), factory=TOY, progress=False)
-    _, model_c, _, raw_c = load_checkpoint(tmp_path / 'c' / 'last.pt')
-    assert raw_c['step'] == 6
-    for (name, p), q in zip(model.state_dict().items(), model_c.state_dict().values()):
-        assert torch.allclose(p, q, atol=1e-5), name
+    # Stopped early (a time limit after 1 step; stop_at_step 4), then resumed to 6: the weights
+    # and adapters of the straight run.
+    for out, stop, at in ((tmp_path / 'b', {'time_limit_s': 1e-9}, 1), (tmp_path / 'c', {'stop_at_step': 4}, 4)):
+        train(_cfg(out, **stop), factory=TOY, progress=False)
+        assert load_checkpoint(out / 'last.pt')[3]['step'] == at
+        train(_cfg(out), factory=TOY, progress=False)
+        _, model_b, orch_b, raw_b = load_checkpoint(out / 'last.pt')
+        assert raw_b['step'] == 6
+        for (name, p), q in zip(model.state_dict().items(), model_b.state_dict().values()):
+            assert torch.allclose(p, q, atol=1e-5), (out.name, name)
+        assert torch.allclose(orch.adapter_probe, orch_b.adapter_probe, atol=1e-5)
 
 
 def test_resume_refuses_a_different_config(tmp_path):

@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 __all__ = ['VOLUME_SUFFIXES', 'add_arguments', 'parse_seeds', 'run']
 
 VOLUME_SUFFIXES = ('.nii', '.nii.gz', '.mhd', '.mha', '.npz', '.npy')   # echoposed_sim.volume_io.SUFFIXES
@@ -48,17 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--z-step-deg', type=float, default=1.0, help='step of the turn about z (default 1)')
     parser.add_argument('--tilt-range-deg', type=float, default=30.0, help='x / y turns span +-this (default 30)')
     parser.add_argument('--tilt-step-deg', type=float, default=1.0, help='step of the x / y turns (default 1)')
-
-
-def predict_frames(est: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Float frames ``(N, h, w)`` in [0, 1] -> the estimator's (orbit, probe, sigma2) after 8-bit
-    quantisation and the estimator's own fan mapping (the pose node's path for mono8 frames)."""
-    frames = np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
-    out = est.estimate_batch(list(frames), encodings=['mono8'] * len(frames))
-    if not out:
-        return np.zeros((0, 3, 3)), np.zeros((0, 3, 3)), np.zeros(0)
-    return (np.stack([e.orbit for e in out]), np.stack([e.probe for e in out]),
-            np.array([e.sigma2 for e in out]))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -111,23 +98,16 @@ def _loaded(files: list[Path]) -> Iterator[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from echoposed_ros.estimator import Estimator, EstimatorError, require_default_model
+    from echoposed_ros.estimator import EstimatorError, require_default_model
     from echoposed_ros.eval.calibration import CalibrationProtocol, calibrate_volumes, plot_calibration
+    from echoposed_ros.eval.frames import frame_estimator, predict_frames
 
     t0 = time.perf_counter()
     try:
         protocol = CalibrationProtocol(z_step_deg=args.z_step_deg, tilt_range_deg=args.tilt_range_deg,
                                        tilt_step_deg=args.tilt_step_deg)
         model = Path(args.model) if args.model else require_default_model()
-        if args.frame_size < 0 or 0 < args.frame_size < 16:
-            raise ValueError(f'--frame-size {args.frame_size}: expected 0 (the model\'s input) or at least 16 pixels')
-        if args.frame_size:
-            from echoposed_ros.nodes.pose_config import pose_config_from_yaml
-            kwargs = {**pose_config_from_yaml().estimator_kwargs(), 'intra_op_threads': args.threads,
-                      'mirror': args.mirror}
-        else:
-            kwargs = {'intra_op_threads': args.threads, 'fan': 'model', 'mirror': args.mirror}
-        est = Estimator(model, **kwargs)
+        est = frame_estimator(model, args.frame_size, args.threads, args.mirror)
         if args.seeds is not None:
             seeds = parse_seeds(args.seeds)
             volumes = _phantoms(seeds, args.style, args.cache)

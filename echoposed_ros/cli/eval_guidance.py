@@ -145,7 +145,7 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     if args.oracle:
         return (OracleEstimator(seed=args.seed, noise_deg=args.oracle_noise_deg,
                                 noise_tilt_deg=args.oracle_noise_tilt_deg), SectorGeometry(), None)
-    from echoposed_ros.estimator import Estimator, EstimatorError, require_default_model
+    from echoposed_ros.estimator import EstimatorError, require_default_model
     try:
         model = Path(args.model) if args.model else require_default_model()
     except EstimatorError as exc:
@@ -154,12 +154,8 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
         raise EstimatorError(f'--model {model}: no such file')
     if args.mirror is None:
         args.mirror = _pose_mirror_default()
-    if args.frame_size:
-        from echoposed_ros.nodes.pose_config import pose_config_from_yaml
-        kwargs = {**pose_config_from_yaml().estimator_kwargs(), 'intra_op_threads': args.threads, 'mirror': args.mirror}
-    else:
-        kwargs = {'intra_op_threads': args.threads, 'fan': 'model', 'mirror': args.mirror}
-    est = ModelEstimator(Estimator(model, **kwargs), frame_size=args.frame_size)
+    from echoposed_ros.eval.frames import frame_estimator
+    est = ModelEstimator(frame_estimator(model, args.frame_size, args.threads, args.mirror), frame_size=args.frame_size)
     return est, est.sector, str(model)
 
 

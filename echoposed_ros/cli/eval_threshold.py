@@ -3,6 +3,8 @@ threshold, to set the controller's ``uncertainty_threshold`` for a model (docs/p
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import sys
 from dataclasses import asdict
@@ -19,26 +21,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--mirror', action='store_true', help='test-time mirroring (the pose node\'s mirror_tta)')
     parser.add_argument('--slices', type=int, default=64, help='in-range slices per volume (default 64)')
     parser.add_argument('--noise-frames', type=int, default=128, help='no-heart frames (default 128)')
+    parser.add_argument('--frame-size', type=int, default=0, metavar='N',
+                        help="N x N 8-bit frames mapped onto the model as the pose node does (config/pose.yaml); "
+                             "default 0 = slices at the model's input size")
     parser.add_argument('--threads', type=int, default=2, help='onnxruntime intra-op threads (default 2)')
     parser.add_argument('--json', required=True, metavar='PATH', help='where to write the table (JSON)')
 
 
 def run(args: argparse.Namespace) -> int:
     from echoposed_ros.cli.eval_calibration import _phantoms, parse_seeds
-    from echoposed_ros.estimator import Estimator, EstimatorError, require_default_model
+    from echoposed_ros.estimator import EstimatorError, require_default_model
+    from echoposed_ros.eval.frames import frame_estimator, predict_frames
     from echoposed_ros.eval.sector import model_sector
     from echoposed_ros.eval.threshold import ThresholdProtocol, threshold_table
     try:
         model = Path(args.model) if args.model else require_default_model()
-        est = Estimator(model, intra_op_threads=args.threads, fan='model', mirror=args.mirror)
-        sector = model_sector(est.model.info)
+        est = frame_estimator(model, args.frame_size, args.threads, args.mirror)
+        sector, predict = model_sector(est.model.info), est.predict
+        if args.frame_size:
+            sector = dataclasses.replace(sector, height=args.frame_size, width=args.frame_size)
+            predict = functools.partial(predict_frames, est)
         protocol = ThresholdProtocol(slices_per_volume=args.slices, noise_frames=args.noise_frames)
         seeds = parse_seeds(args.seeds)
-        table = threshold_table(_phantoms(seeds, args.style, args.cache), est.predict, sector, protocol)
+        table = threshold_table(_phantoms(seeds, args.style, args.cache), predict, sector, protocol)
     except (EstimatorError, ValueError) as exc:
         print(f'echoposed eval threshold: {exc}', file=sys.stderr)
         return 2
-    out = {'model': str(model), 'mirror_tta': args.mirror, 'seeds': seeds, 'style': args.style,
+    out = {'model': str(model), 'mirror_tta': args.mirror, 'frame_size': args.frame_size or None, 'seeds': seeds, 'style': args.style,
            'protocol': {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(protocol).items()}, **table}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2) + '\n')

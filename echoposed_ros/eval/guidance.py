@@ -198,7 +198,8 @@ class ModelEstimator:
 
     def estimate(self, images: np.ndarray, orbits: Array, probes: Array) -> BatchEstimate:
         if self.frame_size:
-            frames = np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+            from .frames import to_mono8
+            frames = to_mono8(images)
             ests = self.estimator.estimate_batch(list(frames), encodings=['mono8'] * len(frames))
         else:
             ests = self.estimator.estimate_batch(list(images))

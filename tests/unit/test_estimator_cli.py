@@ -171,7 +171,7 @@ def test_eval_calibration_bad_style_is_one_line(tmp_path, model_path, capsys):
 def test_predict_frames_is_the_pose_nodes_path_for_mono8_frames(model_path):
     """8-bit quantisation, then the estimator's own mapping: at the model's size, fan 'model',
     that is the quantised image through ``predict`` unchanged."""
-    from echoposed_ros.cli.eval_calibration import predict_frames
+    from echoposed_ros.eval.frames import predict_frames
 
     est = Estimator(model_path, fan='model', intra_op_threads=1)
     h, w = est.input_shape

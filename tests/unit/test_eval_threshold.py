@@ -40,3 +40,35 @@ def test_cli_names_a_missing_model(tmp_path, capsys):
     rc = main(['eval', 'threshold', '--seeds', '1000', '--model', str(tmp_path / 'nope.onnx'),
                '--json', str(tmp_path / 't.json')])
     assert rc == 2 and 'nope.onnx' in capsys.readouterr().err
+
+
+def test_cli_with_frame_size_feeds_mono8_frames_of_that_size(tmp_path, capsys, monkeypatch):
+    import json
+
+    from echoposed_sim import phantom
+    from echoposed_sim.volume import Volume
+
+    from echoposed_ros.cli import main
+    from echoposed_ros.estimator import Estimator
+    from echoposed_ros.estimator.synthetic import write_model
+    model = write_model(tmp_path / 'syn.onnx', np.stack([np.eye(3)] * 3), np.stack([np.eye(3)] * 3), gain=2.0)
+    rng = np.random.default_rng(2)
+    vol = Volume(data=rng.random((1, 20, 20, 20)).astype(np.float32), spacing=np.full(3, 9.0),
+                 centre=np.full(3, 85.0), radius=60.0, name='phantom:1')
+    monkeypatch.setattr(phantom.PhantomCache, 'get', lambda self, seed: vol)
+    seen = set()
+    real = Estimator.estimate_batch
+
+    def spy(self, images, encodings=None, names=None):
+        seen.update((im.dtype.name, im.shape) for im in images)
+        return real(self, images, encodings, names)
+    monkeypatch.setattr(Estimator, 'estimate_batch', spy)
+    out = tmp_path / 't.json'
+    rc = main(['eval', 'threshold', '--seeds', '1', '--cache', str(tmp_path / 'pc'), '--model', str(model),
+               '--slices', '4', '--noise-frames', '3', '--frame-size', '72', '--threads', '1', '--json', str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert seen == {('uint8', (72, 72))}
+    doc = json.loads(out.read_text())
+    assert doc['frame_size'] == 72 and doc['in_range']['n'] == 3 and doc['no_heart']['n'] == 3
+    rc = main(['eval', 'threshold', '--seeds', '1', '--model', str(model), '--frame-size', '-1', '--json', str(out)])
+    assert rc == 2 and '--frame-size -1' in capsys.readouterr().err

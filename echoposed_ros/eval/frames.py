@@ -1,0 +1,52 @@
+"""Evaluating on frames as the pose node receives them: N x N 8-bit (mono8) frames of the model's
+fan, which the estimator maps onto the model's input with the pose node's fan settings
+(``config/pose.yaml``), instead of slices cut at the model's own input size.
+
+Shared by ``echoposed eval calibration``, ``eval guidance`` and ``eval threshold``
+(``--frame-size N``; 0 keeps the model's own input).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = ['check_frame_size', 'frame_estimator', 'predict_frames', 'to_mono8']
+
+
+def check_frame_size(frame_size: int) -> int:
+    """0 (the model's own input) or at least 16 pixels; ValueError otherwise."""
+    if frame_size < 0 or 0 < frame_size < 16:
+        raise ValueError(f'--frame-size {frame_size}: expected 0 (the model\'s input) or at least 16 pixels')
+    return int(frame_size)
+
+
+def frame_estimator(model: str | os.PathLike[str], frame_size: int, threads: int, mirror: bool) -> Any:
+    """The :class:`~echoposed_ros.estimator.Estimator` for an evaluation: fan ``'model'`` for
+    slices at the model's input (``frame_size`` 0), else the pose node's fan settings."""
+    from echoposed_ros.estimator import Estimator
+
+    if check_frame_size(frame_size):
+        from echoposed_ros.nodes.pose_config import pose_config_from_yaml
+        kwargs = {**pose_config_from_yaml().estimator_kwargs(), 'intra_op_threads': threads, 'mirror': mirror}
+    else:
+        kwargs = {'intra_op_threads': threads, 'fan': 'model', 'mirror': mirror}
+    return Estimator(model, **kwargs)
+
+
+def to_mono8(images: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] -> uint8, rounded (as the simulator publishes them)."""
+    return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def predict_frames(est: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float frames ``(N, h, w)`` in [0, 1] -> the estimator's (orbit (N, 3, 3), probe (N, 3, 3),
+    sigma2 (N,)) after 8-bit quantisation and the estimator's own fan mapping: the same contract
+    as ``Estimator.predict``, on the pose node's path."""
+    frames = to_mono8(images)
+    out = est.estimate_batch(list(frames), encodings=['mono8'] * len(frames))
+    if not out:
+        return np.zeros((0, 3, 3)), np.zeros((0, 3, 3)), np.zeros(0)
+    return (np.stack([e.orbit for e in out]), np.stack([e.probe for e in out]),
+            np.array([e.sigma2 for e in out]))

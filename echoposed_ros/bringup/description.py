@@ -36,7 +36,9 @@ class NodeSpec:
     executable: console script (``ros2 run echoposed <executable>``); module: the Python module
     whose ``main()`` it runs; name: the node name; params_file: the node's YAML in ``config/``;
     parameters: overrides on top of it; remappings: (from, to) topic or service names;
-    one_shot: the process is expected to finish (exit 0).
+    one_shot: the process is expected to finish (exit 0); stop_first: when the launch ends this
+    node is stopped (and waited for) before the others, e.g. the recorder, so that a bag ends
+    with the run and not with the other nodes' shutdown.
     """
 
     executable: str
@@ -46,6 +48,7 @@ class NodeSpec:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
     one_shot: bool = False
+    stop_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def _recorder(args: Mapping[str, str], target_view: str = '') -> list[NodeSpec]:
     if path.exists():
         raise LaunchError(f'record:={args["record"]!r}; {path} exists already (expected a new bag directory)')
     return [NodeSpec('bag_recorder', 'echoposed_ros.bag.recorder', 'echoposed_recorder', None,
-                     {'output': str(path), 'target_view': target_view})]
+                     {'output': str(path), 'target_view': target_view}, stop_first=True)]
 
 
 def _guidance_nodes(args: Mapping[str, str]) -> list[NodeSpec]:

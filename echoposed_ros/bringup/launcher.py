@@ -82,6 +82,12 @@ def _start(spec: NodeSpec, overrides_dir: Path, out: IO[str], env: dict[str, str
 
 
 def _stop(nodes: Sequence[NodeProcess], grace_s: float) -> None:
+    """Stop the ``stop_first`` nodes, then the others; each group SIGINT, SIGTERM, SIGKILL."""
+    _stop_group([n for n in nodes if n.spec.stop_first], grace_s)
+    _stop_group([n for n in nodes if not n.spec.stop_first], grace_s)
+
+
+def _stop_group(nodes: Sequence[NodeProcess], grace_s: float) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         alive = [n for n in nodes if n.process.poll() is None]
         if not alive:
@@ -97,10 +103,13 @@ def _stop(nodes: Sequence[NodeProcess], grace_s: float) -> None:
 
 
 def run_nodes(specs: Sequence[NodeSpec], duration: float | None = None, out: IO[str] = sys.stdout,
-              tick: Callable[[], bool] | None = None, grace_s: float = 5.0) -> RunResult:
+              tick: Callable[[], bool] | None = None, grace_s: float = 5.0,
+              on_end: Callable[[], None] | None = None) -> RunResult:
     """Run the nodes until ``duration`` s pass, Ctrl-C, a node exits, or ``tick()`` returns True.
 
     ``tick`` is called about 20 times a second from this thread (the monitor uses it to spin).
+    ``on_end()`` runs once the run has ended and before any node is stopped (the monitor stops
+    listening there, so its summary is the run's end, not the nodes' shutdown).
     """
     env = dict(os.environ)
     env.setdefault('PYTHONUNBUFFERED', '1')
@@ -139,6 +148,8 @@ def run_nodes(specs: Sequence[NodeSpec], duration: float | None = None, out: IO[
                     continue
                 break
         finally:
+            if on_end is not None:
+                on_end()
             _stop(nodes, grace_s)
             for n in nodes:
                 n.pump.join(timeout=2)

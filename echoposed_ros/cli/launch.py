@@ -108,11 +108,13 @@ def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> 
             return (monitor is not None and args.stop_after_converged is not None
                     and monitor.converged_for() >= args.stop_after_converged)
 
+        def stop_listening() -> None:   # the run has ended: the summary is its end, not the shutdown
+            stop_spinning.set()
+            if spinner is not None:
+                spinner.join(timeout=2.0)
+
         out = io.StringIO() if args.quiet else sys.stdout
-        result = run_nodes(nodes, duration=args.duration, out=out, tick=tick)
-        stop_spinning.set()
-        if spinner is not None:
-            spinner.join(timeout=2.0)
+        result = run_nodes(nodes, duration=args.duration, out=out, tick=tick, on_end=stop_listening)
         executor.shutdown(timeout_sec=1.0)
         summary = {'launch': args.launch, 'arguments': launch_args, 'ended': result.reason,
                    'exit_codes': result.exit_codes, 'failed_nodes': sorted(result.failures)}

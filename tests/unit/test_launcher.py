@@ -1,0 +1,40 @@
+"""The process launcher (``echoposed_ros.bringup.launcher.run_nodes``) with tiny fake node
+processes: the end-of-run hook comes before any stop, and ``stop_first`` nodes are stopped (and
+waited for) before the others."""
+from __future__ import annotations
+
+import textwrap
+import time
+
+from echoposed_ros.bringup.description import NodeSpec
+from echoposed_ros.bringup.launcher import run_nodes
+
+FAKE = textwrap.dedent('''
+    import signal, sys, time
+    name = next(a.split(':=')[1] for a in sys.argv if a.startswith('__node:='))
+    log = open(LOG, 'a')
+    def on_int(signum, frame):
+        log.write(f'{name} sigint {time.monotonic()}\\n'); log.flush()
+        time.sleep(0.4)   # a node that takes a moment to close (a recorder flushing its bag)
+        log.write(f'{name} exit {time.monotonic()}\\n'); log.flush()
+        sys.exit(0)
+    signal.signal(signal.SIGINT, on_int)
+    print(f'{name} up', flush=True)
+    while True:
+        time.sleep(0.01)
+''')
+
+
+def test_end_hook_then_stop_first_nodes_then_the_rest(tmp_path, monkeypatch):
+    log = tmp_path / 'log.txt'
+    (tmp_path / 'fake_node.py').write_text(FAKE.replace('LOG', repr(str(log))))
+    monkeypatch.setenv('PYTHONPATH', str(tmp_path))
+    ended = []
+    specs = [NodeSpec('fake', 'fake_node', 'worker'), NodeSpec('fake', 'fake_node', 'recorder', stop_first=True)]
+    result = run_nodes(specs, duration=1.0, out=open(tmp_path / 'out.txt', 'w'),
+                       on_end=lambda: ended.append(time.monotonic()))
+    assert result.ok and result.reason == 'duration', result
+    events = {tuple(line.split()[:2]): float(line.split()[2]) for line in log.read_text().splitlines()}
+    assert len(ended) == 1 and ended[0] <= events[('recorder', 'sigint')]
+    assert events[('recorder', 'exit')] <= events[('worker', 'sigint')]   # the recorder closed first
+    assert set(result.exit_codes) == {'worker', 'recorder'}

@@ -60,3 +60,42 @@ def test_quick_calibration_runs_on_volumes_and_reports_every_axis():
     for axis in ('x', 'y', 'z', 'orbit_x', 'orbit_y'):
         assert np.isfinite(cal[axis]['maae_deg']) and cal[axis]['normalized_maae'] >= 0
     assert cal['sigma2']['mean'] > 0
+
+
+def _stage_configs() -> list[dict]:
+    """The configs scripts/train_shipped_model.sh would train, in order (its print-only mode)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, 'ECHOPOSED_PRINT_CONFIGS': '1', 'PATH': f'{Path(sys.executable).parent}:{os.environ["PATH"]}'}
+    text = subprocess.run(['bash', str(root / 'scripts' / 'train_shipped_model.sh'), 'out/shipped'], cwd=root,
+                          env=env, capture_output=True, text=True, check=True).stdout
+    decoder, configs, i = json.JSONDecoder(), [], 0
+    while text[i:].strip():
+        i += len(text[i:]) - len(text[i:].lstrip())
+        config, i = decoder.raw_decode(text, i)
+        configs.append(config)
+    return configs
+
+
+def test_the_shipped_model_script_chains_its_stages_and_ends_in_the_shipped_config():
+    """Each stage warm-starts from the one before, and the last one is the config the shipped
+    model carries in its metadata (so the script reproduces that model, not another)."""
+    from echoposed_ros.estimator import default_model_path
+    from echoposed_ros.estimator.model import EnsembleModel
+
+    configs = _stage_configs()
+    assert len(configs) >= 2 and all(TrainConfig.from_dict(c) for c in configs)  # every key is a field
+    for before, after in zip(configs, configs[1:]):
+        if after['out_dir'] != before['out_dir']:   # a new stage, not a resume of the same one
+            assert after['init_from'] == before['out_dir'] + '/last.pt', after['out_dir']
+    shipped = EnsembleModel(default_model_path()).info.metadata['train_config']
+    shipped = shipped if isinstance(shipped, dict) else json.loads(shipped)
+    own = {'out_dir', 'init_from', 'time_limit_s', 'ckpt_every_s', 'stop_at_step'}  # where, not what
+    last = configs[-1]
+    differ = {k: (last.get(k), shipped.get(k)) for k in (set(last) | set(shipped)) - own
+              if last.get(k, TrainConfig().__dict__.get(k)) != shipped.get(k, TrainConfig().__dict__.get(k))}
+    assert not differ, differ

@@ -2,14 +2,14 @@
 
 Volumes: phantom patients by seed (``--seeds A-B``, optionally ``--style FILE``) or volume files
 (``--volumes DIR``). Slices use the model's own sector geometry (from its metadata), so they go
-to the network unchanged; with ``--frame-size N`` they are cut N x N, 8-bit, and mapped onto the
-model's input by the estimator as the pose node maps a scanner's or the simulator's frames. Writes the figures as JSON (``--json PATH``) and, with ``--plots DIR``,
+to the network unchanged; with ``--frame-size N`` they are cut N x N with square pixels, 8-bit, and
+mapped onto the model's input by the estimator as the pose node maps a scanner's or the
+simulator's frames (fan detected). Writes the figures as JSON (``--json PATH``) and, with ``--plots DIR``,
 ``DIR/calibration.png`` (predicted against applied turn per axis, error against sigma^2).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import re
@@ -100,7 +100,7 @@ def _loaded(files: list[Path]) -> Iterator[Any]:
 def run(args: argparse.Namespace) -> int:
     from echoposed_ros.estimator import EstimatorError, require_default_model
     from echoposed_ros.eval.calibration import CalibrationProtocol, calibrate_volumes, plot_calibration
-    from echoposed_ros.eval.frames import frame_estimator, predict_frames
+    from echoposed_ros.eval.frames import frame_estimator, frame_sector, predict_frames
 
     t0 = time.perf_counter()
     try:
@@ -117,11 +117,8 @@ def run(args: argparse.Namespace) -> int:
             volumes = _loaded(files)
             source = {'volume_files': [str(f) for f in files]}
         from echoposed_ros.eval.sector import model_sector
-        sector = model_sector(est.model.info)
-        predict = est.predict
-        if args.frame_size:
-            sector = dataclasses.replace(sector, height=args.frame_size, width=args.frame_size)
-            predict = functools.partial(predict_frames, est)
+        sector = frame_sector(model_sector(est.model.info), args.frame_size)
+        predict = functools.partial(predict_frames, est) if args.frame_size else est.predict
         results, summary = calibrate_volumes(volumes, predict, sector, protocol, progress=True)
     except (EstimatorError, ValueError) as exc:   # every project error type is a ValueError
         print(f'echoposed eval calibration: {exc}', file=sys.stderr)

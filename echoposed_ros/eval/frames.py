@@ -1,18 +1,20 @@
 """Evaluating on frames as the pose node receives them: N x N 8-bit (mono8) frames of the model's
-fan, which the estimator maps onto the model's input with the pose node's fan settings
-(``config/pose.yaml``), instead of slices cut at the model's own input size.
+fan with square pixels (as a scanner or the simulator node gives them), which the estimator maps
+onto the model's input with the pose node's fan settings (``config/pose.yaml``: the fan is
+detected), instead of slices cut at the model's own input size.
 
 Shared by ``echoposed eval calibration``, ``eval guidance`` and ``eval threshold``
 (``--frame-size N``; 0 keeps the model's own input).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import numpy as np
 
-__all__ = ['check_frame_size', 'frame_estimator', 'predict_frames', 'to_mono8']
+__all__ = ['check_frame_size', 'frame_estimator', 'frame_sector', 'predict_frames', 'to_mono8']
 
 
 def check_frame_size(frame_size: int) -> int:
@@ -20,6 +22,14 @@ def check_frame_size(frame_size: int) -> int:
     if frame_size < 0 or 0 < frame_size < 16:
         raise ValueError(f'--frame-size {frame_size}: expected 0 (the model\'s input) or at least 16 pixels')
     return int(frame_size)
+
+
+def frame_sector(model_sector: Any, frame_size: int) -> Any:
+    """The slicing sector for an evaluation: the model's own (``frame_size`` 0), else its fan on
+    ``frame_size`` x ``frame_size`` square pixels (``echoposed_sim.sector.SectorGeometry``)."""
+    if not check_frame_size(frame_size):
+        return model_sector
+    return dataclasses.replace(model_sector, height=frame_size, width=frame_size, square_pixels=True)
 
 
 def frame_estimator(model: str | os.PathLike[str], frame_size: int, threads: int, mirror: bool) -> Any:

@@ -34,7 +34,6 @@ Angles inside are radians; reported figures are degrees (named ``*_deg``).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -178,8 +177,8 @@ class PoseEstimator(Protocol):
 class ModelEstimator:
     """The pose node's estimator (:class:`echoposed_ros.estimator.Estimator`, ``estimate_batch``) on
     simulator slices of the model's own sector: at the model's input size (no resampling), or with
-    ``frame_size`` N > 0 as N x N 8-bit frames that the estimator maps onto its input, as the pose
-    node does with the simulator's (or a scanner's) frames."""
+    ``frame_size`` N > 0 as N x N 8-bit square-pixel frames that the estimator maps onto its input,
+    as the pose node does with the simulator's (or a scanner's) frames."""
 
     def __init__(self, estimator: Any, frame_size: int = 0) -> None:
         if frame_size < 0 or 0 < frame_size < 16:
@@ -190,11 +189,10 @@ class ModelEstimator:
 
     @property
     def sector(self) -> SectorGeometry:
-        """The model's sector (its metadata), at its input size or ``frame_size``, for slicing."""
-        sector = model_sector(self.estimator.model.info)
-        if self.frame_size:
-            sector = dataclasses.replace(sector, height=self.frame_size, width=self.frame_size)
-        return sector
+        """The model's sector (its metadata), at its input size or as ``frame_size`` square-pixel
+        frames (:func:`echoposed_ros.eval.frames.frame_sector`), for slicing."""
+        from .frames import frame_sector
+        return frame_sector(model_sector(self.estimator.model.info), self.frame_size)
 
     def estimate(self, images: np.ndarray, orbits: Array, probes: Array) -> BatchEstimate:
         if self.frame_size:

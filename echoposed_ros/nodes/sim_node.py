@@ -61,6 +61,9 @@ PARAMS = (
     Param('image_width', 128, 'image columns (pixels), lateral', read_only=True),
     Param('sector_angle', float(np.deg2rad(75.0)), 'rad, full opening angle of the sector', read_only=True),
     Param('sector_depth', 0.15, 'm, depth of the sector', read_only=True),
+    Param('square_pixels', True, 'frames with square pixels, as a scanner gives them (the fan fills the width, '
+          'rows below it stay black); false = the fan stretched over the whole image, as the model\'s input',
+          read_only=True),
     Param('orbit_radius', 0.0, "m, orbit radius about the heart centre; 0 = the volume's own", read_only=True),
     Param('frame_rate', 30.0, 'Hz, image rate and world step', read_only=True),
     Param('cardiac_motion', True, 'the heart beats (true) or stays at end-diastole (false)'),
@@ -106,7 +109,8 @@ class SimNodeConfig:
         if v['orbit_radius'] < 0:
             raise ValueError(f"orbit_radius = {v['orbit_radius']} m; expected >= 0 (0 = the volume's own)")
         sector = SectorGeometry(angle_rad=float(v['sector_angle']), depth_mm=1e3 * float(v['sector_depth']),
-                                height=int(v['image_height']), width=int(v['image_width']))
+                                height=int(v['image_height']), width=int(v['image_width']),
+                                square_pixels=bool(v['square_pixels']))
         return cls(volume=v['volume'], phantom_seed=int(v['phantom_seed']), style=v['style'],
                    phantom_frames=int(v['phantom_frames']),
                    cache_dir=Path(v['cache_dir']) if v['cache_dir'] else cache_dir() / 'phantoms', sector=sector,

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Reproduce models/echoposed_k5.onnx: every training stage of the shipped ensemble, in order, then
+# the export (models/MODEL_CARD.md explains each stage). About 4.5 hours on a 2-core machine.
+#
+#   scripts/train_shipped_model.sh [OUT_DIR]       # default out/shipped; the model lands in OUT_DIR
+#   ECHOPOSED_PRINT_CONFIGS=1 scripts/train_shipped_model.sh   # only print each stage's config (JSON)
+#
+# Each stage warm-starts from the one before (weights and adapters; fresh optimiser and
+# schedule). A stage that was cut short or stretched when the model was made is reproduced with
+# stop_at_step and a resume with more steps. Re-running the script resumes where it stopped.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dry="${ECHOPOSED_PRINT_CONFIGS:-}"
+[[ -n "$dry" ]] || "$root/scripts/setup.sh"
+cd "$root"
+out="${1:-out/shipped}"
+train() { .venv/bin/echoposed train --seeds 0-39 "$@" ${dry:+--print-config}; }
+cache='phantom_cache_dir="out/cache/phantoms"'
+warm=(z_ramp_steps=0 muon_lr=0.01 adamw_lr=0.001 "$cache" ckpt_every_s=300)
+finer=(z_ramp_steps=0 muon_lr=0.006 adamw_lr=0.0006 "$cache" ckpt_every_s=300)
+
+# 1. run1: phantom generator version 1, z range opened from +-30 to +-180 deg over 3500 steps;
+#    a 12000-step schedule, then resumed and stretched to 20000 steps.
+train --out "$out/run1" --steps 12000 --set z_ramp_steps=3500 ckpt_every_s=300 phantom_version=1
+train --out "$out/run1" --steps 20000 --set z_ramp_steps=3500 ckpt_every_s=300 phantom_version=1
+# 2. ab/geo: 3000 steps on today's generator (version 4), full z range.
+train --out "$out/ab_geo" --steps 3000 --set init_from="\"$out/run1/last.pt\"" "${warm[@]}"
+# 3. run2/a: a 24000-step schedule stopped at 18350, then stretched to 28000 steps.
+train --out "$out/run2_a" --steps 24000 --set init_from="\"$out/ab_geo/last.pt\"" "${warm[@]}" stop_at_step=18350
+train --out "$out/run2_a" --steps 28000 --set init_from="\"$out/ab_geo/last.pt\"" "${warm[@]}"
+# 4. run3/a: a 16000-step schedule at a lower peak learning rate, stopped at step 4940.
+train --out "$out/run3_a" --steps 16000 --set init_from="\"$out/run2_a/last.pt\"" "${finer[@]}" stop_at_step=4940
+# 5. run3/b: 26000 steps, half the batches cut at 64-128 px, 8-bit, and mapped onto the 64 px
+#    input as the pose node maps a frame (aug_resample).
+train --out "$out/run3_b" --steps 26000 --set init_from="\"$out/run3_a/last.pt\"" "${finer[@]}" aug_resample=0.5
+
+[[ -z "$dry" ]] || exit 0
+.venv/bin/echoposed export "$out/run3_b/last.pt" --out "$out/echoposed_k5.onnx" --name echoposed_k5
+echo "wrote $out/echoposed_k5.onnx; evaluate it with: .venv/bin/echoposed eval calibration --seeds 1000-1019 --model $out/echoposed_k5.onnx --json $out/cal.json"

@@ -10,7 +10,6 @@ simulator's frames (fan detected). Writes the figures as JSON (``--json PATH``) 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import re
 import sys
@@ -100,7 +99,7 @@ def _loaded(files: list[Path]) -> Iterator[Any]:
 def run(args: argparse.Namespace) -> int:
     from echoposed_ros.estimator import EstimatorError, require_default_model
     from echoposed_ros.eval.calibration import CalibrationProtocol, calibrate_volumes, plot_calibration
-    from echoposed_ros.eval.frames import frame_estimator, frame_sector, predict_frames
+    from echoposed_ros.eval.frames import frame_estimator, frame_predictor
 
     t0 = time.perf_counter()
     try:
@@ -116,9 +115,7 @@ def run(args: argparse.Namespace) -> int:
             files = _volume_files(args.volumes)
             volumes = _loaded(files)
             source = {'volume_files': [str(f) for f in files]}
-        from echoposed_ros.eval.sector import model_sector
-        sector = frame_sector(model_sector(est.model.info), args.frame_size)
-        predict = functools.partial(predict_frames, est) if args.frame_size else est.predict
+        sector, predict = frame_predictor(est, args.frame_size)
         results, summary = calibrate_volumes(volumes, predict, sector, protocol, progress=True)
     except (EstimatorError, ValueError) as exc:   # every project error type is a ValueError
         print(f'echoposed eval calibration: {exc}', file=sys.stderr)

@@ -3,7 +3,6 @@ threshold, to set the controller's ``uncertainty_threshold`` for a model (docs/p
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from dataclasses import asdict
@@ -30,14 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from echoposed_ros.cli.eval_calibration import _phantoms, parse_seeds
     from echoposed_ros.estimator import EstimatorError, require_default_model
-    from echoposed_ros.eval.frames import frame_estimator, frame_sector, predict_frames
-    from echoposed_ros.eval.sector import model_sector
+    from echoposed_ros.eval.frames import frame_estimator, frame_predictor
     from echoposed_ros.eval.threshold import ThresholdProtocol, threshold_table
     try:
         model = Path(args.model) if args.model else require_default_model()
         est = frame_estimator(model, args.frame_size, args.threads, args.mirror)
-        sector = frame_sector(model_sector(est.model.info), args.frame_size)
-        predict = functools.partial(predict_frames, est) if args.frame_size else est.predict
+        sector, predict = frame_predictor(est, args.frame_size)
         protocol = ThresholdProtocol(slices_per_volume=args.slices, noise_frames=args.noise_frames)
         seeds = parse_seeds(args.seeds)
         table = threshold_table(_phantoms(seeds, args.style, args.cache), predict, sector, protocol)

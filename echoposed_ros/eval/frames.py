@@ -9,12 +9,15 @@ Shared by ``echoposed eval calibration``, ``eval guidance`` and ``eval threshold
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ['check_frame_size', 'frame_estimator', 'frame_sector', 'predict_frames', 'to_mono8']
+__all__ = ['check_frame_size', 'estimate_frames', 'frame_estimator', 'frame_predictor', 'frame_sector', 'predict_frames',
+           'to_mono8']
 
 
 def check_frame_size(frame_size: int) -> int:
@@ -50,13 +53,29 @@ def to_mono8(images: np.ndarray) -> np.ndarray:
     return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def estimate_frames(est: Any, images: np.ndarray) -> list[Any]:
+    """Float frames ``(N, h, w)`` in [0, 1] -> one ``Estimate`` per frame, after 8-bit
+    quantisation and the estimator's own fan mapping (the pose node's path for mono8 frames)."""
+    frames = to_mono8(images)
+    return est.estimate_batch(list(frames), encodings=['mono8'] * len(frames))
+
+
 def predict_frames(est: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Float frames ``(N, h, w)`` in [0, 1] -> the estimator's (orbit (N, 3, 3), probe (N, 3, 3),
-    sigma2 (N,)) after 8-bit quantisation and the estimator's own fan mapping: the same contract
-    as ``Estimator.predict``, on the pose node's path."""
-    frames = to_mono8(images)
-    out = est.estimate_batch(list(frames), encodings=['mono8'] * len(frames))
+    sigma2 (N,)) through :func:`estimate_frames`: the same contract as ``Estimator.predict``, on
+    the pose node's path."""
+    out = estimate_frames(est, images)
     if not out:
         return np.zeros((0, 3, 3)), np.zeros((0, 3, 3)), np.zeros(0)
     return (np.stack([e.orbit for e in out]), np.stack([e.probe for e in out]),
             np.array([e.sigma2 for e in out]))
+
+
+def frame_predictor(est: Any, frame_size: int) -> tuple[Any, Callable[[np.ndarray], Any]]:
+    """(slicing sector, predict) of an evaluation with ``est`` (from :func:`frame_estimator`):
+    the model's own sector and ``est.predict``, or ``frame_size`` square-pixel frames and
+    :func:`predict_frames`."""
+    from .sector import model_sector
+
+    sector = frame_sector(model_sector(est.model.info), frame_size)
+    return sector, (functools.partial(predict_frames, est) if frame_size else est.predict)

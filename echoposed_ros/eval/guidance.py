@@ -196,9 +196,8 @@ class ModelEstimator:
 
     def estimate(self, images: np.ndarray, orbits: Array, probes: Array) -> BatchEstimate:
         if self.frame_size:
-            from .frames import to_mono8
-            frames = to_mono8(images)
-            ests = self.estimator.estimate_batch(list(frames), encodings=['mono8'] * len(frames))
+            from .frames import estimate_frames
+            ests = estimate_frames(self.estimator, images)
         else:
             ests = self.estimator.estimate_batch(list(images))
         return BatchEstimate(np.stack([e.orbit for e in ests]), np.stack([e.probe for e in ests]),

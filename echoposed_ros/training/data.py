@@ -14,9 +14,9 @@ Batch dict: ``image`` float32 (M, 1, H, W) in [0, 1] (0 outside the sector); ``o
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 import pickle
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -185,11 +185,12 @@ def resampled_like_runtime(images: np.ndarray, sector: SectorGeometry) -> np.nda
     model's estimates 1.2 deg, median, from the direct slice's; docs/estimator.md)."""
     from echoposed_ros.estimator.fan import model_fan
     from echoposed_ros.estimator.image import map_to_model
+    from echoposed_ros.eval.frames import to_mono8
 
     n, h, w = images.shape
     src = model_fan(h, w, sector.angle_rad, sector.square_pixels)
     dst = model_fan(sector.height, sector.width, sector.angle_rad, sector.square_pixels)
-    quantised = np.round(np.clip(images, 0.0, 1.0) * 255.0) / 255.0
+    quantised = to_mono8(images) / 255.0
     return np.stack([map_to_model(im, src, dst, (sector.height, sector.width)) for im in quantised])
 
 

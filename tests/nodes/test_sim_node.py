@@ -128,6 +128,9 @@ def test_cartesian_twist_in_probe_frame_turns_the_probe(graph, volume):
     for _ in range(10):
         pub.publish(cmd)
         wait_for(lambda: False, timeout=0.05)
+    # past the command timeout: the motion has ended and its last true pose has arrived (reading
+    # at once could take a pose still queued behind a stalled executor)
+    wait_for(lambda: False, timeout=0.5)
     after = echopose_msg_to_pose(truth[-1])
     assert float(angle(before[0].T @ after[0])) < 1e-6  # orbit unchanged
     assert 0.1 < float(angle((before[0] @ before[1]).T @ (after[0] @ after[1]))) < 0.7

@@ -135,5 +135,9 @@ def run(args: argparse.Namespace) -> int:
         f'{axes[a]["normalized_maae"]:.3f}' if axes[a]['normalized_maae'] is not None else 'n/a' for a in 'xyz')
         + '   MAAE (deg): ' + ' / '.join(f'{axes[a]["maae_deg"]:.1f}' for a in 'xyz')
         + f'   mean sigma^2 {summary["mean_sigma2"]:.4g} rad^2')
+    for a in 'xyz':
+        print(f'MAAE about {a} by |applied turn| (deg): ' + ', '.join(
+            f'{b["lo_deg"]:g}-{b["hi_deg"]:g}: ' + (f'{b["maae_deg"]:.1f}' if b['maae_deg'] is not None else 'n/a')
+            for b in axes[a]['maae_by_turn_deg']))
     print(f'wrote {out}')
     return 0

@@ -32,8 +32,8 @@ from scipy.spatial.transform import Rotation
 from ..geometry import rot_x, rot_y, rot_z
 
 __all__ = ['AXES', 'CalibrationError', 'CalibrationProtocol', 'Predict', 'Render', 'VolumeCalibration',
-           'applied_turns', 'calibrate_volume', 'calibrate_volumes', 'plot_calibration', 'slicer_render',
-           'summarize', 'twist_angle', 'wrap_angle']
+           'applied_turns', 'calibrate_volume', 'calibrate_volumes', 'maae_by_turn', 'plot_calibration',
+           'slicer_render', 'summarize', 'turn_bands_deg', 'twist_angle', 'wrap_angle']
 
 AXES = ('x', 'y', 'z')
 _ROT = {'x': rot_x, 'y': rot_y, 'z': rot_z}
@@ -159,8 +159,10 @@ def calibrate_volume(name: str, base_orbit: np.ndarray, base_probe: np.ndarray, 
 def summarize(results: Sequence[VolumeCalibration],
               protocol: CalibrationProtocol = CalibrationProtocol()) -> dict[str, Any]:
     """Pooled figures (JSON-ready): per axis ``maae_deg``, ``normalized_maae``, ``chance_maae_deg``,
-    ``slices``; ``mean_sigma2`` (rad^2); ``spearman_sigma2_error`` (rho, p) over all turned slices;
-    and the same per volume under ``volumes``."""
+    ``slices``, ``maae_by_turn_deg`` (MAAE per band of the applied turn's size: tilts in 10 degree
+    bands up to the protocol's range, z in 45 degree bands, so errors beyond a training range show);
+    ``mean_sigma2`` (rad^2); ``spearman_sigma2_error`` (rho, p) over all turned slices; and the
+    same per volume under ``volumes``."""
     if not results:
         raise CalibrationError('no volumes were calibrated')
     rng = np.random.default_rng(protocol.seed)
@@ -184,7 +186,9 @@ def summarize(results: Sequence[VolumeCalibration],
         out['axes'][axis] = {'maae_deg': math.degrees(err.mean()),
                              'normalized_maae': _ratio(err.mean(), chance_mean),
                              'chance_maae_deg': math.degrees(chance_mean),
-                             'slices': int(err.size)}
+                             'slices': int(err.size),
+                             'maae_by_turn_deg': maae_by_turn(np.concatenate([r.applied[axis] for r in results]),
+                                                              err, turn_bands_deg(axis, protocol))}
     all_err = np.concatenate([r.errors(a) for r in results for a in AXES])
     all_sig = np.concatenate([r.sigma2[a] for r in results for a in AXES])
     out['mean_sigma2'] = float(all_sig.mean())
@@ -194,6 +198,31 @@ def summarize(results: Sequence[VolumeCalibration],
                        'tilt_step_deg': protocol.tilt_step_deg, 't': protocol.t,
                        'permutations': protocol.permutations, 'seed': protocol.seed}
     return out
+
+
+def turn_bands_deg(axis: str, protocol: CalibrationProtocol = CalibrationProtocol()) -> Array:
+    """Band edges (degrees) of the applied turn's size for :func:`maae_by_turn`: 0, 10, 20, ...
+    up to the tilt range for x and y (the last band ends at the range), 0, 45, 90, 135, 180 for z."""
+    if axis == 'z':
+        return np.array([0.0, 45.0, 90.0, 135.0, 180.0])
+    edges = np.arange(0.0, protocol.tilt_range_deg, 10.0)
+    return np.append(edges, protocol.tilt_range_deg)
+
+
+def maae_by_turn(applied: Array, errors: Array, edges_deg: Array) -> list[dict[str, Any]]:
+    """MAAE (degrees) of the slices whose applied turn size ``|applied|`` (rad) lies in each band
+    ``(lo, hi]`` of ``edges_deg`` (the first band includes 0): a list of ``{lo_deg, hi_deg,
+    maae_deg, slices}``, ``maae_deg`` None for an empty band."""
+    size = np.degrees(np.abs(np.asarray(applied, dtype=np.float64)))
+    err = np.asarray(errors, dtype=np.float64)
+    if size.shape != err.shape:
+        raise CalibrationError(f'applied turns {size.shape} and errors {err.shape} differ in shape')
+    rows = []
+    for i, (lo, hi) in enumerate(zip(edges_deg[:-1], edges_deg[1:])):
+        inside = (size <= hi + 1e-9) & ((size > lo + 1e-9) if i else (size >= lo))
+        rows.append({'lo_deg': float(lo), 'hi_deg': float(hi), 'slices': int(inside.sum()),
+                     'maae_deg': math.degrees(float(err[inside].mean())) if inside.any() else None})
+    return rows
 
 
 def _ratio(a: float, b: float) -> float | None:

@@ -9,8 +9,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from echoposed_ros.eval.calibration import (AXES, CalibrationError, CalibrationProtocol, applied_turns,
-                                            calibrate_volume, plot_calibration, summarize, twist_angle,
-                                            wrap_angle)
+                                            calibrate_volume, maae_by_turn, plot_calibration, summarize,
+                                            turn_bands_deg, twist_angle, wrap_angle)
 from echoposed_ros.geometry import gauge_fix, rot_x, rot_y, rot_z
 
 PROTO = CalibrationProtocol()
@@ -116,6 +116,29 @@ def test_noisy_oracle_error_and_sigma2_ranking():
     assert summary['axes']['x']['maae_deg'] < summary['axes']['z']['maae_deg']   # tilts are small turns
     # sigma^2 is the squared noise: it ranks the errors
     assert summary['spearman_sigma2_error']['rho'] > 0.5
+
+
+def test_constant_predictor_error_by_turn_band():
+    # predicting 'no turn' errs by exactly the applied turn: each band's MAAE is its mean |theta|
+    g0 = base_pose(3)
+    summary = summarize([calibrate_volume('c', g0.orbit, g0.probe, pose_render, constant, PROTO)], PROTO)
+    bands = summary['axes']['x']['maae_by_turn_deg']
+    assert [(b['lo_deg'], b['hi_deg']) for b in bands] == [(0, 10), (10, 20), (20, 30)]
+    assert [b['slices'] for b in bands] == [21, 20, 20]            # -10..10, then 11..20 and 21..30 twice
+    assert [b['maae_deg'] for b in bands] == pytest.approx([110 / 21, 15.5, 25.5], abs=1e-9)
+    z = summary['axes']['z']['maae_by_turn_deg']
+    assert sum(b['slices'] for b in z) == 360
+    assert z[-1]['maae_deg'] == pytest.approx(157.6, abs=1.0)   # turns of 136-180 deg: errors average about 158
+
+
+def test_maae_by_turn_isolates_errors_beyond_a_range():
+    applied = np.radians(np.arange(-30.0, 31.0))
+    errors = np.where(np.abs(applied) > np.radians(20.5), np.radians(12.0), 0.0)
+    rows = maae_by_turn(applied, errors, turn_bands_deg('y', PROTO))
+    assert [r['maae_deg'] for r in rows] == pytest.approx([0.0, 0.0, 12.0])
+    assert maae_by_turn(applied[:0], errors[:0], np.array([0.0, 10.0]))[0]['maae_deg'] is None
+    with pytest.raises(CalibrationError, match='differ in shape'):
+        maae_by_turn(applied, errors[:-1], np.array([0.0, 10.0]))
 
 
 def test_predictor_output_shape_is_checked():

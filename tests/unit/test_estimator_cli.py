@@ -113,7 +113,10 @@ def test_eval_calibration_on_volume_files(tmp_path, model_path, monkeypatch, cap
     assert doc['axes']['z']['slices'] == 2 * 12 and doc['axes']['x']['slices'] == 2 * 7
     assert doc['mean_sigma2'] > 0
     assert (tmp_path / 'plots' / 'calibration.png').stat().st_size > 10_000
-    assert 'normalised MAAE x / y / z' in capsys.readouterr().out
+    assert sum(b['slices'] for b in doc['axes']['x']['maae_by_turn_deg']) == 2 * 7
+    printed = capsys.readouterr().out
+    assert 'normalised MAAE x / y / z' in printed
+    assert 'MAAE about x by |applied turn| (deg): 0-10: ' in printed
 
 
 def test_eval_calibration_reports_bad_seeds(tmp_path, model_path, capsys):

@@ -20,10 +20,11 @@ __all__ = ['check_frame_size', 'estimate_frames', 'frame_estimator', 'frame_pred
            'to_mono8']
 
 
-def check_frame_size(frame_size: int) -> int:
-    """0 (the model's own input) or at least 16 pixels; ValueError otherwise."""
+def check_frame_size(frame_size: int, error: type[Exception] = ValueError) -> int:
+    """0 (the model's own input) or at least 16 pixels; raises ``error`` (a ValueError by default,
+    each caller's own error type otherwise) naming the value."""
     if frame_size < 0 or 0 < frame_size < 16:
-        raise ValueError(f'--frame-size {frame_size}: expected 0 (the model\'s input) or at least 16 pixels')
+        raise error(f'frame_size = {frame_size}; expected 0 (the model\'s input size) or at least 16 pixels')
     return int(frame_size)
 
 

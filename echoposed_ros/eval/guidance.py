@@ -54,6 +54,7 @@ from ..geometry import (Pose, angle, angle_between, effective_error, effective_p
                         matrix_to_quat_xyzw, mean_and_sigma2, project_to_so3, so3_exp)
 from ..policy import (ControllerConfig, GuidanceMemory, GuidanceState, TargetKind, control_step, pose_sample,
                       target_from_quaternions)
+from .frames import check_frame_size, estimate_frames, frame_sector
 from .sector import model_sector
 from .stats import bootstrap_ci, p90, spearman
 
@@ -181,22 +182,18 @@ class ModelEstimator:
     as the pose node does with the simulator's (or a scanner's) frames."""
 
     def __init__(self, estimator: Any, frame_size: int = 0) -> None:
-        if frame_size < 0 or 0 < frame_size < 16:
-            raise GuidanceError(f'frame_size = {frame_size}; expected 0 (the model\'s input size) or >= 16 pixels')
         self.estimator = estimator
-        self.frame_size = int(frame_size)
+        self.frame_size = check_frame_size(frame_size, GuidanceError)
         self.name = f'model:{estimator.path.name}' + (f'@{frame_size}px' if frame_size else '')
 
     @property
     def sector(self) -> SectorGeometry:
         """The model's sector (its metadata), at its input size or as ``frame_size`` square-pixel
         frames (:func:`echoposed_ros.eval.frames.frame_sector`), for slicing."""
-        from .frames import frame_sector
         return frame_sector(model_sector(self.estimator.model.info), self.frame_size)
 
     def estimate(self, images: np.ndarray, orbits: Array, probes: Array) -> BatchEstimate:
         if self.frame_size:
-            from .frames import estimate_frames
             ests = estimate_frames(self.estimator, images)
         else:
             ests = self.estimator.estimate_batch(list(images))

@@ -119,6 +119,14 @@ def test_eval_calibration_on_volume_files(tmp_path, model_path, monkeypatch, cap
     assert 'MAAE about x by |applied turn| (deg): 0-10: ' in printed
 
 
+def test_eval_threshold_rejects_a_frame_size_too_small_to_hold_a_fan(tmp_path, model_path, capsys):
+    rc = main(['eval', 'threshold', '--seeds', '1', '--frame-size', '8', '--json', str(tmp_path / 'c.json'),
+               '--model', str(model_path)])
+    assert rc == 2
+    assert 'frame_size = 8; expected 0' in capsys.readouterr().err
+    assert not (tmp_path / 'c.json').exists()
+
+
 def test_eval_calibration_reports_bad_seeds(tmp_path, model_path, capsys):
     rc = main(['eval', 'calibration', '--seeds', '9-3', '--json', str(tmp_path / 'c.json'),
                '--model', str(model_path)])
@@ -209,4 +217,4 @@ def test_eval_calibration_with_larger_frames_maps_them_like_the_pose_node(tmp_pa
     assert json.loads(out.read_text())['frame_size'] == 80
     rc = main(['eval', 'calibration', '--seeds', '5', '--json', str(out), '--model', str(model_path),
                '--frame-size', '8'])
-    assert rc == 2 and '--frame-size 8' in capsys.readouterr().err
+    assert rc == 2 and 'frame_size = 8; expected 0' in capsys.readouterr().err

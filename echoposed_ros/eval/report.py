@@ -58,6 +58,15 @@ def _figure(n: int, height: float = 3.4):  # noqa: ANN202
     return plt, fig, axes[0]
 
 
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
+    """Lay out, write (PNG, 110 dpi) and close one figure; returns its path."""
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def _padded(runs: Sequence[RunResult]) -> np.ndarray:
     """(runs, steps) actual errors, each run held at its final value after it stopped (the probe holds)."""
     n = max(len(r.actual_deg) for r in runs)
@@ -83,11 +92,7 @@ def plot_error_vs_time(datasets: Sequence[DatasetResult], path: str | Path) -> P
         ax.set_ylabel('actual effective error (deg)')
         ax.set_title(ds.name, fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)
 
 
 def plot_cdf(datasets: Sequence[DatasetResult], path: str | Path) -> Path:
@@ -108,11 +113,7 @@ def plot_cdf(datasets: Sequence[DatasetResult], path: str | Path) -> Path:
         ax.set_ylim(0, 1.02)
         ax.set_title(ds.name, fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)
 
 
 def plot_success(datasets: Sequence[DatasetResult], path: str | Path, max_deg: float = 20.0) -> Path:
@@ -131,11 +132,7 @@ def plot_success(datasets: Sequence[DatasetResult], path: str | Path, max_deg: f
         ax.set_ylim(0, 1.02)
         ax.set_title(ds.name, fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)
 
 
 def plot_sigma_vs_error(datasets: Sequence[DatasetResult], path: str | Path, window_s: float = 1.0) -> Path:
@@ -152,11 +149,7 @@ def plot_sigma_vs_error(datasets: Sequence[DatasetResult], path: str | Path, win
         ax.set_xlabel('sigma^2 of the run (rad^2)')
         ax.set_ylabel('final actual effective error (deg)')
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)
 
 
 def _f(v: Any, fmt: str = '.2f') -> str:

@@ -71,4 +71,4 @@ def test_cli_with_frame_size_feeds_mono8_frames_of_that_size(tmp_path, capsys, m
     doc = json.loads(out.read_text())
     assert doc['frame_size'] == 72 and doc['in_range']['n'] == 3 and doc['no_heart']['n'] == 3
     rc = main(['eval', 'threshold', '--seeds', '1', '--model', str(model), '--frame-size', '-1', '--json', str(out)])
-    assert rc == 2 and '--frame-size -1' in capsys.readouterr().err
+    assert rc == 2 and 'frame_size = -1; expected 0' in capsys.readouterr().err

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce models/echoposed_k5.onnx: every training stage of the shipped ensemble, in order, then
-# the export (models/MODEL_CARD.md explains each stage). About 4.5 hours on a 2-core machine.
+# the export (models/MODEL_CARD.md explains each stage). About 6 hours on a 2-core machine.
 #
 #   scripts/train_shipped_model.sh [OUT_DIR]       # default out/shipped; the model lands in OUT_DIR
 #   ECHOPOSED_PRINT_CONFIGS=1 scripts/train_shipped_model.sh   # only print each stage's config (JSON)
@@ -33,7 +33,10 @@ train --out "$out/run3_a" --steps 16000 --set init_from="\"$out/run2_a/last.pt\"
 # 5. run3/b: 26000 steps, half the batches cut at 64-128 px, 8-bit, and mapped onto the 64 px
 #    input as the pose node maps a frame (aug_resample).
 train --out "$out/run3_b" --steps 26000 --set init_from="\"$out/run3_a/last.pt\"" "${finer[@]}" aug_resample=0.5
+# 6. run4/c20: the same once more, 32000 steps (the control of the tilt-range ablation,
+#    docs/training.md; it guided better than tilts of +-30 deg and met z).
+train --out "$out/run4_c20" --steps 32000 --set init_from="\"$out/run3_b/last.pt\"" "${finer[@]}" aug_resample=0.5
 
 [[ -z "$dry" ]] || exit 0
-.venv/bin/echoposed export "$out/run3_b/last.pt" --out "$out/echoposed_k5.onnx" --name echoposed_k5
+.venv/bin/echoposed export "$out/run4_c20/last.pt" --out "$out/echoposed_k5.onnx" --name echoposed_k5
 echo "wrote $out/echoposed_k5.onnx; evaluate it with: .venv/bin/echoposed eval calibration --seeds 1000-1019 --model $out/echoposed_k5.onnx --json $out/cal.json"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 from geometry_cases import PROPS, B, random_axis_angle, random_poses, rodrigues, seeds
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 
 from echoposed_ros import geometry as G
 from echoposed_ros.geometry import so3
@@ -49,8 +49,9 @@ def test_sigma2_of_a_spread_about_one_axis_is_the_hand_value(seed):
     wrap = lambda x: (x + np.pi) % (2 * np.pi) - np.pi  # noqa: E731
     hand = (wrap(th_v - phi_v[:, None]) ** 2).mean(1) + (wrap(th_p - phi_p[:, None]) ** 2).mean(1)
     assert np.allclose(m.sigma2, hand, rtol=1e-9, atol=1e-12)
-    M = G.gauge_fix((Q @ rodrigues(n_v, phi_v), P @ rodrigues(n_p, phi_p)))
-    assert close((m.orbit, m.probe), M, atol=1e-9)
+    M = (Q @ rodrigues(n_v, phi_v), P @ rodrigues(n_p, phi_p))
+    assert np.all(G.effective_error((m.orbit, m.probe), M) < 1e-9)   # gauge-invariant (see below)
+    assert close(G.gauge_fix((m.orbit, m.probe)), (m.orbit, m.probe))  # and in canonical gauge
 
 
 def test_sigma2_of_members_at_plus_minus_a_about_one_axis():
@@ -62,6 +63,7 @@ def test_sigma2_of_members_at_plus_minus_a_about_one_axis():
 
 @PROPS
 @given(seeds)
+@example(seed=13318)   # a member set whose mean flips the beam: the gauge split is singular there
 def test_mean_is_equivariant_and_sigma2_invariant_under_common_rotations(seed):
     rng = np.random.default_rng(seed)
     K = int(rng.integers(1, 8))
@@ -81,7 +83,10 @@ def test_mean_is_equivariant_and_sigma2_invariant_under_common_rotations(seed):
     perm = rng.permutation(K)
     m3 = G.mean_and_sigma2(A_v[:, perm], A_p[:, perm])
     assert np.allclose(m3.sigma2[ok], m.sigma2[ok], rtol=1e-9, atol=1e-12)
-    assert close((m3.orbit[ok], m3.probe[ok]), (m.orbit[ok], m.probe[ok]), atol=1e-9)
+    # Compared as effective poses: the canonical gauge's swing-twist split is singular where R_v
+    # flips the beam (swing of pi), and there the summation order's last bits move the split
+    # between the factors (seed 13318: 2e-6 entrywise) while the effective pose agrees to 1e-15.
+    assert np.all(G.effective_error((m3.orbit[ok], m3.probe[ok]), (m.orbit[ok], m.probe[ok])) < 1e-9)
 
 
 def _unique_projection(M, margin=1e-3):

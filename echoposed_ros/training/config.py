@@ -12,9 +12,10 @@ from pathlib import Path
 
 from . import TrainingError
 
-__all__ = ['LOSS_FORMS', 'TrainConfig', 'parse_seed_range']
+__all__ = ['LOSS_FORMS', 'PRECISIONS', 'TrainConfig', 'parse_seed_range']
 
 LOSS_FORMS = ('cauchy', 'chordal', 'geodesic')
+PRECISIONS = ('bf16', 'fp32')
 
 
 @dataclass
@@ -27,6 +28,8 @@ class TrainConfig:
     stop_at_step: int = 0            # stop (checkpoint saved) once this step is done; the schedule
                                      # still spans `steps` (0 = run to `steps`). Resume to go on.
     threads: int = 1                 # torch.set_num_threads (1: see docs/training.md, shared CPU)
+    precision: str = 'fp32'          # 'fp32', or 'bf16': the network's forward under CPU autocast
+                                     # (bf16 convolutions; SVD, loss, optimiser and weights float32)
     workers: int = 1                 # data worker processes (slicing runs there, off this thread)
     log_every: int = 50
     ckpt_every_s: float = 180.0
@@ -115,6 +118,8 @@ class TrainConfig:
             raise bad('poses', 'at least 2 pose-time pairs per step')
         if self.input_size < 16 or self.input_size % 16:
             raise bad('input_size', 'a multiple of 16, at least 16')
+        if self.precision not in PRECISIONS:
+            raise bad('precision', ' or '.join(repr(p) for p in PRECISIONS))
         if self.loss not in LOSS_FORMS:
             raise bad('loss', ' or '.join(repr(f) for f in LOSS_FORMS))
         if self.w_x <= 0:

@@ -13,6 +13,7 @@ is wrapped in DistributedDataParallel (backend gloo, CPU) and the adapter sums a
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -130,6 +131,9 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     reduce = (lambda t: dist.all_reduce(t)) if ddp else None
     k = cfg.members
     member_params = [model.member_parameters(m) for m in range(k)]
+    # precision 'bf16': only the network's forward is autocast (benchmarks/bench_train_step.py)
+    autocast = ((lambda: torch.autocast('cpu', dtype=torch.bfloat16)) if cfg.precision == 'bf16'
+                else contextlib.nullcontext)
 
     t0 = time.time()
     last_ck = t0
@@ -143,8 +147,9 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
         frozen = torch.zeros(k, dtype=torch.bool)
         if k > 1:
             frozen[step % k] = True
-        raw_v, raw_p = net(batch['image'], frozen)
-        F_v, F_p = project_to_so3(raw_v), project_to_so3(raw_p)
+        with autocast():
+            raw_v, raw_p = net(batch['image'], frozen)
+        F_v, F_p = project_to_so3(raw_v.float()), project_to_so3(raw_p.float())
         loss_k, lv, lp = pair_loss(F_v, F_p, batch['orbit'], batch['probe'], cfg.w_orbit, cfg.w_probe, cfg.loss,
                                    float(np.deg2rad(cfg.loss_scale_deg)), cfg.w_x)
         train_loss = loss_k[~frozen].sum() if k > 1 else loss_k.sum()

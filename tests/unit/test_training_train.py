@@ -115,3 +115,18 @@ def test_ddp_two_gloo_processes_stay_in_sync(tmp_path):
     assert losses[0] != losses[1]  # each rank saw its own data
     _, _, _, raw = load_checkpoint(tmp_path / 'last.pt')
     assert raw['step'] == 3
+
+
+def test_bf16_precision_trains_with_float32_weights_and_is_named_in_errors(tmp_path):
+    logs = []
+    ck = train(_cfg(tmp_path / 'bf', precision='bf16'), factory=TOY, progress=False, on_log=logs.append)
+    cfg, model, _, _ = load_checkpoint(ck)
+    assert cfg.precision == 'bf16'
+    assert all(r['loss'] == r['loss'] and r['loss'] > 0 for r in logs)  # finite, positive
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    # the same steps in float32 start from the same loss, to bf16's precision
+    ref = []
+    train(_cfg(tmp_path / 'fp'), factory=TOY, progress=False, on_log=ref.append)
+    assert abs(logs[0]['loss'] - ref[0]['loss']) < 0.05 * ref[0]['loss']
+    with pytest.raises(TrainingError, match="precision='fp16'"):
+        _cfg(tmp_path / 'x', precision='fp16').validated()

@@ -173,11 +173,12 @@ def summary(doc: dict) -> str:
 
 
 def markdown(doc: dict) -> str:
+    c = doc['config']
     lines = ['# Training step speed (benchmarks/bench_train_step.py)', '',
-             f"{doc['config']['images_per_step']} images of {doc['config']['input_size']} px, K = "
-             f"{doc['config']['members']}; weights: {doc['weights']}; torch {doc['torch']}; {doc['machine']}; {doc['date']}; load average "
-             f"{doc['load_average'][0]:.1f} at the end; {doc['rounds']} rounds of {doc['steps_per_round']} steps; "
-             f"ratio against {doc['baseline']}.", '',
+             f"{c['images_per_step']} images of {c['input_size']} px, K = {c['members']}; weights: {doc['weights']}; "
+             f"torch {doc['torch']}; {doc['machine']}; {doc['date']}; load average {doc['load_average'][0]:.1f} at "
+             f"the end; {doc['rounds']} rounds of {doc['steps_per_round']} steps; ratio against {doc['baseline']}.",
+             '',
              '| variant | threads | median ms / step | steps / s | ratio | first-loss rel. diff |',
              '| --- | --- | --- | --- | --- | --- |']
     for r in doc['rows']:

@@ -54,7 +54,7 @@ def _resolve(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from echoposed_ros.training import TrainingError
+    from echoposed_ros.training import TrainingError, TrainingStopped
     try:
         cfg = _resolve(args)
         if args.print_config:
@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
             return 0
         from echoposed_ros.training.train import train
         path = train(cfg, resume=not args.fresh, progress=not args.quiet)
+    except TrainingStopped as e:  # checkpointed; the shell's convention for a signal's exit status
+        print(f'echoposed train: {e}')
+        return 128 + e.signum
     except TrainingError as e:
         print(f'echoposed train: {e}')
         return 2

@@ -7,6 +7,9 @@ detached outputs. Logs (tqdm bar + plain ``train.log``): loss of the training me
 loss of the resting member, orbit and probe terms (rad^2), adapter residuals (deg).
 Checkpoints ``last.pt`` (every ``ckpt_every_s`` and at the end) hold config, model, adapters,
 optimiser states, step and the data description: ``train(cfg, resume=True)`` continues a run.
+SIGINT or SIGTERM (Ctrl-C, a scheduler's stop) ends the step under way, checkpoints it and raises
+``TrainingStopped``; a second signal acts as the process's own handler would (abort). A signal the
+process ignores (a background job's SIGINT) stays ignored.
 
 DDP: under ``torchrun`` (WORLD_SIZE > 1) each process takes its own data (rank-seeded), the model
 is wrapped in DistributedDataParallel (backend gloo, CPU) and the adapter sums are all-reduced.
@@ -19,6 +22,8 @@ import logging
 import os
 import pickle
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -27,7 +32,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import TrainingError
+from . import TrainingError, TrainingStopped
 from .config import TrainConfig
 from .data import VolumeSource, loader
 from .loss import pair_loss
@@ -74,6 +79,52 @@ def _save(path: Path, cfg, model, orch, opts, step, wall, data_desc) -> None:
                 'optimizers': [o.state_dict() for o in opts], 'step': step, 'wall_s': wall,
                 'data': data_desc, 'torch': torch.__version__}, tmp)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """Yield a one-item list that SIGINT / SIGTERM set to the signal's number while the block runs.
+
+    Only in the main thread (signal handlers cannot be set elsewhere); an ignored signal stays
+    ignored; the first signal restores the previous handlers, so a second one acts as before."""
+    got = [0]
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def request(signum, _frame):
+        got[0] = signum
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    for s, h in old.items():
+        if h is not signal.SIG_IGN:
+            signal.signal(s, request)
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _until_worker_loss(batches, got: list[int]):
+    """The loader's batches; a data worker ended by the same signal (Ctrl-C reaches the whole
+    process group) ends them quietly once a stop was requested."""
+    try:
+        yield from batches
+    except RuntimeError:
+        if not got[0]:
+            raise
+
+
+def _any_rank(signum: int, ddp: bool) -> int:
+    """The largest stop request over all ranks (so every rank stops after the same step)."""
+    if not ddp:
+        return signum
+    t = torch.tensor([signum])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
 def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = True,
@@ -141,58 +192,64 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     acc: dict[str, list[float]] = {}
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0, dynamic_ncols=True)
     model.train()
-    for batch in loader(cfg, start, cfg.steps, rank, factory):
-        step = int(batch['step'])
-        set_lr(opts, lr_factor(cfg, step))
-        frozen = torch.zeros(k, dtype=torch.bool)
-        if k > 1:
-            frozen[step % k] = True
-        with autocast():
-            raw_v, raw_p = net(batch['image'], frozen)
-        F_v, F_p = project_to_so3(raw_v.float()), project_to_so3(raw_p.float())
-        loss_k, lv, lp = pair_loss(F_v, F_p, batch['orbit'], batch['probe'], cfg.w_orbit, cfg.w_probe, cfg.loss,
-                                   float(np.deg2rad(cfg.loss_scale_deg)), cfg.w_x)
-        train_loss = loss_k[~frozen].sum() if k > 1 else loss_k.sum()
-        for o in opts:
-            o.zero_grad(set_to_none=True)
-        train_loss.backward()
-        if k > 1:
-            for p in member_params[step % k]:
-                p.grad = None
-        for o in opts:
-            o.step()
-        res_v, res_p = orch.update(F_v, F_p, reduce)
-        loss_k, lv, lp = loss_k.detach(), lv.detach(), lp.detach()
-        tr = ~frozen if k > 1 else torch.ones(k, dtype=torch.bool)
-        rec = {'loss': float(loss_k[tr].mean()), 'val': float(loss_k[frozen].mean()) if k > 1 else float('nan'),
-               'orbit': float(lv[tr].mean()), 'probe': float(lp[tr].mean()),
-               'res_v_deg': float(np.rad2deg(res_v)), 'res_p_deg': float(np.rad2deg(res_p))}
-        for key, val in rec.items():
-            acc.setdefault(key, []).append(val)
-        bar.update(1)
-        step += 1
-        elapsed = time.time() - t0
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            mean = {key: float(np.nanmean(v)) for key, v in acc.items()}
-            acc = {}
-            mean.update(step=step, z_deg=float(np.rad2deg(batch['z_range'])), wall_s=wall0 + elapsed,
-                        steps_per_s=(step - start) / max(elapsed, 1e-9))
-            if rank == 0:
-                log.info(' '.join(f'{key}={val:.5g}' if isinstance(val, float) else f'{key}={val}'
-                                  for key, val in mean.items()))
-                bar.set_postfix(loss=f"{mean['loss']:.3f}", val=f"{mean['val']:.3f}")
-            if on_log is not None:
-                on_log(mean)
-        stop = (cfg.time_limit_s > 0 and elapsed >= cfg.time_limit_s) or step == cfg.stop_at_step
-        if rank == 0 and (time.time() - last_ck >= cfg.ckpt_every_s or stop or step == cfg.steps):
-            _save(ck_path, cfg, model, orch, opts, step, wall0 + elapsed, data_desc)
-            last_ck = time.time()
-        if stop:
-            break
+    with _stop_requests() as got:
+        for batch in _until_worker_loss(loader(cfg, start, cfg.steps, rank, factory), got):
+            step = int(batch['step'])
+            set_lr(opts, lr_factor(cfg, step))
+            frozen = torch.zeros(k, dtype=torch.bool)
+            if k > 1:
+                frozen[step % k] = True
+            with autocast():
+                raw_v, raw_p = net(batch['image'], frozen)
+            F_v, F_p = project_to_so3(raw_v.float()), project_to_so3(raw_p.float())
+            loss_k, lv, lp = pair_loss(F_v, F_p, batch['orbit'], batch['probe'], cfg.w_orbit, cfg.w_probe, cfg.loss,
+                                       float(np.deg2rad(cfg.loss_scale_deg)), cfg.w_x)
+            train_loss = loss_k[~frozen].sum() if k > 1 else loss_k.sum()
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            train_loss.backward()
+            if k > 1:
+                for p in member_params[step % k]:
+                    p.grad = None
+            for o in opts:
+                o.step()
+            res_v, res_p = orch.update(F_v, F_p, reduce)
+            loss_k, lv, lp = loss_k.detach(), lv.detach(), lp.detach()
+            tr = ~frozen if k > 1 else torch.ones(k, dtype=torch.bool)
+            rec = {'loss': float(loss_k[tr].mean()), 'val': float(loss_k[frozen].mean()) if k > 1 else float('nan'),
+                   'orbit': float(lv[tr].mean()), 'probe': float(lp[tr].mean()),
+                   'res_v_deg': float(np.rad2deg(res_v)), 'res_p_deg': float(np.rad2deg(res_p))}
+            for key, val in rec.items():
+                acc.setdefault(key, []).append(val)
+            bar.update(1)
+            step += 1
+            elapsed = time.time() - t0
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                mean = {key: float(np.nanmean(v)) for key, v in acc.items()}
+                acc = {}
+                mean.update(step=step, z_deg=float(np.rad2deg(batch['z_range'])), wall_s=wall0 + elapsed,
+                            steps_per_s=(step - start) / max(elapsed, 1e-9))
+                if rank == 0:
+                    log.info(' '.join(f'{key}={val:.5g}' if isinstance(val, float) else f'{key}={val}'
+                                      for key, val in mean.items()))
+                    bar.set_postfix(loss=f"{mean['loss']:.3f}", val=f"{mean['val']:.3f}")
+                if on_log is not None:
+                    on_log(mean)
+            stop = ((cfg.time_limit_s > 0 and elapsed >= cfg.time_limit_s) or step == cfg.stop_at_step
+                    or _any_rank(got[0], ddp) > 0)
+            if rank == 0 and (time.time() - last_ck >= cfg.ckpt_every_s or stop or step == cfg.steps):
+                _save(ck_path, cfg, model, orch, opts, step, wall0 + elapsed, data_desc)
+                last_ck = time.time()
+            if stop:
+                break
+    stopped_by = _any_rank(got[0], ddp)
     bar.close()
     if rank == 0:
         _save(ck_path, cfg, model, orch, opts, step, wall0 + time.time() - t0, data_desc)
-        log.info('done step %d wall_s %.1f', step, wall0 + time.time() - t0)
+        log.info('%s step %d wall_s %.1f', f'stopped by {signal.Signals(stopped_by).name} at' if stopped_by
+                 else 'done', step, wall0 + time.time() - t0)
     if ddp:
         dist.barrier()
+    if stopped_by:
+        raise TrainingStopped(stopped_by, step, str(ck_path))
     return ck_path

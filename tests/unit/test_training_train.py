@@ -130,3 +130,58 @@ def test_bf16_precision_trains_with_float32_weights_and_is_named_in_errors(tmp_p
     assert abs(logs[0]['loss'] - ref[0]['loss']) < 0.05 * ref[0]['loss']
     with pytest.raises(TrainingError, match="precision='fp16'"):
         _cfg(tmp_path / 'x', precision='fp16').validated()
+
+
+def _signalled_worker(signum: int, ignore: bool, world: int, rank: int, port: int, out: str, q) -> None:
+    """Train 6 steps; at step 2 (rank 0) the process sends itself ``signum``; report what happened."""
+    import signal
+
+    from echoposed_ros.training import TrainingStopped
+    if world > 1:
+        os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                          LOCAL_RANK=str(rank))
+    if ignore:
+        signal.signal(signum, signal.SIG_IGN)
+    before = signal.getsignal(signum)
+
+    def on_log(rec):
+        if rec['step'] == 2 and rank == 0:
+            os.kill(os.getpid(), signum)
+
+    try:
+        train(_cfg(out, steps=6, log_every=1), factory=TOY, progress=False, on_log=on_log)
+        stopped = None
+    except TrainingStopped as e:
+        stopped = (e.signum, e.step, str(e))
+    q.put((rank, stopped, signal.getsignal(signum) == before))
+    if world > 1:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize('signame, ignore, world', [('SIGINT', False, 1), ('SIGTERM', False, 1),
+                                                    ('SIGINT', True, 1), ('SIGTERM', False, 2)])
+def test_a_signal_ends_the_step_checkpoints_it_and_an_ignored_one_stays_ignored(tmp_path, signame, ignore, world):
+    import signal
+    signum = int(getattr(signal, signame))
+    ctx = mp.get_context('spawn')
+    q = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_signalled_worker, args=(signum, ignore, world, r, port, str(tmp_path), q))
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]  # no process died of it
+    reports = dict((rank, (stopped, restored)) for rank, stopped, restored in (q.get(timeout=5) for _ in procs))
+    raw = load_checkpoint(tmp_path / 'last.pt')[3]
+    log = (tmp_path / 'train.log').read_text()
+    assert all(restored for _, restored in reports.values())  # the process's own handler is back
+    if ignore:  # a background job's SIGINT: ignored before, ignored during training
+        assert all(stopped is None for stopped, _ in reports.values()) and raw['step'] == 6
+        return
+    for stopped, _ in reports.values():  # every rank stops after the step under way
+        assert stopped is not None and stopped[0] == signum and stopped[1] == 2, stopped
+        assert signame in stopped[2] and 'last.pt' in stopped[2] and 'resumes' in stopped[2]
+    assert raw['step'] == 2 and f'stopped by {signame} at step 2' in log

@@ -33,7 +33,8 @@ class TrainConfig:
     workers: int = 1                 # data worker processes (slicing runs there, off this thread)
     log_every: int = 50
     ckpt_every_s: float = 180.0
-    init_from: str = ''              # warm start: model + adapters from this checkpoint (fresh optimiser)
+    init_from: str = ''              # warm start: model + adapters from this checkpoint or an exported
+                                     # .onnx (onnx_import.py); fresh optimiser
     # --- data ---
     train_seeds: str = '0-199'       # phantom seeds "A-B" (inclusive) when volumes_dir is empty
     phantom_style: str = ''          # phantom style name or file ('' = the default style)

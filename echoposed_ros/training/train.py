@@ -50,7 +50,13 @@ def build_model(cfg: TrainConfig) -> tuple[EnsembleNet, Orchestrator]:
 
 
 def load_checkpoint(path: str | Path) -> tuple[TrainConfig, EnsembleNet, Orchestrator, dict]:
-    """-> (config, model (eval mode), orchestrator, the raw checkpoint dict)."""
+    """-> (config, model (eval mode), orchestrator, the raw checkpoint dict).
+
+    An exported ``.onnx`` file is read back too (``onnx_import.onnx_to_model``: weights and adapters,
+    no optimiser state), so a warm start can begin from a shipped model."""
+    if Path(path).suffix == '.onnx':
+        from .onnx_import import onnx_to_model
+        return onnx_to_model(path)
     try:
         ck = torch.load(path, map_location='cpu', weights_only=False)
         cfg = TrainConfig.from_dict(json.loads(ck['config']))

@@ -50,8 +50,8 @@ from echoposed_sim.slicer import slice_batch
 from echoposed_sim.volume import Volume
 from echoposed_sim.world import make_world
 
-from ..geometry import (Pose, angle, angle_between, effective_error, effective_pose, gauge_fix,
-                        matrix_to_quat_xyzw, mean_and_sigma2, project_to_so3, so3_exp)
+from ..geometry import (Pose, angle, angle_between, effective_error, effective_error_parts, effective_pose,
+                        gauge_fix, matrix_to_quat_xyzw, mean_and_sigma2, project_to_so3, so3_exp)
 from ..policy import (ControllerConfig, GuidanceMemory, GuidanceState, TargetKind, control_step, pose_sample,
                       target_from_quaternions)
 from .frames import check_frame_size, estimate_frames, frame_sector
@@ -83,6 +83,7 @@ __all__ = [
     'summarize_dataset',
     'summarize_final_errors',
     'summarize_inter',
+    'summarize_misses',
     'view_targets',
 ]
 
@@ -325,14 +326,38 @@ class RunResult:
         n = max(1, int(round(seconds / self.dt)))
         return slice(max(0, len(self.actual_deg) - n), None)
 
+    @property
+    def final_estimated_deg(self) -> float:
+        """The controller's estimated effective error over the last second (median, deg; NaN if none)."""
+        e = self.estimated_deg[self.window(1.0)]
+        return float(np.nanmedian(e)) if np.isfinite(e).any() else float('nan')
+
+    def final_error_parts_deg(self) -> tuple[float, Array] | None:
+        """Where the run ended against its true target, in parts (deg): the apex angle and the probe
+        turn still to make ``(3,)`` about the final probe's x, y, z (:func:`effective_error_parts`);
+        None without a true target."""
+        if self.target_true is None:
+            return None
+        apex, turn = effective_error_parts(self.final_pose, self.target_true)
+        return math.degrees(float(apex)), np.degrees(turn)
+
+    def quiet_miss(self, tol_deg: float = 5.0) -> bool:
+        """Ended beyond ``tol_deg`` of the true target while the estimate put it within ``tol_deg``
+        and the controller was not holding in the last second: the estimator believed it had arrived."""
+        w = self.window(1.0)
+        return bool(self.final_error_deg > tol_deg and self.final_estimated_deg <= tol_deg
+                    and not np.any(self.states[w] == GuidanceState.HOLD_UNCERTAIN))
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready per-run facts (no per-step traces)."""
         w = self.window(1.0)
+        parts = self.final_error_parts_deg()
         return {'volume': self.volume, 'mode': self.mode, 'view': self.view, 'target_volume': self.target_volume,
                 'index': self.index, 'initial_error_deg': _num(self.initial_error_deg),
                 'final_error_deg': _num(self.final_error_deg),
-                'final_estimated_error_deg': _num(float(np.nanmedian(self.estimated_deg[w]))
-                                                  if np.isfinite(self.estimated_deg[w]).any() else float('nan')),
+                'final_estimated_error_deg': _num(self.final_estimated_deg),
+                'final_apex_deg': None if parts is None else _num(parts[0]),
+                'final_turn_xyz_deg': None if parts is None else [float(v) for v in parts[1]],
                 'target_sigma2': _num(self.target_sigma2), 'final_sigma2': _num(float(np.mean(self.sigma2[w]))),
                 'converged': bool(self.converged), 'time_s': self.time_s,
                 'target_uncertain': bool(self.target_uncertain),
@@ -532,6 +557,23 @@ def summarize_final_errors(final_deg: Sequence[float], groups: Sequence | None =
     return out
 
 
+def summarize_misses(runs: Sequence[RunResult], tol_deg: float = 5.0) -> dict[str, Any]:
+    """What the runs that end beyond ``tol_deg`` have in common: how many, how many of them are
+    quiet misses (:meth:`RunResult.quiet_miss`: the estimator believed it had arrived), and the
+    median of each part of their final error (deg): apex angle and ``|turn|`` about the final
+    probe's x (lateral tilt), y (elevation tilt) and z (the beam)."""
+    miss = [r for r in runs if r.final_error_deg > tol_deg]
+    out: dict[str, Any] = {'tolerance_deg': tol_deg, 'runs': len(miss),
+                           'quiet': int(sum(r.quiet_miss(tol_deg) for r in miss))}
+    parts = [p for p in (r.final_error_parts_deg() for r in miss) if p is not None]
+    if parts:
+        apex = np.array([p[0] for p in parts])
+        turn = np.abs(np.array([p[1] for p in parts]))
+        out['median_apex_deg'] = float(np.median(apex))
+        out['median_turn_abs_xyz_deg'] = [float(v) for v in np.median(turn, axis=0)]
+    return out
+
+
 def mean_effective_pose(poses: Pose) -> tuple[Array, Array]:
     """Projected mean of effective poses: ``u_bar = normalise(mean u)``, ``R_bar = proj_SO3(mean R)``."""
     e = effective_pose(poses)
@@ -644,6 +686,7 @@ def summarize_dataset(results: Sequence[RunResult], protocol: GuidanceProtocol) 
             s['hold_share'] = float(np.mean(np.concatenate([r.states == GuidanceState.HOLD_UNCERTAIN
                                                             for r in runs])))
             s['uncertain_target_share'] = float(np.mean([r.target_uncertain for r in runs]))
+            s['misses'] = summarize_misses(runs)
         out[f'intra_{mode}'] = s
     out['inter'] = summarize_inter(results, protocol)
     intra = [r for r in results if r.mode in ('static', 'dynamic')]

@@ -192,6 +192,18 @@ def write_report(datasets: Sequence[DatasetResult], meta: dict[str, Any], folder
                          f'{_f(m.get("success_within_5deg"))} | {_f(m.get("success_within_10deg"))} | '
                          f'{_f(m.get("initial_mean_deg"), ".1f")} | {_f(m.get("converged_share"))} | '
                          f'{_f(m.get("mean_time_s"), ".1f")} |')
+        lines.append('')
+        for mode in ('static', 'dynamic'):
+            miss = (s.get(f'intra_{mode}') or {}).get('misses')
+            if not miss or not miss['runs']:
+                continue
+            parts = ''
+            if 'median_turn_abs_xyz_deg' in miss:
+                x, y, z = miss['median_turn_abs_xyz_deg']
+                parts = (f'; their final error, median per part: apex {_f(miss["median_apex_deg"], ".1f")}, probe turn '
+                         f'|x| {_f(x, ".1f")} / |y| {_f(y, ".1f")} / |z| {_f(z, ".1f")} deg')
+            lines.append(f'- {mode}: {miss["runs"]} runs end beyond {_f(miss["tolerance_deg"], ".0f")} deg, '
+                         f'{miss["quiet"]} of them quiet misses (the estimate said arrived, no hold){parts}.')
         inter = s.get('inter')
         lines.append('')
         if inter:

@@ -16,8 +16,8 @@ exported as ``so3_exp``/``so3_log`` and the pose ones as ``pose_exp``/``pose_log
 from __future__ import annotations
 
 from . import effective, ensemble, pose, so3, twist
-from .effective import (EffectivePose, ProbeFrame, angle_between, body_errors, effective_error, effective_pose,
-                        probe_frame)
+from .effective import (EffectiveError, EffectivePose, ProbeFrame, angle_between, body_errors, effective_error,
+                        effective_error_parts, effective_pose, probe_frame)
 from .ensemble import EnsembleMean, mean_and_sigma2
 from .errors import GeometryError
 from .pose import Pose, as_pose, compose, distance, gauge_fix, identity, inverse, right_apply, step
@@ -31,6 +31,7 @@ from .twist import CartesianTwist, body_twist_to_cartesian, body_twist_to_probe_
 
 __all__ = [
     'CartesianTwist',
+    'EffectiveError',
     'EffectivePose',
     'EnsembleMean',
     'GeometryError',
@@ -49,6 +50,7 @@ __all__ = [
     'distance',
     'effective',
     'effective_error',
+    'effective_error_parts',
     'effective_pose',
     'ensemble',
     'gauge_fix',

@@ -15,11 +15,13 @@ from . import so3
 from .pose import Pose, as_pose
 
 __all__ = [
+    'EffectiveError',
     'EffectivePose',
     'ProbeFrame',
     'angle_between',
     'body_errors',
     'effective_error',
+    'effective_error_parts',
     'effective_pose',
     'probe_frame',
 ]
@@ -79,6 +81,25 @@ def effective_error(g: Sequence[ArrayLike], h: Sequence[ArrayLike]) -> Array:
     a_u = angle_between(eg.u, eh.u)
     a_R = so3.angle(np.swapaxes(eg.R, -1, -2) @ eh.R)
     return np.hypot(a_u, a_R)
+
+
+class EffectiveError(NamedTuple):
+    """The effective error from ``g`` to ``h`` in parts (rad).
+
+    apex: ``(...)``, the angle between the beam directions ``u_g`` and ``u_h`` (where the apex
+    sits on the chest); turn: ``(..., 3)``, ``log(R_g^T R_h)``, the probe turn still to make, in
+    ``g``'s probe frame (x lateral tilt, y elevation tilt, z about the beam).
+    ``effective_error = hypot(apex, |turn|)``.
+    """
+
+    apex: Array
+    turn: Array
+
+
+def effective_error_parts(g: Sequence[ArrayLike], h: Sequence[ArrayLike]) -> EffectiveError:
+    """:func:`effective_error` split into the apex angle and the probe-frame turn (rad); gauge invariant."""
+    eg, eh = effective_pose(as_pose(g, 'g')), effective_pose(as_pose(h, 'h'))
+    return EffectiveError(angle_between(eg.u, eh.u), so3.log(np.swapaxes(eg.R, -1, -2) @ eh.R))
 
 
 def body_errors(P: Sequence[ArrayLike], T: Sequence[ArrayLike]) -> Pose:

@@ -9,9 +9,9 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from echoposed_ros.eval.guidance import (GuidanceError, GuidanceProtocol, OracleEstimator, RunResult,
+from echoposed_ros.eval.guidance import (DatasetResult, GuidanceError, GuidanceProtocol, OracleEstimator, RunResult,
                                          converged_runs, dispersion_deg, evaluate_dataset, guide, inter_pair_summary,
-                                         intra_specs, summarize_inter)
+                                         intra_specs, summarize_dataset, summarize_inter, summarize_misses)
 from echoposed_ros.eval.report import target_checks, write_report
 from echoposed_ros.eval.stats import StatsError, bootstrap_ci, ecdf, p90, spearman, success_rate
 from echoposed_ros.geometry import Pose, effective_error, gauge_fix, rot_x, rot_y, rot_z
@@ -79,6 +79,7 @@ def test_summary_has_every_key_with_sane_values(oracle_dataset):
         assert s['success_within_5deg'] == s['success_within_10deg'] == 1.0
         assert s['initial_mean_deg'] > s['mean_deg'] and s['converged_share'] == 1.0
         assert s['hold_share'] == 0.0 and s['uncertain_target_share'] == 0.0
+        assert s['misses'] == {'tolerance_deg': 5.0, 'runs': 0, 'quiet': 0}
     inter = doc['inter']
     assert inter['pairs'] == 6 and inter['discarded_share'] == 0.0 and inter['discarded_pairs'] == 0
     assert 0 <= inter['mean_dispersion_deg'] < 2 * TOL_DEG
@@ -86,6 +87,11 @@ def test_summary_has_every_key_with_sane_values(oracle_dataset):
     rho = doc['sigma_error_spearman']
     assert rho is None or -1.0 <= rho <= 1.0
     assert len(doc['run_table']) == len(ds.results)
+    for row, r in zip(doc['run_table'], ds.results):
+        if r.mode == 'inter':
+            continue
+        apex, (x, y, z) = row['final_apex_deg'], row['final_turn_xyz_deg']
+        assert math.hypot(apex, math.hypot(x, y, z)) == pytest.approx(r.final_error_deg, abs=1e-6)
 
 
 def test_oracle_loop_converges_for_a_half_turn_left_factor():
@@ -209,6 +215,45 @@ def test_summarize_inter_discarded_share():
     assert s['pairs'] == 2 and s['discarded_pairs'] == 1 and s['discarded_share'] == 0.5
     assert s['per_view']['A3C']['discarded_share'] == 1.0 and s['per_view']['A3C']['mean_dispersion_deg'] is None
     assert s['mean_dispersion_deg'] == pytest.approx(2.0, abs=1e-3)    # turns 0..6 about mean 3: 3, 1, 1, 3
+
+
+# -- misses on constructed runs --------------------------------------------------------------------
+
+def intra_run(final: Pose, estimated_deg: float, hold: bool = False) -> RunResult:
+    """A 10-step static run towards the identity pose that ends at ``final``."""
+    target = Pose(np.eye(3), np.eye(3))
+    actual = math.degrees(float(effective_error(final, target)))
+    states = np.full(10, GuidanceState.HOLD_UNCERTAIN if hold else GuidanceState.GUIDING, dtype=np.int8)
+    return RunResult(volume='v0', mode='static', view='', target_volume='v0', index=0, start=final,
+                     target_true=target, final_pose=final, target_sigma2=0.0, actual_deg=np.full(10, actual),
+                     estimated_deg=np.full(10, float(estimated_deg)), sigma2=np.zeros(10), states=states,
+                     converged=False, dt=0.1)
+
+
+def test_misses_are_split_by_what_the_estimator_believed_and_by_axis():
+    tilt = intra_run(Pose(np.eye(3), rot_x(np.radians(12.0))), estimated_deg=1.0)     # quiet: believed arrived
+    held = intra_run(Pose(np.eye(3), rot_z(np.radians(40.0))), estimated_deg=30.0, hold=True)
+    flat = intra_run(Pose(np.eye(3), rot_y(np.radians(8.0))), estimated_deg=2.0, hold=True)  # believed, but held
+    near = intra_run(Pose(np.eye(3), rot_x(np.radians(3.0))), estimated_deg=0.5)      # within 5: not a miss
+    assert tilt.quiet_miss() and not held.quiet_miss() and not flat.quiet_miss() and not near.quiet_miss()
+    apex, turn = tilt.final_error_parts_deg()
+    assert apex == pytest.approx(0.0, abs=1e-9) and turn == pytest.approx([-12.0, 0.0, 0.0], abs=1e-9)  # to make
+    m = summarize_misses([tilt, held, flat, near])
+    assert m['runs'] == 3 and m['quiet'] == 1
+    assert m['median_apex_deg'] == pytest.approx(0.0, abs=1e-9)
+    assert m['median_turn_abs_xyz_deg'] == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)   # one axis each
+    m2 = summarize_misses([tilt, tilt, held])
+    assert m2['median_turn_abs_xyz_deg'] == pytest.approx([12.0, 0.0, 0.0], abs=1e-9)
+    assert summarize_misses([near]) == {'tolerance_deg': 5.0, 'runs': 0, 'quiet': 0}
+
+
+def test_report_says_how_runs_missed(tmp_path):
+    tilt = intra_run(Pose(np.eye(3), rot_x(np.radians(12.0))), estimated_deg=1.0)
+    runs = [tilt, intra_run(Pose(np.eye(3), rot_z(np.radians(40.0))), estimated_deg=30.0, hold=True)]
+    ds = DatasetResult('made', ['v0'], runs, summarize_dataset(runs, GuidanceProtocol(n_boot=50)))
+    text = write_report([ds], {'estimator': 'model'}, tmp_path / 'rep').read_text()
+    assert '- static: 2 runs end beyond 5 deg, 1 of them quiet misses' in text
+    assert 'probe turn |x| 6.0 / |y| 0.0 / |z| 20.0 deg' in text
 
 
 # -- report and command -----------------------------------------------------------------------------

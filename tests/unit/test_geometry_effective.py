@@ -113,6 +113,33 @@ def test_effective_error_of_known_motions(seed):
 
 @PROPS
 @given(seeds)
+def test_effective_error_parts_add_up_and_are_gauge_invariant(seed):
+    rng = np.random.default_rng(seed)
+    g, h = random_poses(rng), random_poses(rng)
+    apex, turn = G.effective_error_parts(g, h)
+    assert apex.shape == (B,) and turn.shape == (B, 3)
+    assert np.allclose(np.hypot(apex, np.linalg.norm(turn, axis=-1)), G.effective_error(g, h), rtol=0, atol=1e-9)
+    a, b = rng.uniform(-10, 10, (2, B))
+    apex2, turn2 = G.effective_error_parts(regauge(g, a), regauge(h, b))
+    assert np.allclose(apex2, apex, rtol=0, atol=1e-9)
+    # The turn is a rotation vector: equal up to the antipodal pair at pi.
+    assert np.allclose(so3.exp(turn2), so3.exp(turn), rtol=0, atol=1e-9)
+
+
+def test_effective_error_parts_name_the_axis_of_a_known_turn():
+    g = (so3.rot_x(0.3), so3.rot_z(1.0))
+    for axis, rot in enumerate((so3.rot_x, so3.rot_y, so3.rot_z)):
+        apex, turn = G.effective_error_parts(g, (g[0], g[1] @ rot(0.2)))  # turned in the probe frame
+        expected = np.zeros(3)
+        expected[axis] = 0.2
+        assert apex < 1e-12 and np.allclose(turn, expected, rtol=0, atol=1e-12)
+    # An orbit that keeps the probe's orientation moves the apex only.
+    apex, turn = G.effective_error_parts(g, (g[0] @ so3.rot_x(0.1), so3.rot_x(-0.1) @ g[1]))
+    assert np.isclose(apex, 0.1, rtol=0, atol=1e-12) and np.allclose(turn, 0, atol=1e-12)
+
+
+@PROPS
+@given(seeds)
 def test_body_errors_cancel_a_common_left_factor(seed):
     rng = np.random.default_rng(seed)
     P, Tg, A = random_poses(rng), random_poses(rng), random_poses(rng)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
@@ -237,6 +238,10 @@ class BatchStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
         if info is not None:
+            # Ctrl-C and `pkill -f` reach the whole process group: the training process stops after
+            # the step under way and then ends its workers itself (train._stop_requests).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             torch.set_num_threads(1)
             try:
                 import numba

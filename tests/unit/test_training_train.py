@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -132,11 +133,17 @@ def test_bf16_precision_trains_with_float32_weights_and_is_named_in_errors(tmp_p
         _cfg(tmp_path / 'x', precision='fp16').validated()
 
 
-def _signalled_worker(signum: int, ignore: bool, world: int, rank: int, port: int, out: str, q) -> None:
-    """Train 6 steps; at step 2 (rank 0) the process sends itself ``signum``; report what happened."""
+def _signalled_worker(signum: int, ignore: bool, world: int, rank: int, port: int, out: str, q,
+                      group: bool = False) -> None:
+    """Train; at step 2 (rank 0) the process sends itself ``signum``; report what happened.
+
+    group: train with a data worker process and send the signal to the whole process group, as
+    Ctrl-C in a terminal or ``pkill -f`` on the command line do (the worker gets it too)."""
     import signal
 
     from echoposed_ros.training import TrainingStopped
+    if group:
+        os.setpgrp()
     if world > 1:
         os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                           LOCAL_RANK=str(rank))
@@ -146,35 +153,49 @@ def _signalled_worker(signum: int, ignore: bool, world: int, rank: int, port: in
 
     def on_log(rec):
         if rec['step'] == 2 and rank == 0:
-            os.kill(os.getpid(), signum)
+            if group:
+                workers = mp.active_children()
+                os.killpg(os.getpgid(0), signum)
+                time.sleep(1.0)  # the rest of a slow step: the worker's fate is known by now
+                fates.append([w.is_alive() for w in workers])
+            else:
+                os.kill(os.getpid(), signum)
 
+    fates = []  # group: is each data worker still alive a second after the signal?
+    # with a worker: more steps than it prefetches, so that it is still running at step 2
+    steps, workers = (40, 1) if group else (6, 0)
     try:
-        train(_cfg(out, steps=6, log_every=1), factory=TOY, progress=False, on_log=on_log)
+        train(_cfg(out, steps=steps, log_every=1, workers=workers), factory=TOY, progress=False, on_log=on_log)
         stopped = None
     except TrainingStopped as e:
         stopped = (e.signum, e.step, str(e))
-    q.put((rank, stopped, signal.getsignal(signum) == before))
+    q.put((rank, stopped, signal.getsignal(signum) == before, fates))
     if world > 1:
         import torch.distributed as dist
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize('signame, ignore, world', [('SIGINT', False, 1), ('SIGTERM', False, 1),
-                                                    ('SIGINT', True, 1), ('SIGTERM', False, 2)])
-def test_a_signal_ends_the_step_checkpoints_it_and_an_ignored_one_stays_ignored(tmp_path, signame, ignore, world):
+@pytest.mark.parametrize('signame, ignore, world, group', [
+    ('SIGINT', False, 1, False), ('SIGTERM', False, 1, False), ('SIGINT', True, 1, False),
+    ('SIGTERM', False, 2, False), ('SIGINT', False, 1, True), ('SIGTERM', False, 1, True)])
+def test_a_signal_ends_the_step_checkpoints_it_and_an_ignored_one_stays_ignored(tmp_path, signame, ignore, world,
+                                                                                 group):
     import signal
     signum = int(getattr(signal, signame))
     ctx = mp.get_context('spawn')
     q = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_signalled_worker, args=(signum, ignore, world, r, port, str(tmp_path), q))
+    procs = [ctx.Process(target=_signalled_worker, args=(signum, ignore, world, r, port, str(tmp_path), q, group))
              for r in range(world)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=240)
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]  # no process died of it
-    reports = dict((rank, (stopped, restored)) for rank, stopped, restored in (q.get(timeout=5) for _ in procs))
+    got = [q.get(timeout=5) for _ in procs]
+    reports = dict((rank, (stopped, restored)) for rank, stopped, restored, _ in got)
+    if group:  # the worker leaves the signal to the training process, which ends it after the step
+        assert got[0][3] == [[True]], got[0][3]
     raw = load_checkpoint(tmp_path / 'last.pt')[3]
     log = (tmp_path / 'train.log').read_text()
     assert all(restored for _, restored in reports.values())  # the process's own handler is back

@@ -114,16 +114,6 @@ def _stop_requests():
             signal.signal(s, h)
 
 
-def _until_worker_loss(batches, got: list[int]):
-    """The loader's batches; a data worker ended by the same signal (Ctrl-C reaches the whole
-    process group) ends them quietly once a stop was requested."""
-    try:
-        yield from batches
-    except RuntimeError:
-        if not got[0]:
-            raise
-
-
 def _any_rank(signum: int, ddp: bool) -> int:
     """The largest stop request over all ranks (so every rank stops after the same step)."""
     if not ddp:
@@ -199,7 +189,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0, dynamic_ncols=True)
     model.train()
     with _stop_requests() as got:
-        for batch in _until_worker_loss(loader(cfg, start, cfg.steps, rank, factory), got):
+        for batch in loader(cfg, start, cfg.steps, rank, factory):  # workers ignore the signal (data.py)
             step = int(batch['step'])
             set_lr(opts, lr_factor(cfg, step))
             frozen = torch.zeros(k, dtype=torch.bool)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from echoposed_ros.bag.reader import read_bag
 from echoposed_ros.paths import config_dir
 
 # Whole-graph runs of several processes: one retry absorbs a rare discovery/start-up race on a busy
@@ -104,8 +105,14 @@ def test_bag_eval_matches_the_live_run(live_run, synthetic_model, tmp_path):
     # fell to 3-11 Hz in some launches; docs/graph.md)
     assert 0 < r['commands']['max_orbit_speed'] and r['commands']['count'] > 0.5 * r['images']
     assert r['commands']['max_orbit_speed'] <= limits['max_orbit_speed'] + 1e-9
-    # the offline estimator ran on every image and was scored against ground truth
-    assert r['offline']['estimated'] == r['images'] and r['offline']['matched'] == r['images']
+    # the offline estimator ran on every image and was scored against ground truth on every image whose
+    # truth sample is in the bag (the recorder can match the image topic a frame before the truth topic,
+    # or stop between the two writes of the last frame: CI, stop 13, had 205 of 206)
+    assert r['offline']['estimated'] == r['images']
+    c = read_bag(bag, load_images=False)
+    with_truth = int(np.isin(c.images.stamps, c.truth.stamps).sum())
+    assert with_truth >= r['images'] - 3
+    assert r['offline']['matched'] == with_truth
     assert 0 <= r['offline']['error_deg']['median'] <= 180
     series = r['series']
     assert len(series['target']['t']) == r['ground_truth_samples']

@@ -173,6 +173,9 @@ def write_report(datasets: Sequence[DatasetResult], meta: dict[str, Any], folder
             plot_sigma_vs_error(datasets, d / 'sigma_vs_error.png', window)]
     lines = ['# Guidance evaluation', '',
              f'Estimator: `{meta.get("estimator")}`' + (f' (model `{meta["model"]}`)' if meta.get('model') else '')
+             + (f', test-time mirroring {"on" if meta["mirror_tta"] else "off"}' if meta.get('model') and 'mirror_tta' in meta else '')
+             + (f'; controller `uncertainty_threshold` {meta["controller"]["uncertainty_threshold"]} rad^2'
+                if 'uncertainty_threshold' in meta.get('controller', {}) else '')
              + f'; pose and control steps at {meta.get("protocol", {}).get("rate_hz", "?")} Hz; '
              f'wall time {_f(meta.get("wall_s"), ".0f")} s. Protocol and definitions: `docs/evaluation.md`.', '']
     if str(meta.get('estimator', '')).startswith('oracle'):

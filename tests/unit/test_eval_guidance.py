@@ -284,15 +284,21 @@ def test_command_with_oracle_writes_json_and_report(tmp_path, capsys):
     from echoposed_ros.cli import main
     vols = _save_tiny(tmp_path / 'vols', (0, 1))
     out = tmp_path / 'g.json'
+    controller = tmp_path / 'controller.yaml'
+    controller.write_text('echoposed_controller:\n  ros__parameters:\n    uncertainty_threshold: 0.37\n')
     rc = main(['eval', 'guidance', '--volumes', str(vols), '--oracle', '--runs', '1', '--inter-runs', '1',
-               '--max-seconds', '10', '--json', str(out), '--report', str(tmp_path / 'rep'), '--quiet'])
+               '--max-seconds', '10', '--json', str(out), '--report', str(tmp_path / 'rep'), '--quiet',
+               '--controller', str(controller)])
     assert rc == 0, capsys.readouterr().err
     doc = json.loads(out.read_text())
+    assert doc['controller']['uncertainty_threshold'] == 0.37 and doc['controller']['gain'] == CONFIG.gain
     ds = doc['datasets']['volumes vols']
     assert set(ds) >= {'intra_static', 'intra_dynamic', 'inter', 'sigma_error_spearman', 'source', 'run_table'}
     assert ds['intra_dynamic']['mean_deg'] < TOL_DEG + 0.5 and ds['inter']['pairs'] == 6
     assert doc['estimator'].startswith('oracle') and doc['controller']['gain'] == CONFIG.gain
-    assert (tmp_path / 'rep' / 'guidance.md').is_file()
+    # the report names the settings the result depends on
+    head = (tmp_path / 'rep' / 'guidance.md').read_text().split('\n## ')[0]
+    assert '`uncertainty_threshold` 0.37 rad^2' in head and 'mirroring' not in head, head  # (models only)
     assert 'volumes vols: final error mean static' in capsys.readouterr().out
 
 
@@ -305,10 +311,12 @@ def test_command_with_an_onnx_model(tmp_path):
     vols = _save_tiny(tmp_path / 'vols', (0,))
     out = tmp_path / 'g.json'
     rc = main(['eval', 'guidance', '--volumes', str(vols), '--model', str(model), '--runs', '1', '--no-mirror',
-               '--max-seconds', '3', '--json', str(out), '--quiet'])
+               '--max-seconds', '3', '--json', str(out), '--quiet', '--report', str(tmp_path / 'rep')])
     assert rc == 0
     doc = json.loads(out.read_text())
     assert doc['model'] == str(model) and doc['sector']['height'] == 32
+    head = (tmp_path / 'rep' / 'guidance.md').read_text().split('\n## ')[0]
+    assert f'(model `{model}`), test-time mirroring off; controller `uncertainty_threshold`' in head, head
     ds = doc['datasets']['volumes vols']
     assert ds['inter'] is None and ds['intra_static']['runs'] == 1
     # a constant estimator sees no error: the controller converges at once, wherever the probe is

@@ -6,8 +6,8 @@ domain) without and with cardiac motion, and collects the launch summaries: the 
 error from the simulator's ground truth, convergence, the loop rate (pose messages per second),
 the largest commanded speeds. Targets rotate over A4C, A2C, A3C; start poses are random per seed.
 
-    .venv/bin/python benchmarks/guidance_ros.py --seeds 1000-1019 --json docs/guidance_ros.json \\
-        --markdown docs/guidance_ros.md
+    .venv/bin/python benchmarks/guidance_ros.py --seeds 1000-1019 --json docs/eval/ros/guidance_ros.json \\
+        --markdown docs/eval/ros/guidance_ros.md
 
 Baseline in the same run: ``--oracle-too`` repeats each run with the controller fed the
 simulator's ground truth, so the model's share of the error is visible beside the loop's own.

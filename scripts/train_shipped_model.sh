@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce models/echoposed_k5.onnx: every training stage of the shipped ensemble, in order, then
-# the export (models/MODEL_CARD.md explains each stage). About 6 hours on a 2-core machine.
+# the export (models/MODEL_CARD.md explains each stage). About 8 hours on a 2-core machine.
 #
 #   scripts/train_shipped_model.sh [OUT_DIR]       # default out/shipped; the model lands in OUT_DIR
 #   ECHOPOSED_PRINT_CONFIGS=1 scripts/train_shipped_model.sh   # only print each stage's config (JSON)
@@ -36,7 +36,21 @@ train --out "$out/run3_b" --steps 26000 --set init_from="\"$out/run3_a/last.pt\"
 # 6. run4/c20: the same once more, 32000 steps (the control of the tilt-range ablation,
 #    docs/training.md; it guided better than tilts of +-30 deg and met z).
 train --out "$out/run4_c20" --steps 32000 --set init_from="\"$out/run3_b/last.pt\"" "${finer[@]}" aug_resample=0.5
+# 7. run7b: exported (this was the shipped model of sessions 4-8), then continued from that .onnx
+#    at half the stage-6 peak, one thread, bf16; an 18000-step schedule stopped at step 502,
+#    resumed as 16000 steps and stopped at 2217, resumed as 14000 steps.
+stage6="$out/run4_c20/echoposed_k5_stage6.onnx"
+[[ -n "$dry" || -f "$stage6" ]] || .venv/bin/echoposed export "$out/run4_c20/last.pt" --out "$stage6" --name echoposed_k5
+half=(z_ramp_steps=0 muon_lr=0.003 adamw_lr=0.0003 "$cache" ckpt_every_s=300 aug_resample=0.5 tilt_deg=20
+      threads=1 precision='"bf16"')
+train --out "$out/run7b" --steps 18000 --set init_from="\"$stage6\"" "${half[@]}" stop_at_step=502
+train --out "$out/run7b" --steps 16000 --set init_from="\"$stage6\"" "${half[@]}" stop_at_step=2217
+train --out "$out/run7b" --steps 14000 --set init_from="\"$stage6\"" "${half[@]}"
+# 8. run8b: 8000 steps at a quarter of the stage-6 peak with the Cauchy loss at c = 15 deg.
+train --out "$out/run8b" --steps 8000 --set init_from="\"$out/run7b/last.pt\"" z_ramp_steps=0 \
+    muon_lr=0.0015 adamw_lr=0.00015 "$cache" ckpt_every_s=300 aug_resample=0.5 tilt_deg=20 threads=1 \
+    precision='"bf16"' loss='"cauchy"' loss_scale_deg=15
 
 [[ -z "$dry" ]] || exit 0
-.venv/bin/echoposed export "$out/run4_c20/last.pt" --out "$out/echoposed_k5.onnx" --name echoposed_k5
+.venv/bin/echoposed export "$out/run8b/last.pt" --out "$out/echoposed_k5.onnx" --name echoposed_k5
 echo "wrote $out/echoposed_k5.onnx; evaluate it with: .venv/bin/echoposed eval calibration --seeds 1000-1019 --model $out/echoposed_k5.onnx --json $out/cal.json"

@@ -58,6 +58,10 @@ def summarise(runs: list[dict], tolerance: float) -> dict:
         'tolerance_deg': tolerance,
         'success_rate': sum(e <= tolerance for e in errors) / len(runs) if runs else 0.0,
         'converged_rate': sum(bool(r.get('converged')) for r in runs) / len(runs) if runs else 0.0,
+        # launches where a node failed (e.g. the target never set): counted as misses above, listed here
+        'failed_launches': [f"seed {r['seed']}: {', '.join(r.get('failed_nodes') or ['launch'])} "
+                            f"(exit {r.get('exit_code')})" for r in runs
+                            if r.get('failed_nodes') or r.get('exit_code') or 'error' in r],
         'final_error_deg_mean': statistics.fmean(errors) if errors else None,
         'final_error_deg_median': statistics.median(errors) if errors else None,
         'loop_hz_median': statistics.median(hz) if hz else None,
@@ -74,13 +78,14 @@ def markdown(report: dict) -> str:
              f"source: {report['command_source']}; seeds {report['seeds']}; measured {report['date']} on "
              f"{report['machine']}.", '',
              '| setting | runs | success (<= tol) | tol (deg) | converged | mean / median final error (deg) '
-             '| loop Hz median (min) |', '| --- | --- | --- | --- | --- | --- | --- |']
+             '| loop Hz median (min) | failed launches |', '| --- | --- | --- | --- | --- | --- | --- | --- |']
     for name, s in report['summary'].items():
         mean = 'n/a' if s['final_error_deg_mean'] is None else f"{s['final_error_deg_mean']:.2f}"
         median = 'n/a' if s['final_error_deg_median'] is None else f"{s['final_error_deg_median']:.2f}"
         hz = 'n/a' if s['loop_hz_median'] is None else f"{s['loop_hz_median']:.1f} ({s['loop_hz_min']:.1f})"
         lines.append(f"| {name} | {s['runs']} | {100 * s['success_rate']:.0f} % | {s['tolerance_deg']:g} | "
-                     f"{100 * s['converged_rate']:.0f} % | {mean} / {median} | {hz} |")
+                     f"{100 * s['converged_rate']:.0f} % | {mean} / {median} | {hz} | "
+                     f"{'; '.join(s.get('failed_launches', [])) or 'none'} |")
     return '\n'.join(lines) + '\n'
 
 
@@ -107,7 +112,8 @@ def main() -> int:
                 r = run_one(seed, motion, estimator, args)
                 runs.append(r)
                 print(f"seed {seed} motion {motion} {estimator}: final {r.get('final_error_deg')} deg, "
-                      f"converged {r.get('converged')}, loop {r.get('loop_hz', 0):.1f} Hz", flush=True)
+                      f"converged {r.get('converged')}, state {r.get('final_state')}, loop {r.get('loop_hz', 0):.1f} Hz"
+                      + (f", failed {r['failed_nodes']}" if r.get('failed_nodes') else ''), flush=True)
     summary = {}
     for estimator in estimators:
         for motion in motions:

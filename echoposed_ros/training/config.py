@@ -54,6 +54,9 @@ class TrainConfig:
     orbit_deg: float = 20.0          # orbit angle range [0, orbit_deg] about a horizontal axis
     z_start_deg: float = 30.0        # curriculum: probe range about z at step 0 (+-)
     z_ramp_steps: int = 3000         # ... widened linearly to +-180 over these steps
+    turn_clusters: int = 0           # > 0: the poses' turns about z in this many clusters (pairs a few
+                                     # degrees apart about the beam); 0: independent turns
+    cluster_deg: float = 10.0        # half-width of a cluster about its centre (+-)
     mirrors: bool = True             # add the left-right mirror of every image (a pose) once full range
     # --- augmentation ---
     aug_sector_crop: float = 0.5     # probability of narrowing the sector angle
@@ -127,6 +130,10 @@ class TrainConfig:
             raise bad('w_x', 'a positive weight')
         if self.loss_scale_deg <= 0:
             raise bad('loss_scale_deg', 'a positive angle in degrees')
+        if not 0 <= self.turn_clusters <= self.poses:
+            raise bad('turn_clusters', f'0 (independent turns) to poses = {self.poses}')
+        if not 0 <= self.cluster_deg <= 180:
+            raise bad('cluster_deg', 'an angle in [0, 180] degrees')
         if self.stop_at_step < 0:
             raise bad('stop_at_step', '0 (run to steps) or a step number')
         if not 0 <= self.aug_resample <= 1:

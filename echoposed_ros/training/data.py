@@ -204,7 +204,8 @@ def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
     vol = source.get(v_index)
     zh = z_range(cfg, step)
     R_v, R_p = sample_poses(rng, cfg.poses, vol.base_orbit, vol.base_probe, orbit_max=np.deg2rad(cfg.orbit_deg),
-                            tilt_max=np.deg2rad(cfg.tilt_deg), turn_max=zh)
+                            tilt_max=np.deg2rad(cfg.tilt_deg), turn_max=zh, turn_clusters=cfg.turn_clusters,
+                            cluster_width=np.deg2rad(cfg.cluster_deg))
     ts = rng.uniform(0, 1, cfg.poses)
     zoom = rng.uniform(1 - cfg.aug_zoom, 1 + cfg.aug_zoom) if augmentation else 1.0
     sector = SectorGeometry(np.deg2rad(cfg.sector_angle_deg), cfg.sector_depth_mm * zoom,

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
 from echoposed_ros.geometry import angle, effective_error, gauge_fix, rot_x, rot_y, rot_z, swing_twist
+from echoposed_ros.training import TrainingError
 from echoposed_ros.training.config import TrainConfig
 from echoposed_ros.training.data import (BatchStream, VolumeSource, augment, loader, make_batch,
                                          z_range)
@@ -55,6 +57,47 @@ def test_sampled_poses_are_canonical_and_within_ranges():
     # z turn spans the range: the probe's x axis turns up to about 30 degrees about z
     zturn = np.rad2deg(np.arctan2(R_p[:, 1, 0], R_p[:, 0, 0]))
     assert 20 < np.abs(zturn).max() < 55
+
+
+def _turns_deg(base_probe, R_p):
+    """Turn about z (deg) of each probe relative to the base, for poses with no tilt."""
+    rel = np.swapaxes(base_probe, -1, -2) @ R_p
+    assert np.allclose(rel[:, 2, 2], 1.0, atol=1e-9)      # a pure turn about z
+    return np.rad2deg(np.arctan2(rel[:, 1, 0], rel[:, 0, 0]))
+
+
+def test_clustered_turns_come_in_groups_a_few_degrees_apart():
+    rng = np.random.default_rng(3)
+    _, R_p = sample_poses(rng, 16, np.eye(3), np.eye(3), orbit_max=0.0, tilt_max=0.0, turn_max=np.pi,
+                          turn_clusters=4, cluster_width=np.deg2rad(5))
+    z = _turns_deg(np.eye(3), R_p)
+    for c in range(4):
+        group = z[c::4]
+        spread = np.rad2deg(np.abs(np.angle(np.exp(1j * np.deg2rad(group[:, None] - group[None])))))
+        assert spread.max() <= 10 + 1e-9, (c, group)
+    centres = np.rad2deg(np.angle(np.exp(1j * np.deg2rad(z[:4]))))
+    assert np.ptp(centres) > 30                               # the clusters themselves are spread out
+    # independent turns (the default) have no such groups: the same check fails for them
+    _, R_p = sample_poses(np.random.default_rng(3), 16, np.eye(3), np.eye(3), orbit_max=0.0, tilt_max=0.0)
+    z = _turns_deg(np.eye(3), R_p)
+    assert max(np.ptp(z[c::4]) for c in range(4)) > 10
+    with pytest.raises(ValueError, match='turn_clusters = 17'):
+        sample_poses(rng, 16, turn_clusters=17)
+    with pytest.raises(ValueError, match='cluster_width = -0.1'):
+        sample_poses(rng, 16, turn_clusters=2, cluster_width=-0.1)
+
+
+def test_training_batches_use_clustered_turns_when_configured():
+    src = VolumeSource([0, 1], factory=TOY)
+    cfg = _cfg(z_ramp_steps=0, poses=8, tilt_deg=0.0, orbit_deg=0.0, turn_clusters=2, cluster_deg=3.0,
+               mirrors=False)
+    b = make_batch(cfg, src, 5)
+    z = _turns_deg(src.get(b['volume']).base_probe, b['probe'])
+    assert all(np.ptp(np.unwrap(np.deg2rad(z[c::2]))) <= np.deg2rad(6) + 1e-9 for c in range(2)), z
+    plain = make_batch(replace(cfg, turn_clusters=0), src, 5)
+    assert not np.allclose(plain['probe'], b['probe'])
+    with pytest.raises(TrainingError, match='turn_clusters=9'):
+        replace(cfg, turn_clusters=9).validated()
 
 
 def test_curriculum_widens_to_the_full_circle():

@@ -370,3 +370,22 @@ def test_docs_list_every_parameter():
     text = (config_dir().parent / 'docs' / 'policy.md').read_text()
     missing = [p.name for p in PARAMS if f'`{p.name}`' not in text]
     assert not missing, f'docs/policy.md does not document {missing}'
+
+
+def test_destroy_stops_the_estimate_client_thread_before_its_executor_goes(graph):
+    """rclpy's Executor.shutdown frees the executor's guard condition without waiting for a spin in
+    another thread, so the helper thread must have left its spin first (a launch in CI ended with
+    the controller at exit -11 when it had not)."""
+    node = ControllerNode(context=graph.context)          # not in the graph: destroyed here
+    thread, executor = node._client_thread, node._client_executor
+    assert wait_for(thread.is_alive)
+    alive_at_shutdown = []
+    shutdown = executor.shutdown
+
+    def recording_shutdown(*args, **kwargs):
+        alive_at_shutdown.append(thread.is_alive())
+        return shutdown(*args, **kwargs)
+
+    executor.shutdown = recording_shutdown
+    node.destroy_node()
+    assert alive_at_shutdown == [False] and not thread.is_alive()

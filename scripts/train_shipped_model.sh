@@ -41,15 +41,14 @@ train --out "$out/run4_c20" --steps 32000 --set init_from="\"$out/run3_b/last.pt
 #    resumed as 16000 steps and stopped at 2217, resumed as 14000 steps.
 stage6="$out/run4_c20/echoposed_k5_stage6.onnx"
 [[ -n "$dry" || -f "$stage6" ]] || .venv/bin/echoposed export "$out/run4_c20/last.pt" --out "$stage6" --name echoposed_k5
-half=(z_ramp_steps=0 muon_lr=0.003 adamw_lr=0.0003 "$cache" ckpt_every_s=300 aug_resample=0.5 tilt_deg=20
-      threads=1 precision='"bf16"')
+late=(z_ramp_steps=0 "$cache" ckpt_every_s=300 aug_resample=0.5 tilt_deg=20 threads=1 precision='"bf16"')
+half=("${late[@]}" muon_lr=0.003 adamw_lr=0.0003)
 train --out "$out/run7b" --steps 18000 --set init_from="\"$stage6\"" "${half[@]}" stop_at_step=502
 train --out "$out/run7b" --steps 16000 --set init_from="\"$stage6\"" "${half[@]}" stop_at_step=2217
 train --out "$out/run7b" --steps 14000 --set init_from="\"$stage6\"" "${half[@]}"
 # 8. run8b: 8000 steps at a quarter of the stage-6 peak with the Cauchy loss at c = 15 deg.
-train --out "$out/run8b" --steps 8000 --set init_from="\"$out/run7b/last.pt\"" z_ramp_steps=0 \
-    muon_lr=0.0015 adamw_lr=0.00015 "$cache" ckpt_every_s=300 aug_resample=0.5 tilt_deg=20 threads=1 \
-    precision='"bf16"' loss='"cauchy"' loss_scale_deg=15
+train --out "$out/run8b" --steps 8000 --set init_from="\"$out/run7b/last.pt\"" "${late[@]}" \
+    muon_lr=0.0015 adamw_lr=0.00015 loss='"cauchy"' loss_scale_deg=15
 
 [[ -z "$dry" ]] || exit 0
 .venv/bin/echoposed export "$out/run8b/last.pt" --out "$out/echoposed_k5.onnx" --name echoposed_k5

@@ -72,29 +72,24 @@ def set_view_target(node: Node, view: str, cardiac_phase: float, timeout: float,
     executor = SingleThreadedExecutor(context=node.context)   # the node's own context, spun here only
     executor.add_node(node)
     try:
-        return _set_view_target(node, executor, views, targets, view, cardiac_phase, timeout, kind, retry_after)
+        got = _call(node, executor, views, StandardView.Request(view=view, cardiac_phase=cardiac_phase), timeout,
+                    'sim/standard_view', retry_after)
+        if not got.success:
+            raise RuntimeError(f'sim/standard_view refused {view!r}: {got.message}')
+        if kind == 'image':
+            request = SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE, image=got.image, view=view)
+        else:
+            request = SetTarget.Request(kind=SetTarget.Request.KIND_POSE, orbit=got.pose.orbit, probe=got.pose.probe,
+                                        view=view)
+        done = _call(node, executor, targets, request, timeout, 'guidance/set_target', retry_after)
+        if not done.success:
+            raise RuntimeError(f'guidance/set_target refused the {view} image: {done.message}')
+        return f'target {view} set ({done.message})'
     finally:
         executor.remove_node(node)
         executor.shutdown()
         node.destroy_client(views)
         node.destroy_client(targets)
-
-
-def _set_view_target(node: Node, executor: Executor, views: Any, targets: Any, view: str, cardiac_phase: float,
-                     timeout: float, kind: str, retry_after: float) -> str:
-    got = _call(node, executor, views, StandardView.Request(view=view, cardiac_phase=cardiac_phase), timeout,
-                'sim/standard_view', retry_after)
-    if not got.success:
-        raise RuntimeError(f'sim/standard_view refused {view!r}: {got.message}')
-    if kind == 'image':
-        request = SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE, image=got.image, view=view)
-    else:
-        request = SetTarget.Request(kind=SetTarget.Request.KIND_POSE, orbit=got.pose.orbit, probe=got.pose.probe,
-                                    view=view)
-    done = _call(node, executor, targets, request, timeout, 'guidance/set_target', retry_after)
-    if not done.success:
-        raise RuntimeError(f'guidance/set_target refused the {view} image: {done.message}')
-    return f'target {view} set ({done.message})'
 
 
 def main(args: list[str] | None = None) -> int:

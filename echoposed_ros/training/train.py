@@ -17,6 +17,7 @@ is wrapped in DistributedDataParallel (backend gloo, CPU) and the adapter sums a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -123,6 +124,18 @@ def _any_rank(signum: int, ddp: bool) -> int:
     return int(t.item())
 
 
+# Fields a resumed run may change: when to stop, and how often to log and checkpoint. Every other
+# field shapes what is learnt, so a resume with another value is refused.
+RESUME_FREE_FIELDS = ('ckpt_every_s', 'log_every', 'steps', 'stop_at_step', 'time_limit_s')
+
+
+def _config_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """Fields (other than RESUME_FREE_FIELDS) whose values differ, as 'name: checkpoint X, now Y'."""
+    a, b = dataclasses.asdict(old), dataclasses.asdict(new)
+    return [f'{k}: checkpoint {a[k]!r}, now {b[k]!r}' for k in sorted(a)
+            if k not in RESUME_FREE_FIELDS and a[k] != b[k]]
+
+
 def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = True,
           on_log=None) -> Path:
     """Run (or resume) training; returns the path of the last checkpoint.
@@ -150,10 +163,10 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     if resume and ck_path.exists():
         ck = torch.load(ck_path, map_location='cpu', weights_only=False)
         old = TrainConfig.from_dict(json.loads(ck['config']))
-        free = {'steps': cfg.steps, 'time_limit_s': cfg.time_limit_s, 'stop_at_step': cfg.stop_at_step}
-        if old.replace(**free) != cfg.replace(**free):
-            raise TrainingError(f'{ck_path}: checkpoint config differs from this run\'s config; '
-                                'use a new out_dir or the same config')
+        changed = _config_changes(old, cfg)
+        if changed:
+            raise TrainingError(f'{ck_path}: checkpoint config differs from this run\'s config in '
+                                f'{"; ".join(changed)}; use a new out_dir or the same config')
         model.load_state_dict(ck['model'])
         orch.load_state_dict(ck['orchestrator'])
         for o, s in zip(opts, ck['optimizers']):

@@ -48,10 +48,18 @@ def test_few_steps_write_log_and_checkpoint_and_resume_matches_a_straight_run(tm
         assert torch.allclose(orch.adapter_probe, orch_b.adapter_probe, atol=1e-5)
 
 
-def test_resume_refuses_a_different_config(tmp_path):
+def test_resume_refuses_a_different_config_and_names_the_field(tmp_path):
     train(_cfg(tmp_path, steps=2), factory=TOY, progress=False)
-    with pytest.raises(TrainingError, match='differs'):
+    with pytest.raises(TrainingError, match=r'differs .* in w_orbit: checkpoint 50.0, now 3.0;') as e:
         train(_cfg(tmp_path, steps=4, w_orbit=3.0), factory=TOY, progress=False)
+    assert 'steps' not in str(e.value)  # only the offending field is named
+
+
+def test_resume_takes_new_logging_and_checkpoint_intervals(tmp_path):
+    train(_cfg(tmp_path, steps=2), factory=TOY, progress=False)
+    ck = train(_cfg(tmp_path, steps=4, log_every=1, ckpt_every_s=60.0), factory=TOY, progress=False)
+    cfg, _, _, raw = load_checkpoint(ck)
+    assert raw['step'] == 4 and cfg.log_every == 1 and cfg.ckpt_every_s == 60.0
 
 
 def test_warm_start_takes_weights_and_adapters_and_refuses_another_layout(tmp_path):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce models/echoposed_k5.onnx: every training stage of the shipped ensemble, in order, then
-# the export (models/MODEL_CARD.md explains each stage). About 8 hours on a 2-core machine.
+# the export (models/MODEL_CARD.md explains each stage). About 10 hours on a 2-core machine.
 #
 #   scripts/train_shipped_model.sh [OUT_DIR]       # default out/shipped; the model lands in OUT_DIR
 #   ECHOPOSED_PRINT_CONFIGS=1 scripts/train_shipped_model.sh   # only print each stage's config (JSON)
@@ -47,9 +47,18 @@ train --out "$out/run7b" --steps 18000 --set init_from="\"$stage6\"" "${half[@]}
 train --out "$out/run7b" --steps 16000 --set init_from="\"$stage6\"" "${half[@]}" stop_at_step=2217
 train --out "$out/run7b" --steps 14000 --set init_from="\"$stage6\"" "${half[@]}"
 # 8. run8b: 8000 steps at a quarter of the stage-6 peak with the Cauchy loss at c = 15 deg.
-train --out "$out/run8b" --steps 8000 --set init_from="\"$out/run7b/last.pt\"" "${late[@]}" \
-    muon_lr=0.0015 adamw_lr=0.00015 loss='"cauchy"' loss_scale_deg=15
+cauchy=("${late[@]}" loss='"cauchy"' loss_scale_deg=15)
+train --out "$out/run8b" --steps 8000 --set init_from="\"$out/run7b/last.pt\"" "${cauchy[@]}" \
+    muon_lr=0.0015 adamw_lr=0.00015
+# 9. run9c: 8000 steps at Muon 0.001 with the 16 poses' turns about the beam drawn in 4 clusters
+#    of +-10 deg (more pairs a few degrees apart about z).
+clustered=("${cauchy[@]}" turn_clusters=4 cluster_deg=10)
+train --out "$out/run9c" --steps 8000 --set init_from="\"$out/run8b/last.pt\"" "${clustered[@]}" \
+    muon_lr=0.001 adamw_lr=0.0001
+# 10. run10a: the same for 16000 steps at Muon 0.0015 (stage 8's peak).
+train --out "$out/run10a" --steps 16000 --set init_from="\"$out/run9c/last.pt\"" "${clustered[@]}" \
+    muon_lr=0.0015 adamw_lr=0.00015
 
 [[ -z "$dry" ]] || exit 0
-.venv/bin/echoposed export "$out/run8b/last.pt" --out "$out/echoposed_k5.onnx" --name echoposed_k5
+.venv/bin/echoposed export "$out/run10a/last.pt" --out "$out/echoposed_k5.onnx" --name echoposed_k5
 echo "wrote $out/echoposed_k5.onnx; evaluate it with: .venv/bin/echoposed eval calibration --seeds 1000-1019 --model $out/echoposed_k5.onnx --json $out/cal.json"

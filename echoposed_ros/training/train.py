@@ -42,7 +42,7 @@ from .optim import build_optimizers, lr_factor, set_lr
 from .orchestrator import Orchestrator
 from .svd import project_to_so3
 
-__all__ = ['build_model', 'load_checkpoint', 'train']
+__all__ = ['RESUME_FREE_FIELDS', 'build_model', 'load_checkpoint', 'train']
 
 
 def build_model(cfg: TrainConfig) -> tuple[EnsembleNet, Orchestrator]:

@@ -22,9 +22,10 @@ from echoposed_ros.nodes.params import yaml_parameters
 from echoposed_ros.paths import config_dir
 from echoposed_ros.policy import describe_fields, write_view_table
 
-# Timing-sensitive tests on a 2-core machine: the executor of a test graph has been seen to stall
-# for up to ~1 s at random (not yet understood; see the issue notes), so a failure is retried.
-pytestmark = pytest.mark.flaky(reruns=3)
+# Timing-sensitive tests on a shared 2-core machine: one retry absorbs a stalled process. (The
+# "random executor stalls" once blamed for failures here were mostly the stale-stream test's own
+# race, fixed in session 10: 96 of 96 runs of this file passed without retries afterwards.)
+pytestmark = pytest.mark.flaky(reruns=1)
 
 CURRENT = (rot_x(0.1), rot_z(0.4))
 TARGET = (rot_y(0.15), rot_z(1.2) @ rot_x(0.1))

@@ -22,10 +22,11 @@ from echoposed_ros.nodes.params import yaml_parameters
 from echoposed_ros.paths import config_dir
 from echoposed_ros.policy import describe_fields, write_view_table
 
-# Timing-sensitive tests on a shared 2-core machine: one retry absorbs a stalled process. (The
-# "random executor stalls" once blamed for failures here were mostly the stale-stream test's own
-# race, fixed in session 10: 96 of 96 runs of this file passed without retries afterwards.)
-pytestmark = pytest.mark.flaky(reruns=1)
+# Timing-sensitive tests on a 2-core machine, retried. Part of what was blamed on random executor
+# stalls was the stale-stream test's own race (fixed in session 10; 96 of 96 runs of this file
+# then passed alone), but in one of three fresh-clone CI runs after the fix the first two graph
+# tests each failed once right after the launch tests, not reproduced since: still retried.
+pytestmark = pytest.mark.flaky(reruns=3)
 
 CURRENT = (rot_x(0.1), rot_z(0.4))
 TARGET = (rot_y(0.15), rot_z(1.2) @ rot_x(0.1))

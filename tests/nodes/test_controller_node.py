@@ -66,7 +66,7 @@ class Harness:
             msg.header.stamp = self.node.get_clock().now().to_msg()
             self.pub.publish(msg)
             self.last_publish = time.monotonic()
-            self.last_publish_stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+            self.last_publish_stamp = stamp_s(msg)
 
     def call(self, client, request, timeout=10.0):
         assert client.wait_for_service(timeout_sec=timeout), client.srv_name

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -130,25 +131,15 @@ class _FakeNode:
         self.clock, self.times, self.stall_at, self.stall_s = clock, [], stall_at, stall_s
 
     def create_publisher(self, msg_type, topic, qos):
-        node = self
+        return SimpleNamespace(publish=self._publish, get_subscription_count=lambda: 1)
 
-        class Pub:
-            def publish(self, msg):
-                node.times.append(node.clock.now)
-                if len(node.times) == node.stall_at:
-                    node.clock.now += node.stall_s
-
-            def get_subscription_count(self):
-                return 1
-        return Pub()
+    def _publish(self, msg) -> None:
+        self.times.append(self.clock.now)
+        if len(self.times) == self.stall_at:
+            self.clock.now += self.stall_s
 
     def get_clock(self):
-        clock = self.clock
-
-        class Clock:
-            def now(self):
-                return type('Time', (), {'nanoseconds': int(clock.now * 1e9)})()
-        return Clock()
+        return SimpleNamespace(now=lambda: SimpleNamespace(nanoseconds=int(self.clock.now * 1e9)))
 
 
 @pytest.mark.parametrize('rate', [1.0, 3.0])

@@ -96,6 +96,15 @@ def _loaded(files: list[Path]) -> Iterator[Any]:
         yield load_volume(f)
 
 
+def _band(b: dict[str, Any]) -> str:
+    """One band of ``maae_by_turn_deg`` for the console: ``10-20: 2.2`` or, for a tilt band with
+    sign flips, ``20-30: 14.2 (14 % sign flips)``."""
+    text = f'{b["lo_deg"]:g}-{b["hi_deg"]:g}: ' + (f'{b["maae_deg"]:.1f}' if b['maae_deg'] is not None else 'n/a')
+    if b.get('sign_flip_share'):
+        text += f' ({100 * b["sign_flip_share"]:.0f} % sign flips)'
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from echoposed_ros.estimator import EstimatorError, require_default_model
     from echoposed_ros.eval.calibration import CalibrationProtocol, calibrate_volumes, plot_calibration
@@ -137,7 +146,6 @@ def run(args: argparse.Namespace) -> int:
         + f'   mean sigma^2 {summary["mean_sigma2"]:.4g} rad^2')
     for a in 'xyz':
         print(f'MAAE about {a} by |applied turn| (deg): ' + ', '.join(
-            f'{b["lo_deg"]:g}-{b["hi_deg"]:g}: ' + (f'{b["maae_deg"]:.1f}' if b['maae_deg'] is not None else 'n/a')
-            for b in axes[a]['maae_by_turn_deg']))
+            _band(b) for b in axes[a]['maae_by_turn_deg']))
     print(f'wrote {out}')
     return 0

@@ -160,7 +160,8 @@ def summarize(results: Sequence[VolumeCalibration],
               protocol: CalibrationProtocol = CalibrationProtocol()) -> dict[str, Any]:
     """Pooled figures (JSON-ready): per axis ``maae_deg``, ``normalized_maae``, ``chance_maae_deg``,
     ``slices``, ``maae_by_turn_deg`` (MAAE per band of the applied turn's size: tilts in 10 degree
-    bands up to the protocol's range, z in 45 degree bands, so errors beyond a training range show);
+    bands up to the protocol's range, z in 45 degree bands, so errors beyond a training range show;
+    for x and y also the band's sign flips and folding, see :func:`maae_by_turn`);
     ``mean_sigma2`` (rad^2); ``spearman_sigma2_error`` (rho, p) over all turned slices; and the
     same per volume under ``volumes``."""
     if not results:
@@ -187,8 +188,10 @@ def summarize(results: Sequence[VolumeCalibration],
                              'normalized_maae': _ratio(err.mean(), chance_mean),
                              'chance_maae_deg': math.degrees(chance_mean),
                              'slices': int(err.size),
-                             'maae_by_turn_deg': maae_by_turn(np.concatenate([r.applied[axis] for r in results]),
-                                                              err, turn_bands_deg(axis, protocol))}
+                             'maae_by_turn_deg': maae_by_turn(
+                                 np.concatenate([r.applied[axis] for r in results]), err,
+                                 turn_bands_deg(axis, protocol),
+                                 None if axis == 'z' else np.concatenate([r.predicted[axis] for r in results]))}
     all_err = np.concatenate([r.errors(a) for r in results for a in AXES])
     all_sig = np.concatenate([r.sigma2[a] for r in results for a in AXES])
     out['mean_sigma2'] = float(all_sig.mean())
@@ -209,19 +212,41 @@ def turn_bands_deg(axis: str, protocol: CalibrationProtocol = CalibrationProtoco
     return np.append(edges, protocol.tilt_range_deg)
 
 
-def maae_by_turn(applied: Array, errors: Array, edges_deg: Array) -> list[dict[str, Any]]:
+def maae_by_turn(applied: Array, errors: Array, edges_deg: Array,
+                 predicted: Array | None = None) -> list[dict[str, Any]]:
     """MAAE (degrees) of the slices whose applied turn size ``|applied|`` (rad) lies in each band
     ``(lo, hi]`` of ``edges_deg`` (the first band includes 0): a list of ``{lo_deg, hi_deg,
-    maae_deg, slices}``, ``maae_deg`` None for an empty band."""
+    maae_deg, slices}``, ``maae_deg`` None for an empty band.
+
+    With ``predicted`` (rad, same shape; given for the tilts x and y), each band also says how its
+    error is made: ``sign_flip_share``, the share of its turned slices (``applied`` != 0) predicted
+    with the opposite sign (a tilt read as its mirror about the unturned plane), and
+    ``mean_abs_predicted_deg`` against ``mean_abs_applied_deg`` over the others (a predicted size
+    that stops growing is a fold at the edge of what the model learned). None for an empty band.
+    """
     size = np.degrees(np.abs(np.asarray(applied, dtype=np.float64)))
     err = np.asarray(errors, dtype=np.float64)
     if size.shape != err.shape:
         raise CalibrationError(f'applied turns {size.shape} and errors {err.shape} differ in shape')
+    if predicted is not None:
+        predicted = np.asarray(predicted, dtype=np.float64)
+        if predicted.shape != size.shape:
+            raise CalibrationError(f'applied turns {size.shape} and predicted turns {predicted.shape} '
+                                   'differ in shape')
+        flipped = np.sign(predicted) * np.sign(np.asarray(applied, dtype=np.float64)) < 0
     rows = []
     for i, (lo, hi) in enumerate(zip(edges_deg[:-1], edges_deg[1:])):
         inside = (size <= hi + 1e-9) & ((size > lo + 1e-9) if i else (size >= lo))
-        rows.append({'lo_deg': float(lo), 'hi_deg': float(hi), 'slices': int(inside.sum()),
-                     'maae_deg': math.degrees(float(err[inside].mean())) if inside.any() else None})
+        row: dict[str, Any] = {'lo_deg': float(lo), 'hi_deg': float(hi), 'slices': int(inside.sum()),
+                               'maae_deg': math.degrees(float(err[inside].mean())) if inside.any() else None}
+        if predicted is not None:
+            turned = inside & (size > 0)
+            kept = turned & ~flipped
+            row['sign_flip_share'] = float(flipped[turned].mean()) if turned.any() else None
+            row['mean_abs_predicted_deg'] = (float(np.degrees(np.abs(predicted[kept])).mean())
+                                             if kept.any() else None)
+            row['mean_abs_applied_deg'] = float(size[kept].mean()) if kept.any() else None
+        rows.append(row)
     return rows
 
 

@@ -141,6 +141,38 @@ def test_maae_by_turn_isolates_errors_beyond_a_range():
         maae_by_turn(applied, errors[:-1], np.array([0.0, 10.0]))
 
 
+def test_maae_by_turn_tells_sign_flips_from_folding():
+    # a model that reads tilts up to 18 deg exactly, folds beyond (caps the size at 18 deg) and
+    # reads every tilt beyond 25 deg with the wrong sign
+    applied = np.radians(np.arange(-30.0, 31.0))
+    size = np.abs(applied)
+    predicted = np.sign(applied) * np.minimum(size, np.radians(18.0))
+    predicted = np.where(size > np.radians(25.5), -predicted, predicted)
+    rows = maae_by_turn(applied, np.abs(wrap_angle(predicted - applied)), turn_bands_deg('x', PROTO), predicted)
+    assert [r['sign_flip_share'] for r in rows] == pytest.approx([0.0, 0.0, 0.5])   # 26..30 of 21..30
+    assert rows[0]['mean_abs_predicted_deg'] == pytest.approx(rows[0]['mean_abs_applied_deg'])
+    assert rows[1]['mean_abs_predicted_deg'] == pytest.approx((sum(range(11, 19)) + 2 * 18.0) / 10)  # 11..18, then 18, 18
+    assert rows[2]['mean_abs_predicted_deg'] == pytest.approx(18.0)
+    assert rows[2]['mean_abs_applied_deg'] == pytest.approx(23.0)                     # the unflipped 21..25
+    # the unturned slice is neither flipped nor kept out of the band's error
+    assert rows[0]['slices'] == 21
+    empty = maae_by_turn(applied[:0], applied[:0], np.array([0.0, 10.0]), applied[:0])[0]
+    assert empty['sign_flip_share'] is None and empty['mean_abs_predicted_deg'] is None
+    with pytest.raises(CalibrationError, match='predicted turns'):
+        maae_by_turn(applied, size, np.array([0.0, 10.0]), predicted[:-1])
+
+
+def test_summary_reports_flips_for_tilts_only():
+    g0 = base_pose(3)
+    summary = summarize([calibrate_volume('c', g0.orbit, g0.probe, pose_render, oracle(np.eye(3), np.eye(3)),
+                                          PROTO)], PROTO)
+    for axis in ('x', 'y'):
+        for band in summary['axes'][axis]['maae_by_turn_deg']:
+            assert band['sign_flip_share'] == 0.0
+            assert band['mean_abs_predicted_deg'] == pytest.approx(band['mean_abs_applied_deg'], abs=1e-6)
+    assert 'sign_flip_share' not in summary['axes']['z']['maae_by_turn_deg'][0]
+
+
 def test_predictor_output_shape_is_checked():
     g0 = base_pose(1)
 

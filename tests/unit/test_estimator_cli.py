@@ -119,6 +119,14 @@ def test_eval_calibration_on_volume_files(tmp_path, model_path, monkeypatch, cap
     assert 'MAAE about x by |applied turn| (deg): 0-10: ' in printed
 
 
+def test_eval_calibration_prints_sign_flips_of_a_tilt_band():
+    from echoposed_ros.cli.eval_calibration import _band
+    assert _band({'lo_deg': 20.0, 'hi_deg': 30.0, 'maae_deg': 14.15, 'sign_flip_share': 0.136}) == \
+        '20-30: 14.2 (14 % sign flips)'
+    assert _band({'lo_deg': 0.0, 'hi_deg': 10.0, 'maae_deg': 1.7, 'sign_flip_share': 0.0}) == '0-10: 1.7'
+    assert _band({'lo_deg': 0.0, 'hi_deg': 45.0, 'maae_deg': None}) == '0-45: n/a'
+
+
 def test_eval_threshold_rejects_a_frame_size_too_small_to_hold_a_fan(tmp_path, model_path, capsys):
     rc = main(['eval', 'threshold', '--seeds', '1', '--frame-size', '8', '--json', str(tmp_path / 'c.json'),
                '--model', str(model_path)])

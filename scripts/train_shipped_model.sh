@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce models/echoposed_k5.onnx: every training stage of the shipped ensemble, in order, then
-# the export (models/MODEL_CARD.md explains each stage). About 10 hours on a 2-core machine.
+# the export (models/MODEL_CARD.md explains each stage). About 11.5 hours on a 2-core machine.
 #
 #   scripts/train_shipped_model.sh [OUT_DIR]       # default out/shipped; the model lands in OUT_DIR
 #   ECHOPOSED_PRINT_CONFIGS=1 scripts/train_shipped_model.sh   # only print each stage's config (JSON)
@@ -58,7 +58,10 @@ train --out "$out/run9c" --steps 8000 --set init_from="\"$out/run8b/last.pt\"" "
 # 10. run10a: the same for 16000 steps at Muon 0.0015 (stage 8's peak).
 train --out "$out/run10a" --steps 16000 --set init_from="\"$out/run9c/last.pt\"" "${clustered[@]}" \
     muon_lr=0.0015 adamw_lr=0.00015
+# 11. run12a: the same for 16000 more steps at Muon 0.001 (stage 9's peak).
+train --out "$out/run12a" --steps 16000 --set init_from="\"$out/run10a/last.pt\"" "${clustered[@]}" \
+    muon_lr=0.001 adamw_lr=0.0001
 
 [[ -z "$dry" ]] || exit 0
-.venv/bin/echoposed export "$out/run10a/last.pt" --out "$out/echoposed_k5.onnx" --name echoposed_k5
+.venv/bin/echoposed export "$out/run12a/last.pt" --out "$out/echoposed_k5.onnx" --name echoposed_k5
 echo "wrote $out/echoposed_k5.onnx; evaluate it with: .venv/bin/echoposed eval calibration --seeds 1000-1019 --model $out/echoposed_k5.onnx --json $out/cal.json"

@@ -23,9 +23,13 @@ from echoposed_ros.paths import config_dir
 from echoposed_ros.policy import describe_fields, write_view_table
 
 # Timing-sensitive tests on a 2-core machine, retried. Part of what was blamed on random executor
-# stalls was the stale-stream test's own race (fixed in session 10; 96 of 96 runs of this file
-# then passed alone), but in one of three fresh-clone CI runs after the fix the first two graph
-# tests each failed once right after the launch tests, not reproduced since: still retried.
+# stalls was the tests' own races (session 10: the stale zero found by its status; session 11:
+# waiting for three commands instead of a fixed 0.1 s). What is left shows on some hosts and not
+# others (session 11, idle machine: about half of the runs of this file without retries had one
+# failure, where session 10's host passed 96 of 96): the stale zero computed 0.33-0.37 s after the
+# harness's last pose, or the controller reporting 4.7 poses/s of the harness's 20. Not traced yet
+# (suspected: the in-process harness's executor threads starved, so poses go out late or
+# bunched): still retried.
 pytestmark = pytest.mark.flaky(reruns=3)
 
 CURRENT = (rot_x(0.1), rot_z(0.4))
@@ -197,11 +201,15 @@ def test_pose_stream_stopping_gives_zero_twist_within_025_s(setup):
     # out (same ROS clock): the requirement itself, free of this test's own delivery delays.
     decided = stamp_s(zero)
     assert decided - last_stamp <= 0.25, f'zero twist computed {decided - last_stamp:.3f} s after the last pose'
-    time.sleep(0.1)
     # Everything computed from then on is zero (by stamp: the two topics arrive in either order).
-    later_cmds = [m for _, m in h.since(h.cmds, last) if stamp_s(m) >= decided]
-    later_twists = [m for _, m in h.since(h.twists, last) if stamp_s(m) >= decided]
-    assert len(later_cmds) >= 3 and len(later_twists) >= 3
+    # Wait for three of each rather than a fixed time: at 30 Hz three ticks take 0.1 s, and on a
+    # busy machine delivery lags by a tick or two.
+    def later(store):
+        return [m for _, m in h.since(store, last) if stamp_s(m) >= decided]
+
+    assert wait_for(lambda: len(later(h.cmds)) >= 3 and len(later(h.twists)) >= 3, timeout=2), \
+        f'{len(later(h.cmds))} commands and {len(later(h.twists))} twists in 2 s after the stale zero'
+    later_cmds, later_twists = later(h.cmds), later(h.twists)
     assert all(is_zero(m) for m in later_cmds)
     assert all(not np.any(vec(m.twist.linear)) and not np.any(vec(m.twist.angular)) for m in later_twists)
     # Poses coming back resume guiding.
@@ -214,9 +222,9 @@ def test_uncertain_pose_holds_with_zero_twist(setup):
     assert h.call(h.set_target, pose_request(TARGET)).success
     h.pose = pose_msg(CURRENT, sigma2=node.config.uncertainty_threshold * 2)
     t0 = h.wait_state('hold_uncertain')
-    time.sleep(0.15)
+    assert wait_for(lambda: len(h.since(h.cmds, t0)) >= 3, timeout=2)
     cmds = h.since(h.cmds, t0)
-    assert cmds and all(is_zero(m) for _, m in cmds)
+    assert all(is_zero(m) for _, m in cmds)
     status = h.latest_status(t0)
     assert status.state == GuidanceStatus.STATE_HOLD_UNCERTAIN and 'uncertain' in status.cue
     assert status.uncertainty == pytest.approx(node.config.uncertainty_threshold * 2)
@@ -229,7 +237,7 @@ def test_nan_pose_holds_with_zero_twist(setup):
     msg.orbit.x = float('nan')
     h.pose = msg
     t0 = h.wait_state('hold_uncertain')
-    time.sleep(0.1)
+    assert wait_for(lambda: len(h.since(h.cmds, t0)) >= 3, timeout=2)
     assert all(is_zero(m) for _, m in h.since(h.cmds, t0))
     assert node.invalid_poses > 0
 
@@ -240,7 +248,7 @@ def test_start_and_stop_services(graph):
     h.pose = pose_msg(CURRENT)
     assert h.call(h.set_target, pose_request(TARGET)).success
     t0 = h.wait_state('stopped')
-    time.sleep(0.1)
+    assert wait_for(lambda: len(h.since(h.cmds, t0)) >= 3, timeout=2)
     assert all(is_zero(m) for _, m in h.since(h.cmds, t0))
     res = h.call(h.start, Trigger.Request())
     assert res.success and 'started' in res.message
@@ -250,9 +258,8 @@ def test_start_and_stop_services(graph):
     assert res.success
     t2 = time.monotonic()
     h.wait_state('stopped')
-    time.sleep(0.1)
-    late = [m for t, m in h.since(h.cmds, t2 + 0.05)]
-    assert late and all(is_zero(m) for m in late)
+    assert wait_for(lambda: len(h.since(h.cmds, t2 + 0.05)) >= 3, timeout=2)
+    assert all(is_zero(m) for _, m in h.since(h.cmds, t2 + 0.05))
 
 
 def test_no_target_is_idle(setup):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce models/echoposed_k5.onnx: every training stage of the shipped ensemble, in order, then
-# the export (models/MODEL_CARD.md explains each stage). About 11.5 hours on a 2-core machine.
+# the export (models/MODEL_CARD.md explains each stage). About 12 hours on a 2-core machine.
 #
 #   scripts/train_shipped_model.sh [OUT_DIR]       # default out/shipped; the model lands in OUT_DIR
 #   ECHOPOSED_PRINT_CONFIGS=1 scripts/train_shipped_model.sh   # only print each stage's config (JSON)

@@ -224,7 +224,8 @@ def maae_by_turn(applied: Array, errors: Array, edges_deg: Array,
     ``mean_abs_predicted_deg`` against ``mean_abs_applied_deg`` over the others (a predicted size
     that stops growing is a fold at the edge of what the model learned). None for an empty band.
     """
-    size = np.degrees(np.abs(np.asarray(applied, dtype=np.float64)))
+    applied = np.asarray(applied, dtype=np.float64)
+    size = np.degrees(np.abs(applied))
     err = np.asarray(errors, dtype=np.float64)
     if size.shape != err.shape:
         raise CalibrationError(f'applied turns {size.shape} and errors {err.shape} differ in shape')
@@ -233,7 +234,7 @@ def maae_by_turn(applied: Array, errors: Array, edges_deg: Array,
         if predicted.shape != size.shape:
             raise CalibrationError(f'applied turns {size.shape} and predicted turns {predicted.shape} '
                                    'differ in shape')
-        flipped = np.sign(predicted) * np.sign(np.asarray(applied, dtype=np.float64)) < 0
+        flipped = np.sign(predicted) * np.sign(applied) < 0
     rows = []
     for i, (lo, hi) in enumerate(zip(edges_deg[:-1], edges_deg[1:])):
         inside = (size <= hi + 1e-9) & ((size > lo + 1e-9) if i else (size >= lo))

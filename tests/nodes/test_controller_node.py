@@ -22,15 +22,11 @@ from echoposed_ros.nodes.params import yaml_parameters
 from echoposed_ros.paths import config_dir
 from echoposed_ros.policy import describe_fields, write_view_table
 
-# Timing-sensitive tests on a 2-core machine, retried. Part of what was blamed on random executor
-# stalls was the tests' own races (session 10: the stale zero found by its status; session 11:
-# waiting for three commands instead of a fixed 0.1 s). What is left shows on some hosts and not
-# others (session 11, idle machine: about half of the runs of this file without retries had one
-# failure, where session 10's host passed 96 of 96): the stale zero computed 0.33-0.37 s after the
-# harness's last pose, or the controller reporting 4.7 poses/s of the harness's 20. Not traced yet
-# (suspected: the in-process harness's executor threads starved, so poses go out late or
-# bunched): still retried.
-pytestmark = pytest.mark.flaky(reruns=3)
+# No retries. These tests failed in about half of the runs on some hosts until session 12 found
+# why: the harness spun the controller and its test peer on one shared MultiThreadedExecutor,
+# whose Python-side scheduling starved the controller's 30 Hz timer (stale zero 0.33-0.37 s
+# late, 4.7 of 20 poses/s counted). Each node now spins on its own single-threaded executor, as
+# in its own process (ros_harness.Graph).
 
 CURRENT = (rot_x(0.1), rot_z(0.4))
 TARGET = (rot_y(0.15), rot_z(1.2) @ rot_x(0.1))

@@ -23,7 +23,7 @@ class FakeServices:
     never answered (their callbacks block until :meth:`release`), as when a reply is lost."""
 
     def __init__(self, graph: Graph, lose: int = 0, refuse_view: bool = False) -> None:
-        self.node = graph.node('fake_sim_and_controller')
+        self.node = graph.node('fake_sim_and_controller', threads=2)   # a blocked answer leaves a thread free
         self.lose, self.refuse_view = lose, refuse_view
         self.views: list[str] = []
         self.targets: list[SetTarget.Request] = []

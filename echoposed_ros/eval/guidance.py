@@ -343,10 +343,11 @@ class RunResult:
 
     def quiet_miss(self, tol_deg: float = 5.0) -> bool:
         """Ended beyond ``tol_deg`` of the true target while the estimate put it within ``tol_deg``
-        and the controller was not holding in the last second: the estimator believed it had arrived."""
+        and the controller was neither holding nor coasting on an uncertain pose in the last second:
+        the estimator believed it had arrived."""
         w = self.window(1.0)
-        return bool(self.final_error_deg > tol_deg and self.final_estimated_deg <= tol_deg
-                    and not np.any(self.states[w] == GuidanceState.HOLD_UNCERTAIN))
+        unsure = np.isin(self.states[w], (GuidanceState.HOLD_UNCERTAIN, GuidanceState.COASTING))
+        return bool(self.final_error_deg > tol_deg and self.final_estimated_deg <= tol_deg and not np.any(unsure))
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready per-run facts (no per-step traces)."""
@@ -362,6 +363,7 @@ class RunResult:
                 'converged': bool(self.converged), 'time_s': self.time_s,
                 'target_uncertain': bool(self.target_uncertain),
                 'hold_share': float(np.mean(self.states == GuidanceState.HOLD_UNCERTAIN)),
+                'coast_share': float(np.mean(self.states == GuidanceState.COASTING)),
                 'unreachable_steps': int(self.unreachable_steps)}
 
 
@@ -685,6 +687,7 @@ def summarize_dataset(results: Sequence[RunResult], protocol: GuidanceProtocol) 
             s['mean_time_s'] = float(np.mean([r.time_s for r in runs]))
             s['hold_share'] = float(np.mean(np.concatenate([r.states == GuidanceState.HOLD_UNCERTAIN
                                                             for r in runs])))
+            s['coast_share'] = float(np.mean(np.concatenate([r.states == GuidanceState.COASTING for r in runs])))
             s['uncertain_target_share'] = float(np.mean([r.target_uncertain for r in runs]))
             s['misses'] = summarize_misses(runs)
         out[f'intra_{mode}'] = s

@@ -334,7 +334,8 @@ class ControllerNode(Node):
             'errors_from': '' if not (out and out.error) else
                            'ungauged ensemble mean' if out.ungauged else 'canonical pose',
         }
-        level = WARN if state in (GuidanceState.STALE_INPUT, GuidanceState.HOLD_UNCERTAIN) else OK
+        unsure = (GuidanceState.STALE_INPUT, GuidanceState.HOLD_UNCERTAIN, GuidanceState.COASTING)
+        level = WARN if state in unsure else OK
         self.diagnostics.publish(level, f'{state.label}: {out.cue}' if out else state.label, values)
 
 

@@ -44,6 +44,9 @@ class ControllerConfig:
         0.1, 'rad', 'estimated effective error above which a converged controller resumes guiding')
     uncertainty_threshold: float = _f(
         0.05, 'rad^2', 'sigma^2 above which the probe is held (state hold_uncertain, zero twist)')
+    coast_time: float = _f(
+        0.0, 's', 'an uncertain pose within this long of the last confident guiding frame continues that '
+        "frame's command (state coasting) instead of holding; 0 = hold at once")
     stale_timeout: float = _f(
         0.2, 's', 'no valid pose for longer than this gives state stale_input and zero twist')
     orbit_radius: float = _f(
@@ -72,9 +75,10 @@ class ControllerConfig:
             if value <= 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected > 0 '
                                   f'({type(self).__dataclass_fields__[name].metadata["unit"]}), got {value!r}')
-        for name in ('deadband', 'cue_min_angle'):
+        for name in ('deadband', 'cue_min_angle', 'coast_time'):
             if getattr(self, name) < 0:
-                raise PolicyError(f'ControllerConfig.{name}: expected >= 0 rad, got {getattr(self, name)!r}')
+                unit = type(self).__dataclass_fields__[name].metadata['unit']
+                raise PolicyError(f'ControllerConfig.{name}: expected >= 0 ({unit}), got {getattr(self, name)!r}')
         if self.converge_frames < 1:
             raise PolicyError(f'ControllerConfig.converge_frames: expected >= 1, got {self.converge_frames!r}')
         if self.release_tolerance < self.converge_tolerance:

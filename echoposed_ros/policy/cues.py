@@ -110,11 +110,12 @@ def cue_text(cue: Cue, min_angle: float = math.radians(1.0)) -> str:
 
 
 def state_cue(state_name: str, detail: str = '') -> str:
-    """Cue for the states that hold the probe (everything but guiding)."""
+    """Cue for the states other than guiding (they hold the probe, or coast on the last motion)."""
     base = {
         'idle': 'no target: set a target view',
         'converged': 'hold still: target view reached',
         'hold_uncertain': 'hold still: estimate uncertain (no heart in view or not sure)',
+        'coasting': 'keep the last motion briefly: estimate uncertain',
         'stale_input': 'hold still: no images',
         'stopped': 'guidance stopped',
     }.get(state_name, state_name)

@@ -6,19 +6,27 @@ States (values equal ``GuidanceStatus.STATE_*``), checked in this order each cyc
 - ``idle``: no target, or no pose received yet: zero twist.
 - ``stale_input``: the newest pose is older than ``stale_timeout`` (0.2 s): zero twist. Ages
   are measured on the controller's clock at reception, so staleness is found without input.
-- ``hold_uncertain``: sigma^2 above ``uncertainty_threshold``, or the pose is unusable (NaN,
-  not a rotation) or in another frame than the target: zero twist ("no heart / not sure").
+- ``coasting``: sigma^2 above ``uncertainty_threshold`` (or NaN) at most ``coast_time`` after
+  the last confident ``guiding`` frame: that frame's command, unchanged (within the speed
+  limits; the probe moves at most ``coast_time`` times them). Short unsure patches on the way to
+  a target are crossed instead of stopping the probe in them for good (a static image stays
+  unsure). Coasting needs a confident frame since the last hold, stale or stop, and never counts
+  towards convergence; ``coast_time`` 0 turns it off.
+- ``hold_uncertain``: sigma^2 above ``uncertainty_threshold`` and not coasting, or the pose is
+  unusable (NaN, not a rotation) or in another frame than the target: zero twist ("no heart /
+  not sure").
 - ``converged``: the estimated effective error was below ``converge_tolerance`` for
   ``converge_frames`` consecutive pose frames (frames, not ticks); stays converged until the
   error exceeds ``release_tolerance``: zero twist.
 - ``guiding``: the proportional twist towards the target.
 
-Every path but ``guiding`` returns exactly zero twists. Times are seconds on one clock.
+Every path but ``guiding`` and ``coasting`` returns exactly zero twists. Times are seconds on one clock.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -42,6 +50,7 @@ class GuidanceState(IntEnum):
     HOLD_UNCERTAIN = 3
     STALE_INPUT = 4
     STOPPED = 5
+    COASTING = 6
 
     @property
     def label(self) -> str:
@@ -89,11 +98,14 @@ def pose_sample(orbit_xyzw: ArrayLike, probe_xyzw: ArrayLike, uncertainty: float
 @dataclass(frozen=True)
 class GuidanceMemory:
     """What the state machine carries between ticks: consecutive frames within tolerance, the last
-    counted frame's seq, and whether it has converged. ``GuidanceMemory()`` is the reset state."""
+    counted frame's seq, whether it has converged, and the last confident ``guiding`` output with
+    its time (s; what ``coasting`` continues). ``GuidanceMemory()`` is the reset state."""
 
     frames_within_tolerance: int = 0
     last_seq: int = -1
     converged: bool = False
+    last_guiding: 'ControlOutput | None' = None
+    last_guiding_at: float = float('-inf')
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,14 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     error = tracking_error(current, goal)
     if not np.isfinite(sample.uncertainty) or sample.uncertainty > config.uncertainty_threshold:
         # The error is still reported (sigma^2 against error is an evaluation signal).
+        last = memory.last_guiding
+        if last is not None and now - memory.last_guiding_at <= config.coast_time:
+            return memory, ControlOutput(
+                GuidanceState.COASTING, last.twist, last.cartesian, error, sample.uncertainty,
+                memory.frames_within_tolerance,
+                state_cue('coasting', f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}, '
+                                      f'{now - memory.last_guiding_at:.2f} of {config.coast_time:.2f} s'),
+                last.ungauged)
         return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), error, sample.uncertainty,
                      detail=f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}')
 
@@ -166,5 +186,5 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     twist = proportional_twist(error, config)
     cartesian = probe_frame_twist(current, twist, config.orbit_radius)
     cue = cue_text(operator_cue(current, goal), config.cue_min_angle)
-    return memory, ControlOutput(GuidanceState.GUIDING, twist, cartesian, error, sample.uncertainty, frames, cue,
-                                 ungauged)
+    out = ControlOutput(GuidanceState.GUIDING, twist, cartesian, error, sample.uncertainty, frames, cue, ungauged)
+    return replace(memory, last_guiding=out, last_guiding_at=now), out

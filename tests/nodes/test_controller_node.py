@@ -20,7 +20,7 @@ from echoposed_ros.nodes.controller_node import PARAMS, ControllerNode
 from echoposed_ros.nodes.convert import echopose_msg, matrix_to_quaternion_msg
 from echoposed_ros.nodes.params import yaml_parameters
 from echoposed_ros.paths import config_dir
-from echoposed_ros.policy import describe_fields, write_view_table
+from echoposed_ros.policy import GuidanceState, describe_fields, write_view_table
 
 # No retries. These tests failed in about half of the runs on some hosts until session 12 found
 # why: the harness spun the controller and its test peer on one shared MultiThreadedExecutor,
@@ -224,6 +224,41 @@ def test_uncertain_pose_holds_with_zero_twist(setup):
     status = h.latest_status(t0)
     assert status.state == GuidanceStatus.STATE_HOLD_UNCERTAIN and 'uncertain' in status.cue
     assert status.uncertainty == pytest.approx(node.config.uncertainty_threshold * 2)
+
+
+def test_guidance_states_equal_the_message_constants():
+    constants = {k[len('STATE_'):].lower(): v for k, v in vars(GuidanceStatus).items() if k.startswith('STATE_')}
+    assert constants == {s.label: int(s) for s in GuidanceState}
+
+
+def test_an_uncertain_pose_after_guiding_coasts_for_coast_time_then_holds(graph):
+    node = make_controller(graph, coast_time=0.3)
+    h = Harness(graph)
+    assert wait_for(lambda: h.pub.get_subscription_count() > 0)
+    h.pose = pose_msg(CURRENT)
+    assert h.call(h.set_target, pose_request(TARGET)).success
+    h.wait_state('guiding')
+    guiding = h.since(h.cmds, 0.0)[-1][1]
+    h.pose = pose_msg(CURRENT, sigma2=node.config.uncertainty_threshold * 2)
+    t_coast = h.wait_state('coasting')
+    t_hold = h.wait_state('hold_uncertain', timeout=3.0)
+    with h.lock:
+        statuses = [s for t, s in h.statuses if t >= t_coast]
+        cmds = [m for t, m in h.cmds if t >= t_coast]
+    coasting = [s for s in statuses if s.state_name == 'coasting']
+    # coasting lasts at most coast_time from the last confident frame (status stamps, the
+    # controller's clock), and its commands are that frame's
+    span = stamp_s(coasting[-1]) - stamp_s(coasting[0])
+    assert span <= 0.3 + 1e-3, f'coasted for {span:.3f} s'
+    assert all(s.state == GuidanceStatus.STATE_COASTING and 'uncertain' in s.cue for s in coasting)
+    coast_stamps = {stamp_s(s) for s in coasting}
+    coast_cmds = [m for m in cmds if stamp_s(m) in coast_stamps]
+    assert coast_cmds and all(np.allclose(vec(m.probe), vec(guiding.probe)) and
+                              np.allclose(vec(m.orbit), vec(guiding.orbit)) for m in coast_cmds)
+    # after the hold everything is zero while the pose stays uncertain
+    assert wait_for(lambda: len(h.since(h.cmds, t_hold)) >= 3, timeout=2)
+    assert all(is_zero(m) for _, m in h.since(h.cmds, t_hold))
+    assert all(s.state_name == 'hold_uncertain' for _, s in h.since(h.statuses, t_hold))
 
 
 def test_nan_pose_holds_with_zero_twist(setup):

@@ -41,6 +41,7 @@ def assert_zero(out):
     ('release_tolerance', 0.01, 'release_tolerance: expected >= converge_tolerance'),
     ('deadband', 0.03, 'sqrt(5) * deadband < converge_tolerance'),
     ('uncertainty_threshold', 'high', 'uncertainty_threshold'),
+    ('coast_time', -0.1, 'coast_time: expected >= 0 (s)'),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value, words):
     with pytest.raises(PolicyError) as info:
@@ -135,6 +136,80 @@ def test_uncertainty_above_threshold_holds_with_zero_twist():
     assert_zero(out)
     _, out = step(sample(uncertainty=CFG.uncertainty_threshold * 0.99))
     assert out.state == GuidanceState.GUIDING
+
+
+COAST = ControllerConfig(coast_time=0.5)
+UNSURE = COAST.uncertainty_threshold * 3
+
+
+def test_an_unsure_pose_soon_after_a_confident_one_coasts_on_its_command_then_holds():
+    memory, guiding = step(sample(received=1.0), now=1.0, config=COAST)
+    assert guiding.state == GuidanceState.GUIDING and np.linalg.norm(guiding.twist.probe) > 0
+    for t in (1.1, 1.3, 1.5):   # up to coast_time after the confident frame: the same command
+        memory, out = step(sample((rot_x(0.5), rot_z(2.0)), uncertainty=UNSURE, received=t, seq=1), now=t,
+                           memory=memory, config=COAST)
+        assert out.state == GuidanceState.COASTING and out.uncertainty == UNSURE
+        for a, b in ((out.twist.orbit, guiding.twist.orbit), (out.twist.probe, guiding.twist.probe),
+                     (out.cartesian.v, guiding.cartesian.v), (out.cartesian.omega, guiding.cartesian.omega)):
+            np.testing.assert_array_equal(a, b)
+        assert 'uncertain' in out.cue and out.error is not None
+    memory, out = step(sample(uncertainty=UNSURE, received=1.51, seq=2), now=1.51, memory=memory, config=COAST)
+    assert out.state == GuidanceState.HOLD_UNCERTAIN
+    assert_zero(out)
+    # the hold forgot the last command: no second coast without a confident frame in between
+    memory, out = step(sample(uncertainty=UNSURE, received=1.52, seq=3), now=1.52, memory=memory, config=COAST)
+    assert out.state == GuidanceState.HOLD_UNCERTAIN
+    memory, out = step(sample(received=1.6, seq=4), now=1.6, memory=memory, config=COAST)
+    assert out.state == GuidanceState.GUIDING
+    _, out = step(sample(uncertainty=UNSURE, received=1.7, seq=5), now=1.7, memory=memory, config=COAST)
+    assert out.state == GuidanceState.COASTING
+
+
+def test_coasting_is_off_by_default_and_never_follows_convergence_a_stale_stream_or_a_stop():
+    memory, _ = step(sample(received=1.0), now=1.0)
+    _, out = step(sample(uncertainty=UNSURE, received=1.01, seq=1), now=1.01, memory=memory)
+    assert out.state == GuidanceState.HOLD_UNCERTAIN   # coast_time 0: hold at once
+    assert_zero(out)
+    memory, _ = step(sample(received=1.0), now=1.0, config=COAST)
+    _, out = step(sample(uncertainty=UNSURE, received=1.0, seq=1), now=1.3, memory=memory, config=COAST)
+    assert out.state == GuidanceState.STALE_INPUT   # the stale check comes first
+    assert_zero(out)
+    _, out = step(sample(uncertainty=UNSURE, received=1.1, seq=1), now=1.1, memory=memory, config=COAST,
+                  active=False)
+    assert out.state == GuidanceState.STOPPED
+    assert_zero(out)
+    _, out = step(sample(uncertainty=float('nan'), received=1.1, seq=1), now=1.1, memory=memory, config=COAST)
+    assert out.state == GuidanceState.COASTING   # NaN sigma^2 counts as unsure, like a large one
+    cfg = ControllerConfig(coast_time=0.5, converge_frames=1)
+    memory, out = step(sample(TARGET.pose, received=2.0, seq=2), now=2.0, memory=memory, config=cfg)
+    assert out.state == GuidanceState.CONVERGED
+    _, out = step(sample(uncertainty=UNSURE, received=2.1, seq=3), now=2.1, memory=memory, config=cfg)
+    assert out.state == GuidanceState.HOLD_UNCERTAIN   # converged means zero twist: nothing to coast on
+    assert_zero(out)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 0.2), st.booleans()), min_size=1, max_size=40))
+def test_coasting_never_exceeds_the_speed_limits_or_coast_time(steps):
+    """Any mix of sure and unsure frames: speeds stay within the limits, and a nonzero command
+    never comes more than coast_time after the last confident frame."""
+    cfg = ControllerConfig(coast_time=0.3, max_orbit_speed=0.2, max_probe_speed=0.4)
+    memory, now, sure_at = GuidanceMemory(), 0.0, None
+    for seq, (dt, unsure) in enumerate(steps):
+        now += dt
+        pose = (rot_y(0.1 * seq), rot_z(-0.2 * seq))
+        memory, out = step(sample(pose, uncertainty=UNSURE if unsure else 0.0, received=now, seq=seq), now=now,
+                           memory=memory, config=cfg)
+        assert np.linalg.norm(out.twist.orbit) <= 0.2 * (1 + 1e-12)
+        assert np.linalg.norm(out.twist.probe) <= 0.4 * (1 + 1e-12)
+        if out.state == GuidanceState.GUIDING:
+            sure_at = now
+        elif out.state == GuidanceState.COASTING:
+            assert sure_at is not None and now - sure_at <= cfg.coast_time
+        else:
+            assert_zero(out)
+            if out.state == GuidanceState.HOLD_UNCERTAIN:
+                sure_at = None
 
 
 def test_stale_input_gives_zero_twist_after_the_timeout():

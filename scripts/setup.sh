@@ -30,10 +30,10 @@ if [ ! -x "$py" ] || ! "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3
   rm -rf "$venv"
   "$base_python" -m venv "$venv"
 fi
-req_stamp="$(stamp_of requirements.txt)"
+req_stamp="$(stamp_of requirements.txt constraints.txt)"
 if ! stamp_ok requirements "$req_stamp"; then
-  log "installing requirements.txt into .venv"
-  quiet "$venv/pip-requirements.log" "$py" -m pip install --disable-pip-version-check -r requirements.txt
+  log "installing requirements.txt (under constraints.txt) into .venv"
+  quiet "$venv/pip-requirements.log" "$py" -m pip install --disable-pip-version-check -r requirements.txt -c constraints.txt
   "$py" -m pip check >/dev/null || { "$py" -m pip check; exit 1; }
   stamp_set requirements "$req_stamp"
 fi

@@ -120,3 +120,39 @@ def test_console_scripts_are_declared():
     tree = ast.parse((ROOT / 'setup.py').read_text())
     text = ast.unparse(tree)
     assert "'echoposed = echoposed_ros.cli:main'" in text
+
+
+def _pins(name: str) -> dict[str, str]:
+    """``{normalised package name: version}`` of a pip file's ``name==version`` lines."""
+    out = {}
+    for line in (ROOT / name).read_text().splitlines():
+        line = line.split('#')[0].strip()
+        if line:
+            package, sep, version = line.partition('==')
+            assert sep and version, f'{name}: "{line}" is not pinned with =='
+            out[package.lower().replace('_', '-').replace('.', '-')] = version
+    return out
+
+
+def test_constraints_pin_what_the_requirements_pull_in_and_the_venv_has_those_versions():
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    direct, held = _pins('requirements.txt'), _pins('constraints.txt')
+    assert not set(direct) & set(held), f'pinned in both files: {sorted(set(direct) & set(held))}'
+    installed = {d.metadata['Name'].lower().replace('_', '-').replace('.', '-'): d.version
+                 for d in metadata.distributions()}
+    # every direct dependency's own requirements are constrained (one level is enough to catch a
+    # pin added to requirements.txt without regenerating constraints.txt)
+    for package in direct:
+        if package not in installed:
+            continue
+        for text in metadata.requires(package) or []:
+            req = Requirement(text)
+            if req.marker is not None and not req.marker.evaluate({'extra': ''}):
+                continue   # an extra, or another platform
+            dep = req.name.lower().replace('_', '-').replace('.', '-')
+            assert dep in direct or dep in held, f'{package} needs {dep}, pinned in neither file'
+    wrong = {p: (v, installed[p]) for p, v in held.items() if p in installed and installed[p] != v}
+    assert not wrong, f'constraints.txt differs from the installed .venv (pinned, installed): {wrong}'

@@ -176,6 +176,7 @@ def write_report(datasets: Sequence[DatasetResult], meta: dict[str, Any], folder
              + (f', test-time mirroring {"on" if meta["mirror_tta"] else "off"}' if meta.get('model') and 'mirror_tta' in meta else '')
              + (f'; controller `uncertainty_threshold` {meta["controller"]["uncertainty_threshold"]} rad^2'
                 if 'uncertainty_threshold' in meta.get('controller', {}) else '')
+             + (f', `coast_time` {meta["controller"]["coast_time"]} s' if 'coast_time' in meta.get('controller', {}) else '')
              + f'; pose and control steps at {meta.get("protocol", {}).get("rate_hz", "?")} Hz; '
              f'wall time {_f(meta.get("wall_s"), ".0f")} s. Protocol and definitions: `docs/evaluation.md`.', '']
     if str(meta.get('estimator', '')).startswith('oracle'):
@@ -206,7 +207,7 @@ def write_report(datasets: Sequence[DatasetResult], meta: dict[str, Any], folder
                 parts = (f'; their final error, median per part: apex {_f(miss["median_apex_deg"], ".1f")}, probe turn '
                          f'|x| {_f(x, ".1f")} / |y| {_f(y, ".1f")} / |z| {_f(z, ".1f")} deg')
             lines.append(f'- {mode}: {miss["runs"]} runs end beyond {_f(miss["tolerance_deg"], ".0f")} deg, '
-                         f'{miss["quiet"]} of them quiet misses (the estimate said arrived, no hold){parts}.')
+                         f'{miss["quiet"]} of them quiet misses (the estimate said arrived, no hold or coast){parts}.')
         inter = s.get('inter')
         lines.append('')
         if inter:

@@ -45,8 +45,8 @@ class ControllerConfig:
     uncertainty_threshold: float = _f(
         0.05, 'rad^2', 'sigma^2 above which the probe is held (state hold_uncertain, zero twist)')
     coast_time: float = _f(
-        0.0, 's', 'an uncertain pose within this long of the last confident guiding frame continues that '
-        "frame's command (state coasting) instead of holding; 0 = hold at once")
+        0.0, 's', 'an uncertain pose within this long of the last pose that gave a guiding command continues '
+        'that command (state coasting) instead of holding; 0 = hold at once')
     stale_timeout: float = _f(
         0.2, 's', 'no valid pose for longer than this gives state stale_input and zero twist')
     orbit_radius: float = _f(

@@ -7,7 +7,8 @@ States (values equal ``GuidanceStatus.STATE_*``), checked in this order each cyc
 - ``stale_input``: the newest pose is older than ``stale_timeout`` (0.2 s): zero twist. Ages
   are measured on the controller's clock at reception, so staleness is found without input.
 - ``coasting``: sigma^2 above ``uncertainty_threshold`` (or NaN) at most ``coast_time`` after
-  the last confident ``guiding`` frame: that frame's command, unchanged (within the speed
+  the reception of the last frame that gave a ``guiding`` command: that command, unchanged
+  (so never computed from an estimate older than ``coast_time``; within the speed
   limits; the probe moves at most ``coast_time`` times them). Short unsure patches on the way to
   a target are crossed instead of stopping the probe in them for good (a static image stays
   unsure). Coasting needs a confident frame since the last hold, stale or stop, and never counts
@@ -98,8 +99,9 @@ def pose_sample(orbit_xyzw: ArrayLike, probe_xyzw: ArrayLike, uncertainty: float
 @dataclass(frozen=True)
 class GuidanceMemory:
     """What the state machine carries between ticks: consecutive frames within tolerance, the last
-    counted frame's seq, whether it has converged, and the last confident ``guiding`` output with
-    its time (s; what ``coasting`` continues). ``GuidanceMemory()`` is the reset state."""
+    counted frame's seq, whether it has converged, and the last ``guiding`` output with the
+    reception time of its pose (s; what ``coasting`` continues). ``GuidanceMemory()`` is the
+    reset state."""
 
     frames_within_tolerance: int = 0
     last_seq: int = -1
@@ -187,4 +189,4 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     cartesian = probe_frame_twist(current, twist, config.orbit_radius)
     cue = cue_text(operator_cue(current, goal), config.cue_min_angle)
     out = ControlOutput(GuidanceState.GUIDING, twist, cartesian, error, sample.uncertainty, frames, cue, ungauged)
-    return replace(memory, last_guiding=out, last_guiding_at=now), out
+    return replace(memory, last_guiding=out, last_guiding_at=sample.received), out

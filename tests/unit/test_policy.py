@@ -165,6 +165,15 @@ def test_an_unsure_pose_soon_after_a_confident_one_coasts_on_its_command_then_ho
     assert out.state == GuidanceState.COASTING
 
 
+def test_coast_time_counts_from_the_reception_of_the_confident_pose_not_from_the_last_tick():
+    memory, out = step(sample(received=1.0), now=1.0, config=COAST)
+    memory, out = step(sample(received=1.0), now=1.15, memory=memory, config=COAST)   # same pose, next tick
+    assert out.state == GuidanceState.GUIDING
+    _, out = step(sample(uncertainty=UNSURE, received=1.55, seq=1), now=1.55, memory=memory, config=COAST)
+    assert out.state == GuidanceState.HOLD_UNCERTAIN   # 0.55 s after the pose, 0.4 s after the tick
+    assert_zero(out)
+
+
 def test_coasting_is_off_by_default_and_never_follows_convergence_a_stale_stream_or_a_stop():
     memory, _ = step(sample(received=1.0), now=1.0)
     _, out = step(sample(uncertainty=UNSURE, received=1.01, seq=1), now=1.01, memory=memory)

@@ -157,6 +157,8 @@ def _signalled_worker(signum: int, ignore: bool, world: int, rank: int, port: in
                           LOCAL_RANK=str(rank))
     if ignore:
         signal.signal(signum, signal.SIG_IGN)
+    else:  # as in a foreground shell, whatever this test runs under (a background job ignores SIGINT)
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
     before = signal.getsignal(signum)
 
     def on_log(rec):

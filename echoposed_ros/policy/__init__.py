@@ -3,7 +3,7 @@
 - ``config``: :class:`ControllerConfig`, the frozen, validated parameters
 - ``controller``: body-frame errors, proportional twist with deadband and speed limits,
   probe-frame Cartesian twist, and the kinematics of executing it
-- ``states``: the guidance state machine (idle, guiding, converged, hold_uncertain,
+- ``states``: the guidance state machine (idle, guiding, converged, coasting, hold_uncertain,
   stale_input, stopped), one pure step per control cycle
 - ``cues``: the operator cue in sonographer words (slide, rotate, rock, tilt)
 - ``targets``: targets from poses, images or per-model standard view tables

@@ -47,6 +47,8 @@ class ControllerConfig:
     coast_time: float = _f(
         0.0, 's', 'an uncertain pose within this long of the last pose that gave a guiding command continues '
         'that command (state coasting) instead of holding; 0 = hold at once')
+    coast_after_frames: int = _f(
+        3, 'frames', 'consecutive confident pose frames a guiding command must end before it may be coasted on')
     stale_timeout: float = _f(
         0.2, 's', 'no valid pose for longer than this gives state stale_input and zero twist')
     orbit_radius: float = _f(
@@ -79,8 +81,9 @@ class ControllerConfig:
             if getattr(self, name) < 0:
                 unit = type(self).__dataclass_fields__[name].metadata['unit']
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 0 ({unit}), got {getattr(self, name)!r}')
-        if self.converge_frames < 1:
-            raise PolicyError(f'ControllerConfig.converge_frames: expected >= 1, got {self.converge_frames!r}')
+        for name in ('converge_frames', 'coast_after_frames'):
+            if getattr(self, name) < 1:
+                raise PolicyError(f'ControllerConfig.{name}: expected >= 1, got {getattr(self, name)!r}')
         if self.release_tolerance < self.converge_tolerance:
             raise PolicyError(
                 f'ControllerConfig.release_tolerance: expected >= converge_tolerance '

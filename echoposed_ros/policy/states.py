@@ -11,8 +11,12 @@ States (values equal ``GuidanceStatus.STATE_*``), checked in this order each cyc
   (so never computed from an estimate older than ``coast_time``; within the speed
   limits; the probe moves at most ``coast_time`` times them). Short unsure patches on the way to
   a target are crossed instead of stopping the probe in them for good (a static image stays
-  unsure). Coasting needs a confident frame since the last hold, stale or stop, and never counts
-  towards convergence; ``coast_time`` 0 turns it off.
+  unsure). Coasting needs ``coast_after_frames`` consecutive confident frames (counted by frame)
+  ending in that command, with no hold, stale spell or stop since; an unsure frame ends the
+  streak, so a lone confident frame among unsure ones (a probe lifted off can read sure by
+  chance) gets its one command, as without coasting, and ends the coast: the next unsure frame
+  holds. It never counts towards convergence; ``coast_time`` 0 turns
+  it off.
 - ``hold_uncertain``: sigma^2 above ``uncertainty_threshold`` and not coasting, or the pose is
   unusable (NaN, not a rotation) or in another frame than the target: zero twist ("no heart /
   not sure").
@@ -99,15 +103,16 @@ def pose_sample(orbit_xyzw: ArrayLike, probe_xyzw: ArrayLike, uncertainty: float
 @dataclass(frozen=True)
 class GuidanceMemory:
     """What the state machine carries between ticks: consecutive frames within tolerance, the last
-    counted frame's seq, whether it has converged, and the last ``guiding`` output with the
-    reception time of its pose (s; what ``coasting`` continues). ``GuidanceMemory()`` is the
-    reset state."""
+    counted frame's seq, whether it has converged, the last ``guiding`` output that may be coasted
+    on with the reception time of its pose (s), and the consecutive confident frames so far.
+    ``GuidanceMemory()`` is the reset state."""
 
     frames_within_tolerance: int = 0
     last_seq: int = -1
     converged: bool = False
     last_guiding: 'ControlOutput | None' = None
     last_guiding_at: float = float('-inf')
+    confident_frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,9 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
         # The error is still reported (sigma^2 against error is an evaluation signal).
         last = memory.last_guiding
         if last is not None and now - memory.last_guiding_at <= config.coast_time:
-            return memory, ControlOutput(
+            # an unsure frame ends the confident streak: a lone confident frame among unsure ones
+            # (a probe lifted off can read sure by chance) arms no coast of its own
+            return replace(memory, confident_frames=0), ControlOutput(
                 GuidanceState.COASTING, last.twist, last.cartesian, error, sample.uncertainty,
                 memory.frames_within_tolerance,
                 state_cue('coasting', f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}, '
@@ -174,14 +181,16 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
         return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), error, sample.uncertainty,
                      detail=f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}')
 
-    frames, converged = memory.frames_within_tolerance, memory.converged
+    frames, converged, streak = memory.frames_within_tolerance, memory.converged, memory.confident_frames
     if sample.seq != memory.last_seq:  # a new frame: count it once
         frames = frames + 1 if error.effective < config.converge_tolerance else 0
+        streak += 1
     if converged and error.effective > config.release_tolerance:
         converged, frames = False, 0
     if not converged and frames >= config.converge_frames:
         converged = True
-    memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq, converged=converged)
+    memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq, converged=converged,
+                            confident_frames=streak)
     if converged:
         return _hold(GuidanceState.CONVERGED, memory, error, sample.uncertainty)
 
@@ -189,4 +198,6 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     cartesian = probe_frame_twist(current, twist, config.orbit_radius)
     cue = cue_text(operator_cue(current, goal), config.cue_min_angle)
     out = ControlOutput(GuidanceState.GUIDING, twist, cartesian, error, sample.uncertainty, frames, cue, ungauged)
+    if streak < config.coast_after_frames:   # not confident for long enough to coast on
+        return memory, out
     return replace(memory, last_guiding=out, last_guiding_at=sample.received), out

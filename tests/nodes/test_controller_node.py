@@ -237,7 +237,9 @@ def test_an_uncertain_pose_after_guiding_coasts_for_coast_time_then_holds(graph)
     assert wait_for(lambda: h.pub.get_subscription_count() > 0)
     h.pose = pose_msg(CURRENT)
     assert h.call(h.set_target, pose_request(TARGET)).success
-    h.wait_state('guiding')
+    t_guiding = h.wait_state('guiding')
+    # guide for a while: coasting needs coast_after_frames (3) confident poses (20 Hz here)
+    assert wait_for(lambda: len(h.since(h.cmds, t_guiding)) >= 12, timeout=3)
     guiding = h.since(h.cmds, 0.0)[-1][1]
     h.pose = pose_msg(CURRENT, sigma2=node.config.uncertainty_threshold * 2)
     t_coast = h.wait_state('coasting')

@@ -138,7 +138,7 @@ def test_uncertainty_above_threshold_holds_with_zero_twist():
     assert out.state == GuidanceState.GUIDING
 
 
-COAST = ControllerConfig(coast_time=0.5)
+COAST = ControllerConfig(coast_time=0.5, coast_after_frames=1)   # the coast's mechanics; the streak rule below
 UNSURE = COAST.uncertainty_threshold * 3
 
 
@@ -165,6 +165,38 @@ def test_an_unsure_pose_soon_after_a_confident_one_coasts_on_its_command_then_ho
     assert out.state == GuidanceState.COASTING
 
 
+def test_only_a_confident_streak_arms_the_coast_and_an_unsure_frame_ends_the_streak():
+    cfg = ControllerConfig(coast_time=0.5, coast_after_frames=3)
+    memory = GuidanceMemory()
+    for seq in range(2):   # two confident frames (one seen on two ticks: frames, not ticks)
+        for _ in range(2):
+            memory, out = step(sample(received=1.0 + 0.1 * seq, seq=seq), now=1.0 + 0.1 * seq, memory=memory,
+                               config=cfg)
+    assert out.state == GuidanceState.GUIDING
+    _, out = step(sample(uncertainty=UNSURE, received=1.25, seq=2), now=1.25, memory=memory, config=cfg)
+    assert out.state == GuidanceState.HOLD_UNCERTAIN   # two frames: not armed
+    memory, armed = step(sample(received=1.2, seq=2), now=1.2, memory=memory, config=cfg)
+    memory, out = step(sample(uncertainty=UNSURE, received=1.3, seq=3), now=1.3, memory=memory, config=cfg)
+    assert out.state == GuidanceState.COASTING   # the third frame armed it
+    # a lifted probe: unsure frames with a lone sure (garbage) frame among them
+    memory, lone = step(sample((rot_x(1.0), rot_z(-2.0)), received=1.4, seq=4), now=1.4, memory=memory, config=cfg)
+    assert lone.state == GuidanceState.GUIDING   # one frame's command, as without coasting
+    memory, out = step(sample(uncertainty=UNSURE, received=1.5, seq=5), now=1.5, memory=memory, config=cfg)
+    assert out.state == GuidanceState.HOLD_UNCERTAIN   # the lone frame ended the coast and armed none
+    assert_zero(out)
+    # and the coast itself ends coast_time after the armed frame
+    memory = GuidanceMemory()
+    for seq in range(3):
+        memory, armed = step(sample(received=2.0 + 0.1 * seq, seq=seq), now=2.0 + 0.1 * seq, memory=memory,
+                             config=cfg)
+    memory, out = step(sample(uncertainty=UNSURE, received=2.69, seq=3), now=2.69, memory=memory, config=cfg)
+    assert out.state == GuidanceState.COASTING
+    np.testing.assert_array_equal(out.twist.probe, armed.twist.probe)
+    memory, out = step(sample(uncertainty=UNSURE, received=2.71, seq=4), now=2.71, memory=memory, config=cfg)
+    assert out.state == GuidanceState.HOLD_UNCERTAIN   # 0.51 s after the armed frame
+    assert_zero(out)
+
+
 def test_coast_time_counts_from_the_reception_of_the_confident_pose_not_from_the_last_tick():
     memory, out = step(sample(received=1.0), now=1.0, config=COAST)
     memory, out = step(sample(received=1.0), now=1.15, memory=memory, config=COAST)   # same pose, next tick
@@ -189,7 +221,7 @@ def test_coasting_is_off_by_default_and_never_follows_convergence_a_stale_stream
     assert_zero(out)
     _, out = step(sample(uncertainty=float('nan'), received=1.1, seq=1), now=1.1, memory=memory, config=COAST)
     assert out.state == GuidanceState.COASTING   # NaN sigma^2 counts as unsure, like a large one
-    cfg = ControllerConfig(coast_time=0.5, converge_frames=1)
+    cfg = ControllerConfig(coast_time=0.5, coast_after_frames=1, converge_frames=1)
     memory, out = step(sample(TARGET.pose, received=2.0, seq=2), now=2.0, memory=memory, config=cfg)
     assert out.state == GuidanceState.CONVERGED
     _, out = step(sample(uncertainty=UNSURE, received=2.1, seq=3), now=2.1, memory=memory, config=cfg)
@@ -200,10 +232,10 @@ def test_coasting_is_off_by_default_and_never_follows_convergence_a_stale_stream
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.floats(0.0, 0.2), st.booleans()), min_size=1, max_size=40))
 def test_coasting_never_exceeds_the_speed_limits_or_coast_time(steps):
-    """Any mix of sure and unsure frames: speeds stay within the limits, and a nonzero command
-    never comes more than coast_time after the last confident frame."""
-    cfg = ControllerConfig(coast_time=0.3, max_orbit_speed=0.2, max_probe_speed=0.4)
-    memory, now, sure_at = GuidanceMemory(), 0.0, None
+    """Any mix of sure and unsure frames: speeds stay within the limits, and a coasted command never
+    comes more than coast_time after the last frame that ended a confident streak."""
+    cfg = ControllerConfig(coast_time=0.3, max_orbit_speed=0.2, max_probe_speed=0.4, coast_after_frames=2)
+    memory, now, armed_at, streak = GuidanceMemory(), 0.0, None, 0
     for seq, (dt, unsure) in enumerate(steps):
         now += dt
         pose = (rot_y(0.1 * seq), rot_z(-0.2 * seq))
@@ -211,14 +243,15 @@ def test_coasting_never_exceeds_the_speed_limits_or_coast_time(steps):
                            memory=memory, config=cfg)
         assert np.linalg.norm(out.twist.orbit) <= 0.2 * (1 + 1e-12)
         assert np.linalg.norm(out.twist.probe) <= 0.4 * (1 + 1e-12)
-        if out.state == GuidanceState.GUIDING:
-            sure_at = now
+        streak = streak + 1 if out.state == GuidanceState.GUIDING else 0
+        if out.state == GuidanceState.GUIDING and streak >= cfg.coast_after_frames:
+            armed_at = now
         elif out.state == GuidanceState.COASTING:
-            assert sure_at is not None and now - sure_at <= cfg.coast_time
-        else:
+            assert armed_at is not None and now - armed_at <= cfg.coast_time
+        elif out.state != GuidanceState.GUIDING:
             assert_zero(out)
             if out.state == GuidanceState.HOLD_UNCERTAIN:
-                sure_at = None
+                armed_at = None
 
 
 def test_stale_input_gives_zero_twist_after_the_timeout():

@@ -43,7 +43,8 @@ class ControllerConfig:
     release_tolerance: float = _f(
         0.1, 'rad', 'estimated effective error above which a converged controller resumes guiding')
     uncertainty_threshold: float = _f(
-        0.05, 'rad^2', 'sigma^2 above which the probe is held (state hold_uncertain, zero twist)')
+        0.05, 'rad^2', 'sigma^2 above which the probe is held (state hold_uncertain, zero twist; after a '
+        'confident streak first coasting, up to coast_time)')
     coast_time: float = _f(
         0.0, 's', 'an uncertain pose within this long of the last pose that gave a guiding command continues '
         'that command (state coasting) instead of holding; 0 = hold at once')
@@ -75,12 +76,11 @@ class ControllerConfig:
         for name in positive:
             value = getattr(self, name)
             if value <= 0:
-                raise PolicyError(f'ControllerConfig.{name}: expected > 0 '
-                                  f'({type(self).__dataclass_fields__[name].metadata["unit"]}), got {value!r}')
+                raise PolicyError(f'ControllerConfig.{name}: expected > 0 ({_unit(name)}), got {value!r}')
         for name in ('deadband', 'cue_min_angle', 'coast_time'):
-            if getattr(self, name) < 0:
-                unit = type(self).__dataclass_fields__[name].metadata['unit']
-                raise PolicyError(f'ControllerConfig.{name}: expected >= 0 ({unit}), got {getattr(self, name)!r}')
+            value = getattr(self, name)
+            if value < 0:
+                raise PolicyError(f'ControllerConfig.{name}: expected >= 0 ({_unit(name)}), got {value!r}')
         for name in ('converge_frames', 'coast_after_frames'):
             if getattr(self, name) < 1:
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 1, got {getattr(self, name)!r}')
@@ -110,6 +110,11 @@ class ControllerConfig:
         if unknown:
             raise PolicyError(f'ControllerConfig: unknown parameter(s) {unknown}; expected some of {sorted(known)}')
         return cls(**dict(values))
+
+
+def _unit(name: str) -> str:
+    """The unit of :class:`ControllerConfig` field ``name`` (its metadata)."""
+    return ControllerConfig.__dataclass_fields__[name].metadata['unit']
 
 
 def describe_fields() -> dict[str, tuple[Any, str, str]]:

@@ -15,8 +15,7 @@ States (values equal ``GuidanceStatus.STATE_*``), checked in this order each cyc
   ending in that command, with no hold, stale spell or stop since; an unsure frame ends the
   streak, so a lone confident frame among unsure ones (a probe lifted off can read sure by
   chance) gets its one command, as without coasting, and ends the coast: the next unsure frame
-  holds. It never counts towards convergence; ``coast_time`` 0 turns
-  it off.
+  holds. It never counts towards convergence; ``coast_time`` 0 turns it off.
 - ``hold_uncertain``: sigma^2 above ``uncertainty_threshold`` and not coasting, or the pose is
   unusable (NaN, not a rotation) or in another frame than the target: zero twist ("no heart /
   not sure").

@@ -123,14 +123,16 @@ def test_console_scripts_are_declared():
 
 
 def _pins(name: str) -> dict[str, str]:
-    """``{normalised package name: version}`` of a pip file's ``name==version`` lines."""
+    """``{canonical package name: version}`` of a pip file's ``name==version`` lines."""
+    from packaging.utils import canonicalize_name
+
     out = {}
     for line in (ROOT / name).read_text().splitlines():
         line = line.split('#')[0].strip()
         if line:
             package, sep, version = line.partition('==')
             assert sep and version, f'{name}: "{line}" is not pinned with =='
-            out[package.lower().replace('_', '-').replace('.', '-')] = version
+            out[canonicalize_name(package)] = version
     return out
 
 
@@ -138,11 +140,11 @@ def test_constraints_pin_what_the_requirements_pull_in_and_the_venv_has_those_ve
     from importlib import metadata
 
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
     direct, held = _pins('requirements.txt'), _pins('constraints.txt')
     assert not set(direct) & set(held), f'pinned in both files: {sorted(set(direct) & set(held))}'
-    installed = {d.metadata['Name'].lower().replace('_', '-').replace('.', '-'): d.version
-                 for d in metadata.distributions()}
+    installed = {canonicalize_name(d.metadata['Name']): d.version for d in metadata.distributions()}
     # every direct dependency's own requirements are constrained (one level is enough to catch a
     # pin added to requirements.txt without regenerating constraints.txt)
     for package in direct:
@@ -152,7 +154,7 @@ def test_constraints_pin_what_the_requirements_pull_in_and_the_venv_has_those_ve
             req = Requirement(text)
             if req.marker is not None and not req.marker.evaluate({'extra': ''}):
                 continue   # an extra, or another platform
-            dep = req.name.lower().replace('_', '-').replace('.', '-')
+            dep = canonicalize_name(req.name)
             assert dep in direct or dep in held, f'{package} needs {dep}, pinned in neither file'
     wrong = {p: (v, installed[p]) for p, v in held.items() if p in installed and installed[p] != v}
     assert not wrong, f'constraints.txt differs from the installed .venv (pinned, installed): {wrong}'

@@ -1,10 +1,12 @@
 """Watching a simulated guidance run: ground-truth error, loop rate, states, commands.
 
 :class:`RunMonitor` is a node living in the launcher's process. It asks the simulator for the
-target view's true pose (``sim/standard_view``), then follows ``probe/true_pose`` (simulator
-ground truth), ``guidance/status``, ``echoposed/pose``, ``probe/cmd`` and ``probe/image``, and
-turns them into a :meth:`summary` (JSON-ready) and a :meth:`plot` (error against time, current
-and target slices). Errors in degrees in the summary, radians on the wire.
+target view's true pose (``sim/standard_view``; a request unanswered for ``retry_after`` s is sent
+again, as a reply can be lost while discovery is still matching), follows ``probe/true_pose``
+(simulator ground truth), ``guidance/status``, ``echoposed/pose``, ``probe/cmd`` and
+``probe/image``, and turns them into a :meth:`summary` (JSON-ready) and a :meth:`plot` (error
+against time, current and target slices). Truth poses that come before the target's answer are
+kept and scored once it is known. Errors in degrees in the summary, radians on the wire.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from ..geometry import effective_error
+from ..geometry import Pose, effective_error
 from ..nodes.convert import echopose_msg_to_pose
 
 __all__ = ['RunMonitor', 'RunTrace']
@@ -31,7 +33,9 @@ class RunTrace:
     """Time series of a run (t in s since the monitor started)."""
 
     true_t: list[float] = field(default_factory=list)
-    true_error: list[float] = field(default_factory=list)      # rad, effective error to the target
+    true_pose: list[Pose] = field(default_factory=list)        # simulator ground truth
+    true_error: list[float] = field(default_factory=list)      # rad, effective error to the target,
+                                                               # one per true_pose once the target is known
     status_t: list[float] = field(default_factory=list)
     estimated_error: list[float] = field(default_factory=list)  # rad, controller's estimate
     states: list[str] = field(default_factory=list)
@@ -51,9 +55,14 @@ class RunMonitor(Node):
     """Collects a run's trace; ``view`` is the target's standard view name in the simulator;
     ``pose_topic`` the pose stream the controller consumes (its rate is the loop rate)."""
 
-    def __init__(self, view: str, pose_topic: str = 'echoposed/pose', **kwargs: Any) -> None:
+    def __init__(self, view: str, pose_topic: str = 'echoposed/pose', retry_after: float = 2.0,
+                 **kwargs: Any) -> None:
         super().__init__('echoposed_monitor', **kwargs)
+        if not retry_after > 0:
+            raise ValueError(f'retry_after = {retry_after!r} s; expected > 0')
         self.view = view
+        self.retry_after = retry_after
+        self.target_requests = 0
         self.trace = RunTrace()
         self.target_pose: tuple[np.ndarray, np.ndarray] | None = None
         self.target_image: np.ndarray | None = None
@@ -61,6 +70,7 @@ class RunMonitor(Node):
         self._start = time.monotonic()
         self._views = self.create_client(StandardView, 'sim/standard_view')
         self._pending = None
+        self._asked_at = 0.0
         self.create_subscription(EchoPose, 'probe/true_pose', self._on_truth, 10)
         self.create_subscription(GuidanceStatus, 'guidance/status', self._on_status, 10)
         self.create_subscription(EchoPose, pose_topic, self._on_pose, 10)
@@ -72,23 +82,37 @@ class RunMonitor(Node):
         return time.monotonic() - self._start
 
     def _ask_for_target(self) -> None:
-        if self.target_pose is not None or self._pending is not None or not self._views.service_is_ready():
+        if self.target_pose is not None or not self._views.service_is_ready():
             return
+        if self._pending is not None:
+            if self._now() - self._asked_at < self.retry_after:
+                return
+            self._views.remove_pending_request(self._pending)   # its reply was lost: ask again
+            self.get_logger().warning(f'sim/standard_view gave no answer within {self.retry_after:g} s; '
+                                      'asking again')
+        self._asked_at = self._now()
+        self.target_requests += 1
         self._pending = self._views.call_async(StandardView.Request(view=self.view, cardiac_phase=0.0))
         self._pending.add_done_callback(self._on_target)
 
     def _on_target(self, future: Any) -> None:
+        if future is not self._pending:   # an abandoned request answered after all
+            return
         result = future.result()
         self._pending = None
         if result is not None and result.success:
             self.target_pose = echopose_msg_to_pose(result.pose)
             self.target_image = _image(result.image)
+            self.trace.true_error = [float(effective_error(g, self.target_pose)) for g in self.trace.true_pose]
+        elif result is not None:
+            self.get_logger().error(f'sim/standard_view refused {self.view!r}: {result.message}')
 
     def _on_truth(self, msg: EchoPose) -> None:
-        if self.target_pose is None:
-            return
+        pose = echopose_msg_to_pose(msg)
         self.trace.true_t.append(self._now())
-        self.trace.true_error.append(float(effective_error(echopose_msg_to_pose(msg), self.target_pose)))
+        self.trace.true_pose.append(pose)
+        if self.target_pose is not None:
+            self.trace.true_error.append(float(effective_error(pose, self.target_pose)))
 
     def _on_status(self, msg: GuidanceStatus) -> None:
         self.trace.status_t.append(self._now())
@@ -127,6 +151,7 @@ class RunMonitor(Node):
         return {
             'view': self.view,
             'target_known': self.target_pose is not None,
+            'target_requests': self.target_requests,
             'final_error_deg': float(np.degrees(tr.true_error[-1])) if tr.true_error else None,
             'initial_error_deg': float(np.degrees(tr.true_error[0])) if tr.true_error else None,
             'final_estimated_error_deg': float(np.degrees(tr.estimated_error[-1])) if tr.estimated_error else None,
@@ -154,11 +179,12 @@ class RunMonitor(Node):
         grid = fig.add_gridspec(1, 4)
         ax = fig.add_subplot(grid[0, :2])
         t0 = tr.true_t[0] if tr.true_t else 0.0
-        ax.plot(np.subtract(tr.true_t, t0), np.degrees(tr.true_error), label='actual (simulator ground truth)')
+        if tr.true_error:   # none when the simulator never told the target's pose
+            ax.plot(np.subtract(tr.true_t, t0), np.degrees(tr.true_error), label='actual (simulator ground truth)')
         ax.plot(np.subtract(tr.status_t, t0), np.degrees(tr.estimated_error), label='estimated (controller)',
                 alpha=0.7)
         ax.set_xlim(left=0)
-        ax.set_xlabel('time since the target was set (s)')
+        ax.set_xlabel('time since the first ground-truth pose (s)')
         ax.set_ylabel('effective error to target (deg)')
         ax.set_title(f'guidance to {self.view}: final {self.summary()["final_error_deg"] or float("nan"):.1f} deg')
         ax.grid(alpha=0.3)

@@ -80,6 +80,7 @@ __all__ = [
     'protocol_json',
     'run_sigma2',
     'sigma_error_spearman',
+    'state_share',
     'summarize_dataset',
     'summarize_final_errors',
     'summarize_inter',
@@ -362,9 +363,15 @@ class RunResult:
                 'target_sigma2': _num(self.target_sigma2), 'final_sigma2': _num(float(np.mean(self.sigma2[w]))),
                 'converged': bool(self.converged), 'time_s': self.time_s,
                 'target_uncertain': bool(self.target_uncertain),
-                'hold_share': float(np.mean(self.states == GuidanceState.HOLD_UNCERTAIN)),
-                'coast_share': float(np.mean(self.states == GuidanceState.COASTING)),
+                'hold_share': state_share([self], GuidanceState.HOLD_UNCERTAIN),
+                'coast_share': state_share([self], GuidanceState.COASTING),
                 'unreachable_steps': int(self.unreachable_steps)}
+
+
+def state_share(results: Sequence[RunResult], state: GuidanceState) -> float:
+    """Share of all the runs' control steps spent in ``state`` (0 without steps)."""
+    states = np.concatenate([r.states for r in results]) if results else np.zeros(0, np.int8)
+    return float(np.mean(states == state)) if states.size else 0.0
 
 
 def _num(x: float) -> float | None:
@@ -685,9 +692,8 @@ def summarize_dataset(results: Sequence[RunResult], protocol: GuidanceProtocol) 
         if runs:
             s['converged_share'] = float(np.mean([r.converged for r in runs]))
             s['mean_time_s'] = float(np.mean([r.time_s for r in runs]))
-            s['hold_share'] = float(np.mean(np.concatenate([r.states == GuidanceState.HOLD_UNCERTAIN
-                                                            for r in runs])))
-            s['coast_share'] = float(np.mean(np.concatenate([r.states == GuidanceState.COASTING for r in runs])))
+            s['hold_share'] = state_share(runs, GuidanceState.HOLD_UNCERTAIN)
+            s['coast_share'] = state_share(runs, GuidanceState.COASTING)
             s['uncertain_target_share'] = float(np.mean([r.target_uncertain for r in runs]))
             s['misses'] = summarize_misses(runs)
         out[f'intra_{mode}'] = s

@@ -11,7 +11,8 @@ from scipy.spatial.transform import Rotation
 
 from echoposed_ros.eval.guidance import (DatasetResult, GuidanceError, GuidanceProtocol, OracleEstimator, RunResult,
                                          converged_runs, dispersion_deg, evaluate_dataset, guide, inter_pair_summary,
-                                         intra_specs, summarize_dataset, summarize_inter, summarize_misses)
+                                         intra_specs, state_share, summarize_dataset, summarize_inter,
+                                         summarize_misses)
 from echoposed_ros.eval.report import target_checks, write_report
 from echoposed_ros.eval.stats import StatsError, bootstrap_ci, ecdf, p90, spearman, success_rate
 from echoposed_ros.geometry import Pose, effective_error, gauge_fix, rot_x, rot_y, rot_z
@@ -194,6 +195,18 @@ def test_convergence_rule_uses_the_final_window_or_the_state():
     blind = run_with([np.nan] * 30, turned(0))                  # no estimate at all
     np.testing.assert_array_equal(converged_runs([ok, late, stuck, by_state, blind], 5.0, 1.0),
                                   [True, True, False, True, False])
+
+
+def test_state_share_counts_steps_over_all_runs():
+    a, b = run_with([1.0] * 4, turned(0)), run_with([1.0] * 6, turned(0))
+    a.states[:] = [GuidanceState.HOLD_UNCERTAIN, GuidanceState.COASTING, GuidanceState.GUIDING,
+                   GuidanceState.HOLD_UNCERTAIN]
+    b.states[:] = GuidanceState.GUIDING
+    assert state_share([a], GuidanceState.HOLD_UNCERTAIN) == 0.5
+    assert state_share([a, b], GuidanceState.HOLD_UNCERTAIN) == pytest.approx(0.2)   # steps, not runs
+    assert state_share([a, b], GuidanceState.COASTING) == pytest.approx(0.1)
+    assert state_share([], GuidanceState.COASTING) == 0.0
+    assert a.summary()['hold_share'] == 0.5 and a.summary()['coast_share'] == 0.25
 
 
 def test_pair_kept_with_half_its_runs_and_dispersion():

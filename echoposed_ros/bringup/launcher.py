@@ -4,7 +4,9 @@ For machines without ``ros2 launch``: each :class:`NodeSpec` becomes
 ``python -m <module> --ros-args --params-file <config yaml> --params-file <overrides yaml>``,
 its output prefixed with the node name. The run ends at ``duration`` seconds, on Ctrl-C /
 SIGTERM, when a long-running node exits, or when a one-shot node fails; every node is then sent
-SIGINT (rclpy shuts down cleanly), then SIGTERM, then SIGKILL, each after a grace period.
+SIGINT (rclpy shuts down cleanly), then SIGTERM, then SIGKILL, each after a grace period. A node
+still running after SIGTERM is first sent SIGUSR1, on which the nodes print their threads' Python
+stacks (echoposed_ros/nodes/process.py): the failure's output then shows where it hung.
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ import yaml
 
 from .description import NodeSpec
 
-__all__ = ['NodeProcess', 'RunResult', 'command_for', 'run_nodes']
+__all__ = ['NodeProcess', 'RunResult', 'TAIL_LINES', 'command_for', 'run_nodes']
+
+TAIL_LINES = 80   # a node's last output lines kept for its failure report (room for a stack dump)
 
 
 def command_for(spec: NodeSpec, overrides_dir: Path) -> list[str]:
@@ -66,7 +70,7 @@ class RunResult:
 def _pump(stream: IO[str], prefix: str, out: IO[str], tail: list[str]) -> None:
     for line in stream:
         tail.append(line.rstrip())
-        del tail[:-40]
+        del tail[:-TAIL_LINES]
         out.write(f'[{prefix}] {line}')
         out.flush()
 
@@ -87,8 +91,8 @@ def _stop(nodes: Sequence[NodeProcess], grace_s: float) -> None:
     _stop_group([n for n in nodes if not n.spec.stop_first], grace_s)
 
 
-def _stop_group(nodes: Sequence[NodeProcess], grace_s: float) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+def _stop_group(nodes: Sequence[NodeProcess], grace_s: float, dump_s: float = 0.5) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGKILL):
         alive = [n for n in nodes if n.process.poll() is None]
         if not alive:
             return
@@ -97,7 +101,7 @@ def _stop_group(nodes: Sequence[NodeProcess], grace_s: float) -> None:
                 os.killpg(n.process.pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + grace_s
+        deadline = time.monotonic() + (dump_s if sig == signal.SIGUSR1 else grace_s)
         while time.monotonic() < deadline and any(n.process.poll() is None for n in alive):
             time.sleep(0.05)
 

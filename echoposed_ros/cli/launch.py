@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -117,7 +118,8 @@ def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> 
         result = run_nodes(nodes, duration=args.duration, out=out, tick=tick, on_end=stop_listening)
         executor.shutdown(timeout_sec=1.0)
         summary = {'launch': args.launch, 'arguments': launch_args, 'ended': result.reason,
-                   'exit_codes': result.exit_codes, 'failed_nodes': sorted(result.failures)}
+                   'exit_codes': result.exit_codes, 'failed_nodes': sorted(result.failures),
+                   'failed_output': {name: tail for name, tail in sorted(result.failures.items())}}
         if monitor is not None:
             summary.update(monitor.summary())
             if args.plot is not None:
@@ -127,8 +129,10 @@ def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> 
             monitor.destroy_node()
         rclpy.try_shutdown(context=context)
     for name, tail in result.failures.items():
-        print(f'--- {name} failed; its last output:', file=sys.stderr)
-        print('\n'.join(tail[-15:]), file=sys.stderr)
+        killed = result.exit_codes.get(name) == -signal.SIGKILL   # its output ends with its stacks
+        print(f'--- {name} failed{" (killed: it ignored SIGINT and SIGTERM)" if killed else ""}; '
+              'its last output:', file=sys.stderr)
+        print('\n'.join(tail if killed else tail[-15:]), file=sys.stderr)
     if args.summary is not None:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
         args.summary.write_text(json.dumps(summary, indent=2) + '\n')

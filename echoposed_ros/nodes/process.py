@@ -3,10 +3,14 @@
 ``run_node(factory, name)`` initialises rclpy, builds the node (a ValueError / OSError from its
 configuration prints ``name: message`` on stderr and exits 2, no traceback), spins it until
 SIGINT / shutdown, and tears it down. An exception raised while the context is already shutting
-down (a timer firing into a closed context) counts as a clean stop; any other escapes.
+down (a timer firing into a closed context) counts as a clean stop; any other escapes. SIGUSR1
+prints every thread's Python stack on stderr and the node goes on (``echoposed launch`` asks a
+node that ignores SIGINT and SIGTERM for it before SIGKILL, so a hang says where it hung).
 """
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +27,7 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
     """Run ``factory()``'s node until shutdown; ``executor_factory`` (default single-threaded)
     builds the executor after rclpy.init; ``cleanup(node)`` runs before the node is destroyed
     (e.g. publish a last zero twist). Returns the process exit code."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     rclpy.init(args=args)
     try:
         node = factory()

@@ -56,3 +56,17 @@ def test_sigint_stops_the_node_with_exit_code_0_every_time(module, ready):
         output = ''.join(lines) + rest
         assert proc.returncode == 0, f'stop {i + 1} of {STOPS}: exit code {proc.returncode}\n{output[-2000:]}'
         assert 'terminate called' not in output and 'Traceback' not in output, output[-2000:]
+
+
+def test_sigusr1_prints_the_nodes_stacks_and_it_keeps_running():
+    """What ``echoposed launch`` asks of a node that ignores SIGINT and SIGTERM before killing it."""
+    proc = _start('echoposed_ros.nodes.controller_node', f'stacks_{os.getpid()}')
+    _wait_line(proc, 'control at', timeout=30)
+    proc.send_signal(signal.SIGUSR1)
+    lines = _wait_line(proc, 'File ', timeout=10)   # a stack frame line
+    assert any('Thread 0x' in line or 'Current thread' in line for line in lines), lines
+    time.sleep(0.5)
+    assert proc.poll() is None   # still running
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 0

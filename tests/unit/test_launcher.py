@@ -3,6 +3,7 @@ processes: the end-of-run hook comes before any stop, and ``stop_first`` nodes a
 waited for) before the others."""
 from __future__ import annotations
 
+import signal
 import textwrap
 import time
 
@@ -38,3 +39,28 @@ def test_end_hook_then_stop_first_nodes_then_the_rest(tmp_path, monkeypatch):
     assert len(ended) == 1 and ended[0] <= events[('recorder', 'sigint')]
     assert events[('recorder', 'exit')] <= events[('worker', 'sigint')]   # the recorder closed first
     assert set(result.exit_codes) == {'worker', 'recorder'}
+
+
+HANGING = textwrap.dedent('''
+    import faulthandler, signal, sys, time
+    faulthandler.register(signal.SIGUSR1, all_threads=True)   # as echoposed_ros.nodes.process.run_node
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    def stuck_in_shutdown():
+        while True:
+            time.sleep(0.01)
+    print('up', flush=True)
+    stuck_in_shutdown()
+''')
+
+
+def test_a_node_that_ignores_sigint_and_sigterm_is_killed_after_printing_its_stacks(tmp_path, monkeypatch):
+    (tmp_path / 'hanging_node.py').write_text(HANGING)
+    monkeypatch.setenv('PYTHONPATH', str(tmp_path))
+    started = time.monotonic()
+    result = run_nodes([NodeSpec('fake', 'hanging_node', 'stuck')], duration=0.5, grace_s=0.5,
+                       out=open(tmp_path / 'out.txt', 'w'))
+    assert time.monotonic() - started < 10.0
+    assert result.exit_codes == {'stuck': -signal.SIGKILL} and not result.ok
+    tail = '\n'.join(result.failures['stuck'])
+    assert 'Current thread' in tail and 'in stuck_in_shutdown' in tail, tail   # where it hung

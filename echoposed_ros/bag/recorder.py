@@ -32,6 +32,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..nodes.params import Param, declare_all
+from ..nodes.process import enable_stack_dumps
 from .errors import BagError
 from .writer import BagWriter
 
@@ -203,6 +204,7 @@ def run_recorder(node: RecorderNode) -> dict[str, int]:
 
 
 def main(args: list[str] | None = None) -> int:
+    enable_stack_dumps()
     rclpy.init(args=args)
     try:
         node = RecorderNode()

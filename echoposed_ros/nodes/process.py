@@ -3,9 +3,11 @@
 ``run_node(factory, name)`` initialises rclpy, builds the node (a ValueError / OSError from its
 configuration prints ``name: message`` on stderr and exits 2, no traceback), spins it until
 SIGINT / shutdown, and tears it down. An exception raised while the context is already shutting
-down (a timer firing into a closed context) counts as a clean stop; any other escapes. SIGUSR1
-prints every thread's Python stack on stderr and the node goes on (``echoposed launch`` asks a
-node that ignores SIGINT and SIGTERM for it before SIGKILL, so a hang says where it hung).
+down (a timer firing into a closed context) counts as a clean stop; any other escapes.
+
+``enable_stack_dumps()`` (run_node calls it; so do the target setter and the bag recorder): SIGUSR1
+prints every thread's Python stack on stderr and the process goes on. ``echoposed launch`` sends
+it to a node that ignored SIGINT and SIGTERM before it sends SIGKILL, so a hang says where it hung.
 """
 from __future__ import annotations
 
@@ -18,7 +20,12 @@ from typing import Any
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-__all__ = ['run_node']
+__all__ = ['enable_stack_dumps', 'run_node']
+
+
+def enable_stack_dumps() -> None:
+    """From now on SIGUSR1 prints every thread's Python stack on stderr (the process goes on)."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = None,
@@ -27,7 +34,7 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
     """Run ``factory()``'s node until shutdown; ``executor_factory`` (default single-threaded)
     builds the executor after rclpy.init; ``cleanup(node)`` runs before the node is destroyed
     (e.g. publish a last zero twist). Returns the process exit code."""
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    enable_stack_dumps()
     rclpy.init(args=args)
     try:
         node = factory()

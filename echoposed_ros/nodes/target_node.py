@@ -24,6 +24,7 @@ from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 
 from .params import Param, declare_all
+from .process import enable_stack_dumps
 
 __all__ = ['PARAMS', 'main', 'set_view_target']
 
@@ -93,6 +94,7 @@ def set_view_target(node: Node, view: str, cardiac_phase: float, timeout: float,
 
 
 def main(args: list[str] | None = None) -> int:
+    enable_stack_dumps()
     rclpy.init(args=args)
     node = rclpy.create_node('echoposed_target')
     try:

@@ -143,7 +143,12 @@ class ControllerNode(Node):
         # The image-target service waits for the pose node's answer; that answer is taken by a helper
         # node spun in its own thread, so the controller itself runs on a SingleThreadedExecutor
         # (under a MultiThreadedExecutor its control timer fell to 3-11 Hz in some launches).
-        self._client_node = Node(f'{NODE_NAME}_estimate_client', context=self.context)
+        # Its own name, given as a node-local remapping: the process-wide `-r __node:=NAME` a launch
+        # passes would otherwise name it like the controller (two nodes of one name: duplicate
+        # parameter services, and a shared rosout publisher that the first of them to go tears down).
+        helper = f'{self.get_name()}_estimate_client'
+        self._client_node = Node(helper, context=self.context, start_parameter_services=False,
+                                 cli_args=['--ros-args', '-r', f'__node:={helper}'])
         self.estimate_client = self._client_node.create_client(EstimatePose, 'echoposed/estimate')
         self._client_executor = SingleThreadedExecutor(context=self.context)
         self._client_executor.add_node(self._client_node)

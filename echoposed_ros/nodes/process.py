@@ -6,7 +6,8 @@ SIGINT / shutdown, and tears it down. An exception raised while the context is a
 down (a timer firing into a closed context) counts as a clean stop; any other escapes.
 
 ``enable_stack_dumps()`` (run_node calls it; so do the target setter and the bag recorder): SIGUSR1
-prints every thread's Python stack on stderr and the process goes on. ``echoposed launch`` sends
+prints every thread's Python stack on stderr and the process goes on; a crash (SIGSEGV, SIGABRT)
+prints them before the process dies. ``echoposed launch`` sends
 it to a node that ignored SIGINT and SIGTERM before it sends SIGKILL, so a hang says where it hung.
 """
 from __future__ import annotations
@@ -24,7 +25,9 @@ __all__ = ['enable_stack_dumps', 'run_node']
 
 
 def enable_stack_dumps() -> None:
-    """From now on SIGUSR1 prints every thread's Python stack on stderr (the process goes on)."""
+    """From now on SIGUSR1 prints every thread's Python stack on stderr (the process goes on), and
+    so does a fatal signal (SIGSEGV, SIGABRT, ...: faulthandler) before the process dies."""
+    faulthandler.enable(all_threads=True)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 

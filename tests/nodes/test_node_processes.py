@@ -18,7 +18,10 @@ STOPS = 5
 
 
 def _start(module: str, namespace: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, '-m', module, '--ros-args', '-r', f'__ns:=/{namespace}'],
+    """The node as a launch runs it: named by a process-wide ``__node`` remapping."""
+    name = module.rsplit('.', 1)[1].replace('_node', '')
+    return subprocess.Popen([sys.executable, '-m', module, '--ros-args', '-r', f'__ns:=/{namespace}',
+                             '-r', f'__node:=echoposed_{name}'],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, 'PYTHONUNBUFFERED': '1', 'RCUTILS_LOGGING_BUFFERED_STREAM': '0'})
 
@@ -56,6 +59,8 @@ def test_sigint_stops_the_node_with_exit_code_0_every_time(module, ready):
         output = ''.join(lines) + rest
         assert proc.returncode == 0, f'stop {i + 1} of {STOPS}: exit code {proc.returncode}\n{output[-2000:]}'
         assert 'terminate called' not in output and 'Traceback' not in output, output[-2000:]
+        # one node per name: a helper node must not take the launch's name too
+        assert 'Publisher already registered' not in output, output[-2000:]
 
 
 def test_sigusr1_prints_the_nodes_stacks_and_it_keeps_running():

@@ -3,25 +3,27 @@
 ``run_node(factory, name)`` initialises rclpy, builds the node (a ValueError / OSError from its
 configuration prints ``name: message`` on stderr and exits 2, no traceback), spins it until
 SIGINT / shutdown, and tears it down. An exception raised while the context is already shutting
-down (a timer firing into a closed context) counts as a clean stop; any other escapes.
+down (a timer firing into a closed context, a message taken as the context goes: see
+``shut_down_soon``) counts as a clean stop; any other escapes.
 
 ``enable_stack_dumps()`` (run_node calls it; so do the target setter and the bag recorder): SIGUSR1
 prints every thread's Python stack on stderr and the process goes on; a crash (SIGSEGV, SIGABRT)
-prints them before the process dies. ``echoposed launch`` sends
-it to a node that ignored SIGINT and SIGTERM before it sends SIGKILL, so a hang says where it hung.
+prints them before the process dies. ``echoposed launch`` sends SIGUSR1 to a node that ignored
+SIGINT and SIGTERM before it sends SIGKILL, so a hang says where it hung.
 """
 from __future__ import annotations
 
 import faulthandler
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-__all__ = ['enable_stack_dumps', 'run_node']
+__all__ = ['enable_stack_dumps', 'run_node', 'shut_down_soon']
 
 
 def enable_stack_dumps() -> None:
@@ -29,6 +31,19 @@ def enable_stack_dumps() -> None:
     so does a fatal signal (SIGSEGV, SIGABRT, ...: faulthandler) before the process dies."""
     faulthandler.enable(all_threads=True)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
+def shut_down_soon(context: Any, wait_s: float = 1.0) -> bool:
+    """Whether ``context`` is shut down now or within ``wait_s`` s. rclpy shuts a context down on
+    SIGINT from its own signal-handler thread, so the executor can fail mid-take (a subscription's
+    message taken as the DDS entities go: RuntimeError in take_message) just before ``ok()`` turns
+    false; such an exception is a stop, not a crash."""
+    deadline = time.monotonic() + wait_s
+    while context.ok():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = None,
@@ -52,7 +67,7 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
-        if node.context.ok():
+        if not shut_down_soon(node.context):
             raise
     finally:
         try:

@@ -71,6 +71,7 @@ class RunMonitor(Node):
         self._views = self.create_client(StandardView, 'sim/standard_view')
         self._pending = None
         self._asked_at = 0.0
+        self.target_refused = ''   # the simulator's reason when it refused the view (then not asked again)
         self.create_subscription(EchoPose, 'probe/true_pose', self._on_truth, 10)
         self.create_subscription(GuidanceStatus, 'guidance/status', self._on_status, 10)
         self.create_subscription(EchoPose, pose_topic, self._on_pose, 10)
@@ -82,7 +83,7 @@ class RunMonitor(Node):
         return time.monotonic() - self._start
 
     def _ask_for_target(self) -> None:
-        if self.target_pose is not None or not self._views.service_is_ready():
+        if self.target_pose is not None or self.target_refused or not self._views.service_is_ready():
             return
         if self._pending is not None:
             if self._now() - self._asked_at < self.retry_after:
@@ -105,7 +106,8 @@ class RunMonitor(Node):
             self.target_image = _image(result.image)
             self.trace.true_error = [float(effective_error(g, self.target_pose)) for g in self.trace.true_pose]
         elif result is not None:
-            self.get_logger().error(f'sim/standard_view refused {self.view!r}: {result.message}')
+            self.target_refused = result.message or 'refused'
+            self.get_logger().error(f'sim/standard_view refused {self.view!r}: {self.target_refused}')
 
     def _on_truth(self, msg: EchoPose) -> None:
         pose = echopose_msg_to_pose(msg)
@@ -152,6 +154,7 @@ class RunMonitor(Node):
             'view': self.view,
             'target_known': self.target_pose is not None,
             'target_requests': self.target_requests,
+            'target_refused': self.target_refused or None,
             'final_error_deg': float(np.degrees(tr.true_error[-1])) if tr.true_error else None,
             'initial_error_deg': float(np.degrees(tr.true_error[0])) if tr.true_error else None,
             'final_estimated_error_deg': float(np.degrees(tr.estimated_error[-1])) if tr.estimated_error else None,

@@ -5,6 +5,7 @@ ground-truth error in its summary because the monitor waited for a lost answer f
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -27,9 +28,9 @@ class FakeSim:
     """``sim/standard_view`` (the first ``lose`` requests are never answered: their callbacks block
     until :meth:`release`) and a ``probe/true_pose`` publisher."""
 
-    def __init__(self, graph: Graph, lose: int = 0) -> None:
+    def __init__(self, graph: Graph, lose: int = 0, refuse: bool = False) -> None:
         self.node = graph.node('fake_sim', threads=2)   # a blocked answer leaves a thread free
-        self.lose, self.requests = lose, 0
+        self.lose, self.refuse, self.requests = lose, refuse, 0
         self._released = threading.Event()
         self.node.create_service(StandardView, 'sim/standard_view', self._view,
                                  callback_group=ReentrantCallbackGroup())
@@ -39,7 +40,7 @@ class FakeSim:
         self.requests += 1
         if self.requests <= self.lose:
             self._released.wait(30.0)   # never answered within the test
-        response.success = True
+        response.success, response.message = not self.refuse, 'unknown view' if self.refuse else ''
         response.pose = echopose_msg(Header(frame_id='heart'), *TARGET)
         response.image.height, response.image.width, response.image.encoding = 2, 3, 'mono8'
         response.image.step, response.image.data = 3, bytes(range(6))
@@ -93,3 +94,12 @@ def test_a_run_without_the_targets_pose_says_so_and_still_plots(graph, sim, tmp_
 def test_retry_after_must_be_positive(graph):
     with pytest.raises(ValueError, match='retry_after'):
         RunMonitor('A4C', retry_after=0.0, context=graph.context)
+
+
+def test_a_refused_view_is_not_asked_again(graph):
+    sim = FakeSim(graph, refuse=True)
+    monitor = graph.add(RunMonitor('A5C', retry_after=0.3, context=graph.context))
+    assert wait_for(lambda: monitor.target_refused == 'unknown view')
+    time.sleep(1.0)   # five of the monitor's 0.2 s ticks, three retry periods
+    assert sim.requests == 1 and monitor.target_requests == 1 and monitor.target_pose is None
+    assert monitor.summary()['target_refused'] == 'unknown view'

@@ -24,7 +24,7 @@ from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 
 from .params import Param, declare_all
-from .process import enable_stack_dumps
+from .process import enable_stack_dumps, teardown_watchdog
 
 __all__ = ['PARAMS', 'main', 'set_view_target']
 
@@ -102,16 +102,17 @@ def main(args: list[str] | None = None) -> int:
         message = set_view_target(node, p['view'], float(p['cardiac_phase']), float(p['timeout']), p['kind'],
                                   float(p['retry_after']))
         node.get_logger().info(message)
-        return 0
+        code = 0
     except (RuntimeError, ValueError) as exc:
         print(f'echoposed_target: {exc}', file=sys.stderr)
-        return 1
+        code = 1
     except KeyboardInterrupt:
-        return 130
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-
+        code = 130
+    watchdog = teardown_watchdog('echoposed_target', 3.0, code)   # its work is done
+    node.destroy_node()
+    rclpy.try_shutdown()
+    watchdog.cancel()
+    return code
 
 if __name__ == '__main__':
     sys.exit(main())

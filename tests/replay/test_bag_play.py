@@ -194,6 +194,14 @@ def _record_while_playing(graph, tiny_bag, out):
     return recorder
 
 
+def assert_played_in_order(firsts: list[int], last: int) -> None:
+    """The frames (their first pixel: the frame index) are one run in play order ending at ``last``,
+    less at most 3 at the start: play_bag starts once the player sees the recorder's subscription,
+    and the first best-effort frames can come before the recorder's side has matched the player
+    (seen once in about 30 runs without retries)."""
+    assert firsts and firsts[0] <= 3 and firsts == list(range(firsts[0], last + 1)), firsts
+
+
 def test_recorder_records_what_is_played_and_closes_on_sigterm(graph, tiny_bag, tmp_path):
     out = tmp_path / 'rerecorded'
     recorder = _record_while_playing(graph, tiny_bag, out)
@@ -202,9 +210,11 @@ def test_recorder_records_what_is_played_and_closes_on_sigterm(graph, tiny_bag, 
     assert recorder.returncode == 0, output
     c = read_bag(out)
     original = read_bag(tiny_bag)
-    assert np.array_equal(c.images.stamps, original.images.stamps), output
-    assert np.allclose(c.truth.orbit, original.truth.orbit)
-    assert [int(im[0, 0]) for im in c.images.images] == list(range(N))
+    firsts = [int(im[0, 0]) for im in c.images.images]
+    assert_played_in_order(firsts, N - 1)
+    assert np.array_equal(c.images.stamps, original.images.stamps[firsts[0]:]), output
+    truth = np.isin(original.truth.stamps, c.truth.stamps)
+    assert truth[-(N - 3):].all() and np.allclose(c.truth.orbit, original.truth.orbit[truth])
 
 
 def test_killed_recorder_leaves_a_bag_reported_as_truncated(graph, tiny_bag, tmp_path):
@@ -218,8 +228,9 @@ def test_killed_recorder_leaves_a_bag_reported_as_truncated(graph, tiny_bag, tmp
     from echoposed_ros.bag.salvage import salvage
     counts = salvage(out, tmp_path / 'salvaged')  # what was flushed before the kill
     assert counts['/probe/image'] >= N // 2, counts
-    kept = read_bag(tmp_path / 'salvaged').images.images
-    assert [int(im[0, 0]) for im in kept] == list(range(counts['/probe/image']))
+    kept = [int(im[0, 0]) for im in read_bag(tmp_path / 'salvaged').images.images]
+    assert len(kept) == counts['/probe/image']
+    assert_played_in_order(kept, kept[-1])
 
 
 def test_bag_type_hashes_are_the_ones_ros_announces(graph):

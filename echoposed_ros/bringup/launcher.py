@@ -61,6 +61,7 @@ class RunResult:
     reason: str
     exit_codes: dict[str, int | None]
     failures: dict[str, list[str]]
+    teardown_alarms: tuple[str, ...] = ()   # stopped nodes whose teardown hung and was ended by its alarm
 
     @property
     def ok(self) -> bool:
@@ -161,8 +162,15 @@ def run_nodes(specs: Sequence[NodeSpec], duration: float | None = None, out: IO[
                 signal.signal(s, handler)
     # A failure: a one-shot node that exited non-zero, a long-running node that ended by itself,
     # or any node that did not stop cleanly when asked (exit code other than 0 or our signals).
-    clean = (0, -signal.SIGINT, -signal.SIGTERM)
+    # A stopped node ended by SIGALRM did its work and hung in the middleware's teardown, which
+    # its own alarm then ended (echoposed_ros/nodes/process.py, arm_teardown_alarm): a clean stop.
+    clean = (0, -signal.SIGINT, -signal.SIGTERM, -signal.SIGALRM)
     failures = {n.spec.name: list(n.tail) for n in nodes if (
         (n.spec.name in ended_early and (not n.spec.one_shot or ended_early[n.spec.name] != 0))
         or (n.spec.name not in ended_early and n.process.returncode not in clean))}
-    return RunResult(reason, {n.spec.name: n.process.returncode for n in nodes}, failures)
+    alarms = tuple(n.spec.name for n in nodes
+                   if n.spec.name not in ended_early and n.process.returncode == -signal.SIGALRM)
+    for name in alarms:
+        out.write(f'[{name}] its teardown hung in the middleware and was ended by its alarm (stacks above)\n')
+    out.flush()
+    return RunResult(reason, {n.spec.name: n.process.returncode for n in nodes}, failures, alarms)

@@ -5,7 +5,7 @@ configuration prints ``name: message`` on stderr and exits 2, no traceback), spi
 SIGINT / shutdown, and tears it down. An exception raised while the context is already shutting
 down (a timer firing into a closed context, a message taken as the context goes: see
 ``shut_down_soon``) counts as a clean stop; any other escapes. A teardown that hangs in the
-middleware ends the process after ``teardown_timeout_s`` (``teardown_watchdog``).
+middleware ends the process after ``teardown_timeout_s`` (``arm_teardown_alarm``).
 
 ``enable_stack_dumps()`` (run_node calls it; so do the target setter and the bag recorder): SIGUSR1
 prints every thread's Python stack on stderr and the process goes on; a crash (SIGSEGV, SIGABRT)
@@ -15,10 +15,8 @@ SIGINT and SIGTERM before it sends SIGKILL, so a hang says where it hung.
 from __future__ import annotations
 
 import faulthandler
-import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +24,7 @@ from typing import Any
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-__all__ = ['enable_stack_dumps', 'run_node', 'shut_down_soon', 'teardown_watchdog']
+__all__ = ['arm_teardown_alarm', 'disarm_teardown_alarm', 'enable_stack_dumps', 'run_node', 'shut_down_soon']
 
 
 def enable_stack_dumps() -> None:
@@ -49,32 +47,34 @@ def shut_down_soon(context: Any, wait_s: float = 1.0) -> bool:
     return True
 
 
-def teardown_watchdog(name: str, timeout_s: float, exit_code: int = 0) -> threading.Timer:
-    """A started timer that, unless cancelled within ``timeout_s`` s, prints one line naming the
-    node and its threads' stacks on stderr and ends the process at once with ``exit_code``
-    (``os._exit``). For a node's teardown after its work is done: the middleware's node
-    destruction can hang (Fast DDS, ``destroy_when_not_in_use``: 1 in ~40 launch stops here),
-    and what it would free the operating system frees at exit."""
-    def expire() -> None:
-        print(f'{name}: teardown did not finish within {timeout_s:g} s (hung in the middleware); '
-              f'exiting with {exit_code}', file=sys.stderr, flush=True)
-        faulthandler.dump_traceback(all_threads=True)
-        sys.stdout.flush()
-        os._exit(exit_code)
+def arm_teardown_alarm(timeout_s: int) -> None:
+    """End the process if it is still alive ``timeout_s`` whole seconds from now (:func:`disarm_teardown_alarm`
+    cancels): SIGALRM, on which faulthandler prints every thread's stack and the default action
+    ends the process (exit status -SIGALRM, which ``echoposed launch`` reads as a hung teardown).
 
-    timer = threading.Timer(timeout_s, expire)
-    timer.daemon = True
-    timer.start()
-    return timer
+    For a node's teardown after its work is done: the middleware's node destruction can hang
+    (rclpy ``destroy_node`` -> ``destroy_when_not_in_use`` under Fast DDS: about 1 in 40 launch
+    stops here) while holding the GIL, so no Python-level timer could end it; the kernel's alarm
+    and faulthandler's C handler need no GIL. What it would free the operating system frees.
+    """
+    if not (isinstance(timeout_s, int) and timeout_s > 0):
+        raise ValueError(f'timeout_s = {timeout_s!r}; expected a whole number of seconds > 0')
+    faulthandler.register(signal.SIGALRM, all_threads=True, chain=True)
+    signal.alarm(timeout_s)
+
+
+def disarm_teardown_alarm() -> None:
+    """Cancel :func:`arm_teardown_alarm`."""
+    signal.alarm(0)
 
 
 def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = None,
              executor_factory: Callable[[], Any] | None = None,
-             cleanup: Callable[[Any], None] | None = None, teardown_timeout_s: float = 3.0) -> int:
+             cleanup: Callable[[Any], None] | None = None, teardown_timeout_s: int = 3) -> int:
     """Run ``factory()``'s node until shutdown; ``executor_factory`` (default single-threaded)
     builds the executor after rclpy.init; ``cleanup(node)`` runs before the node is destroyed
     (e.g. publish a last zero twist). Destroying the node and the executor may take at most
-    ``teardown_timeout_s`` s (:func:`teardown_watchdog`). Returns the process exit code."""
+    ``teardown_timeout_s`` s (:func:`arm_teardown_alarm`). Returns the process exit code."""
     enable_stack_dumps()
     rclpy.init(args=args)
     try:
@@ -85,27 +85,22 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
         return 2
     executor = executor_factory() if executor_factory is not None else SingleThreadedExecutor()
     executor.add_node(node)
-    crashed = True
     try:
         executor.spin()
-        crashed = False
     except (KeyboardInterrupt, ExternalShutdownException):
-        crashed = False
+        pass
     except Exception:
         if not shut_down_soon(node.context):
             raise
-        crashed = False
     finally:
-        watchdog = None
         try:
             if cleanup is not None:
                 cleanup(node)
-            watchdog = teardown_watchdog(name, teardown_timeout_s, 1 if crashed else 0)
+            arm_teardown_alarm(teardown_timeout_s)
             executor.shutdown(timeout_sec=1.0)
             node.destroy_node()
         except KeyboardInterrupt:
             pass
         rclpy.try_shutdown()
-        if watchdog is not None:
-            watchdog.cancel()
+        disarm_teardown_alarm()
     return 0

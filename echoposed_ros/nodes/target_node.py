@@ -24,7 +24,7 @@ from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 
 from .params import Param, declare_all
-from .process import enable_stack_dumps, teardown_watchdog
+from .process import arm_teardown_alarm, disarm_teardown_alarm, enable_stack_dumps
 
 __all__ = ['PARAMS', 'main', 'set_view_target']
 
@@ -108,10 +108,10 @@ def main(args: list[str] | None = None) -> int:
         code = 1
     except KeyboardInterrupt:
         code = 130
-    watchdog = teardown_watchdog('echoposed_target', 3.0, code)   # its work is done
+    arm_teardown_alarm(3)   # its work is done: a hung teardown ends the process
     node.destroy_node()
     rclpy.try_shutdown()
-    watchdog.cancel()
+    disarm_teardown_alarm()
     return code
 
 if __name__ == '__main__':

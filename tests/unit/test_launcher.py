@@ -64,3 +64,33 @@ def test_a_node_that_ignores_sigint_and_sigterm_is_killed_after_printing_its_sta
     assert result.exit_codes == {'stuck': -signal.SIGKILL} and not result.ok
     tail = '\n'.join(result.failures['stuck'])
     assert 'Current thread' in tail and 'in stuck_in_shutdown' in tail, tail   # where it hung
+
+
+ALARMED = textwrap.dedent('''
+    import os, signal, time
+    def on_int(signum, frame):   # its work done, the teardown hangs and its alarm ends it
+        os.kill(os.getpid(), signal.SIGALRM)
+    signal.signal(signal.SIGINT, on_int)
+    print('up', flush=True)
+    while True:
+        time.sleep(0.01)
+''')
+
+
+def test_a_stopped_node_ended_by_its_teardown_alarm_is_a_clean_stop_and_named(tmp_path, monkeypatch):
+    (tmp_path / 'alarmed_node.py').write_text(ALARMED)
+    monkeypatch.setenv('PYTHONPATH', str(tmp_path))
+    out = tmp_path / 'out.txt'
+    result = run_nodes([NodeSpec('fake', 'alarmed_node', 'sim')], duration=0.5, out=open(out, 'w'))
+    assert result.ok and result.exit_codes == {'sim': -signal.SIGALRM} and result.teardown_alarms == ('sim',)
+    assert 'its teardown hung in the middleware and was ended by its alarm' in out.read_text()
+    # a node that ends by SIGALRM on its own, before any stop, is a failure
+    early = textwrap.dedent('''
+        import os, signal, time
+        print('up', flush=True)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGALRM)
+    ''')
+    (tmp_path / 'early_node.py').write_text(early)
+    result = run_nodes([NodeSpec('fake', 'early_node', 'sim')], duration=5.0, out=open(out, 'w'))
+    assert result.reason == 'node_exited' and not result.ok and 'sim' in result.failures

@@ -26,6 +26,9 @@ from echoposed_ros.paths import config_dir
 pytestmark = pytest.mark.flaky(reruns=1)
 
 ECHOPOSED = Path(sys.executable).with_name('echoposed')
+# the recorder closed its bag and exited: 0, or its teardown alarm after the bag was closed
+# (a middleware hang in destroy_node; echoposed_ros/nodes/process.py)
+CLOSED = (0, -signal.SIGALRM)
 
 
 @pytest.fixture(scope='module')
@@ -68,7 +71,7 @@ def synthetic_model(tmp_path_factory):
 def test_recorder_closes_the_bag_when_the_launch_stops(live_run):
     bag, summary, result, _ = live_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert summary['ended'] == 'done' and summary['exit_codes']['echoposed_recorder'] == 0
+    assert summary['ended'] == 'done' and summary['exit_codes']['echoposed_recorder'] in CLOSED
     meta = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
     counts = {t['topic_metadata']['name']: t['message_count'] for t in meta['topics_with_message_count']}
     for topic in ('/probe/image', '/probe/true_pose', '/probe/cmd', '/guidance/status', '/diagnostics'):
@@ -173,7 +176,7 @@ def test_live_nodes_scored_on_a_replayed_recording(live_run, synthetic_model, tm
         launch.send_signal(signal.SIGINT)  # Ctrl-C: the launcher stops the nodes, the recorder closes the bag
         output, _ = launch.communicate(timeout=60)
     summary = json.loads((tmp_path / 'summary.json').read_text())
-    assert summary['ended'] == 'interrupted' and summary['exit_codes']['echoposed_recorder'] == 0, output[-3000:]
+    assert summary['ended'] == 'interrupted' and summary['exit_codes']['echoposed_recorder'] in CLOSED, output[-3000:]
     c = read_bag(out)
     assert len(c.images) >= 0.9 * counts['/probe/image'] and c.truth is not None
     assert c.poses is not None and len(c.poses) >= 0.5 * len(c.images), c.counts

@@ -25,7 +25,10 @@ from echoposed_ros.bag import BagError  # noqa: E402
 from echoposed_ros.bag.player import play_bag  # noqa: E402
 from echoposed_ros.bag.reader import read_bag  # noqa: E402
 
-# Real-time playback timing on a shared 2-core machine: one retry absorbs a stalled process.
+# Without retries these files failed about 1 run in 5 until session 13, which traced the causes to
+# stop-time defects (a lost target answer, a duplicate node name, a take during shutdown, a
+# middleware teardown hang) and fixed them: 7 of 7 runs of the three files without retries passed
+# after. One retry stays for whole process graphs on a busy 2-core machine.
 pytestmark = pytest.mark.flaky(reruns=1)
 
 ECHOPOSED = Path(sys.executable).with_name('echoposed')

@@ -36,9 +36,10 @@ class NodeSpec:
     executable: console script (``ros2 run echoposed <executable>``); module: the Python module
     whose ``main()`` it runs; name: the node name; params_file: the node's YAML in ``config/``;
     parameters: overrides on top of it; remappings: (from, to) topic or service names;
-    one_shot: the process is expected to finish (exit 0); stop_first: when the launch ends this
-    node is stopped (and waited for) before the others, e.g. the recorder, so that a bag ends
-    with the run and not with the other nodes' shutdown.
+    one_shot: the process is expected to finish (exit 0, or -SIGALRM: its teardown alarm after its
+    work); stop_first: when the launch ends this node is stopped (and waited for) before the
+    others, e.g. the recorder, so that a bag ends with the run and not with the other nodes'
+    shutdown.
     """
 
     executable: str

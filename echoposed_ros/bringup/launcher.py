@@ -29,6 +29,7 @@ from .description import NodeSpec
 __all__ = ['NodeProcess', 'RunResult', 'TAIL_LINES', 'command_for', 'run_nodes']
 
 TAIL_LINES = 80   # a node's last output lines kept for its failure report (room for a stack dump)
+DONE = (0, -signal.SIGALRM)   # a one-shot node's success: exit 0, or its teardown alarm after its work
 
 
 def command_for(spec: NodeSpec, overrides_dir: Path) -> list[str]:
@@ -141,7 +142,7 @@ def run_nodes(specs: Sequence[NodeSpec], duration: float | None = None, out: IO[
                     reason = 'interrupted'
                 elif duration is not None and time.monotonic() - start >= duration:
                     reason = 'duration'
-                elif any(n.spec.one_shot and ended_early.get(n.spec.name, 0) != 0 for n in nodes):
+                elif any(n.spec.one_shot and ended_early.get(n.spec.name, 0) not in DONE for n in nodes):
                     reason = 'node_failed'
                 elif any(not n.spec.one_shot and n.spec.name in ended_early for n in nodes):
                     reason = 'node_exited'
@@ -162,14 +163,14 @@ def run_nodes(specs: Sequence[NodeSpec], duration: float | None = None, out: IO[
                 signal.signal(s, handler)
     # A failure: a one-shot node that exited non-zero, a long-running node that ended by itself,
     # or any node that did not stop cleanly when asked (exit code other than 0 or our signals).
-    # A stopped node ended by SIGALRM did its work and hung in the middleware's teardown, which
-    # its own alarm then ended (echoposed_ros/nodes/process.py, arm_teardown_alarm): a clean stop.
+    # A stopped node (or a one-shot node) ended by SIGALRM did its work and hung in the
+    # middleware's teardown, which its own alarm then ended (arm_teardown_alarm): a clean end.
     clean = (0, -signal.SIGINT, -signal.SIGTERM, -signal.SIGALRM)
     failures = {n.spec.name: list(n.tail) for n in nodes if (
-        (n.spec.name in ended_early and (not n.spec.one_shot or ended_early[n.spec.name] != 0))
+        (n.spec.name in ended_early and (not n.spec.one_shot or ended_early[n.spec.name] not in DONE))
         or (n.spec.name not in ended_early and n.process.returncode not in clean))}
-    alarms = tuple(n.spec.name for n in nodes
-                   if n.spec.name not in ended_early and n.process.returncode == -signal.SIGALRM)
+    alarms = tuple(n.spec.name for n in nodes if n.process.returncode == -signal.SIGALRM
+                   and (n.spec.one_shot or n.spec.name not in ended_early))
     for name in alarms:
         out.write(f'[{name}] its teardown hung in the middleware and was ended by its alarm (stacks above)\n')
     out.flush()

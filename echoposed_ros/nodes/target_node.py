@@ -108,11 +108,13 @@ def main(args: list[str] | None = None) -> int:
         code = 1
     except KeyboardInterrupt:
         code = 130
-    arm_teardown_alarm(3)   # its work is done: a hung teardown ends the process
+    if code == 0:   # the target is set: a teardown hung in the middleware ends the process
+        arm_teardown_alarm(3)
     node.destroy_node()
     rclpy.try_shutdown()
     disarm_teardown_alarm()
     return code
+
 
 if __name__ == '__main__':
     sys.exit(main())

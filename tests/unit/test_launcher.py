@@ -94,3 +94,18 @@ def test_a_stopped_node_ended_by_its_teardown_alarm_is_a_clean_stop_and_named(tm
     (tmp_path / 'early_node.py').write_text(early)
     result = run_nodes([NodeSpec('fake', 'early_node', 'sim')], duration=5.0, out=open(out, 'w'))
     assert result.reason == 'node_exited' and not result.ok and 'sim' in result.failures
+
+
+def test_a_one_shot_node_ended_by_its_teardown_alarm_succeeded(tmp_path, monkeypatch):
+    (tmp_path / 'setter_node.py').write_text(textwrap.dedent('''
+        import os, signal, time
+        print('target set', flush=True)
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGALRM)   # its teardown hung after its work: the alarm ends it
+    '''))
+    (tmp_path / 'worker_node.py').write_text(FAKE.replace('LOG', repr(str(tmp_path / 'log.txt'))))
+    monkeypatch.setenv('PYTHONPATH', str(tmp_path))
+    result = run_nodes([NodeSpec('fake', 'worker_node', 'worker'), NodeSpec('fake', 'setter_node', 'setter', one_shot=True)],
+                       duration=1.5, out=open(tmp_path / 'out.txt', 'w'))
+    assert result.ok and result.reason == 'duration', result   # the run went on to its end
+    assert result.teardown_alarms == ('setter',) and result.exit_codes['setter'] == -signal.SIGALRM

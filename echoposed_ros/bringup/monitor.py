@@ -5,8 +5,9 @@ target view's true pose (``sim/standard_view``; a request unanswered for ``retry
 again, as a reply can be lost while discovery is still matching), follows ``probe/true_pose``
 (simulator ground truth), ``guidance/status``, ``echoposed/pose``, ``probe/cmd`` and
 ``probe/image``, and turns them into a :meth:`summary` (JSON-ready) and a :meth:`plot` (error
-against time, current and target slices). Truth poses that come before the target's answer are
-kept and scored once it is known. Errors in degrees in the summary, radians on the wire.
+against time, current and target slices). Truth poses are kept as they come and scored against
+the target when asked (:meth:`true_errors`), those from before the target's answer too. Errors
+in degrees in the summary, radians on the wire.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from ..geometry import Pose, effective_error
+from ..geometry import effective_error
 from ..nodes.convert import echopose_msg_to_pose
 
 __all__ = ['RunMonitor', 'RunTrace']
@@ -33,9 +34,8 @@ class RunTrace:
     """Time series of a run (t in s since the monitor started)."""
 
     true_t: list[float] = field(default_factory=list)
-    true_pose: list[Pose] = field(default_factory=list)        # simulator ground truth
-    true_error: list[float] = field(default_factory=list)      # rad, effective error to the target,
-                                                               # one per true_pose once the target is known
+    true_pose: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)   # simulator ground truth
+                                                                                   # (orbit, probe)
     status_t: list[float] = field(default_factory=list)
     estimated_error: list[float] = field(default_factory=list)  # rad, controller's estimate
     states: list[str] = field(default_factory=list)
@@ -104,17 +104,13 @@ class RunMonitor(Node):
         if result is not None and result.success:
             self.target_pose = echopose_msg_to_pose(result.pose)
             self.target_image = _image(result.image)
-            self.trace.true_error = [float(effective_error(g, self.target_pose)) for g in self.trace.true_pose]
         elif result is not None:
             self.target_refused = result.message or 'refused'
             self.get_logger().error(f'sim/standard_view refused {self.view!r}: {self.target_refused}')
 
     def _on_truth(self, msg: EchoPose) -> None:
-        pose = echopose_msg_to_pose(msg)
         self.trace.true_t.append(self._now())
-        self.trace.true_pose.append(pose)
-        if self.target_pose is not None:
-            self.trace.true_error.append(float(effective_error(pose, self.target_pose)))
+        self.trace.true_pose.append(echopose_msg_to_pose(msg))
 
     def _on_status(self, msg: GuidanceStatus) -> None:
         self.trace.status_t.append(self._now())
@@ -136,6 +132,16 @@ class RunMonitor(Node):
 
     # -- results ----------------------------------------------------------------------------------
 
+    def true_errors(self) -> np.ndarray:
+        """``(N,)`` rad: the effective error of each ground-truth pose so far to the target (every
+        one, those from before the target's answer too); empty while the target is unknown."""
+        poses, target = list(self.trace.true_pose), self.target_pose
+        if target is None or not poses:
+            return np.zeros(0)
+        orbit, probe = np.stack([g[0] for g in poses]), np.stack([g[1] for g in poses])
+        return effective_error((orbit, probe), (np.broadcast_to(target[0], orbit.shape),
+                                                np.broadcast_to(target[1], probe.shape)))
+
     def converged_for(self) -> float:
         """Seconds the controller has been reporting 'converged' without a break (0 if not now)."""
         t, states = self.trace.status_t, self.trace.states
@@ -147,7 +153,7 @@ class RunMonitor(Node):
         return t[-1] - t[i]
 
     def summary(self) -> dict[str, Any]:
-        tr = self.trace
+        tr, errors = self.trace, self.true_errors()
         final_state = tr.states[-1] if tr.states else 'none'
         converged_at = next((t for t, s in zip(tr.status_t, tr.states) if s == 'converged'), None)
         return {
@@ -155,8 +161,8 @@ class RunMonitor(Node):
             'target_known': self.target_pose is not None,
             'target_requests': self.target_requests,
             'target_refused': self.target_refused or None,
-            'final_error_deg': float(np.degrees(tr.true_error[-1])) if tr.true_error else None,
-            'initial_error_deg': float(np.degrees(tr.true_error[0])) if tr.true_error else None,
+            'final_error_deg': float(np.degrees(errors[-1])) if errors.size else None,
+            'initial_error_deg': float(np.degrees(errors[0])) if errors.size else None,
             'final_estimated_error_deg': float(np.degrees(tr.estimated_error[-1])) if tr.estimated_error else None,
             'converged': final_state == 'converged',
             'first_converged_s': converged_at,
@@ -182,14 +188,16 @@ class RunMonitor(Node):
         grid = fig.add_gridspec(1, 4)
         ax = fig.add_subplot(grid[0, :2])
         t0 = tr.true_t[0] if tr.true_t else 0.0
-        if tr.true_error:   # none when the simulator never told the target's pose
-            ax.plot(np.subtract(tr.true_t, t0), np.degrees(tr.true_error), label='actual (simulator ground truth)')
+        errors = self.true_errors()
+        if errors.size:   # none when the simulator never told the target's pose
+            ax.plot(np.subtract(tr.true_t[:errors.size], t0), np.degrees(errors),
+                    label='actual (simulator ground truth)')
         ax.plot(np.subtract(tr.status_t, t0), np.degrees(tr.estimated_error), label='estimated (controller)',
                 alpha=0.7)
         ax.set_xlim(left=0)
         ax.set_xlabel('time since the first ground-truth pose (s)')
         ax.set_ylabel('effective error to target (deg)')
-        ax.set_title(f'guidance to {self.view}: final {self.summary()["final_error_deg"] or float("nan"):.1f} deg')
+        ax.set_title(f'guidance to {self.view}: final {np.degrees(errors[-1]) if errors.size else float("nan"):.1f} deg')
         ax.grid(alpha=0.3)
         ax.legend()
         for i, (image, title) in enumerate(((self.last_image, 'current slice'), (self.target_image, 'target slice'))):

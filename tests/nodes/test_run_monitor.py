@@ -74,12 +74,12 @@ def test_a_lost_target_answer_is_asked_again_and_early_truth_is_scored(graph, si
     assert monitor.target_pose is None and monitor.summary()['final_error_deg'] is None
     assert wait_for(lambda: monitor.target_pose is not None, timeout=10.0)
     sim.publish_truth(TRUTH[2])
-    assert wait_for(lambda: len(monitor.trace.true_error) == 3)
+    assert wait_for(lambda: len(monitor.true_errors()) == 3)
     summary = monitor.summary()
     assert summary['target_known'] and summary['target_requests'] == 2 and sim.requests == 2
     assert summary['initial_error_deg'] == pytest.approx(expected_deg(TRUTH[0]), abs=1e-6)
     assert summary['final_error_deg'] == pytest.approx(expected_deg(TRUTH[2]), abs=1e-6)
-    assert np.degrees(monitor.trace.true_error) == pytest.approx([expected_deg(p) for p in TRUTH], abs=1e-6)
+    assert np.degrees(monitor.true_errors()) == pytest.approx([expected_deg(p) for p in TRUTH], abs=1e-6)
 
 
 def test_a_run_without_the_targets_pose_says_so_and_still_plots(graph, sim, tmp_path):

@@ -32,7 +32,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..nodes.params import Param, declare_all
-from ..nodes.process import arm_teardown_alarm, disarm_teardown_alarm, enable_stack_dumps
+from ..nodes.process import enable_stack_dumps, teardown_alarm
 from .errors import BagError
 from .writer import BagWriter
 
@@ -217,10 +217,9 @@ def main(args: list[str] | None = None) -> int:
         print(f'echoposed_recorder: closed {node.writer.path} '
               f'({", ".join(f"{t}: {n}" for t, n in counts.items()) or "no messages"})', flush=True)
     finally:
-        arm_teardown_alarm(3)   # the bag is closed by now: a hung teardown ends the process
-        node.destroy_node()
-        rclpy.try_shutdown()
-        disarm_teardown_alarm()
+        with teardown_alarm():   # the bag is closed by now: a teardown hung in the middleware ends it
+            node.destroy_node()
+            rclpy.try_shutdown()
     return 0
 
 

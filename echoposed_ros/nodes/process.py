@@ -5,7 +5,7 @@ configuration prints ``name: message`` on stderr and exits 2, no traceback), spi
 SIGINT / shutdown, and tears it down. An exception raised while the context is already shutting
 down (a timer firing into a closed context, a message taken as the context goes: see
 ``shut_down_soon``) counts as a clean stop; any other escapes. A teardown that hangs in the
-middleware ends the process after ``teardown_timeout_s`` (``arm_teardown_alarm``).
+middleware ends the process after ``teardown_timeout_s`` (``teardown_alarm``).
 
 ``enable_stack_dumps()`` (run_node calls it; so do the target setter and the bag recorder): SIGUSR1
 prints every thread's Python stack on stderr and the process goes on; a crash (SIGSEGV, SIGABRT)
@@ -18,13 +18,15 @@ import faulthandler
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-__all__ = ['arm_teardown_alarm', 'disarm_teardown_alarm', 'enable_stack_dumps', 'run_node', 'shut_down_soon']
+__all__ = ['arm_teardown_alarm', 'disarm_teardown_alarm', 'enable_stack_dumps', 'run_node', 'shut_down_soon',
+           'teardown_alarm']
 
 
 def enable_stack_dumps() -> None:
@@ -68,6 +70,18 @@ def disarm_teardown_alarm() -> None:
     signal.alarm(0)
 
 
+@contextmanager
+def teardown_alarm(timeout_s: int = 3, armed: bool = True) -> Iterator[None]:
+    """The block (a node's teardown) under :func:`arm_teardown_alarm` (when ``armed``), disarmed
+    when it ends, however it ends."""
+    if armed:
+        arm_teardown_alarm(timeout_s)
+    try:
+        yield
+    finally:
+        disarm_teardown_alarm()
+
+
 def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = None,
              executor_factory: Callable[[], Any] | None = None,
              cleanup: Callable[[Any], None] | None = None, teardown_timeout_s: int = 3) -> int:
@@ -96,11 +110,10 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
         try:
             if cleanup is not None:
                 cleanup(node)
-            arm_teardown_alarm(teardown_timeout_s)
-            executor.shutdown(timeout_sec=1.0)
-            node.destroy_node()
+            with teardown_alarm(teardown_timeout_s):
+                executor.shutdown(timeout_sec=1.0)
+                node.destroy_node()
+                rclpy.try_shutdown()
         except KeyboardInterrupt:
-            pass
-        rclpy.try_shutdown()
-        disarm_teardown_alarm()
+            rclpy.try_shutdown()
     return 0

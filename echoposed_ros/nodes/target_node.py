@@ -24,7 +24,7 @@ from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 
 from .params import Param, declare_all
-from .process import arm_teardown_alarm, disarm_teardown_alarm, enable_stack_dumps
+from .process import enable_stack_dumps, teardown_alarm
 
 __all__ = ['PARAMS', 'main', 'set_view_target']
 
@@ -108,11 +108,9 @@ def main(args: list[str] | None = None) -> int:
         code = 1
     except KeyboardInterrupt:
         code = 130
-    if code == 0:   # the target is set: a teardown hung in the middleware ends the process
-        arm_teardown_alarm(3)
-    node.destroy_node()
-    rclpy.try_shutdown()
-    disarm_teardown_alarm()
+    with teardown_alarm(armed=code == 0):   # the target is set: a teardown hung in the middleware ends it
+        node.destroy_node()
+        rclpy.try_shutdown()
     return code
 
 

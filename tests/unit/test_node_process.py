@@ -76,3 +76,21 @@ def test_a_disarmed_alarm_leaves_the_process_alone():
 def test_the_alarm_takes_whole_seconds():
     with pytest.raises(ValueError, match='timeout_s'):
         arm_teardown_alarm(0.5)
+
+
+def test_the_teardown_block_disarms_its_alarm_however_it_ends():
+    script = '''
+import ctypes, sys
+from echoposed_ros.nodes.process import teardown_alarm
+try:
+    with teardown_alarm(1):
+        raise RuntimeError('teardown failed')
+except RuntimeError:
+    pass
+with teardown_alarm(1, armed=False):
+    pass
+ctypes.CDLL(None).sleep(2)   # past the alarm: still alive
+print('alive', flush=True)
+'''
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=25)
+    assert result.returncode == 0 and 'alive' in result.stdout, result.stderr

@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> 
         executor.shutdown(timeout_sec=1.0)
         summary = {'launch': args.launch, 'arguments': launch_args, 'ended': result.reason,
                    'exit_codes': result.exit_codes, 'failed_nodes': sorted(result.failures),
-                   'failed_output': {name: tail for name, tail in sorted(result.failures.items())},
+                   'failed_output': dict(sorted(result.failures.items())),
                    'teardown_alarms': list(result.teardown_alarms)}
         if monitor is not None:
             summary.update(monitor.summary())

@@ -1,4 +1,4 @@
-"""Training-step speed: where a faster step would come from (issue 4's 2.5 h training target).
+"""Training-step speed: where a faster step would come from (the 2.5 h training target).
 
 Times the whole update of ``echoposed_ros.training.train`` (forward of the K-member grouped net,
 SVD projection, pairwise loss, backward, Muon + AdamW steps) on a synthetic batch of the default
@@ -177,7 +177,7 @@ def markdown(doc: dict) -> str:
     lines = ['# Training step speed (benchmarks/bench_train_step.py)', '',
              f"{c['images_per_step']} images of {c['input_size']} px, K = {c['members']}; weights: {doc['weights']}; "
              f"torch {doc['torch']}; {doc['machine']}; {doc['date']}; load average {doc['load_average'][0]:.1f} at "
-             f"the end; {doc['rounds']} rounds of {doc['steps_per_round']} steps; ratio against {doc['baseline']}.",
+             f"the end; {doc['rounds']} timed passes of {doc['steps_per_round']} steps; ratio against {doc['baseline']}.",
              '',
              '| variant | threads | median ms / step | steps / s | ratio | first-loss rel. diff |',
              '| --- | --- | --- | --- | --- | --- |']

@@ -1,4 +1,4 @@
-"""Closed-loop guidance through ROS topics, as a robot would run it (issue 5's acceptance).
+"""Closed-loop guidance through ROS topics, as a robot would run it.
 
 For each held-out phantom seed, runs ``echoposed launch sim_guidance`` (sim with the PyBullet arm,
 pose node with the model, controller, target setter; each a process talking DDS on an isolated

@@ -20,7 +20,7 @@ from .stats import ecdf, success_rate
 __all__ = ['TARGETS', 'plot_cdf', 'plot_error_vs_time', 'plot_sigma_vs_error', 'plot_success', 'target_checks',
            'write_report']
 
-#: Issue 6 targets: (JSON path, comparison, bound, label).
+#: Guidance targets: (JSON path, comparison, bound, label).
 TARGETS: tuple[tuple[tuple[str, ...], str, float, str], ...] = (
     (('intra_dynamic', 'mean_deg'), '<=', 5.0, 'intra-patient dynamic mean final error <= 5 deg'),
     (('intra_static', 'mean_deg'), '<=', 4.0, 'intra-patient static mean final error <= 4 deg'),
@@ -225,7 +225,7 @@ def write_report(datasets: Sequence[DatasetResult], meta: dict[str, Any], folder
             lines.append('Inter-patient: not run (needs two or more volumes with standard views).')
         lines += ['', f'sigma^2 / final error Spearman (runs): {_f(s.get("sigma_error_spearman"))} '
                   f'over {s.get("sigma_error_n_runs", 0)} runs; per step (sigma^2 vs |estimated - actual| error): '
-                  f'{_f(s.get("sigma_error_spearman_steps"))}.', '', 'Targets (issue 6):', '']
+                  f'{_f(s.get("sigma_error_spearman_steps"))}.', '', 'Targets:', '']
         for label, v, met in target_checks(s):
             verdict = 'n/a' if met is None else ('met' if met else '**not met**')
             lines.append(f'- {label}: {_f(v)} ({verdict})')

@@ -1,4 +1,4 @@
-"""Random probe poses around a volume's base pose (METHOD.md section 3).
+"""Random probe poses around a volume's base pose (docs/method.md section 3).
 
 The distribution training uses and the simulator starts guidance runs from:
 - orbit factor: angle uniform in [0, orbit_max] about a random axis normal to z (twist-free);

@@ -1,4 +1,4 @@
-"""The 2D sector (fan) an echo image shows, and the pixel -> probe-frame mapping (METHOD.md section 2).
+"""The 2D sector (fan) an echo image shows, and the pixel -> probe-frame mapping (docs/method.md section 2).
 
 Probe frame P (mm): origin at the sector apex, ``z`` = central beam (into the body), ``x`` =
 lateral, ``y`` = elevation. An ``H x W`` image shows the x-z plane: row ``i`` sits at depth

@@ -3,7 +3,7 @@
 The pure core of the sim node (no rclpy), also used by offline evaluation. Commands are
 velocities held until the next command; when none has come for ``command_timeout_s`` the probe
 holds still (fail safe). A command holding NaN or inf raises :class:`SimError` and is not applied.
-Time in seconds; twists in rad/s (body frames, METHOD section 6) or m/s + rad/s (Cartesian).
+Time in seconds; twists in rad/s (body frames, docs/method.md section 6) or m/s + rad/s (Cartesian).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""2D sector slices of a 3D+t volume at probe poses (METHOD.md section 2).
+"""2D sector slices of a 3D+t volume at probe poses (docs/method.md section 2).
 
 A slice at pose ``(R_v, R_p)`` and cardiac phase ``t`` samples the volume at the points
 ``o + R (x, 0, z)`` (mm, volume frame V) for the in-fan pixels of a :class:`SectorGeometry`,

@@ -1,6 +1,6 @@
 """The volume type every part of the simulator and the training pipeline shares.
 
-Frames and units (METHOD.md section 1): the volume frame V is in millimetres. ``data`` is indexed
+Frames and units (docs/method.md section 1): the volume frame V is in millimetres. ``data`` is indexed
 ``[t, k, j, i]`` (time, z, y, x); the centre of voxel ``[t, k, j, i]`` sits at
 ``(i * spacing[0], j * spacing[1], k * spacing[2])`` in V. A probe pose ``(R_v, R_p)`` places the
 sector apex at ``o = centre - radius * R_v e_z`` with orientation ``R = R_v R_p``.

@@ -2,10 +2,10 @@
 
 Frames. Ground truth (``probe/true_pose``) is in the simulator's heart frame; estimates are in the
 model's frame, which differs from it by an unknown constant left factor per pose factor
-(METHOD sections 4 and 6). Before comparing, :func:`fit_left_factor` fits that factor per factor
+(docs/method.md sections 4 and 6). Before comparing, :func:`fit_left_factor` fits that factor per factor
 over the whole run by Procrustes, ``L = proj_SO3(sum_k T_k E_k^T)`` (the rotation that best maps
 the estimates E_k onto the truths T_k in the least-squares chordal sense), and the reported
-tracking error is the effective error (METHOD section 1) between ``(L_v E_v, L_p E_p)`` and the
+tracking error is the effective error (docs/method.md section 1) between ``(L_v E_v, L_p E_p)`` and the
 truth: the residual after the best constant alignment, i.e. what the policy (which only uses
 body-frame differences) can see. Estimates are taken before gauge fixing (the projected mean of
 the aligned ensemble members) where the members are known, since a constant left factor acts on

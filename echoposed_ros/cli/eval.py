@@ -1,4 +1,4 @@
-"""``echoposed eval TARGET ...``: the evaluation protocols of METHOD section 7.
+"""``echoposed eval TARGET ...``: the evaluation protocols of docs/method.md section 7.
 
 Each target lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``
 (the same convention as the subcommands); add a protocol by adding one line to :data:`TARGETS`.

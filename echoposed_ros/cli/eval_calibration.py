@@ -1,4 +1,4 @@
-"""``echoposed eval calibration``: METHOD section 7 angular calibration of an ONNX ensemble.
+"""``echoposed eval calibration``: docs/method.md section 7 angular calibration of an ONNX ensemble.
 
 Volumes: phantom patients by seed (``--seeds A-B``, optionally ``--style FILE``) or volume files
 (``--volumes DIR``). Slices use the model's own sector geometry (from its metadata), so they go
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--plots', metavar='DIR', default=None, help='write calibration.png into DIR')
     parser.add_argument('--threads', type=int, default=2, help='onnxruntime intra-op threads (default 2)')
     parser.add_argument('--mirror', action='store_true',
-                        help='test-time mirroring (2K members; METHOD section 7 calibrates without it)')
+                        help='test-time mirroring (2K members; docs/method.md section 7 calibrates without it)')
     parser.add_argument('--frame-size', type=int, default=0, metavar='N',
                         help='cut N x N frames of the same fan, 8-bit, and let the estimator map them onto the '
                              "model's input as the pose node does (config/pose.yaml fan settings); default 0 = "

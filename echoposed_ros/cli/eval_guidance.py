@@ -1,4 +1,4 @@
-"""``echoposed eval guidance``: offline closed-loop guidance protocols (METHOD section 7).
+"""``echoposed eval guidance``: offline closed-loop guidance protocols (docs/method.md section 7).
 
 Datasets: phantom patients by seed (``--seeds A-B``, repeatable; ``--style FILE`` or a shipped
 style name) and folders of volume files (``--volumes DIR``, repeatable); each flag is one dataset.

@@ -1,4 +1,4 @@
-"""``echoposed train``: train the Echo-POSED ensemble (METHOD sections 3-4) on phantom patients or
+"""``echoposed train``: train the Echo-POSED ensemble (docs/method.md sections 3-4) on phantom patients or
 a folder of your own 3D/3D+t volumes. Resumes from ``OUT/last.pt`` when it exists."""
 from __future__ import annotations
 

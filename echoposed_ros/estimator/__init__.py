@@ -1,4 +1,4 @@
-"""Runtime pose estimation on an exported echoposed ONNX ensemble (METHOD section 5; no torch).
+"""Runtime pose estimation on an exported echoposed ONNX ensemble (docs/method.md section 5; no torch).
 
 - ``model``: load an ONNX model file and check it against the model contract
 - ``fan``: the sector fan in pixel coordinates; detecting it in an image

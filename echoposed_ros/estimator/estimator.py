@@ -1,4 +1,4 @@
-"""The runtime estimator: image -> canonical mean pose, sigma^2 and aligned members (METHOD section 5).
+"""The runtime estimator: image -> canonical mean pose, sigma^2 and aligned members (docs/method.md section 5).
 
 Pipeline per image: encoding -> float [0, 1] (:func:`image_to_float`), fan of the input
 (given, the model's own when the image has the model's size, or detected) -> resampled onto
@@ -80,7 +80,7 @@ class Estimator:
     allow_spinning: onnxruntime worker threads busy-wait while idle (default off; see
     :class:`EnsembleModel`). mirror: test-time mirroring: each image also runs left-right
     flipped, and the flipped members, turned back by ``Rz(pi)`` on the probe factor (mirroring
-    is a pose, METHOD section 2), join the ensemble: 2K members, twice the inference cost. An
+    is a pose, docs/method.md section 2), join the ensemble: 2K members, twice the inference cost. An
     image the model confuses with its mirror then shows as a large sigma^2.
     """
 

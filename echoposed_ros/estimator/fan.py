@@ -6,7 +6,7 @@ apex, the full opening angle, and the depth (the fan radius D) expressed in rows
 columns (the two differ when pixels are not square, as in the simulator's default images).
 A point ``(x, z)`` of the probe's imaging plane, in units of D, sits at
 ``row = apex_row + z * depth_rows``, ``col = apex_col + x * depth_cols``; it is in the fan when
-``x^2 + z^2 <= 1`` and ``|x| <= z tan(angle / 2)`` (the simulator's rule, METHOD section 2).
+``x^2 + z^2 <= 1`` and ``|x| <= z tan(angle / 2)`` (the simulator's rule, docs/method.md section 2).
 
 :func:`detect_fan` measures the fan of an image with square pixels from its non-zero region:
 it fits the two straight fan edges (Theil-Sen lines through the convex envelope of the per-row

@@ -1,4 +1,4 @@
-"""Angular calibration (METHOD section 7; the paper's Figure 5 protocol).
+"""Angular calibration (docs/method.md section 7; the paper's Figure 5 protocol).
 
 Per volume, from its base (apical) pose ``(R_v0, R_p0)``: slices turned about the probe's own
 z axis through the whole circle (360 slices, 1 degree steps) and about its x and y axes over

@@ -1,4 +1,4 @@
-"""Offline guidance evaluation (METHOD section 7): the nodes' estimator and policy cores, no DDS.
+"""Offline guidance evaluation (docs/method.md section 7): the nodes' estimator and policy cores, no DDS.
 
 Each run closes the loop of the ROS graph without topics: the simulator session
 (``echoposed_sim.session.SimSession``, kinematic world by default, the arm with ``robot=True``)

@@ -1,7 +1,7 @@
 """Choosing the controller's ``uncertainty_threshold`` (docs/policy.md): sigma^2 of in-range
 slices against sigma^2 of frames with no heart in them.
 
-In-range slices: per volume, poses drawn as in training (METHOD section 3: any turn about the
+In-range slices: per volume, poses drawn as in training (docs/method.md section 3: any turn about the
 beam, tilts up to ``tilt_deg``, orbit up to ``orbit_deg``, random cardiac phase), sliced with the
 model's own sector. No-heart frames: speckle-like noise (smoothed Rayleigh texture under a
 random depth gain) inside the same sector. For each threshold: the share of each set that would

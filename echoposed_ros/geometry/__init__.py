@@ -1,4 +1,4 @@
-"""The pose group SO(3) x SO(3) of echoposed (METHOD sections 1, 5, 6): pure numpy, no rclpy.
+"""The pose group SO(3) x SO(3) of echoposed (docs/method.md sections 1, 5, 6): pure numpy, no rclpy.
 
 Rotations are float64 arrays ``(..., 3, 3)``; a pose is a pair ``(R_v, R_p)`` (orbit, probe);
 rotation vectors are radians; quaternions are ROS order ``(x, y, z, w)``. Modules:

@@ -1,4 +1,4 @@
-"""Physical probe frame, effective pose and effective error (METHOD section 1).
+"""Physical probe frame, effective pose and effective error (docs/method.md section 1).
 
 Frames: volume frame V (world), probe frame P (apex origin, z = beam, x = lateral,
 y = elevation). Length units are whatever ``centre`` and ``radius`` use (mm in the
@@ -105,7 +105,7 @@ def effective_error_parts(g: Sequence[ArrayLike], h: Sequence[ArrayLike]) -> Eff
 def body_errors(P: Sequence[ArrayLike], T: Sequence[ArrayLike]) -> Pose:
     """Body-frame errors ``(E_v, E_p) = (P_v^T T_v, P_p^T T_p)`` from current ``P`` to target ``T``.
 
-    Invariant under a common left factor on both estimates (METHOD section 6).
+    Invariant under a common left factor on both estimates (docs/method.md section 6).
     """
     P, T = as_pose(P, 'P'), as_pose(T, 'T')
     return Pose(np.swapaxes(P.orbit, -1, -2) @ T.orbit, np.swapaxes(P.probe, -1, -2) @ T.probe)

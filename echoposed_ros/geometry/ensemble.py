@@ -1,4 +1,4 @@
-"""Ensemble mean pose and disagreement sigma^2 (METHOD section 5)."""
+"""Ensemble mean pose and disagreement sigma^2 (docs/method.md section 5)."""
 from __future__ import annotations
 
 from typing import NamedTuple

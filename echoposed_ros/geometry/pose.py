@@ -1,4 +1,4 @@
-"""The pose group SO(3) x SO(3) (METHOD section 1).
+"""The pose group SO(3) x SO(3) (docs/method.md section 1).
 
 A pose ``g = (R_v, R_p)`` is a pair of rotation arrays of shape ``(..., 3, 3)``: the orbit
 factor ``R_v`` (moves the probe over the sphere about the volume centre) and the probe factor
@@ -80,7 +80,7 @@ def log(g: Sequence[ArrayLike]) -> Array:
 
 
 def distance(g: Sequence[ArrayLike], h: Sequence[ArrayLike]) -> Array:
-    """METHOD distance ``sqrt(angle(g_v^T h_v)^2 + angle(g_p^T h_p)^2)`` in rad, shape ``(...)``.
+    """Distance (docs/method.md section 1) ``sqrt(angle(g_v^T h_v)^2 + angle(g_p^T h_p)^2)`` in rad, shape ``(...)``.
 
     Per-factor (NOT gauge invariant): use :func:`effective.effective_error` to compare slices.
     """
@@ -108,7 +108,7 @@ def right_apply(g: Sequence[ArrayLike], omega_v: ArrayLike, omega_p: ArrayLike) 
 
 
 def step(g: Sequence[ArrayLike], omega_v: ArrayLike, omega_p: ArrayLike, dt: float) -> Pose:
-    """One control step (METHOD section 6): ``gauge_fix(R_v exp(omega_v dt), R_p exp(omega_p dt))``.
+    """One control step (docs/method.md section 6): ``gauge_fix(R_v exp(omega_v dt), R_p exp(omega_p dt))``.
 
     ``omega_v``, ``omega_p``: body-frame angular velocities ``(..., 3)`` in rad/s; ``dt`` in s.
     """

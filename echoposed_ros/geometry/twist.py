@@ -1,4 +1,4 @@
-"""Body-frame pose velocity -> Cartesian twist of the probe (METHOD section 6).
+"""Body-frame pose velocity -> Cartesian twist of the probe (docs/method.md section 6).
 
 A body twist is ``(omega_v, omega_p)`` (rad/s, each ``(..., 3)``), meaning
 ``dR_v/dt = R_v [omega_v]_x`` and ``dR_p/dt = R_p [omega_p]_x``. Differentiating the probe

@@ -1,4 +1,4 @@
-"""Controller node ``echoposed_controller``: pose estimates -> probe velocity commands (METHOD 6).
+"""Controller node ``echoposed_controller``: pose estimates -> probe velocity commands (docs/method.md section 6).
 
 A thin shell around :mod:`echoposed_ros.policy`: parameters -> frozen
 :class:`~echoposed_ros.policy.ControllerConfig` -> :func:`~echoposed_ros.policy.control_step`

@@ -1,4 +1,4 @@
-"""Guidance policy (METHOD section 6), pure numpy, no rclpy.
+"""Guidance policy (docs/method.md section 6), pure numpy, no rclpy.
 
 - ``config``: :class:`ControllerConfig`, the frozen, validated parameters
 - ``controller``: body-frame errors, proportional twist with deadband and speed limits,

@@ -22,10 +22,10 @@ def _f(default: Any, unit: str, description: str) -> Any:
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    """Gains, limits and thresholds of the proportional policy and its state machine (METHOD 6).
+    """Gains, limits and thresholds of the proportional policy and its state machine (docs/method.md section 6).
 
     The policy is ``omega = gain * log(E)`` per factor on the body-frame errors
-    ``E_v = P_v^T T_v``, ``E_p = P_p^T T_p``; ``gain`` is METHOD's ``k / dt`` (1/s), so the
+    ``E_v = P_v^T T_v``, ``E_p = P_p^T T_p``; ``gain`` is the ``k / dt`` of docs/method.md section 6 (1/s), so the
     loop's time constant is ``1 / gain`` seconds whatever the control and frame rates.
     """
 

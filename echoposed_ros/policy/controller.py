@@ -1,4 +1,4 @@
-"""The proportional guidance policy on body-frame errors (METHOD section 6), pure numpy.
+"""The proportional guidance policy on body-frame errors (docs/method.md section 6), pure numpy.
 
 Poses are :class:`echoposed_ros.geometry.Pose` pairs ``(R_v, R_p)`` of (3, 3) rotations in
 canonical gauge, as the pose node publishes them (frame: the model's, known only up to an
@@ -9,7 +9,7 @@ factor, with a deadband and a norm clip per factor.
 Which command is frame-free. Let the estimate be ``P = gauge_fix(A g)`` for the true pose
 ``g`` and an unknown ``A = (A_v, A_p)``. The probe-frame Cartesian twist
 ``v_P = -r R_p^T (omega_v x e_z)``, ``omega_P = R_p^T omega_v + omega_p`` (``R^T v`` and
-``R^T omega`` of METHOD 6, using ``R^T R_v = R_p^T``) computed from the estimate equals the
+``R^T omega`` of docs/method.md section 6, using ``R^T R_v = R_p^T``) computed from the estimate equals the
 true probe-frame twist of the same motion for every ``A_v`` when ``A_p = I``: then the
 estimate is the world turned by ``A_v`` about the heart centre (``u_P = A_v u``,
 ``R_P = A_v R``), and gauge fixing only re-labels the twist about the beam, which the
@@ -134,7 +134,7 @@ def probe_frame_twist(current: Sequence[ArrayLike], twist: BodyTwist, radius: fl
 
     ``current``: the pose ``(R_v, R_p)`` the twist was computed at (only ``R_p`` matters);
     ``radius``: orbit radius (m for a robot, so ``v`` is m/s); ``omega`` in rad/s. This is
-    ``(R^T v, R^T omega)`` of the world-frame twist of METHOD 6 and does not depend on the
+    ``(R^T v, R^T omega)`` of the world-frame twist of docs/method.md section 6 and does not depend on the
     estimate's world rotation (module docstring).
     """
     P = as_pose(current, 'current')
@@ -165,7 +165,7 @@ UNGAUGED_ATOL = 1e-3
 
 def ungauged_mean(member_orbits_xyzw: ArrayLike, member_probes_xyzw: ArrayLike,
                   pose: Sequence[ArrayLike] | None, atol: float = UNGAUGED_ATOL) -> Pose | None:
-    """Projected mean per factor of the ensemble members, NOT gauge-fixed (METHOD 5), or None.
+    """Projected mean per factor of the ensemble members, NOT gauge-fixed (docs/method.md section 5), or None.
 
     ``member_*_xyzw``: (K, 4) ROS quaternions (x, y, z, w) of the aligned members ``A_k``.
     Returns None when there are no members, they are malformed (NaN, non-unit, unequal counts),

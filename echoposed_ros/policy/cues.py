@@ -1,6 +1,6 @@
 """Operator cue: the motion from the current to the target view in sonographer words.
 
-Probe axes (METHOD 1): z = central beam (into the body), x = lateral, in the image plane,
+Probe axes (docs/method.md section 1): z = central beam (into the body), x = lateral, in the image plane,
 towards the orientation marker (the image's right-hand columns), y = elevation, normal to
 the image plane. The motion is split the way a sonographer makes it:
 

@@ -1,4 +1,4 @@
-"""Training the Echo-POSED ensemble (METHOD.md sections 3-5): config, model, SVD head, loss,
+"""Training the Echo-POSED ensemble (docs/method.md sections 3-5): config, model, SVD head, loss,
 orchestrator, data, optimisers, the training loop and ONNX export. Needs torch; the runtime
 estimator (``echoposed_ros.estimator``) does not.
 """

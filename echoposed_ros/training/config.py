@@ -48,7 +48,7 @@ class TrainConfig:
     input_size: int = 64             # H = W in pixels
     sector_angle_deg: float = 75.0
     sector_depth_mm: float = 150.0   # fan radius D (mm), the slicer default
-    # --- pose sampling (METHOD section 3) ---
+    # --- pose sampling (docs/method.md section 3) ---
     poses: int = 16                  # pose-time pairs per step (before mirrors)
     tilt_deg: float = 20.0           # probe tilt range about x and about y (+-)
     orbit_deg: float = 20.0          # orbit angle range [0, orbit_deg] about a horizontal axis

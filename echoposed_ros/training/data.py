@@ -1,4 +1,4 @@
-"""Training data: pose-time sampling (METHOD section 3, :func:`echoposed_sim.sampling.sample_poses`,
+"""Training data: pose-time sampling (docs/method.md section 3, :func:`echoposed_sim.sampling.sample_poses`,
 as the simulator and the evaluations draw them), on-the-fly slices with the project's
 slicer, augmentation, and a DataLoader-ready stream that runs in worker processes.
 

@@ -9,12 +9,12 @@ sector_angle_rad, sector_depth_mm, intensity, members, train_config, train_data,
 frame.
 
 **Pinned frame.** Training fixes the ensemble's common frame only up to a constant left factor
-``A = (A_v, A_p)`` (METHOD section 4: the loss sees differences). Before export, ``pin_frame``
+``A = (A_v, A_p)`` (docs/method.md section 4: the loss sees differences). Before export, ``pin_frame``
 measures it on training batches, whose poses are known relative to each volume's base pose
 (``A = proj(sum_i M(x_i) g_i^{-1})`` per factor, M the aligned ensemble mean), and folds ``A^T``
 into every adapter. The exported model then reports poses in the volume frame of its training
 data (the apical base pose near ``(I, I)``), so absolute quantities such as the Cartesian twist
-(METHOD section 6) come out in the right directions. Body-frame guidance does not need it.
+(docs/method.md section 6) come out in the right directions. Body-frame guidance does not need it.
 """
 from __future__ import annotations
 

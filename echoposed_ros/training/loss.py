@@ -1,4 +1,4 @@
-"""The pairwise equivariance loss of METHOD section 3.
+"""The pairwise equivariance loss of docs/method.md section 3.
 
 For one volume's pose-time pairs ``(g_i, t_i)`` and a member's projected outputs
 ``(F_v,i, F_p,i)``, equivariance says ``G_i = f(x_i) g_i^{-1} = (F_v,i R_v,i^T, F_p,i R_p,i^T)`` is

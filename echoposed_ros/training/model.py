@@ -1,4 +1,4 @@
-"""The ensemble network: K residual CNN members run as one grouped network (METHOD section 3).
+"""The ensemble network: K residual CNN members run as one grouped network (docs/method.md section 3).
 
 Each member: a 3x3 stem conv, 8 residual blocks (3x3 convs; blocks 1, 3, 5, 7 open a stage, the
 last three of those with stride 2), batch norm in the first 4 blocks, global average pooling and a
@@ -114,7 +114,7 @@ class _Block(nn.Module):
 
 
 class EnsembleNet(nn.Module):
-    """K members of the METHOD section 3 residual CNN, evaluated together.
+    """K members of the docs/method.md section 3 residual CNN, evaluated together.
 
     forward(image (N, 1, H, W), frozen (K,) bool or None) -> (orbit, probe), each (N, K, 3, 3)
     raw (unprojected) head matrices. The head bias starts at the identity so an untrained member

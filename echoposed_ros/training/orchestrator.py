@@ -1,4 +1,4 @@
-"""The orchestrator (METHOD section 4): one adapter ``B_k = (B_v,k, B_p,k)`` per member fixes the
+"""The orchestrator (docs/method.md section 4): one adapter ``B_k = (B_v,k, B_p,k)`` per member fixes the
 free constant left factor of each member so the aligned predictions ``B_k F_k(x)`` agree.
 
 Refit (outputs detached): per factor, the current consensus ``M(x) = proj(mean_k B_k F_k(x))``,

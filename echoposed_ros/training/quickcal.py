@@ -1,4 +1,4 @@
-"""A fast angular calibration (METHOD section 7, reduced) for training experiments.
+"""A fast angular calibration (docs/method.md section 7, reduced) for training experiments.
 
 Per held-out volume, at its base pose and frame 0, the probe is turned about its own z axis
 (``z_steps`` turns over the full circle), about x and about y (``tilt_steps`` turns over
@@ -29,7 +29,7 @@ __all__ = ['predict', 'quick_calibration']
 def predict(model: EnsembleNet, orch: Orchestrator, images: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """images (N, H, W) -> aligned ensemble means (orbit, probe), each (N, 3, 3) float64, and
-    sigma^2 (N,) rad^2 (METHOD section 5: mean over members of the squared geodesic distance of
+    sigma^2 (N,) rad^2 (docs/method.md section 5: mean over members of the squared geodesic distance of
     the aligned member from the mean, both factors)."""
     was = model.training
     model.eval()

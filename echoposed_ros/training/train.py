@@ -1,4 +1,4 @@
-"""The training loop (METHOD sections 3-4).
+"""The training loop (docs/method.md sections 3-4).
 
 Per step: one volume's batch (data.py, made in DataLoader workers, off this thread); all K
 members run on it; member ``step mod K`` validates (no update, batch norm on running stats) while

@@ -1,7 +1,7 @@
 """The interface every simulated world offers (arm or kinematic), and what they share.
 
 Units and frames: poses are canonical-gauge ``(R_v, R_p)`` (3, 3) float64 rotations in the
-volume frame V (METHOD section 1); positions are mm in V; Cartesian velocities are m/s and rad/s
+volume frame V (docs/method.md section 1); positions are mm in V; Cartesian velocities are m/s and rad/s
 (as a robot servo takes them) and converted once, by :class:`~echoposed_sim.world.frames.HeartFrame`.
 
 A world keeps a *commanded* pose (the setpoint). ``set_pose`` teleports there (reset);
@@ -99,7 +99,7 @@ class ProbeWorld(abc.ABC):
     def command_body_twist(self, omega_v: ArrayLike, omega_p: ArrayLike, dt: float) -> None:
         """Move the setpoint by the body twist for ``dt`` s: ``gauge_fix(R_v exp(w_v dt), R_p exp(w_p dt))``.
 
-        omega_v, omega_p: (3,) rad/s in the body frames (METHOD section 6).
+        omega_v, omega_p: (3,) rad/s in the body frames (docs/method.md section 6).
         """
         w_v = as_finite_vector(omega_v, 'omega_v')
         w_p = as_finite_vector(omega_p, 'omega_p')

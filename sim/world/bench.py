@@ -7,7 +7,7 @@ targets), ``step(1/30)`` (8 physics steps at 240 Hz), ``read_pose`` and ``status
 world, timed in the same run, is the baseline. Twists are random, within the training range's
 speeds. Prints (and with ``--json PATH`` writes) milliseconds per cycle, wall clock and this
 thread's CPU time (the CPU figure does not depend on what else the machine runs), and the share of
-the 33.3 ms budget. Accuracy: poses drawn over the training range (METHOD section 3: orbit up to 20
+the 33.3 ms budget. Accuracy: poses drawn over the training range (docs/method.md section 3: orbit up to 20
 degrees about a random axis normal to z, tilts up to 20 degrees about x and y, any turn about z)
 are commanded one after the other with ``command_pose``; after the probe settles, the steady-state
 apex distance (mm) and orientation angle (degrees) to the command are recorded.
@@ -32,7 +32,7 @@ def _rotvec(v) -> np.ndarray:
 
 
 def training_pose(rng: np.random.Generator, orbit_deg: float = 20.0, tilt_deg: float = 20.0):
-    """A pose ``(R_v, R_p)`` drawn as METHOD section 3 draws training poses (about the identity)."""
+    """A pose ``(R_v, R_p)`` drawn as docs/method.md section 3 draws training poses (about the identity)."""
     a = rng.uniform(0.0, 2 * np.pi)
     orbit = _rotvec(np.array([np.cos(a), np.sin(a), 0.0]) * np.radians(rng.uniform(0.0, orbit_deg)))
     probe = (_rotvec([0.0, 0.0, rng.uniform(-np.pi, np.pi)])

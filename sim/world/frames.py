@@ -2,7 +2,7 @@
 
 Two frames meet here:
 
-- V, the volume (heart) frame of METHOD section 1, in **millimetres**: everything the simulator
+- V, the volume (heart) frame of docs/method.md section 1, in **millimetres**: everything the simulator
   exchanges (poses, apex positions, ``centre``, ``radius``) is in V.
 - W, the PyBullet scene frame, in **metres**, z up: table, patient, arm.
 

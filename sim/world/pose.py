@@ -1,6 +1,6 @@
 """Pose bookkeeping of the simulated probe, on top of the geometry core ``echoposed_ros.geometry``.
 
-Poses are canonical-gauge pairs ``(R_v, R_p)`` of (3, 3) float64 rotations (METHOD section 1);
+Poses are canonical-gauge pairs ``(R_v, R_p)`` of (3, 3) float64 rotations (docs/method.md section 1);
 the probe frame is ``R = R_v R_p`` with apex ``o = c - r R_v e_z`` in the volume frame V (mm).
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ The tool, appended to the iiwa's last link (``lbr_iiwa_link_7``) in a generated 
   ultrasound holders use a roll stage for the same reason.
 - ``probe_holder`` (cylinder, radius 30 mm, length 40 mm) and ``probe`` (cylinder, radius 20 mm,
   length 120 mm) rigidly on the roll stage, and
-- ``probe_tip``: a massless-looking link whose frame *is* the probe frame P of METHOD section 1:
+- ``probe_tip``: a massless-looking link whose frame *is* the probe frame P of docs/method.md section 1:
   origin at the sector apex (the probe face), z = beam (out of the flange, into the body),
   x = lateral, y = elevation.
 

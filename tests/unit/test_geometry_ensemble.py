@@ -1,4 +1,4 @@
-"""Ensemble mean and sigma^2 (METHOD section 5): identical members, hand-computed spreads, invariances.
+"""Ensemble mean and sigma^2 (docs/method.md section 5): identical members, hand-computed spreads, invariances.
 
 Each hypothesis example draws a seed and checks a batch of B ensembles built from it.
 """

@@ -1,4 +1,4 @@
-"""Body twist -> Cartesian probe twist (METHOD section 6), checked against finite differences.
+"""Body twist -> Cartesian probe twist (docs/method.md section 6), checked against finite differences.
 
 Each hypothesis example draws a seed and checks a batch of B poses built from it.
 """

@@ -1,4 +1,4 @@
-"""Closed loop with an oracle estimator (issue 5 acceptance, METHOD 6), pure: no ROS.
+"""Closed loop with an oracle estimator (issue 5 acceptance, docs/method.md section 6), pure: no ROS.
 
 The oracle reports ``gauge_fix(A g_true)`` for an unknown constant ``A = (A_v, A_p)``; the
 "robot" executes the controller's probe-frame Cartesian twist on the true pose
@@ -43,7 +43,8 @@ def random_rotation(rng: np.random.Generator, max_angle: float | None = None) ->
 
 
 def oracle(A: Pose, g_true: Pose) -> Pose:
-    """METHOD 6 oracle estimator: the true pose seen through an unknown left factor, canonical gauge."""
+    """Oracle estimator (docs/method.md section 6): the true pose seen through an unknown left factor,
+    canonical gauge."""
     return gauge_fix(compose(A, g_true))
 
 
@@ -204,7 +205,8 @@ def run_body_loop(A: Pose, start: Pose, target_true: Pose, max_time: float = 20.
 
 @pytest.mark.parametrize('seed', range(6))
 def test_body_twists_from_members_converge_for_any_left_factor(seed):
-    """Any A in SO(3) x SO(3), probe factor included, with the literal right multiplication of METHOD 6."""
+    """Any A in SO(3) x SO(3), probe factor included, with the literal right multiplication of
+    docs/method.md section 6."""
     rng = np.random.default_rng(3000 + seed)
     A = Pose(random_rotation(rng), random_rotation(rng))
     start, target_true = training_pose(rng), training_pose(rng)

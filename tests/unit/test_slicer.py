@@ -1,4 +1,5 @@
-"""Sector geometry and the slicer (METHOD.md section 2): analytic volumes, mirroring, batching, fast == reference."""
+"""Sector geometry and the slicer (docs/method.md section 2): analytic volumes, mirroring, batching,
+fast == reference."""
 from __future__ import annotations
 
 import numpy as np
@@ -91,7 +92,7 @@ SMALL = SectorGeometry(angle_rad=np.deg2rad(75), depth_mm=45.0, height=40, width
 
 
 def sample_points(volume, orbits, probes, sector, radius=None):
-    """(N, H, W, 3) volume-frame points of every pixel, straight from METHOD section 2."""
+    """(N, H, W, 3) volume-frame points of every pixel, straight from docs/method.md section 2."""
     r = volume.radius if radius is None else radius
     out = []
     for R_v, R_p in zip(orbits, probes):

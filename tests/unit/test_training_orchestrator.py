@@ -1,4 +1,4 @@
-"""The orchestrator's adapters (METHOD section 4)."""
+"""The orchestrator's adapters (docs/method.md section 4)."""
 from __future__ import annotations
 
 import torch

@@ -22,7 +22,7 @@ def rot_deg(R) -> float:
 
 
 def training_pose(rng: np.random.Generator, orbit_deg: float = 20.0, tilt_deg: float = 20.0):
-    """METHOD section 3: orbit about a random axis normal to z, probe = turn about z (full circle) x tilts."""
+    """docs/method.md section 3: orbit about a random axis normal to z, probe = turn about z (full circle) x tilts."""
     a = rng.uniform(0.0, 2 * np.pi)
     orbit = rotvec(np.array([np.cos(a), np.sin(a), 0.0]) * np.radians(rng.uniform(0.0, orbit_deg)))
     probe = (rotvec([0.0, 0.0, rng.uniform(-np.pi, np.pi)])
@@ -99,7 +99,7 @@ def test_kinematic_set_pose_canonicalises_and_round_trips():
 
 @pytest.mark.parametrize('frame', ['world', 'probe'])
 def test_cartesian_twist_of_a_body_twist_moves_like_the_body_twist(frame):
-    """METHOD section 6: v = -r R_v (w_v x e_z), w = R_v w_v + R_v R_p w_p; first order in dt."""
+    """docs/method.md section 6: v = -r R_v (w_v x e_z), w = R_v w_v + R_v R_p w_p; first order in dt."""
     rng = np.random.default_rng(2)
     orbit, probe = canonical(*training_pose(rng))
     w_v = np.array([0.3, -0.2, 0.0])

@@ -18,6 +18,8 @@ import numpy as np
 
 from echoposed_ros.geometry import gauge_fix, rot_x, rot_y, rot_z, so3_exp
 
+from .errors import SimError
+
 __all__ = ['sample_poses']
 
 
@@ -29,9 +31,9 @@ def sample_poses(rng: np.random.Generator, n: int, base_orbit: np.ndarray | None
     for name, value in (('orbit_max', orbit_max), ('tilt_max', tilt_max), ('turn_max', turn_max),
                         ('cluster_width', cluster_width)):
         if not (np.isfinite(value) and 0 <= value <= np.pi):
-            raise ValueError(f'{name} = {value} rad; expected a finite angle in [0, pi]')
+            raise SimError(f'{name} = {value} rad; expected a finite angle in [0, pi]')
     if not 0 <= turn_clusters <= n:
-        raise ValueError(f'turn_clusters = {turn_clusters}; expected 0 (independent turns) to n = {n}')
+        raise SimError(f'turn_clusters = {turn_clusters}; expected 0 (independent turns) to n = {n}')
     base_orbit = np.eye(3) if base_orbit is None else np.asarray(base_orbit, dtype=np.float64)
     base_probe = np.eye(3) if base_probe is None else np.asarray(base_probe, dtype=np.float64)
     axis_angle = rng.uniform(0.0, 2 * np.pi, n)

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from echoposed_ros.errors import EchoposedError
 
 __all__ = ['SectorError', 'SectorGeometry']
 
 
-class SectorError(ValueError):
+class SectorError(EchoposedError):
     """Sector parameters that describe no usable fan (the message names the field and value)."""
 
 

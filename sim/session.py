@@ -14,16 +14,13 @@ import numpy as np
 
 from echoposed_ros.geometry import Pose
 
+from .errors import SimError
 from .sector import SectorGeometry
 from .slicer import PreparedVolume, prepare_volume, slice_volume
 from .volume import Volume
 from .world import ProbeWorld, WorldStatus
 
 __all__ = ['SimError', 'SimFrame', 'SimSession']
-
-
-class SimError(ValueError):
-    """A command or request the simulator refuses (the message says what and why)."""
 
 
 @dataclass(frozen=True)

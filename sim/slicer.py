@@ -30,6 +30,7 @@ from numpy.typing import ArrayLike
 
 from .sector import SectorGeometry
 from .volume import Volume
+from echoposed_ros.errors import EchoposedError
 
 __all__ = ['DEFAULT_SECTOR', 'PreparedVolume', 'SlicerError', 'poses_to_voxel_frames', 'prepare_volume',
            'slice_batch', 'slice_batch_reference', 'slice_volume', 'warm_up']
@@ -44,7 +45,7 @@ _ROTATION_ATOL = 1e-5
 _KERNEL_LOCK = threading.Lock()
 
 
-class SlicerError(ValueError):
+class SlicerError(EchoposedError):
     """Bad input to the slicer (pose, phase, output buffer); the message names the argument and value."""
 
 

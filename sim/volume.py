@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from echoposed_ros.errors import EchoposedError
 
 __all__ = ['StandardView', 'Volume', 'VolumeError']
 
 
-class VolumeError(ValueError):
+class VolumeError(EchoposedError):
     """A volume (or a volume file) that cannot be used; the message names it and the problem."""
 
 

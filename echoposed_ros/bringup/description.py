@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import config_dir
+from ..errors import EchoposedError
 
 __all__ = ['LAUNCHES', 'Argument', 'LaunchError', 'LaunchSpec', 'NodeSpec', 'resolve']
 
 
-class LaunchError(ValueError):
+class LaunchError(EchoposedError):
     """A launch argument that cannot be used; the message names it and what was expected."""
 
 

@@ -24,6 +24,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from ..geometry import effective_error
+from .description import LaunchError
 from ..nodes.convert import echopose_msg_to_pose
 
 __all__ = ['RunMonitor', 'RunTrace']
@@ -59,7 +60,7 @@ class RunMonitor(Node):
                  **kwargs: Any) -> None:
         super().__init__('echoposed_monitor', **kwargs)
         if not retry_after > 0:
-            raise ValueError(f'retry_after = {retry_after!r} s; expected > 0')
+            raise LaunchError(f'retry_after = {retry_after!r} s; expected > 0')
         self.view = view
         self.retry_after = retry_after
         self.target_requests = 0

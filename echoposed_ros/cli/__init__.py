@@ -1,7 +1,9 @@
 """The ``echoposed`` command: one tool, one subcommand per job.
 
 Each subcommand lives in its own module of this package and exposes
-``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
+``add_arguments(parser)`` and ``run(args) -> int``. An :class:`~echoposed_ros.errors.EchoposedError`
+escaping ``run`` prints ``echoposed <command>: <message>`` and exits 2; any other exception is a
+bug and shows its traceback. Modules are imported only when their
 subcommand runs, so ``echoposed --help`` stays fast and never imports torch or rclpy.
 """
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from ..errors import EchoposedError
 
 __all__ = ['SUBCOMMANDS', 'main']
 
@@ -53,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         args = sub_parser.parse_intermixed_args(argv[1:])
     except TypeError:  # subcommands with their own sub-parsers
         args = sub_parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except EchoposedError as exc:  # bad input: one line; anything else is a bug and keeps its traceback
+        print(f'echoposed {name}: {exc}', file=sys.stderr)
+        return 2
 
 if __name__ == '__main__':
     sys.exit(main())

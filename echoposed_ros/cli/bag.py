@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import EchoposedError
+
 __all__ = ['add_arguments', 'run']
 
 
@@ -90,7 +92,7 @@ def _record(args: argparse.Namespace) -> int:
                      Parameter('target_view', value=str(args.target_view))]
         try:
             node = RecorderNode(parameter_overrides=overrides)
-        except (BagError, ValueError) as exc:
+        except EchoposedError as exc:
             print(f'echoposed bag record: {exc}', file=sys.stderr)
             return 2
         counts = run_recorder(node)
@@ -144,7 +146,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     try:
         estimator, note = _estimator(args)
-    except (EstimatorError, ValueError) as exc:  # the model, or config/pose.yaml
+    except EchoposedError as exc:  # the model, or config/pose.yaml
         print(f'echoposed bag eval: {exc}', file=sys.stderr)
         return 2
     if note:
@@ -155,7 +157,7 @@ def _eval(args: argparse.Namespace) -> int:
         try:
             report, series = evaluate_bag(bag, estimator, spec, image_topic=args.image_topic,
                                           batch_size=args.batch)
-        except ValueError as exc:  # BagError, and any other bad input in this bag (GeometryError, ...)
+        except EchoposedError as exc:  # BagError, and any other bad input in this bag (GeometryError, ...)
             message = str(exc) if isinstance(exc, BagError) or str(bag) in str(exc) else f'{bag}: {exc}'
             failed.append({'bag': str(bag), 'ok': False, 'error': message})
             print(f'echoposed bag eval: {message}', file=sys.stderr)

@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..errors import EchoposedError
+from .errors import UsageError
+
 __all__ = ['VOLUME_SUFFIXES', 'add_arguments', 'parse_seeds', 'run']
 
 VOLUME_SUFFIXES = ('.nii', '.nii.gz', '.mhd', '.mha', '.npz', '.npy')   # echoposed_sim.volume_io.SUFFIXES
@@ -53,7 +56,7 @@ def parse_seeds(text: str) -> list[int]:
     for part in text.split(','):
         m = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
         if m is None or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
-            raise ValueError(f'--seeds {text!r}: expected A-B (inclusive, A <= B), A,B,C or A (non-negative integers)')
+            raise UsageError(f'--seeds {text!r}: expected A-B (inclusive, A <= B), A,B,C or A (non-negative integers)')
         lo = int(m.group(1))
         seeds += list(range(lo, int(m.group(2) or lo) + 1))
     return seeds
@@ -83,10 +86,10 @@ def _phantoms(seeds: list[int], style_file: str | None, cache: str | None) -> It
 def _volume_files(folder: str) -> list[Path]:
     d = Path(folder)
     if not d.is_dir():
-        raise ValueError(f'--volumes {folder}: no such folder')
+        raise UsageError(f'--volumes {folder}: no such folder')
     files = sorted(f for f in d.iterdir() if f.is_file() and f.name.lower().endswith(VOLUME_SUFFIXES))
     if not files:
-        raise ValueError(f'--volumes {folder}: holds no volume files ({", ".join(VOLUME_SUFFIXES)})')
+        raise UsageError(f'--volumes {folder}: holds no volume files ({", ".join(VOLUME_SUFFIXES)})')
     return files
 
 
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             source = {'volume_files': [str(f) for f in files]}
         sector, predict = frame_predictor(est, args.frame_size)
         results, summary = calibrate_volumes(volumes, predict, sector, protocol, progress=True)
-    except (EstimatorError, ValueError) as exc:   # every project error type is a ValueError
+    except EchoposedError as exc:
         print(f'echoposed eval calibration: {exc}', file=sys.stderr)
         return 2
     summary = {'model': str(model), 'model_name': est.model.info.model_name, 'mirror_tta': args.mirror,

@@ -19,6 +19,9 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from ..errors import EchoposedError
+from .errors import UsageError
+
 __all__ = ['add_arguments', 'load_controller_config', 'run']
 
 
@@ -83,18 +86,18 @@ def load_controller_config(path: str | Path | None = None) -> Any:
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f'controller parameters {p}: cannot read ({exc})') from None
+        raise UsageError(f'controller parameters {p}: cannot read ({exc})') from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), dict):
         inner = next(iter(data.values()))
         data = inner.get('ros__parameters', inner)
     if not isinstance(data, dict):
-        raise ValueError(f'controller parameters {p}: expected a mapping of parameters, got {type(data).__name__}')
+        raise UsageError(f'controller parameters {p}: expected a mapping of parameters, got {type(data).__name__}')
     known = {f.name for f in fields(ControllerConfig)}
     values = {k: v for k, v in data.items() if k in known}
     try:
         return ControllerConfig(**values)
     except PolicyError as exc:
-        raise ValueError(f'controller parameters {p}: {exc}') from None
+        raise UsageError(f'controller parameters {p}: {exc}') from None
 
 
 def _style(style_file: str | None) -> Any:
@@ -165,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         if not args.seeds and not args.volumes:
-            raise ValueError('no dataset: give --seeds A-B and / or --volumes DIR')
+            raise UsageError('no dataset: give --seeds A-B and / or --volumes DIR')
         protocol = GuidanceProtocol(runs=args.runs, inter_runs=args.inter_runs,
                                     inter_threshold_deg=args.inter_threshold_deg,
                                     inter_dynamic=not args.inter_static, max_seconds=args.max_seconds,
@@ -175,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         datasets = _datasets(args)
         results = [evaluate_dataset(name, loaders, estimator, config, protocol, sector, source=source,
                                     progress=not args.quiet) for name, loaders, source in datasets]
-    except ValueError as exc:   # every project error type is a ValueError
+    except EchoposedError as exc:
         print(f'echoposed eval guidance: {exc}', file=sys.stderr)
         return 2
     meta: dict[str, Any] = {

@@ -8,6 +8,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from ..errors import EchoposedError
+
 __all__ = ['add_arguments', 'run']
 
 
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         protocol = ThresholdProtocol(slices_per_volume=args.slices, noise_frames=args.noise_frames)
         seeds = parse_seeds(args.seeds)
         table = threshold_table(_phantoms(seeds, args.style, args.cache), predict, sector, protocol)
-    except (EstimatorError, ValueError) as exc:
+    except EchoposedError as exc:
         print(f'echoposed eval threshold: {exc}', file=sys.stderr)
         return 2
     out = {'model': str(model), 'mirror_tta': args.mirror, 'frame_size': args.frame_size or None, 'seeds': seeds, 'style': args.style,

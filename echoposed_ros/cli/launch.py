@@ -17,6 +17,9 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import EchoposedError
+from .errors import UsageError
+
 __all__ = ['add_arguments', 'run']
 
 
@@ -40,7 +43,7 @@ def _parse(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition(':=')
         if not sep or not name:
-            raise ValueError(f'launch argument {pair!r}: expected name:=value')
+            raise UsageError(f'launch argument {pair!r}: expected name:=value')
         given[name] = value
     return given
 
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         launch_args, nodes = resolve(args.launch, _parse(args.arguments))
-    except (LaunchError, ValueError) as exc:
+    except EchoposedError as exc:
         print(f'echoposed launch: {exc}', file=sys.stderr)
         return 2
     if args.duration is None and args.stop_after_converged is None:

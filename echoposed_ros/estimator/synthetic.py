@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import EstimatorError
+
 __all__ = ['default_metadata', 'write_model']
 
 
@@ -64,7 +66,7 @@ def write_model(path: str | os.PathLike[str], orbit_members: np.ndarray, probe_m
     probe_members = np.asarray(probe_members, dtype=np.float32)
     k = orbit_members.shape[0]
     if orbit_members.shape != (k, 3, 3) or probe_members.shape != (k, 3, 3):
-        raise ValueError(f'orbit_members and probe_members must both be (K, 3, 3), got '
+        raise EstimatorError(f'orbit_members and probe_members must both be (K, 3, 3), got '
                          f'{orbit_members.shape} and {probe_members.shape}')
     hw = declared_hw if declared_hw is not None else (height, width)
     inits = [

@@ -30,6 +30,7 @@ from scipy import stats
 from scipy.spatial.transform import Rotation
 
 from ..geometry import rot_x, rot_y, rot_z
+from ..errors import EchoposedError
 
 __all__ = ['AXES', 'CalibrationError', 'CalibrationProtocol', 'Predict', 'Render', 'VolumeCalibration',
            'applied_turns', 'calibrate_volume', 'calibrate_volumes', 'maae_by_turn', 'plot_calibration',
@@ -46,7 +47,7 @@ Render = Callable[[Array, Array], Any]
 Predict = Callable[[Any], tuple[Array, Array, Array]]
 
 
-class CalibrationError(ValueError):
+class CalibrationError(EchoposedError):
     """Bad calibration input (protocol field, predictor output); the message names it."""
 
 

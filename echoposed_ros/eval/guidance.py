@@ -57,6 +57,7 @@ from ..policy import (ControllerConfig, GuidanceMemory, GuidanceState, TargetKin
 from .frames import check_frame_size, estimate_frames, frame_sector
 from .sector import model_sector
 from .stats import bootstrap_ci, p90, spearman
+from ..errors import EchoposedError
 
 __all__ = [
     'MODES',
@@ -93,7 +94,7 @@ Array = NDArray[np.float64]
 MODES = ('static', 'dynamic', 'inter')
 
 
-class GuidanceError(ValueError):
+class GuidanceError(EchoposedError):
     """Bad guidance-evaluation input (protocol field, estimator output, volume); the message names it."""
 
 

@@ -9,13 +9,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats as _stats
+from ..errors import EchoposedError
 
 __all__ = ['StatsError', 'bootstrap_ci', 'ecdf', 'p90', 'spearman', 'success_rate']
 
 Array = NDArray[np.float64]
 
 
-class StatsError(ValueError):
+class StatsError(EchoposedError):
     """Bad input to a statistic (empty sample, NaN, mismatched lengths); the message names it."""
 
 

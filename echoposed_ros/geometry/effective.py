@@ -15,8 +15,8 @@ from . import so3
 from .pose import Pose, as_pose
 
 __all__ = [
-    'EffectiveError',
     'EffectivePose',
+    'EffectiveResidual',
     'ProbeFrame',
     'angle_between',
     'body_errors',
@@ -83,7 +83,7 @@ def effective_error(g: Sequence[ArrayLike], h: Sequence[ArrayLike]) -> Array:
     return np.hypot(a_u, a_R)
 
 
-class EffectiveError(NamedTuple):
+class EffectiveResidual(NamedTuple):
     """The effective error from ``g`` to ``h`` in parts (rad).
 
     apex: ``(...)``, the angle between the beam directions ``u_g`` and ``u_h`` (where the apex
@@ -96,10 +96,10 @@ class EffectiveError(NamedTuple):
     turn: Array
 
 
-def effective_error_parts(g: Sequence[ArrayLike], h: Sequence[ArrayLike]) -> EffectiveError:
+def effective_error_parts(g: Sequence[ArrayLike], h: Sequence[ArrayLike]) -> EffectiveResidual:
     """:func:`effective_error` split into the apex angle and the probe-frame turn (rad); gauge invariant."""
     eg, eh = effective_pose(as_pose(g, 'g')), effective_pose(as_pose(h, 'h'))
-    return EffectiveError(angle_between(eg.u, eh.u), so3.log(np.swapaxes(eg.R, -1, -2) @ eh.R))
+    return EffectiveResidual(angle_between(eg.u, eh.u), so3.log(np.swapaxes(eg.R, -1, -2) @ eh.R))
 
 
 def body_errors(P: Sequence[ArrayLike], T: Sequence[ArrayLike]) -> Pose:

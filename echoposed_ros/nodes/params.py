@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .errors import NodeError
+
 __all__ = ['Param', 'configured_values', 'declare_all', 'yaml_parameters']
 
 
@@ -53,7 +55,7 @@ def configured_values(params: Sequence[Param], path: str | Path, node_name: str)
     """{name: value} as the node would run with ``path`` as its parameter file: the table's
     defaults, overlaid by the file's values (a missing file leaves the defaults). A key the table
     does not declare, or a value of another type than its default (rclpy refuses those too, e.g.
-    ``1`` for a float), is a ValueError naming it."""
+    ``1`` for a float), is a NodeError naming it."""
     values = {p.name: p.default for p in params}
     path = Path(path)
     if not path.is_file():
@@ -61,12 +63,12 @@ def configured_values(params: Sequence[Param], path: str | Path, node_name: str)
     try:
         given = yaml_parameters(path, node_name)
     except (KeyError, yaml.YAMLError) as exc:
-        raise ValueError(f'{path}: {exc}') from None
+        raise NodeError(f'{path}: {exc}') from None
     for key, value in given.items():
         if key not in values:
-            raise ValueError(f'{path}: {node_name} has no parameter {key!r} (declared: {", ".join(sorted(values))})')
+            raise NodeError(f'{path}: {node_name} has no parameter {key!r} (declared: {", ".join(sorted(values))})')
         default = values[key]
         if type(value) is not type(default):
-            raise ValueError(f'{path}: {node_name}.{key} = {value!r}; expected a {type(default).__name__}')
+            raise NodeError(f'{path}: {node_name}.{key} = {value!r}; expected a {type(default).__name__}')
         values[key] = value
     return values

@@ -1,7 +1,7 @@
 """Running a node as a process: one clear line on bad configuration, a clean exit on Ctrl-C.
 
-``run_node(factory, name)`` initialises rclpy, builds the node (a ValueError / OSError from its
-configuration prints ``name: message`` on stderr and exits 2, no traceback), spins it until
+``run_node(factory, name)`` initialises rclpy, builds the node (an EchoposedError / OSError from
+its configuration prints ``name: message`` on stderr and exits 2, no traceback), spins it until
 SIGINT / shutdown, and tears it down. An exception raised while the context is already shutting
 down (a timer firing into a closed context, a message taken as the context goes: see
 ``shut_down_soon``) counts as a clean stop; any other escapes. A teardown that hangs in the
@@ -24,6 +24,8 @@ from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+from ..errors import EchoposedError
 
 __all__ = ['arm_teardown_alarm', 'disarm_teardown_alarm', 'enable_stack_dumps', 'run_node', 'shut_down_soon',
            'teardown_alarm']
@@ -93,7 +95,7 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
     rclpy.init(args=args)
     try:
         node = factory()
-    except (ValueError, OSError) as exc:
+    except (EchoposedError, OSError) as exc:
         print(f'{name}: {exc}', file=sys.stderr)
         rclpy.try_shutdown()
         return 2

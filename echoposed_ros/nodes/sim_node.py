@@ -41,9 +41,11 @@ from echoposed_sim.volume import Volume
 from echoposed_sim.world import make_world
 
 from ..geometry import probe_frame
+from ..errors import EchoposedError
 from ..paths import cache_dir
 from .convert import array_to_image_msg, echopose_msg, matrix_to_quaternion_msg, quaternion_msg_to_matrix
 from .diagnostics import OK, WARN, DiagnosticsPublisher
+from .errors import NodeError
 from .params import Param, declare_all
 from .process import run_node
 
@@ -101,13 +103,13 @@ class SimNodeConfig:
     @classmethod
     def from_parameters(cls, v: dict[str, Any]) -> SimNodeConfig:
         if not v['frame_rate'] > 0:
-            raise ValueError(f"frame_rate = {v['frame_rate']} Hz; expected > 0")
+            raise NodeError(f"frame_rate = {v['frame_rate']} Hz; expected > 0")
         if not v['command_timeout'] > 0:
-            raise ValueError(f"command_timeout = {v['command_timeout']} s; expected > 0")
+            raise NodeError(f"command_timeout = {v['command_timeout']} s; expected > 0")
         if v['command_source'] not in ('body', 'cartesian'):
-            raise ValueError(f"command_source = {v['command_source']!r}; expected 'body' or 'cartesian'")
+            raise NodeError(f"command_source = {v['command_source']!r}; expected 'body' or 'cartesian'")
         if v['orbit_radius'] < 0:
-            raise ValueError(f"orbit_radius = {v['orbit_radius']} m; expected >= 0 (0 = the volume's own)")
+            raise NodeError(f"orbit_radius = {v['orbit_radius']} m; expected >= 0 (0 = the volume's own)")
         sector = SectorGeometry(angle_rad=float(v['sector_angle']), depth_mm=1e3 * float(v['sector_depth']),
                                 height=int(v['image_height']), width=int(v['image_width']),
                                 square_pixels=bool(v['square_pixels']))
@@ -259,9 +261,9 @@ class SimNode(Node):
             orbit = quaternion_msg_to_matrix(request.orbit, 'RenderView.orbit')
             probe = quaternion_msg_to_matrix(request.probe, 'RenderView.probe')
             if not np.isfinite(request.cardiac_phase):
-                raise ValueError(f'RenderView.cardiac_phase = {request.cardiac_phase}; expected a finite phase')
+                raise NodeError(f'RenderView.cardiac_phase = {request.cardiac_phase}; expected a finite phase')
             image = self.session.render(orbit, probe, float(request.cardiac_phase) % 1.0)
-        except ValueError as exc:
+        except EchoposedError as exc:
             response.success, response.message = False, str(exc)
             return response
         stamp = self.get_clock().now().to_msg()

@@ -23,6 +23,8 @@ from echoposed_msgs.srv import SetTarget, StandardView
 from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 
+from ..errors import EchoposedError
+from .errors import NodeError
 from .params import Param, declare_all
 from .process import enable_stack_dumps, teardown_alarm
 
@@ -48,7 +50,7 @@ def _call(node: Node, executor: Executor, client: Any, request: Any, timeout: fl
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not client.wait_for_service(timeout_sec=left):
-            raise RuntimeError(f'{what} is not available after {timeout:g} s' if attempts == 0 else
+            raise NodeError(f'{what} is not available after {timeout:g} s' if attempts == 0 else
                                f'{what} did not answer within {timeout:g} s ({attempts} requests)')
         attempts += 1
         future = client.call_async(request)
@@ -65,9 +67,9 @@ def set_view_target(node: Node, view: str, cardiac_phase: float, timeout: float,
     """Fetch the view from the simulator and set it as the controller's target (image or pose);
     each request is re-sent after ``retry_after`` s without an answer, for up to ``timeout`` s."""
     if kind not in ('image', 'pose'):
-        raise ValueError(f"kind = {kind!r}; expected 'image' or 'pose'")
+        raise NodeError(f"kind = {kind!r}; expected 'image' or 'pose'")
     if not (retry_after > 0 and timeout > 0):
-        raise ValueError(f'retry_after = {retry_after:g} s, timeout = {timeout:g} s; expected both > 0')
+        raise NodeError(f'retry_after = {retry_after:g} s, timeout = {timeout:g} s; expected both > 0')
     views = node.create_client(StandardView, 'sim/standard_view')
     targets = node.create_client(SetTarget, 'guidance/set_target')
     executor = SingleThreadedExecutor(context=node.context)   # the node's own context, spun here only
@@ -76,7 +78,7 @@ def set_view_target(node: Node, view: str, cardiac_phase: float, timeout: float,
         got = _call(node, executor, views, StandardView.Request(view=view, cardiac_phase=cardiac_phase), timeout,
                     'sim/standard_view', retry_after)
         if not got.success:
-            raise RuntimeError(f'sim/standard_view refused {view!r}: {got.message}')
+            raise NodeError(f'sim/standard_view refused {view!r}: {got.message}')
         if kind == 'image':
             request = SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE, image=got.image, view=view)
         else:
@@ -84,7 +86,7 @@ def set_view_target(node: Node, view: str, cardiac_phase: float, timeout: float,
                                         view=view)
         done = _call(node, executor, targets, request, timeout, 'guidance/set_target', retry_after)
         if not done.success:
-            raise RuntimeError(f'guidance/set_target refused the {view} image: {done.message}')
+            raise NodeError(f'guidance/set_target refused the {view} image: {done.message}')
         return f'target {view} set ({done.message})'
     finally:
         executor.remove_node(node)
@@ -103,7 +105,7 @@ def main(args: list[str] | None = None) -> int:
                                   float(p['retry_after']))
         node.get_logger().info(message)
         code = 0
-    except (RuntimeError, ValueError) as exc:
+    except EchoposedError as exc:
         print(f'echoposed_target: {exc}', file=sys.stderr)
         code = 1
     except KeyboardInterrupt:

@@ -46,7 +46,7 @@ from .errors import PolicyError
 
 __all__ = [
     'BodyTwist',
-    'TrackingError',
+    'TrackingResidual',
     'apply_probe_frame_twist',
     'clip_norm',
     'probe_frame_twist',
@@ -58,7 +58,7 @@ __all__ = [
 Array = NDArray[np.float64]
 
 
-class TrackingError(NamedTuple):
+class TrackingResidual(NamedTuple):
     """Error from the current estimate to the target.
 
     orbit, probe: (3,) rad, ``log(E_v)`` and ``log(E_p)``, body frames of the current estimate's
@@ -85,7 +85,7 @@ class BodyTwist(NamedTuple):
         return cls(np.zeros(3), np.zeros(3))
 
 
-def tracking_error(current: Sequence[ArrayLike], target: Sequence[ArrayLike]) -> TrackingError:
+def tracking_error(current: Sequence[ArrayLike], target: Sequence[ArrayLike]) -> TrackingResidual:
     """Body-frame errors ``E_v = P_v^T T_v``, ``E_p = P_p^T T_p`` as rotation vectors, and the effective error.
 
     ``current``, ``target``: poses ``(R_v, R_p)`` of (3, 3) rotations in one (model) frame.
@@ -96,7 +96,7 @@ def tracking_error(current: Sequence[ArrayLike], target: Sequence[ArrayLike]) ->
                           f'{P.orbit.shape} and {T.orbit.shape}')
     E = body_errors(P, T)
     w_v, w_p = so3_log(E.orbit), so3_log(E.probe)
-    return TrackingError(w_v, w_p, float(np.linalg.norm(w_v)), float(np.linalg.norm(w_p)),
+    return TrackingResidual(w_v, w_p, float(np.linalg.norm(w_v)), float(np.linalg.norm(w_p)),
                          float(effective_error(P, T)))
 
 
@@ -111,7 +111,7 @@ def clip_norm(w: ArrayLike, limit: float) -> Array:
     return w * (limit / n) if n > limit else w.copy()
 
 
-def proportional_twist(error: TrackingError, config: ControllerConfig) -> BodyTwist:
+def proportional_twist(error: TrackingResidual, config: ControllerConfig) -> BodyTwist:
     """``omega = gain * log(E)`` per factor (rad/s, body frame), zero inside the deadband, norm-clipped.
 
     The orbit factor is clipped to ``config.max_orbit_speed``, the probe factor to

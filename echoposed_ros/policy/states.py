@@ -37,7 +37,7 @@ from numpy.typing import ArrayLike
 from echoposed_ros.geometry import CartesianTwist, GeometryError, Pose, as_pose, quat_xyzw_to_matrix
 
 from .config import ControllerConfig
-from .controller import (BodyTwist, TrackingError, probe_frame_twist, proportional_twist, tracking_error,
+from .controller import (BodyTwist, TrackingResidual, probe_frame_twist, proportional_twist, tracking_error,
                          ungauged_mean)
 from .cues import cue_text, operator_cue, state_cue
 from .targets import Target
@@ -127,14 +127,14 @@ class ControlOutput:
     state: GuidanceState
     twist: BodyTwist
     cartesian: CartesianTwist
-    error: TrackingError | None
+    error: TrackingResidual | None
     uncertainty: float
     frames_within_tolerance: int
     cue: str
     ungauged: bool = False
 
 
-def _hold(state: GuidanceState, memory: GuidanceMemory, error: TrackingError | None = None,
+def _hold(state: GuidanceState, memory: GuidanceMemory, error: TrackingResidual | None = None,
           uncertainty: float = float('nan'), detail: str = '') -> tuple[GuidanceMemory, ControlOutput]:
     zero = BodyTwist.zero()
     return memory, ControlOutput(state, zero, CartesianTwist(np.zeros(3), np.zeros(3)), error, uncertainty,

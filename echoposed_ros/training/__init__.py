@@ -3,11 +3,12 @@ orchestrator, data, optimisers, the training loop and ONNX export. Needs torch; 
 estimator (``echoposed_ros.estimator``) does not.
 """
 from __future__ import annotations
+from ..errors import EchoposedError
 
 __all__ = ['TrainingError', 'TrainingStopped']
 
 
-class TrainingError(ValueError):
+class TrainingError(EchoposedError):
     """Bad training input (config field, data source, checkpoint); the message names the culprit."""
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from . import TrainingError
 from .config import LOSS_FORMS
 
 __all__ = ['LOSS_FORMS', 'geodesic_angle', 'pair_loss']
@@ -77,9 +78,9 @@ def pair_loss(F_v: torch.Tensor, F_p: torch.Tensor, R_v: torch.Tensor, R_p: torc
     (K,)); loss = w_orbit * orbit + w_probe * probe, in rad^2 for 'geodesic' and 'cauchy'.
     """
     if form not in LOSS_FORMS:
-        raise ValueError(f'loss form {form!r}: expected one of {LOSS_FORMS}')
+        raise TrainingError(f'loss form {form!r}: expected one of {LOSS_FORMS}')
     if scale <= 0:
-        raise ValueError(f'loss scale {scale!r}: expected a positive angle in rad')
+        raise TrainingError(f'loss scale {scale!r}: expected a positive angle in rad')
     lv = _pair_terms(F_v, R_v, form, scale, w_x)
     lp = _pair_terms(F_p, R_p, form, scale, w_x)
     return w_orbit * lv + w_probe * lp, lv, lp

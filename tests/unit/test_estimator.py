@@ -14,6 +14,7 @@ from scipy.spatial.transform import Rotation
 from echoposed_ros.estimator import Estimator, EstimatorError, FanGeometry, model_fan
 from echoposed_ros.estimator.synthetic import default_metadata, write_model
 from echoposed_ros.geometry import gauge_fix, matrix_to_quat_xyzw, rot_x, rot_z
+from echoposed_sim import sector as sector_mod, slicer, volume as volume_mod
 
 K = 5
 DELTA = np.radians([-6.0, -3.0, 0.0, 3.0, 6.0])     # probe members: R0 Rz(delta_k)
@@ -180,9 +181,6 @@ def test_runtime_package_never_imports_torch_or_onnx():
 
 
 def test_simulator_slice_of_the_model_sector_reaches_the_network_unchanged(model_path):
-    slicer = pytest.importorskip('echoposed_sim.slicer')
-    sector_mod = pytest.importorskip('echoposed_sim.sector')
-    volume_mod = pytest.importorskip('echoposed_sim.volume')
     est = Estimator(model_path)
     info = est.model.info
     sector = sector_mod.SectorGeometry(info.sector_angle_rad, info.sector_depth_mm, info.input_height,
@@ -207,9 +205,6 @@ def test_scanner_sized_slice_maps_onto_the_model_slice_of_the_same_plane(model_p
     """The same plane sliced at the model's geometry and at a scanner-like size (square pixels,
     other angle): after fan detection and resampling, the two model inputs agree."""
     from scipy import ndimage
-    slicer = pytest.importorskip('echoposed_sim.slicer')
-    sector_mod = pytest.importorskip('echoposed_sim.sector')
-    volume_mod = pytest.importorskip('echoposed_sim.volume')
     est = Estimator(model_path)
     info = est.model.info
     rng = np.random.default_rng(5)

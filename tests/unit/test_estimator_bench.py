@@ -5,9 +5,6 @@ import json
 
 import pytest
 
-pytest.importorskip('torch')
-pytest.importorskip('onnx')
-
 
 def test_bench_estimator_tiny(tmp_path, capsys):
     from echoposed_ros.cli import main

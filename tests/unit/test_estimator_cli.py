@@ -14,6 +14,7 @@ from echoposed_ros.estimator import Estimator, FanGeometry, model_fan
 from echoposed_ros.estimator import model as model_module
 from echoposed_ros.estimator.synthetic import write_model
 from echoposed_ros.geometry import quat_xyzw_to_matrix
+from echoposed_sim import phantom, volume as volume_mod
 
 K = 5
 ANGLE = math.radians(75.0)
@@ -89,8 +90,6 @@ def test_bad_inputs_are_one_line_errors(tmp_path, model_path, capsys, make, expe
 
 def test_eval_calibration_on_volume_files(tmp_path, model_path, monkeypatch, capsys):
     """The command end to end, volumes from a folder (the loader is the simulator's)."""
-    volume_mod = pytest.importorskip('echoposed_sim.volume')
-    pytest.importorskip('echoposed_sim.slicer')
     from echoposed_ros.cli import eval_calibration
 
     rng = np.random.default_rng(0)
@@ -143,8 +142,6 @@ def test_eval_calibration_reports_bad_seeds(tmp_path, model_path, capsys):
 
 def test_eval_calibration_on_phantom_seeds_with_a_style(tmp_path, model_path, monkeypatch, capsys):
     """--seeds and --style reach the phantom generator (stubbed: a real patient takes ~15 s)."""
-    phantom = pytest.importorskip('echoposed_sim.phantom')
-    volume_mod = pytest.importorskip('echoposed_sim.volume')
     calls = []
 
     def fake_make_phantom(seed, style=None):
@@ -165,8 +162,6 @@ def test_eval_calibration_on_phantom_seeds_with_a_style(tmp_path, model_path, mo
 
 
 def test_eval_calibration_reads_phantoms_through_the_cache(tmp_path, model_path, monkeypatch, capsys):
-    phantom = pytest.importorskip('echoposed_sim.phantom')
-    volume_mod = pytest.importorskip('echoposed_sim.volume')
     made = []
 
     def get(self, seed):
@@ -203,8 +198,6 @@ def test_predict_frames_is_the_pose_nodes_path_for_mono8_frames(model_path):
 
 
 def test_eval_calibration_with_larger_frames_maps_them_like_the_pose_node(tmp_path, model_path, monkeypatch, capsys):
-    phantom = pytest.importorskip('echoposed_sim.phantom')
-    volume_mod = pytest.importorskip('echoposed_sim.volume')
     rng = np.random.default_rng(4)
     vol = volume_mod.Volume(data=rng.random((1, 20, 20, 20)).astype(np.float32), spacing=np.full(3, 9.0),
                             centre=np.full(3, 85.0), radius=60.0, name='phantom:5')

@@ -8,6 +8,7 @@ import pytest
 
 from echoposed_ros.estimator import (EstimatorError, FanGeometry, decode_buffer, detect_fan, image_to_float,
                                      infer_encoding, map_to_model, model_fan)
+from echoposed_sim import sector as sector_mod, slicer, volume as volume_mod
 
 RNG = np.random.default_rng(7)
 
@@ -93,7 +94,6 @@ def test_decode_buffer_with_row_padding(enc, big):
 
 @pytest.mark.parametrize('h, w, deg', [(128, 128, 75.0), (64, 96, 60.0), (101, 80, 90.0)])
 def test_model_fan_matches_the_simulator_sector(h, w, deg):
-    sector_mod = pytest.importorskip('echoposed_sim.sector')
     for square in (False, True):
         sector = sector_mod.SectorGeometry(math.radians(deg), 150.0, h, w, square_pixels=square)
         fan = model_fan(h, w, math.radians(deg), square)
@@ -206,9 +206,6 @@ def test_physical_depth_mode_keeps_mm():
 def test_detect_fan_on_simulator_slices_clipped_by_the_volume():
     """A 90 degree, 110 mm fan is wider than the 100 mm box it slices, off centre: its sides and
     far corners come out dark, unevenly, so only the top of each straight edge is visible."""
-    slicer = pytest.importorskip('echoposed_sim.slicer')
-    sector_mod = pytest.importorskip('echoposed_sim.sector')
-    volume_mod = pytest.importorskip('echoposed_sim.volume')
     from echoposed_ros.geometry import rot_x, rot_z
     rng = np.random.default_rng(3)
     data = (rng.random((1, 60, 50, 50)) * 0.9 + 0.1).astype(np.float32)

@@ -316,7 +316,6 @@ def test_command_with_oracle_writes_json_and_report(tmp_path, capsys):
 
 
 def test_command_with_an_onnx_model(tmp_path):
-    pytest.importorskip('onnx')
     from echoposed_ros.cli import main
     from echoposed_ros.estimator.synthetic import write_model
     model = write_model(tmp_path / 'syn.onnx', np.stack([np.eye(3)] * 3), np.stack([rot_z(0.1 * k) for k in range(3)]),
@@ -343,7 +342,6 @@ def test_command_with_an_onnx_model(tmp_path):
 
 
 def test_model_estimator_frames_are_quantised_and_mapped(tmp_path):
-    pytest.importorskip('onnx')
     from echoposed_ros.estimator import Estimator
     from echoposed_ros.estimator.synthetic import write_model
     from echoposed_ros.eval.guidance import GuidanceError, ModelEstimator

@@ -5,8 +5,6 @@ import json
 
 import pytest
 
-pytest.importorskip('torch')
-
 
 def test_bench_train_step_tiny(tmp_path, capsys):
     from echoposed_ros.cli import main

@@ -48,7 +48,7 @@ def _model(args: argparse.Namespace, tmp: Path) -> tuple[Path, str]:
 
     from echoposed_ros.training.config import TrainConfig
     from echoposed_ros.training.export import export_onnx
-    from echoposed_ros.training.train import build_model
+    from echoposed_ros.training.checkpoint import build_model
 
     cfg = TrainConfig().replace(input_size=128)
     torch.manual_seed(args.seed)

@@ -1,6 +1,6 @@
 """Estimator speed: the K-member ensemble on one 128 x 128 image, onnxruntime vs PyTorch eager.
 
-Builds the training code's ensemble (``echoposed_ros.training.train.build_model``: the training
+Builds the training code's ensemble (``echoposed_ros.training.checkpoint.build_model``: the training
 config's architecture unless overridden) with random weights and random orchestrator adapters,
 saves it as a training checkpoint and exports that with the training code's exporter
 (``echoposed_ros.training.export.export_onnx``: the model contract), and times in the same
@@ -79,7 +79,7 @@ def _ensemble(args, checkpoint: Path):
     from echoposed_ros.training.config import TrainConfig
     from echoposed_ros.training.export import ExportWrapper
     from echoposed_ros.training.model import count_macs
-    from echoposed_ros.training.train import build_model
+    from echoposed_ros.training.checkpoint import build_model
 
     base = TrainConfig()
     widths = tuple(int(w) for w in args.widths.split(',')) if args.widths else tuple(base.widths)

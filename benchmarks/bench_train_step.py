@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from echoposed_ros.training.config import TrainConfig
-    from echoposed_ros.training.train import build_model
+    from echoposed_ros.training.checkpoint import build_model
 
     variants = [v.strip() for v in args.variants.split(',') if v.strip()]
     unknown = sorted(set(variants) - {'fp32', 'channels_last', 'bf16'})
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict:
     threads = [int(t) for t in args.threads.split(',')]
     torch.manual_seed(args.seed)
     if args.checkpoint is not None:
-        from echoposed_ros.training.train import load_checkpoint
+        from echoposed_ros.training.checkpoint import load_checkpoint
         cfg, model, _, _ = load_checkpoint(args.checkpoint)
     else:
         cfg = TrainConfig()

@@ -26,28 +26,14 @@ import numpy as np
 import torch
 
 from . import TrainingError
-from .model import EnsembleNet
+from .checkpoint import load_checkpoint
+from .model import EnsembleNet, ExportWrapper
 from .orchestrator import Orchestrator
-from .train import load_checkpoint
 
-__all__ = ['ExportWrapper', 'export_onnx', 'pin_frame']
+__all__ = ['ExportWrapper', 'export_onnx', 'pin_frame']  # ExportWrapper: re-exported from .model
 
 INTENSITY = ('float32 in [0, 1]: grey level / 255 for 8-bit images, 0 outside the sector; '
              'the graph normalises internally as (x - 0.5) * 4')
-
-
-class ExportWrapper(torch.nn.Module):
-    """image (N, 1, H, W) -> (orbit, probe) (N, K, 3, 3): adapters times raw head matrices."""
-
-    def __init__(self, model: EnsembleNet, orch: Orchestrator):
-        super().__init__()
-        self.model = model.eval()
-        self.register_buffer('b_orbit', orch.adapter_orbit.detach().to(torch.float32).clone())
-        self.register_buffer('b_probe', orch.adapter_probe.detach().to(torch.float32).clone())
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rv, rp = self.model(image)
-        return self.b_orbit @ rv, self.b_probe @ rp
 
 
 @torch.no_grad()

@@ -18,12 +18,16 @@ projection and before the orchestrator's adapters.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['EnsembleNet', 'MaskedBatchNorm', 'count_macs']
+if TYPE_CHECKING:
+    from .orchestrator import Orchestrator
+
+__all__ = ['EnsembleNet', 'ExportWrapper', 'MaskedBatchNorm', 'count_macs']
 
 
 def _conv_param(c_out: int, c_in: int, k: int, zero: bool = False) -> nn.Parameter:
@@ -165,6 +169,22 @@ class EnsembleNet(nn.Module):
         y = torch.einsum('nkc,koc->nko', x, hw) + torch.stack(list(self.head_b))
         y = y.view(n, k, 2, 3, 3)
         return y[:, :, 0], y[:, :, 1]
+
+
+class ExportWrapper(torch.nn.Module):
+    """The deployed network: image (N, 1, H, W) -> (orbit, probe) (N, K, 3, 3), each member's raw
+    head matrices with its adapter applied on the left (``B_k M``). What ``export_onnx`` writes and
+    ``onnx_to_model`` checks a rebuilt model against."""
+
+    def __init__(self, model: EnsembleNet, orch: Orchestrator):
+        super().__init__()
+        self.model = model.eval()
+        self.register_buffer('b_orbit', orch.adapter_orbit.detach().to(torch.float32).clone())
+        self.register_buffer('b_probe', orch.adapter_probe.detach().to(torch.float32).clone())
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rv, rp = self.model(image)
+        return self.b_orbit @ rv, self.b_probe @ rp
 
 
 def count_macs(net: EnsembleNet, size: int) -> int:

@@ -22,7 +22,8 @@ import torch
 
 from . import TrainingError
 from .config import TrainConfig
-from .model import EnsembleNet
+from .checkpoint import build_model
+from .model import EnsembleNet, ExportWrapper
 from .orchestrator import Orchestrator
 
 __all__ = ['onnx_to_model']
@@ -59,7 +60,6 @@ def onnx_to_model(path: str | Path, check_images: int = 4) -> tuple[TrainConfig,
     import onnx
     from onnx import numpy_helper
 
-    from .export import ExportWrapper
     path = Path(path)
     try:
         m = onnx.load(str(path))
@@ -70,8 +70,8 @@ def onnx_to_model(path: str | Path, check_images: int = 4) -> tuple[TrainConfig,
         raise _bad(path, 'no train_config in its metadata (not written by echoposed export)')
     raw_cfg = json.loads(meta['train_config'])
     cfg = TrainConfig.from_dict(raw_cfg if isinstance(raw_cfg, dict) else json.loads(raw_cfg))
-    model = EnsembleNet(cfg.members, cfg.widths, cfg.stem_stride, cfg.first_stride).eval()
-    orch = Orchestrator(cfg.members, cfg.adapter_decay)
+    model, orch = build_model(cfg)
+    model.eval()
 
     values = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     for n in m.graph.node:

@@ -21,7 +21,6 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
 import random
 import signal
 import threading
@@ -34,39 +33,14 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import TrainingError, TrainingStopped
+from .checkpoint import build_model, load_checkpoint, read_checkpoint, restore_state, save_checkpoint
 from .config import TrainConfig
 from .data import VolumeSource, loader
 from .loss import pair_loss
-from .model import EnsembleNet
 from .optim import build_optimizers, lr_factor, set_lr
-from .orchestrator import Orchestrator
 from .svd import project_to_so3
 
-__all__ = ['RESUME_FREE_FIELDS', 'build_model', 'load_checkpoint', 'train']
-
-
-def build_model(cfg: TrainConfig) -> tuple[EnsembleNet, Orchestrator]:
-    return (EnsembleNet(cfg.members, cfg.widths, cfg.stem_stride, cfg.first_stride),
-            Orchestrator(cfg.members, cfg.adapter_decay))
-
-
-def load_checkpoint(path: str | Path) -> tuple[TrainConfig, EnsembleNet, Orchestrator, dict]:
-    """-> (config, model (eval mode), orchestrator, the raw checkpoint dict).
-
-    An exported ``.onnx`` file is read back too (``onnx_import.onnx_to_model``: weights and adapters,
-    no optimiser state), so a warm start can begin from a shipped model."""
-    if Path(path).suffix == '.onnx':
-        from .onnx_import import onnx_to_model
-        return onnx_to_model(path)
-    try:
-        ck = torch.load(path, map_location='cpu', weights_only=False)
-        cfg = TrainConfig.from_dict(json.loads(ck['config']))
-        model, orch = build_model(cfg)
-        model.load_state_dict(ck['model'])
-        orch.load_state_dict(ck['orchestrator'])
-    except (OSError, KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
-        raise TrainingError(f'{path}: not a usable echoposed checkpoint ({type(e).__name__}: {e})') from e
-    return cfg, model.eval(), orch, ck
+__all__ = ['RESUME_FREE_FIELDS', 'train']
 
 
 def _logger(path: Path, rank: int) -> logging.Logger:
@@ -78,14 +52,6 @@ def _logger(path: Path, rank: int) -> logging.Logger:
         h.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%dT%H:%M:%S'))
         log.addHandler(h)
     return log
-
-
-def _save(path: Path, cfg, model, orch, opts, step, wall, data_desc) -> None:
-    tmp = path.with_suffix('.tmp')
-    torch.save({'config': cfg.to_json(), 'model': model.state_dict(), 'orchestrator': orch.state_dict(),
-                'optimizers': [o.state_dict() for o in opts], 'step': step, 'wall_s': wall,
-                'data': data_desc, 'torch': torch.__version__}, tmp)
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -161,16 +127,12 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     opts = build_optimizers(model, cfg)
     start, wall0 = 0, 0.0
     if resume and ck_path.exists():
-        ck = torch.load(ck_path, map_location='cpu', weights_only=False)
-        old = TrainConfig.from_dict(json.loads(ck['config']))
+        old, ck = read_checkpoint(ck_path)
         changed = _config_changes(old, cfg)
         if changed:
             raise TrainingError(f'{ck_path}: checkpoint config differs from this run\'s config in '
                                 f'{"; ".join(changed)}; use a new out_dir or the same config')
-        model.load_state_dict(ck['model'])
-        orch.load_state_dict(ck['orchestrator'])
-        for o, s in zip(opts, ck['optimizers']):
-            o.load_state_dict(s)
+        restore_state(ck_path, ck, model, orch, opts)
         start, wall0 = int(ck['step']), float(ck['wall_s'])
         log.info('resume step %d', start)
     elif cfg.init_from:
@@ -247,14 +209,14 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
             stop = ((cfg.time_limit_s > 0 and elapsed >= cfg.time_limit_s) or step == cfg.stop_at_step
                     or _any_rank(got[0], ddp) > 0)
             if rank == 0 and (time.time() - last_ck >= cfg.ckpt_every_s or stop or step == cfg.steps):
-                _save(ck_path, cfg, model, orch, opts, step, wall0 + elapsed, data_desc)
+                save_checkpoint(ck_path, cfg, model, orch, opts, step, wall0 + elapsed, data_desc)
                 last_ck = time.time()
             if stop:
                 break
     stopped_by = _any_rank(got[0], ddp)
     bar.close()
     if rank == 0:
-        _save(ck_path, cfg, model, orch, opts, step, wall0 + time.time() - t0, data_desc)
+        save_checkpoint(ck_path, cfg, model, orch, opts, step, wall0 + time.time() - t0, data_desc)
         log.info('%s step %d wall_s %.1f', f'stopped by {signal.Signals(stopped_by).name} at' if stopped_by
                  else 'done', step, wall0 + time.time() - t0)
     if ddp:

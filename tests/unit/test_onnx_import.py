@@ -16,7 +16,8 @@ from echoposed_ros.training.config import TrainConfig
 from echoposed_ros.training.export import export_onnx
 from echoposed_ros.training.onnx_import import onnx_to_model
 from echoposed_ros.training.toy import toy_volume
-from echoposed_ros.training.train import load_checkpoint, train
+from echoposed_ros.training.checkpoint import load_checkpoint
+from echoposed_ros.training.train import train
 
 TOY = functools.partial(toy_volume, n=20, frames=2, spacing=8.0)
 

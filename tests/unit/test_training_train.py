@@ -13,7 +13,8 @@ import torch.multiprocessing as mp
 from echoposed_ros.training import TrainingError
 from echoposed_ros.training.config import TrainConfig
 from echoposed_ros.training.toy import toy_volume
-from echoposed_ros.training.train import load_checkpoint, train
+from echoposed_ros.training.checkpoint import load_checkpoint
+from echoposed_ros.training.train import train
 
 TOY = functools.partial(toy_volume, n=20, frames=2, spacing=8.0)
 
@@ -84,7 +85,7 @@ def test_validation_member_does_not_update(tmp_path):
     _, model, _, _ = load_checkpoint(tmp_path / 'last.pt')
     torch.manual_seed(0)
     fresh = _cfg(tmp_path)
-    from echoposed_ros.training.train import build_model
+    from echoposed_ros.training.checkpoint import build_model
     torch.manual_seed(fresh.seed)
     init, _ = build_model(fresh)
     for m, moved in ((0, False), (1, True), (2, True)):
@@ -216,3 +217,9 @@ def test_a_signal_ends_the_step_checkpoints_it_and_an_ignored_one_stays_ignored(
         assert stopped is not None and stopped[0] == signum and stopped[1] == 2, stopped
         assert signame in stopped[2] and 'last.pt' in stopped[2] and 'resumes' in stopped[2]
     assert raw['step'] == 2 and f'stopped by {signame} at step 2' in log
+
+
+def test_resume_from_a_damaged_checkpoint_names_the_file(tmp_path):
+    (tmp_path / 'last.pt').write_bytes(b'not a checkpoint')
+    with pytest.raises(TrainingError, match=r'last\.pt: not a usable echoposed checkpoint'):
+        train(_cfg(tmp_path), factory=TOY, progress=False)

@@ -1,0 +1,85 @@
+"""Checkpoints: build the ensemble a config describes, save a run's state, load it back.
+
+A checkpoint (``last.pt``, written by :func:`save_checkpoint`) is a ``torch.save`` dict that carries
+its own config: ``config`` (TrainConfig JSON), ``model`` and ``orchestrator`` state dicts,
+``optimizers`` (their state dicts, in :func:`~echoposed_ros.training.optim.build_optimizers`
+order), ``step``, ``wall_s`` (training seconds so far), ``data`` (the data source's description)
+and ``torch`` (the version that wrote it). :func:`load_checkpoint` also reads an exported
+``.onnx`` model back (weights and adapters, no optimiser state), so a warm start can begin from a
+shipped model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import TrainingError
+from .config import TrainConfig
+from .model import EnsembleNet
+from .orchestrator import Orchestrator
+
+__all__ = ['build_model', 'load_checkpoint', 'read_checkpoint', 'restore_state', 'save_checkpoint']
+
+
+def build_model(cfg: TrainConfig) -> tuple[EnsembleNet, Orchestrator]:
+    """The untrained ensemble and its identity adapters, as ``cfg`` describes them."""
+    return (EnsembleNet(cfg.members, cfg.widths, cfg.stem_stride, cfg.first_stride),
+            Orchestrator(cfg.members, cfg.adapter_decay))
+
+
+def save_checkpoint(path: str | Path, cfg: TrainConfig, model: EnsembleNet, orch: Orchestrator,
+                    optimizers: list[torch.optim.Optimizer], step: int, wall_s: float, data: dict) -> None:
+    """Write the run's state to ``path`` atomically (a ``.tmp`` file renamed over it)."""
+    path = Path(path)
+    tmp = path.with_suffix('.tmp')
+    torch.save({'config': cfg.to_json(), 'model': model.state_dict(), 'orchestrator': orch.state_dict(),
+                'optimizers': [o.state_dict() for o in optimizers], 'step': int(step), 'wall_s': float(wall_s),
+                'data': data, 'torch': torch.__version__}, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """-> (its config, the raw checkpoint dict); TrainingError naming the file when it is not one."""
+    try:
+        ck = torch.load(path, map_location='cpu', weights_only=False)
+        return TrainConfig.from_dict(json.loads(ck['config'])), ck
+    except (OSError, KeyError, TypeError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        if isinstance(e, TrainingError):
+            raise
+        raise TrainingError(f'{path}: not a usable echoposed checkpoint ({type(e).__name__}: {e})') from e
+
+
+def load_checkpoint(path: str | Path) -> tuple[TrainConfig, EnsembleNet, Orchestrator, dict[str, Any]]:
+    """-> (config, model (eval mode), orchestrator, the raw checkpoint dict).
+
+    An exported ``.onnx`` file is read back too (:func:`~echoposed_ros.training.onnx_import.onnx_to_model`:
+    weights and adapters, no optimiser state; its dict holds config, step, data and source)."""
+    if Path(path).suffix == '.onnx':
+        from .onnx_import import onnx_to_model  # needs onnx, which only this branch does
+        return onnx_to_model(path)
+    cfg, ck = read_checkpoint(path)
+    model, orch = build_model(cfg)
+    restore_state(path, ck, model, orch)
+    return cfg, model.eval(), orch, ck
+
+
+def restore_state(path: str | Path, ck: dict[str, Any], model: EnsembleNet, orch: Orchestrator,
+                  optimizers: list[torch.optim.Optimizer] | None = None) -> None:
+    """Load checkpoint ``ck`` (read from ``path``) into ``model``, ``orch`` and, when given, the
+    optimisers (in place); TrainingError naming the file when a state does not fit."""
+    try:
+        model.load_state_dict(ck['model'])
+        orch.load_state_dict(ck['orchestrator'])
+        if optimizers is not None:
+            states = ck['optimizers']
+            if len(states) != len(optimizers):
+                raise ValueError(f'{len(states)} optimiser states for {len(optimizers)} optimisers')
+            for opt, state in zip(optimizers, states):
+                opt.load_state_dict(state)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise TrainingError(f'{path}: not a usable echoposed checkpoint ({type(e).__name__}: {e})') from e

@@ -31,7 +31,8 @@ import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from ..nodes.params import Param, declare_all
+from ..config.params import Param
+from ..nodes.params import declare_all
 from ..nodes.process import enable_stack_dumps, teardown_alarm
 from .errors import BagError
 from .writer import BagWriter

@@ -135,7 +135,7 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, str | None]:
     path = args.model if args.model is not None else default_model_path()
     if args.model is None and not path.is_file():
         return None, f'no model: the shipped model {path} does not exist (pass --model PATH)'
-    from ..nodes.pose_config import pose_config_from_yaml
+    from ..config.pose import pose_config_from_yaml
     return Estimator(path, **pose_config_from_yaml().estimator_kwargs()), None
 
 

@@ -135,7 +135,7 @@ def _datasets(args: argparse.Namespace) -> list[tuple[str, list[Any], dict[str, 
 
 def _pose_mirror_default() -> bool:
     """mirror_tta of config/pose.yaml, as the pose node runs it."""
-    from echoposed_ros.nodes.pose_config import pose_config_from_yaml
+    from echoposed_ros.config.pose import pose_config_from_yaml
     return pose_config_from_yaml().mirror_tta
 
 

@@ -44,7 +44,7 @@ def frame_estimator(model: str | os.PathLike[str], frame_size: int, threads: int
     from echoposed_ros.estimator import Estimator
 
     if check_frame_size(frame_size):
-        from echoposed_ros.nodes.pose_config import pose_config_from_yaml
+        from echoposed_ros.config.pose import pose_config_from_yaml
         kwargs = {**pose_config_from_yaml().estimator_kwargs(), 'intra_op_threads': threads, 'mirror': mirror}
     else:
         kwargs = {'intra_op_threads': threads, 'fan': 'model', 'mirror': mirror}

@@ -41,6 +41,7 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 
+from ..config.params import Param
 from ..geometry import CartesianTwist
 from ..policy import (ControllerConfig, ControlOutput, GuidanceMemory, GuidanceState, PolicyError, PoseSample,
                       Target, TargetKind, ViewTable, control_step, describe_fields, load_view_table, pose_sample,
@@ -48,7 +49,7 @@ from ..policy import (ControllerConfig, ControlOutput, GuidanceMemory, GuidanceS
 from ..policy.controller import BodyTwist
 from .convert import echopose_msg, vector3_msg
 from .diagnostics import OK, WARN, DiagnosticsPublisher
-from .params import Param, declare_all
+from .params import declare_all
 from .process import run_node
 
 __all__ = ['NODE_PARAMS', 'PARAMS', 'ControllerNode', 'ControllerNodeConfig', 'main']

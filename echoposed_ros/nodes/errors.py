@@ -1,4 +1,5 @@
-"""The one exception type of :mod:`echoposed_ros.nodes`."""
+"""The one exception type of :mod:`echoposed_ros.nodes` (a bad parameter is a
+:class:`~echoposed_ros.config.errors.ConfigError`)."""
 from __future__ import annotations
 
 from ..errors import EchoposedError
@@ -7,5 +8,5 @@ __all__ = ['NodeError']
 
 
 class NodeError(EchoposedError):
-    """A parameter, parameter file or request a node refuses; the message names the parameter (or
-    file, or field) with its value and what was expected."""
+    """A request a node refuses, or a service it cannot get an answer from; the message names the
+    request field (or service) with its value and what was expected."""

@@ -1,34 +1,14 @@
-"""Declared ROS 2 parameters from one table per node.
-
-Each node lists its parameters once as :class:`Param` rows (name, default, description with the
-unit); :func:`declare_all` declares them all with a ``ParameterDescriptor`` and returns their
-values as a dict, from which the node builds its frozen config. The table is also what the
-tests compare with the node's YAML file in ``config/`` (:func:`yaml_parameters`), and what tools
-that run a node's core offline read its settings through (:func:`configured_values`: the
-defaults, overlaid by the node's YAML file as a launch would load it).
-"""
+"""Declaring a node's parameter table (:class:`~echoposed_ros.config.params.Param` rows) on a
+ROS 2 node, with descriptions; the tables and their offline YAML reader are in
+:mod:`echoposed_ros.config.params`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
+from ..config.params import Param
 
-from .errors import NodeError
-
-__all__ = ['Param', 'configured_values', 'declare_all', 'yaml_parameters']
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter: name, default (fixes its type), description (say the unit)."""
-
-    name: str
-    default: bool | int | float | str | list
-    description: str
-    read_only: bool = False
+__all__ = ['declare_all']
 
 
 def declare_all(node: Any, params: Sequence[Param]) -> dict[str, Any]:
@@ -39,36 +19,4 @@ def declare_all(node: Any, params: Sequence[Param]) -> dict[str, Any]:
     for p in params:
         descriptor = ParameterDescriptor(description=p.description, read_only=p.read_only)
         values[p.name] = node.declare_parameter(p.name, p.default, descriptor).value
-    return values
-
-
-def yaml_parameters(path: str | Path, node_name: str) -> dict[str, Any]:
-    """The ``ros__parameters`` of ``node_name`` in a ROS 2 parameter YAML file."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    for key in (node_name, '/' + node_name, '/**'):
-        if key in data:
-            return dict(data[key].get('ros__parameters', {}))
-    raise KeyError(f'{path}: no ros__parameters for node {node_name!r} (keys: {sorted(data)})')
-
-
-def configured_values(params: Sequence[Param], path: str | Path, node_name: str) -> dict[str, Any]:
-    """{name: value} as the node would run with ``path`` as its parameter file: the table's
-    defaults, overlaid by the file's values (a missing file leaves the defaults). A key the table
-    does not declare, or a value of another type than its default (rclpy refuses those too, e.g.
-    ``1`` for a float), is a NodeError naming it."""
-    values = {p.name: p.default for p in params}
-    path = Path(path)
-    if not path.is_file():
-        return values
-    try:
-        given = yaml_parameters(path, node_name)
-    except (KeyError, yaml.YAMLError) as exc:
-        raise NodeError(f'{path}: {exc}') from None
-    for key, value in given.items():
-        if key not in values:
-            raise NodeError(f'{path}: {node_name} has no parameter {key!r} (declared: {", ".join(sorted(values))})')
-        default = values[key]
-        if type(value) is not type(default):
-            raise NodeError(f'{path}: {node_name}.{key} = {value!r}; expected a {type(default).__name__}')
-        values[key] = value
     return values

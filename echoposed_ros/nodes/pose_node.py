@@ -22,11 +22,11 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
+from ..config.pose import NODE_NAME, PARAMS, PoseNodeConfig
 from ..estimator import Estimate, Estimator, EstimatorError
 from .convert import compressed_msg_to_array, echopose_msg, image_msg_to_array
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import declare_all
-from .pose_config import NODE_NAME, PARAMS, PoseNodeConfig
 from .process import run_node
 
 __all__ = ['PARAMS', 'PoseNode', 'PoseNodeConfig', 'main']

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,92 +34,20 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from echoposed_sim.sampling import sample_poses
-from echoposed_sim.sector import SectorGeometry
 from echoposed_sim.session import SimError, SimSession
 from echoposed_sim.volume import Volume
 from echoposed_sim.world import make_world
 
+from ..config.sim import PARAMS, SimNodeConfig
 from ..geometry import probe_frame
 from ..errors import EchoposedError
-from ..paths import cache_dir
 from .convert import array_to_image_msg, echopose_msg, matrix_to_quaternion_msg, quaternion_msg_to_matrix
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .errors import NodeError
-from .params import Param, declare_all
+from .params import declare_all
 from .process import run_node
 
-__all__ = ['PARAMS', 'SimNode', 'SimNodeConfig', 'load_sim_volume', 'main']
-
-PARAMS = (
-    Param('volume', '', 'volume file (.nii, .nii.gz, .mha, .mhd, .npz, .npy); empty = phantom patient',
-          read_only=True),
-    Param('phantom_seed', 1000, 'phantom patient seed (used when volume is empty)', read_only=True),
-    Param('style', '', 'acquisition style YAML of the phantom; empty = the default style', read_only=True),
-    Param('phantom_frames', 20, 'phantom time frames per cardiac cycle', read_only=True),
-    Param('cache_dir', '', 'folder caching generated phantom patients; empty = the default '
-          '($ECHOPOSED_CACHE, else cache/ in a source checkout, else ~/.cache/echoposed)', read_only=True),
-    Param('image_height', 128, 'image rows (pixels), along depth', read_only=True),
-    Param('image_width', 128, 'image columns (pixels), lateral', read_only=True),
-    Param('sector_angle', float(np.deg2rad(75.0)), 'rad, full opening angle of the sector', read_only=True),
-    Param('sector_depth', 0.15, 'm, depth of the sector', read_only=True),
-    Param('square_pixels', True, 'frames with square pixels, as a scanner gives them (the fan fills the width, '
-          'rows below it stay black); false = the fan stretched over the whole image, as the model\'s input',
-          read_only=True),
-    Param('orbit_radius', 0.0, "m, orbit radius about the heart centre; 0 = the volume's own", read_only=True),
-    Param('frame_rate', 30.0, 'Hz, image rate and world step', read_only=True),
-    Param('cardiac_motion', True, 'the heart beats (true) or stays at end-diastole (false)'),
-    Param('robot', True, 'true: a PyBullet KUKA iiwa holds the probe; false: kinematic probe', read_only=True),
-    Param('start_seed', 0, 'seed of the random start poses (sim/reset draws the next one)', read_only=True),
-    Param('start_orbit_max', float(np.deg2rad(20.0)), 'rad, largest orbit angle of a random start pose',
-          read_only=True),
-    Param('start_tilt_max', float(np.deg2rad(20.0)), 'rad, largest probe tilt about x and y of a start pose',
-          read_only=True),
-    Param('command_timeout', 0.2, 's, hold still when no command has come for this long'),
-    Param('command_source', 'body', "which command drives the probe: 'body' (ProbeTwist on probe/cmd, "
-          "integrated exactly on SO(3) x SO(3)) or 'cartesian' (TwistStamped on probe/cmd_twist, as a robot "
-          "servo takes it)", read_only=True),
-)
-
-
-@dataclass(frozen=True)
-class SimNodeConfig:
-    volume: str
-    phantom_seed: int
-    style: str
-    phantom_frames: int
-    cache_dir: Path
-    sector: SectorGeometry
-    orbit_radius_mm: float | None
-    frame_rate: float
-    cardiac_motion: bool
-    robot: bool
-    start_seed: int
-    start_orbit_max: float
-    start_tilt_max: float
-    command_timeout: float
-    command_source: str
-
-    @classmethod
-    def from_parameters(cls, v: dict[str, Any]) -> SimNodeConfig:
-        if not v['frame_rate'] > 0:
-            raise NodeError(f"frame_rate = {v['frame_rate']} Hz; expected > 0")
-        if not v['command_timeout'] > 0:
-            raise NodeError(f"command_timeout = {v['command_timeout']} s; expected > 0")
-        if v['command_source'] not in ('body', 'cartesian'):
-            raise NodeError(f"command_source = {v['command_source']!r}; expected 'body' or 'cartesian'")
-        if v['orbit_radius'] < 0:
-            raise NodeError(f"orbit_radius = {v['orbit_radius']} m; expected >= 0 (0 = the volume's own)")
-        sector = SectorGeometry(angle_rad=float(v['sector_angle']), depth_mm=1e3 * float(v['sector_depth']),
-                                height=int(v['image_height']), width=int(v['image_width']),
-                                square_pixels=bool(v['square_pixels']))
-        return cls(volume=v['volume'], phantom_seed=int(v['phantom_seed']), style=v['style'],
-                   phantom_frames=int(v['phantom_frames']),
-                   cache_dir=Path(v['cache_dir']) if v['cache_dir'] else cache_dir() / 'phantoms', sector=sector,
-                   orbit_radius_mm=1e3 * v['orbit_radius'] or None, frame_rate=float(v['frame_rate']),
-                   cardiac_motion=bool(v['cardiac_motion']), robot=bool(v['robot']),
-                   start_seed=int(v['start_seed']), start_orbit_max=float(v['start_orbit_max']),
-                   start_tilt_max=float(v['start_tilt_max']), command_timeout=float(v['command_timeout']),
-                   command_source=v['command_source'])
+__all__ = ['SimNode', 'load_sim_volume', 'main']
 
 
 def load_sim_volume(config: SimNodeConfig) -> Volume:

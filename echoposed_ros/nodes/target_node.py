@@ -24,8 +24,9 @@ from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 
 from ..errors import EchoposedError
+from ..config.params import Param
 from .errors import NodeError
-from .params import Param, declare_all
+from .params import declare_all
 from .process import enable_stack_dumps, teardown_alarm
 
 __all__ = ['PARAMS', 'main', 'set_view_target']

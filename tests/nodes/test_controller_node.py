@@ -18,7 +18,7 @@ from std_srvs.srv import Trigger
 from echoposed_ros.geometry import gauge_fix, rot_x, rot_y, rot_z, so3_log
 from echoposed_ros.nodes.controller_node import PARAMS, ControllerNode
 from echoposed_ros.nodes.convert import echopose_msg, matrix_to_quaternion_msg
-from echoposed_ros.nodes.params import yaml_parameters
+from echoposed_ros.config.params import yaml_parameters
 from echoposed_ros.paths import config_dir
 from echoposed_ros.policy import GuidanceState, describe_fields, write_view_table
 

@@ -15,7 +15,7 @@ from sensor_msgs.msg import Image
 
 from echoposed_ros.estimator.synthetic import write_model
 from echoposed_ros.nodes.convert import array_to_image_msg, quaternion_msg_to_matrix
-from echoposed_ros.nodes.params import yaml_parameters
+from echoposed_ros.config.params import yaml_parameters
 from echoposed_ros.nodes.pose_node import PARAMS, PoseNode
 from echoposed_ros.paths import config_dir
 

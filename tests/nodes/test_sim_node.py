@@ -18,8 +18,9 @@ from std_srvs.srv import Trigger
 
 from echoposed_ros.geometry import angle, rot_z
 from echoposed_ros.nodes.convert import echopose_msg_to_pose, matrix_to_quaternion_msg
-from echoposed_ros.nodes.params import yaml_parameters
-from echoposed_ros.nodes.sim_node import PARAMS, SimNode
+from echoposed_ros.config.params import yaml_parameters
+from echoposed_ros.config.sim import PARAMS
+from echoposed_ros.nodes.sim_node import SimNode
 from echoposed_ros.paths import config_dir
 from echoposed_sim.volume import StandardView as View
 from echoposed_sim.volume import Volume
@@ -177,9 +178,9 @@ def test_the_pose_node_finds_the_fan_of_the_simulators_frames():
     stretched over non-square pixels (square_pixels false) detection cannot see the aspect and
     the estimates moved 8 deg (median) in session 3; this guards the default."""
     from echoposed_ros.estimator.fan import detect_fan, model_fan
-    from echoposed_ros.nodes.params import configured_values
-    from echoposed_ros.nodes.pose_config import pose_config_from_yaml
-    from echoposed_ros.nodes.sim_node import SimNodeConfig
+    from echoposed_ros.config.params import configured_values
+    from echoposed_ros.config.pose import pose_config_from_yaml
+    from echoposed_ros.config.sim import SimNodeConfig
     from echoposed_sim.slicer import slice_volume
     from echoposed_sim.volume import Volume
 

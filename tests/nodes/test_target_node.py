@@ -13,7 +13,7 @@ from echoposed_msgs.srv import SetTarget, StandardView
 from rclpy.callback_groups import ReentrantCallbackGroup
 from ros_harness import Graph
 
-from echoposed_ros.nodes.params import yaml_parameters
+from echoposed_ros.config.params import yaml_parameters
 from echoposed_ros.nodes.target_node import PARAMS, set_view_target
 from echoposed_ros.paths import config_dir
 

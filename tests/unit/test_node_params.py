@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from echoposed_ros.nodes.params import Param, configured_values
-from echoposed_ros.nodes.pose_config import PARAMS, PoseNodeConfig, pose_config_from_yaml
+from echoposed_ros.config.params import Param, configured_values
+from echoposed_ros.config.pose import PARAMS, PoseNodeConfig, pose_config_from_yaml
 
 TABLE = (Param('rate', 30.0, 'Hz'), Param('name', 'x', 'a name'), Param('enabled', True, 'a switch'),
          Param('count', 2, 'how many'))
@@ -54,7 +54,7 @@ def test_pose_config_of_the_shipped_yaml_is_the_nodes_and_needs_no_rclpy():
     assert config.estimator_kwargs() == {'intra_op_threads': 2, 'fan': 'auto', 'input_depth_mm': None,
                                          'detect_threshold': 0.02, 'mirror': True}
     assert config.model_path.name == 'echoposed_k5.onnx'
-    probe = ('import sys; from echoposed_ros.nodes.pose_config import pose_config_from_yaml; '
+    probe = ('import sys; from echoposed_ros.config.pose import pose_config_from_yaml; '
              'pose_config_from_yaml(); print(sorted(m for m in sys.modules if m.split(".")[0] == "rclpy"))')
     out = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == '[]'  # offline tools read the node's settings without ROS

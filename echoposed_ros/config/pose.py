@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import config_dir, models_dir
-from .errors import NodeError
+from .errors import ConfigError
 from .params import Param, configured_values
 
 __all__ = ['DEFAULT_MODEL', 'NODE_NAME', 'PARAMS', 'PoseNodeConfig', 'pose_config_from_yaml']
@@ -63,13 +63,13 @@ class PoseNodeConfig:
     @classmethod
     def from_parameters(cls, v: dict[str, Any]) -> PoseNodeConfig:
         if v['input_transport'] not in ('raw', 'compressed'):
-            raise NodeError(f"input_transport = {v['input_transport']!r}; expected 'raw' or 'compressed'")
+            raise ConfigError(f"input_transport = {v['input_transport']!r}; expected 'raw' or 'compressed'")
         if v['fan'] not in ('auto', 'detect', 'model'):
-            raise NodeError(f"fan = {v['fan']!r}; expected 'auto', 'detect' or 'model'")
+            raise ConfigError(f"fan = {v['fan']!r}; expected 'auto', 'detect' or 'model'")
         if v['intra_op_threads'] < 1:
-            raise NodeError(f"intra_op_threads = {v['intra_op_threads']}; expected >= 1")
+            raise ConfigError(f"intra_op_threads = {v['intra_op_threads']}; expected >= 1")
         if v['diagnostics_period'] <= 0:
-            raise NodeError(f"diagnostics_period = {v['diagnostics_period']} s; expected > 0")
+            raise ConfigError(f"diagnostics_period = {v['diagnostics_period']} s; expected > 0")
         model = Path(v['model_path']) if v['model_path'] else models_dir() / DEFAULT_MODEL
         return cls(model_path=model, input_transport=v['input_transport'],
                    intra_op_threads=int(v['intra_op_threads']), fan=v['fan'],
@@ -80,9 +80,8 @@ class PoseNodeConfig:
                    diagnostics_period=float(v['diagnostics_period']))
 
 
-
 def pose_config_from_yaml(path: str | Path | None = None) -> PoseNodeConfig:
     """The config the pose node runs with when launched with ``path`` (default the package's
-    ``config/pose.yaml``): defaults overlaid by the file, checked; NodeError names a bad key."""
+    ``config/pose.yaml``): defaults overlaid by the file, checked; ConfigError names a bad key."""
     path = config_dir() / 'pose.yaml' if path is None else Path(path)
     return PoseNodeConfig.from_parameters(configured_values(PARAMS, path, NODE_NAME))

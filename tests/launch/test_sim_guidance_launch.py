@@ -17,11 +17,11 @@ import yaml
 
 from echoposed_ros.paths import config_dir
 
-# Without retries these files failed about 1 run in 5 until session 13, which traced the causes to
-# stop-time defects (a lost target answer, a duplicate node name, a take during shutdown, a
-# middleware teardown hang) and fixed them: 7 of 7 runs of the three files without retries passed
-# after. One retry stays for whole process graphs on a busy 2-core machine.
-pytestmark = pytest.mark.flaky(reruns=1)
+# Retries: only the tests that start several processes get one (flaky(reruns=1)): such processes
+# find each other by DDS discovery, whose timing a busy 2-core machine stretches. Without retries
+# these tests failed about 1 run in 5 until stop-time defects were fixed (a lost target answer, a
+# duplicate node name, a take during shutdown, a middleware teardown hang); 7 of 7 runs passed after.
+# The deterministic tests get no retry.
 
 ECHOPOSED = Path(sys.executable).with_name('echoposed')
 
@@ -49,6 +49,9 @@ def controller_limits():
     return p['max_orbit_speed'], p['max_probe_speed']
 
 
+@pytest.mark.slow
+# retry: a launched graph of node processes; discovery between them can lag on a busy machine
+@pytest.mark.flaky(reruns=1)
 @pytest.mark.parametrize('arguments', [
     ('robot:=kinematic', 'cardiac_motion:=false', 'start_seed:=1'),
     ('robot:=arm', 'cardiac_motion:=true', 'start_seed:=2', 'target:=A2C'),
@@ -79,6 +82,9 @@ def test_bad_launch_argument_is_refused_with_one_line(tmp_path):
         "echoposed launch: robot:='spaceship'; expected one of arm, kinematic"]
 
 
+@pytest.mark.slow
+# retry: a launched graph of node processes (all but the simulator run); discovery can lag
+@pytest.mark.flaky(reruns=1)
 def test_missing_volume_fails_the_run_and_names_the_node(tmp_path):
     result, summary, _ = launch(tmp_path, 'volume:=/nonexistent/heart.nii.gz', 'estimator:=oracle',
                                 duration=60)

@@ -1,7 +1,5 @@
 """Cost of one 30 Hz control cycle, and tracking accuracy, of the simulated world.
 
-Run: ``python -m echoposed_sim.world.bench [--json PATH]``.
-
 A cycle is what the sim node does per frame: ``command_body_twist`` (integrate + IK + joint
 targets), ``step(1/30)`` (8 physics steps at 240 Hz), ``read_pose`` and ``status``. The kinematic
 world, timed in the same run, is the baseline. Twists are random, within the training range's
@@ -10,20 +8,32 @@ thread's CPU time (the CPU figure does not depend on what else the machine runs)
 the 33.3 ms budget. Accuracy: poses drawn over the training range (docs/method.md section 3: orbit up to 20
 degrees about a random axis normal to z, tilts up to 20 degrees about x and y, any turn about z)
 are commanded one after the other with ``command_pose``; after the probe settles, the steady-state
-apex distance (mm) and orientation angle (degrees) to the command are recorded.
+apex distance (mm) and orientation angle (degrees) to the command are recorded. Workspace: poses at
+the edge of the working range are set by IK from home; unreachable ones and the smallest joint
+margin are counted.
+
+    python benchmarks/bench_world.py --json out.json       # or: echoposed bench world --json out.json
+
+The simulator is imported inside the functions, so building the command line stays cheap.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
 
-from .kinematic import KinematicWorld
-from .scene import ArmWorld
+__all__ = ['accuracy', 'add_arguments', 'main', 'measure', 'run', 'summary', 'training_pose', 'workspace']
 
-__all__ = ['accuracy', 'main', 'measure', 'workspace']
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--cycles', type=int, default=300, help='timed control cycles per world (default 300)')
+    parser.add_argument('--rate', type=float, default=30.0, help='control rate, Hz (default 30)')
+    parser.add_argument('--poses', type=int, default=100, help='poses for the accuracy run (default 100)')
+    parser.add_argument('--workspace-poses', type=int, default=80,
+                        help='poses per working-range edge for the workspace run (default 80)')
 
 
 def _rotvec(v) -> np.ndarray:
@@ -46,7 +56,8 @@ def workspace(orbit_deg: float = 25.0, tilt_deg: float = 20.0, poses: int = 80, 
     """Edge of the working range: orbit exactly ``orbit_deg`` about a random axis, tilts of +-``tilt_deg``
     about x and y (the corners), any turn; each pose reached by ``set_pose`` (IK from home). Counts
     unreachable poses and the smallest distance of any arm joint to its limit (degrees)."""
-    from .robot import IIWA
+    from echoposed_sim.world.robot import IIWA
+    from echoposed_sim.world.scene import ArmWorld
     rng = np.random.default_rng(seed)
     failures, margins = 0, []
     with ArmWorld(np.zeros(3), radius_mm, max_orbit_deg=None, spec=spec or IIWA) as arm:
@@ -68,6 +79,7 @@ def workspace(orbit_deg: float = 25.0, tilt_deg: float = 20.0, poses: int = 80, 
 
 def accuracy(poses: int = 100, seed: int = 1, orbit_deg: float = 20.0, tilt_deg: float = 20.0) -> dict:
     """Steady-state tracking error of ``command_pose`` over poses of the training range (arm world)."""
+    from echoposed_sim.world.scene import ArmWorld
     rng = np.random.default_rng(seed)
     errors, settle_s, unreachable = [], [], 0
     with ArmWorld(np.zeros(3), 90.0) as arm:
@@ -122,6 +134,9 @@ def _summary(ms: tuple[np.ndarray, np.ndarray]) -> dict:
 
 def measure(cycles: int = 300, rate_hz: float = 30.0, seed: int = 0) -> dict:
     """Time ``cycles`` control cycles of the arm and the kinematic world; a dict of ms figures."""
+    from echoposed_sim.world.kinematic import KinematicWorld
+    from echoposed_sim.world.scene import ArmWorld
+
     centre, radius = np.array([64.0, 64.0, 64.0]), 90.0
     with ArmWorld(centre, radius) as arm:
         t0 = time.perf_counter()
@@ -138,37 +153,52 @@ def measure(cycles: int = 300, rate_hz: float = 30.0, seed: int = 0) -> dict:
             'ended_unreachable': bool(unreachable)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m echoposed_sim.world.bench', description=__doc__.splitlines()[0])
-    parser.add_argument('--cycles', type=int, default=300)
-    parser.add_argument('--rate', type=float, default=30.0, help='control rate, Hz')
-    parser.add_argument('--json', help='write the figures here')
-    parser.add_argument('--poses', type=int, default=100, help='poses for the accuracy run')
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> dict:
+    """Cycle cost (:func:`measure`), tracking accuracy (:func:`accuracy`) and two working-range edges
+    (:func:`workspace`): orbit 25 deg with tilts of 20 deg, orbit 30 deg with tilts of 25 deg."""
     result = measure(args.cycles, args.rate)
-    result['accuracy'] = acc = accuracy(args.poses)
-    result['workspace'] = [workspace(25.0, 20.0), workspace(30.0, 25.0)]
+    result['accuracy'] = accuracy(args.poses)
+    result['workspace'] = [workspace(25.0, 20.0, poses=args.workspace_poses),
+                           workspace(30.0, 25.0, poses=args.workspace_poses)]
+    return result
+
+
+def summary(result: dict) -> str:
+    """The figures for the terminal, one line per world, the budget, the tracking and each edge."""
+    lines = []
     for name in ('arm', 'kinematic'):
         r = result[name]
-        print(f"{name:9s} cycle: wall mean {r['mean_ms']:.2f} ms, median {r['median_ms']:.2f}, "
-              f"p95 {r['p95_ms']:.2f}, max {r['max_ms']:.2f}; CPU mean {r['cpu_mean_ms']:.2f}, "
-              f"p95 {r['cpu_p95_ms']:.2f}")
-    print(f"arm p95 = {100 * result['arm_budget_share_p95']:.1f}% of the {result['budget_ms']:.1f} ms budget; "
-          f"arm / kinematic CPU = {result['arm_over_kinematic_cpu']:.1f}x; a second arm world builds in "
-          f"{result['arm_build_s']:.2f} s")
-    print(f"tracking over {acc['poses']} training-range poses: {acc['unreachable']} unreachable; steady state "
-          f"max {acc['max_mm']:.3f} mm / {acc['max_deg']:.4f} deg (median {acc['median_mm']:.3f} mm / "
-          f"{acc['median_deg']:.4f} deg); settles in {acc['settle_s_median']:.2f} s median, "
-          f"{acc['settle_s_max']:.2f} s max")
+        lines.append(f"{name:9s} cycle: wall mean {r['mean_ms']:.2f} ms, median {r['median_ms']:.2f}, "
+                     f"p95 {r['p95_ms']:.2f}, max {r['max_ms']:.2f}; CPU mean {r['cpu_mean_ms']:.2f}, "
+                     f"p95 {r['cpu_p95_ms']:.2f}")
+    lines.append(f"arm p95 = {100 * result['arm_budget_share_p95']:.1f}% of the {result['budget_ms']:.1f} ms budget; "
+                 f"arm / kinematic CPU = {result['arm_over_kinematic_cpu']:.1f}x; a second arm world builds in "
+                 f"{result['arm_build_s']:.2f} s")
+    acc = result['accuracy']
+    lines.append(f"tracking over {acc['poses']} training-range poses: {acc['unreachable']} unreachable; steady state "
+                 f"max {acc['max_mm']:.3f} mm / {acc['max_deg']:.4f} deg (median {acc['median_mm']:.3f} mm / "
+                 f"{acc['median_deg']:.4f} deg); settles in {acc['settle_s_median']:.2f} s median, "
+                 f"{acc['settle_s_max']:.2f} s max")
     for ws in result['workspace']:
-        print(f"workspace edge, orbit {ws['orbit_deg']:g} deg + tilts +-{ws['tilt_deg']:g} deg, any turn: "
-              f"{ws['unreachable']}/{ws['poses']} unreachable, joint margin min {ws['min_joint_margin_deg']:.1f} deg "
-              f"(5th percentile {ws['p5_joint_margin_deg']:.1f})")
+        lines.append(f"workspace edge, orbit {ws['orbit_deg']:g} deg + tilts +-{ws['tilt_deg']:g} deg, any turn: "
+                     f"{ws['unreachable']}/{ws['poses']} unreachable, joint margin min "
+                     f"{ws['min_joint_margin_deg']:.1f} deg (5th percentile {ws['p5_joint_margin_deg']:.1f})")
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python benchmarks/bench_world.py', description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument('--json', metavar='PATH', help='write the figures as JSON here')
+    args = parser.parse_args(argv)
+    result = run(args)
+    print(summary(result))
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:
             json.dump(result, f, indent=2)
+            f.write('\n')
     return 0
 
 
 if __name__ == '__main__':
-    raise SystemExit(main())
+    sys.exit(main())

@@ -14,6 +14,9 @@ import time
 
 import pytest
 
+# every test here starts node processes and waits for them (several seconds each)
+pytestmark = pytest.mark.slow
+
 STOPS = 5
 
 

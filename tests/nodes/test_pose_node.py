@@ -132,6 +132,7 @@ def test_estimate_service(graph, model_path):
     assert not bad.success and 'weird' in bad.message
 
 
+@pytest.mark.slow
 def test_missing_model_stops_with_one_clear_line(tmp_path):
     import subprocess
     import sys

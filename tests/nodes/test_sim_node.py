@@ -47,6 +47,7 @@ def test_yaml_keys_match_declared_parameters():
     assert set(yaml_parameters(config_dir() / 'sim.yaml', 'echoposed_sim')) == {p.name for p in PARAMS}
 
 
+@pytest.mark.slow
 def test_publishes_image_truth_apex_pose_and_joint_states_with_the_arm(graph, volume):
     make_sim(graph, volume, robot=True, frame_rate=30.0)
     client = graph.node('client')
@@ -68,6 +69,7 @@ def test_publishes_image_truth_apex_pose_and_joint_states_with_the_arm(graph, vo
     assert len(joints.position) == len(joints.name)
 
 
+@pytest.mark.slow
 def test_probe_twist_moves_the_probe_then_it_holds_still_after_the_timeout(graph, volume):
     make_sim(graph, volume, command_timeout=0.2)
     client = graph.node('client')

@@ -12,6 +12,7 @@ import pytest
 PEER = Path(__file__).with_name('exchange_peer.py')
 
 
+@pytest.mark.slow
 def test_echopose_and_probetwist_cross_process_boundary():
     env = dict(os.environ)
     responder = subprocess.Popen([sys.executable, str(PEER), 'twist-responder', '--timeout', '60', '--count', '1'],

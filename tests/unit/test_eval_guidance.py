@@ -45,6 +45,7 @@ def oracle_dataset():
 
 # -- the harness with the oracle --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_oracle_guidance_converges_in_every_mode(oracle_dataset):
     ds, protocol = oracle_dataset
     modes = [r.mode for r in ds.results]
@@ -60,6 +61,7 @@ def test_oracle_guidance_converges_in_every_mode(oracle_dataset):
     assert max(r.initial_error_deg for r in ds.results) > 30   # starts were really far
 
 
+@pytest.mark.slow
 def test_static_and_dynamic_share_starts_and_targets(oracle_dataset):
     ds, _ = oracle_dataset
     static = [r for r in ds.results if r.mode == 'static']
@@ -68,6 +70,7 @@ def test_static_and_dynamic_share_starts_and_targets(oracle_dataset):
         assert a.volume == b.volume and a.initial_error_deg == pytest.approx(b.initial_error_deg)
 
 
+@pytest.mark.slow
 def test_summary_has_every_key_with_sane_values(oracle_dataset):
     ds, _ = oracle_dataset
     doc = json.loads(json.dumps(ds.as_json()))          # JSON-serialisable
@@ -271,6 +274,7 @@ def test_report_says_how_runs_missed(tmp_path):
 
 # -- report and command -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_report_files_are_written(oracle_dataset, tmp_path):
     ds, protocol = oracle_dataset
     md = write_report([ds, ds], {'estimator': 'oracle', 'protocol': {'rate_hz': protocol.rate_hz}, 'wall_s': 1.0},
@@ -293,6 +297,7 @@ def _save_tiny(folder, seeds):
     return folder
 
 
+@pytest.mark.slow
 def test_command_with_oracle_writes_json_and_report(tmp_path, capsys):
     from echoposed_ros.cli import main
     vols = _save_tiny(tmp_path / 'vols', (0, 1))

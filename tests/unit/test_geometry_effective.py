@@ -6,6 +6,7 @@ towards the hard places (angles near 0 and within 1e-6 of pi, coordinate axes).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from geometry_cases import PROPS, B, T, random_axis_angle, random_poses, rodrigues, seeds
 from hypothesis import given, settings
 
@@ -64,6 +65,7 @@ def test_effective_pose_is_the_method_formula_and_gauge_invariant(seed):
     assert np.allclose(u2, u, rtol=0, atol=1e-12) and np.allclose(R2, R, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_effective_error_is_gauge_invariant_symmetric_and_the_method_formula(seed):
@@ -81,6 +83,7 @@ def test_effective_error_is_gauge_invariant_symmetric_and_the_method_formula(see
     assert np.allclose(e, np.hypot(a_u, a_R), rtol=0, atol=1e-6)  # arccos is coarse near 0 and pi
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_effective_error_is_zero_iff_same_effective_pose(seed):
@@ -95,6 +98,7 @@ def test_effective_error_is_zero_iff_same_effective_pose(seed):
     assert np.all(np.linalg.norm(R_g - R_h, axis=(-2, -1)) / np.sqrt(2) <= e + 1e-12)
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_effective_error_of_known_motions(seed):
@@ -111,6 +115,7 @@ def test_effective_error_of_known_motions(seed):
     assert np.allclose(G.effective_pose(h).R, g[0] @ g[1], rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_effective_error_parts_add_up_and_are_gauge_invariant(seed):
@@ -138,6 +143,7 @@ def test_effective_error_parts_name_the_axis_of_a_known_turn():
     assert np.isclose(apex, 0.1, rtol=0, atol=1e-12) and np.allclose(turn, 0, atol=1e-12)
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_body_errors_cancel_a_common_left_factor(seed):

@@ -5,6 +5,7 @@ Each hypothesis example draws a seed and checks a batch of B ensembles built fro
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from geometry_cases import PROPS, B, random_axis_angle, random_poses, rodrigues, seeds
 from hypothesis import example, given, settings
 
@@ -29,6 +30,7 @@ def test_identical_members_give_that_member_and_zero_sigma2(seed):
     assert m.sigma2.shape == (B,)
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_sigma2_of_a_spread_about_one_axis_is_the_hand_value(seed):
@@ -61,6 +63,7 @@ def test_sigma2_of_members_at_plus_minus_a_about_one_axis():
     assert np.allclose(m.orbit, np.eye(3)) and np.allclose(m.probe, np.eye(3))
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 @example(seed=13318)   # a member set whose mean flips the beam: the gauge split is singular there

@@ -6,6 +6,7 @@ towards the hard places (angles near 0 and within 1e-6 of pi, coordinate axes).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from geometry_cases import PROPS, B, T, random_axis_angle, random_poses, rodrigues, seeds
 from hypothesis import given, settings
 
@@ -21,6 +22,7 @@ def twist_free(R, atol=1e-12):
     return np.all(np.abs(so3.matrix_to_quat_xyzw(R)[..., 2]) < atol)
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_group_laws(seed):
@@ -34,6 +36,7 @@ def test_group_laws(seed):
     assert close(G.compose(g, h), (g[0] @ h[0], g[1] @ h[1]))
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_exp_log_round_trip_including_near_pi(seed):
@@ -50,6 +53,7 @@ def test_exp_log_round_trip_including_near_pi(seed):
         assert np.all(same | ((a > np.pi - 1e-9) & flipped))  # at a half turn the axis sign is free
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_distance_is_the_method_formula_and_a_left_invariant_metric(seed):
@@ -65,6 +69,7 @@ def test_distance_is_the_method_formula_and_a_left_invariant_metric(seed):
     assert np.all(d <= G.distance(g, k) + G.distance(k, h) + 1e-9)
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_gauge_fix_keeps_effective_pose_is_twist_free_and_idempotent(seed):
@@ -98,6 +103,7 @@ def test_gauge_fix_known_value():
     assert np.allclose(f.orbit, so3.rot_x(0.2)) and np.allclose(f.probe, so3.rot_z(0.5) @ so3.rot_y(0.1))
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_step_is_right_multiplication_then_gauge(seed):

@@ -6,6 +6,7 @@ towards the hard places (angles near 0 and within 1e-6 of pi, coordinate axes).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import transforms3d
 from geometry_cases import PROPS, B, random_axis_angle, random_rotations, rodrigues, seeds
 from hypothesis import given, settings
@@ -100,6 +101,7 @@ def test_hat_vee(seed):
     assert np.allclose(so3.vee(so3.hat(w)), w)
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_quaternion_order_xyzw_against_transforms3d_and_scipy(seed):

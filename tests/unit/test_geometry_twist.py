@@ -5,6 +5,7 @@ Each hypothesis example draws a seed and checks a batch of B poses built from it
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from geometry_cases import PROPS, B, T, random_poses, seeds
 from hypothesis import given, settings
 
@@ -16,6 +17,7 @@ def _mv(R, v):
     return (R @ v[..., None])[..., 0]
 
 
+@pytest.mark.slow
 @PROPS
 @given(seeds)
 def test_cartesian_twist_matches_finite_difference_of_the_probe_frame(seed):

@@ -7,6 +7,8 @@ import signal
 import textwrap
 import time
 
+import pytest
+
 from echoposed_ros.bringup.description import NodeSpec
 from echoposed_ros.bringup.launcher import run_nodes
 
@@ -26,6 +28,7 @@ FAKE = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_end_hook_then_stop_first_nodes_then_the_rest(tmp_path, monkeypatch):
     log = tmp_path / 'log.txt'
     (tmp_path / 'fake_node.py').write_text(FAKE.replace('LOG', repr(str(log))))
@@ -54,6 +57,7 @@ HANGING = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_a_node_that_ignores_sigint_and_sigterm_is_killed_after_printing_its_stacks(tmp_path, monkeypatch):
     (tmp_path / 'hanging_node.py').write_text(HANGING)
     monkeypatch.setenv('PYTHONPATH', str(tmp_path))
@@ -96,6 +100,7 @@ def test_a_stopped_node_ended_by_its_teardown_alarm_is_a_clean_stop_and_named(tm
     assert result.reason == 'node_exited' and not result.ok and 'sim' in result.failures
 
 
+@pytest.mark.slow
 def test_a_one_shot_node_ended_by_its_teardown_alarm_succeeded(tmp_path, monkeypatch):
     (tmp_path / 'setter_node.py').write_text(textwrap.dedent('''
         import os, signal, time

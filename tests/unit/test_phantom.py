@@ -40,6 +40,7 @@ def _mean_around(volume, frame, p_v, half=1):
 
 
 # ---------------------------------------------------------------- determinism, shapes
+@pytest.mark.slow
 def test_same_seed_same_bytes_and_different_seed_differs():
     a = make_phantom(3, COARSE, frames=3, extent_mm=SMALL)
     b = make_phantom(3, COARSE, frames=3, extent_mm=SMALL)

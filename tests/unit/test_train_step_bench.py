@@ -6,6 +6,7 @@ import json
 import pytest
 
 
+@pytest.mark.slow
 def test_bench_train_step_tiny(tmp_path, capsys):
     from echoposed_ros.cli import main
 

@@ -33,6 +33,7 @@ def test_bad_field_gives_a_clear_message_and_status_2(capsys):
     assert 'nonsense' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_export_command_writes_the_model(tmp_path, capsys):
     cfg = TrainConfig(out_dir=str(tmp_path / 'r'), train_seeds='0-1', input_size=32, poses=4, members=2,
                       widths=(4, 4, 8, 8), steps=2, warmup_steps=1, workers=0, phantom_cache_dir='')

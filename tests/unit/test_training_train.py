@@ -110,6 +110,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, q) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_stay_in_sync(tmp_path):
     ctx = mp.get_context('spawn')
     q = ctx.Queue()
@@ -186,6 +187,7 @@ def _signalled_worker(signum: int, ignore: bool, world: int, rank: int, port: in
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('signame, ignore, world, group', [
     ('SIGINT', False, 1, False), ('SIGTERM', False, 1, False), ('SIGINT', True, 1, False),
     ('SIGTERM', False, 2, False), ('SIGINT', False, 1, True), ('SIGTERM', False, 1, True)])

@@ -77,8 +77,14 @@ def _pins() -> dict[str, dict[str, str]]:
 def _distribution(import_name: str, pinned: dict[str, str]) -> str | None:
     """The pinned distribution that provides ``import_name`` (ROS wheels register two names for
     a package, e.g. rclpy and ros-rclpy; either counts)."""
-    dists = {canonicalize_name(d) for d in packages_distributions().get(import_name, [])}
+    dists = {canonicalize_name(d) for d in _installed().get(import_name, [])}
     return next((d for d in sorted(dists) if d in pinned), None)
+
+
+@cache
+def _installed() -> dict[str, list[str]]:
+    """packages_distributions() once (it reads every installed distribution: ~0.1 s a call)."""
+    return packages_distributions()
 
 
 @cache

@@ -18,6 +18,7 @@ from typing import Any
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from ..nodes.process import run_node
 from .errors import BagError
 from .reader import resolve_types, open_bag
 from .recorder import message_class
@@ -109,23 +110,19 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
 
     argv = sys.argv[1:] if argv is None else argv
-    if not argv:
+    try:
+        rate = float(argv[1]) if len(argv) > 1 else 1.0
+    except ValueError:
+        rate = None
+    if not argv or rate is None:
         print('usage: python -m echoposed_ros.bag.player BAG [RATE]', file=sys.stderr)
         return 2
-    rclpy.init()
-    node = rclpy.create_node('echoposed_player')
-    try:
-        counts = play_bag(node, argv[0], float(argv[1]) if len(argv) > 1 else 1.0)
+
+    def play(node: Any) -> None:
+        counts = play_bag(node, argv[0], rate)
         print(f'echoposed_player: published {sum(counts.values())} messages')
-        return 0
-    except BagError as exc:
-        print(f'echoposed_player: {exc}', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+
+    return run_node(lambda: rclpy.create_node('echoposed_player'), 'echoposed_player', job=play)
 
 
 if __name__ == '__main__':

@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import importlib
 import json
-import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..config.params import Param
 from ..nodes.params import declare_all
-from ..nodes.process import enable_stack_dumps, teardown_alarm
+from ..nodes.process import run_node
 from .errors import BagError
 from .writer import BagWriter
 
@@ -179,49 +178,19 @@ class RecorderNode(Node):
         return dict(self.writer.counts)
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:  # noqa: ARG001
-    raise KeyboardInterrupt
-
-
-def run_recorder(node: RecorderNode) -> dict[str, int]:
-    """Spin ``node`` until SIGINT / SIGTERM / shutdown / its duration, then close the bag.
-
-    Returns {topic: messages written}. The bag is closed on every way out (metadata.yaml written).
-    """
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM closes the bag like SIGINT
-    executor = rclpy.executors.SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-    try:
-        while node.context.ok() and not node.expired:
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        counts = node.close()
-        executor.remove_node(node)
-        executor.shutdown(timeout_sec=1.0)
-    return counts
+def run_recorder(factory: Callable[[], RecorderNode], name: str,
+                 report: Callable[[RecorderNode, dict[str, int]], str], args: list[str] | None = None) -> int:
+    """Record with ``factory()``'s node as a process (:func:`run_node`) until SIGINT / SIGTERM /
+    shutdown / its duration; on every way out the bag is closed (MCAP summary, metadata.yaml) and
+    ``report(node, {topic: messages written})`` printed on stdout. Returns the exit code."""
+    return run_node(factory, name, args, until=lambda node: node.expired,
+                    cleanup=lambda node: print(report(node, node.close()), flush=True))
 
 
 def main(args: list[str] | None = None) -> int:
-    enable_stack_dumps()
-    rclpy.init(args=args)
-    try:
-        node = RecorderNode()
-    except (BagError, ValueError) as exc:
-        print(f'echoposed_recorder: {exc}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        counts = run_recorder(node)
-        print(f'echoposed_recorder: closed {node.writer.path} '
-              f'({", ".join(f"{t}: {n}" for t, n in counts.items()) or "no messages"})', flush=True)
-    finally:
-        with teardown_alarm():   # the bag is closed by now: a teardown hung in the middleware ends it
-            node.destroy_node()
-            rclpy.try_shutdown()
-    return 0
+    return run_recorder(RecorderNode, 'echoposed_recorder', lambda node, counts: (
+        f'echoposed_recorder: closed {node.writer.path} '
+        f'({", ".join(f"{t}: {n}" for t, n in counts.items()) or "no messages"})'), args)
 
 
 if __name__ == '__main__':

@@ -78,52 +78,31 @@ def _salvage(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    import rclpy
     from rclpy.parameter import Parameter
 
-    from ..bag.errors import BagError
     from ..bag.recorder import DEFAULT_TOPICS, RecorderNode, run_recorder
 
-    rclpy.init()
-    try:
-        overrides = [Parameter('output', value=str(args.output)),
-                     Parameter('topics', value=list(args.topics or DEFAULT_TOPICS)),
-                     Parameter('duration', value=float(args.duration)),
-                     Parameter('target_view', value=str(args.target_view))]
-        try:
-            node = RecorderNode(parameter_overrides=overrides)
-        except EchoposedError as exc:
-            print(f'echoposed bag record: {exc}', file=sys.stderr)
-            return 2
-        counts = run_recorder(node)
-        node.destroy_node()
-        print(f'{args.output}: ' + (', '.join(f'{t} {n}' for t, n in counts.items()) or 'no messages'))
-        return 0
-    finally:
-        rclpy.try_shutdown()
+    overrides = [Parameter('output', value=str(args.output)),
+                 Parameter('topics', value=list(args.topics or DEFAULT_TOPICS)),
+                 Parameter('duration', value=float(args.duration)),
+                 Parameter('target_view', value=str(args.target_view))]
+    return run_recorder(lambda: RecorderNode(parameter_overrides=overrides), 'echoposed bag record',
+                        lambda node, counts: f'{args.output}: ' + (
+                            ', '.join(f'{t} {n}' for t, n in counts.items()) or 'no messages'))
 
 
 def _play(args: argparse.Namespace) -> int:
     import rclpy
 
-    from ..bag.errors import BagError
     from ..bag.player import play_bag
+    from ..nodes.process import run_node
 
-    rclpy.init()
-    node = rclpy.create_node('echoposed_player')
-    try:
+    def play(node: Any) -> None:
         counts = play_bag(node, args.bag, rate=args.rate, topics=args.topics, wait_s=args.wait,
                           restamp=args.restamp)
         print(f'{args.bag}: published ' + ', '.join(f'{t} {n}' for t, n in counts.items()))
-        return 0
-    except BagError as exc:
-        print(f'echoposed bag play: {exc}', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+
+    return run_node(lambda: rclpy.create_node('echoposed_player'), 'echoposed bag play', job=play)
 
 
 def _estimator(args: argparse.Namespace) -> tuple[Any, str | None]:

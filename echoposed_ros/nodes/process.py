@@ -1,16 +1,19 @@
 """Running a node as a process: one clear line on bad configuration, a clean exit on Ctrl-C.
 
-``run_node(factory, name)`` initialises rclpy, builds the node (an EchoposedError / OSError from
-its configuration prints ``name: message`` on stderr and exits 2, no traceback), spins it until
-SIGINT / shutdown, and tears it down. An exception raised while the context is already shutting
-down (a timer firing into a closed context, a message taken as the context goes: see
-``shut_down_soon``) counts as a clean stop; any other escapes. A teardown that hangs in the
-middleware ends the process after ``teardown_timeout_s`` (``teardown_alarm``).
+``run_node(factory, name)`` is the one start-up and teardown of every echoposed process that
+holds a node (the long-running nodes, the bag recorder and player, the target setter, ``echoposed
+bag record | play``): it initialises rclpy, builds the node (an EchoposedError / OSError from its
+configuration prints ``name: message`` on stderr and exits 2, no traceback), runs its work (spin
+until SIGINT / SIGTERM / shutdown or a condition, or a one-shot ``job``), runs its ``cleanup`` and
+tears it down. An exception raised while the context is already shutting down (a timer firing
+into a closed context, a message taken as the context goes: see ``shut_down_soon``) counts as a
+clean stop; any other escapes. A teardown that hangs in the middleware ends the process after
+``teardown_timeout_s`` (``teardown_alarm``).
 
-``enable_stack_dumps()`` (run_node calls it; so do the target setter and the bag recorder): SIGUSR1
-prints every thread's Python stack on stderr and the process goes on; a crash (SIGSEGV, SIGABRT)
-prints them before the process dies. ``echoposed launch`` sends SIGUSR1 to a node that ignored
-SIGINT and SIGTERM before it sends SIGKILL, so a hang says where it hung.
+``enable_stack_dumps()`` (run_node calls it): SIGUSR1 prints every thread's Python stack on
+stderr and the process goes on; a crash (SIGSEGV, SIGABRT) prints them before the process dies.
+``echoposed launch`` sends SIGUSR1 to a node that ignored SIGINT and SIGTERM before it sends
+SIGKILL, so a hang says where it hung.
 """
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from ..errors import EchoposedError
 
-__all__ = ['arm_teardown_alarm', 'disarm_teardown_alarm', 'enable_stack_dumps', 'run_node', 'shut_down_soon',
-           'teardown_alarm']
+__all__ = ['BAD_INPUT', 'EXIT_CONFIG', 'EXIT_FAILED', 'EXIT_INTERRUPTED', 'EXIT_OK', 'arm_teardown_alarm',
+           'disarm_teardown_alarm', 'enable_stack_dumps', 'run_node', 'shut_down_soon', 'teardown_alarm']
 
 
 def enable_stack_dumps() -> None:
@@ -84,38 +87,90 @@ def teardown_alarm(timeout_s: int = 3, armed: bool = True) -> Iterator[None]:
         disarm_teardown_alarm()
 
 
-def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = None,
-             executor_factory: Callable[[], Any] | None = None,
-             cleanup: Callable[[Any], None] | None = None, teardown_timeout_s: int = 3) -> int:
-    """Run ``factory()``'s node until shutdown; ``executor_factory`` (default single-threaded)
-    builds the executor after rclpy.init; ``cleanup(node)`` runs before the node is destroyed
-    (e.g. publish a last zero twist). Destroying the node and the executor may take at most
-    ``teardown_timeout_s`` s (:func:`arm_teardown_alarm`). Returns the process exit code."""
+#: What a node's configuration (or a one-shot job's input) raises when it is wrong: the process
+#: prints ``name: message`` on stderr, no traceback.
+BAD_INPUT = (EchoposedError, OSError)
+
+#: Exit codes of :func:`run_node`: done or stopped; a one-shot job refused its input; a node whose
+#: configuration was refused; a one-shot job interrupted (Ctrl-C, SIGTERM, shutdown), as a shell's 128 + SIGINT.
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _spin(node: Any, executor: Any, until: Callable[[Any], bool] | None) -> None:
+    """Spin until the context shuts down, or ``until(node)`` holds (checked every 0.1 s at least)."""
+    if until is None:
+        executor.spin()
+        return
+    while node.context.ok() and not until(node):
+        executor.spin_once(timeout_sec=0.1)
+
+
+def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = None, *,
+             job: Callable[[Any], None] | None = None, until: Callable[[Any], bool] | None = None,
+             cleanup: Callable[[Any], None] | None = None,
+             executor_factory: Callable[[], Any] | None = None, teardown_timeout_s: int = 3) -> int:
+    """Run a node as a process, from ``rclpy.init(args=args)`` to rclpy's shutdown; returns the exit code.
+
+    - Build: ``factory()`` after rclpy.init; a :data:`BAD_INPUT` error prints ``name: message``
+      on stderr and returns 2; Ctrl-C returns as a stop of the work would.
+    - Work, by default: spin the node on ``executor_factory()`` (default single-threaded) until
+      shutdown (SIGINT, SIGTERM: rclpy's handlers) or ``until(node)``; any stop returns 0.
+      With ``job``: ``job(node)`` instead, a one-shot job that spins the node itself if it needs
+      to; 0 when it returns, 1 with ``name: message`` on stderr for a :data:`BAD_INPUT` error,
+      130 when interrupted. An exception raised while the context is shutting down
+      (:func:`shut_down_soon`) is a stop; any other escapes, after the teardown.
+    - Teardown, on every way out once the node is built: ``cleanup(node)`` (a last zero twist, a
+      bag closed), then the executor and the node destroyed and rclpy shut down under
+      :func:`teardown_alarm` (``teardown_timeout_s`` whole seconds), armed unless a job did not
+      succeed (a one-shot node ended by its alarm counts as done).
+    """
     enable_stack_dumps()
     rclpy.init(args=args)
     try:
         node = factory()
-    except (EchoposedError, OSError) as exc:
+    except BAD_INPUT as exc:
         print(f'{name}: {exc}', file=sys.stderr)
         rclpy.try_shutdown()
-        return 2
-    executor = executor_factory() if executor_factory is not None else SingleThreadedExecutor()
-    executor.add_node(node)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:   # Ctrl-C while the node was being built (a model loading)
+        rclpy.try_shutdown()
+        return EXIT_INTERRUPTED if job is not None else EXIT_OK
+    executor = None
+    code = EXIT_FAILED   # a job that raised something else
     try:
-        executor.spin()
+        if job is not None:
+            job(node)
+        else:
+            executor = executor_factory() if executor_factory is not None else SingleThreadedExecutor()
+            executor.add_node(node)
+            _spin(node, executor, until)
+        code = EXIT_OK
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if not shut_down_soon(node.context):
+        code = EXIT_INTERRUPTED if job is not None else EXIT_OK
+    except Exception as exc:
+        if job is not None and isinstance(exc, BAD_INPUT):
+            print(f'{name}: {exc}', file=sys.stderr)
+        elif shut_down_soon(node.context):
+            code = EXIT_INTERRUPTED if job is not None else EXIT_OK
+        else:
             raise
     finally:
+        _teardown(node, executor, cleanup, teardown_timeout_s, armed=job is None or code == EXIT_OK)
+    return code
+
+
+def _teardown(node: Any, executor: Any, cleanup: Callable[[Any], None] | None, timeout_s: int, armed: bool) -> None:
+    """``cleanup(node)``, then the executor (if any) and the node destroyed and rclpy shut down under
+    the teardown alarm (when ``armed``); a Ctrl-C during it just shuts rclpy down."""
+    try:
         try:
             if cleanup is not None:
                 cleanup(node)
-            with teardown_alarm(teardown_timeout_s):
-                executor.shutdown(timeout_sec=1.0)
+        finally:
+            with teardown_alarm(timeout_s, armed=armed):
+                if executor is not None:
+                    executor.shutdown(timeout_sec=1.0)
                 node.destroy_node()
                 rclpy.try_shutdown()
-        except KeyboardInterrupt:
-            rclpy.try_shutdown()
-    return 0
+    except KeyboardInterrupt:
+        rclpy.try_shutdown()

@@ -23,11 +23,10 @@ from echoposed_msgs.srv import SetTarget, StandardView
 from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 
-from ..errors import EchoposedError
 from ..config.params import Param
 from .errors import NodeError
 from .params import declare_all
-from .process import enable_stack_dumps, teardown_alarm
+from .process import run_node
 
 __all__ = ['PARAMS', 'main', 'set_view_target']
 
@@ -96,25 +95,16 @@ def set_view_target(node: Node, view: str, cardiac_phase: float, timeout: float,
         node.destroy_client(targets)
 
 
+def _set_target(node: Node) -> None:
+    """The node's job: its parameters -> :func:`set_view_target`, the outcome logged."""
+    p = declare_all(node, PARAMS)
+    node.get_logger().info(set_view_target(node, p['view'], float(p['cardiac_phase']), float(p['timeout']),
+                                           p['kind'], float(p['retry_after'])))
+
+
 def main(args: list[str] | None = None) -> int:
-    enable_stack_dumps()
-    rclpy.init(args=args)
-    node = rclpy.create_node('echoposed_target')
-    try:
-        p = declare_all(node, PARAMS)
-        message = set_view_target(node, p['view'], float(p['cardiac_phase']), float(p['timeout']), p['kind'],
-                                  float(p['retry_after']))
-        node.get_logger().info(message)
-        code = 0
-    except EchoposedError as exc:
-        print(f'echoposed_target: {exc}', file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        code = 130
-    with teardown_alarm(armed=code == 0):   # the target is set: a teardown hung in the middleware ends it
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    """Exit 0 when the target is set, 1 with one line when it cannot be, 130 when interrupted."""
+    return run_node(lambda: rclpy.create_node('echoposed_target'), 'echoposed_target', args, job=_set_target)
 
 
 if __name__ == '__main__':

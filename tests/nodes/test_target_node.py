@@ -3,6 +3,8 @@ controller services in its own rclpy context: it hands the view's image on, re-s
 whose answer never comes, and fails with one line naming the service."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,6 +16,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from ros_harness import Graph
 
 from echoposed_ros.config.params import yaml_parameters
+from echoposed_ros.errors import EchoposedError
 from echoposed_ros.nodes.target_node import PARAMS, set_view_target
 from echoposed_ros.paths import config_dir
 
@@ -86,17 +89,25 @@ def test_an_unanswered_request_is_sent_again(graph, client):
 def test_no_answer_at_all_fails_with_the_service_named(graph, client):
     fake = FakeServices(graph, lose=100)
     try:
-        with pytest.raises(RuntimeError, match=r'guidance/set_target did not answer within 1.5 s \([3-4] requests\)'):
+        with pytest.raises(EchoposedError, match=r'guidance/set_target did not answer within 1.5 s \([3-4] requests\)'):
             set_view_target(client, 'A4C', 0.0, timeout=1.5, retry_after=0.45)
     finally:
         fake.release()
 
 
 def test_a_missing_service_and_a_refused_view_are_named(graph, client):
-    with pytest.raises(RuntimeError, match='sim/standard_view is not available after 0.3 s'):
+    with pytest.raises(EchoposedError, match='sim/standard_view is not available after 0.3 s'):
         set_view_target(client, 'A4C', 0.0, timeout=0.3)
     FakeServices(graph, refuse_view=True)
-    with pytest.raises(RuntimeError, match="sim/standard_view refused 'A3C': unknown view"):
+    with pytest.raises(EchoposedError, match="sim/standard_view refused 'A3C': unknown view"):
         set_view_target(client, 'A3C', 0.0, timeout=10.0)
-    with pytest.raises(ValueError, match='retry_after = 0 s'):
+    with pytest.raises(EchoposedError, match='retry_after = 0 s'):
         set_view_target(client, 'A3C', 0.0, timeout=10.0, retry_after=0.0)
+
+
+def test_the_setter_process_without_a_simulator_exits_1_with_one_line():
+    result = subprocess.run([sys.executable, '-m', 'echoposed_ros.nodes.target_node', '--ros-args',
+                             '-p', 'timeout:=0.5', '-r', '__ns:=/target_alone'], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.splitlines() == ['echoposed_target: sim/standard_view is not available after 0.5 s']

@@ -38,10 +38,10 @@ class BagWriter:
         self.path = Path(path)
         self.store = typestore() if store is None else store
         self._lock = threading.Lock()
-        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
-        for key, value in (custom_data or {}).items():
-            self._writer.set_custom_data(key, str(value))
-        try:
+        try:   # rosbags refuses an existing path already here
+            self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+            for key, value in (custom_data or {}).items():
+                self._writer.set_custom_data(key, str(value))
             self._writer.open()
         except (WriterError, OSError) as exc:
             raise BagError(f'{self.path}: cannot create the bag: {exc}') from exc

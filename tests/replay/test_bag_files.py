@@ -213,6 +213,7 @@ def test_missing_path_and_not_a_bag(tmp_path):
         read_bag(tmp_path / 'empty')
 
 
+@pytest.mark.slow
 def test_eval_batch_scores_good_bags_and_reports_each_failure(tmp_path):
     good = make_bag(tmp_path / 'good', n=20)
     noimg = make_bag(tmp_path / 'noimg', images=False)
@@ -281,3 +282,13 @@ def test_target_view_needs_a_stored_pose_or_a_loadable_volume(tmp_path):
         evaluate_bag(bag, None, TargetSpec(view='A4C', volume=tmp_path / 'missing.npz'))
     report, _ = evaluate_bag(bag, None)  # no target given or stored: none scored
     assert 'target' not in report and report['offline'] == {'skipped': 'no model'}
+
+
+def test_recording_into_an_existing_folder_is_refused_with_one_line(tmp_path):
+    with pytest.raises(BagError, match=f'{tmp_path}: cannot create the bag'):
+        BagWriter(tmp_path)
+    result = subprocess.run([str(ECHOPOSED), 'bag', 'record', str(tmp_path)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f'echoposed bag record: {tmp_path}: cannot create the bag: '), line

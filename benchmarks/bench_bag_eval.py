@@ -46,9 +46,9 @@ def _model(args: argparse.Namespace, tmp: Path) -> tuple[Path, str]:
     import torch
     from scipy.spatial.transform import Rotation
 
+    from echoposed_ros.training.checkpoint import build_model
     from echoposed_ros.training.config import TrainConfig
     from echoposed_ros.training.export import export_onnx
-    from echoposed_ros.training.checkpoint import build_model
 
     cfg = TrainConfig().replace(input_size=128)
     torch.manual_seed(args.seed)

@@ -76,10 +76,10 @@ def _ensemble(args, checkpoint: Path):
     import torch
     from scipy.spatial.transform import Rotation
 
+    from echoposed_ros.training.checkpoint import build_model
     from echoposed_ros.training.config import TrainConfig
     from echoposed_ros.training.export import ExportWrapper
     from echoposed_ros.training.model import count_macs
-    from echoposed_ros.training.checkpoint import build_model
 
     base = TrainConfig()
     widths = tuple(int(w) for w in args.widths.split(',')) if args.widths else tuple(base.widths)

@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def summary(result: dict) -> str:
     return (f'phantom ({result["style"]}, {result["frames"]} frames): {result["patient_cpu_s"]:.2f} CPU s per '
-            f'patient (target <= {result["target_patient_cpu_s"]:g}); frame kernel {result["frame_kernel_cpu_s"]:.3f} s '
+            f'patient (target <= {result["target_patient_cpu_s"]:g}); '
+            f'frame kernel {result["frame_kernel_cpu_s"]:.3f} s '
             f'vs array baseline {result["frame_baseline_cpu_s"]:.3f} s (x{result["frame_ratio"]:.1f}); labels '
             f'x{result["labels_ratio"]:.1f} vs numpy')
 

@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='comma-separated subset of fp32, channels_last, bf16')
     parser.add_argument('--markdown', type=Path, default=None, help='write a Markdown table here')
     parser.add_argument('--checkpoint', type=Path, default=None,
-                        help="training checkpoint whose weights to start from (default: random init; a trained "
-                             "net makes the first-loss precision figure meaningful)")
+                        help='training checkpoint whose weights to start from (default: random init; a trained '
+                             'net makes the first-loss precision figure meaningful)')
     parser.add_argument('--seed', type=int, default=0)
 
 
@@ -109,8 +109,8 @@ class _Step:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from echoposed_ros.training.config import TrainConfig
     from echoposed_ros.training.checkpoint import build_model
+    from echoposed_ros.training.config import TrainConfig
 
     variants = [v.strip() for v in args.variants.split(',') if v.strip()]
     unknown = sorted(set(variants) - {'fp32', 'channels_last', 'bf16'})
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> dict:
     # Precision: each variant's first loss on the same weights and batch, against float32.
     first = {v: _Step(v, cfg, model)(image, orbit, probe, 1) for v in variants}
     steppers = {(v, t): _Step(v, cfg, model) for v in variants for t in threads}
-    for (v, t), s in steppers.items():
+    for (_, t), s in steppers.items():
         torch.set_num_threads(t)
         for i in range(args.warmup):
             s(image, orbit, probe, i)
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> dict:
         'rows': rows, 'rounds': args.rounds, 'steps_per_round': args.steps,
         'torch': torch.__version__, 'machine': f'{platform.machine()}, {os.cpu_count()} cores',
         'load_average': list(os.getloadavg()),
-        'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+        'date': datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC'),
     }
     if getattr(args, 'markdown', None):
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,8 @@ def markdown(doc: dict) -> str:
     lines = ['# Training step speed (benchmarks/bench_train_step.py)', '',
              f"{c['images_per_step']} images of {c['input_size']} px, K = {c['members']}; weights: {doc['weights']}; "
              f"torch {doc['torch']}; {doc['machine']}; {doc['date']}; load average {doc['load_average'][0]:.1f} at "
-             f"the end; {doc['rounds']} timed passes of {doc['steps_per_round']} steps; ratio against {doc['baseline']}.",
+             f"the end; {doc['rounds']} timed passes of {doc['steps_per_round']} steps; "
+             f"ratio against {doc['baseline']}.",
              '',
              '| variant | threads | median ms / step | steps / s | ratio | first-loss rel. diff |',
              '| --- | --- | --- | --- | --- | --- |']

@@ -89,7 +89,7 @@ def accuracy(poses: int = 100, seed: int = 1, orbit_deg: float = 20.0, tilt_deg:
             if not arm.status().reachable:
                 unreachable += 1
                 continue
-            for k in range(1, 121):
+            for k in range(1, 121):  # noqa: B007 (k, the cycles taken, is read after the loop)
                 arm.step(1 / 30)
                 e = arm.tracking_error()
                 if e[0] < 0.05 and e[1] < 0.02:

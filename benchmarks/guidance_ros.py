@@ -72,9 +72,12 @@ def summarise(runs: list[dict], tolerance: float) -> dict:
 
 
 def markdown(report: dict) -> str:
+    model_text = ('none' if report['estimators'] == ['oracle']
+                  else '`' + (report['model'] or 'models/echoposed_k5.onnx') + '`')
     lines = ['# Guidance through ROS topics (benchmarks/guidance_ros.py)', '',
              f"Estimators: {', '.join(report['estimators'])}; model: "
-             f"{'none' if report['estimators'] == ['oracle'] else '`' + (report['model'] or 'models/echoposed_k5.onnx') + '`'}; robot: {report['robot']}; command "
+             f"{model_text}; "
+             f"robot: {report['robot']}; command "
              f"source: {report['command_source']}; seeds {report['seeds']}; measured {report['date']} on "
              f"{report['machine']}.", '',
              '| setting | runs | success (<= tol) | tol (deg) | converged | mean / median final error (deg) '
@@ -120,7 +123,8 @@ def main() -> int:
             subset = [r for r in runs if r['estimator'] == estimator and r['motion'] == motion]
             summary[f"{estimator}, {'beating' if motion else 'static'}"] = summarise(subset, 6.0 if motion else 5.0)
     import platform
-    report = {'model': '' if args.oracle_only else args.model, 'estimators': list(estimators), 'robot': args.robot, 'command_source': args.command_source, 'seeds': args.seeds,
+    report = {'model': '' if args.oracle_only else args.model, 'estimators': list(estimators), 'robot': args.robot,
+              'command_source': args.command_source, 'seeds': args.seeds,
               'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
               'machine': f'{platform.machine()}, {__import__("os").cpu_count()} cores', 'summary': summary,
               'runs': runs}

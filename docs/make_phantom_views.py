@@ -12,12 +12,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from echoposed_sim.phantom import load_style, make_phantom  # noqa: E402
-from echoposed_sim.sector import SectorGeometry  # noqa: E402
-from echoposed_sim.slicer import slice_volume  # noqa: E402
+from echoposed_sim.phantom import load_style, make_phantom
+from echoposed_sim.sector import SectorGeometry
+from echoposed_sim.slicer import slice_volume
 
 VIEWS = ('A4C', 'A2C', 'A3C')
 # anatomy key points (meta['key_points_mm'], end-diastole) -> chamber labels on the images

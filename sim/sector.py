@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+
 from echoposed_ros.errors import EchoposedError
 
 __all__ = ['SectorError', 'SectorGeometry']

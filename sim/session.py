@@ -37,7 +37,7 @@ class SimFrame:
     commanded: bool
 
 
-def _finite(x, n: int, what: str) -> np.ndarray:  # noqa: ANN001
+def _finite(x, n: int, what: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64).reshape(-1)
     if a.shape != (n,):
         raise SimError(f'{what}: expected {n} numbers, got {a.size}')
@@ -69,13 +69,13 @@ class SimSession:
 
     # -- commands (velocities held until the next one or the timeout) ----------------------------
 
-    def command_body_twist(self, omega_v, omega_p) -> None:  # noqa: ANN001
+    def command_body_twist(self, omega_v, omega_p) -> None:
         """Hold body-frame angular velocities (rad/s) of the orbit and probe factors."""
         self._command = ('body', _finite(omega_v, 3, 'orbit angular velocity'),
                          _finite(omega_p, 3, 'probe angular velocity'), '')
         self._command_time = self._clock()
 
-    def command_cartesian_twist(self, v, omega, frame: str = 'probe') -> None:  # noqa: ANN001
+    def command_cartesian_twist(self, v, omega, frame: str = 'probe') -> None:
         """Hold a Cartesian probe twist: apex velocity (m/s) and angular velocity (rad/s)."""
         if frame not in ('probe', 'world'):
             raise SimError(f"twist frame {frame!r}: expected 'probe' or 'world'")

@@ -28,9 +28,10 @@ import numba
 import numpy as np
 from numpy.typing import ArrayLike
 
+from echoposed_ros.errors import EchoposedError
+
 from .sector import SectorGeometry
 from .volume import Volume
-from echoposed_ros.errors import EchoposedError
 
 __all__ = ['DEFAULT_SECTOR', 'PreparedVolume', 'SlicerError', 'poses_to_voxel_frames', 'prepare_volume',
            'slice_batch', 'slice_batch_reference', 'slice_volume', 'warm_up']
@@ -115,7 +116,7 @@ def _sector_tables(sector: SectorGeometry) -> tuple[np.ndarray, np.ndarray, np.n
     return idx.astype(np.uint64), np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 2])
 
 
-def _slice_params(volume, orbits, probes, ts, radius):  # noqa: ANN001, ANN202
+def _slice_params(volume, orbits, probes, ts, radius):
     if not isinstance(volume, Volume):
         raise SlicerError(f'volume: expected an echoposed_sim.volume.Volume, got {type(volume).__name__}')
     o, ex, ez = poses_to_voxel_frames(volume, orbits, probes, radius)

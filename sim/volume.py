@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from echoposed_ros.errors import EchoposedError
 
 __all__ = ['StandardView', 'Volume', 'VolumeError']

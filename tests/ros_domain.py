@@ -61,7 +61,7 @@ def _try_lock(path: Path) -> IO[str] | None:
     """The open, exclusively locked file at ``path``, or None where another holder has it (or it
     cannot be opened, e.g. another user's file without write permission)."""
     try:
-        f = open(path, 'a+')  # noqa: SIM115 - kept open for as long as the reservation lives
+        f = open(path, 'a+')
     except OSError:
         return None
     try:

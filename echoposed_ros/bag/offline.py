@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
-from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,7 @@ def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
                 if stop.is_set():
                     return
             q.put((done, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+        except BaseException as exc:
             q.put((done, exc))
 
     thread = threading.Thread(target=produce, daemon=True)

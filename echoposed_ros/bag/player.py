@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from ..nodes.process import run_node
 from .errors import BagError
-from .reader import resolve_types, open_bag
+from .reader import open_bag, resolve_types
 from .recorder import message_class
 from .typestore import typestore
 
@@ -82,7 +82,7 @@ def play_bag(node: Any, path: str | Path, rate: float = 1.0, topics: Sequence[st
             time.sleep(0.02)
         if time.monotonic() < deadline:  # matched on our side; give the subscribers' side time to match too
             time.sleep(min(SETTLE_S, deadline - time.monotonic()))
-        counts = {t: 0 for t in publishers}
+        counts = dict.fromkeys(publishers, 0)
         start = time.monotonic()
         first = None
         movers = {c.topic: _restamper(typestore(), c.msgtype) for c in conns} if restamp else {}

@@ -27,9 +27,25 @@ from rosbags.rosbag2 import Reader, ReaderError
 from .errors import BagError
 from .typestore import ensure_type, typestore
 
-__all__ = ['BagContents', 'COMMAND_TOPIC', 'CommandSeries', 'IMAGE_TOPICS', 'IMAGE_TYPES', 'ImageSeries',
-           'MCAP_MAGIC', 'POSE_TOPIC', 'PoseSeries', 'STATUS_TOPIC', 'StatusSeries', 'TRUTH_TOPIC',
-           'check_complete', 'iter_image_batches', 'open_bag', 'read_bag', 'resolve_types']
+__all__ = [
+    'COMMAND_TOPIC',
+    'IMAGE_TOPICS',
+    'IMAGE_TYPES',
+    'MCAP_MAGIC',
+    'POSE_TOPIC',
+    'STATUS_TOPIC',
+    'TRUTH_TOPIC',
+    'BagContents',
+    'CommandSeries',
+    'ImageSeries',
+    'PoseSeries',
+    'StatusSeries',
+    'check_complete',
+    'iter_image_batches',
+    'open_bag',
+    'read_bag',
+    'resolve_types',
+]
 
 MCAP_MAGIC = b'\x89MCAP0\r\n'
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
@@ -174,7 +190,7 @@ def resolve_types(path: Path, reader: Reader, store: Any) -> None:
             try:
                 store.register(get_types_from_msg(definition, conn.msgtype))
                 continue
-            except Exception:  # noqa: BLE001 - the parser raises its own error types
+            except Exception:
                 pass
         raise BagError(f'{path}: unknown message type {conn.msgtype!r} on topic {conn.topic} '
                        '(not a known ROS type and the bag holds no usable definition of it)')

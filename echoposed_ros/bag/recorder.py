@@ -36,8 +36,16 @@ from ..nodes.process import run_node
 from .errors import BagError
 from .writer import BagWriter
 
-__all__ = ['DEFAULT_TOPICS', 'KNOWN_TYPES', 'PARAMS', 'RecorderNode', 'SENSOR_TOPICS', 'main',
-           'message_class', 'run_recorder']
+__all__ = [
+    'DEFAULT_TOPICS',
+    'KNOWN_TYPES',
+    'PARAMS',
+    'SENSOR_TOPICS',
+    'RecorderNode',
+    'main',
+    'message_class',
+    'run_recorder',
+]
 
 #: What the sim launch records: images, truth, estimates, commands, status, diagnostics.
 DEFAULT_TOPICS = ('probe/image', 'probe/image/compressed', 'probe/true_pose', 'echoposed/pose',
@@ -63,8 +71,8 @@ PARAMS = (
     Param('topics', list(DEFAULT_TOPICS), 'topics to record (relative names resolve in the node namespace)',
           read_only=True),
     Param('duration', 0.0, 's, stop recording after this long (0 = until SIGINT / shutdown)', read_only=True),
-    Param('target_view', '', "standard view whose ground-truth pose is stored in the bag (asked from "
-          "sim/standard_view); empty = none", read_only=True),
+    Param('target_view', '', 'standard view whose ground-truth pose is stored in the bag (asked from '
+          'sim/standard_view); empty = none', read_only=True),
     Param('discovery_period', 0.5, 's, how often the graph is searched for topics not yet recorded',
           read_only=True),
     Param('flush_period', 1.0, 's, how often the pending chunk is written to disk', read_only=True),

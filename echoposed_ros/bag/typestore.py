@@ -60,7 +60,7 @@ def _msg_types(path: Path, package: str) -> dict[str, Any]:
     name = f'{package}/msg/{path.stem}'
     try:
         return get_types_from_msg(path.read_text(), name)
-    except Exception as exc:  # noqa: BLE001 - the parser raises its own error types
+    except Exception as exc:
         raise BagError(f'{path}: not a valid message definition for {name}: {exc}') from exc
 
 

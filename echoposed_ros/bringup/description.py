@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..paths import config_dir
 from ..errors import EchoposedError
+from ..paths import config_dir
 
 __all__ = ['LAUNCHES', 'Argument', 'LaunchError', 'LaunchSpec', 'NodeSpec', 'resolve']
 

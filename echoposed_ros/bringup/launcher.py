@@ -26,7 +26,7 @@ import yaml
 
 from .description import NodeSpec
 
-__all__ = ['NodeProcess', 'RunResult', 'TAIL_LINES', 'command_for', 'run_nodes']
+__all__ = ['TAIL_LINES', 'NodeProcess', 'RunResult', 'command_for', 'run_nodes']
 
 TAIL_LINES = 80   # a node's last output lines kept for its failure report (room for a stack dump)
 DONE = (0, -signal.SIGALRM)   # a one-shot node's success: exit 0, or its teardown alarm after its work
@@ -123,7 +123,7 @@ def run_nodes(specs: Sequence[NodeSpec], duration: float | None = None, out: IO[
     reason = 'duration'
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    def on_signal(signum, frame):  # noqa: ANN001, ARG001
+    def on_signal(signum, frame):
         stop.set()
 
     for s in previous:

@@ -24,8 +24,8 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from ..geometry import effective_error
-from .description import LaunchError
 from ..nodes.convert import echopose_msg_to_pose
+from .description import LaunchError
 
 __all__ = ['RunMonitor', 'RunTrace']
 
@@ -198,7 +198,8 @@ class RunMonitor(Node):
         ax.set_xlim(left=0)
         ax.set_xlabel('time since the first ground-truth pose (s)')
         ax.set_ylabel('effective error to target (deg)')
-        ax.set_title(f'guidance to {self.view}: final {np.degrees(errors[-1]) if errors.size else float("nan"):.1f} deg')
+        final_deg = np.degrees(errors[-1]) if errors.size else float('nan')
+        ax.set_title(f'guidance to {self.view}: final {final_deg:.1f} deg')
         ax.grid(alpha=0.3)
         ax.legend()
         for i, (image, title) in enumerate(((self.last_image, 'current slice'), (self.target_image, 'target slice'))):

@@ -1,10 +1,11 @@
 """launch_ros actions from the shared description (imported only by ``launch/*.launch.py``)."""
 from __future__ import annotations
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 from .description import LAUNCHES, resolve
 
@@ -14,7 +15,7 @@ __all__ = ['generate_for']
 def generate_for(launch: str) -> LaunchDescription:
     spec = LAUNCHES[launch]
 
-    def nodes(context):  # noqa: ANN001, ANN202 - launch's OpaqueFunction signature
+    def nodes(context):
         given = {a.name: LaunchConfiguration(a.name).perform(context) for a in spec.arguments}
         _, node_specs = resolve(launch, given)
         return [Node(package='echoposed', executable=n.executable, name=n.name, output='screen',

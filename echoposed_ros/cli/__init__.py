@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     from echoposed_ros import __version__
     parser.add_argument('--version', action='version', version=f'echoposed {__version__}')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for name, (module, help_text) in sorted(SUBCOMMANDS.items()):
+    for name, (_, help_text) in sorted(SUBCOMMANDS.items()):
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 

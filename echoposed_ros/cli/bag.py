@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rec.add_argument('topics', nargs='*', help='topics (default: images, truth, estimates, commands, status, '
                      'diagnostics)')
     rec.add_argument('--duration', type=float, default=0.0, help='stop after this many seconds (0: Ctrl-C)')
-    rec.add_argument('--target-view', default='', help='store this simulator view\'s ground-truth pose in the bag')
+    rec.add_argument('--target-view', default='', help="store this simulator view's ground-truth pose in the bag")
     play = sub.add_parser('play', help='republish a bag with its recorded timing')
     play.add_argument('bag', type=Path)
     play.add_argument('--rate', type=float, default=1.0, help='playback speed factor (default 1)')
@@ -121,7 +121,6 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, str | None]:
 def _eval(args: argparse.Namespace) -> int:
     from ..bag.errors import BagError
     from ..bag.offline import TargetSpec, evaluate_bag
-    from ..estimator import EstimatorError
 
     try:
         estimator, note = _estimator(args)

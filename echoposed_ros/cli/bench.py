@@ -28,7 +28,8 @@ TARGETS: dict[str, tuple[str, str]] = {
     'estimator': ('bench_estimator.py', 'K-member ensemble on one 128x128 image: onnxruntime vs PyTorch eager'),
     'phantom': ('bench_phantom.py', 'CPU s per phantom patient: fused numba kernels vs array baselines'),
     'slicer': ('bench_slicer.py', 'batched 128x128 slices/s of the numba slicer vs scipy map_coordinates'),
-    'train-step': ('bench_train_step.py', 'one training update: fp32 vs channels-last vs bf16 autocast, 1 and 2 threads'),
+    'train-step': ('bench_train_step.py',
+                   'one training update: fp32 vs channels-last vs bf16 autocast, 1 and 2 threads'),
     'world': ('bench_world.py', 'one 30 Hz control cycle of the arm world vs the kinematic world; arm tracking'),
 }
 

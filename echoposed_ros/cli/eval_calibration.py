@@ -65,9 +65,8 @@ def parse_seeds(text: str) -> list[int]:
 def _phantoms(seeds: list[int], style_file: str | None, cache: str | None) -> Iterator[Any]:
     """Phantom patients one at a time through the shared on-disk cache (``PhantomCache``, one
     volume in memory); the style is read up front so a bad one fails before any work."""
-    from echoposed_sim import phantom
-
     from echoposed_ros.paths import cache_dir
+    from echoposed_sim import phantom
 
     style = None
     if style_file is not None:
@@ -109,7 +108,7 @@ def _band(b: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from echoposed_ros.estimator import EstimatorError, require_default_model
+    from echoposed_ros.estimator import require_default_model
     from echoposed_ros.eval.calibration import CalibrationProtocol, calibrate_volumes, plot_calibration
     from echoposed_ros.eval.frames import frame_estimator, frame_predictor
 

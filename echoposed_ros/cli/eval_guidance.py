@@ -33,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument('--style', metavar='FILE', default=None,
                      help='acquisition style YAML for phantoms, or a shipped style name (e.g. vendor_b)')
     src.add_argument('--frames', type=int, default=20,
-                     help='phantom frames per cardiac cycle (default 20, as the sim node\'s phantom_frames)')
+                     help="phantom frames per cardiac cycle (default 20, as the sim node's phantom_frames)")
     src.add_argument('--cache', metavar='DIR', default=None,
-                     help='phantom cache folder (default: the sim node\'s, $ECHOPOSED_CACHE or cache/phantoms)')
+                     help="phantom cache folder (default: the sim node's, $ECHOPOSED_CACHE or cache/phantoms)")
     est = parser.add_mutually_exclusive_group()
     est.add_argument('--model', metavar='ONNX', default=None,
                      help='ONNX ensemble (default: the shipped models/echoposed_k5.onnx)')
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help='oracle estimator gauge_fix(A g_true) with noisy members (validates the harness)')
     parser.add_argument('--oracle-noise-deg', type=float, default=0.3, help='oracle member noise, RMS deg (0.3)')
     parser.add_argument('--oracle-noise-tilt-deg', type=float, default=0.0,
-                        help='oracle noise grows as (1 + tilt / this) with the view\'s obliqueness (0 = off)')
+                        help="oracle noise grows as (1 + tilt / this) with the view's obliqueness (0 = off)")
     parser.add_argument('--json', required=True, metavar='PATH', help='where to write the figures (JSON)')
     parser.add_argument('--report', metavar='DIR', default=None, help='write guidance.md and figures into DIR')
     parser.add_argument('--controller', metavar='YAML', default=None,
@@ -141,9 +141,8 @@ def _pose_mirror_default() -> bool:
 
 def _estimator(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     """(PoseEstimator, slicing sector, model path or None)."""
-    from echoposed_sim.sector import SectorGeometry
-
     from echoposed_ros.eval.guidance import ModelEstimator, OracleEstimator
+    from echoposed_sim.sector import SectorGeometry
 
     if args.oracle:
         return (OracleEstimator(seed=args.seed, noise_deg=args.oracle_noise_deg,
@@ -184,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     meta: dict[str, Any] = {
         'estimator': estimator.name, 'model': model, 'mirror_tta': bool(args.mirror), 'controller': asdict(config),
         'protocol': protocol_json(protocol), 'sector': asdict(sector),
-        'created_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'created_utc': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
         'wall_s': time.perf_counter() - t0,
     }
     doc = {**meta, 'datasets': {ds.name: ds.as_json() for ds in results}}

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--style', metavar='FILE', default=None, help='acquisition style YAML or shipped name')
     parser.add_argument('--cache', metavar='DIR', default=None, help="phantom cache folder ('' = no cache)")
     parser.add_argument('--model', metavar='ONNX', default=None, help='ONNX ensemble (default: the shipped model)')
-    parser.add_argument('--mirror', action='store_true', help='test-time mirroring (the pose node\'s mirror_tta)')
+    parser.add_argument('--mirror', action='store_true', help="test-time mirroring (the pose node's mirror_tta)")
     parser.add_argument('--slices', type=int, default=64, help='in-range slices per volume (default 64)')
     parser.add_argument('--noise-frames', type=int, default=128, help='no-heart frames (default 128)')
     parser.add_argument('--frame-size', type=int, default=0, metavar='N',
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from echoposed_ros.cli.eval_calibration import _phantoms, parse_seeds
-    from echoposed_ros.estimator import EstimatorError, require_default_model
+    from echoposed_ros.estimator import require_default_model
     from echoposed_ros.eval.frames import frame_estimator, frame_predictor
     from echoposed_ros.eval.threshold import ThresholdProtocol, threshold_table
     try:
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     except EchoposedError as exc:
         print(f'echoposed eval threshold: {exc}', file=sys.stderr)
         return 2
-    out = {'model': str(model), 'mirror_tta': args.mirror, 'frame_size': args.frame_size or None, 'seeds': seeds, 'style': args.style,
+    out = {'model': str(model), 'mirror_tta': args.mirror, 'frame_size': args.frame_size or None, 'seeds': seeds,
+           'style': args.style,
            'protocol': {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(protocol).items()}, **table}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2) + '\n')
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
           f"{100 * table['good_share']:.0f} %")
     print('threshold  in-range held  (good / bad)  no-heart held')
     for r in table['rows']:
-        print(f"{r['threshold']:9.3g}  {100 * r['in_range_held']:12.0f} %  ({100 * (r['in_range_good_held'] or 0):3.0f} / "
+        print(f"{r['threshold']:9.3g}  {100 * r['in_range_held']:12.0f} %  "
+              f"({100 * (r['in_range_good_held'] or 0):3.0f} / "
               f"{100 * (r['in_range_bad_held'] or 0):3.0f} %)  {100 * r['no_heart_held']:11.0f} %")
     print(f'wrote {args.json}')
     return 0

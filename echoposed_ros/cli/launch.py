@@ -49,7 +49,7 @@ def _parse(pairs: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bringup.description import LAUNCHES, LaunchError, resolve
+    from ..bringup.description import LAUNCHES, resolve
 
     if args.show_args:
         spec = LAUNCHES.get(args.launch)
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         for a in spec.arguments:
             choices = f" (one of {', '.join(a.choices)})" if a.choices else ''
-            print(f"  {a.name}:={a.default!r}\n      {a.description}{choices}")
+            print(f'  {a.name}:={a.default!r}\n      {a.description}{choices}')
         return 0
     try:
         launch_args, nodes = resolve(args.launch, _parse(args.arguments))
@@ -144,7 +144,7 @@ def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> 
     return 0 if result.ok else 1
 
 
-def _spin(executor, stop: threading.Event) -> None:  # noqa: ANN001
+def _spin(executor, stop: threading.Event) -> None:
     """Spin the monitor until ``stop`` is set."""
     while not stop.is_set():
         executor.spin_once(timeout_sec=0.05)
@@ -154,9 +154,10 @@ def _print_summary(s: dict) -> None:
     print(f"\n== echoposed launch {s['launch']}: ended by {s['ended']}")
     if 'final_error_deg' in s:
         err = s['final_error_deg']
+        start = s['initial_error_deg']
         print(f"   final effective error (simulator ground truth): "
               f"{'n/a' if err is None else f'{err:.2f} deg'} "
-              f"(start {s['initial_error_deg'] if s['initial_error_deg'] is None else round(s['initial_error_deg'], 2)} deg)")
+              f"(start {start if start is None else round(start, 2)} deg)")
         print(f"   guidance state: {s['final_state']} (converged: {s['converged']}); loop {s['loop_hz']:.1f} Hz")
         if 'plot' in s:
             print(f"   picture: {s['plot']}")

@@ -28,7 +28,7 @@ PARAMS = (
     Param('sector_angle', float(np.deg2rad(75.0)), 'rad, full opening angle of the sector', read_only=True),
     Param('sector_depth', 0.15, 'm, depth of the sector', read_only=True),
     Param('square_pixels', True, 'frames with square pixels, as a scanner gives them (the fan fills the width, '
-          'rows below it stay black); false = the fan stretched over the whole image, as the model\'s input',
+          "rows below it stay black); false = the fan stretched over the whole image, as the model's input",
           read_only=True),
     Param('orbit_radius', 0.0, "m, orbit radius about the heart centre; 0 = the volume's own", read_only=True),
     Param('frame_rate', 30.0, 'Hz, image rate and world step', read_only=True),

@@ -1,5 +1,6 @@
 """The one exception type of :mod:`echoposed_ros.estimator`."""
 from __future__ import annotations
+
 from ..errors import EchoposedError
 
 __all__ = ['EstimatorError']

@@ -30,9 +30,9 @@ from .errors import EstimatorError
 
 __all__ = [
     'DEFAULT_MODEL_FILE',
-    'EnsembleModel',
     'FORMAT_VERSION',
     'METADATA_KEYS',
+    'EnsembleModel',
     'ModelInfo',
     'default_model_path',
     'load_model',

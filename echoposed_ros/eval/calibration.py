@@ -29,8 +29,8 @@ from numpy.typing import NDArray
 from scipy import stats
 from scipy.spatial.transform import Rotation
 
-from ..geometry import rot_x, rot_y, rot_z
 from ..errors import EchoposedError
+from ..geometry import rot_x, rot_y, rot_z
 
 __all__ = ['AXES', 'CalibrationError', 'CalibrationProtocol', 'Predict', 'Render', 'VolumeCalibration',
            'applied_turns', 'calibrate_volume', 'calibrate_volumes', 'maae_by_turn', 'plot_calibration',

@@ -18,15 +18,15 @@ import numpy as np
 
 from ..errors import EchoposedError
 
-__all__ = ['check_frame_size', 'estimate_frames', 'frame_estimator', 'frame_predictor', 'frame_sector', 'predict_frames',
-           'to_mono8']
+__all__ = ['check_frame_size', 'estimate_frames', 'frame_estimator', 'frame_predictor', 'frame_sector',
+           'predict_frames', 'to_mono8']
 
 
 def check_frame_size(frame_size: int, error: type[Exception] = EchoposedError) -> int:
     """0 (the model's own input) or at least 16 pixels; raises ``error`` (an EchoposedError by
     default, each caller's own error type otherwise) naming the value."""
     if frame_size < 0 or 0 < frame_size < 16:
-        raise error(f'frame_size = {frame_size}; expected 0 (the model\'s input size) or at least 16 pixels')
+        raise error(f"frame_size = {frame_size}; expected 0 (the model's input size) or at least 16 pixels")
     return int(frame_size)
 
 

@@ -50,7 +50,7 @@ def target_checks(summary: dict[str, Any]) -> list[tuple[str, float | None, bool
     return out
 
 
-def _figure(n: int, height: float = 3.4):  # noqa: ANN202
+def _figure(n: int, height: float = 3.4):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -173,10 +173,12 @@ def write_report(datasets: Sequence[DatasetResult], meta: dict[str, Any], folder
             plot_sigma_vs_error(datasets, d / 'sigma_vs_error.png', window)]
     lines = ['# Guidance evaluation', '',
              f'Estimator: `{meta.get("estimator")}`' + (f' (model `{meta["model"]}`)' if meta.get('model') else '')
-             + (f', test-time mirroring {"on" if meta["mirror_tta"] else "off"}' if meta.get('model') and 'mirror_tta' in meta else '')
+             + (f', test-time mirroring {"on" if meta["mirror_tta"] else "off"}'
+                if meta.get('model') and 'mirror_tta' in meta else '')
              + (f'; controller `uncertainty_threshold` {meta["controller"]["uncertainty_threshold"]} rad^2'
                 if 'uncertainty_threshold' in meta.get('controller', {}) else '')
-             + (f', `coast_time` {meta["controller"]["coast_time"]} s' if 'coast_time' in meta.get('controller', {}) else '')
+             + (f', `coast_time` {meta["controller"]["coast_time"]} s'
+                if 'coast_time' in meta.get('controller', {}) else '')
              + f'; pose and control steps at {meta.get("protocol", {}).get("rate_hz", "?")} Hz; '
              f'wall time {_f(meta.get("wall_s"), ".0f")} s. Protocol and definitions: `docs/evaluation.md`.', '']
     if str(meta.get('estimator', '')).startswith('oracle'):
@@ -186,7 +188,8 @@ def write_report(datasets: Sequence[DatasetResult], meta: dict[str, Any], folder
         s = ds.summary
         lines += [f'## {ds.name}', '', f'{len(ds.volumes)} volumes. Final actual effective error (deg), '
                   'mean / median / p90 with 95 % cluster-bootstrap intervals (resampling volumes):', '',
-                  '| mode | runs | mean | median | p90 | within 5 deg | within 10 deg | initial mean | converged | mean time (s) |',
+                  '| mode | runs | mean | median | p90 | within 5 deg | within 10 deg | initial mean | converged '
+                  '| mean time (s) |',
                   '|---|---|---|---|---|---|---|---|---|---|']
         for mode in ('static', 'dynamic'):
             m = s.get(f'intra_{mode}') or {}

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats as _stats
+
 from ..errors import EchoposedError
 
 __all__ = ['StatsError', 'bootstrap_ci', 'ecdf', 'p90', 'spearman', 'success_rate']

@@ -53,10 +53,9 @@ def noise_frames(n: int, sector, rng: np.random.Generator) -> np.ndarray:
 def threshold_table(volumes: Iterable, predict: Predict, sector, protocol: ThresholdProtocol) -> dict:
     """-> {'in_range': {'n', 'median', 'p90'}, 'no_heart': {...}, 'rows': [{'threshold', 'in_range_held',
     'in_range_good_held', 'in_range_bad_held', 'no_heart_held'}], 'good_share'} (sigma^2 in rad^2)."""
+    from echoposed_ros.geometry import effective_error
     from echoposed_sim.sampling import sample_poses
     from echoposed_sim.slicer import slice_batch
-
-    from echoposed_ros.geometry import effective_error
 
     rng = np.random.default_rng(protocol.seed)
     sig, err = [], []

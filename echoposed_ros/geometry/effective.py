@@ -6,7 +6,8 @@ simulator's volume frame, m for a robot); angles are radians.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -15,15 +16,8 @@ from . import so3
 from .pose import Pose, as_pose
 
 __all__ = [
-    'EffectivePose',
-    'EffectiveResidual',
-    'ProbeFrame',
-    'angle_between',
-    'body_errors',
-    'effective_error',
-    'effective_error_parts',
-    'effective_pose',
-    'probe_frame',
+    'EffectivePose', 'EffectiveResidual', 'ProbeFrame', 'angle_between', 'body_errors', 'effective_error',
+    'effective_error_parts', 'effective_pose', 'probe_frame',
 ]
 
 Array = NDArray[np.float64]

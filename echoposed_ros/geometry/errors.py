@@ -1,5 +1,6 @@
 """The one exception type of :mod:`echoposed_ros.geometry`."""
 from __future__ import annotations
+
 from ..errors import EchoposedError
 
 __all__ = ['GeometryError']

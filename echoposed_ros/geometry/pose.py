@@ -8,7 +8,8 @@ factor ``R_v`` (moves the probe over the sphere about the volume centre) and the
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -17,16 +18,7 @@ from . import so3
 from .errors import GeometryError
 
 __all__ = [
-    'Pose',
-    'as_pose',
-    'compose',
-    'distance',
-    'exp',
-    'gauge_fix',
-    'identity',
-    'inverse',
-    'log',
-    'right_apply',
+    'Pose', 'as_pose', 'compose', 'distance', 'exp', 'gauge_fix', 'identity', 'inverse', 'log', 'right_apply',
     'step',
 ]
 

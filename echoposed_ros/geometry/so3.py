@@ -15,21 +15,8 @@ from scipy.spatial.transform import Rotation
 from .errors import GeometryError
 
 __all__ = [
-    'angle',
-    'check_rotation',
-    'check_scalar',
-    'check_vectors',
-    'exp',
-    'hat',
-    'log',
-    'matrix_to_quat_xyzw',
-    'project_to_so3',
-    'quat_xyzw_to_matrix',
-    'rot_x',
-    'rot_y',
-    'rot_z',
-    'swing_twist',
-    'vee',
+    'angle', 'check_rotation', 'check_scalar', 'check_vectors', 'exp', 'hat', 'log', 'matrix_to_quat_xyzw',
+    'project_to_so3', 'quat_xyzw_to_matrix', 'rot_x', 'rot_y', 'rot_z', 'swing_twist', 'vee',
 ]
 
 #: Default tolerance on ``max |R^T R - I|`` for a matrix to count as a rotation (it must also

@@ -43,9 +43,22 @@ from std_srvs.srv import Trigger
 
 from ..config.params import Param
 from ..geometry import CartesianTwist
-from ..policy import (ControllerConfig, ControlOutput, GuidanceMemory, GuidanceState, PolicyError, PoseSample,
-                      Target, TargetKind, ViewTable, control_step, describe_fields, load_view_table, pose_sample,
-                      target_from_quaternions)
+from ..policy import (
+    ControllerConfig,
+    ControlOutput,
+    GuidanceMemory,
+    GuidanceState,
+    PolicyError,
+    PoseSample,
+    Target,
+    TargetKind,
+    ViewTable,
+    control_step,
+    describe_fields,
+    load_view_table,
+    pose_sample,
+    target_from_quaternions,
+)
 from ..policy.controller import BodyTwist
 from .convert import echopose_msg, vector3_msg
 from .diagnostics import OK, WARN, DiagnosticsPublisher
@@ -62,7 +75,7 @@ _WATCHDOG_MARGIN_S = 0.002
 NODE_PARAMS = (
     Param('autostart', True, 'start guiding as soon as a target is set; false = wait for guidance/start',
           read_only=True),
-    Param('views_file', '', 'YAML table of standard view poses (A4C, A2C, A3C) in the pose model\'s frame '
+    Param('views_file', '', "YAML table of standard view poses (A4C, A2C, A3C) in the pose model's frame "
           '(docs/policy.md); empty = no named views', read_only=True),
     Param('target_view', '', 'standard view to target at start-up, from views_file; empty = none',
           read_only=True),
@@ -87,7 +100,7 @@ class ControllerNodeConfig:
     diagnostics_period: float
 
     @classmethod
-    def from_parameters(cls, v: dict[str, Any]) -> 'ControllerNodeConfig':
+    def from_parameters(cls, v: dict[str, Any]) -> ControllerNodeConfig:
         for name in ('estimate_timeout', 'diagnostics_period'):
             if not v[name] > 0:
                 raise PolicyError(f'{NODE_NAME}: parameter {name} = {v[name]!r} s; expected > 0')
@@ -170,7 +183,7 @@ class ControllerNode(Node):
         while not self._client_stop.is_set():
             try:
                 self._client_executor.spin_once(timeout_sec=0.1)
-            except Exception:  # noqa: BLE001 - the context going away ends the helper
+            except Exception:
                 return
 
     def destroy_node(self) -> None:
@@ -296,7 +309,7 @@ class ControllerNode(Node):
         service = self.estimate_client.srv_name
         timeout = self.node_config.estimate_timeout
         if not self.estimate_client.wait_for_service(timeout_sec=timeout):
-            raise PolicyError(f'image target: the pose node\'s service {service} (EstimatePose) is not available '
+            raise PolicyError(f"image target: the pose node's service {service} (EstimatePose) is not available "
                               f'after {timeout:g} s; start echoposed_pose, or set a KIND_POSE or KIND_VIEW target')
         done = threading.Event()
         future = self.estimate_client.call_async(EstimatePose.Request(image=request.image))
@@ -356,7 +369,7 @@ def _hold_still(node: ControllerNode) -> None:
     """Leave the robot holding still: a last zero twist (the context may already be gone)."""
     try:
         node.publish_zero()
-    except Exception:  # noqa: BLE001 - best effort during shutdown
+    except Exception:
         pass
 
 

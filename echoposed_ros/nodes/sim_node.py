@@ -39,8 +39,8 @@ from echoposed_sim.volume import Volume
 from echoposed_sim.world import make_world
 
 from ..config.sim import PARAMS, SimNodeConfig
-from ..geometry import probe_frame
 from ..errors import EchoposedError
+from ..geometry import probe_frame
 from .convert import array_to_image_msg, echopose_msg, matrix_to_quaternion_msg, quaternion_msg_to_matrix
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .errors import NodeError

@@ -11,13 +11,30 @@
 from __future__ import annotations
 
 from .config import ControllerConfig, describe_fields
-from .controller import (BodyTwist, TrackingResidual, apply_probe_frame_twist, clip_norm, probe_frame_twist,
-                         proportional_twist, tracking_error, ungauged_mean)
+from .controller import (
+                         BodyTwist,
+                         TrackingResidual,
+                         apply_probe_frame_twist,
+                         clip_norm,
+                         probe_frame_twist,
+                         proportional_twist,
+                         tracking_error,
+                         ungauged_mean,
+)
 from .cues import Cue, cue_text, operator_cue, state_cue
 from .errors import PolicyError
 from .states import ControlOutput, GuidanceMemory, GuidanceState, PoseSample, control_step, pose_sample
-from .targets import (STANDARD_VIEWS, Target, TargetKind, ViewTable, load_view_table, make_target,
-                      target_from_quaternions, view_name, write_view_table)
+from .targets import (
+                         STANDARD_VIEWS,
+                         Target,
+                         TargetKind,
+                         ViewTable,
+                         load_view_table,
+                         make_target,
+                         target_from_quaternions,
+                         view_name,
+                         write_view_table,
+)
 
 __all__ = [
                          'STANDARD_VIEWS',

@@ -8,8 +8,9 @@ seconds, rates hertz, lengths metres (SI).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import PolicyError
 
@@ -103,7 +104,7 @@ class ControllerConfig:
         return 1.0 / self.control_rate
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> 'ControllerConfig':
+    def from_mapping(cls, values: Mapping[str, Any]) -> ControllerConfig:
         """Build from a mapping of field names (e.g. ROS parameters); unknown keys raise PolicyError."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)

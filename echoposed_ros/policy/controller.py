@@ -32,27 +32,32 @@ poses.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from echoposed_ros.geometry import (CartesianTwist, GeometryError, Pose, as_pose, body_errors,
-                                    body_twist_to_probe_cartesian, effective_error, project_to_so3,
-                                    quat_xyzw_to_matrix, so3_log, step)
+from echoposed_ros.geometry import (
+    CartesianTwist,
+    GeometryError,
+    Pose,
+    as_pose,
+    body_errors,
+    body_twist_to_probe_cartesian,
+    effective_error,
+    project_to_so3,
+    quat_xyzw_to_matrix,
+    so3_log,
+    step,
+)
 
 from .config import ControllerConfig
 from .errors import PolicyError
 
 __all__ = [
-    'BodyTwist',
-    'TrackingResidual',
-    'apply_probe_frame_twist',
-    'clip_norm',
-    'probe_frame_twist',
-    'proportional_twist',
-    'tracking_error',
-    'ungauged_mean',
+    'BodyTwist', 'TrackingResidual', 'apply_probe_frame_twist', 'clip_norm', 'probe_frame_twist',
+    'proportional_twist', 'tracking_error', 'ungauged_mean',
 ]
 
 Array = NDArray[np.float64]
@@ -80,7 +85,7 @@ class BodyTwist(NamedTuple):
     probe: Array
 
     @classmethod
-    def zero(cls) -> 'BodyTwist':
+    def zero(cls) -> BodyTwist:
         """The hold-still command every fail-safe path returns."""
         return cls(np.zeros(3), np.zeros(3))
 

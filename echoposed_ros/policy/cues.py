@@ -25,8 +25,8 @@ frame. Angles are radians in :class:`Cue`, whole degrees in the text.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike

@@ -37,8 +37,14 @@ from numpy.typing import ArrayLike
 from echoposed_ros.geometry import CartesianTwist, GeometryError, Pose, as_pose, quat_xyzw_to_matrix
 
 from .config import ControllerConfig
-from .controller import (BodyTwist, TrackingResidual, probe_frame_twist, proportional_twist, tracking_error,
-                         ungauged_mean)
+from .controller import (
+    BodyTwist,
+    TrackingResidual,
+    probe_frame_twist,
+    proportional_twist,
+    tracking_error,
+    ungauged_mean,
+)
 from .cues import cue_text, operator_cue, state_cue
 from .targets import Target
 
@@ -109,7 +115,7 @@ class GuidanceMemory:
     frames_within_tolerance: int = 0
     last_seq: int = -1
     converged: bool = False
-    last_guiding: 'ControlOutput | None' = None
+    last_guiding: ControlOutput | None = None
     last_guiding_at: float = float('-inf')
     confident_frames: int = 0
 

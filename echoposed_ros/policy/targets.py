@@ -15,10 +15,10 @@ it, estimated by the same model (``SetTarget.KIND_IMAGE``).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import yaml
@@ -30,15 +30,8 @@ from .controller import ungauged_mean
 from .errors import PolicyError
 
 __all__ = [
-    'STANDARD_VIEWS',
-    'Target',
-    'TargetKind',
-    'ViewTable',
-    'load_view_table',
-    'make_target',
-    'target_from_quaternions',
-    'view_name',
-    'write_view_table',
+    'STANDARD_VIEWS', 'Target', 'TargetKind', 'ViewTable', 'load_view_table', 'make_target',
+    'target_from_quaternions', 'view_name', 'write_view_table',
 ]
 
 #: Standard apical views a view table may hold (upper case).

@@ -3,6 +3,7 @@ orchestrator, data, optimisers, the training loop and ONNX export. Needs torch; 
 estimator (``echoposed_ros.estimator``) does not.
 """
 from __future__ import annotations
+
 from ..errors import EchoposedError
 
 __all__ = ['TrainingError', 'TrainingStopped']

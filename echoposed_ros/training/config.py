@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import TrainingError
@@ -92,7 +92,7 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> 'TrainConfig':
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(names))
         if unknown:
@@ -103,17 +103,17 @@ class TrainConfig:
         return cls(**kw).validated()
 
     @classmethod
-    def load(cls, path: str | Path) -> 'TrainConfig':
+    def load(cls, path: str | Path) -> TrainConfig:
         try:
             d = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise TrainingError(f'{path}: cannot read config JSON ({e})') from e
         return cls.from_dict(d)
 
-    def replace(self, **kw) -> 'TrainConfig':
+    def replace(self, **kw) -> TrainConfig:
         return dataclasses.replace(self, **kw).validated()
 
-    def validated(self) -> 'TrainConfig':
+    def validated(self) -> TrainConfig:
         def bad(name: str, want: str) -> TrainingError:
             return TrainingError(f'config field {name}={getattr(self, name)!r}: expected {want}')
         if self.members < 1:

@@ -62,7 +62,7 @@ class VolumeSource:
             self.seeds, self.files = list(seeds), None
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, factory=None) -> 'VolumeSource':
+    def from_config(cls, cfg: TrainConfig, factory=None) -> VolumeSource:
         seeds = None if cfg.volumes_dir else parse_seed_range(cfg.train_seeds)
         return cls(seeds, cfg.phantom_style, cfg.volumes_dir, cfg.cache_volumes, factory,
                    cfg.phantom_frames, cfg.phantom_cache_dir, cfg.phantom_version)

@@ -74,8 +74,8 @@ def pair_loss(F_v: torch.Tensor, F_p: torch.Tensor, R_v: torch.Tensor, R_p: torc
 
     F_v, F_p: (N, K, 3, 3) projected member outputs; R_v, R_p: (N, 3, 3) the poses (canonical
     gauge); scale: c of the 'cauchy' form (rad); w_x: extra weight of errors about each pose's own
-    x axis (the out-of-plane tilt), both factors, geodesic and cauchy forms. Returns (loss (K,), orbit term (K,), probe term
-    (K,)); loss = w_orbit * orbit + w_probe * probe, in rad^2 for 'geodesic' and 'cauchy'.
+    x axis (the out-of-plane tilt), both factors, geodesic and cauchy forms. Returns (loss (K,),
+    orbit term (K,), probe term (K,)); loss = w_orbit * orbit + w_probe * probe, in rad^2 for 'geodesic' and 'cauchy'.
     """
     if form not in LOSS_FORMS:
         raise TrainingError(f'loss form {form!r}: expected one of {LOSS_FORMS}')

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from . import TrainingError
-from .config import TrainConfig
 from .checkpoint import build_model
+from .config import TrainConfig
 from .model import EnsembleNet, ExportWrapper
 from .orchestrator import Orchestrator
 
@@ -142,7 +142,7 @@ def onnx_to_model(path: str | Path, check_images: int = 4) -> tuple[TrainConfig,
         # relative to each output's largest entry: raw head matrices reach 1e3, float32 then 1e-4
         err = max(float(np.abs(r - g.numpy()).max() / max(1.0, np.abs(r).max())) for r, g in zip(ref, got))
         if not err <= 1e-5:
-            raise _bad(path, f'the rebuilt model differs from the file by {err:.2g} of its outputs\' '
+            raise _bad(path, f"the rebuilt model differs from the file by {err:.2g} of its outputs' "
                              'magnitude (more than 1e-5)')
     ck = {'config': cfg.to_json(), 'step': int(json.loads(meta.get('train_steps', '0'))),
           'data': json.loads(meta.get('train_data', '{}')), 'source': str(path)}

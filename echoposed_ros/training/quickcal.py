@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from echoposed_ros.geometry import rot_x, rot_y, rot_z
 from echoposed_ros.geometry import project_to_so3 as np_project
+from echoposed_ros.geometry import rot_x, rot_y, rot_z
 from echoposed_sim.sector import SectorGeometry
 from echoposed_sim.slicer import slice_batch
 

@@ -25,7 +25,7 @@ def toy_volume(seed: int = 0, n: int = 48, frames: int = 4, spacing: float = 3.5
     speckle = rng.gamma(2.0, 0.5, (n, n, n)).astype(np.float32)
     for f in range(frames):
         beat = 1.0 - 0.12 * np.sin(np.pi * f / frames)
-        def shell(centre, radii, width):
+        def shell(centre, radii, width, beat=beat):
             q = (P - np.asarray(centre)) / (np.asarray(radii) * beat)
             d = np.sqrt((q * q).sum(-1))
             return np.exp(-((d - 1.0) / width) ** 2)

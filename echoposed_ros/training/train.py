@@ -113,7 +113,6 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     if ddp and not dist.is_initialized():
         dist.init_process_group('gloo')
     rank = dist.get_rank() if ddp else 0
-    world = dist.get_world_size() if ddp else 1
     torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -130,7 +129,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
         old, ck = read_checkpoint(ck_path)
         changed = _config_changes(old, cfg)
         if changed:
-            raise TrainingError(f'{ck_path}: checkpoint config differs from this run\'s config in '
+            raise TrainingError(f"{ck_path}: checkpoint config differs from this run's config in "
                                 f'{"; ".join(changed)}; use a new out_dir or the same config')
         restore_state(ck_path, ck, model, orch, opts)
         start, wall0 = int(ck['step']), float(ck['wall_s'])
@@ -140,7 +139,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
         try:
             model.load_state_dict(init_model.state_dict())
         except RuntimeError as e:
-            raise TrainingError(f'init_from {cfg.init_from}: model layout differs from this config\'s '
+            raise TrainingError(f"init_from {cfg.init_from}: model layout differs from this config's "
                                 f'(members, widths, strides must match): {e}') from None
         orch.load_state_dict(init_orch.state_dict())
         log.info('warm start from %s (its step %d)', cfg.init_from, int(init_ck['step']))

@@ -14,7 +14,26 @@ from .motion import CardiacTiming, MotionModel, backward_points, forward_points
 from .style import AcquisitionStyle, default_style, load_style, save_style, style_path
 from .views import standard_views
 
-__all__ = ['AcquisitionStyle', 'Anatomy', 'CardiacTiming', 'DEFAULT_EXTENT_MM', 'GENERATOR_VERSION',
-           'HeartShape', 'MotionModel', 'PhantomCache', 'PhantomError', 'PhantomParts', 'Tissue',
-           'backward_points', 'build_patient', 'default_style', 'forward_points', 'load_style',
-           'make_phantom', 'sample_heart_shape', 'save_style', 'standard_views', 'style_path']
+__all__ = [
+    'DEFAULT_EXTENT_MM',
+    'GENERATOR_VERSION',
+    'AcquisitionStyle',
+    'Anatomy',
+    'CardiacTiming',
+    'HeartShape',
+    'MotionModel',
+    'PhantomCache',
+    'PhantomError',
+    'PhantomParts',
+    'Tissue',
+    'backward_points',
+    'build_patient',
+    'default_style',
+    'forward_points',
+    'load_style',
+    'make_phantom',
+    'sample_heart_shape',
+    'save_style',
+    'standard_views',
+    'style_path',
+]

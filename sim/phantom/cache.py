@@ -31,8 +31,8 @@ class PhantomCache:
 
     directory: cache folder (created); style: acquisition style (default: default.yaml);
     frames, extent_mm, heart: as for :func:`make_phantom`; compress: zlib-compress the files (speckle
-    compresses badly: ~18 % smaller, ~5x slower to read, ~18x slower to write; off by default). Counters ``hits``, ``loads``, ``generated`` say where volumes
-    came from.
+    compresses badly: ~18 % smaller, ~5x slower to read, ~18x slower to write; off by default).
+    Counters ``hits``, ``loads``, ``generated`` say where volumes came from.
     """
 
     def __init__(self, directory: str | Path, max_in_memory: int = 4, style: AcquisitionStyle | None = None,

@@ -16,8 +16,21 @@ import numpy as np
 
 from ..volume import Volume
 from .anatomy import Anatomy, HeartShape, sample_heart_shape
-from .appearance import (HEADROOM_DB, N_VALVE, V_AMP, V_AX, V_BETA, V_BOUND, V_C, V_CO, V_LF, V_R, V_TH,
-                         reference_echo, render_frame)
+from .appearance import (
+    HEADROOM_DB,
+    N_VALVE,
+    V_AMP,
+    V_AX,
+    V_BETA,
+    V_BOUND,
+    V_C,
+    V_CO,
+    V_LF,
+    V_R,
+    V_TH,
+    reference_echo,
+    render_frame,
+)
 from .errors import PhantomError
 from .motion import CardiacTiming, MotionModel
 from .style import AcquisitionStyle, default_style

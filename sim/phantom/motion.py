@@ -128,7 +128,7 @@ class MotionModel:
     twist_base: float
 
     @classmethod
-    def from_anatomy(cls, anatomy) -> 'MotionModel':
+    def from_anatomy(cls, anatomy) -> MotionModel:
         s = anatomy.shape
         w_a, w_b = anatomy.w_apex_epi, anatomy.w_mv
         cav_short = s.long_shortening * (w_b - w_a) / (w_b - anatomy.w_apex_endo)

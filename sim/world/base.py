@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from echoposed_ros.geometry import Pose, angle, probe_frame, step as pose_step
+from echoposed_ros.geometry import Pose, angle, probe_frame
+from echoposed_ros.geometry import step as pose_step
 
 from .errors import WorldError
 from .frames import MM_PER_M
@@ -80,7 +81,7 @@ class ProbeWorld(abc.ABC):
         self.time_s = 0.0
 
     @classmethod
-    def from_volume(cls, volume, **kwargs) -> 'ProbeWorld':
+    def from_volume(cls, volume, **kwargs) -> ProbeWorld:
         """A world about ``volume.centre`` with ``volume.radius``, starting at its base pose."""
         return cls(volume.centre, volume.radius, volume.base_orbit, volume.base_probe, **kwargs)
 
@@ -165,10 +166,10 @@ class ProbeWorld(abc.ABC):
     def joint_names(self) -> tuple[str, ...]:
         """Names of the joints reported in ``status().joint_positions`` (empty without an arm)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most worlds hold nothing to release)
         """Release resources (the PyBullet clients of the arm world)."""
 
-    def __enter__(self) -> 'ProbeWorld':
+    def __enter__(self) -> ProbeWorld:
         return self
 
     def __exit__(self, *exc) -> None:

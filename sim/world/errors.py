@@ -1,5 +1,6 @@
 """The one exception type of ``echoposed_sim.world``."""
 from __future__ import annotations
+
 from echoposed_ros.errors import EchoposedError
 
 __all__ = ['WorldError']

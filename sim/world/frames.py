@@ -32,11 +32,11 @@ class HeartFrame:
     """
 
     R_WV: Array
-    t_WV: Array
+    t_WV: Array  # noqa: N815 (frame notation: from V to W)
 
     @classmethod
     def placing(cls, R_window: ArrayLike, p_window_m: ArrayLike, R_base: ArrayLike,
-                o_base_mm: ArrayLike) -> 'HeartFrame':
+                o_base_mm: ArrayLike) -> HeartFrame:
         """Place V so that the probe frame ``(R_base, o_base_mm)`` given in V lands on the window frame.
 
         R_window (3, 3), p_window_m (3,) m: the probe frame at the apical window, in W.

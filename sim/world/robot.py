@@ -80,7 +80,7 @@ def _cylinder_inertia(mass: float, radius: float, length: float) -> str:
 
 def _tool_xml(spec: ArmSpec) -> str:
     h, L = spec.holder_length, spec.probe_length
-    return f'''
+    return f"""
   <joint name="{spec.roll_joint}" type="continuous">
     <parent link="{spec.flange_link}"/>
     <child link="probe_holder"/>
@@ -92,7 +92,8 @@ def _tool_xml(spec: ArmSpec) -> str:
     <inertial><origin rpy="0 0 0" xyz="0 0 {h / 2}"/><mass value="0.3"/>{_cylinder_inertia(0.3, 0.03, h)}</inertial>
     <visual><origin rpy="0 0 0" xyz="0 0 {h / 2}"/><geometry><cylinder length="{h}" radius="0.03"/></geometry>
       <material name="holder_grey"><color rgba="0.4 0.4 0.45 1"/></material></visual>
-    <collision><origin rpy="0 0 0" xyz="0 0 {h / 2}"/><geometry><cylinder length="{h}" radius="0.03"/></geometry></collision>
+    <collision><origin rpy="0 0 0" xyz="0 0 {h / 2}"/>
+      <geometry><cylinder length="{h}" radius="0.03"/></geometry></collision>
   </link>
   <joint name="probe_mount" type="fixed">
     <parent link="probe_holder"/>
@@ -103,7 +104,8 @@ def _tool_xml(spec: ArmSpec) -> str:
     <inertial><origin rpy="0 0 0" xyz="0 0 {L / 2}"/><mass value="0.2"/>{_cylinder_inertia(0.2, 0.02, L)}</inertial>
     <visual><origin rpy="0 0 0" xyz="0 0 {L / 2}"/><geometry><cylinder length="{L}" radius="0.02"/></geometry>
       <material name="probe_white"><color rgba="0.9 0.9 0.9 1"/></material></visual>
-    <collision><origin rpy="0 0 0" xyz="0 0 {L / 2}"/><geometry><cylinder length="{L}" radius="0.02"/></geometry></collision>
+    <collision><origin rpy="0 0 0" xyz="0 0 {L / 2}"/>
+      <geometry><cylinder length="{L}" radius="0.02"/></geometry></collision>
   </link>
   <joint name="probe_apex" type="fixed">
     <parent link="probe"/>
@@ -114,7 +116,7 @@ def _tool_xml(spec: ArmSpec) -> str:
     <inertial><origin rpy="0 0 0" xyz="0 0 0"/><mass value="0.001"/>
       <inertia ixx="1e-8" ixy="0" ixz="0" iyy="1e-8" iyz="0" izz="1e-8"/></inertial>
   </link>
-'''
+"""
 
 
 def write_arm_urdf(spec: ArmSpec, folder: str | None = None) -> str:

@@ -29,7 +29,7 @@ from .frames import MM_PER_M, HeartFrame
 from .ik import ArmIK, link_pose
 from .robot import IIWA, ArmSpec, write_arm_urdf
 
-__all__ = ['ArmWorld', 'SCENE']
+__all__ = ['SCENE', 'ArmWorld']
 
 # Scene layout, metres in W.
 SCENE = {

@@ -31,7 +31,7 @@ class _Spinner:
         while not self._stop.is_set() and self.executor.context.ok():
             try:
                 self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutdown races end the loop
+            except Exception:
                 if self._stop.is_set() or not self.executor.context.ok():
                     return
                 raise

@@ -15,10 +15,10 @@ from rclpy.parameter import Parameter
 from ros_harness import wait_for
 from std_srvs.srv import Trigger
 
+from echoposed_ros.config.params import yaml_parameters
 from echoposed_ros.geometry import gauge_fix, rot_x, rot_y, rot_z, so3_log
 from echoposed_ros.nodes.controller_node import PARAMS, ControllerNode
 from echoposed_ros.nodes.convert import echopose_msg, matrix_to_quaternion_msg
-from echoposed_ros.config.params import yaml_parameters
 from echoposed_ros.paths import config_dir
 from echoposed_ros.policy import GuidanceState, describe_fields, write_view_table
 
@@ -276,7 +276,7 @@ def test_nan_pose_holds_with_zero_twist(setup):
 
 
 def test_start_and_stop_services(graph):
-    node = make_controller(graph, autostart=False)
+    make_controller(graph, autostart=False)
     h = Harness(graph)
     h.pose = pose_msg(CURRENT)
     assert h.call(h.set_target, pose_request(TARGET)).success

@@ -13,9 +13,9 @@ from ros_harness import wait_for
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import Image
 
+from echoposed_ros.config.params import yaml_parameters
 from echoposed_ros.estimator.synthetic import write_model
 from echoposed_ros.nodes.convert import array_to_image_msg, quaternion_msg_to_matrix
-from echoposed_ros.config.params import yaml_parameters
 from echoposed_ros.nodes.pose_node import PARAMS, PoseNode
 from echoposed_ros.paths import config_dir
 
@@ -102,8 +102,9 @@ def test_malformed_image_is_rejected_and_the_next_is_not_lost(graph, model_path,
     assert not poses
     good = array_to_image_msg(fan_image(), Image().header)
     assert wait_for(lambda: (pub.publish(good), bool(poses))[1], timeout=10)
-    warned = lambda: any(s.level == b'\x01' and 'rejected' in s.message and expected in s.message
-                         for d in diags for s in d.status)  # noqa: E731
+    def warned() -> bool:
+        return any(s.level == b'\x01' and 'rejected' in s.message and expected in s.message
+                   for d in diags for s in d.status)
     assert wait_for(warned, timeout=5), [s.message for d in diags for s in d.status]
 
 

@@ -16,10 +16,10 @@ from ros_harness import wait_for
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
-from echoposed_ros.geometry import angle, rot_z
-from echoposed_ros.nodes.convert import echopose_msg_to_pose, matrix_to_quaternion_msg
 from echoposed_ros.config.params import yaml_parameters
 from echoposed_ros.config.sim import PARAMS
+from echoposed_ros.geometry import angle, rot_z
+from echoposed_ros.nodes.convert import echopose_msg_to_pose, matrix_to_quaternion_msg
 from echoposed_ros.nodes.sim_node import SimNode
 from echoposed_ros.paths import config_dir
 from echoposed_sim.volume import StandardView as View
@@ -179,10 +179,10 @@ def test_the_pose_node_finds_the_fan_of_the_simulators_frames():
     (config/pose.yaml): the detected fan is the one the frames were cut with. With the fan
     stretched over non-square pixels (square_pixels false) detection cannot see the aspect and
     the estimates moved 8 deg (median) in session 3; this guards the default."""
-    from echoposed_ros.estimator.fan import detect_fan, model_fan
     from echoposed_ros.config.params import configured_values
     from echoposed_ros.config.pose import pose_config_from_yaml
     from echoposed_ros.config.sim import SimNodeConfig
+    from echoposed_ros.estimator.fan import detect_fan, model_fan
     from echoposed_sim.slicer import slice_volume
     from echoposed_sim.volume import Volume
 

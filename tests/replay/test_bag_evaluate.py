@@ -6,8 +6,15 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from echoposed_ros.bag import BagError
-from echoposed_ros.bag.evaluate import (fit_left_factor, latency_stats, match_stamps, spearman, stats, target_error,
-                                        tracking)
+from echoposed_ros.bag.evaluate import (
+    fit_left_factor,
+    latency_stats,
+    match_stamps,
+    spearman,
+    stats,
+    target_error,
+    tracking,
+)
 from echoposed_ros.geometry import angle, effective_error
 
 

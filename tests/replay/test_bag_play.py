@@ -12,18 +12,17 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from echoposed_msgs.msg import EchoPose
 from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from echoposed_msgs.msg import EchoPose
-
 from test_bag_files import PERIOD, make_bag, truth_poses
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'nodes'))
-from ros_harness import Graph, wait_for  # noqa: E402
+from ros_harness import Graph, wait_for
 
-from echoposed_ros.bag import BagError  # noqa: E402
-from echoposed_ros.bag.player import play_bag  # noqa: E402
-from echoposed_ros.bag.reader import read_bag  # noqa: E402
+from echoposed_ros.bag import BagError
+from echoposed_ros.bag.player import play_bag
+from echoposed_ros.bag.reader import read_bag
 
 # Retries: only the tests that start several processes get one (flaky(reruns=1)): such processes
 # find each other by DDS discovery, whose timing a busy 2-core machine stretches. Without retries
@@ -254,7 +253,7 @@ def test_bag_type_hashes_are_the_ones_ros_announces(graph):
                       (ProbeTwist, 'echoposed_msgs/msg/ProbeTwist'), (Image, 'sensor_msgs/msg/Image')):
         topic = '/hash_' + name.split('/')[-1]
         node.create_publisher(cls, topic, 10)
-        assert wait_for(lambda: bool(node.get_publishers_info_by_topic(topic)), timeout=5)
+        assert wait_for(lambda topic=topic: bool(node.get_publishers_info_by_topic(topic)), timeout=5)
         assert str(node.get_publishers_info_by_topic(topic)[0].topic_type_hash) == typestore().hash_rihs01(name)
     # and rclpy and the typestore read each other's bytes (padding bytes may differ)
     from rclpy.serialization import deserialize_message

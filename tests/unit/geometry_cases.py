@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import settings
 from hypothesis import strategies as st
 
-__all__ = ['B', 'PROPS', 'T', 'random_axis_angle', 'random_poses', 'random_rotations', 'rodrigues', 'seeds']
+__all__ = ['PROPS', 'B', 'T', 'random_axis_angle', 'random_poses', 'random_rotations', 'rodrigues', 'seeds']
 
 PROPS = settings(max_examples=1000, deadline=None)
 seeds = st.integers(0, 2**63 - 1)
@@ -48,6 +48,6 @@ def random_poses(rng, n=B):
     return random_rotations(rng, n), random_rotations(rng, n)
 
 
-def T(R):
+def T(R):  # noqa: N802 (the transpose, as the formulas write it)
     """Transpose of the last two axes: the inverse of (a batch of) rotations."""
     return np.swapaxes(R, -1, -2)

@@ -8,9 +8,19 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from echoposed_ros.eval.calibration import (AXES, CalibrationError, CalibrationProtocol, applied_turns,
-                                            calibrate_volume, maae_by_turn, plot_calibration, summarize,
-                                            turn_bands_deg, twist_angle, wrap_angle)
+from echoposed_ros.eval.calibration import (
+    AXES,
+    CalibrationError,
+    CalibrationProtocol,
+    applied_turns,
+    calibrate_volume,
+    maae_by_turn,
+    plot_calibration,
+    summarize,
+    turn_bands_deg,
+    twist_angle,
+    wrap_angle,
+)
 from echoposed_ros.geometry import gauge_fix, rot_x, rot_y, rot_z
 
 PROTO = CalibrationProtocol()
@@ -151,7 +161,8 @@ def test_maae_by_turn_tells_sign_flips_from_folding():
     rows = maae_by_turn(applied, np.abs(wrap_angle(predicted - applied)), turn_bands_deg('x', PROTO), predicted)
     assert [r['sign_flip_share'] for r in rows] == pytest.approx([0.0, 0.0, 0.5])   # 26..30 of 21..30
     assert rows[0]['mean_abs_predicted_deg'] == pytest.approx(rows[0]['mean_abs_applied_deg'])
-    assert rows[1]['mean_abs_predicted_deg'] == pytest.approx((sum(range(11, 19)) + 2 * 18.0) / 10)  # 11..18, then 18, 18
+    # 11..18, then 18, 18
+    assert rows[1]['mean_abs_predicted_deg'] == pytest.approx((sum(range(11, 19)) + 2 * 18.0) / 10)
     assert rows[2]['mean_abs_predicted_deg'] == pytest.approx(18.0)
     assert rows[2]['mean_abs_applied_deg'] == pytest.approx(23.0)                     # the unflipped 21..25
     # the unturned slice is neither flipped nor kept out of the band's error

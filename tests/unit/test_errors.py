@@ -15,7 +15,6 @@ import echoposed_sim
 from echoposed_ros import cli
 from echoposed_ros.errors import EchoposedError
 
-
 # Imports the ros2 launch stack (launch, launch_ros), which ROS 2 installs have and this venv has not.
 _NEEDS_ROS_LAUNCH = {'echoposed_ros.bringup.ros_launch'}
 

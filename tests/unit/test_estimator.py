@@ -14,7 +14,9 @@ from scipy.spatial.transform import Rotation
 from echoposed_ros.estimator import Estimator, EstimatorError, FanGeometry, model_fan
 from echoposed_ros.estimator.synthetic import default_metadata, write_model
 from echoposed_ros.geometry import gauge_fix, matrix_to_quat_xyzw, rot_x, rot_z
-from echoposed_sim import sector as sector_mod, slicer, volume as volume_mod
+from echoposed_sim import sector as sector_mod
+from echoposed_sim import slicer
+from echoposed_sim import volume as volume_mod
 
 K = 5
 DELTA = np.radians([-6.0, -3.0, 0.0, 3.0, 6.0])     # probe members: R0 Rz(delta_k)

@@ -14,7 +14,8 @@ from echoposed_ros.estimator import Estimator, FanGeometry, model_fan
 from echoposed_ros.estimator import model as model_module
 from echoposed_ros.estimator.synthetic import write_model
 from echoposed_ros.geometry import quat_xyzw_to_matrix
-from echoposed_sim import phantom, volume as volume_mod
+from echoposed_sim import phantom
+from echoposed_sim import volume as volume_mod
 
 K = 5
 ANGLE = math.radians(75.0)

@@ -6,9 +6,19 @@ import math
 import numpy as np
 import pytest
 
-from echoposed_ros.estimator import (EstimatorError, FanGeometry, decode_buffer, detect_fan, image_to_float,
-                                     infer_encoding, map_to_model, model_fan)
-from echoposed_sim import sector as sector_mod, slicer, volume as volume_mod
+from echoposed_ros.estimator import (
+    EstimatorError,
+    FanGeometry,
+    decode_buffer,
+    detect_fan,
+    image_to_float,
+    infer_encoding,
+    map_to_model,
+    model_fan,
+)
+from echoposed_sim import sector as sector_mod
+from echoposed_sim import slicer
+from echoposed_sim import volume as volume_mod
 
 RNG = np.random.default_rng(7)
 

@@ -9,10 +9,23 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from echoposed_ros.eval.guidance import (DatasetResult, GuidanceError, GuidanceProtocol, OracleEstimator, RunResult,
-                                         converged_runs, dispersion_deg, evaluate_dataset, guide, inter_pair_summary,
-                                         intra_specs, state_share, summarize_dataset, summarize_inter,
-                                         summarize_misses)
+from echoposed_ros.eval.guidance import (
+    DatasetResult,
+    GuidanceError,
+    GuidanceProtocol,
+    OracleEstimator,
+    RunResult,
+    converged_runs,
+    dispersion_deg,
+    evaluate_dataset,
+    guide,
+    inter_pair_summary,
+    intra_specs,
+    state_share,
+    summarize_dataset,
+    summarize_inter,
+    summarize_misses,
+)
 from echoposed_ros.eval.report import target_checks, write_report
 from echoposed_ros.eval.stats import StatsError, bootstrap_ci, ecdf, p90, spearman, success_rate
 from echoposed_ros.geometry import Pose, effective_error, gauge_fix, rot_x, rot_y, rot_z
@@ -221,7 +234,8 @@ def test_pair_kept_with_half_its_runs_and_dispersion():
     assert kept['dispersion_deg'] == pytest.approx(8.0 / 3.0, abs=1e-6)
     dropped = inter_pair_summary(good[:2] + bad + bad[:1], [True] * 2 + [False] * 4)
     assert not dropped['kept'] and dropped['dispersion_deg'] is None
-    assert dispersion_deg(Pose(np.stack([turned(5).orbit] * 3), np.stack([turned(5).probe] * 3))) == pytest.approx(0.0, abs=1e-6)
+    same = Pose(np.stack([turned(5).orbit] * 3), np.stack([turned(5).probe] * 3))
+    assert dispersion_deg(same) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_summarize_inter_discarded_share():
@@ -285,7 +299,7 @@ def test_report_files_are_written(oracle_dataset, tmp_path):
         assert f.stat().st_size > 5000 and f.read_bytes()[:4] == b'\x89PNG'
         assert f'({png})' in text
     assert '## tiny' in text and 'intra-patient dynamic mean final error <= 5 deg' in text
-    checks = dict((label, met) for label, _, met in target_checks(ds.summary))
+    checks = {label: met for label, _, met in target_checks(ds.summary)}
     assert checks['intra-patient static mean final error <= 4 deg'] is True
 
 

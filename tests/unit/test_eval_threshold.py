@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
-from echoposed_sim.sector import SectorGeometry
 
 from echoposed_ros.eval.threshold import ThresholdProtocol, noise_frames, threshold_table
 from echoposed_ros.training.toy import toy_volume
+from echoposed_sim.sector import SectorGeometry
 
 SECTOR = SectorGeometry(angle_rad=np.deg2rad(75), depth_mm=60.0, height=32, width=32)
 
@@ -45,12 +43,11 @@ def test_cli_names_a_missing_model(tmp_path, capsys):
 def test_cli_with_frame_size_feeds_mono8_frames_of_that_size(tmp_path, capsys, monkeypatch):
     import json
 
-    from echoposed_sim import phantom
-    from echoposed_sim.volume import Volume
-
     from echoposed_ros.cli import main
     from echoposed_ros.estimator import Estimator
     from echoposed_ros.estimator.synthetic import write_model
+    from echoposed_sim import phantom
+    from echoposed_sim.volume import Volume
     model = write_model(tmp_path / 'syn.onnx', np.stack([np.eye(3)] * 3), np.stack([np.eye(3)] * 3), gain=2.0)
     rng = np.random.default_rng(2)
     vol = Volume(data=rng.random((1, 20, 20, 20)).astype(np.float32), spacing=np.full(3, 9.0),

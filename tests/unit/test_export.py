@@ -12,10 +12,10 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from echoposed_ros.training import TrainingError
+from echoposed_ros.training.checkpoint import load_checkpoint
 from echoposed_ros.training.config import TrainConfig
 from echoposed_ros.training.export import ExportWrapper, export_onnx
 from echoposed_ros.training.toy import toy_volume
-from echoposed_ros.training.checkpoint import load_checkpoint
 from echoposed_ros.training.train import train
 
 TOY = functools.partial(toy_volume, n=20, frames=2, spacing=8.0)

@@ -12,7 +12,7 @@ import pytest
 from echoposed_ros.bringup.description import NodeSpec
 from echoposed_ros.bringup.launcher import run_nodes
 
-FAKE = textwrap.dedent('''
+FAKE = textwrap.dedent("""
     import signal, sys, time
     name = next(a.split(':=')[1] for a in sys.argv if a.startswith('__node:='))
     log = open(LOG, 'a')
@@ -25,7 +25,7 @@ FAKE = textwrap.dedent('''
     print(f'{name} up', flush=True)
     while True:
         time.sleep(0.01)
-''')
+""")
 
 
 @pytest.mark.slow
@@ -44,7 +44,7 @@ def test_end_hook_then_stop_first_nodes_then_the_rest(tmp_path, monkeypatch):
     assert set(result.exit_codes) == {'worker', 'recorder'}
 
 
-HANGING = textwrap.dedent('''
+HANGING = textwrap.dedent("""
     import faulthandler, signal, sys, time
     faulthandler.register(signal.SIGUSR1, all_threads=True)   # as echoposed_ros.nodes.process.run_node
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -54,7 +54,7 @@ HANGING = textwrap.dedent('''
             time.sleep(0.01)
     print('up', flush=True)
     stuck_in_shutdown()
-''')
+""")
 
 
 @pytest.mark.slow
@@ -70,7 +70,7 @@ def test_a_node_that_ignores_sigint_and_sigterm_is_killed_after_printing_its_sta
     assert 'Current thread' in tail and 'in stuck_in_shutdown' in tail, tail   # where it hung
 
 
-ALARMED = textwrap.dedent('''
+ALARMED = textwrap.dedent("""
     import os, signal, time
     def on_int(signum, frame):   # its work done, the teardown hangs and its alarm ends it
         os.kill(os.getpid(), signal.SIGALRM)
@@ -78,7 +78,7 @@ ALARMED = textwrap.dedent('''
     print('up', flush=True)
     while True:
         time.sleep(0.01)
-''')
+""")
 
 
 def test_a_stopped_node_ended_by_its_teardown_alarm_is_a_clean_stop_and_named(tmp_path, monkeypatch):
@@ -89,12 +89,12 @@ def test_a_stopped_node_ended_by_its_teardown_alarm_is_a_clean_stop_and_named(tm
     assert result.ok and result.exit_codes == {'sim': -signal.SIGALRM} and result.teardown_alarms == ('sim',)
     assert 'its teardown hung in the middleware and was ended by its alarm' in out.read_text()
     # a node that ends by SIGALRM on its own, before any stop, is a failure
-    early = textwrap.dedent('''
+    early = textwrap.dedent("""
         import os, signal, time
         print('up', flush=True)
         time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGALRM)
-    ''')
+    """)
     (tmp_path / 'early_node.py').write_text(early)
     result = run_nodes([NodeSpec('fake', 'early_node', 'sim')], duration=5.0, out=open(out, 'w'))
     assert result.reason == 'node_exited' and not result.ok and 'sim' in result.failures
@@ -102,15 +102,15 @@ def test_a_stopped_node_ended_by_its_teardown_alarm_is_a_clean_stop_and_named(tm
 
 @pytest.mark.slow
 def test_a_one_shot_node_ended_by_its_teardown_alarm_succeeded(tmp_path, monkeypatch):
-    (tmp_path / 'setter_node.py').write_text(textwrap.dedent('''
+    (tmp_path / 'setter_node.py').write_text(textwrap.dedent("""
         import os, signal, time
         print('target set', flush=True)
         time.sleep(0.1)
         os.kill(os.getpid(), signal.SIGALRM)   # its teardown hung after its work: the alarm ends it
-    '''))
+    """))
     (tmp_path / 'worker_node.py').write_text(FAKE.replace('LOG', repr(str(tmp_path / 'log.txt'))))
     monkeypatch.setenv('PYTHONPATH', str(tmp_path))
-    result = run_nodes([NodeSpec('fake', 'worker_node', 'worker'), NodeSpec('fake', 'setter_node', 'setter', one_shot=True)],
-                       duration=1.5, out=open(tmp_path / 'out.txt', 'w'))
+    specs = [NodeSpec('fake', 'worker_node', 'worker'), NodeSpec('fake', 'setter_node', 'setter', one_shot=True)]
+    result = run_nodes(specs, duration=1.5, out=open(tmp_path / 'out.txt', 'w'))
     assert result.ok and result.reason == 'duration', result   # the run went on to its end
     assert result.teardown_alarms == ('setter',) and result.exit_codes['setter'] == -signal.SIGALRM

@@ -44,7 +44,7 @@ def test_a_real_context_shut_down_from_another_thread():
     assert shut_down_soon(context, wait_s=5.0) and not context.ok()
 
 
-HUNG_TEARDOWN = '''
+HUNG_TEARDOWN = """
 import ctypes, sys
 from echoposed_ros.nodes.process import arm_teardown_alarm, disarm_teardown_alarm
 arm_teardown_alarm(1)
@@ -56,7 +56,7 @@ if sys.argv[1] == 'disarm':
 def stuck_in_destroy_node():
     ctypes.PyDLL(None).sleep(30)   # a C call that keeps the GIL, as the hung destroy_when_not_in_use
 stuck_in_destroy_node()
-'''
+"""
 
 
 def test_a_teardown_hung_in_c_with_the_gil_is_ended_by_the_alarm_with_its_stacks():
@@ -81,7 +81,7 @@ def test_the_alarm_takes_whole_seconds():
 
 @pytest.mark.slow
 def test_the_teardown_block_disarms_its_alarm_however_it_ends():
-    script = '''
+    script = """
 import ctypes, sys
 from echoposed_ros.nodes.process import teardown_alarm
 try:
@@ -93,7 +93,7 @@ with teardown_alarm(1, armed=False):
     pass
 ctypes.CDLL(None).sleep(2)   # past the alarm: still alive
 print('alive', flush=True)
-'''
+"""
     result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=25)
     assert result.returncode == 0 and 'alive' in result.stdout, result.stderr
 
@@ -102,7 +102,7 @@ print('alive', flush=True)
 # case runs in its own process (rclpy.init once per process, signals, the alarm). The node's
 # cleanup and destroy_node print whether the teardown alarm is armed at that moment (ITIMER_REAL
 # is the timer alarm() sets).
-RUN_NODE = '''
+RUN_NODE = """
 import os, signal, sys, time
 from rclpy.node import Node
 from echoposed_ros.nodes.errors import NodeError
@@ -163,7 +163,7 @@ one_shot = mode.startswith('job-') or mode in ('hung-teardown', 'build-interrupt
 code = run_node(Fake, 'fake', job=job if one_shot else None, until=until, cleanup=cleanup, teardown_timeout_s=1)
 print(f'exit {code} armed={armed()}', flush=True)
 sys.exit(code)
-'''
+"""
 
 
 def _run_node(mode: str, stop: signal.Signals | None = None) -> subprocess.CompletedProcess:

@@ -12,11 +12,11 @@ from onnx import numpy_helper
 
 from echoposed_ros.estimator import default_model_path
 from echoposed_ros.training import TrainingError
+from echoposed_ros.training.checkpoint import load_checkpoint
 from echoposed_ros.training.config import TrainConfig
 from echoposed_ros.training.export import export_onnx
 from echoposed_ros.training.onnx_import import onnx_to_model
 from echoposed_ros.training.toy import toy_volume
-from echoposed_ros.training.checkpoint import load_checkpoint
 from echoposed_ros.training.train import train
 
 TOY = functools.partial(toy_volume, n=20, frames=2, spacing=8.0)

@@ -77,7 +77,7 @@ def test_no_module_imports_a_bare_sim_package():
 
 def test_runtime_packages_do_not_need_torch():
     """Import every runtime module with torch made unimportable."""
-    code = '''
+    code = """
 import importlib, importlib.abc, pkgutil, sys
 
 class BlockTorch(importlib.abc.MetaPathFinder):
@@ -99,7 +99,7 @@ for name in runtime:
     importlib.import_module(name)
 assert "torch" not in sys.modules
 print(len(runtime))
-'''
+"""
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                             env=dict(os.environ), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

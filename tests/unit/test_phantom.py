@@ -10,9 +10,22 @@ import numpy as np
 import pytest
 
 from echoposed_ros.geometry import effective_error, gauge_fix, swing_twist
-from echoposed_sim.phantom import (AcquisitionStyle, CardiacTiming, PhantomCache, PhantomError, Tissue,
-                                   backward_points, build_patient, default_style, forward_points, load_style,
-                                   make_phantom, sample_heart_shape, save_style, style_path)
+from echoposed_sim.phantom import (
+    AcquisitionStyle,
+    CardiacTiming,
+    PhantomCache,
+    PhantomError,
+    Tissue,
+    backward_points,
+    build_patient,
+    default_style,
+    forward_points,
+    load_style,
+    make_phantom,
+    sample_heart_shape,
+    save_style,
+    style_path,
+)
 from echoposed_sim.phantom.appearance import _leaflet_distance
 from echoposed_sim.phantom.generate import _valve_rows
 from echoposed_sim.volume_io import load_volume
@@ -261,7 +274,7 @@ def test_standard_views_canonical_distinct_and_anatomical(patient):
     v, an = patient.volume, patient.anatomy
     assert set(v.views) == {'A4C', 'A2C', 'A3C'}
     kp = {k: an.to_volume(p) for k, p in an.key_points().items()}
-    for name, view in v.views.items():
+    for view in v.views.values():
         for m in (view.orbit, view.probe):
             assert np.allclose(m @ m.T, np.eye(3), atol=1e-9) and np.linalg.det(m) == pytest.approx(1.0)
         _, tau = swing_twist(view.orbit)

@@ -1,17 +1,27 @@
 """Policy core: config validation, proportional twist (gain, deadband, limits), state machine safety."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from echoposed_ros.geometry import Pose, identity, matrix_to_quat_xyzw, rot_x, rot_y, rot_z, so3_exp
-from echoposed_ros.policy import (ControllerConfig, GuidanceMemory, GuidanceState, PolicyError, PoseSample,
-                                  TargetKind, clip_norm, control_step, describe_fields, make_target, pose_sample,
-                                  proportional_twist, tracking_error)
+from echoposed_ros.policy import (
+    ControllerConfig,
+    GuidanceMemory,
+    GuidanceState,
+    PolicyError,
+    PoseSample,
+    TargetKind,
+    clip_norm,
+    control_step,
+    describe_fields,
+    make_target,
+    pose_sample,
+    proportional_twist,
+    tracking_error,
+)
 
 CFG = ControllerConfig()
 TARGET = make_target((rot_x(0.2), rot_z(1.0) @ rot_y(0.1)), 'pose', TargetKind.POSE)
@@ -21,7 +31,10 @@ def sample(pose=None, uncertainty=0.0, received=0.0, seq=0, frame=''):
     return PoseSample(identity() if pose is None else Pose(*pose), uncertainty, received, seq, frame)
 
 
-def step(s, now=0.0, memory=GuidanceMemory(), active=True, target=TARGET, config=CFG):
+FRESH = GuidanceMemory()
+
+
+def step(s, now=0.0, memory=FRESH, active=True, target=TARGET, config=CFG):
     return control_step(memory, now=now, active=active, target=target, sample=s, config=config)
 
 

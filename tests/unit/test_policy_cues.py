@@ -7,10 +7,20 @@ import numpy as np
 import pytest
 
 from echoposed_ros.geometry import gauge_fix, rot_x, rot_y, rot_z, so3_exp
-from echoposed_ros.policy import (STANDARD_VIEWS, Cue, PolicyError, TargetKind, cue_text, load_view_table,
-                                  operator_cue, target_from_quaternions, view_name, write_view_table)
+from echoposed_ros.policy import (
+    STANDARD_VIEWS,
+    Cue,
+    PolicyError,
+    TargetKind,
+    cue_text,
+    load_view_table,
+    operator_cue,
+    target_from_quaternions,
+    view_name,
+    write_view_table,
+)
 
-I = np.eye(3)
+I = np.eye(3)  # noqa: E741 (the identity rotation)
 BASE = gauge_fix((rot_x(0.15), rot_z(0.7) @ rot_x(-0.1)))
 
 

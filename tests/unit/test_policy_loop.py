@@ -13,11 +13,35 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from echoposed_ros.geometry import (Pose, compose, effective_error, gauge_fix, matrix_to_quat_xyzw, mean_and_sigma2,
-                                    probe_frame, rot_x, rot_y, rot_z, so3_exp, so3_log, step)
-from echoposed_ros.policy import (ControllerConfig, GuidanceMemory, GuidanceState, PoseSample, TargetKind,
-                                  apply_probe_frame_twist, control_step, make_target, pose_sample, probe_frame_twist,
-                                  target_from_quaternions, ungauged_mean)
+from echoposed_ros.geometry import (
+    Pose,
+    compose,
+    effective_error,
+    gauge_fix,
+    matrix_to_quat_xyzw,
+    mean_and_sigma2,
+    probe_frame,
+    rot_x,
+    rot_y,
+    rot_z,
+    so3_exp,
+    so3_log,
+    step,
+)
+from echoposed_ros.policy import (
+    ControllerConfig,
+    GuidanceMemory,
+    GuidanceState,
+    PoseSample,
+    TargetKind,
+    apply_probe_frame_twist,
+    control_step,
+    make_target,
+    pose_sample,
+    probe_frame_twist,
+    target_from_quaternions,
+    ungauged_mean,
+)
 from echoposed_ros.policy.controller import BodyTwist
 
 DT = 0.05  # s: frame rate = control rate = 20 Hz

@@ -7,8 +7,14 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from echoposed_sim.sector import SectorError, SectorGeometry
-from echoposed_sim.slicer import (PreparedVolume, SlicerError, prepare_volume, slice_batch, slice_batch_reference,
-                                  slice_volume)
+from echoposed_sim.slicer import (
+    PreparedVolume,
+    SlicerError,
+    prepare_volume,
+    slice_batch,
+    slice_batch_reference,
+    slice_volume,
+)
 from echoposed_sim.volume import Volume
 
 RZ_PI = np.diag([-1.0, -1.0, 1.0])  # exact rotation by pi about z

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from echoposed_ros.cli import main
+from echoposed_ros.training.checkpoint import build_model
 from echoposed_ros.training.config import TrainConfig
 from echoposed_ros.training.quickcal import _maae, quick_calibration
 from echoposed_ros.training.toy import toy_volume
-from echoposed_ros.training.checkpoint import build_model
 from echoposed_ros.training.train import train
 
 TOY = functools.partial(toy_volume, n=20, frames=2, spacing=8.0)

@@ -11,8 +11,7 @@ from scipy.spatial.transform import Rotation
 from echoposed_ros.geometry import angle, effective_error, gauge_fix, rot_x, rot_y, rot_z, swing_twist
 from echoposed_ros.training import TrainingError
 from echoposed_ros.training.config import TrainConfig
-from echoposed_ros.training.data import (BatchStream, VolumeSource, augment, loader, make_batch,
-                                         z_range)
+from echoposed_ros.training.data import BatchStream, VolumeSource, augment, loader, make_batch, z_range
 from echoposed_ros.training.toy import toy_volume
 from echoposed_sim.sampling import sample_poses
 from echoposed_sim.sector import SectorGeometry
@@ -31,7 +30,8 @@ def _sample_poses_before(rng, n, base_orbit, base_probe, z_half, tilt, orbit_max
     """Training's own pose sampler before it used echoposed_sim.sampling (draws in this order)."""
     phi = rng.uniform(0, 2 * np.pi, n)
     ang = rng.uniform(0, orbit_max, n)
-    R_v = base_orbit @ Rotation.from_rotvec(np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], -1) * ang[:, None]).as_matrix()
+    axes = np.stack([np.cos(phi), np.sin(phi), np.zeros(n)], -1)
+    R_v = base_orbit @ Rotation.from_rotvec(axes * ang[:, None]).as_matrix()
     gz, gx, gy = rng.uniform(-z_half, z_half, n), rng.uniform(-tilt, tilt, n), rng.uniform(-tilt, tilt, n)
     g = gauge_fix((R_v, base_probe @ rot_z(gz) @ rot_x(gx) @ rot_y(gy)))
     return np.asarray(g.orbit), np.asarray(g.probe)
@@ -148,7 +148,8 @@ def test_resampled_like_runtime_equals_the_estimators_own_mapping():
 
     sector = SectorGeometry(np.deg2rad(75), 150.0, 32, 32)
     vol = TOY(0)
-    fine = slice_batch(vol, np.eye(3)[None], np.eye(3)[None], np.zeros(1), SectorGeometry(np.deg2rad(75), 150.0, 80, 80))
+    wide = SectorGeometry(np.deg2rad(75), 150.0, 80, 80)
+    fine = slice_batch(vol, np.eye(3)[None], np.eye(3)[None], np.zeros(1), wide)
     ours = resampled_like_runtime(fine, sector)[0]
     mono8 = np.round(fine[0] * 255).astype(np.uint8)
     theirs = runtime.map_to_model(runtime.image_to_float(mono8, 'mono8'), model_fan(80, 80, np.deg2rad(75)),

@@ -11,9 +11,9 @@ import torch
 import torch.multiprocessing as mp
 
 from echoposed_ros.training import TrainingError
+from echoposed_ros.training.checkpoint import load_checkpoint
 from echoposed_ros.training.config import TrainConfig
 from echoposed_ros.training.toy import toy_volume
-from echoposed_ros.training.checkpoint import load_checkpoint
 from echoposed_ros.training.train import train
 
 TOY = functools.partial(toy_volume, n=20, frames=2, spacing=8.0)
@@ -206,7 +206,7 @@ def test_a_signal_ends_the_step_checkpoints_it_and_an_ignored_one_stays_ignored(
         p.join(timeout=240)
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]  # no process died of it
     got = [q.get(timeout=5) for _ in procs]
-    reports = dict((rank, (stopped, restored)) for rank, stopped, restored, _ in got)
+    reports = {rank: (stopped, restored) for rank, stopped, restored, _ in got}
     if group:  # the worker leaves the signal to the training process, which ends it after the step
         assert got[0][3] == [[True]], got[0][3]
     raw = load_checkpoint(tmp_path / 'last.pt')[3]

@@ -203,7 +203,7 @@ def test_arm_turns_the_probe_on_past_a_full_circle(arm):
     turn_rate = np.pi  # rad/s about the beam, 1.5 turns in 3 s
     dt = 1 / 30
     angle = 0.0
-    for k in range(90):
+    for _ in range(90):
         arm.command_body_twist([0.0, 0.0, 0.0], [0.0, 0.0, turn_rate], dt)
         arm.step(dt)
         angle += turn_rate * dt

@@ -16,8 +16,15 @@ from echoposed_sim.volume import Volume
 from echoposed_sim.world import make_world
 
 from ...geometry import Pose, effective_error, matrix_to_quat_xyzw
-from ...policy import (ControllerConfig, GuidanceMemory, GuidanceState, TargetKind, control_step, pose_sample,
-                       target_from_quaternions)
+from ...policy import (
+    ControllerConfig,
+    GuidanceMemory,
+    GuidanceState,
+    TargetKind,
+    control_step,
+    pose_sample,
+    target_from_quaternions,
+)
 from .errors import GuidanceError
 from .estimators import PoseEstimator, check_estimate
 from .protocol import RunSpec
@@ -62,7 +69,7 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
         return []
     dt = 1.0 / rate_hz
     if not dt < config.stale_timeout:
-        raise GuidanceError(f'rate {rate_hz:g} Hz: the pose period {dt:.3g} s must be shorter than the controller\'s '
+        raise GuidanceError(f"rate {rate_hz:g} Hz: the pose period {dt:.3g} s must be shorter than the controller's "
                             f'stale_timeout {config.stale_timeout:g} s, or every run holds as stale')
     n_steps = max(1, int(round(max_seconds * rate_hz)))
     t_images = np.stack([np.asarray(s.target_image, dtype=np.float32) for s in specs])

@@ -36,7 +36,7 @@ train --out "$out/run3_b" --steps 26000 --set init_from="\"$out/run3_a/last.pt\"
 # 6. run4/c20: the same once more, 32000 steps (the control of the tilt-range ablation,
 #    docs/training.md; it guided better than tilts of +-30 deg and met z).
 train --out "$out/run4_c20" --steps 32000 --set init_from="\"$out/run3_b/last.pt\"" "${finer[@]}" aug_resample=0.5
-# 7. run7b: exported (this was the shipped model of sessions 4-8), then continued from that .onnx
+# 7. run7b: exported (an earlier shipped model), then continued from that .onnx
 #    at half the stage-6 peak, one thread, bf16; an 18000-step schedule stopped at step 502,
 #    resumed as 16000 steps and stopped at 2217, resumed as 14000 steps.
 stage6="$out/run4_c20/echoposed_k5_stage6.onnx"

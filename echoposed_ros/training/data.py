@@ -182,8 +182,8 @@ def resampled_like_runtime(images: np.ndarray, sector: SectorGeometry) -> np.nda
     """(N, h, w) float slices of ``sector``'s fan at another size -> (N, H, W) float32 as the pose
     node would feed them to the model: 8-bit quantised (mono8), then mapped fan to fan by
     :func:`echoposed_ros.estimator.image.map_to_model` (bilinear, exact fans), so training also
-    sees the runtime's quantisation and interpolation (on 128 px frames they moved the session-2
-    model's estimates 1.2 deg, median, from the direct slice's; docs/estimator.md)."""
+    sees the runtime's quantisation and interpolation (on 128 px frames they moved an earlier
+    model's estimates 1.2 deg, median, from the direct slice's; docs/experiments/estimator.md)."""
     from echoposed_ros.estimator.fan import model_fan
     from echoposed_ros.estimator.image import map_to_model
     from echoposed_ros.eval.frames import to_mono8

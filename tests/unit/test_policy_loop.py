@@ -1,4 +1,4 @@
-"""Closed loop with an oracle estimator (issue 5 acceptance, docs/method.md section 6), pure: no ROS.
+"""Closed loop with an oracle estimator (docs/method.md section 6), pure: no ROS.
 
 The oracle reports ``gauge_fix(A g_true)`` for an unknown constant ``A = (A_v, A_p)``; the
 "robot" executes the controller's probe-frame Cartesian twist on the true pose

@@ -55,6 +55,7 @@ from ..policy import (
     ViewTable,
     control_step,
     describe_fields,
+    fixed_fields,
     load_view_table,
     pose_sample,
     target_from_quaternions,
@@ -62,31 +63,45 @@ from ..policy import (
 from ..policy.controller import BodyTwist
 from .convert import echopose_msg, vector3_msg
 from .diagnostics import OK, WARN, DiagnosticsPublisher
-from .params import declare_all
+from .params import declare_all, watch_parameters
 from .process import run_node
 
-__all__ = ['NODE_PARAMS', 'PARAMS', 'ControllerNode', 'ControllerNodeConfig', 'main']
+__all__ = ['NODE_PARAMS', 'PARAMS', 'POLICY_PARAMS', 'ControllerNode', 'ControllerNodeConfig', 'main']
 
 NODE_NAME = 'echoposed_controller'
 FRAME_ID = 'probe'
 _WATCHDOG_MARGIN_S = 0.002
 
-#: Parameters of the node that are not part of the policy core's config.
+_START_UP = ' (read-only: read once at start-up; use guidance/start, guidance/stop and guidance/set_target to steer)'
+
+#: Parameters of the node that are not part of the policy core's config (read once at start-up).
 NODE_PARAMS = (
-    Param('autostart', True, 'start guiding as soon as a target is set; false = wait for guidance/start',
-          read_only=True),
+    Param('autostart', True, 'start guiding as soon as a target is set; false = wait for guidance/start'
+          + _START_UP, read_only=True),
     Param('views_file', '', "YAML table of standard view poses (A4C, A2C, A3C) in the pose model's frame "
-          '(docs/policy.md); empty = no named views', read_only=True),
-    Param('target_view', '', 'standard view to target at start-up, from views_file; empty = none',
+          '(docs/policy.md); empty = no named views' + _START_UP, read_only=True),
+    Param('target_view', '', 'standard view to target at start-up, from views_file; empty = none' + _START_UP,
           read_only=True),
-    Param('estimate_timeout', 5.0, 's, how long an image target waits for the echoposed/estimate service',
-          read_only=True),
-    Param('diagnostics_period', 1.0, 's, period of the /diagnostics status', read_only=True),
+    Param('estimate_timeout', 5.0, 's, how long an image target waits for the echoposed/estimate service'
+          ' (read-only: the service client is set up with it)', read_only=True),
+    Param('diagnostics_period', 1.0, 's, period of the /diagnostics status (read-only: the diagnostics timer is '
+          'built with this period at start-up)', read_only=True),
 )
 
-#: Every declared parameter: the policy core's (same names as ControllerConfig) then the node's.
-PARAMS = tuple(Param(name, default, f'{unit}: {description}', read_only=True)
-               for name, (default, unit, description) in describe_fields().items()) + NODE_PARAMS
+
+def _policy_param(name: str, default: Any, unit: str, description: str) -> Param:
+    why = fixed_fields().get(name)
+    if why:
+        return Param(name, default, f'{unit}: {description} (read-only: {why})', read_only=True)
+    return Param(name, default, f'{unit}: {description} (may change while running; checked with the rest '
+                 'of the policy config)')
+
+
+#: Policy parameters (same names as ControllerConfig): the gains, limits, thresholds and tolerances
+#: may change while the node runs (``ros2 param set``); the rest are read-only.
+POLICY_PARAMS = tuple(_policy_param(name, *row) for name, row in describe_fields().items())
+#: Every declared parameter: the policy core's then the node's.
+PARAMS = POLICY_PARAMS + NODE_PARAMS
 
 
 @dataclass(frozen=True)
@@ -112,13 +127,17 @@ class ControllerNodeConfig:
                    diagnostics_period=float(v['diagnostics_period']))
 
 
+def _policy_config(values: dict[str, Any]) -> ControllerConfig:
+    return ControllerConfig.from_mapping({k: values[k] for k in describe_fields()})
+
+
 class ControllerNode(Node):
     """Thin shell: ``EchoPose`` in, ``ProbeTwist`` / ``TwistStamped`` / ``GuidanceStatus`` out."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         values = declare_all(self, PARAMS)
-        self.config = ControllerConfig.from_mapping({k: values[k] for k in describe_fields()})
+        self.config = _policy_config(values)
         self.node_config = ControllerNodeConfig.from_parameters(values)
         self.view_table: ViewTable | None = (load_view_table(self.node_config.views_file)
                                              if self.node_config.views_file else None)
@@ -169,11 +188,20 @@ class ControllerNode(Node):
         self._client_stop = threading.Event()
         self._client_thread = threading.Thread(target=self._spin_client, name='estimate_client', daemon=True)
         self._client_thread.start()
+        watch_parameters(self, POLICY_PARAMS, _policy_config, self._set_config)
         self.diagnostics = DiagnosticsPublisher(self, f'{NODE_NAME}: guidance')
         self.create_timer(self.node_config.diagnostics_period, self._publish_diagnostics)
         target = self._target.name if self._target else 'none'
         self.get_logger().info(f'control at {self.config.control_rate:g} Hz, gain {self.config.gain:g} 1/s, '
                                f'target {target}, {"started" if self._active else "stopped"}')
+
+    def _set_config(self, config: ControllerConfig) -> None:
+        """A changed policy config (``ros2 param set``), checked whole: used from the next cycle."""
+        with self._lock:
+            self.config = config
+        self.get_logger().info(f'policy parameters changed: gain {config.gain:g} 1/s, speed limits '
+                               f'{config.max_orbit_speed:g} / {config.max_probe_speed:g} rad/s, '
+                               f'uncertainty_threshold {config.uncertainty_threshold:g} rad^2')
 
     def _spin_client(self) -> None:
         # spin_once with a short timeout and a stop flag, not spin(): destroy_node must be able to

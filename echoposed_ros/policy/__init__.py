@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from .config import ControllerConfig, describe_fields
+from .config import ControllerConfig, describe_fields, fixed_fields
 from .controller import (
                          BodyTwist,
                          TrackingResidual,
@@ -55,6 +55,7 @@ __all__ = [
                          'control_step',
                          'cue_text',
                          'describe_fields',
+                         'fixed_fields',
                          'load_view_table',
                          'make_target',
                          'operator_cue',

@@ -14,11 +14,12 @@ from typing import Any
 
 from .errors import PolicyError
 
-__all__ = ['ControllerConfig', 'describe_fields']
+__all__ = ['ControllerConfig', 'describe_fields', 'fixed_fields']
 
 
-def _f(default: Any, unit: str, description: str) -> Any:
-    return field(default=default, metadata={'unit': unit, 'description': description})
+def _f(default: Any, unit: str, description: str, fixed: str = '') -> Any:
+    """A field; ``fixed`` says why it cannot change while the node runs (empty: it can)."""
+    return field(default=default, metadata={'unit': unit, 'description': description, 'fixed': fixed})
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,15 @@ class ControllerConfig:
     coast_after_frames: int = _f(
         3, 'frames', 'consecutive confident pose frames a guiding command must end before it may be coasted on')
     stale_timeout: float = _f(
-        0.2, 's', 'no valid pose for longer than this gives state stale_input and zero twist')
+        0.2, 's', 'no valid pose for longer than this gives state stale_input and zero twist',
+        fixed='the stale watchdog timer is built with this period at start-up')
     orbit_radius: float = _f(
-        0.1, 'm', 'orbit radius r (apex to heart centre), scales the Cartesian linear velocity')
+        0.1, 'm', 'orbit radius r (apex to heart centre), scales the Cartesian linear velocity',
+        fixed='a property of the set-up (probe holder and heart), measured once; a change mid-run would '
+        "rescale the arm's commands under a running loop")
     control_rate: float = _f(
-        30.0, 'Hz', 'rate of the control timer (commands are published every cycle)')
+        30.0, 'Hz', 'rate of the control timer (commands are published every cycle)',
+        fixed='the control timer is built with this period at start-up')
     cue_min_angle: float = _f(
         0.0175, 'rad', 'components of the operator cue smaller than this are left out')
 
@@ -121,3 +126,9 @@ def _unit(name: str) -> str:
 def describe_fields() -> dict[str, tuple[Any, str, str]]:
     """``{name: (default, unit, description)}`` for every field of :class:`ControllerConfig`, in order."""
     return {f.name: (f.default, f.metadata['unit'], f.metadata['description']) for f in fields(ControllerConfig)}
+
+
+def fixed_fields() -> dict[str, str]:
+    """``{name: why}`` for the fields that cannot change while the controller runs; every other
+    field may (a changed config is validated as a whole before it is used)."""
+    return {f.name: f.metadata['fixed'] for f in fields(ControllerConfig) if f.metadata['fixed']}

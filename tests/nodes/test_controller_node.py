@@ -226,6 +226,49 @@ def test_uncertain_pose_holds_with_zero_twist(setup):
     assert status.uncertainty == pytest.approx(node.config.uncertainty_threshold * 2)
 
 
+def _set_remote(h, node, **values):
+    """``ros2 param set`` through the controller's parameter service -> [SetParametersResult]."""
+    from rclpy.parameter_client import AsyncParameterClient
+    client = AsyncParameterClient(h.node, node.get_fully_qualified_name())
+    assert client.wait_for_services(timeout_sec=10)
+    future = client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+    assert wait_for(future.done, timeout=10), 'no answer from the parameter service'
+    return future.result().results
+
+
+def test_runtime_change_of_the_threshold_and_speed_limit_takes_effect(setup):
+    node, h = setup
+    assert h.call(h.set_target, pose_request(TARGET)).success
+    h.pose = pose_msg(CURRENT, sigma2=node.config.uncertainty_threshold * 2)
+    h.wait_state('hold_uncertain')
+    results = _set_remote(h, node, uncertainty_threshold=node.config.uncertainty_threshold * 4, max_probe_speed=0.1)
+    assert all(r.successful for r in results), [r.reason for r in results]
+    t0 = h.wait_state('guiding')
+    assert wait_for(lambda: len(h.since(h.cmds, t0)) >= 3, timeout=2)
+    speeds = [np.linalg.norm(vec(m.probe)) for _, m in h.since(h.cmds, t0)[1:]]
+    assert speeds and max(speeds) == pytest.approx(0.1, rel=1e-6)
+    assert node.get_parameter('max_probe_speed').value == 0.1
+
+
+def test_runtime_change_that_breaks_the_config_is_refused_with_the_reason(setup):
+    node, h = setup
+    before = node.config
+    results = _set_remote(h, node, release_tolerance=before.converge_tolerance / 2)
+    assert not results[0].successful and 'release_tolerance' in results[0].reason
+    assert node.config == before and node.get_parameter('release_tolerance').value == before.release_tolerance
+
+
+def test_start_up_parameters_are_read_only_and_say_why(setup):
+    node, h = setup
+    results = _set_remote(h, node, control_rate=10.0)
+    assert not results[0].successful and node.config.control_rate == 30.0
+    for p in PARAMS:
+        described = node.describe_parameter(p.name)
+        assert described.read_only == p.read_only, p.name
+        assert ('read-only:' in described.description) == p.read_only, p.name
+    assert not node.describe_parameter('gain').read_only
+
+
 def test_guidance_states_equal_the_message_constants():
     constants = {k[len('STATE_'):].lower(): v for k, v in vars(GuidanceStatus).items() if k.startswith('STATE_')}
     assert constants == {s.label: int(s) for s in GuidanceState}
@@ -425,6 +468,10 @@ def test_docs_list_every_parameter():
     text = (config_dir().parent / 'docs' / 'policy.md').read_text()
     missing = [p.name for p in PARAMS if f'`{p.name}`' not in text]
     assert not missing, f'docs/policy.md does not document {missing}'
+    rows = {line.split('`')[1]: line.rstrip(' |').rsplit('| ', 1)[1] for line in text.splitlines()
+            if line.startswith('| `')}
+    wrong = [p.name for p in PARAMS if rows.get(p.name) != ('no' if p.read_only else 'yes')]
+    assert not wrong, f'docs/policy.md: the "at run time" column is wrong for {wrong}'
 
 
 def test_destroy_stops_the_estimate_client_thread_before_its_executor_goes(graph):

@@ -44,7 +44,7 @@ from ..geometry import probe_frame
 from .convert import array_to_image_msg, echopose_msg, matrix_to_quaternion_msg, quaternion_msg_to_matrix
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .errors import NodeError
-from .params import declare_all
+from .params import declare_all, watch_parameters
 from .process import run_node
 
 __all__ = ['SimNode', 'load_sim_volume', 'main']
@@ -98,9 +98,17 @@ class SimNode(Node):
         self._window_start = time.monotonic()
         self.create_timer(1.0 / self.config.frame_rate, self._tick)
         self.create_timer(1.0, self._publish_diagnostics)
+        watch_parameters(self, PARAMS, SimNodeConfig.from_parameters, self._set_config)
         self.get_logger().info(f'{self.volume.name}: {self.volume.data.shape[0]} frames, '
                                f'{"arm" if self.config.robot else "kinematic"}, '
                                f'{self.config.frame_rate:g} Hz')
+
+    def _set_config(self, config: SimNodeConfig) -> None:
+        """Parameters changed while running (only the writable ones can): the heartbeat, the command
+        timeout, the range of the next random start."""
+        self.config = config
+        self.session.cardiac_motion = config.cardiac_motion
+        self.session.command_timeout_s = config.command_timeout
 
     def _reset_to_random_start(self) -> None:
         orbits, probes = sample_poses(self._rng, 1, self.volume.base_orbit, self.volume.base_probe,

@@ -200,3 +200,18 @@ def test_the_pose_node_finds_the_fan_of_the_simulators_frames():
     assert abs(found.apex_row - truth.apex_row) < 1.0 and abs(found.apex_col - truth.apex_col) < 1.0
     assert found.depth_rows == pytest.approx(truth.depth_rows, rel=0.02)
     assert found.depth_cols == pytest.approx(truth.depth_cols, rel=0.02)
+
+
+def test_writable_parameters_change_while_running_and_the_rest_are_read_only(graph, volume):
+    node = make_sim(graph, volume)
+    assert node.set_parameters([Parameter('cardiac_motion', value=False),
+                                Parameter('command_timeout', value=0.5)])[0].successful
+    assert node.session.cardiac_motion is False and node.session.command_timeout_s == 0.5
+    refused = node.set_parameters([Parameter('start_tilt_max', value=4.0)])[0]
+    assert not refused.successful and 'start_tilt_max = 4.0 rad' in refused.reason
+    assert node.config.start_tilt_max == pytest.approx(np.deg2rad(20.0))
+    assert not node.set_parameters([Parameter('frame_rate', value=10.0)])[0].successful
+    for p in PARAMS:
+        described = node.describe_parameter(p.name)
+        assert described.read_only == p.read_only, p.name
+        assert ('read-only:' in described.description) == p.read_only, p.name

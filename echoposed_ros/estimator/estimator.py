@@ -22,7 +22,7 @@ import numpy as np
 from ..geometry import matrix_to_quat_xyzw, mean_and_sigma2, project_to_so3
 from .errors import EstimatorError
 from .fan import FanGeometry, detect_fan, model_fan
-from .image import image_to_float, infer_encoding, map_to_model
+from .image import check_not_blank, image_to_float, infer_encoding, map_to_model
 from .model import EnsembleModel
 
 __all__ = ['Estimate', 'Estimator', 'FanMode']
@@ -136,9 +136,14 @@ class Estimator:
 
     def prepare(self, image: np.ndarray, encoding: str | None = None,
                 name: str = 'image') -> tuple[np.ndarray, FanGeometry]:
-        """Raw image -> (model input float32 ``(H, W)``, the input fan used)."""
+        """Raw image -> (model input float32 ``(H, W)``, the input fan used).
+
+        A blank frame (every pixel equal, or none above ``detect_threshold``) is an EstimatorError
+        whatever fan is known for its size: a fan cached from an earlier frame does not make it valid.
+        """
         enc = infer_encoding(image) if encoding is None else encoding
         grey = image_to_float(image, enc, name=name)
+        check_not_blank(grey, self.detect_threshold, name)
         src = self.input_fan(grey, name)
         depth_mm = self.model.info.sector_depth_mm if self.input_depth_mm is not None else None
         x = map_to_model(grey, src, self.model_fan, self.input_shape,

@@ -20,8 +20,8 @@ from scipy import ndimage
 from .errors import EstimatorError
 from .fan import FanGeometry
 
-__all__ = ['ENCODINGS', 'IMAGE_SUFFIXES', 'decode_buffer', 'image_to_float', 'infer_encoding', 'is_identity',
-           'map_to_model', 'read_image_file']
+__all__ = ['ENCODINGS', 'IMAGE_SUFFIXES', 'MAX_PIXELS', 'check_not_blank', 'check_pixel_count', 'decode_buffer',
+           'image_to_float', 'infer_encoding', 'is_identity', 'map_to_model', 'read_image_file']
 
 #: Supported ``sensor_msgs/Image`` encodings: numpy dtype and channels of each.
 ENCODINGS: dict[str, tuple[type, int]] = {
@@ -34,6 +34,11 @@ ENCODINGS: dict[str, tuple[type, int]] = {
 
 #: Image file suffixes :func:`read_image_file` reads (lower case).
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.npy')
+
+#: Most pixels (height * width) an input image may have: 4096 x 4096. A larger image, or a
+#: compressed one that declares a larger size, is refused before it is decoded (a few bytes of
+#: PNG can declare gigapixels); scanner frames are well below it.
+MAX_PIXELS = 4096 * 4096
 
 # ITU-R BT.601 luma weights for (R, G, B): a grey image drawn in colour (R = G = B) keeps its value.
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -92,6 +97,30 @@ def image_to_float(data: np.ndarray, encoding: str, name: str = 'image') -> np.n
     weights = _LUMA if encoding == 'rgb8' else _LUMA[::-1]
     grey = a.astype(np.float32) @ weights.astype(np.float32)
     return np.clip(grey / np.float32(255), 0.0, 1.0)
+
+
+def check_pixel_count(height: int, width: int, name: str = 'image', max_pixels: int = MAX_PIXELS) -> None:
+    """Raise EstimatorError unless ``height`` and ``width`` are positive and ``height * width <= max_pixels``."""
+    if height <= 0 or width <= 0:
+        raise EstimatorError(f'{name}: image size {height} x {width}; expected positive height and width')
+    if height * width > max_pixels:
+        raise EstimatorError(f'{name}: image size {height} x {width} = {height * width} pixels; expected at most '
+                             f'{max_pixels} (MAX_PIXELS)')
+
+
+def check_not_blank(grey: np.ndarray, threshold: float = 0.0, name: str = 'image') -> None:
+    """Raise EstimatorError when a float image ``(H, W)`` in [0, 1] holds no picture: every pixel
+    equal (an empty or constant frame), or none above ``threshold`` (the intensity above which a
+    pixel counts as inside the fan)."""
+    a = np.asarray(grey)
+    if a.size == 0:
+        raise EstimatorError(f'{name}: empty image of shape {a.shape}; expected an ultrasound frame')
+    lo, hi = float(a.min()), float(a.max())
+    if hi == lo:
+        raise EstimatorError(f'{name}: blank frame (every pixel is {lo:.4g}); expected an ultrasound fan')
+    if hi <= threshold:
+        raise EstimatorError(f'{name}: blank frame (brightest pixel {hi:.4g} is not above the fan threshold '
+                             f'{threshold:.4g}); expected an ultrasound fan')
 
 
 def decode_buffer(buffer: bytes | bytearray | memoryview | np.ndarray, encoding: str, height: int,

@@ -256,8 +256,8 @@ def test_offline_estimation_skips_images_the_estimator_refuses(tmp_path):
         writer.add_topic('/probe/true_pose', 'echoposed_msgs/msg/EchoPose')
         for i in range(10):
             t = T0 + i * PERIOD
-            # frames 0 and 1 are blank: refused, as no fan can be found in them (once found on a frame of
-            # a size, the fan is reused for that size, as in the pose node)
+            # frames 0 and 1 are blank: refused as blank frames (as in the pose node, whatever fan is
+            # known for their size)
             value = 0 if i in (0, 1) else 60 + 10 * i
             writer.write_message('/probe/image', t, ts['sensor_msgs/msg/Image'](
                 header=_header(t), height=64, width=48, encoding='mono8', is_bigendian=0, step=48,
@@ -267,7 +267,7 @@ def test_offline_estimation_skips_images_the_estimator_refuses(tmp_path):
     model = write_model(tmp_path / 'm.onnx', members, members, gain=1.0)
     report, series = evaluate_bag(tmp_path / 'fan', Estimator(model, detect_threshold=0.02))
     off = report['offline']
-    assert off['estimated'] == 8 and off['rejected'] == 2 and 'no sector fan found' in off['first_rejection']
+    assert off['estimated'] == 8 and off['rejected'] == 2 and 'blank frame' in off['first_rejection']
     assert off['matched'] == 8 and off['sigma2']['count'] == 8
     assert series['offline']['t'][0] == pytest.approx(2 * PERIOD * 1e-9)  # since the first image
 

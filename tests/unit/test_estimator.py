@@ -142,15 +142,42 @@ def test_model_size_frame_passes_unchanged(model_path):
 def test_fan_mode_model_refuses_other_sizes(model_path):
     est = Estimator(model_path, fan='model')
     with pytest.raises(EstimatorError, match='differs from the model input 64 x 64'):
-        est.estimate(np.zeros((80, 80), np.float32), name='frame.png')
+        est.estimate(fan_image(0.4, shape=(80, 80)), name='frame.png')
     with pytest.raises(EstimatorError, match='fan ='):
         Estimator(model_path, fan='guess')
 
 
 def test_blank_frame_of_other_size_is_a_clear_error(model_path):
     est = Estimator(model_path)
-    with pytest.raises(EstimatorError, match='^blank.png: no sector fan found'):
+    with pytest.raises(EstimatorError, match=r'^blank.png: blank frame \(every pixel is 0\)'):
         est.estimate(np.zeros((100, 120), np.uint8), name='blank.png')
+
+
+def test_a_dim_frame_without_a_fan_is_still_no_sector_fan(model_path):
+    est = Estimator(model_path, detect_threshold=0.02)
+    dim = np.zeros((100, 120), np.float32)
+    dim[50, 60] = 0.5   # one bright speck: not blank, but no fan either
+    with pytest.raises(EstimatorError, match='^dim.png: no sector fan found'):
+        est.estimate(dim, name='dim.png')
+
+
+@pytest.mark.parametrize('fan_mode', ['auto', 'detect', 'model'])
+@pytest.mark.parametrize('blank, why', [
+    (lambda shape: np.zeros(shape, np.uint8), r'every pixel is 0\b'),
+    (lambda shape: np.full(shape, 0.6, np.float32), r'every pixel is 0.6\b'),
+    (lambda shape: np.linspace(0.0, 0.015, shape[0] * shape[1], dtype=np.float32).reshape(shape),
+     r'brightest pixel 0.015 is not above the fan threshold 0.02'),
+], ids=['zero', 'constant', 'below-threshold'])
+def test_blank_frames_are_refused_after_a_real_frame_of_their_size(model_path, fan_mode, blank, why):
+    # a fan cached from a real frame of the same size must not make a blank frame valid
+    est = Estimator(model_path, fan=fan_mode, detect_threshold=0.02)
+    shapes = [(H, W)] if fan_mode == 'model' else [(H, W), (96, 96)]
+    for shape in shapes:
+        real = fan_image(0.4, shape=shape, fan=model_fan(*shape, ANGLE))
+        assert est.estimate(real).sigma2 >= 0.0
+        with pytest.raises(EstimatorError, match=f'^frame: blank frame .*{why}'):
+            est.estimate(blank(shape), name='frame')
+        assert est.estimate(real).sigma2 >= 0.0   # and the next real frame is estimated
 
 
 def test_non_finite_output_is_reported(tmp_path):

@@ -6,6 +6,9 @@
 #   2. echoposed_msgs built with cmake against those wheels and installed into .venv
 #      (the wheels' foreign CMake paths are mapped by scripts/wheel_prefix_fix.cmake, in memory)
 #   3. echoposed itself, installed editable into .venv (console scripts in .venv/bin)
+#   4. .venv made an ament prefix holding echoposed (scripts/ament_prefix.py: resource index entry,
+#      share/echoposed linked to the work tree, lib/echoposed/<executables>), so that with
+#      `source scripts/env.sh` ROS tools find it (ros2 run / ros2 launch echoposed ...)
 #
 # Everything lands inside the repository (.venv/, build/), both git-ignored. Needs no root.
 set -euo pipefail
@@ -66,6 +69,15 @@ if ! stamp_ok package "$pkg_stamp"; then
   log "installing echoposed (editable) into .venv"
   quiet "$venv/pip-echoposed.log" "$py" -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e .
   stamp_set package "$pkg_stamp"
+fi
+
+# 4. ament prefix: the files colcon would install, as links (re-made when setup.py or the listed files change)
+prefix_stamp="$({ cat setup.py setup.cfg package.xml scripts/ament_prefix.py; ls resource launch config models; } | sha256sum | cut -d' ' -f1)"
+if ! stamp_ok ament "$prefix_stamp" || [ ! -e "$venv/share/ament_index/resource_index/packages/echoposed" ] \
+    || [ ! -d "$venv/lib/echoposed" ] || [ ! -e "$venv/share/echoposed/package.xml" ]; then
+  log "registering echoposed in the ament prefix .venv (share/echoposed, lib/echoposed)"
+  "$py" scripts/ament_prefix.py "$venv"
+  stamp_set ament "$prefix_stamp"
 fi
 
 "$py" -c 'import rclpy; from echoposed_msgs.msg import EchoPose' \

@@ -36,6 +36,8 @@ PARAMS = (
     Param('frame_id', '', "frame_id of published poses; empty = the model's name"),
     Param('publish_members', True, 'publish the aligned member rotations in EchoPose'),
     Param('diagnostics_period', 1.0, 's, period of the /diagnostics status'),
+    Param('input_timeout', 3.0, 's without any image on the input topic after which /diagnostics warns '
+          '(naming the topic and transport)'),
 )
 
 
@@ -53,6 +55,7 @@ class PoseNodeConfig:
     frame_id: str
     publish_members: bool
     diagnostics_period: float
+    input_timeout: float = 3.0
 
     def estimator_kwargs(self) -> dict[str, Any]:
         """The :class:`~echoposed_ros.estimator.Estimator` keywords these settings give (all but
@@ -70,6 +73,8 @@ class PoseNodeConfig:
             raise ConfigError(f"intra_op_threads = {v['intra_op_threads']}; expected >= 1")
         if v['diagnostics_period'] <= 0:
             raise ConfigError(f"diagnostics_period = {v['diagnostics_period']} s; expected > 0")
+        if not v['input_timeout'] > 0:
+            raise ConfigError(f"input_timeout = {v['input_timeout']} s; expected > 0")
         model = Path(v['model_path']) if v['model_path'] else models_dir() / DEFAULT_MODEL
         return cls(model_path=model, input_transport=v['input_transport'],
                    intra_op_threads=int(v['intra_op_threads']), fan=v['fan'],
@@ -77,7 +82,8 @@ class PoseNodeConfig:
                    detect_threshold=float(v['detect_threshold']), mirror_tta=bool(v['mirror_tta']),
                    frame_id=v['frame_id'],
                    publish_members=bool(v['publish_members']),
-                   diagnostics_period=float(v['diagnostics_period']))
+                   diagnostics_period=float(v['diagnostics_period']),
+                   input_timeout=float(v['input_timeout']))
 
 
 def pose_config_from_yaml(path: str | Path | None = None) -> PoseNodeConfig:

@@ -7,6 +7,7 @@ with a ROS encoding name beside them.
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from geometry_msgs.msg import Quaternion, Vector3
 from sensor_msgs.msg import CompressedImage, Image
 
 from ..estimator.errors import EstimatorError
-from ..estimator.image import decode_buffer
+from ..estimator.image import MAX_PIXELS, check_pixel_count, decode_buffer
 from ..geometry import matrix_to_quat_xyzw, quat_xyzw_to_matrix
 
 __all__ = ['array_to_image_msg', 'compressed_msg_to_array', 'echopose_msg', 'echopose_msg_to_pose',
@@ -60,12 +61,17 @@ def echopose_msg_to_pose(msg: EchoPose) -> tuple[np.ndarray, np.ndarray]:
             quaternion_msg_to_matrix(msg.probe, 'EchoPose.probe'))
 
 
-def image_msg_to_array(msg: Image, name: str = 'image') -> tuple[np.ndarray, str]:
+def image_msg_to_array(msg: Image, name: str = 'image', max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
     """``sensor_msgs/Image`` -> (array, encoding), validated.
 
-    Raises EstimatorError (a ValueError) naming the problem: unknown encoding, zero size, step or
-    data length that disagree, NaN / inf in a float image.
+    Raises EstimatorError (a ValueError) naming the problem: unknown encoding, zero size or more
+    than ``max_pixels`` pixels, step too short for a row, data length other than
+    ``height * step``, NaN / inf in a float image.
     """
+    check_pixel_count(msg.height, msg.width, name, max_pixels)
+    if len(msg.data) != msg.height * msg.step:
+        raise EstimatorError(f'{name}: data holds {len(msg.data)} bytes, expected height * step = '
+                             f'{msg.height} * {msg.step} = {msg.height * msg.step}')
     array = decode_buffer(msg.data, msg.encoding, msg.height, msg.width, msg.step,
                           bool(msg.is_bigendian), name=name)
     if array.dtype.kind == 'f' and not np.all(np.isfinite(array)):
@@ -73,21 +79,44 @@ def image_msg_to_array(msg: Image, name: str = 'image') -> tuple[np.ndarray, str
     return array, msg.encoding
 
 
-def compressed_msg_to_array(msg: CompressedImage, name: str = 'image') -> tuple[np.ndarray, str]:
-    """``sensor_msgs/CompressedImage`` (PNG or JPEG) -> (array, 'mono8' | 'rgb8' | 'mono16')."""
+def compressed_msg_to_array(msg: CompressedImage, name: str = 'image',
+                            max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """``sensor_msgs/CompressedImage`` (PNG or JPEG) -> (array, 'mono8' | 'rgb8' | 'mono16').
+
+    The declared size is checked before anything is decoded: more than ``max_pixels`` pixels is
+    refused (a 65-byte PNG can declare 20000 x 10000). Any decoder failure (not PNG or JPEG,
+    truncated, corrupt, over-sized) is an EstimatorError naming the message's format and size.
+    """
     from PIL import Image as PILImage
 
+    data = bytes(msg.data)
+    what = f'{name}: compressed image (format {msg.format!r}, {len(data)} bytes)'
+    if not data:
+        raise EstimatorError(f'{what}: no data; expected a PNG or JPEG stream')
     try:
-        with PILImage.open(io.BytesIO(bytes(msg.data))) as img:
-            img.load()
-            if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
-                return np.asarray(img, dtype=np.uint16), 'mono16'
-            if img.mode in ('L', 'P', '1', 'LA'):
-                return np.asarray(img.convert('L')), 'mono8'
-            return np.asarray(img.convert('RGB')), 'rgb8'
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise EstimatorError(f'{name}: compressed image (format {msg.format!r}, {len(msg.data)} bytes) '
-                             f'could not be decoded as PNG or JPEG: {exc}') from exc
+        with warnings.catch_warnings():
+            # pillow's own bomb guard warns, then raises, above its limit: both are a refused input here
+            warnings.simplefilter('error', PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data), formats=('PNG', 'JPEG')) as img:
+                width, height = img.size
+                check_pixel_count(height, width, what, max_pixels)
+                img.load()
+                if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+                    array = np.asarray(img)
+                    if array.dtype != np.uint16:
+                        if array.size and (array.min() < 0 or array.max() > 65535):
+                            raise EstimatorError(f'{what}: {img.mode} values outside 0..65535')
+                        array = array.astype(np.uint16)
+                    return array, 'mono16'
+                if img.mode in ('L', 'P', '1', 'LA'):
+                    return np.asarray(img.convert('L')), 'mono8'
+                return np.asarray(img.convert('RGB')), 'rgb8'
+    except EstimatorError:
+        raise
+    except PILImage.UnidentifiedImageError:
+        raise EstimatorError(f'{what}: not a PNG or JPEG stream') from None
+    except Exception as exc:   # any decoder failure is a bad input, never the node's end
+        raise EstimatorError(f'{what} could not be decoded as PNG or JPEG: {type(exc).__name__}: {exc}') from exc
 
 
 def array_to_image_msg(image: np.ndarray, header: Any) -> Image:

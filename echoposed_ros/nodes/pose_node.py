@@ -6,8 +6,12 @@ frames instead of queueing them. Publishes ``echoposed/pose`` (``EchoPose``, sta
 the image) and ``/diagnostics`` (rate, latency, sigma^2, rejected inputs). Serves
 ``echoposed/estimate`` (``EstimatePose``): estimate one given image (used to set targets).
 
-A malformed image is rejected with a warning on ``/diagnostics`` and in the log; the node keeps
-running. A model file that cannot be used stops the node with one clear line (exit code 2).
+A malformed image (wrong size, step or length, unknown encoding, more than
+``estimator.MAX_PIXELS`` pixels, a compressed stream that does not decode, a blank frame) is
+rejected, counted and reported with its reason on ``/diagnostics`` and in the log; the node keeps
+running. No image on the input topic for ``input_timeout`` s is a WARN on ``/diagnostics`` naming
+the topic and the transport. A model file that cannot be used stops the node with one clear line
+(exit code 2).
 """
 from __future__ import annotations
 
@@ -44,9 +48,9 @@ class PoseNode(Node):
                          reliability=qos_profile_sensor_data.reliability,
                          durability=qos_profile_sensor_data.durability)
         if self.config.input_transport == 'raw':
-            self.create_subscription(Image, 'probe/image', self._on_image, qos)
+            self._input = self.create_subscription(Image, 'probe/image', self._on_image, qos)
         else:
-            self.create_subscription(CompressedImage, 'probe/image/compressed', self._on_compressed, qos)
+            self._input = self.create_subscription(CompressedImage, 'probe/image/compressed', self._on_compressed, qos)
         self.create_service(EstimatePose, 'echoposed/estimate', self._on_estimate)
         self.diagnostics = DiagnosticsPublisher(self, 'echoposed_pose: estimator', str(self.config.model_path))
         self.create_timer(self.config.diagnostics_period, self._publish_diagnostics)
@@ -56,6 +60,9 @@ class PoseNode(Node):
         self._latency_sum = 0.0
         self._inference_sum = 0.0
         self._last_sigma2 = float('nan')
+        self.received = 0        # images taken from the input topic, valid or not
+        self.estimated = 0       # of which estimated and published
+        self._last_input = time.monotonic()   # the node's start counts as the last input
         self.rejected = 0
         self._rejected_in_window = 0
         self._last_rejection = ''
@@ -71,12 +78,15 @@ class PoseNode(Node):
         self._handle(msg.header, lambda: compressed_msg_to_array(msg, 'probe/image/compressed'))
 
     def _handle(self, header: Any, decode: Any) -> None:
+        self.received += 1
+        self._last_input = time.monotonic()
         try:
             array, encoding = decode()
             estimate = self.estimator.estimate(array, encoding)
-        except (EstimatorError, ValueError) as exc:
-            self._reject(str(exc))
+        except Exception as exc:   # an input must never end the node: it is rejected
+            self._reject(_reason(exc))
             return
+        self.estimated += 1
         self.pose_pub.publish(self._to_msg(header, estimate))
         now = self.get_clock().now()
         latency = (now - rclpy.time.Time.from_msg(header.stamp, clock_type=now.clock_type)).nanoseconds * 1e-9
@@ -100,9 +110,10 @@ class PoseNode(Node):
         try:
             array, encoding = image_msg_to_array(request.image, 'EstimatePose.image')
             estimate = self.estimator.estimate(array, encoding)
-        except (EstimatorError, ValueError) as exc:
-            self._reject(str(exc))
-            response.success, response.message = False, str(exc)
+        except Exception as exc:   # a bad request image is refused; the node goes on
+            why = _reason(exc)
+            self._reject(why)
+            response.success, response.message = False, why
             return response
         response.success, response.message = True, f'sigma2 = {estimate.sigma2:.4g} rad^2'
         response.pose = self._to_msg(request.image.header, estimate)
@@ -110,8 +121,15 @@ class PoseNode(Node):
 
     # -- diagnostics -----------------------------------------------------------------------------
 
+    @property
+    def input_topic(self) -> str:
+        """The input topic's full name (namespace and remapping applied)."""
+        return self._input.topic_name
+
     def _publish_diagnostics(self) -> None:
-        elapsed = max(time.monotonic() - self._window_start, 1e-9)
+        now = time.monotonic()
+        elapsed = max(now - self._window_start, 1e-9)
+        silent = now - self._last_input
         n = self._count
         values = {
             'rate_hz': n / elapsed,
@@ -121,11 +139,19 @@ class PoseNode(Node):
             'rejected_inputs': self.rejected,
             'last_rejection': self._last_rejection,
             'model': str(self.config.model_path),
+            'input_topic': self.input_topic,
+            'input_transport': self.config.input_transport,
+            'received_inputs': self.received,
+            'seconds_since_input': silent,
         }
         if self._rejected_in_window:
             level, message = WARN, f'{self._rejected_in_window} input(s) rejected: {self._last_rejection}'
+        elif silent >= self.config.input_timeout:
+            level = WARN
+            message = (f'no image for {silent:.1f} s on {self.input_topic} ({self.config.input_transport} '
+                       f'transport){"" if self.received else "; none since the start"}')
         elif n == 0:
-            level, message = WARN, 'no images received'
+            level, message = OK, f'waiting for images on {self.input_topic} ({self.config.input_transport} transport)'
         else:
             level, message = OK, f'{n / elapsed:.1f} Hz'
         self.diagnostics.publish(level, message, values)
@@ -133,6 +159,11 @@ class PoseNode(Node):
         self._count = 0
         self._latency_sum = self._inference_sum = 0.0
         self._rejected_in_window = 0
+
+
+def _reason(exc: Exception) -> str:
+    """Why an input was rejected: the message of an input error, else the exception's type too."""
+    return str(exc) if isinstance(exc, (EstimatorError, ValueError)) else f'unexpected {type(exc).__name__}: {exc}'
 
 
 def main(args: list[str] | None = None) -> int:

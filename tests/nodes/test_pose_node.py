@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -143,3 +144,95 @@ def test_missing_model_stops_with_one_clear_line(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(missing) in lines[0], result.stderr
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width`` x ``height`` 8-bit grey pixels (a decompression bomb
+    when large) and whose image data is empty."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b'')) + chunk(b'IEND', b''))
+
+
+def png_of(image: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+    buf = io.BytesIO()
+    PILImage.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)).save(buf, 'PNG')
+    return buf.getvalue()
+
+
+def statuses(diags: list[DiagnosticArray]) -> list:
+    return [s for d in list(diags) for s in d.status if s.name.startswith('echoposed_pose')]
+
+
+def test_compressed_bomb_is_rejected_and_the_node_goes_on(graph, model_path):
+    from sensor_msgs.msg import CompressedImage
+
+    node = make_pose_node(graph, model_path, input_transport='compressed', diagnostics_period=0.2)
+    client = graph.node('client')
+    poses: list[EchoPose] = []
+    diags: list[DiagnosticArray] = []
+    client.create_subscription(EchoPose, 'echoposed/pose', poses.append, 10)
+    client.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    pub = client.create_publisher(CompressedImage, 'probe/image/compressed', 10)
+    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    bomb = CompressedImage(format='png', data=png_declaring(20000, 10000))
+    assert len(bomb.data) == 65
+    assert wait_for(lambda: (pub.publish(bomb), node.rejected > 0)[1], timeout=10)
+    assert 'compressed image' in node._last_rejection and not poses
+    assert wait_for(lambda: (pub.publish(CompressedImage(format='png', data=png_declaring(5000, 5000))),
+                             'MAX_PIXELS' in node._last_rejection)[1], timeout=10)
+    good = CompressedImage(format='png', data=png_of(fan_image()))
+    assert wait_for(lambda: (pub.publish(good), bool(poses))[1], timeout=10)
+    assert poses[0].uncertainty == pytest.approx(SPREAD ** 2, rel=1e-3)
+    assert wait_for(lambda: any('rejected' in s.message for s in statuses(diags)), timeout=5)
+
+
+@pytest.mark.parametrize('size', [(64, 64), (96, 80)], ids=['model-size', 'other-size'])
+def test_blank_frames_after_a_real_frame_are_rejected(graph, model_path, size):
+    node = make_pose_node(graph, model_path)
+    client = graph.node('client')
+    poses: list[EchoPose] = []
+    client.create_subscription(EchoPose, 'echoposed/pose', poses.append, 10)
+    pub = client.create_publisher(Image, 'probe/image', 10)
+    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    real = array_to_image_msg(fan_image(*size), Image().header)
+    assert wait_for(lambda: (pub.publish(real), bool(poses))[1], timeout=10)
+    time.sleep(0.5)   # real frames still in flight arrive first
+    estimated = node.estimated
+    blank = array_to_image_msg(np.zeros(size, np.float32), Image().header)
+    assert wait_for(lambda: (pub.publish(blank), node.rejected >= 3)[1], timeout=10)
+    assert 'blank frame' in node._last_rejection
+    assert node.estimated == estimated
+
+
+def test_silence_on_the_input_is_a_warning_naming_topic_and_transport(graph, model_path):
+    node = make_pose_node(graph, model_path, diagnostics_period=0.1, input_timeout=0.3,
+                          input_transport='compressed')
+    client = graph.node('client')
+    diags: list[DiagnosticArray] = []
+    client.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    assert node.input_topic == '/probe/image/compressed'
+
+    def silent_warning() -> bool:
+        return any(s.level == b'\x01' and 'no image for' in s.message and '/probe/image/compressed' in s.message
+                   and '(compressed transport)' in s.message for s in statuses(diags))
+    assert wait_for(silent_warning, timeout=5), [s.message for s in statuses(diags)]
+    values = {kv.key: kv.value for kv in statuses(diags)[-1].values}
+    assert values['input_topic'] == '/probe/image/compressed' and values['input_transport'] == 'compressed'
+    assert float(values['seconds_since_input']) >= 0.3
+
+
+def test_input_timeout_must_be_positive():
+    from echoposed_ros.config.errors import ConfigError
+    from echoposed_ros.config.pose import PoseNodeConfig
+    values = {p.name: p.default for p in PARAMS}
+    assert PoseNodeConfig.from_parameters(values).input_timeout == 3.0
+    with pytest.raises(ConfigError, match='input_timeout = 0.0 s; expected > 0'):
+        PoseNodeConfig.from_parameters({**values, 'input_timeout': 0.0})

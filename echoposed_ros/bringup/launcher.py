@@ -1,7 +1,7 @@
 """Start, supervise and stop the nodes of a launch as processes (``echoposed launch``).
 
 For machines without ``ros2 launch``: each :class:`NodeSpec` becomes
-``python -m <module> --ros-args --params-file <config yaml> --params-file <overrides yaml>``,
+``python -m <module> --ros-args -r __node:=NAME [-r __ns:=NS] [remaps] --params-file <its parameters>``,
 its output prefixed with the node name. The run ends at ``duration`` seconds, on Ctrl-C /
 SIGTERM, when a long-running node exits, or when a one-shot node fails; every node is then sent
 SIGINT (rclpy shuts down cleanly), then SIGTERM, then SIGKILL, each after a grace period. A node
@@ -24,7 +24,7 @@ from typing import IO
 
 import yaml
 
-from .description import NodeSpec
+from .description import NodeSpec, fully_qualified_name, node_parameters
 
 __all__ = ['TAIL_LINES', 'NodeProcess', 'RunResult', 'command_for', 'run_nodes']
 
@@ -33,15 +33,17 @@ DONE = (0, -signal.SIGALRM)   # a one-shot node's success: exit 0, or its teardo
 
 
 def command_for(spec: NodeSpec, overrides_dir: Path) -> list[str]:
-    """The command line that runs one node with its YAML and overrides."""
+    """The command line that runs one node in its namespace, with its parameters (its YAML and
+    overrides, :func:`node_parameters`) in one file keyed by its fully qualified name."""
     cmd = [sys.executable, '-m', spec.module, '--ros-args', '-r', f'__node:={spec.name}']
+    if spec.namespace.strip('/'):
+        cmd += ['-r', f'__ns:=/{spec.namespace.strip("/")}']
     for source, target in spec.remappings:
         cmd += ['-r', f'{source}:={target}']
-    if spec.params_file is not None:
-        cmd += ['--params-file', str(spec.params_file)]
-    if spec.parameters:
+    parameters = node_parameters(spec)
+    if parameters:
         path = overrides_dir / f'{spec.name}.yaml'
-        path.write_text(yaml.safe_dump({spec.name: {'ros__parameters': dict(spec.parameters)}}))
+        path.write_text(yaml.safe_dump({fully_qualified_name(spec): {'ros__parameters': parameters}}))
         cmd += ['--params-file', str(path)]
     return cmd
 

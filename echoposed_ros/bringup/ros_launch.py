@@ -7,7 +7,7 @@ from launch_ros.actions import Node
 
 from launch import LaunchDescription
 
-from .description import LAUNCHES, resolve
+from .description import LAUNCHES, node_parameters, resolve
 
 __all__ = ['generate_for']
 
@@ -18,9 +18,11 @@ def generate_for(launch: str) -> LaunchDescription:
     def nodes(context):
         given = {a.name: LaunchConfiguration(a.name).perform(context) for a in spec.arguments}
         _, node_specs = resolve(launch, given)
+        # parameters as values (launch_ros hands them to the node under /**): a config file section
+        # keyed by the bare node name would not apply to a node in a namespace
         return [Node(package='echoposed', executable=n.executable, name=n.name, output='screen',
-                     remappings=list(n.remappings),
-                     parameters=[str(n.params_file), dict(n.parameters)] if n.params_file else [dict(n.parameters)])
+                     namespace=n.namespace or None, remappings=list(n.remappings),
+                     parameters=[node_parameters(n)])
                 for n in node_specs]
 
     declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,

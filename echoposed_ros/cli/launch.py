@@ -98,7 +98,10 @@ def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> 
     try:
         if args.launch == 'sim_guidance':
             pose_topic = 'probe/true_pose' if launch_args['estimator'] == 'oracle' else 'echoposed/pose'
-            monitor = RunMonitor(launch_args['target'], pose_topic=pose_topic, context=context)
+            # in the nodes' namespace, reading the image topic they use
+            remap = ['--ros-args', '-r', f'probe/image:={launch_args["image_topic"]}']
+            monitor = RunMonitor(launch_args['target'], pose_topic=pose_topic, context=context,
+                                 namespace=launch_args['namespace'].strip() or None, cli_args=remap)
         # The monitor spins in its own thread, so no message waits on the supervision loop.
         executor = rclpy.executors.SingleThreadedExecutor(context=context)
         spinner, stop_spinning = None, threading.Event()

@@ -3,8 +3,10 @@
 - ``errors``: :class:`BagError` (a ValueError), the one exception of this subpackage
 - ``typestore``: rosbags typestore with ``echoposed_msgs`` registered from its ``.msg`` files
 - ``writer``: :class:`BagWriter` (serialized messages -> MCAP bag with metadata.yaml; no rclpy)
+- ``integrity``: MCAP framing and CRC-32 checks run before a bag is read (damage -> one BagError)
 - ``reader``: :func:`read_bag` (images, ground truth, estimates, commands, status -> arrays)
-- ``salvage``: :func:`salvage` (complete messages of a truncated MCAP -> a new, complete bag)
+- ``salvage``: :func:`salvage` (complete messages of a truncated or damaged MCAP, and its custom_data
+  -> a new, complete bag)
 - ``evaluate``: the pure scoring core (alignment, tracking error, sigma^2 vs error, latency, target)
 - ``plots``: pictures of an evaluation (matplotlib, Agg)
 - ``recorder`` / ``player``: rclpy nodes (import them explicitly; this package does not import rclpy)

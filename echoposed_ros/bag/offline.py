@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,8 @@ class OfflineEstimates:
     """Offline estimates per image: stamps int64 ns; orbit / probe (N, 3, 3) canonical mean;
     ungauged_orbit / ungauged_probe (N, 3, 3) projected member means before gauge fixing;
     sigma2 (N,) rad^2; wall_s: seconds spent estimating; rejected: images the estimator refused
-    (as the live pose node rejects them: blank, no fan, bad encoding), with the first reason."""
+    (as the live pose node rejects them: blank, no fan, bad encoding), with the first refusal and
+    the count per reason (``rejected_by_reason``: {reason: images})."""
 
     stamps: np.ndarray
     orbit: np.ndarray
@@ -76,6 +77,7 @@ class OfflineEstimates:
     wall_s: float
     rejected: int = 0
     first_rejection: str = ''
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 def estimate_images(estimator: Any, images: list[np.ndarray], encodings: list[str], stamps: np.ndarray,
@@ -96,6 +98,7 @@ def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], l
     orbit, probe, uo, up, sigma2, all_stamps = [], [], [], [], [], []
     count = rejected = 0
     first_rejection = ''
+    reasons: dict[str, int] = {}
     for images, encodings, stamps in batches:
         names = [f'image {count + i}' for i in range(len(images))]
         count += len(images)
@@ -111,6 +114,8 @@ def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], l
                 except EstimatorError as exc:
                     rejected += 1
                     first_rejection = first_rejection or str(exc)
+                    reason = str(exc).removeprefix(f'{name}: ')
+                    reasons[reason] = reasons.get(reason, 0) + 1
             stamps = stamps[keep]
         if not batch:
             continue
@@ -127,7 +132,8 @@ def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], l
     return OfflineEstimates(stamps, np.array(orbit).reshape(-1, 3, 3),
                             np.array(probe).reshape(-1, 3, 3),
                             np.concatenate(uo) if uo else empty, np.concatenate(up) if up else empty,
-                            np.array(sigma2, dtype=np.float64), time.perf_counter() - t0, rejected, first_rejection)
+                            np.array(sigma2, dtype=np.float64), time.perf_counter() - t0, rejected, first_rejection,
+                            dict(sorted(reasons.items())))
 
 
 def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
@@ -245,6 +251,8 @@ def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetS
         'image_topic': img.topic, 'images': len(img), 'image_rate_hz': rate,
         'recording_s': span + (1.0 / rate if rate > 0 else 0.0),
         'ground_truth': c.truth is not None, 'ground_truth_samples': 0 if c.truth is None else len(c.truth),
+        'integrity': {'chunks': c.integrity.chunks, 'chunk_crcs_checked': c.integrity.crc_checked,
+                      'summary_crc_checked': c.integrity.summary_crc_checked},
     }
     series: dict[str, Any] = {'bag': str(c.path), 'last_image': None}
 
@@ -254,16 +262,22 @@ def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetS
     # offline estimation
     if estimator is not None:
         last: list[np.ndarray] = []
+        undecodable: dict[str, int] = {}
 
         def batches() -> Iterator[tuple[list[np.ndarray], list[str], np.ndarray]]:
-            for batch in iter_image_batches(c.path, img.topic, batch_size):
+            for batch in iter_image_batches(c.path, img.topic, batch_size, skipped=undecodable):
                 last[:] = batch[0][-1:]
                 yield batch
 
         est = estimate_batches(estimator, prefetch(batches()))
         series['last_image'] = last[0] if last else None
+        reasons = dict(est.rejected_by_reason)
+        for reason, n in undecodable.items():
+            reasons[reason] = reasons.get(reason, 0) + n
         off: dict[str, Any] = {'model': str(getattr(estimator, 'path', '')), 'estimated': int(est.sigma2.size),
-                               'rejected': est.rejected, 'first_rejection': est.first_rejection or None,
+                               'rejected': est.rejected + sum(undecodable.values()),
+                               'rejected_by_reason': dict(sorted(reasons.items())),
+                               'first_rejection': est.first_rejection or next(iter(undecodable), None),
                                'estimate_s': est.wall_s, 'sigma2': stats(est.sigma2)}
         if est.sigma2.size == 0:
             off['note'] = 'the estimator refused every image'

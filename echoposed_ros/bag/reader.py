@@ -11,21 +11,28 @@ message type known, an image topic present) and returns a :class:`BagContents`:
 - the bag's ``custom_data`` (e.g. the target view stored by the recorder).
 
 Times are int64 nanoseconds (ROS time); rotations (N, 3, 3) float64; quaternions on the wire are
-(x, y, z, w). Every problem raises one :class:`BagError` naming the bag and the problem.
+(x, y, z, w). Every problem raises one :class:`BagError` naming the bag once, the problem and what
+was expected: damaged files included (MCAP framing and CRC-32s are checked on opening, see
+:mod:`.integrity`; whatever rosbags raises on damaged data is turned into a BagError).
+
+Each bag is read with a type store of its own (:func:`~.typestore.make_typestore`), so definitions
+embedded in one bag never change how another is read; only the types of the topics read need to
+be known (an unknown type on another topic is ignored).
 """
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rosbags.rosbag2 import Reader, ReaderError
+from rosbags.rosbag2 import Reader
 
 from .errors import BagError
-from .typestore import ensure_type, typestore
+from .integrity import McapCheck, verify_mcap, verify_summary
+from .typestore import ensure_type, make_typestore
 
 __all__ = [
     'COMMAND_TOPIC',
@@ -128,6 +135,7 @@ class BagContents:
     commands: CommandSeries | None = None
     status: StatusSeries | None = None
     custom: dict[str, str] = field(default_factory=dict)
+    integrity: McapCheck = field(default_factory=McapCheck)
 
 
 def _storage_files(path: Path) -> list[Path]:
@@ -161,22 +169,43 @@ def check_complete(path: str | Path) -> None:
                        '`echoposed bag salvage` recovers the complete messages)')
 
 
-def open_bag(path: str | Path) -> Reader:
-    """An open rosbags Reader, after :func:`check_complete`; every failure is a BagError."""
-    path = Path(path)
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f'{type(exc).__name__}: {text}' if text else type(exc).__name__
+
+
+def _open_checked(path: Path) -> tuple[Reader, McapCheck]:
     check_complete(path)
+    summary = [verify_summary(f, str(path)) for f in _storage_files(path) if f.suffix == '.mcap']
     try:
         reader = Reader(path)
         reader.open()
-    except (ReaderError, OSError, KeyError, ValueError) as exc:
-        raise BagError(f'{path}: cannot be opened as a rosbag2 bag: {exc}') from exc
-    return reader
+    except Exception as exc:  # rosbags on a damaged summary or metadata.yaml: any error type
+        raise BagError(f'{path}: cannot be opened as a rosbag2 bag ({_describe(exc)}); expected an intact '
+                       'metadata.yaml and MCAP summary: the bag is damaged') from exc
+    try:
+        storage = reader.storage
+        check = McapCheck()
+        for part in getattr(storage, 'storages', [storage]):
+            if hasattr(part, 'chunks'):  # MCAP (SQLite storage has no chunks)
+                check = check + verify_mcap(part, str(path))
+    except BaseException:
+        reader.close()
+        raise
+    return reader, McapCheck(check.chunks, check.crc_checked, any(summary))
 
 
-def resolve_types(path: Path, reader: Reader, store: Any) -> None:
-    """Make every connection type of an open bag known to ``store`` (stock, installed, or the bag's own
-    definition); BagError naming the type and topic otherwise."""
-    for conn in reader.connections:
+def open_bag(path: str | Path) -> Reader:
+    """An open rosbags Reader, after :func:`check_complete` and :func:`~.integrity.verify_mcap`
+    (framing and CRC-32s of every MCAP file); every failure is a BagError."""
+    return _open_checked(Path(path))[0]
+
+
+def resolve_types(path: Path, reader: Reader, store: Any, connections: Sequence[Any] | None = None) -> None:
+    """Make the type of every connection in ``connections`` (default: all of the open bag) known to
+    ``store`` (stock, installed, or the bag's own definition); BagError naming the type and topic
+    otherwise."""
+    for conn in reader.connections if connections is None else connections:
         if conn.msgtype in store.fielddefs:
             continue
         try:
@@ -216,15 +245,28 @@ def _pick_image_topic(path: Path, topics: dict[str, str], counts: dict[str, int]
     return (with_messages or sorted(images))[0]
 
 
-def _decode_image(msg: Any, msgtype: str, where: str) -> tuple[np.ndarray, str]:
+class _Undecodable(Exception):
+    """An image message that cannot be decoded; ``reason`` names why (the same for like frames)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _decode_image(msg: Any, msgtype: str) -> tuple[np.ndarray, str]:
+    """(array, encoding) of an ``Image`` or ``CompressedImage`` message; :class:`_Undecodable` otherwise."""
     from ..estimator import EstimatorError, decode_buffer
 
+    if msgtype == 'sensor_msgs/msg/Image':
+        try:
+            array = decode_buffer(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian),
+                                  name='image')
+        except EstimatorError as exc:
+            raise _Undecodable(str(exc).removeprefix('image: ')) from exc
+        return array, msg.encoding
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
     try:
-        if msgtype == 'sensor_msgs/msg/Image':
-            array = decode_buffer(msg.data, msg.encoding, msg.height, msg.width, msg.step,
-                                  bool(msg.is_bigendian), name=where)
-            return array, msg.encoding
-        from PIL import Image as PILImage
         with PILImage.open(io.BytesIO(bytes(msg.data))) as img:
             img.load()
             if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
@@ -232,8 +274,33 @@ def _decode_image(msg: Any, msgtype: str, where: str) -> tuple[np.ndarray, str]:
             if img.mode in ('L', 'P', '1', 'LA'):
                 return np.asarray(img.convert('L')), 'mono8'
             return np.asarray(img.convert('RGB')), 'rgb8'
-    except (EstimatorError, OSError, ValueError, SyntaxError) as exc:
-        raise BagError(f'{where}: image cannot be decoded: {exc}') from exc
+    except UnidentifiedImageError as exc:  # its text holds an object address: not a stable reason
+        raise _Undecodable(f'compressed data (format {msg.format!r}) is not an image; expected PNG or JPEG') from exc
+    except Exception as exc:  # any decoder error on bad data (OSError, DecompressionBombError, SyntaxError...)
+        raise _Undecodable(f'compressed image (format {msg.format!r}) cannot be decoded '
+                           f'({type(exc).__name__}: {exc})') from exc
+
+
+def _messages(path: Path, reader: Reader, store: Any, connections: Sequence[Any]) -> Iterator[tuple[Any, int, Any]]:
+    """(connection, bag time ns, deserialized message) of ``connections`` in bag order; anything rosbags
+    raises on damaged data (ReaderError, SerdeError, OverflowError, MemoryError...) becomes one BagError."""
+    messages = reader.messages(connections=connections)
+    count = 0
+    while True:
+        try:
+            conn, t, raw = next(messages)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise BagError(f'{path}: unreadable message data after {count} messages ({_describe(exc)}); '
+                           'expected intact MCAP records: the bag is damaged or truncated') from exc
+        try:
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+        except Exception as exc:
+            raise BagError(f'{path}: {conn.topic} message at bag time {t} ns cannot be deserialized '
+                           f'({_describe(exc)}); expected CDR data of {conn.msgtype}: the bag is damaged') from exc
+        count += 1
+        yield conn, t, msg
 
 
 def _stamp_ns(header: Any) -> int:
@@ -274,50 +341,57 @@ class _PoseCollector:
         self.member_orbit.append(_quats(msg.member_orbit) if members else None)
         self.member_probe.append(_quats(msg.member_probe) if members else None)
 
-    def series(self) -> PoseSeries | None:
+    def series(self, path: Path) -> PoseSeries | None:
         if not self.stamps:
             return None
         from ..geometry import project_to_so3
-        orbit, probe = _matrices(np.array(self.orbit)), _matrices(np.array(self.probe))
-        mo, mp = orbit.copy(), probe.copy()
-        for i, (qo, qp) in enumerate(zip(self.member_orbit, self.member_probe)):
-            if qo is not None:
-                mo[i] = project_to_so3(_matrices(qo).mean(axis=0))
-                mp[i] = project_to_so3(_matrices(qp).mean(axis=0))
+        try:
+            orbit, probe = _matrices(np.array(self.orbit)), _matrices(np.array(self.probe))
+            mo, mp = orbit.copy(), probe.copy()
+            for i, (qo, qp) in enumerate(zip(self.member_orbit, self.member_probe)):
+                if qo is not None:
+                    mo[i] = project_to_so3(_matrices(qo).mean(axis=0))
+                    mp[i] = project_to_so3(_matrices(qp).mean(axis=0))
+        except ValueError as exc:  # scipy: zero-norm or non-finite quaternions
+            raise BagError(f'{path}: {self.topic}: {exc}; expected unit quaternions (x, y, z, w)') from exc
         return PoseSeries(self.topic, np.array(self.stamps, np.int64), np.array(self.times, np.int64), orbit,
                           probe, np.array(self.sigma2), np.array(self.inference), mo, mp)
 
 
-def iter_image_batches(path: str | Path, topic: str, batch_size: int = 64
+def iter_image_batches(path: str | Path, topic: str, batch_size: int = 64,
+                       skipped: MutableMapping[str, int] | None = None
                        ) -> Iterator[tuple[list[np.ndarray], list[str], np.ndarray]]:
     """Decoded images of ``topic`` in bag order, ``batch_size`` at a time: (arrays, encodings, header
-    stamps int64 ns). For long bags: memory stays at one batch (see ``read_bag(load_images=False)``)."""
+    stamps int64 ns). For long bags: memory stays at one batch (see ``read_bag(load_images=False)``).
+
+    ``skipped``: when given, a frame that cannot be decoded (unknown encoding, short data, not a
+    PNG / JPEG) is left out and counted in it by reason ({reason: frames}); when None, it is a BagError.
+    """
     path = Path(path)
-    store = typestore()
+    store = make_typestore()
     reader = open_bag(path)
     try:
-        resolve_types(path, reader, store)
         conns = [c for c in reader.connections if c.topic == topic]
         if not conns or conns[0].msgtype not in IMAGE_TYPES:
-            raise BagError(f'{path}: no image topic {topic}')
+            raise BagError(f'{path}: no image topic {topic}; expected one of type {" or ".join(IMAGE_TYPES)}')
+        resolve_types(path, reader, store, conns)
         images: list[np.ndarray] = []
         encodings: list[str] = []
         stamps: list[int] = []
-        try:
-            for index, (conn, _, raw) in enumerate(reader.messages(connections=conns)):
-                msg = store.deserialize_cdr(raw, conn.msgtype)
-                array, enc = _decode_image(msg, conn.msgtype, f'{path}: {topic} message {index}')
-                images.append(array)
-                encodings.append(enc)
-                stamps.append(_stamp_ns(msg.header))
-                if len(images) == batch_size:
-                    yield images, encodings, np.array(stamps, np.int64)
-                    images, encodings, stamps = [], [], []
-        except BagError:
-            raise
-        except (ReaderError, AssertionError, ValueError, IndexError, KeyError, OSError) as exc:
-            raise BagError(f'{path}: unreadable message data ({type(exc).__name__}: {exc}); '
-                           'the bag is damaged or truncated') from exc
+        for index, (conn, _, msg) in enumerate(_messages(path, reader, store, conns)):
+            try:
+                array, enc = _decode_image(msg, conn.msgtype)
+            except _Undecodable as exc:
+                if skipped is None:
+                    raise BagError(f'{path}: {topic} message {index}: {exc.reason}') from exc
+                skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
+                continue
+            images.append(array)
+            encodings.append(enc)
+            stamps.append(_stamp_ns(msg.header))
+            if len(images) == batch_size:
+                yield images, encodings, np.array(stamps, np.int64)
+                images, encodings, stamps = [], [], []
         if images:
             yield images, encodings, np.array(stamps, np.int64)
     finally:
@@ -327,12 +401,12 @@ def iter_image_batches(path: str | Path, topic: str, batch_size: int = 64
 def read_bag(path: str | Path, image_topic: str | None = None, load_images: bool = True) -> BagContents:
     """Read an echoposed bag (see the module docstring). ``image_topic``: which image topic
     (default: ``/probe/image``, else ``/probe/image/compressed``, else the first image topic).
-    ``load_images=False`` reads only image stamps and times (no decoding)."""
+    ``load_images=False`` reads only image stamps and times (no decoding); with images, a frame
+    that cannot be decoded is a BagError (``iter_image_batches`` can skip and count such frames)."""
     path = Path(path)
-    store = typestore()
-    reader = open_bag(path)
+    store = make_typestore()
+    reader, integrity = _open_checked(path)
     try:
-        resolve_types(path, reader, store)
         conns = reader.connections
         topic_types = {c.topic: c.msgtype for c in conns}
         counts = {c.topic: 0 for c in conns}
@@ -359,37 +433,34 @@ def read_bag(path: str | Path, image_topic: str | None = None, load_images: bool
         for c in use:
             if c.topic in expected and c.msgtype != expected[c.topic]:
                 raise BagError(f'{path}: topic {c.topic} is {c.msgtype}; expected {expected[c.topic]}')
+        resolve_types(path, reader, store, use)
         index = 0
-        try:
-            for conn, t, raw in reader.messages(connections=use):
-                msg = store.deserialize_cdr(raw, conn.msgtype)
-                topic = conn.topic
-                if topic == image_name:
-                    img_stamps.append(_stamp_ns(msg.header))
-                    img_times.append(t)
-                    if load_images:
-                        array, enc = _decode_image(msg, conn.msgtype, f'{path}: {topic} message {index}')
-                        images.append(array)
-                        encodings.append(enc)
-                    index += 1
-                elif topic == TRUTH_TOPIC:
-                    truth.add(msg, t)
-                elif topic == POSE_TOPIC:
-                    poses.add(msg, t)
-                elif topic == COMMAND_TOPIC:
-                    cmd_t.append(t)
-                    cmd_v.append((msg.orbit.x, msg.orbit.y, msg.orbit.z, msg.probe.x, msg.probe.y, msg.probe.z))
-                elif topic == STATUS_TOPIC:
-                    st_t.append(t)
-                    st_state.append(str(msg.state_name))
-                    st_err.append(float(msg.effective_error))
-                    st_sigma.append(float(msg.uncertainty))
-                    st_target.append(str(msg.target))
-        except BagError:
-            raise
-        except (ReaderError, AssertionError, ValueError, IndexError, KeyError, OSError) as exc:
-            raise BagError(f'{path}: unreadable message data ({type(exc).__name__}: {exc}); '
-                           'the bag is damaged or truncated') from exc
+        for conn, t, msg in _messages(path, reader, store, use):
+            topic = conn.topic
+            if topic == image_name:
+                img_stamps.append(_stamp_ns(msg.header))
+                img_times.append(t)
+                if load_images:
+                    try:
+                        array, enc = _decode_image(msg, conn.msgtype)
+                    except _Undecodable as exc:
+                        raise BagError(f'{path}: {topic} message {index}: {exc.reason}') from exc
+                    images.append(array)
+                    encodings.append(enc)
+                index += 1
+            elif topic == TRUTH_TOPIC:
+                truth.add(msg, t)
+            elif topic == POSE_TOPIC:
+                poses.add(msg, t)
+            elif topic == COMMAND_TOPIC:
+                cmd_t.append(t)
+                cmd_v.append((msg.orbit.x, msg.orbit.y, msg.orbit.z, msg.probe.x, msg.probe.y, msg.probe.z))
+            elif topic == STATUS_TOPIC:
+                st_t.append(t)
+                st_state.append(str(msg.state_name))
+                st_err.append(float(msg.effective_error))
+                st_sigma.append(float(msg.uncertainty))
+                st_target.append(str(msg.target))
         if not img_stamps:
             raise BagError(f'{path}: image topic {image_name} has no messages')
         start = int(reader.start_time) if reader.message_count else 0
@@ -402,11 +473,11 @@ def read_bag(path: str | Path, image_topic: str | None = None, load_images: bool
         path=path, topics=topic_types, counts=counts, start_ns=start, duration_s=duration,
         images=ImageSeries(image_name, np.array(img_stamps, np.int64), np.array(img_times, np.int64), images,
                            encodings),
-        truth=truth.series(), poses=poses.series(),
+        truth=truth.series(path), poses=poses.series(path),
         commands=CommandSeries(COMMAND_TOPIC, np.array(cmd_t, np.int64), cmd[:, :3], cmd[:, 3:]) if cmd_t else None,
         status=StatusSeries(STATUS_TOPIC, np.array(st_t, np.int64), st_state, np.array(st_err), np.array(st_sigma),
                             st_target) if st_t else None,
-        custom=custom)
+        custom=custom, integrity=integrity)
 
 
 def _custom_data(path: Path) -> dict[str, str]:

@@ -4,12 +4,14 @@
   (default topics: images, ground truth, estimates, commands, status, diagnostics); Ctrl-C
   closes the bag cleanly.
 - ``play BAG [--rate R]``: republish with the recorded timing, R times faster.
-- ``salvage BAG OUT``: copy every complete message of a truncated bag (killed recorder, cut file)
-  into a new, complete bag.
+- ``salvage BAG OUT``: copy every complete message of a truncated or damaged bag (killed recorder,
+  cut file) and its ``custom_data`` into a new, complete bag.
 - ``eval BAG... [--model M] [--target VIEW | --target-bag-time T] --json OUT [--plots DIR]``:
   score each bag (offline estimator tracking error after alignment, sigma^2 vs error, recorded
-  latency, error to target). A bag that cannot be scored is reported in the JSON with its error
-  and the others are still scored; the exit code is 1 if any bag failed.
+  latency, error to target). A bag that cannot be scored is one line on stderr (the bag, the
+  problem, what was expected) and an ``ok: false`` entry in the JSON; the others are still scored
+  and the JSON is written. Exit code: 0 every bag scored, 1 some bag failed, 2 nothing could be
+  scored (model or config/pose.yaml unusable) or the JSON could not be written.
 """
 from __future__ import annotations
 
@@ -66,14 +68,24 @@ def run(args: argparse.Namespace) -> int:
 
 def _salvage(args: argparse.Namespace) -> int:
     from ..bag.errors import BagError
-    from ..bag.salvage import salvage
+    from ..bag.salvage import salvage_bag
 
     try:
-        counts = salvage(args.bag, args.output)
+        kept = salvage_bag(args.bag, args.output)
     except BagError as exc:
         print(f'echoposed bag salvage: {exc}', file=sys.stderr)
         return 1
-    print(f'{args.output}: ' + ', '.join(f'{t} {n}' for t, n in counts.items()))
+    print(f'{args.output}: ' + ', '.join(f'{t} {n}' for t, n in kept.counts.items()))
+    if kept.custom_source:
+        print(f'{args.output}: custom_data from the {kept.custom_source}: '
+              + (', '.join(sorted(kept.custom_data)) or 'none stored'))
+    else:
+        print(f'echoposed bag salvage: {args.bag}: no custom_data found (no metadata.yaml and no metadata record in '
+              'the MCAP file: the recorder did not close the bag); a target view it stored is lost: score the '
+              'salvaged bag with --target VIEW --volume FILE', file=sys.stderr)
+    if kept.damaged_chunks:
+        print(f'echoposed bag salvage: {args.bag}: {kept.damaged_chunks} damaged chunk(s) left out (CRC-32 '
+              'mismatch)', file=sys.stderr)
     return 0
 
 
@@ -119,7 +131,6 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, str | None]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ..bag.errors import BagError
     from ..bag.offline import TargetSpec, evaluate_bag
 
     try:
@@ -135,23 +146,39 @@ def _eval(args: argparse.Namespace) -> int:
         try:
             report, series = evaluate_bag(bag, estimator, spec, image_topic=args.image_topic,
                                           batch_size=args.batch)
+            if note:
+                report['offline'] = {'skipped': note}
+            if args.plots is not None:
+                from ..bag.plots import plot_bag
+                report['plot'] = str(plot_bag(report, series, args.plots / f'{bag.name or "bag"}.png'))
         except EchoposedError as exc:  # BagError, and any other bad input in this bag (GeometryError, ...)
-            message = str(exc) if isinstance(exc, BagError) or str(bag) in str(exc) else f'{bag}: {exc}'
-            failed.append({'bag': str(bag), 'ok': False, 'error': message})
-            print(f'echoposed bag eval: {message}', file=sys.stderr)
+            failed.append(_failure(bag, str(exc)))
             continue
-        if note:
-            report['offline'] = {'skipped': note}
-        if args.plots is not None:
-            from ..bag.plots import plot_bag
-            report['plot'] = str(plot_bag(report, series, args.plots / f'{bag.name or "bag"}.png'))
+        except Exception as exc:  # the plot folder (OSError), memory, or a defect: this bag fails, not the batch
+            failed.append(_failure(bag, f'cannot be scored ({type(exc).__name__}: {exc})'))
+            continue
         report['series'] = {k: v for k, v in series.items() if k not in ('last_image', 'bag')}
         results.append(report)
         _print_report(report)
     out = {'scored': len(results), 'failed': failed, 'bags': results}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(_finite(out), indent=1, default=_jsonable, allow_nan=False) + '\n')
+    try:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_finite(out), indent=1, default=_jsonable, allow_nan=False) + '\n')
+    except OSError as exc:
+        print(f'echoposed bag eval: {args.json}: cannot write the scores: {exc}', file=sys.stderr)
+        return 2
     return 1 if failed else 0
+
+
+def _failure(bag: Path, problem: str) -> dict[str, Any]:
+    """The JSON entry of a bag that could not be scored, printed as one stderr line naming the bag once."""
+    name = str(bag)
+    problem = ' '.join(problem.split())  # one line
+    for prefix in (f'{name}: ', f'{Path(name)}: '):
+        problem = problem.removeprefix(prefix)
+    message = f'{name}: {problem}'
+    print(f'echoposed bag eval: {message}', file=sys.stderr)
+    return {'bag': name, 'ok': False, 'error': message}
 
 
 def _finite(x: Any) -> Any:

@@ -185,18 +185,63 @@ def test_salvage_recovers_the_complete_messages_of_truncated_bags(tmp_path):
         salvage(tmp_path / 'stub.mcap', tmp_path / 'fixed3')
 
 
-def test_unknown_message_type_names_type_and_topic(tmp_path):
+def _foreign_topic(writer: BagWriter, definition: str = '') -> None:
+    """Add /acme/frame of type acme_msgs/msg/Frame (not stock, not installed) with one message; its
+    definition embedded in the bag when given."""
+    conn = writer._writer.add_connection('/acme/frame', 'acme_msgs/msg/Frame', msgdef=definition,
+                                         rihs01='RIHS01_' + '0' * 64)
+    writer._writer.write(conn, T0, b'\x00\x01\x00\x00' + b'\x00' * 4)
+
+
+def test_unknown_type_on_an_unused_topic_is_ignored_and_named_when_read(tmp_path):
+    from echoposed_ros.bag.reader import open_bag, resolve_types
+    from echoposed_ros.bag.typestore import make_typestore
+
     writer = BagWriter(tmp_path / 'unknown')
     writer.add_topic('/probe/image', 'sensor_msgs/msg/Image')
     writer.write_message('/probe/image', T0, image_msg(T0, 1))
-    # A type with no definition anywhere (not stock, not installed, none embedded in the bag).
-    conn = writer._writer.add_connection('/acme/frame', 'acme_msgs/msg/Frame', msgdef='', rihs01='RIHS01_' + '0' * 64)
-    writer._writer.write(conn, T0, b'\x00\x01\x00\x00')
+    _foreign_topic(writer)  # no definition anywhere: not stock, not installed, none embedded in the bag
     writer.close()
-    with pytest.raises(BagError) as info:
-        read_bag(tmp_path / 'unknown')
+    c = read_bag(tmp_path / 'unknown')  # the scorer never reads /acme/frame
+    assert len(c.images) == 1 and c.topics['/acme/frame'] == 'acme_msgs/msg/Frame'
+    reader = open_bag(tmp_path / 'unknown')
+    try:  # a reader of every topic (bag play) still gets the error naming the type and topic
+        with pytest.raises(BagError) as info:
+            resolve_types(tmp_path / 'unknown', reader, make_typestore())
+    finally:
+        reader.close()
     assert str(info.value) == (f"{tmp_path / 'unknown'}: unknown message type 'acme_msgs/msg/Frame' on topic "
                                '/acme/frame (not a known ROS type and the bag holds no usable definition of it)')
+
+
+def test_a_type_defined_by_one_bag_does_not_leak_into_the_next(tmp_path):
+    from echoposed_ros.bag.reader import open_bag, resolve_types
+    from echoposed_ros.bag.typestore import make_typestore
+
+    with BagWriter(tmp_path / 'defines') as writer:
+        writer.add_topic('/probe/image', 'sensor_msgs/msg/Image')
+        writer.write_message('/probe/image', T0, image_msg(T0, 1))
+        _foreign_topic(writer, 'uint32 value\n')
+    with BagWriter(tmp_path / 'lacks') as writer:
+        writer.add_topic('/probe/image', 'sensor_msgs/msg/Image')
+        writer.write_message('/probe/image', T0, image_msg(T0, 2))
+        _foreign_topic(writer)
+
+    def resolvable(bag: Path) -> bool:
+        reader = open_bag(bag)
+        try:
+            resolve_types(bag, reader, make_typestore())
+            return True
+        except BagError:
+            return False
+        finally:
+            reader.close()
+
+    alone = resolvable(tmp_path / 'lacks')
+    for bag in ('defines', 'lacks', 'defines'):
+        assert len(read_bag(tmp_path / bag).images) == 1
+    assert 'acme_msgs/msg/Frame' not in typestore().fielddefs  # the process-wide store is left as it was
+    assert resolvable(tmp_path / 'defines') and not alone and not resolvable(tmp_path / 'lacks')
 
 
 def test_bag_without_images_names_the_topics_it_has(tmp_path):
@@ -292,3 +337,276 @@ def test_recording_into_an_existing_folder_is_refused_with_one_line(tmp_path):
     assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith(f'echoposed bag record: {tmp_path}: cannot create the bag: '), line
+
+
+# --- damaged bags: checksums, framing, odd frames -------------------------------------------------
+
+
+def _chunk_offsets(mcap: Path) -> list[int]:
+    from rosbags.rosbag2.storage_mcap import McapReader
+
+    reader = McapReader(mcap)
+    reader.open()
+    try:
+        return [c.chunk_start_offset for c in reader.chunks]
+    finally:
+        reader.close()
+
+
+def _without_crcs(mcap: Path) -> None:
+    """Zero the chunk and summary CRCs in place: a bag as rosbags' own writer (and older recorders) write it."""
+    data = bytearray(mcap.read_bytes())
+    for offset in _chunk_offsets(mcap):
+        data[offset + 33:offset + 37] = bytes(4)
+    data[-12:-8] = bytes(4)
+    mcap.write_bytes(bytes(data))
+
+
+def _damage(mcap: Path, seed: int, size: int = 65536, insert: bool = False) -> None:
+    """``size`` random bytes written over (or inserted into) the middle of the file."""
+    rng = np.random.default_rng(seed)
+    data = bytearray(mcap.read_bytes())
+    at = len(data) // 2 - size // 2 + int(rng.integers(-1000, 1000))
+    data[at:at if insert else at + size] = rng.bytes(size)
+    mcap.write_bytes(bytes(data))
+
+
+def _one_bag_error(bag: Path, **kwargs) -> str:
+    """The message of the one BagError reading ``bag`` raises; it names the bag exactly once."""
+    from echoposed_ros.bag.reader import iter_image_batches
+
+    with pytest.raises(BagError) as info:
+        read_bag(bag, **kwargs)
+    message = str(info.value)
+    assert message.startswith(f'{bag}: ') and message.count(str(bag)) == 1, message
+    assert '\n' not in message
+    with pytest.raises(BagError):
+        list(iter_image_batches(bag, '/probe/image', skipped={}))
+    return message
+
+
+def test_the_writer_stores_chunk_and_summary_crcs_and_the_reader_checks_them(tmp_path):
+    import zlib
+
+    bag = make_bag(tmp_path / 'crc', n=20)  # flushed half way: two chunks
+    mcap = bag / 'crc.mcap'
+    data = mcap.read_bytes()
+    offsets = _chunk_offsets(mcap)
+    assert len(offsets) == 2
+    for offset in offsets:  # the MCAP chunk record: CRC-32 of the (uncompressed) records
+        length = int.from_bytes(data[offset + 1:offset + 9], 'little')
+        stored = int.from_bytes(data[offset + 33:offset + 37], 'little')
+        name = int.from_bytes(data[offset + 37:offset + 41], 'little')
+        records = data[offset + 41 + name + 8:offset + 9 + length]
+        assert stored != 0 and stored == zlib.crc32(records)
+    summary_start = int.from_bytes(data[-37 + 9:-37 + 17], 'little')
+    assert int.from_bytes(data[-12:-8], 'little') == zlib.crc32(data[summary_start:-12]) != 0
+    check = read_bag(bag).integrity
+    assert (check.chunks, check.crc_checked, check.summary_crc_checked) == (2, 2, True)
+
+    flipped = bytearray(data)
+    flipped[offsets[1] + 200] ^= 0x01  # one bit inside the second chunk's records: scored silently without CRCs
+    mcap.write_bytes(bytes(flipped))
+    at, length = offsets[1], int.from_bytes(data[offsets[1] + 1:offsets[1] + 9], 'little')
+    stored, computed = int.from_bytes(data[at + 33:at + 37], 'little'), zlib.crc32(flipped[at + 49:at + 9 + length])
+    assert _one_bag_error(bag) == (f'{bag}: crc.mcap: chunk 1 at byte {at}: CRC-32 mismatch (stored 0x{stored:08x}, '
+                                   f'computed 0x{computed:08x}); expected equal: the chunk is damaged')
+    flipped = bytearray(data)
+    flipped[summary_start + 20] ^= 0x01  # inside the summary section
+    mcap.write_bytes(bytes(flipped))
+    assert 'summary section' in _one_bag_error(bag) and 'CRC-32 mismatch' in _one_bag_error(bag)
+
+
+def test_bags_without_crcs_still_read(tmp_path):
+    bag = make_bag(tmp_path / 'old', n=20)
+    _without_crcs(bag / 'old.mcap')
+    c = read_bag(bag)
+    assert len(c.images) == 20 and [int(im[0, 0]) for im in c.images.images] == list(range(20))
+    assert (c.integrity.chunks, c.integrity.crc_checked, c.integrity.summary_crc_checked) == (2, 0, False)
+
+
+@pytest.mark.parametrize('crcs', [True, False], ids=['crc', 'no-crc'])
+def test_random_bytes_in_the_middle_of_a_bag_are_one_bag_error(tmp_path, crcs):
+    """64 KiB of random bytes over, or inserted into, the middle of a bag: one BagError naming the bag, never
+    rosbags' own OverflowError / MemoryError / SerdeError; with CRCs every such damage is detected."""
+    base = make_bag(tmp_path / 'base', n=150)  # about 290 kB, two chunks
+    if not crcs:
+        _without_crcs(base / 'base.mcap')
+    detected = 0
+    for seed in range(6):
+        bag = tmp_path / f'damaged{seed}'
+        shutil.copytree(base, bag)
+        _damage(bag / 'base.mcap', seed, insert=seed % 2 == 1)
+        try:
+            read_bag(bag, load_images=False)
+        except BagError:
+            _one_bag_error(bag)
+            detected += 1
+    assert detected == 6 if crcs else detected >= 3
+
+
+def test_a_frame_that_cannot_be_decoded_is_skipped_and_counted(tmp_path):
+    from echoposed_ros.bag.reader import iter_image_batches
+
+    with BagWriter(tmp_path / 'enc') as writer:
+        writer.add_topic('/probe/image', 'sensor_msgs/msg/Image')
+        for i in range(6):
+            msg = image_msg(T0 + i * PERIOD, i)
+            if i in (2, 4):
+                msg.encoding = 'yuv422_odd'
+            writer.write_message('/probe/image', T0 + i * PERIOD, msg)
+    skipped: dict[str, int] = {}
+    batches = list(iter_image_batches(tmp_path / 'enc', '/probe/image', batch_size=2, skipped=skipped))
+    assert [int(im[0, 0]) for b in batches for im in b[0]] == [0, 1, 3, 5]
+    reason = "encoding 'yuv422_odd' is not supported; expected one of mono8, mono16, rgb8, bgr8, 32FC1"
+    assert skipped == {reason: 2}
+    with pytest.raises(BagError) as info:  # without a counter: one error naming the bag once
+        list(iter_image_batches(tmp_path / 'enc', '/probe/image'))
+    assert str(info.value) == f"{tmp_path / 'enc'}: /probe/image message 2: {reason}"
+    with pytest.raises(BagError) as info:  # read_bag with pixels: the same
+        read_bag(tmp_path / 'enc')
+    assert str(info.value) == f"{tmp_path / 'enc'}: /probe/image message 2: {reason}"
+    assert len(read_bag(tmp_path / 'enc', load_images=False).images) == 6
+
+
+def test_a_png_declaring_a_huge_image_is_a_skipped_frame(tmp_path):
+    import struct
+    import zlib
+
+    from echoposed_ros.bag.reader import iter_image_batches
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+
+    bomb = (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 20000, 10000, 8, 0, 0, 0, 0))
+            + chunk(b'IEND', b''))
+    ts = typestore().types
+    with BagWriter(tmp_path / 'bomb') as writer:
+        writer.add_topic('/probe/image/compressed', 'sensor_msgs/msg/CompressedImage')
+        for i in range(3):
+            msg = compressed_msg(T0 + i * PERIOD, i)
+            if i == 1:
+                msg = ts['sensor_msgs/msg/CompressedImage'](header=_header(T0 + i * PERIOD), format='png',
+                                                            data=np.frombuffer(bomb, np.uint8))
+            writer.write_message('/probe/image/compressed', T0 + i * PERIOD, msg)
+    skipped: dict[str, int] = {}
+    batches = list(iter_image_batches(tmp_path / 'bomb', '/probe/image/compressed', skipped=skipped))
+    assert [int(im[0, 0]) for im in batches[0][0]] == [0, 2]
+    (reason,) = skipped
+    assert reason.startswith("compressed image (format 'png') cannot be decoded (DecompressionBombError")
+
+
+def test_salvage_carries_custom_data_over(tmp_path, capsys):
+    from echoposed_ros.bag.salvage import salvage_bag
+    from echoposed_ros.cli import main
+
+    custom = {'echoposed.target_view': 'A4C', 'echoposed.target_orbit_xyzw': '[0, 0, 0, 1]'}
+    bag = make_bag(tmp_path / 'cut', n=30, custom=custom)
+    data = (bag / 'cut.mcap').read_bytes()
+    (bag / 'cut.mcap').write_bytes(data[:len(data) * 3 // 4])  # cut: metadata.yaml is still there
+    kept = salvage_bag(bag, tmp_path / 'fixed')
+    assert kept.custom_source == 'metadata.yaml' and kept.custom_data == custom
+    assert read_bag(tmp_path / 'fixed').custom == custom and kept.counts['/probe/image'] == 16
+
+    (tmp_path / 'bare.mcap').write_bytes(data)  # a complete file on its own: its rosbag2 metadata record
+    kept = salvage_bag(tmp_path / 'bare.mcap', tmp_path / 'fixed2')
+    assert kept.custom_source == 'MCAP metadata record' and read_bag(tmp_path / 'fixed2').custom == custom
+
+    make_bag(tmp_path / 'live', n=30, close=False, custom=custom)  # a killed recorder: nothing holds it
+    shutil.copytree(tmp_path / 'live', tmp_path / 'killed')
+    assert main(['bag', 'salvage', str(tmp_path / 'killed'), str(tmp_path / 'fixed3')]) == 0
+    err = capsys.readouterr().err
+    assert f'{tmp_path / "killed"}: no custom_data found' in err and '--target VIEW --volume FILE' in err
+
+    damaged = make_bag(tmp_path / 'damaged', n=30)
+    offsets = _chunk_offsets(damaged / 'damaged.mcap')
+    flipped = bytearray((damaged / 'damaged.mcap').read_bytes())
+    flipped[offsets[0] + 300] ^= 0x01  # the first chunk is damaged, the second is intact
+    (damaged / 'damaged.mcap').write_bytes(bytes(flipped))
+    kept = salvage_bag(damaged, tmp_path / 'fixed4')
+    assert kept.damaged_chunks == 1 and kept.counts['/probe/image'] == 14  # messages 16..29
+    assert [int(im[0, 0]) for im in read_bag(tmp_path / 'fixed4').images.images] == list(range(16, 30))
+
+
+def fan_bag(path: Path, n: int = 60, odd_encoding_at: tuple[int, ...] = (), foreign: str | None = None) -> Path:
+    """n 64 x 48 mono8 frames holding a sector fan (the estimator accepts them) and ground truth at 30 Hz;
+    frames ``odd_encoding_at`` declare an unknown encoding; ``foreign``: add /acme/frame of an unknown type
+    with this definition embedded ('' for none)."""
+    from echoposed_ros.estimator import model_fan
+
+    ts = typestore().types
+    mask = model_fan(64, 64, np.radians(75.0)).mask((64, 64))
+    orbit, probe = truth_poses(n)
+    with BagWriter(path) as writer:
+        writer.add_topic('/probe/image', 'sensor_msgs/msg/Image')
+        writer.add_topic('/probe/true_pose', 'echoposed_msgs/msg/EchoPose')
+        if foreign is not None:
+            _foreign_topic(writer, foreign)
+        for i in range(n):
+            t = T0 + i * PERIOD
+            writer.write_message('/probe/image', t, ts['sensor_msgs/msg/Image'](
+                header=_header(t), height=64, width=48, encoding='weird8' if i in odd_encoding_at else 'mono8',
+                is_bigendian=0, step=48, data=(mask[:, 8:56] * (60 + i)).astype(np.uint8).ravel()))
+            writer.write_message('/probe/true_pose', t, echopose_msg(t, orbit[i], probe[i]))
+            if i == n // 2:
+                writer.flush()
+    return path
+
+
+@pytest.mark.slow
+def test_eval_of_a_batch_of_damaged_bags_is_the_same_in_either_order(tmp_path, capsys):
+    """Truncated, random bytes, one flipped bit, an undecodable frame, an unknown type on an unused topic (alone
+    and after a bag that defines it), a good bag: each bag's result is its own, whatever the order; the JSON is
+    written every time; each failure is one stderr line naming its bag once."""
+    from echoposed_ros.cli import main
+    from echoposed_ros.estimator.synthetic import write_model
+
+    members = Rotation.from_rotvec([[0.0, 0.0, 0.0], [0.05, 0.0, 0.0], [0.0, 0.05, 0.0]]).as_matrix()
+    model = write_model(tmp_path / 'm.onnx', members, members, gain=1.0)
+    bags = tmp_path / 'bags'
+    good = fan_bag(bags / 'good')
+    cut = fan_bag(bags / 'truncated')
+    data = (cut / 'truncated.mcap').read_bytes()
+    (cut / 'truncated.mcap').write_bytes(data[:len(data) * 2 // 3])
+    noise = fan_bag(bags / 'random_bytes')
+    assert (noise / 'random_bytes.mcap').stat().st_size > 3 * 65536
+    _damage(noise / 'random_bytes.mcap', seed=1)
+    flipped = fan_bag(bags / 'crc_damaged')
+    offset = _chunk_offsets(flipped / 'crc_damaged.mcap')[1]
+    raw = bytearray((flipped / 'crc_damaged.mcap').read_bytes())
+    raw[offset + 500] ^= 0x10
+    (flipped / 'crc_damaged.mcap').write_bytes(bytes(raw))
+    odd = fan_bag(bags / 'odd_encoding', odd_encoding_at=(5,))
+    defines = fan_bag(bags / 'defines_type', foreign='uint32 value\n')
+    unknown = fan_bag(bags / 'unknown_type', foreign='')
+    batch = [defines, unknown, good, noise, odd, cut, flipped]
+
+    def run(order: list[Path], out: Path) -> tuple[dict, dict, list[str]]:
+        code = main(['bag', 'eval', *map(str, order), '--model', str(model), '--target-bag-time', '0.5',
+                     '--json', str(out)])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 1
+        scores = json.loads(out.read_text())
+        timing = ('eval_s', 'read_s', 'realtime_factor', 'estimate_s')
+        scored = {r['bag']: {k: ({kk: vv for kk, vv in v.items() if kk not in timing} if isinstance(v, dict) else v)
+                             for k, v in r.items() if k not in timing} for r in scores['bags']}
+        return scored, {f['bag']: f for f in scores['failed']}, lines
+
+    scored, failed, lines = run(batch, tmp_path / 'forward.json')
+    scored_r, failed_r, lines_r = run(batch[::-1], tmp_path / 'reverse.json')
+    assert scored == scored_r and failed == failed_r and sorted(lines) == sorted(lines_r)
+    assert set(scored) == {str(b) for b in (good, odd, defines, unknown)}
+    assert set(failed) == {str(b) for b in (noise, cut, flipped)}
+    assert len(lines) == 3  # one line per failed bag, naming it once
+    for bag, entry in failed.items():
+        assert entry['ok'] is False and entry['error'].startswith(f'{bag}: ') and entry['error'].count(bag) == 1
+        assert f'echoposed bag eval: {entry["error"]}' in lines
+    assert 'truncated' in failed[str(cut)]['error']
+    assert f'chunk 1 at byte {offset}: CRC-32 mismatch' in failed[str(flipped)]['error']
+    assert 'CRC-32 mismatch' in failed[str(noise)]['error']
+    off = scored[str(odd)]['offline']
+    assert off['rejected'] == 1 and off['estimated'] == 59 and off['rejected_by_reason'] == {
+        "encoding 'weird8' is not supported; expected one of mono8, mono16, rgb8, bgr8, 32FC1": 1}
+    assert scored[str(good)]['offline']['estimated'] == 60 and scored[str(good)]['offline']['rejected_by_reason'] == {}
+    assert scored[str(good)]['integrity'] == {'chunks': 2, 'chunk_crcs_checked': 2, 'summary_crc_checked': True}
+    assert scored[str(unknown)]['offline']['estimated'] == 60  # its unknown, unused topic is ignored

@@ -171,19 +171,19 @@ _NAME_TOKEN = r'[A-Za-z_][A-Za-z0-9_]*'
 _ROS_NAME = re.compile(rf'/?{_NAME_TOKEN}(/{_NAME_TOKEN})*')
 
 
-def _ros_name(args: Mapping[str, str], name: str, what: str) -> str:
+def _ros_name(args: Mapping[str, str], name: str, what: str, example: str) -> str:
     """A namespace or topic name: tokens of letters, digits and '_' (not starting with a digit)
     joined by '/', with or without a leading '/'."""
     value = args[name].strip()
     if not _ROS_NAME.fullmatch(value):
-        raise LaunchError(f'{name}:={args[name]!r}; expected a ROS {what} such as robot1 or /robot1/probe '
+        raise LaunchError(f'{name}:={args[name]!r}; expected a ROS {what} such as {example} '
                           "(letters, digits and '_' between '/', not starting with a digit, no trailing '/')")
     return value
 
 
 def _image_remaps(args: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """Remaps of the raw and compressed image topics to ``image_topic`` (none when it is the default)."""
-    topic = _ros_name(args, 'image_topic', 'topic name')
+    topic = _ros_name(args, 'image_topic', 'topic name', '/scanner/image_raw')
     if topic == IMAGE_TOPIC:
         return ()
     return ((IMAGE_TOPIC, topic), (f'{IMAGE_TOPIC}/compressed', f'{topic}/compressed'))
@@ -310,7 +310,7 @@ def resolve(launch: str, given: Mapping[str, str]) -> tuple[dict[str, str], list
         if a.choices and args[name] not in a.choices:
             raise LaunchError(f'{name}:={args[name]!r}; expected one of {", ".join(a.choices)}')
     nodes = spec.nodes(args)
-    namespace = _ros_name(args, 'namespace', 'namespace') if args['namespace'].strip() else ''
+    namespace = args['namespace'].strip() and _ros_name(args, 'namespace', 'namespace', 'robot1 or /fleet/robot1')
     user = _user_parameters(args['params_file'], nodes, namespace) if args['params_file'].strip() else {}
     return args, [replace(n, namespace=namespace, parameters={**n.parameters, **user.get(n.name, {})})
                   for n in nodes]

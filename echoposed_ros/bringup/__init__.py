@@ -5,6 +5,7 @@
 - ``description``: launch arguments and the nodes (executable, name, parameters) they start
 - ``launcher``: start, supervise and stop those nodes as processes
 - ``monitor``: a node that watches a run and writes its summary
+- ``series``: bounded records of message streams (the monitor's memory stays flat on long runs)
 """
 from .description import LAUNCHES, Argument, LaunchSpec, NodeSpec, resolve
 

@@ -5,13 +5,22 @@ target view's true pose (``sim/standard_view``; a request unanswered for ``retry
 again, as a reply can be lost while discovery is still matching), follows ``probe/true_pose``
 (simulator ground truth), ``guidance/status``, ``echoposed/pose``, ``probe/cmd`` and
 ``probe/image``, and turns them into a :meth:`summary` (JSON-ready) and a :meth:`plot` (error
-against time, current and target slices). Truth poses are kept as they come and scored against
-the target when asked (:meth:`true_errors`), those from before the target's answer too. Errors
-in degrees in the summary, radians on the wire.
+against time, current and target slices). Errors in degrees in the summary, radians on the wire.
+
+Its memory is bounded whatever the run's length: the summary comes from running figures (counts,
+first and last values, maxima), and the plotted series are :class:`DecimatedSeries` (the whole
+run at a resolution that halves each time the buffer fills). Truth poses are kept as they come
+(decimated) and scored against the target when asked (:meth:`true_errors`), those from before
+the target's answer too. A malformed message (a zero quaternion, an image whose size, step and
+data disagree) is rejected and counted per topic in the summary; any other error in a callback
+propagates, and :class:`SpinThread` turns it into a failed run.
 """
 from __future__ import annotations
 
+import threading
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,33 +32,86 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
+from ..errors import EchoposedError
+from ..estimator.image import image_to_float
 from ..geometry import effective_error
-from ..nodes.convert import echopose_msg_to_pose
+from ..nodes.convert import echopose_msg_to_pose, image_msg_to_array
 from .description import LaunchError
+from .series import DecimatedSeries, Running
 
-__all__ = ['RunMonitor', 'RunTrace']
+__all__ = ['RunMonitor', 'RunTrace', 'SpinThread']
+
+def _pose_row(pose: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return np.concatenate([pose[0].ravel(), pose[1].ravel()])
+
+
+def _row_pose(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return rows[..., :9].reshape(*rows.shape[:-1], 3, 3), rows[..., 9:].reshape(*rows.shape[:-1], 3, 3)
 
 
 @dataclass
 class RunTrace:
-    """Time series of a run (t in s since the monitor started)."""
+    """A run's bounded record (t in s since the monitor started; rotations as (3, 3) matrices).
 
-    true_t: list[float] = field(default_factory=list)
-    true_pose: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)   # simulator ground truth
-                                                                                   # (orbit, probe)
-    status_t: list[float] = field(default_factory=list)
-    estimated_error: list[float] = field(default_factory=list)  # rad, controller's estimate
-    states: list[str] = field(default_factory=list)
-    pose_t: list[float] = field(default_factory=list)
-    sigma2: list[float] = field(default_factory=list)           # rad^2
-    cmd_t: list[float] = field(default_factory=list)
-    orbit_speed: list[float] = field(default_factory=list)      # rad/s
-    probe_speed: list[float] = field(default_factory=list)      # rad/s
+    truth: ground-truth poses (orbit, probe) flattened to 18 values, decimated; first_truth and
+    last_truth: the first and the last one, always exact. status: the controller's estimated
+    error (rad), decimated. poses, commands: running rates (last value: sigma^2 in rad^2).
+    """
+
+    truth: DecimatedSeries = field(default_factory=lambda: DecimatedSeries(18))
+    first_truth: tuple[np.ndarray, np.ndarray] | None = None
+    last_truth: tuple[np.ndarray, np.ndarray] | None = None
+    status: DecimatedSeries = field(default_factory=lambda: DecimatedSeries(1))
+    last_estimated_error: float | None = None   # rad
+    state: str | None = None                    # the last state reported
+    first_converged_t: float | None = None
+    converged_since: float | None = None        # start of the current run of 'converged' reports
+    last_status_t: float | None = None
+    poses: Running = field(default_factory=Running)       # last: sigma^2 (rad^2)
+    commands: Running = field(default_factory=Running)
+    max_orbit_speed: float = 0.0    # rad/s
+    max_probe_speed: float = 0.0    # rad/s
     image_count: int = 0
+    received: dict[str, int] = field(default_factory=dict)   # topic -> messages taken
+    rejected: dict[str, int] = field(default_factory=dict)   # topic -> malformed messages among them
+    last_rejection: str = ''
 
 
-def _rate(t: list[float]) -> float:
-    return (len(t) - 1) / (t[-1] - t[0]) if len(t) >= 2 and t[-1] > t[0] else 0.0
+class SpinThread:
+    """Spins ``executor`` in a daemon thread until :meth:`stop`. An exception inside a callback
+    ends the spinning: :attr:`error` then holds its type and message (:attr:`traceback` the
+    trace), so the caller can fail the run instead of watching a frozen monitor."""
+
+    def __init__(self, executor: Any, name: str = 'echoposed_monitor_spin', period: float = 0.05) -> None:
+        self.executor = executor
+        self.period = period
+        self.error: str | None = None
+        self.traceback = ''
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name=name, daemon=True)
+
+    def start(self) -> SpinThread:
+        self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.executor.spin_once(timeout_sec=self.period)
+        except BaseException as exc:   # noqa: B036 -- whatever ends the spin is reported, nothing is lost silently
+            if not self._stop.is_set():
+                self.traceback = traceback.format_exc()
+                self.error = f'{type(exc).__name__}: {exc}'
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop spinning and wait up to ``timeout`` s for the thread."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
 
 
 class RunMonitor(Node):
@@ -73,12 +135,31 @@ class RunMonitor(Node):
         self._pending = None
         self._asked_at = 0.0
         self.target_refused = ''   # the simulator's reason when it refused the view (then not asked again)
-        self.create_subscription(EchoPose, 'probe/true_pose', self._on_truth, 10)
-        self.create_subscription(GuidanceStatus, 'guidance/status', self._on_status, 10)
-        self.create_subscription(EchoPose, pose_topic, self._on_pose, 10)
-        self.create_subscription(ProbeTwist, 'probe/cmd', self._on_cmd, 10)
-        self.create_subscription(Image, 'probe/image', self._on_image, qos_profile_sensor_data)
+        topics: list[tuple[type, str, Callable[[Any], None], Any]] = [
+            (EchoPose, 'probe/true_pose', self._on_truth, 10),
+            (GuidanceStatus, 'guidance/status', self._on_status, 10),
+            (EchoPose, pose_topic, self._on_pose, 10),
+            (ProbeTwist, 'probe/cmd', self._on_cmd, 10),
+            (Image, 'probe/image', self._on_image, qos_profile_sensor_data),
+        ]
+        for msg_type, topic, callback, qos in topics:
+            self.create_subscription(msg_type, topic, self._guarded(topic, callback), qos)
         self.create_timer(0.2, self._ask_for_target)
+
+    def _guarded(self, topic: str, callback: Callable[[Any], None]) -> Callable[[Any], None]:
+        """``callback`` with a malformed message (a ValueError or project error) rejected and counted."""
+        def guarded(msg: Any) -> None:
+            self.trace.received[topic] = self.trace.received.get(topic, 0) + 1
+            try:
+                callback(msg)
+            except (EchoposedError, ValueError) as exc:
+                self._reject(topic, str(exc))
+        return guarded
+
+    def _reject(self, topic: str, why: str) -> None:
+        self.trace.rejected[topic] = self.trace.rejected.get(topic, 0) + 1
+        self.trace.last_rejection = f'{topic}: {why}'
+        self.get_logger().warning(f'rejected a message on {topic}: {why}', throttle_duration_sec=2.0)
 
     def _now(self) -> float:
         return time.monotonic() - self._start
@@ -103,60 +184,87 @@ class RunMonitor(Node):
         result = future.result()
         self._pending = None
         if result is not None and result.success:
-            self.target_pose = echopose_msg_to_pose(result.pose)
-            self.target_image = _image(result.image)
+            try:
+                target_pose = echopose_msg_to_pose(result.pose)
+            except (EchoposedError, ValueError) as exc:
+                self._reject('sim/standard_view', f'pose of {self.view!r}: {exc}')
+                self.target_refused = f'malformed answer: {exc}'
+                return
+            self.target_pose = target_pose
+            try:
+                self.target_image = _image(result.image, 'sim/standard_view image')
+            except (EchoposedError, ValueError) as exc:   # the target is known; only its picture is missing
+                self._reject('sim/standard_view', str(exc))
         elif result is not None:
             self.target_refused = result.message or 'refused'
             self.get_logger().error(f'sim/standard_view refused {self.view!r}: {self.target_refused}')
 
     def _on_truth(self, msg: EchoPose) -> None:
-        self.trace.true_t.append(self._now())
-        self.trace.true_pose.append(echopose_msg_to_pose(msg))
+        pose = echopose_msg_to_pose(msg)
+        tr = self.trace
+        tr.truth.append(self._now(), _pose_row(pose))
+        tr.first_truth = pose if tr.first_truth is None else tr.first_truth
+        tr.last_truth = pose
 
     def _on_status(self, msg: GuidanceStatus) -> None:
-        self.trace.status_t.append(self._now())
-        self.trace.estimated_error.append(float(msg.effective_error))
-        self.trace.states.append(msg.state_name)
+        t, tr = self._now(), self.trace
+        error = float(msg.effective_error)
+        tr.status.append(t, error)
+        tr.last_estimated_error = error
+        if msg.state_name == 'converged':
+            if tr.state != 'converged':
+                tr.converged_since = t
+            if tr.first_converged_t is None:
+                tr.first_converged_t = t
+        tr.state, tr.last_status_t = msg.state_name, t
 
     def _on_pose(self, msg: EchoPose) -> None:
-        self.trace.pose_t.append(self._now())
-        self.trace.sigma2.append(float(msg.uncertainty))
+        self.trace.poses.add(self._now(), float(msg.uncertainty))
 
     def _on_cmd(self, msg: ProbeTwist) -> None:
-        self.trace.cmd_t.append(self._now())
-        self.trace.orbit_speed.append(float(np.linalg.norm([msg.orbit.x, msg.orbit.y, msg.orbit.z])))
-        self.trace.probe_speed.append(float(np.linalg.norm([msg.probe.x, msg.probe.y, msg.probe.z])))
+        tr = self.trace
+        tr.commands.add(self._now())
+        tr.max_orbit_speed = max(tr.max_orbit_speed, float(np.linalg.norm([msg.orbit.x, msg.orbit.y, msg.orbit.z])))
+        tr.max_probe_speed = max(tr.max_probe_speed, float(np.linalg.norm([msg.probe.x, msg.probe.y, msg.probe.z])))
 
     def _on_image(self, msg: Image) -> None:
+        self.last_image = _image(msg, 'probe/image')
         self.trace.image_count += 1
-        self.last_image = _image(msg)
 
     # -- results ----------------------------------------------------------------------------------
 
-    def true_errors(self) -> np.ndarray:
-        """``(N,)`` rad: the effective error of each ground-truth pose so far to the target (every
-        one, those from before the target's answer too); empty while the target is unknown."""
-        poses, target = list(self.trace.true_pose), self.target_pose
-        if target is None or not poses:
+    def _errors(self, rows: np.ndarray) -> np.ndarray:
+        target = self.target_pose
+        if target is None or not len(rows):
             return np.zeros(0)
-        orbit, probe = np.stack([g[0] for g in poses]), np.stack([g[1] for g in poses])
+        orbit, probe = _row_pose(np.asarray(rows, dtype=np.float64))
         return effective_error((orbit, probe), (np.broadcast_to(target[0], orbit.shape),
                                                 np.broadcast_to(target[1], probe.shape)))
 
+    def true_errors(self) -> np.ndarray:
+        """``(N,)`` rad: the effective error to the target of each kept ground-truth pose (every one
+        while fewer than the series' capacity have come, then a decimated record of the whole run;
+        those from before the target's answer too); empty while the target is unknown."""
+        return self._errors(self.trace.truth.values)
+
     def converged_for(self) -> float:
         """Seconds the controller has been reporting 'converged' without a break (0 if not now)."""
-        t, states = self.trace.status_t, self.trace.states
-        if not states or states[-1] != 'converged':
+        tr = self.trace
+        if tr.state != 'converged' or tr.converged_since is None or tr.last_status_t is None:
             return 0.0
-        i = len(states) - 1
-        while i > 0 and states[i - 1] == 'converged':
-            i -= 1
-        return t[-1] - t[i]
+        return tr.last_status_t - tr.converged_since
+
+    @property
+    def rejected_messages(self) -> int:
+        """Malformed messages rejected so far, all topics together."""
+        return sum(self.trace.rejected.values())
 
     def summary(self) -> dict[str, Any]:
-        tr, errors = self.trace, self.true_errors()
-        final_state = tr.states[-1] if tr.states else 'none'
-        converged_at = next((t for t, s in zip(tr.status_t, tr.states) if s == 'converged'), None)
+        tr = self.trace
+        ends = [p for p in (tr.first_truth, tr.last_truth) if p is not None]
+        errors = self._errors(np.stack([_pose_row(p) for p in ends])) if ends else np.zeros(0)
+        final_state = tr.state if tr.state is not None else 'none'
+        error = tr.last_estimated_error
         return {
             'view': self.view,
             'target_known': self.target_pose is not None,
@@ -164,17 +272,20 @@ class RunMonitor(Node):
             'target_refused': self.target_refused or None,
             'final_error_deg': float(np.degrees(errors[-1])) if errors.size else None,
             'initial_error_deg': float(np.degrees(errors[0])) if errors.size else None,
-            'final_estimated_error_deg': float(np.degrees(tr.estimated_error[-1])) if tr.estimated_error else None,
+            'final_estimated_error_deg': float(np.degrees(error)) if error is not None else None,
             'converged': final_state == 'converged',
-            'first_converged_s': converged_at,
+            'first_converged_s': tr.first_converged_t,
             'final_state': final_state,
-            'loop_hz': _rate(tr.pose_t),
-            'command_hz': _rate(tr.cmd_t),
-            'poses': len(tr.pose_t),
+            'loop_hz': tr.poses.rate,
+            'command_hz': tr.commands.rate,
+            'poses': tr.poses.count,
             'images': tr.image_count,
-            'final_sigma2': tr.sigma2[-1] if tr.sigma2 else None,
-            'max_orbit_speed': max(tr.orbit_speed, default=0.0),
-            'max_probe_speed': max(tr.probe_speed, default=0.0),
+            'final_sigma2': tr.poses.last,
+            'max_orbit_speed': tr.max_orbit_speed,
+            'max_probe_speed': tr.max_probe_speed,
+            'rejected_messages': self.rejected_messages,
+            'rejected_by_topic': dict(sorted(tr.rejected.items())),
+            'last_rejection': tr.last_rejection or None,
             'duration_s': self._now(),
         }
 
@@ -188,17 +299,17 @@ class RunMonitor(Node):
         fig = plt.figure(figsize=(12, 4.2), constrained_layout=True)
         grid = fig.add_gridspec(1, 4)
         ax = fig.add_subplot(grid[0, :2])
-        t0 = tr.true_t[0] if tr.true_t else 0.0
+        true_t = tr.truth.t
+        t0 = true_t[0] if true_t.size else 0.0
         errors = self.true_errors()
         if errors.size:   # none when the simulator never told the target's pose
-            ax.plot(np.subtract(tr.true_t[:errors.size], t0), np.degrees(errors),
-                    label='actual (simulator ground truth)')
-        ax.plot(np.subtract(tr.status_t, t0), np.degrees(tr.estimated_error), label='estimated (controller)',
-                alpha=0.7)
+            ax.plot(true_t[:errors.size] - t0, np.degrees(errors), label='actual (simulator ground truth)')
+        ax.plot(tr.status.t - t0, np.degrees(tr.status.values[:, 0]), label='estimated (controller)', alpha=0.7)
         ax.set_xlim(left=0)
         ax.set_xlabel('time since the first ground-truth pose (s)')
         ax.set_ylabel('effective error to target (deg)')
-        final_deg = np.degrees(errors[-1]) if errors.size else float('nan')
+        final = self.summary()['final_error_deg']
+        final_deg = final if final is not None else float('nan')
         ax.set_title(f'guidance to {self.view}: final {final_deg:.1f} deg')
         ax.grid(alpha=0.3)
         ax.legend()
@@ -215,5 +326,8 @@ class RunMonitor(Node):
         return path
 
 
-def _image(msg: Image) -> np.ndarray:
-    return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :msg.width].copy()
+def _image(msg: Image, name: str) -> np.ndarray:
+    """An image message -> uint8 ``(H, W)`` grey for display; EstimatorError (a ValueError) naming
+    ``name`` when its size, step, data length or encoding is wrong."""
+    array, encoding = image_msg_to_array(msg, name)
+    return np.rint(image_to_float(array, encoding, name) * 255.0).astype(np.uint8)

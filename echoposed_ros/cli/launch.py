@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -83,14 +83,12 @@ def _isolate() -> str:
 
 
 def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> int:
-    import io
-
     if args.isolated:
         print(f'echoposed launch: isolated on ROS domain {_isolate()} (localhost only)', file=sys.stderr)
     import rclpy
 
     from ..bringup.launcher import run_nodes
-    from ..bringup.monitor import RunMonitor
+    from ..bringup.monitor import RunMonitor, SpinThread
 
     monitor = None
     context = rclpy.Context()
@@ -102,31 +100,41 @@ def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> 
             remap = ['--ros-args', '-r', f'probe/image:={launch_args["image_topic"]}']
             monitor = RunMonitor(launch_args['target'], pose_topic=pose_topic, context=context,
                                  namespace=launch_args['namespace'].strip() or None, cli_args=remap)
-        # The monitor spins in its own thread, so no message waits on the supervision loop.
+        # The monitor spins in its own thread, so no message waits on the supervision loop; an
+        # error in that thread ends the run as failed ('monitor_failed'), never a frozen summary.
         executor = rclpy.executors.SingleThreadedExecutor(context=context)
-        spinner, stop_spinning = None, threading.Event()
+        spinner = None
         if monitor is not None:
             executor.add_node(monitor)
-            spinner = threading.Thread(target=_spin, args=(executor, stop_spinning), daemon=True)
-            spinner.start()
+            spinner = SpinThread(executor).start()
 
         def tick() -> bool:
             time.sleep(0.05)
+            if spinner is not None and spinner.failed:
+                return True
             return (monitor is not None and args.stop_after_converged is not None
                     and monitor.converged_for() >= args.stop_after_converged)
 
         def stop_listening() -> None:   # the run has ended: the summary is its end, not the shutdown
-            stop_spinning.set()
             if spinner is not None:
-                spinner.join(timeout=2.0)
+                spinner.stop(timeout=2.0)
 
-        out = io.StringIO() if args.quiet else sys.stdout
-        result = run_nodes(nodes, duration=args.duration, out=out, tick=tick, on_end=stop_listening)
+        # --quiet: the nodes' output goes nowhere (each node's last lines are still kept for failures)
+        out = open(os.devnull, 'w') if args.quiet else sys.stdout   # closed below
+        try:
+            result = run_nodes(nodes, duration=args.duration, out=out, tick=tick, on_end=stop_listening)
+        finally:
+            if out is not sys.stdout:
+                out.close()
         executor.shutdown(timeout_sec=1.0)
-        summary = {'launch': args.launch, 'arguments': launch_args, 'ended': result.reason,
+        monitor_error = spinner.error if spinner is not None else None
+        summary = {'launch': args.launch, 'arguments': launch_args,
+                   'ended': 'monitor_failed' if monitor_error else result.reason,
                    'exit_codes': result.exit_codes, 'failed_nodes': sorted(result.failures),
                    'failed_output': dict(sorted(result.failures.items())),
                    'teardown_alarms': list(result.teardown_alarms)}
+        if monitor_error:
+            summary['monitor_error'] = monitor_error
         if monitor is not None:
             summary.update(monitor.summary())
             if args.plot is not None:
@@ -140,17 +148,14 @@ def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> 
         print(f'--- {name} failed{" (killed: it ignored SIGINT and SIGTERM)" if killed else ""}; '
               'its last output:', file=sys.stderr)
         print('\n'.join(tail if killed else tail[-15:]), file=sys.stderr)
+    if monitor_error:
+        print(f'--- the run monitor failed (its summary stops there):\n{spinner.traceback.rstrip()}',
+              file=sys.stderr)
     if args.summary is not None:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
         args.summary.write_text(json.dumps(summary, indent=2) + '\n')
     _print_summary(summary)
-    return 0 if result.ok else 1
-
-
-def _spin(executor, stop: threading.Event) -> None:
-    """Spin the monitor until ``stop`` is set."""
-    while not stop.is_set():
-        executor.spin_once(timeout_sec=0.05)
+    return 0 if result.ok and not monitor_error else 1
 
 
 def _print_summary(s: dict) -> None:
@@ -162,7 +167,11 @@ def _print_summary(s: dict) -> None:
               f"{'n/a' if err is None else f'{err:.2f} deg'} "
               f"(start {start if start is None else round(start, 2)} deg)")
         print(f"   guidance state: {s['final_state']} (converged: {s['converged']}); loop {s['loop_hz']:.1f} Hz")
+        if s.get('rejected_messages'):
+            print(f"   rejected malformed messages: {s['rejected_messages']} ({s['last_rejection']})")
         if 'plot' in s:
             print(f"   picture: {s['plot']}")
+    if s.get('monitor_error'):
+        print(f"   run monitor failed: {s['monitor_error']}")
     if s['failed_nodes']:
         print(f"   failed nodes: {', '.join(s['failed_nodes'])}")

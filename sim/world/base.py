@@ -22,7 +22,7 @@ from echoposed_ros.geometry import Pose, angle, probe_frame
 from echoposed_ros.geometry import step as pose_step
 
 from .errors import WorldError
-from .frames import MM_PER_M
+from .frames import MM_PER_M, HeartFrame
 from .pose import as_finite_vector, canonical_pose, integrate_cartesian, pose_from_probe_frame
 
 __all__ = ['ProbeWorld', 'WorldStatus']
@@ -79,6 +79,8 @@ class ProbeWorld(abc.ABC):
                                         np.eye(3) if base_probe is None else base_probe)
         self._setpoint = self.base_pose
         self.time_s = 0.0
+        # Placement of V in the scene frame W (m); a world with a scene places V in it.
+        self.heart = HeartFrame(np.eye(3), np.zeros(3))
 
     @classmethod
     def from_volume(cls, volume, **kwargs) -> ProbeWorld:
@@ -165,6 +167,15 @@ class ProbeWorld(abc.ABC):
     @abc.abstractmethod
     def joint_names(self) -> tuple[str, ...]:
         """Names of the joints reported in ``status().joint_positions`` (empty without an arm)."""
+
+    @abc.abstractmethod
+    def robot_description(self) -> str:
+        """The URDF of what holds the probe (the arm with its tool, or the probe alone), mesh paths absolute."""
+
+    @abc.abstractmethod
+    def link_poses(self) -> dict[str, tuple[Array, Array]]:
+        """Every link of :meth:`robot_description` as it is now: ``{name: (R (3, 3), p (3,) m)}``, the
+        link frame in the scene frame W (``heart`` places V in W)."""
 
     def close(self) -> None:  # noqa: B027 (optional hook: most worlds hold nothing to release)
         """Release resources (the PyBullet clients of the arm world)."""

@@ -6,6 +6,7 @@ import numpy as np
 from echoposed_ros.geometry import Pose, probe_frame
 
 from .base import Array, ProbeWorld, WorldStatus, _check_dt
+from .robot import IIWA, probe_urdf_text
 
 __all__ = ['KinematicWorld']
 
@@ -14,7 +15,8 @@ class KinematicWorld(ProbeWorld):
     """The :class:`ProbeWorld` interface with the probe pose equal to the setpoint at all times.
 
     ``command_body_twist`` integrates exactly: ``R_v <- R_v exp(omega_v dt)``, ``R_p <- R_p
-    exp(omega_p dt)``, then canonical gauge. Every pose is reachable; there are no joints.
+    exp(omega_p dt)``, then canonical gauge. Every pose is reachable; there are no joints. The
+    scene frame W is V itself (in metres): ``heart`` is the identity.
     """
 
     def _apply(self, g: Pose, teleport: bool, large: bool) -> bool:
@@ -35,3 +37,13 @@ class KinematicWorld(ProbeWorld):
 
     def joint_names(self) -> tuple[str, ...]:
         return ()
+
+    def robot_description(self) -> str:
+        return probe_urdf_text(IIWA)
+
+    def link_poses(self) -> dict[str, tuple[Array, Array]]:
+        """``probe_tip`` at the apex and ``probe_body`` ``probe_length`` behind it along the beam (W, m)."""
+        R_V, o_V = self.read_probe_frame()
+        R = self.heart.rotation_to_scene(R_V)
+        tip = self.heart.point_to_scene(o_V)
+        return {'probe_body': (R, tip - IIWA.probe_length * R[:, 2]), IIWA.tip_link: (R, tip)}

@@ -7,14 +7,16 @@ The tool, appended to the iiwa's last link (``lbr_iiwa_link_7``) in a generated 
   beam without limit. The iiwa's A7 stops at +-175 degrees, so a probe turned over the whole
   circle (and on, as a controller may command) cannot be served by A7 alone; robotic
   ultrasound holders use a roll stage for the same reason.
-- ``probe_holder`` (cylinder, radius 30 mm, length 40 mm) and ``probe`` (cylinder, radius 20 mm,
+- ``probe_holder`` (cylinder, radius 30 mm, length 40 mm) and ``probe_body`` (cylinder, radius 20 mm,
   length 120 mm) rigidly on the roll stage, and
 - ``probe_tip``: a massless-looking link whose frame *is* the probe frame P of docs/method.md section 1:
   origin at the sector apex (the probe face), z = beam (out of the flange, into the body),
   x = lateral, y = elevation.
 
-Lengths here are metres (PyBullet's unit). The generated file refers to the shipped meshes by
-absolute path, so it can live in any temporary folder.
+Lengths here are metres (PyBullet's unit). The generated text refers to the shipped meshes by
+absolute path, so it can live in any temporary folder; :func:`rviz_description` turns those paths
+into ``file://`` URIs (what RViz resolves). :func:`probe_urdf_text` is the probe alone (the
+kinematic world's robot description).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import pybullet_data
 
 from .errors import WorldError
 
-__all__ = ['IIWA', 'PANDA', 'ArmSpec', 'write_arm_urdf']
+__all__ = ['IIWA', 'PANDA', 'ArmSpec', 'arm_urdf_text', 'probe_urdf_text', 'rviz_description', 'write_arm_urdf']
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,31 @@ def _cylinder_inertia(mass: float, radius: float, length: float) -> str:
     return f'<inertia ixx="{ixx:.6g}" ixy="0" ixz="0" iyy="{ixx:.6g}" iyz="0" izz="{izz:.6g}"/>'
 
 
+def _probe_xml(spec: ArmSpec) -> str:
+    """``probe_body`` and ``probe_tip`` (the apex, frame P), joined by the fixed joint ``probe_apex``."""
+    L = spec.probe_length
+    return f"""
+  <link name="probe_body">
+    <inertial><origin rpy="0 0 0" xyz="0 0 {L / 2}"/><mass value="0.2"/>{_cylinder_inertia(0.2, 0.02, L)}</inertial>
+    <visual><origin rpy="0 0 0" xyz="0 0 {L / 2}"/><geometry><cylinder length="{L}" radius="0.02"/></geometry>
+      <material name="probe_white"><color rgba="0.9 0.9 0.9 1"/></material></visual>
+    <collision><origin rpy="0 0 0" xyz="0 0 {L / 2}"/>
+      <geometry><cylinder length="{L}" radius="0.02"/></geometry></collision>
+  </link>
+  <joint name="probe_apex" type="fixed">
+    <parent link="probe_body"/>
+    <child link="{spec.tip_link}"/>
+    <origin rpy="0 0 0" xyz="0 0 {L}"/>
+  </joint>
+  <link name="{spec.tip_link}">
+    <inertial><origin rpy="0 0 0" xyz="0 0 0"/><mass value="0.001"/>
+      <inertia ixx="1e-8" ixy="0" ixz="0" iyy="1e-8" iyz="0" izz="1e-8"/></inertial>
+  </link>
+"""
+
+
 def _tool_xml(spec: ArmSpec) -> str:
-    h, L = spec.holder_length, spec.probe_length
+    h = spec.holder_length
     return f"""
   <joint name="{spec.roll_joint}" type="continuous">
     <parent link="{spec.flange_link}"/>
@@ -97,30 +122,14 @@ def _tool_xml(spec: ArmSpec) -> str:
   </link>
   <joint name="probe_mount" type="fixed">
     <parent link="probe_holder"/>
-    <child link="probe"/>
+    <child link="probe_body"/>
     <origin rpy="0 0 0" xyz="0 0 {h}"/>
   </joint>
-  <link name="probe">
-    <inertial><origin rpy="0 0 0" xyz="0 0 {L / 2}"/><mass value="0.2"/>{_cylinder_inertia(0.2, 0.02, L)}</inertial>
-    <visual><origin rpy="0 0 0" xyz="0 0 {L / 2}"/><geometry><cylinder length="{L}" radius="0.02"/></geometry>
-      <material name="probe_white"><color rgba="0.9 0.9 0.9 1"/></material></visual>
-    <collision><origin rpy="0 0 0" xyz="0 0 {L / 2}"/>
-      <geometry><cylinder length="{L}" radius="0.02"/></geometry></collision>
-  </link>
-  <joint name="probe_apex" type="fixed">
-    <parent link="probe"/>
-    <child link="{spec.tip_link}"/>
-    <origin rpy="0 0 0" xyz="0 0 {L}"/>
-  </joint>
-  <link name="{spec.tip_link}">
-    <inertial><origin rpy="0 0 0" xyz="0 0 0"/><mass value="0.001"/>
-      <inertia ixx="1e-8" ixy="0" ixz="0" iyy="1e-8" iyz="0" izz="1e-8"/></inertial>
-  </link>
-"""
+""" + _probe_xml(spec)
 
 
-def write_arm_urdf(spec: ArmSpec, folder: str | None = None) -> str:
-    """Write the arm + probe tool URDF into ``folder`` (a new temporary folder if None); return its path."""
+def arm_urdf_text(spec: ArmSpec) -> str:
+    """The arm + probe tool URDF (mesh paths absolute, into the installed ``pybullet_data``)."""
     source = os.path.join(pybullet_data.getDataPath(), spec.urdf)
     with open(source, encoding='utf-8') as f:
         text = f.read()
@@ -129,7 +138,23 @@ def write_arm_urdf(spec: ArmSpec, folder: str | None = None) -> str:
                   lambda m: f'filename="{os.path.join(mesh_dir, m.group(1))}"', text)
     if f'name="{spec.flange_link}"' not in text or '</robot>' not in text:
         raise WorldError(f'{source}: no link {spec.flange_link!r} or no </robot>; not the expected arm model')
-    text = text.replace('</robot>', _tool_xml(spec) + '</robot>')
+    return text.replace('</robot>', _tool_xml(spec) + '</robot>')
+
+
+def probe_urdf_text(spec: ArmSpec = IIWA) -> str:
+    """The probe alone (``probe_body`` -> ``probe_tip``), as the kinematic world's robot description."""
+    return f'<?xml version="1.0"?>\n<robot name="echoposed_probe">{_probe_xml(spec)}</robot>\n'
+
+
+def rviz_description(urdf: str) -> str:
+    """``urdf`` with every absolute mesh path as a ``file://`` URI: RViz resolves URIs (``file://``,
+    ``package://``), not bare paths; PyBullet takes the bare paths."""
+    return re.sub(r'filename="/', 'filename="file:///', urdf)
+
+
+def write_arm_urdf(spec: ArmSpec, folder: str | None = None) -> str:
+    """Write the arm + probe tool URDF into ``folder`` (a new temporary folder if None); return its path."""
+    text = arm_urdf_text(spec)
     folder = folder or tempfile.mkdtemp(prefix='echoposed_arm_')
     path = os.path.join(folder, 'arm_with_probe.urdf')
     with open(path, 'w', encoding='utf-8') as f:

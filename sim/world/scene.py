@@ -54,6 +54,11 @@ def _frame_with_z(z: ArrayLike, x_hint: ArrayLike) -> Array:
     return np.column_stack([x, np.cross(z, x), z])
 
 
+def _matrix(quaternion_xyzw) -> Array:
+    """PyBullet quaternion (x, y, z, w) -> (3, 3) rotation."""
+    return np.asarray(p.getMatrixFromQuaternion(quaternion_xyzw), dtype=np.float64).reshape(3, 3)
+
+
 def _wrap(a: float) -> float:
     return float((a + np.pi) % (2 * np.pi) - np.pi)
 
@@ -104,6 +109,8 @@ class ArmWorld(ProbeWorld):
         flange_home = np.asarray(SCENE['window'], dtype=np.float64) - self._tool_length * beam
         with tempfile.TemporaryDirectory(prefix='echoposed_arm_') as folder:
             urdf = write_arm_urdf(self.spec, folder)
+            with open(urdf, encoding='utf-8') as f:
+                self._urdf_text = f.read()
             probe_client = p.connect(p.DIRECT)
             try:
                 names, links, lower, upper, forces = self._joint_table(urdf, probe_client)
@@ -127,6 +134,8 @@ class ArmWorld(ProbeWorld):
         self._joints = self._arm + [self._roll]
         self._flange = flange
         self._tip = links[self.spec.tip_link]
+        self._link_names = {index: name for name, index in links.items()}
+        self._base_link = p.getBodyInfo(self._robot, physicsClientId=cid)[0].decode()
         self._forces = forces + [50.0]
         for link in range(-1, p.getNumJoints(self._robot, physicsClientId=cid)):
             p.setCollisionFilterGroupMask(self._robot, link, _ARM_GROUP, _ARM_GROUP, physicsClientId=cid)
@@ -283,6 +292,20 @@ class ArmWorld(ProbeWorld):
 
     def joint_names(self) -> tuple[str, ...]:
         return tuple(self.spec.arm_joints) + (self.spec.roll_joint,)
+
+    def robot_description(self) -> str:
+        return self._urdf_text
+
+    def link_poses(self) -> dict[str, tuple[Array, Array]]:
+        """The base link and every other link's URDF frame (not its centre of mass), from PyBullet, in W (m)."""
+        cid = self._client
+        position, quaternion = p.getBasePositionAndOrientation(self._robot, physicsClientId=cid)
+        poses = {self._base_link: (_matrix(quaternion), np.asarray(position, dtype=np.float64))}
+        indices = sorted(self._link_names)
+        states = p.getLinkStates(self._robot, indices, computeForwardKinematics=True, physicsClientId=cid)
+        for index, state in zip(indices, states):
+            poses[self._link_names[index]] = (_matrix(state[5]), np.asarray(state[4], dtype=np.float64))
+        return poses
 
     def snapshot(self, width: int = 640, height: int = 480, yaw_deg: float = -30.0, pitch_deg: float = -25.0,
                  distance_m: float = 2.2) -> np.ndarray:

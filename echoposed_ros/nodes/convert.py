@@ -19,8 +19,9 @@ from ..estimator.errors import EstimatorError
 from ..estimator.image import MAX_PIXELS, check_pixel_count, decode_buffer
 from ..geometry import matrix_to_quat_xyzw, quat_xyzw_to_matrix
 
-__all__ = ['array_to_image_msg', 'compressed_msg_to_array', 'echopose_msg', 'echopose_msg_to_pose',
-           'image_msg_to_array', 'matrix_to_quaternion_msg', 'quaternion_msg_to_matrix', 'vector3_msg']
+__all__ = ['array_to_compressed_msg', 'array_to_image_msg', 'compressed_msg_to_array', 'echopose_msg',
+           'echopose_msg_to_pose', 'image_msg_to_array', 'matrix_to_quaternion_msg', 'quaternion_msg_to_matrix',
+           'vector3_msg']
 
 
 def quaternion_msg_to_matrix(q: Quaternion, what: str = 'quaternion') -> np.ndarray:
@@ -133,4 +134,22 @@ def array_to_image_msg(image: np.ndarray, header: Any) -> Image:
     msg.is_bigendian = 0
     msg.step = int(a.shape[1])
     msg.data = np.ascontiguousarray(a).tobytes()
+    return msg
+
+
+def array_to_compressed_msg(image: np.ndarray, header: Any, compress_level: int = 1) -> CompressedImage:
+    """float32 (H, W) in [0, 1] or uint8 (H, W) -> ``sensor_msgs/CompressedImage``: a PNG of the mono8
+    frame, ``format`` ``'mono8; png compressed '`` as image_transport's compressed plugin writes it
+    (lossless: :func:`compressed_msg_to_array` gives back the mono8 array). ``compress_level``: zlib
+    level 0-9 (1: fastest)."""
+    from PIL import Image as PILImage
+
+    raw = array_to_image_msg(image, header)
+    buffer = io.BytesIO()
+    PILImage.frombuffer('L', (raw.width, raw.height), bytes(raw.data), 'raw', 'L', 0, 1).save(
+        buffer, format='PNG', compress_level=int(compress_level))
+    msg = CompressedImage()
+    msg.header = header
+    msg.format = 'mono8; png compressed '
+    msg.data = buffer.getvalue()
     return msg

@@ -3,12 +3,18 @@
 Loads a volume file or generates a phantom patient, holds the probe in a PyBullet world and, at
 ``frame_rate``, applies the held command, steps the world and publishes what the probe sees.
 
-Publishes ``probe/image`` (``sensor_msgs/Image`` mono8, frame ``probe``, sensor-data QoS),
-``probe/true_pose`` (``EchoPose``: ground truth in frame ``heart``, sigma^2 = 0),
-``probe/pose`` (``geometry_msgs/PoseStamped``: sector apex in frame ``heart``, metres),
-``joint_states`` and ``/diagnostics``. Subscribes ``probe/cmd`` (``ProbeTwist``) and
-``probe/cmd_twist`` (``geometry_msgs/TwistStamped``, frame ``probe`` or ``heart``): one of the
-two, by ``command_source``. Services:
+Publishes ``probe/image`` (``sensor_msgs/Image`` mono8, frame ``probe``, sensor-data QoS) and
+``probe/image/compressed`` (``sensor_msgs/CompressedImage``, PNG, sensor-data QoS; encoded only
+while someone subscribes), ``probe/true_pose`` (``EchoPose``: ground truth in frame ``heart``,
+sigma^2 = 0), ``probe/pose`` (``geometry_msgs/PoseStamped``: sector apex in frame ``heart``, metres),
+``joint_states`` and ``/diagnostics``; for RViz, ``robot_description`` (``std_msgs/String``: the
+URDF of the arm and probe, or of the probe alone; transient local, depth 1), ``/tf`` at each tick
+(``world -> heart``, ``world -> <link>``, ``probe_tip -> probe``, ``heart -> probe_true``; see
+:mod:`echoposed_ros.nodes.tf`; only where ``tf2_msgs`` is installed) and ``sim/markers``
+(``visualization_msgs/MarkerArray`` in ``world``: orbit sphere, centre, the last view asked for
+through ``sim/standard_view`` as the target; transient local, and again every second).
+Subscribes ``probe/cmd`` (``ProbeTwist``) and ``probe/cmd_twist`` (``geometry_msgs/TwistStamped``,
+frame ``probe`` or ``heart``): one of the two, by ``command_source``. Services:
 ``sim/reset`` (``std_srvs/Trigger``: next random start pose), ``sim/render_view``
 (``RenderView``), ``sim/standard_view`` (``StandardView``: named views of the loaded phantom).
 
@@ -28,24 +34,37 @@ from echoposed_msgs.msg import EchoPose, ProbeTwist
 from echoposed_msgs.srv import RenderView, StandardView
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Header
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
 from echoposed_sim.sampling import sample_poses
 from echoposed_sim.session import SimError, SimSession
 from echoposed_sim.volume import Volume
 from echoposed_sim.world import make_world
+from echoposed_sim.world.robot import IIWA, rviz_description
 
 from ..config.sim import PARAMS, SimNodeConfig
 from ..errors import EchoposedError
 from ..geometry import probe_frame
-from .convert import array_to_image_msg, echopose_msg, matrix_to_quaternion_msg, quaternion_msg_to_matrix
+from .convert import (
+    array_to_compressed_msg,
+    array_to_image_msg,
+    echopose_msg,
+    matrix_to_quaternion_msg,
+    quaternion_msg_to_matrix,
+)
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .errors import NodeError
+from .markers import scene_markers
 from .params import declare_all, watch_parameters
 from .process import run_node
+from .tf import WORLD, sim_transforms, tf_message_type
+
+# What robot_state_publisher gives robot_description: a late subscriber (RViz) still gets it.
+LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
 __all__ = ['SimNode', 'load_sim_volume', 'main']
 
@@ -83,6 +102,15 @@ class SimNode(Node):
         self.true_pub = self.create_publisher(EchoPose, 'probe/true_pose', 10)
         self.pose_pub = self.create_publisher(PoseStamped, 'probe/pose', 10)
         self.joint_pub = self.create_publisher(JointState, 'joint_states', 10)
+        self.compressed_pub = self.create_publisher(CompressedImage, 'probe/image/compressed', qos_profile_sensor_data)
+        self.description_pub = self.create_publisher(String, 'robot_description', LATCHED)
+        self.markers_pub = self.create_publisher(MarkerArray, 'sim/markers', LATCHED)
+        self._tf_type = tf_message_type()
+        self.tf_pub = self.create_publisher(self._tf_type, '/tf', 100) if self._tf_type is not None else None
+        if self.tf_pub is None:
+            self.get_logger().info('/tf is not published: tf2_msgs is not installed (a ROS 2 install has it)')
+        self.description_pub.publish(String(data=rviz_description(world.robot_description())))
+        self.target: tuple[str, Any] | None = None   # (name, StandardView) last asked for
         if self.config.command_source == 'body':
             self.create_subscription(ProbeTwist, 'probe/cmd', self._on_probe_twist, 10)
         else:
@@ -98,6 +126,8 @@ class SimNode(Node):
         self._window_start = time.monotonic()
         self.create_timer(1.0 / self.config.frame_rate, self._tick)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(1.0, self._publish_markers)
+        self._publish_markers()
         watch_parameters(self, PARAMS, SimNodeConfig.from_parameters, self._set_config)
         self.get_logger().info(f'{self.volume.name}: {self.volume.data.shape[0]} frames, '
                                f'{"arm" if self.config.robot else "kinematic"}, '
@@ -147,7 +177,10 @@ class SimNode(Node):
         started = time.perf_counter()
         frame = self.session.tick(1.0 / self.config.frame_rate)
         stamp = self.get_clock().now().to_msg()
-        self.image_pub.publish(array_to_image_msg(frame.image, Header(stamp=stamp, frame_id='probe')))
+        header = Header(stamp=stamp, frame_id='probe')
+        self.image_pub.publish(array_to_image_msg(frame.image, header))
+        if self.compressed_pub.get_subscription_count():
+            self.compressed_pub.publish(array_to_compressed_msg(frame.image, header))
         self.true_pub.publish(echopose_msg(Header(stamp=stamp, frame_id='heart'), frame.pose.orbit,
                                            frame.pose.probe))
         R, apex = probe_frame(frame.pose.orbit, frame.pose.probe, self.volume.centre, self.volume.radius)
@@ -155,12 +188,37 @@ class SimNode(Node):
         pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(c) * 1e-3 for c in apex)
         pose.pose.orientation = matrix_to_quaternion_msg(R)
         self.pose_pub.publish(pose)
+        if self.tf_pub is not None:
+            self.tf_pub.publish(self._tf_type(transforms=self.transforms(stamp, R, apex)))
         if frame.status.joint_names:
             self.joint_pub.publish(JointState(header=Header(stamp=stamp), name=list(frame.status.joint_names),
                                               position=[float(q) for q in frame.status.joint_positions]))
         self._ticks += 1
         self._tick_time_s += time.perf_counter() - started
         self._last_status = frame.status
+
+    # -- RViz -------------------------------------------------------------------------------------
+
+    def transforms(self, stamp: Any, R: np.ndarray, apex_mm: np.ndarray) -> list:
+        """This tick's TF (``geometry_msgs/TransformStamped``): the world's links now, the true probe
+        frame ``(R (3, 3), apex (3,) mm)`` in V."""
+        world = self.session.world
+        return sim_transforms(world.heart.R_WV, world.heart.t_WV, world.link_poses(), IIWA.tip_link, R, apex_mm,
+                              stamp)
+
+    def markers(self) -> MarkerArray:
+        """Orbit sphere, centre and target (the last standard view asked for), in ``world`` (m)."""
+        heart = self.session.world.heart
+        target = None
+        if self.target is not None:
+            name, view = self.target
+            R, apex = probe_frame(view.orbit, view.probe, self.volume.centre, self.volume.radius)
+            target = (name, heart.rotation_to_scene(R), heart.point_to_scene(apex))
+        return scene_markers(WORLD, self.get_clock().now().to_msg(), heart.point_to_scene(self.volume.centre),
+                             self.volume.radius / 1e3, target)
+
+    def _publish_markers(self) -> None:
+        self.markers_pub.publish(self.markers())
 
     def _publish_diagnostics(self) -> None:
         elapsed = max(time.monotonic() - self._window_start, 1e-9)
@@ -173,6 +231,8 @@ class SimNode(Node):
             'command_age_s': self.session.command_age_s(),
             'reachable': status.reachable if status else True,
             'world': status.message if status else '',
+            'compressed_subscribers': self.compressed_pub.get_subscription_count(),
+            'tf': 'published' if self.tf_pub is not None else 'not published: tf2_msgs is not installed',
         }
         problems = [m for m in (status.message if status else '', ) if m]
         if self._last_drop:
@@ -217,6 +277,9 @@ class SimNode(Node):
         stamp = self.get_clock().now().to_msg()
         image = self.session.render(view.orbit, view.probe, float(request.cardiac_phase) % 1.0)
         response.success, response.message = True, f'{name} of {self.volume.name}'
+        if self.target is None or self.target[0] != name:
+            self.target = (name, view)
+            self._publish_markers()
         response.pose = echopose_msg(Header(stamp=stamp, frame_id='heart'), view.orbit, view.probe)
         response.image = array_to_image_msg(image, Header(stamp=stamp, frame_id='probe'))
         return response

@@ -215,3 +215,43 @@ def test_writable_parameters_change_while_running_and_the_rest_are_read_only(gra
         described = node.describe_parameter(p.name)
         assert described.read_only == p.read_only, p.name
         assert ('read-only:' in described.description) == p.read_only, p.name
+
+
+def test_compressed_frames_flow_to_a_subscriber_and_decode_to_the_raw_frame(graph, volume):
+    from sensor_msgs.msg import CompressedImage
+
+    from echoposed_ros.nodes.convert import compressed_msg_to_array, image_msg_to_array
+
+    node = make_sim(graph, volume, cardiac_motion=False)
+    client = graph.node('client')
+    raw: list[Image] = []
+    packed: list[CompressedImage] = []
+    client.create_subscription(Image, 'probe/image', raw.append, qos_profile_sensor_data)
+    assert wait_for(lambda: len(raw) >= 3)
+    assert node.compressed_pub.get_subscription_count() == 0     # nobody listens: nothing is encoded
+    client.create_subscription(CompressedImage, 'probe/image/compressed', packed.append, qos_profile_sensor_data)
+    assert wait_for(lambda: len(packed) >= 3, timeout=10), len(packed)
+    msg = packed[-1]
+    assert msg.format == 'mono8; png compressed ' and msg.header.frame_id == 'probe'
+    assert wait_for(lambda: any(r.header.stamp == msg.header.stamp for r in raw), timeout=5)
+    twin = next(r for r in raw if r.header.stamp == msg.header.stamp)
+    np.testing.assert_array_equal(compressed_msg_to_array(msg)[0], image_msg_to_array(twin)[0])
+
+
+def test_a_pose_node_on_compressed_transport_estimates_the_simulators_frames(graph, volume, tmp_path):
+    """The sim and a pose node with input_transport compressed in one graph (what
+    sim_guidance input_transport:=compressed runs): poses come out, no frame is rejected."""
+    from echoposed_ros.estimator.synthetic import write_model
+    from echoposed_ros.nodes.pose_node import PoseNode
+
+    model = write_model(tmp_path / 'tiny.onnx', np.eye(3)[None], rot_z(0.5)[None], height=64, width=64)
+    make_sim(graph, volume, frame_rate=20.0)
+    pose_node = graph.add(PoseNode(context=graph.context, parameter_overrides=[
+        Parameter('model_path', value=str(model)), Parameter('input_transport', value='compressed'),
+        Parameter('mirror_tta', value=False)]))
+    client = graph.node('client')
+    poses: list[EchoPose] = []
+    client.create_subscription(EchoPose, 'echoposed/pose', poses.append, 10)
+    assert wait_for(lambda: len(poses) >= 5, timeout=30), (len(poses), pose_node.rejected)
+    assert pose_node.rejected == 0
+    assert np.allclose(echopose_msg_to_pose(poses[-1])[1], rot_z(0.5), atol=1e-4)

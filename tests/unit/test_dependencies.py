@@ -21,8 +21,9 @@ TRAINING_ONLY = ('echoposed_ros/training/',)
 # Builds tiny ONNX models for tests and benchmarks with onnx (a test dependency); no node or
 # runtime command imports it.
 TEST_HELPERS = {'echoposed_ros/estimator/synthetic.py'}
-# The ROS 2 launch stack has no wheels: a ROS 2 install provides it (package.xml declares it).
-NOT_ON_PYPI = {'launch', 'launch_ros'}
+# No wheels: a ROS 2 install provides them (package.xml declares them): the launch stack, and
+# tf2_msgs (the sim node publishes /tf only where it is installed).
+NOT_ON_PYPI = {'launch', 'launch_ros', 'tf2_msgs'}
 # rosdep keys of the Python packages rosdep knows (the rest are pip-only, named in package.xml).
 ROSDEP = {'numpy': 'python3-numpy', 'scipy': 'python3-scipy', 'pyyaml': 'python3-yaml',
           'matplotlib': 'python3-matplotlib', 'tqdm': 'python3-tqdm', 'nibabel': 'python3-nibabel',

@@ -236,3 +236,40 @@ def test_input_timeout_must_be_positive():
     assert PoseNodeConfig.from_parameters(values).input_timeout == 3.0
     with pytest.raises(ConfigError, match='input_timeout = 0.0 s; expected > 0'):
         PoseNodeConfig.from_parameters({**values, 'input_timeout': 0.0})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('transport', ['raw', 'compressed'])
+def test_flood_of_malformed_images_no_death_every_reject_counted(graph, model_path, transport):
+    from malformed import compressed_kinds, raw_kinds
+    from sensor_msgs.msg import CompressedImage
+
+    node = make_pose_node(graph, model_path, input_transport=transport, diagnostics_period=0.2)
+    client = graph.node('client')
+    poses: list[EchoPose] = []
+    diags: list[DiagnosticArray] = []
+    client.create_subscription(EchoPose, 'echoposed/pose', poses.append, 10)
+    client.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    if transport == 'raw':
+        pub = client.create_publisher(Image, 'probe/image', 10)
+        good, bad = array_to_image_msg(fan_image(), Image().header), list(raw_kinds().values())
+    else:
+        pub = client.create_publisher(CompressedImage, 'probe/image/compressed', 10)
+        good, bad = CompressedImage(format='png', data=png_of(fan_image())), list(compressed_kinds().values())
+    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    assert wait_for(lambda: (pub.publish(good), bool(poses))[1], timeout=10)   # a valid frame before
+    time.sleep(0.5)
+    estimated, received = node.estimated, node.received
+    for i in range(5_000):   # 5,000 per transport: 10,000 in all; each taken before the next (input depth 1)
+        pub.publish(bad[i % len(bad)])
+        wait_for(lambda n=received + i + 1: node.received >= n, timeout=0.05, period=0.0002)
+    taken = node.received - received
+    assert wait_for(lambda: node.rejected == taken, timeout=5), (node.rejected, taken)   # every one taken: rejected
+    assert taken > 2500 and node.estimated == estimated   # (most are taken; none gave a pose)
+    count = len(poses)
+    assert wait_for(lambda: (pub.publish(good), len(poses) > count)[1], timeout=10)   # and a valid frame after
+
+    def reported() -> bool:   # /diagnostics has caught up with every reject
+        last = [s for s in statuses(diags) if any(kv.key == 'rejected_inputs' for kv in s.values)][-1:]
+        return bool(last) and {kv.key: kv.value for kv in last[0].values}['rejected_inputs'] == str(node.rejected)
+    assert wait_for(reported, timeout=5)

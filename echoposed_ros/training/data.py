@@ -13,12 +13,15 @@ Batch dict: ``image`` float32 (M, 1, H, W) in [0, 1] (0 outside the sector); ``o
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,11 +31,12 @@ from echoposed_sim.sampling import sample_poses
 from echoposed_sim.sector import SectorGeometry
 from echoposed_sim.slicer import slice_batch
 
+from ..errors import EchoposedError
 from . import TrainingError
 from .config import TrainConfig, parse_seed_range
 
-__all__ = ['BatchStream', 'VolumeSource', 'augment', 'loader', 'make_batch', 'phantom_volume', 'resolve_style',
-           'z_range']
+__all__ = ['BatchStream', 'VolumeSource', 'augment', 'batches', 'loader', 'make_batch', 'phantom_volume',
+           'resolve_style', 'z_range']
 
 
 class VolumeSource:
@@ -52,9 +56,12 @@ class VolumeSource:
             folder = Path(volumes_dir)
             if not folder.is_dir():
                 raise TrainingError(f'volumes_dir {volumes_dir!r}: not a folder')
-            self.files = sorted(str(p) for p in folder.iterdir() if not p.name.startswith('.'))
+            from echoposed_sim.volume_io import SUFFIXES
+            # Volume files only: a sidecar (heart.nii.gz.yaml) or a note beside them is not a volume.
+            self.files = sorted(str(p) for p in folder.iterdir()
+                                if p.is_file() and not p.name.startswith('.') and p.name.lower().endswith(SUFFIXES))
             if not self.files:
-                raise TrainingError(f'volumes_dir {volumes_dir!r}: holds no files')
+                raise TrainingError(f'volumes_dir {volumes_dir!r}: holds no volume files ({", ".join(SUFFIXES)})')
             self.seeds = None
         else:
             if not seeds:
@@ -249,10 +256,17 @@ class BatchStream(torch.utils.data.IterableDataset):
                 numba.set_num_threads(1)
             except (ImportError, ValueError):
                 pass
-        source = VolumeSource.from_config(self.cfg, self.factory)
-        for step in range(self.start + wid, self.stop, nw):
-            b = make_batch(self.cfg, source, step, self.rank)
-            yield {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in b.items()}
+        # Bad data (an EchoposedError: a volume file that cannot be read, ...) is passed on as a
+        # record {'error', 'step'}, which the training loop turns into one TrainingError after it
+        # has ended the workers; any other exception is a bug and keeps its traceback.
+        step = self.start + wid
+        try:
+            source = VolumeSource.from_config(self.cfg, self.factory)
+            for step in range(self.start + wid, self.stop, nw):
+                b = make_batch(self.cfg, source, step, self.rank)
+                yield {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in b.items()}
+        except EchoposedError as exc:
+            yield {'error': str(exc), 'step': step}
 
 
 def loader(cfg: TrainConfig, start: int, stop: int, rank: int = 0, factory=None):
@@ -260,3 +274,39 @@ def loader(cfg: TrainConfig, start: int, stop: int, rank: int = 0, factory=None)
     return torch.utils.data.DataLoader(BatchStream(cfg, start, stop, rank, factory), batch_size=None,
                                        num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None,
                                        persistent_workers=False)
+
+
+@contextlib.contextmanager
+def batches(cfg: TrainConfig, start: int, stop: int, rank: int = 0, factory=None) -> Iterator[Iterator[dict]]:
+    """The batches of :func:`loader` for steps ``start..stop-1``, whose worker processes are ended
+    when the block ends, however it ends. A record holding bad data raises :class:`TrainingError`.
+
+    The workers ignore SIGINT and SIGTERM (the training process stops after its step and ends
+    them), so they must not outlive an error in the training process: left to interpreter exit,
+    multiprocessing's SIGTERM would not end them and its join would wait for good.
+    """
+    it = iter(loader(cfg, start, stop, rank, factory))
+
+    def checked() -> Iterator[dict]:
+        for batch in it:
+            if 'error' in batch:
+                raise TrainingError(f'data for step {batch["step"]}: {batch["error"]}')
+            yield batch
+
+    try:
+        yield checked()
+    finally:
+        _end_workers(it)
+
+
+def _end_workers(it: Any) -> None:
+    """Stop a DataLoader iterator's worker processes now (torch's own shutdown, then SIGKILL for
+    any that is still alive: they ignore SIGTERM)."""
+    shutdown = getattr(it, '_shutdown_workers', None)   # torch's multi-process iterator; absent inline
+    if shutdown is None:
+        return
+    shutdown()
+    for w in getattr(it, '_workers', []):
+        if w.is_alive():
+            w.kill()
+            w.join(timeout=5.0)

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from . import TrainingError, TrainingStopped
 from .checkpoint import build_model, load_checkpoint, read_checkpoint, restore_state, save_checkpoint
 from .config import TrainConfig
-from .data import VolumeSource, loader
+from .data import VolumeSource, batches
 from .loss import pair_loss
 from .optim import build_optimizers, lr_factor, set_lr
 from .svd import project_to_so3
@@ -162,8 +162,8 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     acc: dict[str, list[float]] = {}
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0, dynamic_ncols=True)
     model.train()
-    with _stop_requests() as got:
-        for batch in loader(cfg, start, cfg.steps, rank, factory):  # workers ignore the signal (data.py)
+    with _stop_requests() as got, batches(cfg, start, cfg.steps, rank, factory) as stream:
+        for batch in stream:  # the workers ignore the signal; the block's end ends them (data.py)
             step = int(batch['step'])
             set_lr(opts, lr_factor(cfg, step))
             frozen = torch.zeros(k, dtype=torch.bool)

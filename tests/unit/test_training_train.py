@@ -225,3 +225,46 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(tmp_path):
     (tmp_path / 'last.pt').write_bytes(b'not a checkpoint')
     with pytest.raises(TrainingError, match=r'last\.pt: not a usable echoposed checkpoint'):
         train(_cfg(tmp_path), factory=TOY, progress=False)
+
+
+def _volume_folder(folder, broken: bool):
+    from echoposed_sim.volume_io import save_volume
+    folder.mkdir()
+    if broken:
+        (folder / 'broken.npz').write_text('not a volume')
+    else:
+        save_volume(TOY(0), folder / 'heart.npz')
+    (folder / 'heart.npz.yaml').write_text('spacing: [8.0, 8.0, 8.0]\n')   # a sidecar is not a volume
+    (folder / 'NOTES.txt').write_text('scanned 2026-12-01')
+    return folder
+
+
+def test_a_volume_folder_trains_on_its_volume_files_only(tmp_path):
+    folder = _volume_folder(tmp_path / 'vols', broken=False)
+    cfg = _cfg(tmp_path / 'out', train_seeds='', volumes_dir=str(folder), steps=2, workers=1)
+    _, _, _, raw = load_checkpoint(train(cfg, progress=False))
+    assert raw['data']['files'] == ['heart.npz']
+
+
+@pytest.mark.slow
+def test_bad_data_in_a_worker_ends_the_run_with_one_error_and_no_worker_left(tmp_path):
+    import multiprocessing
+    folder = _volume_folder(tmp_path / 'vols', broken=True)
+    cfg = _cfg(tmp_path / 'out', train_seeds='', volumes_dir=str(folder), steps=4, workers=2)
+    with pytest.raises(TrainingError, match=r'data for step \d: .*broken\.npz') as caught:
+        train(cfg, progress=False)
+    assert '\n' not in str(caught.value)
+    # The workers ignore SIGTERM: one left behind would hang the interpreter's exit.
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.slow
+def test_a_bug_in_a_worker_keeps_its_traceback_and_leaves_no_worker(tmp_path):
+    import multiprocessing
+
+    def broken_factory(key):
+        raise RuntimeError(f'bug while loading {key}')
+
+    with pytest.raises(RuntimeError, match='bug while loading'):
+        train(_cfg(tmp_path, steps=4, workers=2), factory=broken_factory, progress=False)
+    assert not multiprocessing.active_children()

@@ -6,15 +6,16 @@
 #   ECHOPOSED_PRINT_CONFIGS=1 scripts/train_shipped_model.sh   # only print each stage's config (JSON)
 #
 # Each stage warm-starts from the one before (weights and adapters; fresh optimiser and
-# schedule). A stage that was cut short or stretched when the model was made is reproduced with
-# stop_at_step and a resume with more steps. Re-running the script resumes where it stopped.
+# schedule; --no-inherit: each stage's config is the defaults and the flags below, as it was run,
+# not the previous stage's). A stage that was cut short or stretched when the model was made is
+# reproduced with stop_at_step and a resume with more steps. Re-running the script resumes where it stopped.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dry="${ECHOPOSED_PRINT_CONFIGS:-}"
 [[ -n "$dry" ]] || "$root/scripts/setup.sh"
 cd "$root"
 out="${1:-out/shipped}"
-train() { .venv/bin/echoposed train --seeds 0-39 "$@" ${dry:+--print-config}; }
+train() { .venv/bin/echoposed train --no-inherit --seeds 0-39 "$@" ${dry:+--print-config}; }
 cache='phantom_cache_dir="out/cache/phantoms"'
 warm=(z_ramp_steps=0 muon_lr=0.01 adamw_lr=0.001 "$cache" ckpt_every_s=300)
 finer=(z_ramp_steps=0 muon_lr=0.006 adamw_lr=0.0006 "$cache" ckpt_every_s=300)

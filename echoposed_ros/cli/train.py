@@ -1,10 +1,18 @@
 """``echoposed train``: train the Echo-POSED ensemble (docs/method.md sections 3-4) on phantom patients or
-a folder of your own 3D/3D+t volumes. Resumes from ``OUT/last.pt`` when it exists."""
+a folder of your own 3D/3D+t volumes. Resumes from ``OUT/last.pt`` when it exists.
+
+A warm start (``--init-from MODEL``: a checkpoint or an exported ``.onnx``) takes the model's own
+training config, less the run's own fields (``RUN_FIELDS``: output, cache, time limits, threads,
+workers), and the ``--config`` file and the flags override it; ``--no-inherit`` starts from the
+defaults instead. ``--print-config`` prints the resolved config (JSON, stdout) and, for a warm
+start, the fields where it differs from the model's (stderr).
+"""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import sys
+from pathlib import Path
 
 __all__ = ['add_arguments', 'run']
 
@@ -23,19 +31,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--workers', type=int, help='data worker processes')
     parser.add_argument('--set', nargs='*', default=[], metavar='FIELD=JSON',
                         help='any other config field, value as JSON (e.g. w_orbit=50 widths=[16,32,64,128])')
+    parser.add_argument('--init-from', metavar='MODEL',
+                        help='warm start from a checkpoint (.pt) or an exported model (.onnx): its weights, '
+                             'adapters and training config (flags and --config override the config)')
+    parser.add_argument('--no-inherit', action='store_true',
+                        help="with a warm start, begin from the default config instead of the model's own")
     parser.add_argument('--fresh', action='store_true', help='do not resume from OUT/last.pt')
     parser.add_argument('--print-config', action='store_true', help='print the resolved config and exit')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
 
 
 def _resolve(args: argparse.Namespace):
+    """-> (the run's TrainConfig, the warm start's own config or None)."""
     from echoposed_ros.training import TrainingError
-    from echoposed_ros.training.config import TrainConfig
-    cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
+    from echoposed_ros.training.checkpoint import read_config
+    from echoposed_ros.training.config import RUN_FIELDS, TrainConfig
+    from_file = {}
+    if args.config:  # the fields the file names (TrainConfig.load checks them first)
+        TrainConfig.load(args.config)
+        from_file = json.loads(Path(args.config).read_text())
     kw = {}
     for flag, field in (('out', 'out_dir'), ('seeds', 'train_seeds'), ('style', 'phantom_style'),
                         ('volumes', 'volumes_dir'), ('steps', 'steps'), ('members', 'members'),
-                        ('seed', 'seed'), ('threads', 'threads'), ('workers', 'workers')):
+                        ('seed', 'seed'), ('threads', 'threads'), ('workers', 'workers'),
+                        ('init_from', 'init_from')):
         value = getattr(args, flag)
         if value is not None:
             kw[field] = value
@@ -49,14 +68,29 @@ def _resolve(args: argparse.Namespace):
             kw[key] = json.loads(value)
         except json.JSONDecodeError:
             kw[key] = value
-    merged = {**dataclasses.asdict(cfg), **kw}
-    return TrainConfig.from_dict(merged)
+    given = {**from_file, **kw}
+    init_from = given.get('init_from', '')
+    source = read_config(init_from) if init_from and not args.no_inherit else None
+    inherited = ({k: v for k, v in json.loads(source.to_json()).items() if k not in RUN_FIELDS}
+                 if source is not None else {})
+    return TrainConfig.from_dict({**json.loads(TrainConfig().to_json()), **inherited, **given}), source
+
+
+def _differences(source, cfg) -> list[str]:
+    """'field: model X, this run Y' for every field (RUN_FIELDS aside) where ``cfg`` differs."""
+    from echoposed_ros.training.config import RUN_FIELDS
+    a, b = json.loads(source.to_json()), json.loads(cfg.to_json())
+    return [f'{k}: model {a[k]!r}, this run {b[k]!r}' for k in sorted(a) if k not in RUN_FIELDS and a[k] != b[k]]
 
 
 def run(args: argparse.Namespace) -> int:
     from echoposed_ros.training import TrainingError, TrainingStopped
     try:
-        cfg = _resolve(args)
+        cfg, source = _resolve(args)
+        if source is not None:
+            changed = _differences(source, cfg)
+            print(f'echoposed train: warm start from {cfg.init_from}: its training config, '
+                  + ('except ' + '; '.join(changed) if changed else 'unchanged'), file=sys.stderr)
         if args.print_config:
             print(json.dumps(json.loads(cfg.to_json()), indent=2))
             return 0

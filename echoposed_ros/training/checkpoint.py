@@ -23,7 +23,7 @@ from .config import TrainConfig
 from .model import EnsembleNet
 from .orchestrator import Orchestrator
 
-__all__ = ['build_model', 'load_checkpoint', 'read_checkpoint', 'restore_state', 'save_checkpoint']
+__all__ = ['build_model', 'load_checkpoint', 'read_checkpoint', 'read_config', 'restore_state', 'save_checkpoint']
 
 
 def build_model(cfg: TrainConfig) -> tuple[EnsembleNet, Orchestrator]:
@@ -52,6 +52,22 @@ def read_checkpoint(path: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
         if isinstance(e, TrainingError):
             raise
         raise TrainingError(f'{path}: not a usable echoposed checkpoint ({type(e).__name__}: {e})') from e
+
+
+def read_config(path: str | Path) -> TrainConfig:
+    """The training config a checkpoint (``.pt``) or an exported model (``.onnx``, its
+    ``train_config`` metadata) was made with, without building the model."""
+    if Path(path).suffix != '.onnx':
+        return read_checkpoint(path)[0]
+    import onnx
+    try:
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        raw = json.loads(meta['train_config'])
+    except KeyError:
+        raise TrainingError(f'{path}: no train_config in its metadata (not written by echoposed export)') from None
+    except Exception as e:  # OSError, protobuf's DecodeError, bad JSON
+        raise TrainingError(f'{path}: not a readable echoposed model ({type(e).__name__}: {e})') from e
+    return TrainConfig.from_dict(raw if isinstance(raw, dict) else json.loads(raw))
 
 
 def load_checkpoint(path: str | Path) -> tuple[TrainConfig, EnsembleNet, Orchestrator, dict[str, Any]]:

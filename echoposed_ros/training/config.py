@@ -12,10 +12,15 @@ from pathlib import Path
 
 from . import TrainingError
 
-__all__ = ['LOSS_FORMS', 'PRECISIONS', 'TrainConfig', 'parse_seed_range']
+__all__ = ['LOSS_FORMS', 'PRECISIONS', 'RUN_FIELDS', 'TrainConfig', 'parse_seed_range']
 
 LOSS_FORMS = ('cauchy', 'chordal', 'geodesic')
 PRECISIONS = ('bf16', 'fp32')
+
+
+#: What a warm start does not take from the model it starts from: where this run writes and reads
+#: its cache, how long it runs for, and this machine's resources.
+RUN_FIELDS = ('init_from', 'out_dir', 'phantom_cache_dir', 'stop_at_step', 'threads', 'time_limit_s', 'workers')
 
 
 @dataclass

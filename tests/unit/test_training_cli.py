@@ -107,3 +107,50 @@ def test_the_shipped_model_script_chains_its_stages_and_ends_in_the_shipped_conf
     differ = {k: (last.get(k), shipped.get(k)) for k in (set(last) | set(shipped)) - own
               if last.get(k, TrainConfig().__dict__.get(k)) != shipped.get(k, TrainConfig().__dict__.get(k))}
     assert not differ, differ
+
+
+@pytest.fixture(scope='module')
+def warm_source(tmp_path_factory):
+    """A tiny checkpoint trained with a non-default recipe (the model a user warm-starts from)."""
+    out = tmp_path_factory.mktemp('source')
+    cfg = TrainConfig(out_dir=str(out), train_seeds='0-1', input_size=32, poses=4, members=2, widths=(4, 4, 8, 8),
+                      steps=1, warmup_steps=1, workers=0, phantom_cache_dir='', loss='cauchy', w_x=2.5,
+                      muon_lr=0.001, threads=1)
+    return train(cfg, factory=TOY, progress=False)
+
+
+def test_a_warm_start_takes_the_models_recipe_and_says_where_this_run_differs(warm_source, tmp_path, capsys):
+    cfg_file = tmp_path / 'c.json'
+    cfg_file.write_text(json.dumps({'w_x': 1.5}))
+    rc = main(['train', '--init-from', str(warm_source), '--config', str(cfg_file), '--out', str(tmp_path / 'o'),
+               '--steps', '40', '--print-config'])
+    assert rc == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    # the model's recipe ...
+    assert out['loss'] == 'cauchy' and out['muon_lr'] == 0.001 and out['widths'] == [4, 4, 8, 8]
+    # ... less what the config file and the flags say, and less the run's own fields
+    assert out['w_x'] == 1.5 and out['steps'] == 40 and out['out_dir'] == str(tmp_path / 'o')
+    assert out['init_from'] == str(warm_source) and out['phantom_cache_dir'] == TrainConfig().phantom_cache_dir
+    assert 'steps: model 1, this run 40' in captured.err and 'w_x: model 2.5, this run 1.5' in captured.err
+    assert 'loss' not in captured.err
+
+
+def test_no_inherit_starts_a_warm_start_from_the_defaults(warm_source, capsys):
+    assert main(['train', '--init-from', str(warm_source), '--no-inherit', '--print-config']) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out['loss'] == TrainConfig().loss and out['init_from'] == str(warm_source)
+
+
+def test_the_shipped_model_carries_its_recipe(capsys):
+    from echoposed_ros.paths import models_dir
+    from echoposed_ros.training.checkpoint import read_config
+    shipped = read_config(models_dir() / 'echoposed_k5.onnx')
+    assert main(['train', '--init-from', str(models_dir() / 'echoposed_k5.onnx'), '--print-config']) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out['loss'] == shipped.loss and out['muon_lr'] == shipped.muon_lr and out['members'] == shipped.members
+
+
+def test_a_missing_warm_start_names_the_file(tmp_path, capsys):
+    assert main(['train', '--init-from', str(tmp_path / 'nope.pt'), '--print-config']) == 2
+    assert 'nope.pt' in capsys.readouterr().out

@@ -3,9 +3,12 @@
 Formats (suffix decides):
 
 - ``.nii`` / ``.nii.gz`` (nibabel): array ``(X, Y, Z[, T])``; spacing from the header's voxel
-  sizes (``xyzt_units``: m and um are converted to mm, unknown is taken as mm); the frame
-  interval (``pixdim[4]``, when the time unit is set) gives the cardiac cycle.
-- ``.mhd`` / ``.mha`` (SimpleITK): 3D or 4D scalar images; ``ElementSpacing`` (first three) in mm.
+  sizes (``xyzt_units``: m and um are converted to mm; no unit is read as mm and said so, and
+  refused when that makes the whole grid smaller than 1 mm); orientation from the sform (else
+  the qform) when its code is set; the frame interval (``pixdim[4]``, when the time unit is set)
+  gives the cardiac cycle.
+- ``.mhd`` / ``.mha`` (SimpleITK): 3D or 4D scalar images; ``ElementSpacing`` (first three) read
+  as mm (the format has no unit field); orientation from the direction cosines.
 - ``.npz``: fields ``data`` in the Volume's order ``(T, Z, Y, X)`` or ``(Z, Y, X)`` and ``spacing``
   ``(sx, sy, sz)`` mm; optional ``cycle_s``, ``centre``, ``radius``, ``base_orbit``,
   ``base_probe``, ``view_names`` / ``view_orbits`` / ``view_probes``, ``name``, ``meta_json``
@@ -14,8 +17,16 @@ Formats (suffix decides):
   from the ``spacing=`` argument or the sidecar.
 
 Axes: the volume frame V is the voxel grid (index ``i`` along x, ``j`` along y, ``k`` along z,
-scaled by the spacing); a file's patient-space orientation (NIfTI affine, ITK direction) is
-not applied, only kept in ``meta``.
+scaled by the spacing). A file with an orientation (``orientation='file'``, the default) has its
+voxel axes permuted and flipped, never resampled, so that they run along the file's own world
+axes: for NIfTI x, y, z = R, A, S (RAS+), for MetaImage ITK's L, P, S (LPS+; the same heart
+stored both ways differs by a half turn about z). Oblique axes are taken along the nearest world
+axis, and the notes say by how much they were off. A file without an orientation (NIfTI
+``qform_code`` and ``sform_code`` 0, ``.npz``, ``.npy``) or ``orientation: voxel`` in the
+sidecar keeps the voxel axes as stored. ``meta['file']['notes']`` (:func:`volume_notes`) says
+which was done and everything else that was read or assumed (spacing unit, centre, apex and
+beam, cycle, intensity scaling); ``echoposed volume info`` prints it and ``echoposed volume
+preview`` draws it.
 
 Time: a 3D+t file holds one cardiac cycle unless ``frames_per_cycle`` says fewer frames make
 one (then the first cycle is kept). A 3D file is one static frame.
@@ -27,14 +38,16 @@ evenly strided subsample of at most 4 M voxels), or by min and max (``'minmax'``
 uint8 for integer sources and float32 for floating-point ones (``dtype=`` overrides).
 
 Geometry: the default base (apical) pose is the acquisition geometry of a 3D TTE volume: the
-probe apex at the centre of the top face (``z = 0``, the first k-plane), looking at the centre
-``c`` (default: the grid centre). With the default centre this is the identity pose, the
-volume's +z as the beam, and ``radius = (Z - 1) sz / 2``. Override per file with a sidecar
-``<file>.yaml`` (e.g. ``heart.nii.gz.yaml``) or with arguments (arguments win over the sidecar,
-the sidecar over the file's own fields). Sidecar keys, all optional: ``spacing`` [mm x3],
-``centre`` [mm x3], ``radius`` mm, ``apex`` [mm x3] (the probe apex; sets the base orbit and the
-radius), ``base_orbit`` / ``base_probe`` (3x3), ``cycle_s`` s, ``frames_per_cycle``,
-``normalise``, ``percentiles`` [lo, hi], ``name``, ``views`` ({name: {orbit: 3x3, probe: 3x3}}).
+probe apex at the centre of the top face (``z = 0``, the first plane along the volume's z after
+orientation), looking at the centre ``c`` (default: the grid centre). With the default centre
+this is the identity pose, the volume's +z as the beam, and ``radius = (Z - 1) sz / 2``.
+Override per file with a sidecar ``<file>.yaml`` (e.g. ``heart.nii.gz.yaml``) or with arguments
+(arguments win over the sidecar, the sidecar over the file's own fields). Sidecar keys, all
+optional: ``spacing`` [mm x3], ``centre`` [mm x3], ``radius`` mm, ``apex`` [mm x3] (the probe
+apex; sets the base orbit and the radius), ``base_orbit`` / ``base_probe`` (3x3), ``cycle_s`` s,
+``frames_per_cycle``, ``normalise``, ``orientation`` (file | voxel), ``percentiles`` [lo, hi],
+``name``, ``views`` ({name: {orbit: 3x3, probe: 3x3}}). Sidecar points and the spacing are in the
+volume frame after orientation. See docs/volumes.md.
 """
 from __future__ import annotations
 
@@ -47,12 +60,17 @@ from numpy.typing import ArrayLike
 
 from .volume import StandardView, Volume, VolumeError
 
-__all__ = ['SIDECAR_KEYS', 'SUFFIXES', 'load_volume', 'read_sidecar', 'save_volume', 'sidecar_path']
+__all__ = ['ORIENTATIONS', 'SIDECAR_KEYS', 'SUFFIXES', 'load_volume', 'read_sidecar', 'save_volume', 'sidecar_path',
+           'volume_notes']
 
 SUFFIXES = ('.nii', '.nii.gz', '.mhd', '.mha', '.npz', '.npy')
 SIDECAR_KEYS = ('apex', 'base_orbit', 'base_probe', 'centre', 'cycle_s', 'frames_per_cycle', 'name', 'normalise',
-                'percentiles', 'radius', 'spacing', 'views')
+                'orientation', 'percentiles', 'radius', 'spacing', 'views')
 NORMALISE = ('auto', 'percentile', 'minmax', 'none')
+ORIENTATIONS = ('file', 'voxel')
+#: A file spacing read as mm without a declared unit is refused when the whole grid is smaller than this (mm):
+#: it is then almost surely in metres.
+_MIN_UNDECLARED_EXTENT_MM = 1.0
 _MAX_PERCENTILE_SAMPLES = 4_000_000
 _NIFTI_SPACE_TO_MM = {'mm': 1.0, 'meter': 1000.0, 'micron': 1e-3, 'unknown': 1.0}
 _NIFTI_TIME_TO_S = {'sec': 1.0, 'msec': 1e-3, 'usec': 1e-6}
@@ -99,26 +117,89 @@ def _raw_nifti_pixdim(path: Path, header_class: type) -> np.ndarray:
     return np.asarray(raw['pixdim'], dtype=np.float64)
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, dict]:
+def _read_nifti(path: Path, use_orientation: bool = True) -> tuple[np.ndarray, dict]:
     import nibabel as nib
     img = nib.load(str(path))
     header = img.header
     array = np.asanyarray(img.dataobj)
     space_unit, time_unit = header.get_xyzt_units()
     zooms = np.asarray(header['pixdim'][1:8], dtype=np.float64)
-    facts: dict[str, Any] = {'format': 'nifti', 'affine': np.asarray(img.affine).tolist(),
-                             'file_shape': list(array.shape)}
+    facts: dict[str, Any] = {'format': 'nifti', 'file_shape': list(array.shape), 'notes': []}
     array = _squeeze_trailing(array, 4, path)
     if array.ndim >= 3:
         written = _raw_nifti_pixdim(path, type(header))[1:4]  # nibabel's load fixes 0 and < 0 silently
         if not (np.isfinite(written).all() and (written > 0).all()):
             raise VolumeError(f'{path}: voxel spacing {written.tolist()} (pixdim[1:4]) must be positive; zero or '
                               'negative spacing is refused')
-        facts['spacing'] = written * _NIFTI_SPACE_TO_MM.get(space_unit, 1.0)
+        if space_unit not in _NIFTI_SPACE_TO_MM:
+            raise VolumeError(f'{path}: spatial unit {space_unit!r} (xyzt_units) is not a length; expected mm, '
+                              'meter, micron or unknown')
+        spacing = written * _NIFTI_SPACE_TO_MM[space_unit]
+        facts['spacing_unit'] = space_unit
+        sform, qform = int(header['sform_code']), int(header['qform_code'])
+        if sform > 0 or qform > 0:
+            affine = np.asarray(img.affine, dtype=np.float64)
+            facts['affine'] = affine.tolist()
+            source = 'NIfTI sform' if sform > 0 else 'NIfTI qform'
+            if use_orientation:
+                array, spacing, facts['orientation'] = _orient(array, affine[:3, :3], spacing, path,
+                                                               f'{source} (world axes R, A, S)')
+            else:
+                facts['orientation'] = _unoriented(f'the {source} is not applied (orientation: voxel)')
+        else:
+            facts['orientation'] = _unoriented('none in the file (qform_code and sform_code are 0)')
+        facts['spacing'] = spacing
     if array.ndim == 4 and len(zooms) > 3 and time_unit in _NIFTI_TIME_TO_S and zooms[3] > 0:
         facts['frame_interval_s'] = float(zooms[3]) * _NIFTI_TIME_TO_S[time_unit]
     # (X, Y, Z[, T]) -> (T, Z, Y, X) / (Z, Y, X): reverse the axes
     return np.ascontiguousarray(np.transpose(array)), facts
+
+
+def _unoriented(why: str) -> dict[str, Any]:
+    """The orientation record of a grid taken as stored: file index axes i, j, k are the volume's x, y, z."""
+    return {'applied': False, 'axes': ['+i', '+j', '+k'],
+            'note': f'orientation: {why}; voxel axes i, j, k taken as x, y, z, the beam along +k'}
+
+
+def _orient(array: np.ndarray, linear: np.ndarray, spacing: np.ndarray, path: Path,
+            source: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Permute and flip the first three axes of ``array`` (file index order ``(i, j, k[, t])``) so that
+    they run along the file's world axes +x, +y, +z.
+
+    linear: (3, 3) voxel -> world directions (column c: index axis c; any scale); spacing: (3,) mm
+    along i, j, k. Returns the reoriented array, its spacing (3,) mm along x, y, z, and the record
+    (``axes``: which signed file axis became x, y, z; ``note``). Oblique axes are taken along the
+    nearest world axis (no resampling) and the note says by how much they were off.
+    """
+    from nibabel.orientations import apply_orientation, io_orientation
+    linear = np.asarray(linear, dtype=np.float64)
+    affine = np.eye(4)
+    affine[:3, :3] = linear
+    if not (np.isfinite(linear).all() and abs(np.linalg.det(linear)) > 1e-12):
+        raise VolumeError(f'{path}: the {source} orientation matrix {linear.round(6).tolist()} is singular; '
+                          'expected three independent voxel axes (or set "orientation: voxel" in the sidecar)')
+    ornt = io_orientation(affine)
+    if not np.isfinite(ornt).all():
+        raise VolumeError(f'{path}: the {source} orientation matrix {linear.round(6).tolist()} has no '
+                          'nearest axis order; expected three independent voxel axes')
+    out_axis = ornt[:, 0].astype(int)
+    flips = ornt[:, 1]
+    axes = [''] * 3
+    out_spacing = np.empty(3)
+    for c in range(3):
+        axes[out_axis[c]] = ('+' if flips[c] > 0 else '-') + 'ijk'[c]
+        out_spacing[out_axis[c]] = spacing[c]
+    units = linear / np.linalg.norm(linear, axis=0)
+    off_deg = float(np.degrees(np.arccos(np.clip(np.abs(units[out_axis, np.arange(3)]), 0.0, 1.0))).max())
+    if axes == ['+i', '+j', '+k']:
+        note = f'orientation: from the {source}; the voxel axes already run along +x, +y, +z, kept as stored'
+    else:
+        note = (f'orientation: from the {source}; volume x, y, z = file axes {", ".join(axes)} '
+                f'(voxels permuted/flipped, not resampled); the beam (+z) is file axis {axes[2]}')
+    if off_deg > 0.01:
+        note += f'; the file axes are oblique, up to {off_deg:.2f} deg off the world axes (taken along the nearest)'
+    record = {'applied': True, 'axes': axes, 'oblique_deg': off_deg, 'note': note}
+    return apply_orientation(array, ornt), out_spacing, record
 
 
 def _metaimage_header_spacing(path: Path) -> list[float] | None:
@@ -137,7 +218,7 @@ def _metaimage_header_spacing(path: Path) -> list[float] | None:
     return None
 
 
-def _read_metaimage(path: Path) -> tuple[np.ndarray, dict]:
+def _read_metaimage(path: Path, use_orientation: bool = True) -> tuple[np.ndarray, dict]:
     import SimpleITK as sitk
     written = _metaimage_header_spacing(path)
     if written is not None and any(not (np.isfinite(v) and v > 0) for v in written[:3]):
@@ -152,14 +233,30 @@ def _read_metaimage(path: Path) -> tuple[np.ndarray, dict]:
                           f'{img.GetNumberOfComponentsPerPixel()} components; expected scalar intensities')
     array = sitk.GetArrayFromImage(img)  # (Z, Y, X) or (T, Z, Y, X): reversed ITK index order
     spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
-    facts: dict[str, Any] = {'format': 'metaimage', 'file_shape': list(array.shape),
-                             'origin': list(img.GetOrigin()), 'direction': list(img.GetDirection())}
-    if img.GetDimension() >= 3:
-        facts['spacing'] = spacing[:3]
+    dim = img.GetDimension()
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)
+    facts: dict[str, Any] = {'format': 'metaimage', 'file_shape': list(array.shape), 'notes': [],
+                             'origin': list(img.GetOrigin()), 'direction': direction.reshape(-1).tolist(),
+                             'spacing_unit': 'unknown'}
+    if dim >= 3 and array.ndim >= 3:
+        spacing = spacing[:3]
+        linear = direction[:3, :3]
+        if not use_orientation:
+            facts['orientation'] = _unoriented('the MetaImage direction is not applied (orientation: voxel)')
+        elif np.allclose(linear, np.eye(3), atol=1e-9):
+            facts['orientation'] = {'applied': True, 'axes': ['+i', '+j', '+k'], 'oblique_deg': 0.0,
+                                    'note': 'orientation: MetaImage direction is the identity; voxel axes i, j, k '
+                                            'are the volume x, y, z, the beam along +k'}
+        else:
+            xyz = np.transpose(array)  # (X, Y, Z[, T])
+            xyz, spacing, facts['orientation'] = _orient(xyz, linear, spacing, path,
+                                                         'MetaImage direction (ITK world axes L, P, S)')
+            array = np.ascontiguousarray(np.transpose(xyz))
+        facts['spacing'] = spacing
     return array, facts
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, dict]:
+def _read_npz(path: Path, use_orientation: bool = True) -> tuple[np.ndarray, dict]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             fields = {key: npz[key] for key in npz.files}
@@ -168,7 +265,11 @@ def _read_npz(path: Path) -> tuple[np.ndarray, dict]:
     if 'data' not in fields:
         raise VolumeError(f'{path}: .npz needs a field "data" ((T, Z, Y, X) or (Z, Y, X)) and "spacing" '
                           f'((sx, sy, sz) mm); found fields {sorted(fields)}')
-    facts: dict[str, Any] = {'format': 'npz', 'file_shape': list(fields['data'].shape)}
+    facts: dict[str, Any] = {'format': 'npz', 'file_shape': list(fields['data'].shape),
+                             'orientation': {'applied': False, 'axes': ['+i', '+j', '+k'],
+                                             'note': "orientation: .npz holds the volume's own axes (T, Z, Y, X); "
+                                                     'taken as stored, the beam along +z'},
+                             'spacing_unit': 'mm'}
     for key in ('spacing', 'centre', 'radius', 'cycle_s', 'base_orbit', 'base_probe'):
         if key in fields:
             facts[key] = fields[key]
@@ -189,12 +290,15 @@ def _read_npz(path: Path) -> tuple[np.ndarray, dict]:
     return fields['data'], facts
 
 
-def _read_npy(path: Path) -> tuple[np.ndarray, dict]:
+def _read_npy(path: Path, use_orientation: bool = True) -> tuple[np.ndarray, dict]:
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise VolumeError(f'{path}: cannot read it as .npy: {err}') from err
-    return array, {'format': 'npy', 'file_shape': list(array.shape)}
+    return array, {'format': 'npy', 'file_shape': list(array.shape),
+                   'orientation': {'applied': False, 'axes': ['+i', '+j', '+k'],
+                                   'note': ".npy holds the volume's own axes (T, Z, Y, X); taken as stored, the "
+                                           'beam along +z'}}
 
 
 _READERS = {'.nii': _read_nifti, '.nii.gz': _read_nifti, '.mhd': _read_metaimage, '.mha': _read_metaimage,
@@ -345,7 +449,8 @@ def load_volume(path: str | Path, *, spacing: ArrayLike | None = None, centre: A
                 base_probe: ArrayLike | None = None, cycle_s: float | None = None,
                 frames_per_cycle: int | None = None, normalise: str | None = None,
                 percentiles: tuple[float, float] | None = None, dtype: str | None = None,
-                sidecar: bool | str | Path = True, name: str | None = None) -> Volume:
+                sidecar: bool | str | Path = True, name: str | None = None,
+                orientation: str | None = None) -> Volume:
     """Read a 3D or 3D+t volume file into a :class:`Volume` (see the module docstring for formats).
 
     spacing, centre, apex: (3,) mm in the volume frame; radius: mm; base_orbit, base_probe: (3, 3)
@@ -354,8 +459,11 @@ def load_volume(path: str | Path, *, spacing: ArrayLike | None = None, centre: A
     more (the first cycle is kept); normalise: 'auto' (default), 'percentile', 'minmax', 'none';
     percentiles: (lo, hi) in percent (default (0.5, 99.5)); dtype: 'uint8' / 'float32' (default:
     uint8 for integer files, float32 for float files); sidecar: True reads ``<file>.yaml`` when it
-    exists, a path reads that file, False reads none. Arguments override the sidecar, which
-    overrides the file. Raises :class:`VolumeError` naming the file and the problem.
+    exists, a path reads that file, False reads none; orientation: 'file' (default: apply the
+    file's NIfTI affine or ITK direction, see the module docstring) or 'voxel' (take the voxel axes
+    as stored). Arguments override the sidecar, which overrides the file. What was read and what
+    was assumed is listed in ``meta['file']['notes']`` (:func:`volume_notes`). Raises
+    :class:`VolumeError` naming the file and the problem.
     """
     path = Path(path)
     suffix = _suffix(path)
@@ -383,8 +491,11 @@ def load_volume(path: str | Path, *, spacing: ArrayLike | None = None, centre: A
             return side[key]
         return None if facts is None else facts.get(key)
 
+    orient = pick('orientation', orientation) or 'file'
+    if orient not in ORIENTATIONS:
+        raise VolumeError(f'{path}: orientation must be one of {list(ORIENTATIONS)}, got {orient!r}')
     try:
-        array, facts = _READERS[suffix](path)
+        array, facts = _READERS[suffix](path, orient == 'file')
     except VolumeError:
         raise
     except Exception as err:  # a reader library's own error on a broken file
@@ -408,6 +519,7 @@ def load_volume(path: str | Path, *, spacing: ArrayLike | None = None, centre: A
     if cycle is None:
         cycle, cycle_source = 1.0, 'default'
     cycle = _scalar(cycle, path, 'cycle_s')
+    notes = [facts['orientation']['note']] if 'orientation' in facts else []
 
     # spacing
     sp = pick('spacing', spacing, facts)
@@ -415,6 +527,19 @@ def load_volume(path: str | Path, *, spacing: ArrayLike | None = None, centre: A
         raise VolumeError(f'{path}: {suffix} holds no voxel spacing; pass spacing=(sx, sy, sz) in mm or write '
                           f'"spacing: [sx, sy, sz]" into the sidecar {sidecar_path(path)}')
     sp = _vector3(sp, path, 'spacing', positive=True)
+    sp_source = _source('spacing', spacing, side, facts)
+    extent_mm = float(((np.array(data.shape[:0:-1]) - 1) * sp).max())
+    if sp_source == 'file':
+        unit = facts.get('spacing_unit', 'unknown')
+        if unit == 'unknown' and extent_mm < _MIN_UNDECLARED_EXTENT_MM:
+            raise VolumeError(f'{path}: voxel spacing {sp.tolist()} has no unit in the file and, read as mm, makes '
+                              f'the volume {extent_mm:.3g} mm wide (metres?); set the unit in the file or write '
+                              f'"spacing: [sx, sy, sz]" in mm into the sidecar {sidecar_path(path)}')
+        notes.append('spacing: from the file, ' + ({'mm': 'in mm', 'meter': 'in m, converted to mm',
+                                                    'micron': 'in um, converted to mm'}.get(unit)
+                                                   or 'which gives no unit: read as mm'))
+    else:
+        notes.append(f'spacing: from the {sp_source} (mm)')
 
     # intensity
     method = pick('normalise', normalise) or 'auto'
@@ -450,6 +575,14 @@ def load_volume(path: str | Path, *, spacing: ArrayLike | None = None, centre: A
     probe = pick('base_probe', base_probe, facts)
     probe = np.eye(3) if probe is None else _rotation(probe, path, 'base_probe')
     orbit, probe = _canonical(orbit, probe)
+    notes += _geometry_notes(c, r, orbit, centre=_source('centre', centre, side, facts),
+                             apex=_source('apex', apex, side), radius=_source('radius', radius, side, facts),
+                             orbit_from=_source('base_orbit', base_orbit, side, facts))
+    if n_frames > 1 or cycle_source != 'default':
+        how = {'default': 'assumed (the file gives no frame interval)',
+               'file': 'from the file' + ('' if 'cycle_s' in facts else ' (frame interval x frames)')}
+        notes.append(f'cycle: {cycle:g} s for {n_frames} frame(s), {how.get(cycle_source, "from the " + cycle_source)}')
+    notes.append(_intensity_note(intensity))
 
     views = {}
     raw_views = side.get('views', facts.get('views')) or {}
@@ -466,12 +599,57 @@ def load_volume(path: str | Path, *, spacing: ArrayLike | None = None, centre: A
     meta['file'] = {
         'path': str(path), 'format': facts['format'], 'file_shape': facts['file_shape'],
         'frames_in_file': int(n_file), 'cycle_s_from': cycle_source, 'intensity': intensity,
-        'sidecar': None if side_file is None else str(side_file),
-        **{key: facts[key] for key in ('affine', 'origin', 'direction') if key in facts},
+        'sidecar': None if side_file is None else str(side_file), 'orientation': facts.get('orientation'),
+        'notes': notes, **{key: facts[key] for key in ('affine', 'origin', 'direction') if key in facts},
     }
     vol_name = name or side.get('name') or facts.get('name') or str(path)
     return Volume(data=data, spacing=sp, centre=c, radius=r, base_orbit=orbit, base_probe=probe, cycle_s=cycle,
                   views=views, name=str(vol_name), meta=meta)
+
+
+def _source(key: str, argument: Any, side: dict, facts: dict | None = None) -> str | None:
+    """Where a loader setting came from: 'argument', 'sidecar', 'file', or None (a default)."""
+    if argument is not None:
+        return 'argument'
+    if key in side:
+        return 'sidecar'
+    return 'file' if facts is not None and key in facts else None
+
+
+def _geometry_notes(c: np.ndarray, r: float, orbit: np.ndarray, *,
+                    centre: str | None, apex: str | None, radius: str | None, orbit_from: str | None) -> list[str]:
+    """What the loader's base pose rests on: the centre, the apex and the beam (volume frame, mm)."""
+    beam = orbit[:, 2]
+    o = c - r * beam
+    fmt = ', '.join
+    notes = [f'centre: [{fmt(f"{v:.1f}" for v in c)}] mm, '
+             + (f'from the {centre}' if centre else 'the grid centre (default)')]
+    if apex:
+        how = f'from the {apex}'
+    elif radius or orbit_from:
+        how = 'from ' + ' and '.join(f'{k} ({s})' for k, s in (('radius', radius), ('base_orbit', orbit_from)) if s)
+    else:
+        how = 'the centre of the top face z = 0 (default)'
+    notes.append(f'apex: [{fmt(f"{v:.1f}" for v in o)}] mm, {how}; beam [{fmt(f"{v:.3f}" for v in beam)}] '
+                 f'(volume +z = [0, 0, 1]), orbit radius {r:.1f} mm')
+    return notes
+
+
+def _intensity_note(info: dict) -> str:
+    if info['method'] == 'none':
+        return f'intensity: {info["source_dtype"]} taken as it is ([0, 1], uint8 as value / 255)'
+    if info['method'] == 'percentile':
+        lo_p, hi_p = info['percentiles']
+        return (f'intensity: {info["source_dtype"]} scaled to [0, 1] between the {lo_p:g}th and {hi_p:g}th '
+                f'percentiles ({info["lo"]:.4g} .. {info["hi"]:.4g})')
+    return (f'intensity: {info["source_dtype"]} scaled to [0, 1] between min and max '
+            f'({info["lo"]:.4g} .. {info["hi"]:.4g})')
+
+
+def volume_notes(volume: Volume) -> list[str]:
+    """What :func:`load_volume` read and assumed for ``volume`` (orientation, spacing unit, centre,
+    apex and beam, cycle, intensity), one line each; empty for a volume not loaded from a file."""
+    return [str(n) for n in (volume.meta.get('file') or {}).get('notes', [])]
 
 
 # ----------------------------------------------------------------------------------------- save

@@ -305,3 +305,131 @@ def test_refuses_bad_sidecars_and_geometry(tmp_path) -> None:
         load_volume(path)
     with pytest.raises(VolumeError, match=r'save_volume writes \.npz, \.nii or \.nii\.gz'):
         save_volume(phantom_like(), tmp_path / 'p.mha')
+
+
+# ---------------------------------------------------------------------------------------------- orientation
+# The same heart written with its voxel axes permuted and flipped (file axis i = world -z, j = +x, k = +y)
+# and the matching affine / direction: it must load exactly as the canonical (identity) file does.
+
+def permuted_xyz(tzyx: np.ndarray) -> np.ndarray:
+    """(T, Z, Y, X) -> file order (i, j, k[, T]) = (-z, +x, +y[, t])."""
+    xyz = np.transpose(tzyx if tzyx.shape[0] > 1 else tzyx[0])      # (X, Y, Z[, T])
+    return np.ascontiguousarray(np.moveaxis(xyz, 2, 0)[::-1])      # (Z reversed, X, Y[, T])
+
+
+#: columns: the world direction of file axes i, j, k (unit vectors)
+PERMUTED = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]])
+PERMUTED_SPACING = SPACING[[2, 0, 1]]                             # along i, j, k
+
+
+def write_oriented_nifti(path, tzyx, *, form='sform', scale=1.0, space='mm', linear=PERMUTED):
+    array = permuted_xyz(tzyx)
+    affine = np.eye(4)
+    affine[:3, :3] = linear * PERMUTED_SPACING * scale
+    affine[:3, 3] = [0.0, 0.0, (Z - 1) * SPACING[2] * scale]
+    img = nib.Nifti1Image(array, None)
+    if form in ('sform', 'both'):
+        img.header.set_sform(affine, code='scanner')
+    if form in ('qform', 'both'):
+        img.header.set_qform(affine, code='scanner')
+    img.header.set_xyzt_units(space, 'sec')
+    img.header.set_zooms(list(PERMUTED_SPACING * scale) + ([0.05] if array.ndim == 4 else []))
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize('form', ['sform', 'qform', 'both'])
+@pytest.mark.parametrize('frames', [1, T])
+def test_nifti_axes_permuted_and_flipped_in_metres_load_as_the_canonical_file(tmp_path, form, frames) -> None:
+    want = asymmetric(frames)
+    canonical = load_volume(write_nifti(tmp_path / 'c.nii', want, dt=0.05))
+    vol = load_volume(write_oriented_nifti(tmp_path / 'p.nii.gz', want, form=form, scale=1e-3, space='meter'))
+    assert vol.data.shape == (frames, Z, Y, X)
+    np.testing.assert_array_equal(vol.data, canonical.data)
+    np.testing.assert_array_equal(vol.data, want)
+    np.testing.assert_allclose(vol.spacing, SPACING, rtol=1e-6)
+    np.testing.assert_allclose(vol.centre, canonical.centre, rtol=1e-6)
+    assert vol.radius == pytest.approx(canonical.radius) and vol.cycle_s == pytest.approx(canonical.cycle_s)
+    assert vol.meta['file']['orientation']['axes'] == ['+j', '+k', '-i']
+    notes = ' | '.join(vol.meta['file']['notes'])
+    assert f'NIfTI {"qform" if form == "qform" else "sform"}' in notes
+    assert 'the beam (+z) is file axis -i' in notes and 'in m, converted to mm' in notes
+    assert 'kept as stored' in ' | '.join(canonical.meta['file']['notes'])
+
+
+@pytest.mark.parametrize('frames', [1, T])
+def test_metaimage_direction_permuted_and_flipped_loads_as_the_canonical_file(tmp_path, frames) -> None:
+    want = asymmetric(frames)
+    canonical = load_volume(write_metaimage(tmp_path / 'c.mha', want))
+    array = permuted_xyz(want)                                     # (i, j, k[, t])
+    img = sitk.GetImageFromArray(np.transpose(array), isVector=False)  # sitk takes the reversed order
+    direction = np.eye(array.ndim)
+    direction[:3, :3] = PERMUTED
+    img.SetDirection(tuple(direction.reshape(-1)))
+    img.SetSpacing(tuple(PERMUTED_SPACING) + ((0.04,) if array.ndim == 4 else ()))
+    sitk.WriteImage(img, str(tmp_path / 'p.mhd'))
+    vol = load_volume(tmp_path / 'p.mhd')
+    np.testing.assert_array_equal(vol.data, canonical.data)
+    np.testing.assert_array_equal(vol.data, want)
+    np.testing.assert_allclose(vol.spacing, SPACING, rtol=1e-6)
+    assert vol.meta['file']['orientation']['axes'] == ['+j', '+k', '-i']
+    notes = ' | '.join(vol.meta['file']['notes'])
+    assert 'MetaImage direction' in notes and 'which gives no unit: read as mm' in notes
+    assert 'direction is the identity' in ' | '.join(canonical.meta['file']['notes'])
+
+
+def test_without_orientation_or_with_orientation_voxel_the_grid_is_taken_as_stored(tmp_path) -> None:
+    want = asymmetric(1)
+    path = write_oriented_nifti(tmp_path / 'p.nii', want, form='none')   # qform_code = sform_code = 0
+    vol = load_volume(path)
+    np.testing.assert_array_equal(vol.data[0], np.transpose(permuted_xyz(want)))  # as stored, as before
+    np.testing.assert_allclose(vol.spacing, PERMUTED_SPACING, rtol=1e-6)
+    assert 'orientation: none in the file' in vol.meta['file']['notes'][0]
+    oriented = write_oriented_nifti(tmp_path / 'o.nii', want)
+    sidecar_path(oriented).write_text('orientation: voxel\n')
+    stored = load_volume(oriented)
+    np.testing.assert_array_equal(stored.data, vol.data)
+    assert 'is not applied (orientation: voxel)' in stored.meta['file']['notes'][0]
+    np.testing.assert_array_equal(load_volume(oriented, orientation='file').data, want)   # the argument wins
+    with pytest.raises(VolumeError, match=r"o\.nii: orientation must be one of \['file', 'voxel'\], got 'ras'"):
+        load_volume(oriented, orientation='ras')
+
+
+def test_oblique_axes_are_taken_along_the_nearest_and_said_so(tmp_path) -> None:
+    tilt = Rotation.from_rotvec([0.0, np.radians(4.0), 0.0]).as_matrix()
+    vol = load_volume(write_oriented_nifti(tmp_path / 'p.nii', asymmetric(1), linear=tilt @ PERMUTED))
+    np.testing.assert_array_equal(vol.data, asymmetric(1))
+    assert re.search(r'oblique, up to 4\.00 deg off the world axes', ' | '.join(vol.meta['file']['notes']))
+
+
+def test_a_spacing_without_unit_that_can_only_be_metres_is_refused(tmp_path) -> None:
+    path = write_nifti(tmp_path / 'u.nii', asymmetric(1), spacing=SPACING * 1e-3, space='unknown')
+    with pytest.raises(VolumeError, match=r'u\.nii: voxel spacing .* has no unit in the file and, read as mm, makes '
+                                          r'the volume 0\.0045 mm wide \(metres\?\).*u\.nii\.yaml'):
+        load_volume(path)
+    sidecar_path(path).write_text('spacing: [0.5, 0.7, 0.9]\n')
+    vol = load_volume(path)
+    np.testing.assert_array_equal(vol.spacing, SPACING)
+    assert 'spacing: from the sidecar (mm)' in vol.meta['file']['notes']
+    plain = write_nifti(tmp_path / 'plain.nii', asymmetric(1), space='unknown')
+    assert 'spacing: from the file, which gives no unit: read as mm' in load_volume(plain).meta['file']['notes']
+
+
+def test_notes_say_where_the_centre_apex_beam_and_cycle_come_from(tmp_path) -> None:
+    from echoposed_sim.volume_io import volume_notes
+    vol = load_volume(write_nifti(tmp_path / 'v.nii', asymmetric(), dt=0.05))
+    notes = volume_notes(vol)
+    assert notes[0].startswith('orientation: ') and notes[1] == 'spacing: from the file, in mm'
+    assert any(n.startswith('centre: ') and 'the grid centre (default)' in n for n in notes)
+    apex = next(n for n in notes if n.startswith('apex: '))
+    assert 'the centre of the top face z = 0 (default)' in apex and 'beam [0.000, 0.000, 1.000]' in apex
+    assert 'cycle: 0.15 s for 3 frame(s), from the file (frame interval x frames)' in notes
+    assert notes[-1].startswith('intensity: uint8 taken as it is')
+    np.save(tmp_path / 'b.npy', asymmetric(1).astype(np.float32) * 10)
+    sidecar_path(tmp_path / 'b.npy').write_text('spacing: [1, 1, 1]\napex: [1.5, 2.0, -5.0]\n')
+    bare = volume_notes(load_volume(tmp_path / 'b.npy'))
+    assert any('apex: [1.5, 2.0, -5.0] mm, from the sidecar' in n for n in bare)
+    assert not any(n.startswith('cycle') for n in bare)                 # one static frame: no cycle to assume
+    assert 'percentiles' in bare[-1]
+    assert volume_notes(Volume(data=np.zeros((1, 2, 2, 2), np.uint8), spacing=np.ones(3), centre=np.ones(3),
+                               radius=1.0)) == []

@@ -273,3 +273,21 @@ def test_flood_of_malformed_images_no_death_every_reject_counted(graph, model_pa
         last = [s for s in statuses(diags) if any(kv.key == 'rejected_inputs' for kv in s.values)][-1:]
         return bool(last) and {kv.key: kv.value for kv in last[0].values}['rejected_inputs'] == str(node.rejected)
     assert wait_for(reported, timeout=5)
+
+
+def test_an_unexpected_error_on_an_input_is_a_rejection_not_the_nodes_end(graph, model_path, monkeypatch):
+    node = make_pose_node(graph, model_path)
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError('deep inside')
+    monkeypatch.setattr(node.estimator, 'estimate', broken)
+    client = graph.node('client')
+    poses: list[EchoPose] = []
+    client.create_subscription(EchoPose, 'echoposed/pose', poses.append, 10)
+    pub = client.create_publisher(Image, 'probe/image', 10)
+    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    msg = array_to_image_msg(fan_image(), Image().header)
+    assert wait_for(lambda: (pub.publish(msg), node.rejected > 0)[1], timeout=10)
+    assert node._last_rejection == 'unexpected ZeroDivisionError: deep inside'
+    monkeypatch.undo()
+    assert wait_for(lambda: (pub.publish(msg), bool(poses))[1], timeout=10)   # still spinning

@@ -630,8 +630,8 @@ def _geometry_notes(c: np.ndarray, r: float, orbit: np.ndarray, *,
         how = 'from ' + ' and '.join(f'{k} ({s})' for k, s in (('radius', radius), ('base_orbit', orbit_from)) if s)
     else:
         how = 'the centre of the top face z = 0 (default)'
-    notes.append(f'apex: [{fmt(f"{v:.1f}" for v in o)}] mm, {how}; beam [{fmt(f"{v:.3f}" for v in beam)}] '
-                 f'(volume +z = [0, 0, 1]), orbit radius {r:.1f} mm')
+    notes.append(f'apex: [{fmt(f"{v:.1f}" for v in o)}] mm, {how}; beam to the centre '
+                 f'[{fmt(f"{v:.3f}" for v in beam)}], orbit radius {r:.1f} mm')
     return notes
 
 

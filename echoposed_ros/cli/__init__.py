@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'launch': ('echoposed_ros.cli.launch', 'Run sim_guidance or guidance without ros2 launch, with a summary.'),
     'phantom': ('echoposed_ros.cli.phantom', 'Write one procedural beating-heart phantom patient (3D+t volume).'),
     'train': ('echoposed_ros.cli.train', 'Train the K-member ensemble (phantom seeds or your own volumes).'),
+    'volume': ('echoposed_ros.cli.volume', 'Check a volume file: what it holds and assumes, its geometry drawn.'),
 }
 
 

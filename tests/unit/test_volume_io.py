@@ -422,7 +422,7 @@ def test_notes_say_where_the_centre_apex_beam_and_cycle_come_from(tmp_path) -> N
     assert notes[0].startswith('orientation: ') and notes[1] == 'spacing: from the file, in mm'
     assert any(n.startswith('centre: ') and 'the grid centre (default)' in n for n in notes)
     apex = next(n for n in notes if n.startswith('apex: '))
-    assert 'the centre of the top face z = 0 (default)' in apex and 'beam [0.000, 0.000, 1.000]' in apex
+    assert 'the centre of the top face z = 0 (default)' in apex and 'beam to the centre [0.000, 0.000, 1.000]' in apex
     assert 'cycle: 0.15 s for 3 frame(s), from the file (frame interval x frames)' in notes
     assert notes[-1].startswith('intensity: uint8 taken as it is')
     np.save(tmp_path / 'b.npy', asymmetric(1).astype(np.float32) * 10)
@@ -433,3 +433,82 @@ def test_notes_say_where_the_centre_apex_beam_and_cycle_come_from(tmp_path) -> N
     assert 'percentiles' in bare[-1]
     assert volume_notes(Volume(data=np.zeros((1, 2, 2, 2), np.uint8), spacing=np.ones(3), centre=np.ones(3),
                                radius=1.0)) == []
+
+
+# ---------------------------------------------------------------------------------------------- echoposed volume
+
+def test_volume_info_prints_geometry_and_notes_and_writes_json(tmp_path, capsys) -> None:
+    import json
+
+    from echoposed_ros.cli import main
+    path = write_oriented_nifti(tmp_path / 'p.nii.gz', asymmetric(), scale=1e-3, space='meter')
+    rc = main(['volume', 'info', str(path), '--json', str(tmp_path / 'info.json')])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert f'shape: {T} x {Z} x {Y} x {X} (T, Z, Y, X), uint8' in out
+    assert 'spacing: [0.5000, 0.7000, 0.9000] mm' in out and 'the beam (+z) is file axis -i' in out
+    assert 'central beam (R e_z) [0.000, 0.000, 1.000]' in out and 'in m, converted to mm' in out
+    doc = json.loads((tmp_path / 'info.json').read_text())
+    assert doc['shape_tzyx'] == [T, Z, Y, X] and doc['orientation']['axes'] == ['+j', '+k', '-i']
+    np.testing.assert_allclose(doc['apex_mm'], [1.5 * 0.5, 2 * 0.7, 0.0])
+    capsys.readouterr()
+    assert main(['volume', 'info', str(path), '--orientation', 'voxel']) == 0
+    assert 'is not applied (orientation: voxel)' in capsys.readouterr().out
+
+
+def test_volume_preview_writes_a_picture_of_the_expected_size(tmp_path, capsys) -> None:
+    from PIL import Image
+
+    from echoposed_ros.cli import main
+    from echoposed_sim.volume_preview import PREVIEW_DPI, PREVIEW_SIZE_IN
+    z, y, x = np.mgrid[0:24, 0:20, 0:20]
+    blob = np.exp(-(((x - 10) / 5.0) ** 2 + ((y - 10) / 4.0) ** 2 + ((z - 14) / 7.0) ** 2)).astype(np.float32)
+    np.savez(tmp_path / 'blob.npz', data=blob, spacing=[5.0, 5.0, 6.0])
+    out = tmp_path / 'pics' / 'blob.png'
+    rc = main(['volume', 'preview', str(tmp_path / 'blob.npz'), '--out', str(out), '--phase', '0.5'])
+    printed = capsys.readouterr().out
+    assert rc == 0 and f'wrote {out}' in printed and 'notes:' in printed
+    with Image.open(out) as img:
+        assert img.format == 'PNG'
+        assert img.size == (round(PREVIEW_SIZE_IN[0] * PREVIEW_DPI), round(PREVIEW_SIZE_IN[1] * PREVIEW_DPI))
+        pixels = np.asarray(img.convert('L'), dtype=np.float64)
+    assert pixels.std() > 20                                   # a picture, not a blank page
+
+
+@pytest.mark.parametrize('make, expected', [
+    (lambda d: d / 'missing.nii', 'no such volume file'),
+    (lambda d: (d / 'bad.nii').write_bytes(b'not a nifti file at all') and d / 'bad.nii', 'cannot read it as .nii'),
+    (lambda d: (d / 'heart.nii.gz.yaml').write_text('x: 1\n') and d / 'heart.nii.gz.yaml',
+     "unsupported volume file type '.yaml'"),
+])
+@pytest.mark.parametrize('action', ['info', 'preview'])
+def test_volume_command_bad_file_is_one_line_and_exit_2(tmp_path, capsys, make, expected, action) -> None:
+    from echoposed_ros.cli import main
+    path = make(tmp_path)
+    extra = ['--out', str(tmp_path / 'x.png')] if action == 'preview' else []
+    rc = main(['volume', action, str(path), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith('echoposed volume: ') and expected in err and err.count('\n') == 1
+    assert not (tmp_path / 'x.png').exists()
+
+
+def test_base_geometry_follows_the_apex_the_sidecar_gives(tmp_path) -> None:
+    from echoposed_sim.sector import SectorGeometry
+    from echoposed_sim.volume_preview import base_geometry, volume_summary
+    np.savez(tmp_path / 'v.npz', data=np.zeros((24, 20, 20), np.uint8), spacing=[5.0, 5.0, 6.0])
+    sector = SectorGeometry(np.radians(60.0), 100.0, 64, 64)
+    top = base_geometry(load_volume(tmp_path / 'v.npz'), sector)
+    np.testing.assert_allclose(top['apex'], [47.5, 47.5, 0.0])
+    np.testing.assert_allclose(top['beam'], [0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(top['centre_in_probe'], [0, 0, 69.0], atol=1e-9)
+    side = load_volume(tmp_path / 'v.npz', apex=[0.0, 47.5, 69.0])           # the probe on the x = 0 face
+    g = base_geometry(side, sector)
+    np.testing.assert_allclose(g['beam'], [1, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(g['fan'][0], [0.0, 47.5, 69.0], atol=1e-9)   # the outline starts at the apex
+    assert np.abs(g['fan'][:, 1] - 47.5).max() < 1e-9                        # the fan lies in the plane y = c_y
+    assert np.linalg.norm(g['fan'] - g['apex'], axis=1).max() == pytest.approx(100.0)
+    assert 0.3 < g['inside_fraction'] < 1.0
+    np.save(tmp_path / 'w.npy', np.zeros((24, 20, 20), np.uint8))
+    away = load_volume(tmp_path / 'w.npy', spacing=[5.0, 5.0, 6.0], apex=[47.5, 47.5, 400.0], centre=[47.5, 47.5, 300])
+    assert base_geometry(away, sector)['inside_fraction'] == 0.0             # pointing out of the volume
+    assert any('0 % inside the volume' in line for line in volume_summary(away, sector))

@@ -19,25 +19,30 @@ NODE_NAME = 'echoposed_pose'
 
 DEFAULT_MODEL = 'echoposed_k5.onnx'
 
+_LIVE = '; may change while running'
+_REBUILT = '; may change while running (the estimator is rebuilt on the same model)'
+
 PARAMS = (
-    Param('model_path', '', f'ONNX ensemble file; empty = the shipped models/{DEFAULT_MODEL}', read_only=True),
+    Param('model_path', '', f'ONNX ensemble file; empty = the shipped models/{DEFAULT_MODEL} (read-only: '
+          'loaded once at start-up)', read_only=True),
     Param('input_transport', 'raw', "'raw': sensor_msgs/Image on probe/image; "
-          "'compressed': sensor_msgs/CompressedImage on probe/image/compressed", read_only=True),
-    Param('intra_op_threads', 2, 'onnxruntime threads inside one operator', read_only=True),
+          "'compressed': sensor_msgs/CompressedImage on probe/image/compressed (read-only: the node "
+          'subscribes to one of them at start-up)', read_only=True),
+    Param('intra_op_threads', 2, 'onnxruntime threads inside one operator (read-only: the inference session '
+          'is built with it at start-up)', read_only=True),
     Param('fan', 'auto', "how the input's sector fan is found: 'auto' (the model's fan for images of "
-          "the model's size, else detected once per image size), 'detect' (every image), 'model'",
-          read_only=True),
+          "the model's size, else detected once per image size), 'detect' (every image), 'model'" + _REBUILT),
     Param('input_depth_mm', 0.0, 'mm, depth of the input fan; 0 = scale the input fan onto the '
-          "model's depth", read_only=True),
-    Param('detect_threshold', 0.02, 'intensity in [0, 1] above which a pixel counts as inside the fan',
-          read_only=True),
+          "model's depth" + _REBUILT),
+    Param('detect_threshold', 0.02, 'intensity in [0, 1] above which a pixel counts as inside the fan' + _REBUILT),
     Param('mirror_tta', True, 'test-time mirroring: each image also runs left-right flipped, 2K members '
-          '(twice the inference time; docs/estimator.md)', read_only=True),
-    Param('frame_id', '', "frame_id of published poses; empty = the model's name"),
-    Param('publish_members', True, 'publish the aligned member rotations in EchoPose'),
-    Param('diagnostics_period', 1.0, 's, period of the /diagnostics status'),
+          '(twice the inference time; docs/estimator.md)' + _REBUILT),
+    Param('frame_id', '', "frame_id of published poses; empty = the model's name" + _LIVE),
+    Param('publish_members', True, 'publish the aligned member rotations in EchoPose' + _LIVE),
+    Param('diagnostics_period', 1.0, 's, period of the /diagnostics status (read-only: the diagnostics timer is '
+          'built with it at start-up)', read_only=True),
     Param('input_timeout', 3.0, 's without any image on the input topic after which /diagnostics warns '
-          '(naming the topic and transport)'),
+          '(naming the topic and transport)' + _LIVE),
 )
 
 
@@ -71,6 +76,10 @@ class PoseNodeConfig:
             raise ConfigError(f"fan = {v['fan']!r}; expected 'auto', 'detect' or 'model'")
         if v['intra_op_threads'] < 1:
             raise ConfigError(f"intra_op_threads = {v['intra_op_threads']}; expected >= 1")
+        if not 0 <= v['detect_threshold'] < 1:
+            raise ConfigError(f"detect_threshold = {v['detect_threshold']}; expected an intensity in [0, 1)")
+        if v['input_depth_mm'] < 0:
+            raise ConfigError(f"input_depth_mm = {v['input_depth_mm']} mm; expected >= 0 (0 = the model's depth)")
         if v['diagnostics_period'] <= 0:
             raise ConfigError(f"diagnostics_period = {v['diagnostics_period']} s; expected > 0")
         if not v['input_timeout'] > 0:

@@ -30,7 +30,7 @@ from ..config.pose import NODE_NAME, PARAMS, PoseNodeConfig
 from ..estimator import Estimate, Estimator, EstimatorError
 from .convert import compressed_msg_to_array, echopose_msg, image_msg_to_array
 from .diagnostics import OK, WARN, DiagnosticsPublisher
-from .params import declare_all
+from .params import declare_all, watch_parameters
 from .process import run_node
 
 __all__ = ['PARAMS', 'PoseNode', 'PoseNodeConfig', 'main']
@@ -42,7 +42,7 @@ class PoseNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.config = PoseNodeConfig.from_parameters(declare_all(self, PARAMS))
         self.estimator = Estimator(self.config.model_path, **self.config.estimator_kwargs())
-        self.frame_id = self.config.frame_id or str(self.estimator.model.info.metadata.get('model_name', 'echoposed'))
+        self.frame_id = self._frame_id(self.config)
         self.pose_pub = self.create_publisher(EchoPose, 'echoposed/pose', 10)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=qos_profile_sensor_data.reliability,
@@ -66,8 +66,23 @@ class PoseNode(Node):
         self.rejected = 0
         self._rejected_in_window = 0
         self._last_rejection = ''
+        watch_parameters(self, PARAMS, PoseNodeConfig.from_parameters, self._set_config)
         self.get_logger().info(f'model {self.config.model_path} ({self.estimator.members} members, input '
                                f'{self.estimator.input_shape[0]}x{self.estimator.input_shape[1]})')
+
+    def _frame_id(self, config: PoseNodeConfig) -> str:
+        return config.frame_id or str(self.estimator.model.info.metadata.get('model_name', 'echoposed'))
+
+    def _set_config(self, config: PoseNodeConfig) -> None:
+        """Parameters changed while running (only the writable ones can); a change of how images
+        are read (fan, depth, threshold, mirroring) rebuilds the estimator on the same model, so
+        the next image is estimated with it (callbacks run one at a time on this node)."""
+        if config.estimator_kwargs() != self.config.estimator_kwargs():
+            self.estimator = Estimator(config.model_path, **config.estimator_kwargs())
+            self.get_logger().info(f'estimator rebuilt: mirror_tta {config.mirror_tta}, fan {config.fan}, '
+                                   f'detect_threshold {config.detect_threshold:g}')
+        self.config = config
+        self.frame_id = self._frame_id(config)
 
     # -- inputs ----------------------------------------------------------------------------------
 

@@ -291,3 +291,20 @@ def test_an_unexpected_error_on_an_input_is_a_rejection_not_the_nodes_end(graph,
     assert node._last_rejection == 'unexpected ZeroDivisionError: deep inside'
     monkeypatch.undo()
     assert wait_for(lambda: (pub.publish(msg), bool(poses))[1], timeout=10)   # still spinning
+
+
+def test_parameters_change_while_running_and_the_start_up_ones_are_read_only(graph, model_path):
+    node = make_pose_node(graph, model_path)
+    before = node.estimator
+    assert node.estimator.members == 4
+    result = node.set_parameters([Parameter('mirror_tta', value=True), Parameter('frame_id', value='model_x')])
+    assert all(r.successful for r in result)
+    assert node.estimator is not before and node.estimator.members == 8 and node.frame_id == 'model_x'
+    refused = node.set_parameters([Parameter('detect_threshold', value=1.5)])[0]
+    assert not refused.successful and 'detect_threshold = 1.5' in refused.reason
+    assert node.config.detect_threshold == 0.02
+    assert not node.set_parameters([Parameter('model_path', value='other.onnx')])[0].successful
+    for p in PARAMS:
+        described = node.describe_parameter(p.name)
+        assert described.read_only == p.read_only, p.name
+        assert ('read-only:' in described.description) == p.read_only, p.name

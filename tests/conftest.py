@@ -1,6 +1,6 @@
 """Test-wide settings.
 
-DDS isolation: every test process talks on a ROS domain reserved for it (``ros_domain.py``: a lock
+DDS isolation: every test process talks on a ROS domain reserved for it (``echoposed_ros/bringup/domain.py``: a lock
 file held for the life of the process) with localhost-only discovery, so concurrent runs of the
 suite on one machine (and anything else that reserves its domain the same way) never hear each
 other. This runs at import time, before any test can initialise rclpy, and child processes started
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ros_domain import reserve_domain
+from echoposed_ros.bringup.domain import reserve_domain
 
 # Held (its lock file open) until the pytest process ends; with every id taken, DomainError names the
 # lock files and the run stops before any test.

@@ -72,14 +72,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _isolate() -> str:
-    """Pick a random ROS domain with localhost-only discovery for this process and its children."""
+    """Reserve a ROS domain for the life of this process (the lock ``echoposed_ros.bringup.domain``
+    holds, which test runs and other isolated launches respect) with localhost-only discovery, for
+    this process and its children."""
     import os
-    import random
 
-    domain = str(random.SystemRandom().randint(1, 101))
+    from ..bringup.domain import reserve_domain
+
+    global _RESERVATION
+    _RESERVATION = reserve_domain()
+    domain = str(_RESERVATION.domain_id)
     os.environ['ROS_DOMAIN_ID'] = domain
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     return domain
+
+
+_RESERVATION = None  # the isolated launch's domain, held until the process ends
 
 
 def _run(args: argparse.Namespace, launch_args: dict[str, str], nodes: list) -> int:

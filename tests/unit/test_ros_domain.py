@@ -1,4 +1,5 @@
-"""The ROS domain reservation of a test run (tests/ros_domain.py, used by tests/conftest.py)."""
+"""The ROS domain reservation (echoposed_ros/bringup/domain.py) that tests/conftest.py and
+`echoposed launch --isolated` hold for their run."""
 from __future__ import annotations
 
 import os
@@ -8,15 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from ros_domain import DOMAIN_IDS, DomainError, lock_path, reserve_domain
 
-TESTS = Path(__file__).resolve().parents[1]
+from echoposed_ros.bringup.domain import DOMAIN_IDS, DomainError, lock_path, reserve_domain
 
 # A child that reserves one id of argv[2:] in lock dir argv[1], prints it, and holds it until stdin closes.
 HOLDER = (
     'import sys\n'
-    f'sys.path.insert(0, {str(TESTS)!r})\n'
-    'from ros_domain import reserve_domain\n'
+    'from echoposed_ros.bringup.domain import reserve_domain\n'
     'r = reserve_domain([int(a) for a in sys.argv[2:]], sys.argv[1])\n'
     'print(r.domain_id, flush=True)\n'
     'sys.stdin.read()\n'
@@ -94,3 +93,18 @@ def test_this_run_holds_the_domain_it_runs_on():
     assert os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
     with pytest.raises(DomainError):
         reserve_domain([domain_id])
+
+
+def test_an_isolated_launch_holds_its_domain_for_its_life():
+    code = ('import sys\nfrom echoposed_ros.cli.launch import _isolate\n'
+            'print(_isolate(), flush=True)\nsys.stdin.read()\n')
+    child = subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        domain = int(child.stdout.readline())
+        assert domain != int(os.environ['ROS_DOMAIN_ID'])   # not this test run's
+        with pytest.raises(DomainError):
+            reserve_domain([domain])
+    finally:
+        child.communicate('')
+    reserve_domain([domain]).release()   # free again once the launch has ended

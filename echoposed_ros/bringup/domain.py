@@ -1,4 +1,5 @@
-"""A ROS domain id reserved for the life of a process, so test runs on one machine never share one.
+"""A ROS domain id reserved for the life of a process, so test runs and isolated launches on one
+machine never share one (``tests/conftest.py``, ``echoposed launch --isolated``).
 
 A domain id is reserved by holding an exclusive ``flock`` on ``<lock_dir>/echoposed-ros-domain-<id>.lock``
 through a file kept open: another reservation (in this process or any other) finds it taken, and the
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .description import LaunchError
+
 __all__ = ['DOMAIN_IDS', 'LOCK_DIR', 'DomainError', 'DomainReservation', 'lock_path', 'reserve_domain']
 
 # Domain ids 1..101 are safe on Linux with the default port mapping (each maps to its own ports).
@@ -23,7 +26,7 @@ DOMAIN_IDS = range(1, 102)
 LOCK_DIR = Path('/tmp')
 
 
-class DomainError(RuntimeError):
+class DomainError(LaunchError):
     """No domain id of those asked for is free."""
 
 
@@ -97,4 +100,4 @@ def reserve_domain(ids: Iterable[int] = DOMAIN_IDS, lock_dir: Path = LOCK_DIR,
     raise DomainError(
         f'no free ROS domain: all {len(order)} ids in {min(order)}..{max(order)} are reserved by other '
         f'processes (lock files {Path(lock_dir)}/echoposed-ros-domain-<id>.lock); expected at least one '
-        'free: end some of the test runs that hold them')
+        'free: end some of the test runs or isolated launches that hold them')

@@ -20,7 +20,7 @@ __all__ = ['SUBCOMMANDS', 'main']
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'bag': ('echoposed_ros.cli.bag', 'Rosbag2 (MCAP) record, replay and offline scoring of sessions.'),
     'bench': ('echoposed_ros.cli.bench', 'Speed benchmarks against a same-run baseline (slicer, estimator, ...).'),
-    'estimate': ('echoposed_ros.cli.estimate', 'Estimate probe poses, sigma^2 and probe turns for image files, as the pose node (JSON, CSV).'),
+    'estimate': ('echoposed_ros.cli.estimate', 'Poses, sigma^2 and probe turns of image files, as the pose node.'),
     'eval': ('echoposed_ros.cli.eval', 'Evaluation protocols (docs/method.md section 7): calibration, guidance.'),
     'export': ('echoposed_ros.cli.export', 'Write a training checkpoint as the one-file ONNX ensemble.'),
     'launch': ('echoposed_ros.cli.launch', 'Run sim_guidance or guidance without ros2 launch, with a summary.'),

@@ -3,10 +3,11 @@
 A checkpoint (``last.pt``, written by :func:`save_checkpoint`) is a ``torch.save`` dict that carries
 its own config: ``config`` (TrainConfig JSON), ``model`` and ``orchestrator`` state dicts,
 ``optimizers`` (their state dicts, in :func:`~echoposed_ros.training.optim.build_optimizers`
-order), ``step``, ``wall_s`` (training seconds so far), ``data`` (the data source's description)
-and ``torch`` (the version that wrote it). :func:`load_checkpoint` also reads an exported
-``.onnx`` model back (weights and adapters, no optimiser state), so a warm start can begin from a
-shipped model.
+order), ``step``, ``wall_s`` (training seconds so far), ``data`` (the data source's description),
+``torch`` (the version that wrote it) and, for fp16 runs, ``scaler`` (the GradScaler's state). Its
+tensors are on the CPU whatever device trained; loading moves them to the run's device.
+:func:`load_checkpoint` also reads an exported ``.onnx`` model back (weights and adapters, no
+optimiser state), so a warm start can begin from a shipped model.
 """
 from __future__ import annotations
 
@@ -32,14 +33,31 @@ def build_model(cfg: TrainConfig) -> tuple[EnsembleNet, Orchestrator]:
             Orchestrator(cfg.members, cfg.adapter_decay))
 
 
+def _on_cpu(obj: Any) -> Any:
+    """``obj`` (nested dicts, lists, tuples of tensors and plain values) with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(path: str | Path, cfg: TrainConfig, model: EnsembleNet, orch: Orchestrator,
-                    optimizers: list[torch.optim.Optimizer], step: int, wall_s: float, data: dict) -> None:
-    """Write the run's state to ``path`` atomically (a ``.tmp`` file renamed over it)."""
+                    optimizers: list[torch.optim.Optimizer], step: int, wall_s: float, data: dict,
+                    scaler: dict | None = None) -> None:
+    """Write the run's state to ``path`` atomically (a ``.tmp`` file renamed over it), every tensor on
+    the CPU whatever the run's device (a checkpoint loads on a CPU-only machine and resumes on any
+    device); ``scaler``: the fp16 GradScaler's state dict, kept as ``scaler`` when given."""
     path = Path(path)
     tmp = path.with_suffix('.tmp')
-    torch.save({'config': cfg.to_json(), 'model': model.state_dict(), 'orchestrator': orch.state_dict(),
-                'optimizers': [o.state_dict() for o in optimizers], 'step': int(step), 'wall_s': float(wall_s),
-                'data': data, 'torch': torch.__version__}, tmp)
+    state = {'config': cfg.to_json(), 'model': model.state_dict(), 'orchestrator': orch.state_dict(),
+             'optimizers': [o.state_dict() for o in optimizers], 'step': int(step), 'wall_s': float(wall_s),
+             'data': data, 'torch': torch.__version__}
+    if scaler:
+        state['scaler'] = scaler
+    torch.save(_on_cpu(state), tmp)
     os.replace(tmp, path)
 
 

@@ -11,16 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import TrainingError
+from .device import check_device_name
 
 __all__ = ['LOSS_FORMS', 'PRECISIONS', 'RUN_FIELDS', 'TrainConfig', 'parse_seed_range']
 
 LOSS_FORMS = ('cauchy', 'chordal', 'geodesic')
-PRECISIONS = ('bf16', 'fp32')
+PRECISIONS = ('bf16', 'fp16', 'fp32')
 
 
 #: What a warm start does not take from the model it starts from: where this run writes and reads
 #: its cache, how long it runs for, and this machine's resources.
-RUN_FIELDS = ('init_from', 'out_dir', 'phantom_cache_dir', 'stop_at_step', 'threads', 'time_limit_s', 'workers')
+RUN_FIELDS = ('device', 'init_from', 'out_dir', 'phantom_cache_dir', 'stop_at_step', 'threads', 'time_limit_s',
+              'workers')
 
 
 @dataclass
@@ -33,8 +35,11 @@ class TrainConfig:
     stop_at_step: int = 0            # stop (checkpoint saved) once this step is done; the schedule
                                      # still spans `steps` (0 = run to `steps`). Resume to go on.
     threads: int = 1                 # torch.set_num_threads (1: see docs/training.md, shared CPU)
-    precision: str = 'fp32'          # 'fp32', or 'bf16': the network's forward under CPU autocast
-                                     # (bf16 convolutions; SVD, loss, optimiser and weights float32)
+    device: str = 'auto'             # 'auto' (cuda when torch.cuda.is_available(), else cpu), 'cpu', 'cuda',
+                                     # 'cuda:N' (device.py); checkpoints hold CPU tensors either way
+    precision: str = 'fp32'          # 'fp32'; 'bf16': the network's forward under autocast bfloat16 (CPU or
+                                     # CUDA); 'fp16': CUDA only, autocast float16 and a GradScaler (SVD, loss,
+                                     # optimiser and weights float32 in every case)
     workers: int = 1                 # data worker processes (slicing runs there, off this thread)
     log_every: int = 50
     ckpt_every_s: float = 180.0
@@ -129,6 +134,9 @@ class TrainConfig:
             raise bad('input_size', 'a multiple of 16, at least 16')
         if self.precision not in PRECISIONS:
             raise bad('precision', ' or '.join(repr(p) for p in PRECISIONS))
+        check_device_name(self.device)
+        if self.precision == 'fp16' and self.device == 'cpu':
+            raise bad('precision', "'bf16' or 'fp32' on device 'cpu' ('fp16' needs CUDA)")
         if self.loss not in LOSS_FORMS:
             raise bad('loss', ' or '.join(repr(f) for f in LOSS_FORMS))
         if self.w_x <= 0:

@@ -269,15 +269,17 @@ class BatchStream(torch.utils.data.IterableDataset):
             yield {'error': str(exc), 'step': step}
 
 
-def loader(cfg: TrainConfig, start: int, stop: int, rank: int = 0, factory=None):
-    """A DataLoader over :class:`BatchStream` with ``cfg.workers`` worker processes (0 = inline)."""
+def loader(cfg: TrainConfig, start: int, stop: int, rank: int = 0, factory=None, pin_memory: bool = False):
+    """A DataLoader over :class:`BatchStream` with ``cfg.workers`` worker processes (0 = inline);
+    pin_memory: batches in page-locked memory (a CUDA run copies them with ``non_blocking``)."""
     return torch.utils.data.DataLoader(BatchStream(cfg, start, stop, rank, factory), batch_size=None,
                                        num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None,
-                                       persistent_workers=False)
+                                       persistent_workers=False, pin_memory=pin_memory)
 
 
 @contextlib.contextmanager
-def batches(cfg: TrainConfig, start: int, stop: int, rank: int = 0, factory=None) -> Iterator[Iterator[dict]]:
+def batches(cfg: TrainConfig, start: int, stop: int, rank: int = 0, factory=None,
+            pin_memory: bool = False) -> Iterator[Iterator[dict]]:
     """The batches of :func:`loader` for steps ``start..stop-1``, whose worker processes are ended
     when the block ends, however it ends. A record holding bad data raises :class:`TrainingError`.
 
@@ -285,7 +287,7 @@ def batches(cfg: TrainConfig, start: int, stop: int, rank: int = 0, factory=None
     them), so they must not outlive an error in the training process: left to interpreter exit,
     multiprocessing's SIGTERM would not end them and its join would wait for good.
     """
-    it = iter(loader(cfg, start, stop, rank, factory))
+    it = iter(loader(cfg, start, stop, rank, factory, pin_memory))
 
     def checked() -> Iterator[dict]:
         for batch in it:

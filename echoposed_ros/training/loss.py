@@ -51,7 +51,7 @@ def _pair_terms(F: torch.Tensor, R: torch.Tensor, form: str, scale: float, w_x: 
     Rt = R.to(F.dtype)
     G = F @ Rt.transpose(-1, -2)[:, None]                      # (N, K, 3, 3)
     n = G.shape[0]
-    i, j = torch.triu_indices(n, n, offset=1)
+    i, j = torch.triu_indices(n, n, offset=1, device=G.device)
     Gi, Gj = G[i], G[j]                                        # (P, K, 3, 3)
     if form == 'chordal':
         return (Gi - Gj).square().sum((-1, -2)).mean(0)

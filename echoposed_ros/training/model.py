@@ -67,7 +67,7 @@ class MaskedBatchNorm(nn.Module):
             n = x.numel() / x.shape[1]
             new_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean
             new_var = (1 - self.momentum) * self.running_var + self.momentum * var * n / max(n - 1, 1)
-        if frozen is not None and bool(frozen.any()):
+        if frozen is not None:   # (no test of frozen.any(): on CUDA it would wait for the GPU)
             fz = frozen.repeat_interleave(self.c)
             mean = torch.where(fz, self.running_mean, mean)
             var = torch.where(fz, self.running_var, var)

@@ -53,7 +53,7 @@ class Orchestrator(torch.nn.Module):
                 B_all = project_to_so3(S_new)
                 anchor = B_all[0].transpose(-1, -2)                       # re-anchor: B_0 = I
                 B.copy_(anchor @ B_all)
-                B[0] = torch.eye(3, dtype=B.dtype)
+                B[0] = torch.eye(3, dtype=B.dtype, device=B.device)
             S.copy_(anchor @ S_new)
             A = B @ F
             M = project_to_so3(A.mean(1))

@@ -11,8 +11,12 @@ SIGINT or SIGTERM (Ctrl-C, a scheduler's stop) ends the step under way, checkpoi
 ``TrainingStopped``; a second signal acts as the process's own handler would (abort). A signal the
 process ignores (a background job's SIGINT) stays ignored.
 
+Device (``cfg.device``, device.py): model, adapters, batches (moved with ``non_blocking``, pinned by
+the DataLoader on CUDA) and loss on it; checkpoints hold CPU tensors and resume on any device.
+
 DDP: under ``torchrun`` (WORLD_SIZE > 1) each process takes its own data (rank-seeded), the model
-is wrapped in DistributedDataParallel (backend gloo, CPU) and the adapter sums are all-reduced.
+is wrapped in DistributedDataParallel (NCCL with each process on ``cuda:LOCAL_RANK``, gloo on CPU)
+and the adapter sums are all-reduced.
 """
 from __future__ import annotations
 
@@ -36,6 +40,15 @@ from . import TrainingError, TrainingStopped
 from .checkpoint import build_model, load_checkpoint, read_checkpoint, restore_state, save_checkpoint
 from .config import TrainConfig
 from .data import VolumeSource, batches
+from .device import (
+    autocast_context,
+    check_precision,
+    ddp_backend,
+    grad_scaler,
+    launch_env,
+    resolve_device,
+    step_optimizers,
+)
 from .loss import pair_loss
 from .optim import build_optimizers, lr_factor, set_lr
 from .svd import project_to_so3
@@ -81,18 +94,20 @@ def _stop_requests():
             signal.signal(s, h)
 
 
-def _any_rank(signum: int, ddp: bool) -> int:
+def _any_rank(signum: int, ddp: bool, device: torch.device) -> int:
     """The largest stop request over all ranks (so every rank stops after the same step)."""
     if not ddp:
         return signum
-    t = torch.tensor([signum])
+    t = torch.tensor([signum], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())
 
 
-# Fields a resumed run may change: when to stop, and how often to log and checkpoint. Every other
+# Fields a resumed run may change: when to stop, how often to log and checkpoint, and the machine's
+# resources (device, threads, workers: the batches are a function of seed and step). Every other
 # field shapes what is learnt, so a resume with another value is refused.
-RESUME_FREE_FIELDS = ('ckpt_every_s', 'log_every', 'steps', 'stop_at_step', 'time_limit_s')
+RESUME_FREE_FIELDS = ('ckpt_every_s', 'device', 'log_every', 'steps', 'stop_at_step', 'threads', 'time_limit_s',
+                      'workers')
 
 
 def _config_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
@@ -110,8 +125,12 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     on_log: optional callback ``dict -> None`` for each log record (experiments).
     """
     ddp = int(os.environ.get('WORLD_SIZE', '1')) > 1
+    device = resolve_device(cfg.device, *launch_env())
+    check_precision(cfg.precision, device)
+    if device.type == 'cuda':
+        torch.cuda.set_device(device)
     if ddp and not dist.is_initialized():
-        dist.init_process_group('gloo')
+        dist.init_process_group(ddp_backend(device.type))
     rank = dist.get_rank() if ddp else 0
     torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)
@@ -123,7 +142,10 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     ck_path = out / 'last.pt'
 
     model, orch = build_model(cfg)
+    model.to(device)
+    orch.to(device)
     opts = build_optimizers(model, cfg)
+    scaler = grad_scaler(device, cfg.precision)
     start, wall0 = 0, 0.0
     if resume and ck_path.exists():
         old, ck = read_checkpoint(ck_path)
@@ -132,6 +154,8 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
             raise TrainingError(f"{ck_path}: checkpoint config differs from this run's config in "
                                 f'{"; ".join(changed)}; use a new out_dir or the same config')
         restore_state(ck_path, ck, model, orch, opts)
+        if scaler.is_enabled() and 'scaler' in ck:
+            scaler.load_state_dict(ck['scaler'])
         start, wall0 = int(ck['step']), float(ck['wall_s'])
         log.info('resume step %d', start)
     elif cfg.init_from:
@@ -147,14 +171,16 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     if rank == 0:
         (out / 'config.json').write_text(json.dumps(json.loads(cfg.to_json()), indent=2))
         log.info('config %s', cfg.to_json())
+        log.info('device %s precision %s workers %d threads %d', device, cfg.precision, cfg.workers, cfg.threads)
         log.info('data %s', json.dumps(data_desc))
-    net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
+    ids = [device.index] if device.type == 'cuda' else None
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids) if ddp else model
     reduce = (lambda t: dist.all_reduce(t)) if ddp else None
     k = cfg.members
     member_params = [model.member_parameters(m) for m in range(k)]
-    # precision 'bf16': only the network's forward is autocast (benchmarks/bench_train_step.py)
-    autocast = ((lambda: torch.autocast('cpu', dtype=torch.bfloat16)) if cfg.precision == 'bf16'
-                else contextlib.nullcontext)
+    # precision 'bf16' / 'fp16': only the network's forward is autocast (benchmarks/bench_train_step.py)
+    autocast = autocast_context(device, cfg.precision)
+    pin = device.type == 'cuda'
 
     t0 = time.time()
     last_ck = t0
@@ -162,30 +188,30 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     acc: dict[str, list[float]] = {}
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0, dynamic_ncols=True)
     model.train()
-    with _stop_requests() as got, batches(cfg, start, cfg.steps, rank, factory) as stream:
+    with _stop_requests() as got, batches(cfg, start, cfg.steps, rank, factory, pin) as stream:
         for batch in stream:  # the workers ignore the signal; the block's end ends them (data.py)
             step = int(batch['step'])
             set_lr(opts, lr_factor(cfg, step))
-            frozen = torch.zeros(k, dtype=torch.bool)
+            image, orbit, probe = (batch[key].to(device, non_blocking=True) for key in ('image', 'orbit', 'probe'))
+            frozen = torch.zeros(k, dtype=torch.bool, device=device)
             if k > 1:
                 frozen[step % k] = True
             with autocast():
-                raw_v, raw_p = net(batch['image'], frozen)
+                raw_v, raw_p = net(image, frozen)
             F_v, F_p = project_to_so3(raw_v.float()), project_to_so3(raw_p.float())
-            loss_k, lv, lp = pair_loss(F_v, F_p, batch['orbit'], batch['probe'], cfg.w_orbit, cfg.w_probe, cfg.loss,
+            loss_k, lv, lp = pair_loss(F_v, F_p, orbit, probe, cfg.w_orbit, cfg.w_probe, cfg.loss,
                                        float(np.deg2rad(cfg.loss_scale_deg)), cfg.w_x)
             train_loss = loss_k[~frozen].sum() if k > 1 else loss_k.sum()
             for o in opts:
                 o.zero_grad(set_to_none=True)
-            train_loss.backward()
+            scaler.scale(train_loss).backward()
             if k > 1:
                 for p in member_params[step % k]:
                     p.grad = None
-            for o in opts:
-                o.step()
+            step_optimizers(opts, scaler)   # fp16: unscaled first, skipped on inf / NaN
             res_v, res_p = orch.update(F_v, F_p, reduce)
             loss_k, lv, lp = loss_k.detach(), lv.detach(), lp.detach()
-            tr = ~frozen if k > 1 else torch.ones(k, dtype=torch.bool)
+            tr = ~frozen if k > 1 else torch.ones(k, dtype=torch.bool, device=device)
             rec = {'loss': float(loss_k[tr].mean()), 'val': float(loss_k[frozen].mean()) if k > 1 else float('nan'),
                    'orbit': float(lv[tr].mean()), 'probe': float(lp[tr].mean()),
                    'res_v_deg': float(np.rad2deg(res_v)), 'res_p_deg': float(np.rad2deg(res_p))}
@@ -206,16 +232,17 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
                 if on_log is not None:
                     on_log(mean)
             stop = ((cfg.time_limit_s > 0 and elapsed >= cfg.time_limit_s) or step == cfg.stop_at_step
-                    or _any_rank(got[0], ddp) > 0)
+                    or _any_rank(got[0], ddp, device) > 0)
             if rank == 0 and (time.time() - last_ck >= cfg.ckpt_every_s or stop or step == cfg.steps):
-                save_checkpoint(ck_path, cfg, model, orch, opts, step, wall0 + elapsed, data_desc)
+                save_checkpoint(ck_path, cfg, model, orch, opts, step, wall0 + elapsed, data_desc, scaler.state_dict())
                 last_ck = time.time()
             if stop:
                 break
-    stopped_by = _any_rank(got[0], ddp)
+    stopped_by = _any_rank(got[0], ddp, device)
     bar.close()
     if rank == 0:
-        save_checkpoint(ck_path, cfg, model, orch, opts, step, wall0 + time.time() - t0, data_desc)
+        save_checkpoint(ck_path, cfg, model, orch, opts, step, wall0 + time.time() - t0, data_desc,
+                        scaler.state_dict())
         log.info('%s step %d wall_s %.1f', f'stopped by {signal.Signals(stopped_by).name} at' if stopped_by
                  else 'done', step, wall0 + time.time() - t0)
     if ddp:

@@ -4,6 +4,11 @@
 #
 #   scripts/train_shipped_model.sh [OUT_DIR]       # default out/shipped; the model lands in OUT_DIR
 #   ECHOPOSED_PRINT_CONFIGS=1 scripts/train_shipped_model.sh   # only print each stage's config (JSON)
+#   ECHOPOSED_TRAIN_ARGS='--device cuda' scripts/train_shipped_model.sh   # every stage on the GPU
+#
+# ECHOPOSED_TRAIN_ARGS: extra `echoposed train` arguments (split on spaces) appended to every stage's,
+# so they override the stage's flags: --device, --workers, --threads, --quiet; `--set FIELD=JSON`
+# adds to the stage's fields (a recipe field set there changes the model this makes).
 #
 # Each stage warm-starts from the one before (weights and adapters; fresh optimiser and
 # schedule; --no-inherit: each stage's config is the defaults and the flags below, as it was run,
@@ -15,7 +20,8 @@ dry="${ECHOPOSED_PRINT_CONFIGS:-}"
 [[ -n "$dry" ]] || "$root/scripts/setup.sh"
 cd "$root"
 out="${1:-out/shipped}"
-train() { .venv/bin/echoposed train --no-inherit --seeds 0-39 "$@" ${dry:+--print-config}; }
+read -r -a extra <<< "${ECHOPOSED_TRAIN_ARGS:-}"
+train() { .venv/bin/echoposed train --no-inherit --seeds 0-39 "$@" ${extra[@]+"${extra[@]}"} ${dry:+--print-config}; }
 cache='phantom_cache_dir="out/cache/phantoms"'
 warm=(z_ramp_steps=0 muon_lr=0.01 adamw_lr=0.001 "$cache" ckpt_every_s=300)
 finer=(z_ramp_steps=0 muon_lr=0.006 adamw_lr=0.0006 "$cache" ckpt_every_s=300)

@@ -5,7 +5,10 @@ A warm start (``--init-from MODEL``: a checkpoint or an exported ``.onnx``) take
 training config, less the run's own fields (``RUN_FIELDS``: output, cache, time limits, threads,
 workers), and the ``--config`` file and the flags override it; ``--no-inherit`` starts from the
 defaults instead. ``--print-config`` prints the resolved config (JSON, stdout) and, for a warm
-start, the fields where it differs from the model's (stderr).
+start, the fields where it differs from the model's (stderr). ``--device`` picks where the run
+computes (docs/training.md, GPU); ``--workers auto`` (the default when neither a flag nor the
+``--config`` file names the workers) is resolved here, once, into the config: 1 on CPU, the free
+cores on a GPU (``echoposed_ros.training.device.auto_workers``).
 """
 from __future__ import annotations
 
@@ -28,8 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--members', type=int, help='ensemble size K')
     parser.add_argument('--seed', type=int, help='random seed')
     parser.add_argument('--threads', type=int, help='torch threads')
-    parser.add_argument('--workers', type=int, help='data worker processes')
-    parser.add_argument('--set', nargs='*', default=[], metavar='FIELD=JSON',
+    parser.add_argument('--device', help="'auto' (cuda when available, else cpu; the default), 'cpu', 'cuda' or "
+                                         "'cuda:N'; under torchrun each process takes cuda:LOCAL_RANK")
+    parser.add_argument('--workers', type=_workers,
+                        help="data worker processes, or 'auto' (the default when no config names it): 1 on "
+                             'CPU, the free cores (at most 8) on a GPU')
+    parser.add_argument('--set', nargs='*', action='extend', default=[], metavar='FIELD=JSON',
                         help='any other config field, value as JSON (e.g. w_orbit=50 widths=[16,32,64,128])')
     parser.add_argument('--init-from', metavar='MODEL',
                         help='warm start from a checkpoint (.pt) or an exported model (.onnx): its weights, '
@@ -39,6 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--fresh', action='store_true', help='do not resume from OUT/last.pt')
     parser.add_argument('--print-config', action='store_true', help='print the resolved config and exit')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
+
+
+def _workers(text: str) -> int | str:
+    """--workers: 'auto' or a count of at least 0."""
+    if text == 'auto':
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 'auto' or a number of worker processes (0 = inline)")
+    return n
 
 
 def _resolve(args: argparse.Namespace):
@@ -54,7 +74,7 @@ def _resolve(args: argparse.Namespace):
     for flag, field in (('out', 'out_dir'), ('seeds', 'train_seeds'), ('style', 'phantom_style'),
                         ('volumes', 'volumes_dir'), ('steps', 'steps'), ('members', 'members'),
                         ('seed', 'seed'), ('threads', 'threads'), ('workers', 'workers'),
-                        ('init_from', 'init_from')):
+                        ('init_from', 'init_from'), ('device', 'device')):
         value = getattr(args, flag)
         if value is not None:
             kw[field] = value
@@ -69,11 +89,24 @@ def _resolve(args: argparse.Namespace):
         except json.JSONDecodeError:
             kw[key] = value
     given = {**from_file, **kw}
+    workers_auto = given.get('workers', 'auto') == 'auto'
+    if workers_auto:
+        given.pop('workers', None)
     init_from = given.get('init_from', '')
     source = read_config(init_from) if init_from and not args.no_inherit else None
     inherited = ({k: v for k, v in json.loads(source.to_json()).items() if k not in RUN_FIELDS}
                  if source is not None else {})
-    return TrainConfig.from_dict({**json.loads(TrainConfig().to_json()), **inherited, **given}), source
+    cfg = TrainConfig.from_dict({**json.loads(TrainConfig().to_json()), **inherited, **given})
+    from echoposed_ros.training.device import auto_workers, check_precision, launch_env, resolve_device
+    local_rank, local_world = launch_env()
+    device = resolve_device(cfg.device, local_rank, local_world)   # CUDA asked for and absent: fails here
+    check_precision(cfg.precision, device)
+    if workers_auto:  # resolved once, here, and written into the run's config
+        cfg = cfg.replace(workers=auto_workers(device.type, cfg.threads, local_world))
+        if device.type != 'cpu':
+            print(f'echoposed train: --workers auto: {cfg.workers} data workers beside {cfg.threads} '
+                  f'thread(s) on {device}', file=sys.stderr)
+    return cfg, source
 
 
 def _differences(source, cfg) -> list[str]:

@@ -64,15 +64,18 @@ def test_quick_calibration_runs_on_volumes_and_reports_every_axis():
     assert cal['sigma2']['mean'] > 0
 
 
-def _stage_configs() -> list[dict]:
-    """The configs scripts/train_shipped_model.sh would train, in order (its print-only mode)."""
+@functools.cache
+def _stage_configs(**env_vars: str) -> list[dict]:
+    """The configs scripts/train_shipped_model.sh would train, in order (its print-only mode), with
+    these extra environment variables (a run of the script per stage: cached; do not modify the result)."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, 'ECHOPOSED_PRINT_CONFIGS': '1', 'PATH': f'{Path(sys.executable).parent}:{os.environ["PATH"]}'}
+    env = {**os.environ, 'ECHOPOSED_PRINT_CONFIGS': '1', 'PATH': f'{Path(sys.executable).parent}:{os.environ["PATH"]}',
+           **env_vars}
     text = subprocess.run(['bash', str(root / 'scripts' / 'train_shipped_model.sh'), 'out/shipped'], cwd=root,
                           env=env, capture_output=True, text=True, check=True).stdout
     decoder, configs, i = json.JSONDecoder(), [], 0
@@ -102,11 +105,65 @@ def test_the_shipped_model_script_chains_its_stages_and_ends_in_the_shipped_conf
             assert after['init_from'] == before['init_from'], after['out_dir']
     shipped = EnsembleModel(default_model_path()).info.metadata['train_config']
     shipped = shipped if isinstance(shipped, dict) else json.loads(shipped)
-    own = {'out_dir', 'init_from', 'time_limit_s', 'ckpt_every_s', 'stop_at_step'}  # where, not what
+    own = {'out_dir', 'init_from', 'time_limit_s', 'ckpt_every_s', 'stop_at_step',  # where, not what
+           'device', 'workers'}                                                    # this machine's
     last = configs[-1]
     differ = {k: (last.get(k), shipped.get(k)) for k in (set(last) | set(shipped)) - own
               if last.get(k, TrainConfig().__dict__.get(k)) != shipped.get(k, TrainConfig().__dict__.get(k))}
     assert not differ, differ
+
+
+@pytest.mark.slow
+def test_the_shipped_model_script_passes_extra_train_arguments_to_every_stage():
+    """ECHOPOSED_TRAIN_ARGS (a GPU user's --device cuda) reaches every stage and changes nothing else."""
+    plain = _stage_configs()
+    extra = _stage_configs(ECHOPOSED_TRAIN_ARGS='--device cpu --workers 3 --set log_every=7')
+    assert len(extra) == len(plain)
+    for a, b in zip(plain, extra):
+        assert (b['device'], b['workers'], b['log_every']) == ('cpu', 3, 7)
+        assert {k: v for k, v in a.items() if k not in ('device', 'workers', 'log_every')} == \
+               {k: v for k, v in b.items() if k not in ('device', 'workers', 'log_every')}
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr('torch.cuda.is_available', lambda: False)
+    monkeypatch.setattr('torch.cuda.device_count', lambda: 0)
+
+
+def test_device_and_workers_flags(no_cuda, monkeypatch, capsys):
+    assert main(['train', '--device', 'cpu', '--workers', 'auto', '--print-config']) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out['device'] == 'cpu' and out['workers'] == 1          # auto on the CPU: one worker, as before
+    assert main(['train', '--workers', '0', '--print-config']) == 0
+    assert json.loads(capsys.readouterr().out)['workers'] == 0
+    # CUDA asked for where there is none, and fp16 on the CPU ('auto' here): status 2, one clear line
+    assert main(['train', '--device', 'cuda', '--print-config']) == 2
+    assert "device='cuda': cuda:0 is not available; available: 'cpu' only" in capsys.readouterr().out
+    assert main(['train', '--set', 'precision="fp16"', '--print-config']) == 2
+    assert "precision='fp16': needs a CUDA device" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(['train', '--workers', 'many', '--print-config'])
+    assert "'many': expected 'auto' or a number" in capsys.readouterr().err
+    # with a GPU (faked: only the config is resolved), auto workers take the free cores
+    from echoposed_ros.training.device import auto_workers
+    monkeypatch.setattr('torch.cuda.is_available', lambda: True)
+    monkeypatch.setattr('torch.cuda.device_count', lambda: 1)
+    assert main(['train', '--threads', '1', '--print-config']) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out['device'] == 'auto' and out['workers'] == auto_workers('cuda', 1)
+    assert f'--workers auto: {out["workers"]} data workers beside 1 thread(s) on cuda:0' in captured.err
+    # a config file that names the workers keeps them
+    assert main(['train', '--set', 'workers=2', 'precision="fp16"', '--print-config']) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out['workers'] == 2 and out['precision'] == 'fp16'
+
+
+def test_set_given_twice_adds_up(capsys):
+    assert main(['train', '--set', 'w_x=2', '--set', 'log_every=3', '--print-config']) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out['w_x'] == 2 and out['log_every'] == 3
 
 
 @pytest.fixture(scope='module')

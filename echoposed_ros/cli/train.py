@@ -8,7 +8,9 @@ defaults instead. ``--print-config`` prints the resolved config (JSON, stdout) a
 start, the fields where it differs from the model's (stderr). ``--device`` picks where the run
 computes (docs/training.md, GPU); ``--workers auto`` (the default when neither a flag nor the
 ``--config`` file names the workers) is resolved here, once, into the config: 1 on CPU, the free
-cores on a GPU (``echoposed_ros.training.device.auto_workers``).
+cores on a GPU (``echoposed_ros.training.device.auto_workers``). ``--mix volumes=W,phantoms=W`` trains on the
+``--volumes`` folder and the ``--seeds`` phantoms together (``phantom_weight``: the phantoms' share
+of the steps).
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seeds', help='phantom patient seeds, "A-B"')
     parser.add_argument('--style', help='phantom acquisition style (name in sim/styles or YAML path)')
     parser.add_argument('--volumes', help='folder of volume files to train on instead of phantoms')
+    parser.add_argument('--mix', metavar='volumes=W,phantoms=W',
+                        help='with --volumes, also draw phantom patients (--seeds): each step draws its volume '
+                             'from a source with these relative weights (e.g. volumes=0.5,phantoms=0.5)')
     parser.add_argument('--steps', type=int, help='optimiser steps in total')
     parser.add_argument('--minutes', type=float, help='wall-time limit (checkpoints and stops)')
     parser.add_argument('--members', type=int, help='ensemble size K')
@@ -61,6 +66,26 @@ def _workers(text: str) -> int | str:
     return n
 
 
+def _phantom_weight(text: str) -> float:
+    """--mix 'volumes=W,phantoms=W' (relative weights, either may be left out as 0) -> the
+    probability that a step draws a phantom (TrainConfig.phantom_weight)."""
+    from echoposed_ros.training import TrainingError
+    weights = {'volumes': 0.0, 'phantoms': 0.0}
+    for part in filter(None, (p.strip() for p in str(text).split(','))):
+        name, _, value = part.partition('=')
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if name.strip() not in weights or not weight >= 0:
+            raise TrainingError(f'--mix {text!r}: expected volumes=W,phantoms=W with weights of at least 0')
+        weights[name.strip()] = weight
+    total = weights['volumes'] + weights['phantoms']
+    if not total > 0:
+        raise TrainingError(f'--mix {text!r}: the weights sum to 0; give at least one positive weight')
+    return weights['phantoms'] / total
+
+
 def _resolve(args: argparse.Namespace):
     """-> (the run's TrainConfig, the warm start's own config or None)."""
     from echoposed_ros.training import TrainingError
@@ -80,6 +105,8 @@ def _resolve(args: argparse.Namespace):
             kw[field] = value
     if args.minutes is not None:
         kw['time_limit_s'] = 60.0 * args.minutes
+    if args.mix is not None:
+        kw['phantom_weight'] = _phantom_weight(args.mix)
     for item in args.set:
         if '=' not in item:
             raise TrainingError(f'--set {item!r}: expected FIELD=JSON')

@@ -49,6 +49,8 @@ class TrainConfig:
     train_seeds: str = '0-199'       # phantom seeds "A-B" (inclusive) when volumes_dir is empty
     phantom_style: str = ''          # phantom style name or file ('' = the default style)
     volumes_dir: str = ''            # a folder of the user's own volumes (overrides train_seeds)
+    phantom_weight: float = 0.0      # with volumes_dir: probability that a step draws a phantom patient of
+                                     # train_seeds instead of a volume of the folder (0 = the folder only)
     phantom_frames: int = 5          # frames per cardiac cycle of each phantom patient
     phantom_cache_dir: str = 'out/cache/phantoms'  # generated patients kept here ('' = none)
     phantom_version: int = 0         # 0 = current generator; N = only cached patients of version N
@@ -157,7 +159,11 @@ class TrainConfig:
             raise bad('widths', '4 positive channel counts')
         if not 0 < self.sector_angle_deg < 180:
             raise bad('sector_angle_deg', 'in (0, 180)')
-        if not self.volumes_dir:
+        if not 0 <= self.phantom_weight <= 1:
+            raise bad('phantom_weight', 'a probability in [0, 1]')
+        if self.phantom_weight > 0 and not self.volumes_dir:
+            raise bad('phantom_weight', '0 without volumes_dir (every step draws a phantom then)')
+        if not self.volumes_dir or self.phantom_weight > 0:
             parse_seed_range(self.train_seeds)
         return self
 

@@ -10,6 +10,10 @@ circle about z.
 Batch dict: ``image`` float32 (M, 1, H, W) in [0, 1] (0 outside the sector); ``orbit``,
 ``probe`` float64 (M, 3, 3) canonical-gauge pose; ``t`` float64 (M,) phase in cycles;
 ``volume`` int (index into the source); ``z_range`` float (rad, the curriculum's half-range).
+
+Mixed sources (``volumes_dir`` and ``phantom_weight`` > 0): each step's volume is a phantom patient
+with probability ``phantom_weight``, else a file of the folder, each uniform within its source;
+the draw is deterministic in ``(seed, step, rank)`` too.
 """
 from __future__ import annotations
 
@@ -36,18 +40,22 @@ from . import TrainingError
 from .config import TrainConfig, parse_seed_range
 
 __all__ = ['BatchStream', 'VolumeSource', 'augment', 'batches', 'loader', 'make_batch', 'phantom_volume',
-           'resolve_style', 'z_range']
+           'resolve_style', 'volume_index', 'z_range']
 
 
 class VolumeSource:
-    """Volumes by index: phantom patients by seed, or the files of a folder; an LRU cache.
+    """Volumes by index: phantom patients by seed, the files of a folder, or both; an LRU cache.
 
-    ``get(i)`` -> :class:`echoposed_sim.volume.Volume`; ``describe()`` -> JSON-able record of
-    the data (seed range and style, or the file list) for checkpoints and model metadata.
+    With both (``volumes_dir`` and ``phantom_weight`` > 0) the files come first (indices
+    ``0 .. n_files - 1``), then the phantom seeds, and :meth:`pick` draws a phantom with
+    probability ``phantom_weight``. ``get(i)`` -> :class:`echoposed_sim.volume.Volume`;
+    ``describe()`` -> JSON-able record of the data (seed range and style, the file list, or both
+    with their weights) for checkpoints and model metadata.
     """
 
     def __init__(self, seeds: list[int] | None = None, style: str = '', volumes_dir: str = '',
-                 cache: int = 32, factory=None, frames: int = 5, cache_dir: str = '', version: int = 0):
+                 cache: int = 32, factory=None, frames: int = 5, cache_dir: str = '', version: int = 0,
+                 phantom_weight: float = 0.0):
         self.style, self.volumes_dir, self.cache_size = style, volumes_dir, max(1, cache)
         self.frames, self.cache_dir, self.version = frames, cache_dir, version
         self._cache: OrderedDict[int, object] = OrderedDict()
@@ -62,24 +70,56 @@ class VolumeSource:
                                 if p.is_file() and not p.name.startswith('.') and p.name.lower().endswith(SUFFIXES))
             if not self.files:
                 raise TrainingError(f'volumes_dir {volumes_dir!r}: holds no volume files ({", ".join(SUFFIXES)})')
-            self.seeds = None
+            if not 0 <= phantom_weight <= 1:
+                raise TrainingError(f'phantom_weight {phantom_weight!r}: expected a probability in [0, 1]')
+            if phantom_weight > 0 and not seeds:
+                raise TrainingError(f'phantom_weight {phantom_weight}: give the phantom seeds to mix with the folder')
+            self.seeds = list(seeds) if phantom_weight > 0 else None
+            self.phantom_weight = float(phantom_weight)
         else:
             if not seeds:
                 raise TrainingError('VolumeSource: give phantom seeds or a volumes_dir')
-            self.seeds, self.files = list(seeds), None
+            self.seeds, self.files, self.phantom_weight = list(seeds), None, 1.0
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, factory=None) -> VolumeSource:
-        seeds = None if cfg.volumes_dir else parse_seed_range(cfg.train_seeds)
+        seeds = None if cfg.volumes_dir and not cfg.phantom_weight else parse_seed_range(cfg.train_seeds)
         return cls(seeds, cfg.phantom_style, cfg.volumes_dir, cfg.cache_volumes, factory,
-                   cfg.phantom_frames, cfg.phantom_cache_dir, cfg.phantom_version)
+                   cfg.phantom_frames, cfg.phantom_cache_dir, cfg.phantom_version, cfg.phantom_weight)
+
+    @property
+    def mixed(self) -> bool:
+        """Both a folder's files and phantom patients."""
+        return self.files is not None and self.seeds is not None
 
     def __len__(self) -> int:
-        return len(self.files) if self.files is not None else len(self.seeds)
+        return len(self.files or ()) + len(self.seeds or ())
+
+    def is_phantom(self, i: int) -> bool:
+        """Whether volume ``i`` is a phantom patient (else a file of the folder)."""
+        return i >= len(self.files or ())
+
+    def pick(self, rng_volume: np.random.Generator, rng_source: np.random.Generator) -> int:
+        """A volume index: when mixed, the source drawn from ``rng_source`` (a phantom with probability
+        ``phantom_weight``), then a volume uniform within the source from ``rng_volume``; else a
+        volume uniform over all (``rng_source`` unused, so unmixed runs keep their draws)."""
+        if not self.mixed:
+            return int(rng_volume.integers(len(self)))
+        n_files = len(self.files)
+        if rng_source.uniform() < self.phantom_weight:
+            return n_files + int(rng_volume.integers(len(self.seeds)))
+        return int(rng_volume.integers(n_files))
 
     def describe(self) -> dict:
-        if self.files is not None:
-            return {'kind': 'files', 'dir': self.volumes_dir, 'files': [Path(f).name for f in self.files]}
+        if self.mixed:
+            return {'kind': 'mixed', 'sources': [{**self._describe_files(), 'weight': 1.0 - self.phantom_weight},
+                                                 {**self._describe_phantoms(), 'weight': self.phantom_weight}]}
+        return self._describe_files() if self.files is not None else self._describe_phantoms()
+
+    def _describe_files(self) -> dict:
+        return {'kind': 'files', 'dir': self.volumes_dir, 'files': [Path(f).name for f in self.files]}
+
+    def _describe_phantoms(self) -> dict:
         lo, hi = min(self.seeds), max(self.seeds)
         contiguous = len(self.seeds) == hi - lo + 1
         return {'kind': 'phantom', 'seeds': f'{lo}-{hi}' if contiguous else self.seeds,
@@ -93,13 +133,14 @@ class VolumeSource:
         return int(phantom.GENERATOR_VERSION)
 
     def _load(self, i: int):
+        n_files = len(self.files or ())
+        key = self.seeds[i - n_files] if self.is_phantom(i) else self.files[i]
         if self._factory is not None:
-            key = self.seeds[i] if self.seeds is not None else self.files[i]
             return self._factory(key)
-        if self.files is not None:
+        if not self.is_phantom(i):
             from echoposed_sim.volume_io import load_volume
-            return load_volume(self.files[i])
-        return phantom_volume(self.seeds[i], self.style, self.frames, self.cache_dir, self.version)
+            return load_volume(key)
+        return phantom_volume(key, self.style, self.frames, self.cache_dir, self.version)
 
     def get(self, i: int):
         if i in self._cache:
@@ -202,11 +243,18 @@ def resampled_like_runtime(images: np.ndarray, sector: SectorGeometry) -> np.nda
     return np.stack([map_to_model(im, src, dst, (sector.height, sector.width)) for im in quantised])
 
 
+def volume_index(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0) -> int:
+    """The index (into ``source``) of the volume that ``step`` draws: deterministic in seed, step
+    (by blocks of ``volume_reuse``) and rank, the source first when it is mixed."""
+    block = step // max(1, cfg.volume_reuse)
+    return source.pick(np.random.default_rng([cfg.seed, 7, block, rank]),
+                       np.random.default_rng([cfg.seed, 13, block, rank]))
+
+
 def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
                augmentation: bool = True) -> dict:
     """The training batch of ``step`` (deterministic in seed, step, rank); see the module doc."""
-    vol_rng = np.random.default_rng([cfg.seed, 7, step // max(1, cfg.volume_reuse), rank])
-    v_index = int(vol_rng.integers(len(source)))
+    v_index = volume_index(cfg, source, step, rank)
     rng = np.random.default_rng([cfg.seed, 11, step, rank])
     vol = source.get(v_index)
     zh = z_range(cfg, step)

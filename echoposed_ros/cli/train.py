@@ -2,15 +2,16 @@
 a folder of your own 3D/3D+t volumes. Resumes from ``OUT/last.pt`` when it exists.
 
 A warm start (``--init-from MODEL``: a checkpoint or an exported ``.onnx``) takes the model's own
-training config, less the run's own fields (``RUN_FIELDS``: output, cache, time limits, threads,
-workers), and the ``--config`` file and the flags override it; ``--no-inherit`` starts from the
+training config, less the run's own fields (``RUN_FIELDS``: output, cache, time limits, device,
+threads, workers), and the ``--config`` file and the flags override it; ``--no-inherit`` starts from the
 defaults instead. ``--print-config`` prints the resolved config (JSON, stdout) and, for a warm
 start, the fields where it differs from the model's (stderr). ``--device`` picks where the run
 computes (docs/training.md, GPU); ``--workers auto`` (the default when neither a flag nor the
 ``--config`` file names the workers) is resolved here, once, into the config: 1 on CPU, the free
-cores on a GPU (``echoposed_ros.training.device.auto_workers``). ``--mix volumes=W,phantoms=W`` trains on the
-``--volumes`` folder and the ``--seeds`` phantoms together (``phantom_weight``: the phantoms' share
-of the steps).
+cores on a GPU (``echoposed_ros.training.device.auto_workers``). ``--time-budget 30m`` sizes the run by time
+(``time_budget_s``: the steps are set from the measured step rate, budget.py); ``--mix
+volumes=W,phantoms=W`` trains on the ``--volumes`` folder and the ``--seeds`` phantoms together
+(``phantom_weight``: the phantoms' share of the steps).
 """
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'from a source with these relative weights (e.g. volumes=0.5,phantoms=0.5)')
     parser.add_argument('--steps', type=int, help='optimiser steps in total')
     parser.add_argument('--minutes', type=float, help='wall-time limit (checkpoints and stops)')
+    parser.add_argument('--time-budget', metavar='DURATION',
+                        help='size the run by time (90s, 30m, 2h; a bare number is minutes): the steps are set '
+                             'from the step rate measured over the first steps so that the learning-rate '
+                             'schedule ends inside the budget, which also stops the run')
     parser.add_argument('--members', type=int, help='ensemble size K')
     parser.add_argument('--seed', type=int, help='random seed')
     parser.add_argument('--threads', type=int, help='torch threads')
@@ -105,6 +110,12 @@ def _resolve(args: argparse.Namespace):
             kw[field] = value
     if args.minutes is not None:
         kw['time_limit_s'] = 60.0 * args.minutes
+    if args.time_budget is not None:
+        if args.steps is not None or args.minutes is not None:
+            raise TrainingError('--time-budget sets the steps and the time limit: give it without --steps '
+                                'and --minutes')
+        from echoposed_ros.training.budget import parse_duration
+        kw['time_budget_s'] = parse_duration(args.time_budget)
     if args.mix is not None:
         kw['phantom_weight'] = _phantom_weight(args.mix)
     for item in args.set:

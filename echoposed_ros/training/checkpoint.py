@@ -4,7 +4,8 @@ A checkpoint (``last.pt``, written by :func:`save_checkpoint`) is a ``torch.save
 its own config: ``config`` (TrainConfig JSON), ``model`` and ``orchestrator`` state dicts,
 ``optimizers`` (their state dicts, in :func:`~echoposed_ros.training.optim.build_optimizers`
 order), ``step``, ``wall_s`` (training seconds so far), ``data`` (the data source's description),
-``torch`` (the version that wrote it) and, for fp16 runs, ``scaler`` (the GradScaler's state). Its
+``torch`` (the version that wrote it), for fp16 runs ``scaler`` (the GradScaler's state) and,
+for a run sized by time, ``budget`` (the measured step rate and the steps it set: budget.py). Its
 tensors are on the CPU whatever device trained; loading moves them to the run's device.
 :func:`load_checkpoint` also reads an exported ``.onnx`` model back (weights and adapters, no
 optimiser state), so a warm start can begin from a shipped model.
@@ -46,7 +47,7 @@ def _on_cpu(obj: Any) -> Any:
 
 def save_checkpoint(path: str | Path, cfg: TrainConfig, model: EnsembleNet, orch: Orchestrator,
                     optimizers: list[torch.optim.Optimizer], step: int, wall_s: float, data: dict,
-                    scaler: dict | None = None) -> None:
+                    scaler: dict | None = None, budget: dict | None = None) -> None:
     """Write the run's state to ``path`` atomically (a ``.tmp`` file renamed over it), every tensor on
     the CPU whatever the run's device (a checkpoint loads on a CPU-only machine and resumes on any
     device); ``scaler``: the fp16 GradScaler's state dict, kept as ``scaler`` when given."""
@@ -57,6 +58,8 @@ def save_checkpoint(path: str | Path, cfg: TrainConfig, model: EnsembleNet, orch
              'data': data, 'torch': torch.__version__}
     if scaler:
         state['scaler'] = scaler
+    if budget:   # the time budget's record (budget.TimeBudget): a resume keeps its schedule
+        state['budget'] = budget
     torch.save(_on_cpu(state), tmp)
     os.replace(tmp, path)
 

@@ -21,8 +21,8 @@ PRECISIONS = ('bf16', 'fp16', 'fp32')
 
 #: What a warm start does not take from the model it starts from: where this run writes and reads
 #: its cache, how long it runs for, and this machine's resources.
-RUN_FIELDS = ('device', 'init_from', 'out_dir', 'phantom_cache_dir', 'stop_at_step', 'threads', 'time_limit_s',
-              'workers')
+RUN_FIELDS = ('device', 'init_from', 'out_dir', 'phantom_cache_dir', 'stop_at_step', 'threads', 'time_budget_s',
+              'time_limit_s', 'workers')
 
 
 @dataclass
@@ -32,6 +32,8 @@ class TrainConfig:
     out_dir: str = 'out/train'
     steps: int = 20000               # optimiser steps in total
     time_limit_s: float = 0.0        # stop (and checkpoint) after this wall time; 0 = no limit
+    time_budget_s: float = 0.0       # > 0: the run sets `steps` from its measured step rate so the schedule
+                                     # ends inside this much training time, and stops there (budget.py)
     stop_at_step: int = 0            # stop (checkpoint saved) once this step is done; the schedule
                                      # still spans `steps` (0 = run to `steps`). Resume to go on.
     threads: int = 1                 # torch.set_num_threads (1: see docs/training.md, shared CPU)
@@ -159,6 +161,8 @@ class TrainConfig:
             raise bad('widths', '4 positive channel counts')
         if not 0 < self.sector_angle_deg < 180:
             raise bad('sector_angle_deg', 'in (0, 180)')
+        if self.time_budget_s < 0:
+            raise bad('time_budget_s', 'seconds of training (0 = no budget)')
         if not 0 <= self.phantom_weight <= 1:
             raise bad('phantom_weight', 'a probability in [0, 1]')
         if self.phantom_weight > 0 and not self.volumes_dir:

@@ -14,6 +14,10 @@ process ignores (a background job's SIGINT) stays ignored.
 Device (``cfg.device``, device.py): model, adapters, batches (moved with ``non_blocking``, pinned by
 the DataLoader on CUDA) and loss on it; checkpoints hold CPU tensors and resume on any device.
 
+Time budget (``cfg.time_budget_s``, budget.py): the step rate is measured over early steps, then
+``steps`` is set so the schedule ends inside the budget, which also stops the run; the checkpoint
+keeps the measured rate and the steps (``budget``), and a resume keeps that schedule.
+
 DDP: under ``torchrun`` (WORLD_SIZE > 1) each process takes its own data (rank-seeded), the model
 is wrapped in DistributedDataParallel (NCCL with each process on ``cuda:LOCAL_RANK``, gloo on CPU)
 and the adapter sums are all-reduced.
@@ -37,6 +41,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import TrainingError, TrainingStopped
+from .budget import TimeBudget
 from .checkpoint import build_model, load_checkpoint, read_checkpoint, restore_state, save_checkpoint
 from .config import TrainConfig
 from .data import VolumeSource, batches
@@ -103,11 +108,20 @@ def _any_rank(signum: int, ddp: bool, device: torch.device) -> int:
     return int(t.item())
 
 
+def _min_over_ranks(n: int, ddp: bool, device: torch.device) -> int:
+    """The smallest ``n`` over all ranks (so every rank takes the same number of steps)."""
+    if not ddp:
+        return n
+    t = torch.tensor([n], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 # Fields a resumed run may change: when to stop, how often to log and checkpoint, and the machine's
 # resources (device, threads, workers: the batches are a function of seed and step). Every other
 # field shapes what is learnt, so a resume with another value is refused.
-RESUME_FREE_FIELDS = ('ckpt_every_s', 'device', 'log_every', 'steps', 'stop_at_step', 'threads', 'time_limit_s',
-                      'workers')
+RESUME_FREE_FIELDS = ('ckpt_every_s', 'device', 'log_every', 'steps', 'stop_at_step', 'threads', 'time_budget_s',
+                      'time_limit_s', 'workers')
 
 
 def _config_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
@@ -146,7 +160,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     orch.to(device)
     opts = build_optimizers(model, cfg)
     scaler = grad_scaler(device, cfg.precision)
-    start, wall0 = 0, 0.0
+    start, wall0, ck = 0, 0.0, {}
     if resume and ck_path.exists():
         old, ck = read_checkpoint(ck_path)
         changed = _config_changes(old, cfg)
@@ -167,12 +181,17 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
                                 f'(members, widths, strides must match): {e}') from None
         orch.load_state_dict(init_orch.state_dict())
         log.info('warm start from %s (its step %d)', cfg.init_from, int(init_ck['step']))
+    # a time budget sets `steps` once the step rate is measured (budget.py); a resume keeps them
+    budget = TimeBudget(cfg, start, wall0, ck.get('budget'))
+    cfg = budget.cfg
     data_desc = VolumeSource.from_config(cfg, factory).describe()
     if rank == 0:
         (out / 'config.json').write_text(json.dumps(json.loads(cfg.to_json()), indent=2))
         log.info('config %s', cfg.to_json())
         log.info('device %s precision %s workers %d threads %d', device, cfg.precision, cfg.workers, cfg.threads)
         log.info('data %s', json.dumps(data_desc))
+        if cfg.time_budget_s > 0:
+            log.info(budget.summary())
     ids = [device.index] if device.type == 'cuda' else None
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids) if ddp else model
     reduce = (lambda t: dist.all_reduce(t)) if ddp else None
@@ -186,7 +205,8 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     last_ck = t0
     step = start
     acc: dict[str, list[float]] = {}
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0, dynamic_ncols=True)
+    bar = tqdm(total=None if budget.measuring else cfg.steps, initial=start, disable=not progress or rank != 0,
+               dynamic_ncols=True)
     model.train()
     with _stop_requests() as got, batches(cfg, start, cfg.steps, rank, factory, pin) as stream:
         for batch in stream:  # the workers ignore the signal; the block's end ends them (data.py)
@@ -220,6 +240,12 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
             bar.update(1)
             step += 1
             elapsed = time.time() - t0
+            if budget.measuring and budget.observe(step, wall0 + elapsed, lambda n: _min_over_ranks(n, ddp, device)):
+                cfg = budget.cfg
+                bar.total = cfg.steps
+                if rank == 0:
+                    (out / 'config.json').write_text(json.dumps(json.loads(cfg.to_json()), indent=2))
+                    log.info(budget.summary())
             if step % cfg.log_every == 0 or step == cfg.steps:
                 mean = {key: float(np.nanmean(v)) for key, v in acc.items()}
                 acc = {}
@@ -232,9 +258,10 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
                 if on_log is not None:
                     on_log(mean)
             stop = ((cfg.time_limit_s > 0 and elapsed >= cfg.time_limit_s) or step == cfg.stop_at_step
-                    or _any_rank(got[0], ddp, device) > 0)
+                    or step >= cfg.steps or _any_rank(got[0], ddp, device) > 0)
             if rank == 0 and (time.time() - last_ck >= cfg.ckpt_every_s or stop or step == cfg.steps):
-                save_checkpoint(ck_path, cfg, model, orch, opts, step, wall0 + elapsed, data_desc, scaler.state_dict())
+                save_checkpoint(ck_path, cfg, model, orch, opts, step, wall0 + elapsed, data_desc, scaler.state_dict(),
+                                budget.record)
                 last_ck = time.time()
             if stop:
                 break
@@ -242,7 +269,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     bar.close()
     if rank == 0:
         save_checkpoint(ck_path, cfg, model, orch, opts, step, wall0 + time.time() - t0, data_desc,
-                        scaler.state_dict())
+                        scaler.state_dict(), budget.record)
         log.info('%s step %d wall_s %.1f', f'stopped by {signal.Signals(stopped_by).name} at' if stopped_by
                  else 'done', step, wall0 + time.time() - t0)
     if ddp:

@@ -1,0 +1,134 @@
+"""A run sized by time: the duration parser, the arithmetic, the rate meter, and a tiny budgeted run."""
+from __future__ import annotations
+
+import functools
+import json
+import time
+
+import pytest
+
+from echoposed_ros.cli import main
+from echoposed_ros.training import TrainingError
+from echoposed_ros.training import budget as budget_module
+from echoposed_ros.training.budget import (
+    MEASURE_SKIP,
+    MEASURE_STEPS,
+    OPEN_STEPS,
+    RateMeter,
+    TimeBudget,
+    parse_duration,
+    steps_for_budget,
+)
+from echoposed_ros.training.checkpoint import read_checkpoint
+from echoposed_ros.training.config import TrainConfig
+from echoposed_ros.training.optim import lr_factor
+from echoposed_ros.training.toy import toy_volume
+from echoposed_ros.training.train import train
+
+TOY = functools.partial(toy_volume, n=20, frames=2, spacing=8.0)
+
+
+@pytest.mark.parametrize('text, seconds', [('90s', 90.0), ('30m', 1800.0), ('30min', 1800.0), ('2h', 7200.0),
+                                           ('1.5h', 5400.0), ('0.5', 30.0), (' 45 s ', 45.0), (2.5, 150.0)])
+def test_durations_in_seconds_minutes_and_hours(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize('text', ['', 'soon', '30d', '-5m', '0s', 'm30', 'nan'])
+def test_a_bad_duration_names_the_text_and_the_forms(text):
+    with pytest.raises(TrainingError, match=r'time budget .*(90s, 30m, 2h|positive)'):
+        parse_duration(text)
+
+
+def test_steps_fill_the_time_left_less_the_reserve():
+    # 10 steps/s, 600 s budget, nothing done yet: 6000 steps less 5 %
+    assert steps_for_budget(600.0, 10.0, 0.0, 0, 200) == 5700
+    # 50 steps done in 20 s: 580 s left hold 5510 more
+    assert steps_for_budget(600.0, 10.0, 20.0, 50, 200) == 50 + 5510
+    # resumed after 500 s and 4000 steps: only the time left counts
+    assert steps_for_budget(600.0, 10.0, 500.0, 4000, 200, reserve_frac=0.0) == 5000
+    # a spent budget ends the run at once
+    assert steps_for_budget(600.0, 10.0, 700.0, 6500, 200) == 6500
+    # more time, more steps; a faster rate, more steps
+    assert steps_for_budget(1200.0, 10.0, 0.0, 0, 200) > steps_for_budget(600.0, 10.0, 0.0, 0, 200)
+    assert steps_for_budget(600.0, 20.0, 0.0, 0, 200) > steps_for_budget(600.0, 10.0, 0.0, 0, 200)
+
+
+def test_a_budget_too_short_for_the_warm_up_says_what_would_do():
+    with pytest.raises(TrainingError, match=r'holds 95 steps .* warmup_steps=200: give a budget of at least 43 s'):
+        steps_for_budget(20.0, 5.0, 0.0, 0, 200)
+    with pytest.raises(TrainingError, match='step rate'):
+        steps_for_budget(20.0, 0.0, 0.0, 0, 2)
+
+
+def test_the_meter_times_its_window_after_the_skipped_steps():
+    meter = RateMeter(start=100, skip=2, steps=4)
+    # steps end at 1 s intervals, except that the first (workers starting) takes 30 s
+    clock = {101: 30.0, 102: 31.0, 103: 31.5, 104: 32.0, 105: 32.5, 106: 33.0, 107: 34.0}
+    got = [meter.observe(done, now) for done, now in clock.items()]
+    assert got[:5] == [None] * 5
+    assert got[5] == (pytest.approx(2.0), 102, 106)   # steps 103-106 in 2 s
+    assert got[6] is None
+
+
+def test_a_budget_sets_the_steps_once_and_a_resume_keeps_them():
+    cfg = TrainConfig(time_budget_s=100.0, warmup_steps=10, steps=20000, workers=0)
+    b = TimeBudget(cfg, start=0, wall0=0.0)
+    assert b.measuring and b.cfg.steps == OPEN_STEPS and b.cfg.time_limit_s == 100.0
+    decided = None
+    for done in range(1, MEASURE_SKIP + MEASURE_STEPS + 1):
+        decided = b.observe(done, 0.1 * done)        # 10 steps/s
+    assert decided is not None and not b.measuring
+    # 45 steps in 4.5 s; 95.5 s left, less 5 %, at 10 steps/s
+    assert decided.steps == 45 + 907 and b.record['steps_per_s'] == pytest.approx(10.0)
+    assert b.record['measured_steps'] == [MEASURE_SKIP + 1, MEASURE_SKIP + MEASURE_STEPS]
+    assert 'steps 952' in b.summary()
+    # a resume after 60 s: the same steps, measured nowhere, the time left as the limit
+    again = TimeBudget(cfg, start=400, wall0=60.0, record=b.record)
+    assert not again.measuring and again.cfg.steps == 952 and again.cfg.time_limit_s == pytest.approx(40.0)
+    assert again.observe(450, 65.0) is None and 'kept' in again.summary()
+    # no budget: the run's own config
+    assert TimeBudget(cfg.replace(time_budget_s=0.0), 0, 0.0).cfg == cfg.replace(time_budget_s=0.0)
+
+
+def test_the_flag_sets_the_budget_and_refuses_steps_or_minutes_beside_it(capsys):
+    assert main(['train', '--time-budget', '30m', '--print-config']) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out['time_budget_s'] == 1800.0 and out['time_limit_s'] == 0.0
+    for extra in (['--steps', '100'], ['--minutes', '5']):
+        assert main(['train', '--time-budget', '30m', *extra, '--print-config']) == 2
+        assert 'give it without --steps and --minutes' in capsys.readouterr().out
+    assert main(['train', '--time-budget', 'soon', '--print-config']) == 2
+    assert "time budget 'soon'" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_tiny_budget_ends_on_time_with_the_learning_rate_at_its_final_fraction(tmp_path, monkeypatch):
+    # a short window, so that the rate is measured early in the budget even on a loaded machine
+    monkeypatch.setattr(budget_module, 'MEASURE_SKIP', 2)
+    monkeypatch.setattr(budget_module, 'MEASURE_STEPS', 8)
+    budget = 6.0
+    cfg = TrainConfig(out_dir=str(tmp_path), train_seeds='0-1', input_size=32, poses=4, members=3,
+                      widths=(4, 4, 8, 8), warmup_steps=5, z_ramp_steps=10, log_every=10, workers=0, threads=1,
+                      phantom_cache_dir='', time_budget_s=budget, steps=3)
+    t0 = time.monotonic()
+    ck = train(cfg, factory=TOY, progress=False)
+    took = time.monotonic() - t0
+    ran, raw = read_checkpoint(ck)
+    rec = raw['budget']
+    # the steps came from the measured rate; the schedule ran (to its end, or within a few per cent of it
+    # where the shared machine slowed the steps after the measurement and the budget stopped it), on time
+    assert ran.steps == rec['steps'] > 10 and raw['step'] >= 0.9 * ran.steps
+    assert rec['steps_per_s'] > 0 and ran.time_limit_s == budget
+    assert raw['wall_s'] <= budget + 0.5 and took < budget + 5.0
+    last_lr = lr_factor(ran, raw['step'] - 1)
+    assert ran.final_lr_frac <= last_lr < ran.final_lr_frac + 0.03 < lr_factor(ran, ran.warmup_steps)
+    assert json.loads((tmp_path / 'config.json').read_text())['steps'] == ran.steps
+    log = (tmp_path / 'train.log').read_text()
+    assert f'so steps {ran.steps}' in log and 'steps/s measured over steps 3-10' in log
+    # a resume (the same command) measures nothing and keeps the schedule
+    train(cfg.replace(time_budget_s=60.0), factory=TOY, progress=False)   # more time: only the safety net moves
+    again, raw2 = read_checkpoint(ck)
+    assert again.steps == ran.steps and raw2['budget'] == rec and raw2['step'] == ran.steps
+    assert (tmp_path / 'train.log').read_text().count('measured over') == 2   # the first, then 'kept'
+    assert 'kept' in (tmp_path / 'train.log').read_text()

@@ -165,9 +165,10 @@ class ControllerNode(Node):
         self.create_subscription(EchoPose, 'echoposed/pose', self._on_pose, qos)
         control_group = MutuallyExclusiveCallbackGroup()
         self.create_timer(self.config.control_period, self._on_tick, callback_group=control_group)
-        # Watchdog: re-armed by every pose, it runs a control cycle just after the stale timeout so the
-        # zero twist does not wait up to one more control period.
-        self._watchdog = self.create_timer(self.config.stale_timeout + _WATCHDOG_MARGIN_S, self._on_tick,
+        # Watchdog: re-armed by every pose, it runs one control cycle just after the stale timeout so the
+        # zero twist does not wait up to one more control period, then stays off until the next pose
+        # (left periodic, it added 1 / stale_timeout cycles a second to the control rate without input).
+        self._watchdog = self.create_timer(self.config.stale_timeout + _WATCHDOG_MARGIN_S, self._on_watchdog,
                                            callback_group=control_group)
         services = ReentrantCallbackGroup()
         self.create_service(SetTarget, 'guidance/set_target', self._on_set_target, callback_group=services)
@@ -244,6 +245,11 @@ class ControllerNode(Node):
             self.get_logger().warning(f'echoposed/pose: {sample.problem}; holding', throttle_duration_sec=1.0)
 
     # -- control ---------------------------------------------------------------------------------
+
+    def _on_watchdog(self) -> None:
+        """The stale-timeout cycle: once per silence (the next pose re-arms it)."""
+        self._watchdog.cancel()
+        self._on_tick()
 
     def _on_tick(self) -> None:
         with self._lock:

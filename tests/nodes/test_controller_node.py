@@ -345,6 +345,24 @@ def test_no_target_is_idle(setup):
     assert all(is_zero(m) for _, m in h.since(h.cmds, t0))
 
 
+def test_without_poses_commands_go_at_the_control_rate(setup):
+    # The stale-timeout watchdog runs one cycle per silence; left periodic it added 1 / stale_timeout
+    # (5) cycles a second to the 30 Hz control timer whenever no pose came (35 Hz on /diagnostics).
+    node, h = setup
+    assert wait_for(lambda: len(h.cmds) > 0, timeout=5)
+    start = stamp_s(h.cmds[0][1]) + 0.3   # s, controller clock: past the first cycles
+    window = 1.5
+
+    def stamps():
+        return [stamp_s(m) for _, m in h.since(h.cmds, 0.0)]
+
+    assert wait_for(lambda: max(stamps()) >= start + window, timeout=5)
+    count = sum(start <= s < start + window for s in stamps())
+    expected = window * node.config.control_rate
+    assert count <= expected + 2, f'{count} commands in {window} s without poses; expected at most {expected:g} + 2'
+    assert count >= expected / 2, f'{count} commands in {window} s without poses; expected about {expected:g}'
+
+
 def test_image_target_without_pose_node_fails_clearly(graph):
     make_controller(graph, estimate_timeout=0.3)
     h = Harness(graph)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import faulthandler
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +32,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from ..errors import EchoposedError
 
 __all__ = ['BAD_INPUT', 'EXIT_CONFIG', 'EXIT_FAILED', 'EXIT_INTERRUPTED', 'EXIT_OK', 'arm_teardown_alarm',
-           'disarm_teardown_alarm', 'enable_stack_dumps', 'run_node', 'shut_down_soon', 'teardown_alarm']
+           'disarm_teardown_alarm', 'enable_stack_dumps', 'run_node', 'shut_down_soon', 'sigint_deferred',
+           'teardown_alarm']
 
 
 def enable_stack_dumps() -> None:
@@ -85,6 +87,26 @@ def teardown_alarm(timeout_s: int = 3, armed: bool = True) -> Iterator[None]:
         yield
     finally:
         disarm_teardown_alarm()
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[list[int]]:
+    """The block (a node's cleanup: a last zero twist, a bag closed) runs to its end through any
+    further SIGINT, which is counted in the yielded list instead of raising KeyboardInterrupt; the
+    previous handler is back when the block ends. A stop is under way when a cleanup runs, and a
+    second SIGINT is usual then: a Ctrl-C in a terminal reaches every process of a ``ros2 launch``,
+    which sends each node one more; arriving mid-close, it would cut a bag short (no MCAP footer,
+    no metadata.yaml) under exit status 0. SIGTERM and SIGKILL still end the process. Outside the
+    main thread (where no handler can be set) the block runs as it is."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 #: What a node's configuration (or a one-shot job's input) raises when it is wrong: the process
@@ -160,12 +182,14 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
 
 
 def _teardown(node: Any, executor: Any, cleanup: Callable[[Any], None] | None, timeout_s: int, armed: bool) -> None:
-    """``cleanup(node)``, then the executor (if any) and the node destroyed and rclpy shut down under
-    the teardown alarm (when ``armed``); a Ctrl-C during it just shuts rclpy down."""
+    """``cleanup(node)`` (through a further SIGINT: :func:`sigint_deferred`), then the executor (if
+    any) and the node destroyed and rclpy shut down under the teardown alarm (when ``armed``); a
+    Ctrl-C during that just shuts rclpy down."""
     try:
         try:
             if cleanup is not None:
-                cleanup(node)
+                with sigint_deferred():
+                    cleanup(node)
         finally:
             with teardown_alarm(timeout_s, armed=armed):
                 if executor is not None:

@@ -158,6 +158,11 @@ def until(node):
 
 def cleanup(node):
     print(f'cleanup armed={armed()}', flush=True)
+    if mode == 'spin-slow-cleanup':   # as a bag being closed: the test sends a second SIGINT meanwhile
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            sum(range(1000))
+        print('cleanup done', flush=True)
 
 one_shot = mode.startswith('job-') or mode in ('hung-teardown', 'build-interrupted-job')
 code = run_node(Fake, 'fake', job=job if one_shot else None, until=until, cleanup=cleanup, teardown_timeout_s=1)
@@ -239,3 +244,22 @@ def test_a_hung_teardown_after_a_done_job_is_ended_by_the_alarm():
     assert time.monotonic() - t0 < 15.0
     assert result.returncode == -signal.SIGALRM, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == 'destroy armed=True' and 'destroy_node' in result.stderr
+
+
+def test_a_second_sigint_does_not_cut_the_cleanup_short():
+    # A Ctrl-C reaches every process of a ros2 launch, and launch sends each node another SIGINT: one
+    # arriving during the cleanup (the recorder closing its bag) must not interrupt it.
+    proc = subprocess.Popen([sys.executable, '-c', RUN_NODE, 'spin-slow-cleanup'], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == 'ready\n'
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline() == 'cleanup armed=False\n'
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=40)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert out.splitlines() == ['cleanup done', 'destroy armed=True', 'exit 0 armed=False'], out + err
+    assert 'Traceback' not in err, err

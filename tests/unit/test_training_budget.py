@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import socket
 import time
 
 import pytest
+import torch.multiprocessing as mp
 
 from echoposed_ros.cli import main
 from echoposed_ros.training import TrainingError
@@ -132,3 +135,36 @@ def test_a_tiny_budget_ends_on_time_with_the_learning_rate_at_its_final_fraction
     assert again.steps == ran.steps and raw2['budget'] == rec and raw2['step'] == ran.steps
     assert (tmp_path / 'train.log').read_text().count('measured over') == 2   # the first, then 'kept'
     assert 'kept' in (tmp_path / 'train.log').read_text()
+
+
+def _ddp_budget_worker(rank: int, port: int, out: str, q) -> None:
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), WORLD_SIZE='2', RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    budget_module.MEASURE_SKIP, budget_module.MEASURE_STEPS = 2, 8
+    cfg = TrainConfig(out_dir=out, train_seeds='0-1', input_size=32, poses=4, members=3, widths=(4, 4, 8, 8),
+                      warmup_steps=5, z_ramp_steps=10, log_every=1, workers=0, threads=1, phantom_cache_dir='',
+                      time_budget_s=8.0)
+    logs = []
+    train(cfg, factory=TOY, progress=False, on_log=logs.append)
+    import torch.distributed as dist
+    q.put((rank, [r['step'] for r in logs]))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_ranks_take_the_same_budgeted_steps(tmp_path):
+    ctx = mp.get_context('spawn')
+    q = ctx.Queue()
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    procs = [ctx.Process(target=_ddp_budget_worker, args=(r, port, str(tmp_path), q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    steps = dict(q.get(timeout=5) for _ in range(2))
+    ran, raw = read_checkpoint(tmp_path / 'last.pt')
+    assert steps[0] == steps[1] and steps[0][-1] == raw['step'] > 10
+    assert raw['budget']['steps'] == ran.steps

@@ -22,7 +22,6 @@ import datetime
 import json
 import os
 import platform
-import random
 import re
 import statistics
 import subprocess
@@ -172,7 +171,10 @@ def judge(samples: list[dict], warmup: float, tolerance: float) -> tuple[dict, d
 # -- the run ---------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> dict:
-    domain = str(random.SystemRandom().randint(1, 101))
+    from echoposed_ros.bringup.domain import reserve_domain
+
+    reservation = reserve_domain()   # held until this process ends; test runs and launches respect it
+    domain = str(reservation.domain_id)
     os.environ['ROS_DOMAIN_ID'] = domain              # the launch and the counter share it, alone
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     oracle = 'estimator:=oracle' in args.arguments

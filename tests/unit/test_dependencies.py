@@ -152,3 +152,18 @@ def test_the_scanner_sees_lazy_imports(tmp_path):
     f = tmp_path / 'm.py'
     f.write_text('import os\nfrom . import x\n\ndef f():\n    import numba.core\n    from PIL import Image\n')
     assert _third_party_imports(f) == {'numba', 'PIL'}
+
+
+def test_what_the_tests_and_benchmarks_import_is_installed_by_set_up():
+    # requirements.txt, or constraints.txt for what those pins pull in: a fresh .venv has both
+    held = {canonicalize_name(Requirement(line).name) for line in (ROOT / 'constraints.txt').read_text().splitlines()
+            if line.strip() and not line.startswith('#')}
+    pinned = {name for section in _pins().values() for name in section} | held
+    local = {p.stem for folder in ('tests', 'benchmarks') for p in (ROOT / folder).rglob('*.py')}
+    missing: dict[str, list[str]] = {}
+    for path in sorted([*ROOT.glob('tests/**/*.py'), *ROOT.glob('benchmarks/*.py')]):
+        for name in _third_party_imports(path) - local - NOT_ON_PYPI:
+            if _distribution(name, dict.fromkeys(pinned, '')) is None:
+                missing.setdefault(name, []).append(path.relative_to(ROOT).as_posix())
+    assert not missing, f'imported by tests or benchmarks but installed by neither requirements.txt nor ' \
+                        f'constraints.txt: {missing}'

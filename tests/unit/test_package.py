@@ -137,6 +137,7 @@ def _pins(name: str) -> dict[str, str]:
 
 
 def test_constraints_pin_what_the_requirements_pull_in_and_the_venv_has_those_versions():
+    import sysconfig
     from importlib import metadata
 
     from packaging.requirements import Requirement
@@ -144,7 +145,10 @@ def test_constraints_pin_what_the_requirements_pull_in_and_the_venv_has_those_ve
 
     direct, held = _pins('requirements.txt'), _pins('constraints.txt')
     assert not set(direct) & set(held), f'pinned in both files: {sorted(set(direct) & set(held))}'
-    installed = {canonicalize_name(d.metadata['Name']): d.version for d in metadata.distributions()}
+    # What pip installed into the venv's site-packages; not the whole sys.path, where an imported
+    # setuptools may have put its _vendor folder (which carries its own older packaging).
+    site = sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})
+    installed = {canonicalize_name(d.metadata['Name']): d.version for d in metadata.distributions(path=site)}
     # every direct dependency's own requirements are constrained (one level is enough to catch a
     # pin added to requirements.txt without regenerating constraints.txt)
     for package in direct:

@@ -80,17 +80,24 @@ def _cylinder_inertia(mass: float, radius: float, length: float) -> str:
     return f'<inertia ixx="{ixx:.6g}" ixy="0" ixz="0" iyy="{ixx:.6g}" iyz="0" izz="{izz:.6g}"/>'
 
 
+def _cylinder_link(name: str, mass: float, radius: float, length: float, material: str, rgba: str) -> str:
+    """A URDF link: a solid cylinder (m, kg) along its frame's +z from the origin, as visual and collision."""
+    centre = f'<origin rpy="0 0 0" xyz="0 0 {length / 2}"/>'
+    shape = f'<geometry><cylinder length="{length}" radius="{radius}"/></geometry>'
+    return f"""
+  <link name="{name}">
+    <inertial>{centre}<mass value="{mass}"/>{_cylinder_inertia(mass, radius, length)}</inertial>
+    <visual>{centre}{shape}
+      <material name="{material}"><color rgba="{rgba}"/></material></visual>
+    <collision>{centre}
+      {shape}</collision>
+  </link>"""
+
+
 def _probe_xml(spec: ArmSpec) -> str:
     """``probe_body`` and ``probe_tip`` (the apex, frame P), joined by the fixed joint ``probe_apex``."""
     L = spec.probe_length
-    return f"""
-  <link name="probe_body">
-    <inertial><origin rpy="0 0 0" xyz="0 0 {L / 2}"/><mass value="0.2"/>{_cylinder_inertia(0.2, 0.02, L)}</inertial>
-    <visual><origin rpy="0 0 0" xyz="0 0 {L / 2}"/><geometry><cylinder length="{L}" radius="0.02"/></geometry>
-      <material name="probe_white"><color rgba="0.9 0.9 0.9 1"/></material></visual>
-    <collision><origin rpy="0 0 0" xyz="0 0 {L / 2}"/>
-      <geometry><cylinder length="{L}" radius="0.02"/></geometry></collision>
-  </link>
+    return _cylinder_link('probe_body', 0.2, 0.02, L, 'probe_white', '0.9 0.9 0.9 1') + f"""
   <joint name="probe_apex" type="fixed">
     <parent link="probe_body"/>
     <child link="{spec.tip_link}"/>
@@ -112,14 +119,7 @@ def _tool_xml(spec: ArmSpec) -> str:
     <origin rpy="0 0 0" xyz="0 0 {spec.flange_offset}"/>
     <axis xyz="0 0 1"/>
     <limit effort="50" velocity="6"/>
-  </joint>
-  <link name="probe_holder">
-    <inertial><origin rpy="0 0 0" xyz="0 0 {h / 2}"/><mass value="0.3"/>{_cylinder_inertia(0.3, 0.03, h)}</inertial>
-    <visual><origin rpy="0 0 0" xyz="0 0 {h / 2}"/><geometry><cylinder length="{h}" radius="0.03"/></geometry>
-      <material name="holder_grey"><color rgba="0.4 0.4 0.45 1"/></material></visual>
-    <collision><origin rpy="0 0 0" xyz="0 0 {h / 2}"/>
-      <geometry><cylinder length="{h}" radius="0.03"/></geometry></collision>
-  </link>
+  </joint>""" + _cylinder_link('probe_holder', 0.3, 0.03, h, 'holder_grey', '0.4 0.4 0.45 1') + f"""
   <joint name="probe_mount" type="fixed">
     <parent link="probe_holder"/>
     <child link="probe_body"/>

@@ -146,6 +146,7 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
       :func:`teardown_alarm` (``teardown_timeout_s`` whole seconds), armed unless a job did not
       succeed (a one-shot node ended by its alarm counts as done).
     """
+    stopped = EXIT_INTERRUPTED if job is not None else EXIT_OK   # what a stop before the end returns
     enable_stack_dumps()
     rclpy.init(args=args)
     try:
@@ -156,7 +157,7 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
         return EXIT_CONFIG
     except KeyboardInterrupt:   # Ctrl-C while the node was being built (a model loading)
         rclpy.try_shutdown()
-        return EXIT_INTERRUPTED if job is not None else EXIT_OK
+        return stopped
     executor = None
     code = EXIT_FAILED   # a job that raised something else
     try:
@@ -168,12 +169,12 @@ def run_node(factory: Callable[[], Any], name: str, args: list[str] | None = Non
             _spin(node, executor, until)
         code = EXIT_OK
     except (KeyboardInterrupt, ExternalShutdownException):
-        code = EXIT_INTERRUPTED if job is not None else EXIT_OK
+        code = stopped
     except Exception as exc:
         if job is not None and isinstance(exc, BAD_INPUT):
             print(f'{name}: {exc}', file=sys.stderr)
         elif shut_down_soon(node.context):
-            code = EXIT_INTERRUPTED if job is not None else EXIT_OK
+            code = stopped
         else:
             raise
     finally:

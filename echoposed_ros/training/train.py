@@ -99,22 +99,20 @@ def _stop_requests():
             signal.signal(s, h)
 
 
-def _any_rank(signum: int, ddp: bool, device: torch.device) -> int:
-    """The largest stop request over all ranks (so every rank stops after the same step)."""
-    if not ddp:
-        return signum
-    t = torch.tensor([signum], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
-
-
-def _min_over_ranks(n: int, ddp: bool, device: torch.device) -> int:
-    """The smallest ``n`` over all ranks (so every rank takes the same number of steps)."""
+def _over_ranks(n: int, ddp: bool, device: torch.device, op: str) -> int:
+    """``n`` reduced over all ranks with ``op`` ('MAX' or 'MIN'), so every rank takes the same
+    decision: the largest stop request (all stop after the same step), the smallest budgeted
+    number of steps."""
     if not ddp:
         return n
     t = torch.tensor([n], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
     return int(t.item())
+
+
+def _write_config(out: Path, cfg: TrainConfig) -> None:
+    """``out/config.json``: the config this run trains with (indented JSON)."""
+    (out / 'config.json').write_text(json.dumps(json.loads(cfg.to_json()), indent=2))
 
 
 # Fields a resumed run may change: when to stop, how often to log and checkpoint, and the machine's
@@ -186,7 +184,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     cfg = budget.cfg
     data_desc = VolumeSource.from_config(cfg, factory).describe()
     if rank == 0:
-        (out / 'config.json').write_text(json.dumps(json.loads(cfg.to_json()), indent=2))
+        _write_config(out, cfg)
         log.info('config %s', cfg.to_json())
         log.info('device %s precision %s workers %d threads %d', device, cfg.precision, cfg.workers, cfg.threads)
         log.info('data %s', json.dumps(data_desc))
@@ -240,11 +238,11 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
             bar.update(1)
             step += 1
             elapsed = time.time() - t0
-            if budget.measuring and budget.observe(step, wall0 + elapsed, lambda n: _min_over_ranks(n, ddp, device)):
+            if budget.measuring and budget.observe(step, wall0 + elapsed, lambda n: _over_ranks(n, ddp, device, 'MIN')):
                 cfg = budget.cfg
                 bar.total = cfg.steps
                 if rank == 0:
-                    (out / 'config.json').write_text(json.dumps(json.loads(cfg.to_json()), indent=2))
+                    _write_config(out, cfg)
                     log.info(budget.summary())
             if step % cfg.log_every == 0 or step == cfg.steps:
                 mean = {key: float(np.nanmean(v)) for key, v in acc.items()}
@@ -258,14 +256,14 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
                 if on_log is not None:
                     on_log(mean)
             stop = ((cfg.time_limit_s > 0 and elapsed >= cfg.time_limit_s) or step == cfg.stop_at_step
-                    or step >= cfg.steps or _any_rank(got[0], ddp, device) > 0)
+                    or step >= cfg.steps or _over_ranks(got[0], ddp, device, 'MAX') > 0)
             if rank == 0 and (time.time() - last_ck >= cfg.ckpt_every_s or stop or step == cfg.steps):
                 save_checkpoint(ck_path, cfg, model, orch, opts, step, wall0 + elapsed, data_desc, scaler.state_dict(),
                                 budget.record)
                 last_ck = time.time()
             if stop:
                 break
-    stopped_by = _any_rank(got[0], ddp, device)
+    stopped_by = _over_ranks(got[0], ddp, device, 'MAX')
     bar.close()
     if rank == 0:
         save_checkpoint(ck_path, cfg, model, orch, opts, step, wall0 + time.time() - t0, data_desc,

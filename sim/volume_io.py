@@ -61,7 +61,7 @@ from numpy.typing import ArrayLike
 from .volume import StandardView, Volume, VolumeError
 
 __all__ = ['ORIENTATIONS', 'SIDECAR_KEYS', 'SUFFIXES', 'load_volume', 'read_sidecar', 'save_volume', 'sidecar_path',
-           'volume_notes']
+           'volume_files', 'volume_notes']
 
 SUFFIXES = ('.nii', '.nii.gz', '.mhd', '.mha', '.npz', '.npy')
 SIDECAR_KEYS = ('apex', 'base_orbit', 'base_probe', 'centre', 'cycle_s', 'frames_per_cycle', 'name', 'normalise',
@@ -80,6 +80,12 @@ def _suffix(path: Path) -> str:
     name = path.name.lower()
     return '.nii.gz' if name.endswith('.nii.gz') else path.suffix.lower()
 
+
+
+def volume_files(folder: str | Path) -> list[Path]:
+    """The volume files of ``folder`` (regular files named with one of :data:`SUFFIXES`, any case),
+    sorted; sidecars (``heart.nii.gz.yaml``) and other files beside them are left out."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES))
 
 def sidecar_path(path: str | Path) -> Path:
     """The sidecar of a volume file: the same name with ``.yaml`` appended (``a.nii.gz`` -> ``a.nii.gz.yaml``)."""

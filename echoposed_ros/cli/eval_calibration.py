@@ -21,9 +21,7 @@ from typing import Any
 from ..errors import EchoposedError
 from .errors import UsageError
 
-__all__ = ['VOLUME_SUFFIXES', 'add_arguments', 'parse_seeds', 'run']
-
-VOLUME_SUFFIXES = ('.nii', '.nii.gz', '.mhd', '.mha', '.npz', '.npy')   # echoposed_sim.volume_io.SUFFIXES
+__all__ = ['add_arguments', 'parse_seeds', 'run']
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,9 +84,11 @@ def _volume_files(folder: str) -> list[Path]:
     d = Path(folder)
     if not d.is_dir():
         raise UsageError(f'--volumes {folder}: no such folder')
-    files = sorted(f for f in d.iterdir() if f.is_file() and f.name.lower().endswith(VOLUME_SUFFIXES))
+    from echoposed_sim.volume_io import SUFFIXES, volume_files
+
+    files = volume_files(d)
     if not files:
-        raise UsageError(f'--volumes {folder}: holds no volume files ({", ".join(VOLUME_SUFFIXES)})')
+        raise UsageError(f'--volumes {folder}: holds no volume files ({", ".join(SUFFIXES)})')
     return files
 
 

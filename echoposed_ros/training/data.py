@@ -64,10 +64,9 @@ class VolumeSource:
             folder = Path(volumes_dir)
             if not folder.is_dir():
                 raise TrainingError(f'volumes_dir {volumes_dir!r}: not a folder')
-            from echoposed_sim.volume_io import SUFFIXES
+            from echoposed_sim.volume_io import SUFFIXES, volume_files
             # Volume files only: a sidecar (heart.nii.gz.yaml) or a note beside them is not a volume.
-            self.files = sorted(str(p) for p in folder.iterdir()
-                                if p.is_file() and not p.name.startswith('.') and p.name.lower().endswith(SUFFIXES))
+            self.files = [str(p) for p in volume_files(folder) if not p.name.startswith('.')]
             if not self.files:
                 raise TrainingError(f'volumes_dir {volumes_dir!r}: holds no volume files ({", ".join(SUFFIXES)})')
             if not 0 <= phantom_weight <= 1:

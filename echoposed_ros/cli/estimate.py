@@ -133,11 +133,7 @@ def estimator_settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any], P
     for key, value in overrides.items():
         if value is not None:
             values[key] = type(values[key])(value)
-    if not (math.isfinite(values['input_depth_mm']) and values['input_depth_mm'] >= 0):
-        raise UsageError(f'--input-depth-mm {values["input_depth_mm"]}; expected a depth in mm >= 0 (0 = scale)')
-    if not (math.isfinite(values['detect_threshold']) and 0 <= values['detect_threshold'] < 1):
-        raise UsageError(f'--detect-threshold {values["detect_threshold"]}; expected an intensity in [0, 1)')
-    config = PoseNodeConfig.from_parameters(values)
+    config = PoseNodeConfig.from_parameters(values)   # checked as the node checks its parameters
     kwargs = config.estimator_kwargs()
     if args.fan_geometry is not None:
         kwargs['fan'] = _fan_geometry(args.fan_geometry)

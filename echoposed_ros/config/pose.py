@@ -5,6 +5,7 @@ Offline tools that run the estimator as the live node would (``echoposed bag eva
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ class PoseNodeConfig:
             raise ConfigError(f"intra_op_threads = {v['intra_op_threads']}; expected >= 1")
         if not 0 <= v['detect_threshold'] < 1:
             raise ConfigError(f"detect_threshold = {v['detect_threshold']}; expected an intensity in [0, 1)")
-        if v['input_depth_mm'] < 0:
+        if not (math.isfinite(v['input_depth_mm']) and v['input_depth_mm'] >= 0):
             raise ConfigError(f"input_depth_mm = {v['input_depth_mm']} mm; expected >= 0 (0 = the model's depth)")
         if v['diagnostics_period'] <= 0:
             raise ConfigError(f"diagnostics_period = {v['diagnostics_period']} s; expected > 0")

@@ -17,9 +17,7 @@ propagates, and :class:`SpinThread` turns it into a failed run.
 """
 from __future__ import annotations
 
-import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from ..errors import EchoposedError
 from ..estimator.image import image_to_float
 from ..geometry import effective_error
 from ..nodes.convert import echopose_msg_to_pose, image_msg_to_array
+from ..nodes.process import SpinThread
 from .description import LaunchError
 from .series import DecimatedSeries, Running
 
@@ -75,43 +74,6 @@ class RunTrace:
     received: dict[str, int] = field(default_factory=dict)   # topic -> messages taken
     rejected: dict[str, int] = field(default_factory=dict)   # topic -> malformed messages among them
     last_rejection: str = ''
-
-
-class SpinThread:
-    """Spins ``executor`` in a daemon thread until :meth:`stop`. An exception inside a callback
-    ends the spinning: :attr:`error` then holds its type and message (:attr:`traceback` the
-    trace), so the caller can fail the run instead of watching a frozen monitor."""
-
-    def __init__(self, executor: Any, name: str = 'echoposed_monitor_spin', period: float = 0.05) -> None:
-        self.executor = executor
-        self.period = period
-        self.error: str | None = None
-        self.traceback = ''
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, name=name, daemon=True)
-
-    def start(self) -> SpinThread:
-        self._thread.start()
-        return self
-
-    def _spin(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.executor.spin_once(timeout_sec=self.period)
-        except BaseException as exc:   # noqa: B036 -- whatever ends the spin is reported, nothing is lost silently
-            if not self._stop.is_set():
-                self.traceback = traceback.format_exc()
-                self.error = f'{type(exc).__name__}: {exc}'
-
-    @property
-    def failed(self) -> bool:
-        return self.error is not None
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop spinning and wait up to ``timeout`` s for the thread."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=timeout)
 
 
 class RunMonitor(Node):

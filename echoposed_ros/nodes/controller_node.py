@@ -64,7 +64,7 @@ from ..policy.controller import BodyTwist
 from .convert import echopose_msg, vector3_msg
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import declare_all, watch_parameters
-from .process import run_node
+from .process import SpinThread, run_node
 
 __all__ = ['NODE_PARAMS', 'PARAMS', 'POLICY_PARAMS', 'ControllerNode', 'ControllerNodeConfig', 'main']
 
@@ -186,9 +186,7 @@ class ControllerNode(Node):
         self.estimate_client = self._client_node.create_client(EstimatePose, 'echoposed/estimate')
         self._client_executor = SingleThreadedExecutor(context=self.context)
         self._client_executor.add_node(self._client_node)
-        self._client_stop = threading.Event()
-        self._client_thread = threading.Thread(target=self._spin_client, name='estimate_client', daemon=True)
-        self._client_thread.start()
+        self._client_spin = SpinThread(self._client_executor, name='estimate_client', period=0.1).start()
         watch_parameters(self, POLICY_PARAMS, _policy_config, self._set_config)
         self.diagnostics = DiagnosticsPublisher(self, f'{NODE_NAME}: guidance')
         self.create_timer(self.node_config.diagnostics_period, self._publish_diagnostics)
@@ -204,25 +202,13 @@ class ControllerNode(Node):
                                f'{config.max_orbit_speed:g} / {config.max_probe_speed:g} rad/s, '
                                f'uncertainty_threshold {config.uncertainty_threshold:g} rad^2')
 
-    def _spin_client(self) -> None:
-        # spin_once with a short timeout and a stop flag, not spin(): destroy_node must be able to
-        # end this loop without Executor.shutdown, which frees the executor's guard condition at once
-        # (rclpy does not wait for a spin in another thread) and so crashed a thread still inside
-        # rcl_wait: exit -11 at the end of one launch in CI (stop 14).
-        while not self._client_stop.is_set():
-            try:
-                self._client_executor.spin_once(timeout_sec=0.1)
-            except Exception:
-                return
-
     def destroy_node(self) -> None:
         # Stop and join the helper's thread before its executor and node go: a thread left inside
         # rclpy's wait at interpreter exit aborts the process ('terminate called without an active
         # exception', exit code 134; 9 of 20 SIGINT stops before this join), and one still inside it
         # when the executor is shut down reads freed memory (above).
-        self._client_stop.set()
-        self._client_thread.join(timeout=5.0)
-        if not self._client_thread.is_alive():
+        self._client_spin.stop(timeout=5.0)
+        if not self._client_spin.alive:
             self._client_executor.shutdown(timeout_sec=1.0)
             self._client_node.destroy_node()
         super().destroy_node()

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,9 +32,21 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from ..errors import EchoposedError
 
-__all__ = ['BAD_INPUT', 'EXIT_CONFIG', 'EXIT_FAILED', 'EXIT_INTERRUPTED', 'EXIT_OK', 'arm_teardown_alarm',
-           'disarm_teardown_alarm', 'enable_stack_dumps', 'run_node', 'shut_down_soon', 'sigint_deferred',
-           'teardown_alarm']
+__all__ = [
+    'BAD_INPUT',
+    'EXIT_CONFIG',
+    'EXIT_FAILED',
+    'EXIT_INTERRUPTED',
+    'EXIT_OK',
+    'SpinThread',
+    'arm_teardown_alarm',
+    'disarm_teardown_alarm',
+    'enable_stack_dumps',
+    'run_node',
+    'shut_down_soon',
+    'sigint_deferred',
+    'teardown_alarm',
+]
 
 
 def enable_stack_dumps() -> None:
@@ -199,3 +212,51 @@ def _teardown(node: Any, executor: Any, cleanup: Callable[[Any], None] | None, t
                 rclpy.try_shutdown()
     except KeyboardInterrupt:
         rclpy.try_shutdown()
+
+
+class SpinThread:
+    """Spins ``executor`` in a daemon thread until :meth:`stop` (the launch monitor, the
+    controller's estimate client). An exception inside a callback ends the spinning: :attr:`error`
+    then holds its type and message (:attr:`traceback` the trace), so the caller can fail the run
+    instead of watching a frozen node.
+
+    ``spin_once`` with a short timeout and a stop flag, not ``spin()``: :meth:`stop` must be able to
+    end the loop before the executor is shut down, since ``Executor.shutdown`` frees its guard
+    condition at once (rclpy does not wait for a spin in another thread) and a thread still inside
+    ``rcl_wait`` then crashes the process (exit -11)."""
+
+    def __init__(self, executor: Any, name: str = 'echoposed_monitor_spin', period: float = 0.05) -> None:
+        self.executor = executor
+        self.period = period
+        self.error: str | None = None
+        self.traceback = ''
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name=name, daemon=True)
+
+    def start(self) -> SpinThread:
+        self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.executor.spin_once(timeout_sec=self.period)
+        except BaseException as exc:   # noqa: B036 -- whatever ends the spin is reported, nothing is lost silently
+            if not self._stop.is_set():
+                self.traceback = traceback.format_exc()
+                self.error = f'{type(exc).__name__}: {exc}'
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread is still running (it may outlive :meth:`stop`'s timeout)."""
+        return self._thread.is_alive()
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop spinning and wait up to ``timeout`` s for the thread."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)

@@ -497,15 +497,15 @@ def test_destroy_stops_the_estimate_client_thread_before_its_executor_goes(graph
     another thread, so the helper thread must have left its spin first (a launch in CI ended with
     the controller at exit -11 when it had not)."""
     node = ControllerNode(context=graph.context)          # not in the graph: destroyed here
-    thread, executor = node._client_thread, node._client_executor
-    assert wait_for(thread.is_alive)
+    spin, executor = node._client_spin, node._client_executor
+    assert wait_for(lambda: spin.alive)
     alive_at_shutdown = []
     shutdown = executor.shutdown
 
     def recording_shutdown(*args, **kwargs):
-        alive_at_shutdown.append(thread.is_alive())
+        alive_at_shutdown.append(spin.alive)
         return shutdown(*args, **kwargs)
 
     executor.shutdown = recording_shutdown
     node.destroy_node()
-    assert alive_at_shutdown == [False] and not thread.is_alive()
+    assert alive_at_shutdown == [False] and not spin.alive

@@ -4,7 +4,9 @@
 - ``controller``: body-frame errors, proportional twist with deadband and speed limits,
   probe-frame Cartesian twist, and the kinematics of executing it
 - ``states``: the guidance state machine (idle, guiding, converged, coasting, hold_uncertain,
-  stale_input, stopped), one pure step per control cycle
+  stale_input, stopped, fine_aligning, mismatch), one pure step per control cycle
+- ``similarity``: the view match of a live frame to a target image or cine (NCC)
+- ``fine``: the fine stage's search by probe motions on the view match
 - ``cues``: the operator cue in sonographer words (slide, rotate, rock, tilt)
 - ``targets``: targets from poses, images or per-model standard view tables
 """
@@ -23,6 +25,8 @@ from .controller import (
 )
 from .cues import Cue, cue_text, operator_cue, state_cue
 from .errors import PolicyError
+from .fine import AXES, FineMemory, FineSettings, ViewSample, fine_start, fine_step
+from .similarity import ViewMatch, ViewMatcher, ncc
 from .states import ControlOutput, GuidanceMemory, GuidanceState, PoseSample, control_step, pose_sample
 from .targets import (
                          STANDARD_VIEWS,
@@ -37,11 +41,14 @@ from .targets import (
 )
 
 __all__ = [
+                         'AXES',
                          'STANDARD_VIEWS',
                          'BodyTwist',
                          'ControlOutput',
                          'ControllerConfig',
                          'Cue',
+                         'FineMemory',
+                         'FineSettings',
                          'GuidanceMemory',
                          'GuidanceState',
                          'PolicyError',
@@ -49,15 +56,21 @@ __all__ = [
                          'Target',
                          'TargetKind',
                          'TrackingResidual',
+                         'ViewMatch',
+                         'ViewMatcher',
+                         'ViewSample',
                          'ViewTable',
                          'apply_probe_frame_twist',
                          'clip_norm',
                          'control_step',
                          'cue_text',
                          'describe_fields',
+                         'fine_start',
+                         'fine_step',
                          'fixed_fields',
                          'load_view_table',
                          'make_target',
+                         'ncc',
                          'operator_cue',
                          'pose_sample',
                          'probe_frame_twist',

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import PolicyError
+from .fine import FineSettings
 
 __all__ = ['ControllerConfig', 'describe_fields', 'fixed_fields']
 
@@ -64,10 +65,35 @@ class ControllerConfig:
         fixed='the control timer is built with this period at start-up')
     cue_min_angle: float = _f(
         0.0175, 'rad', 'components of the operator cue smaller than this are left out')
+    fine_enabled: bool = _f(
+        True, 'bool', 'image targets: after the coarse loop, align by the view match to the target image (fine stage)')
+    fine_entry_tolerance: float = _f(
+        0.1, 'rad', 'estimated effective error below which the fine stage starts, once converge_frames more '
+        'frames have been below it than above (a beating heart jitters the estimate)')
+    fine_step: float = _f(0.05, 'rad', 'first step of the fine search along each probe axis')
+    fine_min_step: float = _f(0.007, 'rad', 'the fine search ends once its step is below this')
+    fine_max_excursion: float = _f(
+        0.35, 'rad', 'the fine search never takes the probe farther than this from where it started '
+        '(norm of the turns and orbit angles along its five axes)')
+    fine_max_time: float = _f(30.0, 's', 'the fine search ends after this long')
+    fine_settle_time: float = _f(
+        0.05, 's', 'after each fine move, frames received sooner than this are not measured')
+    fine_measure_frames: int = _f(
+        1, 'frames', 'frames averaged per fine search point (beating hearts: more frames, less noise, slower)')
+    fine_accept_match: float = _f(
+        0.99, 'NCC', 'view match (NCC) the end of the fine search needs for converged; below it the state is '
+        'mismatch (zero twist): the estimate and the image disagree')
+    match_smoothing: float = _f(
+        2.0, 'px', 'view match: mean of the NCC of raw frames and of frames blurred by this Gaussian sigma',
+        fixed='the target view is prepared with it when it is set')
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.type in ('bool', bool):
+                if not isinstance(value, bool):
+                    raise PolicyError(f'ControllerConfig.{f.name}: expected true or false, got {value!r}')
+                continue
             if f.type in ('int', int):
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise PolicyError(f'ControllerConfig.{f.name}: expected an integer number of '
@@ -78,16 +104,23 @@ class ControllerConfig:
                                       f'{f.metadata["unit"]}, got {value!r}')
                 object.__setattr__(self, f.name, float(value))
         positive = ('gain', 'max_orbit_speed', 'max_probe_speed', 'converge_tolerance', 'release_tolerance',
-                    'uncertainty_threshold', 'stale_timeout', 'orbit_radius', 'control_rate')
+                    'uncertainty_threshold', 'stale_timeout', 'orbit_radius', 'control_rate', 'fine_entry_tolerance',
+                    'fine_step', 'fine_min_step', 'fine_max_excursion', 'fine_max_time')
         for name in positive:
             value = getattr(self, name)
             if value <= 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected > 0 ({_unit(name)}), got {value!r}')
-        for name in ('deadband', 'cue_min_angle', 'coast_time'):
+        for name in ('deadband', 'cue_min_angle', 'coast_time', 'fine_settle_time', 'match_smoothing'):
             value = getattr(self, name)
             if value < 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 0 ({_unit(name)}), got {value!r}')
-        for name in ('converge_frames', 'coast_after_frames'):
+        if self.fine_min_step > self.fine_step:
+            raise PolicyError(f'ControllerConfig.fine_min_step: expected <= fine_step ({self.fine_step!r} rad), '
+                              f'got {self.fine_min_step!r}')
+        if not -1.0 <= self.fine_accept_match <= 1.0:
+            raise PolicyError(f'ControllerConfig.fine_accept_match: expected an NCC in [-1, 1], '
+                              f'got {self.fine_accept_match!r}')
+        for name in ('converge_frames', 'coast_after_frames', 'fine_measure_frames'):
             if getattr(self, name) < 1:
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 1, got {getattr(self, name)!r}')
         if self.release_tolerance < self.converge_tolerance:
@@ -102,6 +135,14 @@ class ControllerConfig:
                 f'ControllerConfig.deadband: expected sqrt(5) * deadband < converge_tolerance '
                 f'({self.converge_tolerance!r} rad) so the probe cannot stop outside the tolerance, '
                 f'got deadband = {self.deadband!r} rad')
+
+    def fine_settings(self) -> FineSettings:
+        """The fine search's bounds from these parameters (speed limits: ``max_probe_speed`` for turns and
+        tilts, ``max_orbit_speed`` for the orbit axes; one command per ``control_period``)."""
+        return FineSettings(step=self.fine_step, min_step=self.fine_min_step, max_excursion=self.fine_max_excursion,
+                            settle_time=self.fine_settle_time, max_time=self.fine_max_time,
+                            max_turn_speed=self.max_probe_speed, max_orbit_speed=self.max_orbit_speed,
+                            period=self.control_period, measure_frames=self.fine_measure_frames)
 
     @property
     def control_period(self) -> float:

@@ -56,8 +56,15 @@ from .config import ControllerConfig
 from .errors import PolicyError
 
 __all__ = [
-    'BodyTwist', 'TrackingResidual', 'apply_probe_frame_twist', 'clip_norm', 'probe_frame_twist',
-    'proportional_twist', 'tracking_error', 'ungauged_mean',
+    'BodyTwist',
+    'TrackingResidual',
+    'apply_probe_frame_twist',
+    'clip_norm',
+    'probe_frame_to_body_twist',
+    'probe_frame_twist',
+    'proportional_twist',
+    'tracking_error',
+    'ungauged_mean',
 ]
 
 Array = NDArray[np.float64]
@@ -146,6 +153,17 @@ def probe_frame_twist(current: Sequence[ArrayLike], twist: BodyTwist, radius: fl
     return body_twist_to_probe_cartesian(P.orbit, P.probe, twist.orbit, twist.probe, radius)
 
 
+def probe_frame_to_body_twist(current: Sequence[ArrayLike], twist: CartesianTwist, radius: float) -> BodyTwist:
+    """The body twists at pose ``current`` whose probe-frame twist is ``twist`` (the inverse of
+    :func:`probe_frame_twist`, as :func:`apply_probe_frame_twist` executes it): the apex velocity's
+    tangential part moves the orbit factor, the rest of ``omega`` the probe factor. Exact at the true pose;
+    from an estimate, the slide direction is turned by the estimate's error about the beam."""
+    P = as_pose(current, 'current')
+    h = P.probe @ np.asarray(twist.v, dtype=np.float64) / float(radius)
+    w_v = np.array([h[1], -h[0], 0.0])
+    return BodyTwist(w_v, np.asarray(twist.omega, dtype=np.float64) - P.probe.T @ w_v)
+
+
 def apply_probe_frame_twist(pose: Sequence[ArrayLike], twist: CartesianTwist, radius: float, dt: float) -> Pose:
     """Move a true pose ``(R_v, R_p)`` as a robot executing a probe-frame twist for ``dt`` seconds would.
 
@@ -158,10 +176,8 @@ def apply_probe_frame_twist(pose: Sequence[ArrayLike], twist: CartesianTwist, ra
     r = float(radius)
     if not np.isfinite(r) or r <= 0:
         raise PolicyError(f'apply_probe_frame_twist: radius must be a finite length > 0, got {radius!r}')
-    h = g.probe @ np.asarray(twist.v, dtype=np.float64) / r
-    w_v = np.array([h[1], -h[0], 0.0])
-    w_p = np.asarray(twist.omega, dtype=np.float64) - g.probe.T @ w_v
-    return step(g, w_v, w_p, dt)
+    body = probe_frame_to_body_twist(g, twist, r)
+    return step(g, body.orbit, body.probe, dt)
 
 
 #: rad: how far the members' mean may be from the published pose (effective error) to be used.

@@ -118,5 +118,8 @@ def state_cue(state_name: str, detail: str = '') -> str:
         'coasting': 'keep the last motion briefly: estimate uncertain',
         'stale_input': 'hold still: no images',
         'stopped': 'guidance stopped',
+        'fine_aligning': 'small probe motions: matching the target image',
+        'mismatch': 'hold still: the estimate says on target but the image does not match the target view; '
+                    'reposition or set another target',
     }.get(state_name, state_name)
     return f'{base} ({detail})' if detail else base

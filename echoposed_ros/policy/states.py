@@ -24,7 +24,19 @@ States (values equal ``GuidanceStatus.STATE_*``), checked in this order each cyc
   error exceeds ``release_tolerance``: zero twist.
 - ``guiding``: the proportional twist towards the target.
 
-Every path but ``guiding`` and ``coasting`` returns exactly zero twists. Times are seconds on one clock.
+Coarse to fine (image targets, ``fine_enabled``, and the caller scoring each live frame against the target
+image: ``view``, :mod:`.similarity`): where the coarse loop would converge it enters the fine stage instead, once ``converge_frames`` more
+frames have had an estimated effective error below ``fine_entry_tolerance`` than above it:
+
+- ``fine_aligning``: the view-match search of :mod:`.fine` drives the probe (probe-frame twist), whatever
+  the estimate says; sigma^2 does not hold it (the image, not the estimate, is measured);
+- then ``converged`` when the best view match it found is at least ``fine_accept_match``: both signals
+  agree; it stays converged until the live match falls below that for ``converge_frames`` frames;
+- or ``mismatch`` (zero twist): the estimate calls it on target, the image says otherwise (second opinion);
+  it holds until the target is set again or guidance restarts.
+
+Every path but ``guiding``, ``coasting`` and ``fine_aligning`` returns exactly zero twists. Times are
+seconds on one clock.
 """
 from __future__ import annotations
 
@@ -40,12 +52,14 @@ from .config import ControllerConfig
 from .controller import (
     BodyTwist,
     TrackingResidual,
+    probe_frame_to_body_twist,
     probe_frame_twist,
     proportional_twist,
     tracking_error,
     ungauged_mean,
 )
 from .cues import cue_text, operator_cue, state_cue
+from .fine import FineMemory, ViewSample, axis_rates_to_probe_twist, fine_start, fine_step
 from .targets import Target
 
 __all__ = ['ControlOutput', 'GuidanceMemory', 'GuidanceState', 'PoseSample', 'control_step', 'pose_sample']
@@ -61,6 +75,8 @@ class GuidanceState(IntEnum):
     STALE_INPUT = 4
     STOPPED = 5
     COASTING = 6
+    FINE_ALIGNING = 7
+    MISMATCH = 8
 
     @property
     def label(self) -> str:
@@ -109,7 +125,9 @@ def pose_sample(orbit_xyzw: ArrayLike, probe_xyzw: ArrayLike, uncertainty: float
 class GuidanceMemory:
     """What the state machine carries between ticks: consecutive frames within tolerance, the last
     counted frame's seq, whether it has converged, the last ``guiding`` output that may be coasted
-    on with the reception time of its pose (s), and the consecutive confident frames so far.
+    on with the reception time of its pose (s), the consecutive confident frames so far; the fine
+    search (None in the coarse stage), how it ended (``converged`` / ``mismatch``, None while it runs),
+    the last view frame counted and the frames since in a row below ``fine_accept_match``.
     ``GuidanceMemory()`` is the reset state."""
 
     frames_within_tolerance: int = 0
@@ -118,6 +136,10 @@ class GuidanceMemory:
     last_guiding: ControlOutput | None = None
     last_guiding_at: float = float('-inf')
     confident_frames: int = 0
+    fine: FineMemory | None = None
+    fine_outcome: GuidanceState | None = None
+    view_seq: int = -1
+    low_match_frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,7 +149,9 @@ class ControlOutput:
     twist: body twists (rad/s); cartesian: the same motion as a probe-frame twist (v in m/s, omega
     in rad/s); error: None when no comparison was made; uncertainty: sigma^2 (rad^2, NaN if none);
     cue: operator cue text; ungauged: the errors came from un-gauge-fixed ensemble means (body
-    twists exact for any unknown left factor) rather than from the canonical poses.
+    twists exact for any unknown left factor) rather than from the canonical poses; view_match: the
+    newest frame's match to the target image (NaN: none); disagree: the estimate calls the view on target
+    and the image does not (state ``mismatch``).
     """
 
     state: GuidanceState
@@ -138,18 +162,27 @@ class ControlOutput:
     frames_within_tolerance: int
     cue: str
     ungauged: bool = False
+    view_match: float = float('nan')
+    disagree: bool = False
 
 
 def _hold(state: GuidanceState, memory: GuidanceMemory, error: TrackingResidual | None = None,
-          uncertainty: float = float('nan'), detail: str = '') -> tuple[GuidanceMemory, ControlOutput]:
+          uncertainty: float = float('nan'), detail: str = '', view_match: float = float('nan')
+          ) -> tuple[GuidanceMemory, ControlOutput]:
     zero = BodyTwist.zero()
     return memory, ControlOutput(state, zero, CartesianTwist(np.zeros(3), np.zeros(3)), error, uncertainty,
-                                 memory.frames_within_tolerance, state_cue(state.label, detail))
+                                 memory.frames_within_tolerance, state_cue(state.label, detail),
+                                 view_match=view_match, disagree=state == GuidanceState.MISMATCH)
 
 
 def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Target | None,
-                 sample: PoseSample | None, config: ControllerConfig) -> tuple[GuidanceMemory, ControlOutput]:
-    """One control cycle at time ``now`` (s): the new memory and the command (module docstring)."""
+                 sample: PoseSample | None, config: ControllerConfig,
+                 view: ViewSample | None = None) -> tuple[GuidanceMemory, ControlOutput]:
+    """One control cycle at time ``now`` (s): the new memory and the command (module docstring).
+
+    ``view``: the newest live frame's match to the target image, or None (no image target, or no
+    frame scored yet); with it (and ``config.fine_enabled``) the loop goes coarse to fine.
+    """
     if not active:
         return _hold(GuidanceState.STOPPED, GuidanceMemory())
     if target is None:
@@ -171,6 +204,10 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     ungauged = sample.ungauged is not None and target.ungauged is not None
     current, goal = (sample.ungauged, target.ungauged) if ungauged else (sample.pose, target.pose)
     error = tracking_error(current, goal)
+    fine = config.fine_enabled and view is not None
+    match = float(view.score) if view is not None else float('nan')
+    if fine and memory.fine is not None:
+        return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config)
     if not np.isfinite(sample.uncertainty) or sample.uncertainty > config.uncertainty_threshold:
         # The error is still reported (sigma^2 against error is an evaluation signal).
         last = memory.last_guiding
@@ -187,22 +224,59 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
                      detail=f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}')
 
     frames, converged, streak = memory.frames_within_tolerance, memory.converged, memory.confident_frames
+    tolerance = config.fine_entry_tolerance if fine else config.converge_tolerance
     if sample.seq != memory.last_seq:  # a new frame: count it once
-        frames = frames + 1 if error.effective < config.converge_tolerance else 0
+        if error.effective < tolerance:
+            frames += 1
+        else:   # to converge: consecutive frames; to enter the fine stage: more within than beyond
+            frames = max(0, frames - 1) if fine else 0
         streak += 1
     if converged and error.effective > config.release_tolerance:
         converged, frames = False, 0
     if not converged and frames >= config.converge_frames:
+        if fine:    # coarse to fine: the image takes over from here
+            memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq,
+                                    fine=fine_start(now, config.fine_settings()))
+            return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config)
         converged = True
     memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq, converged=converged,
                             confident_frames=streak)
     if converged:
-        return _hold(GuidanceState.CONVERGED, memory, error, sample.uncertainty)
+        return _hold(GuidanceState.CONVERGED, memory, error, sample.uncertainty, view_match=match)
 
     twist = proportional_twist(error, config)
     cartesian = probe_frame_twist(current, twist, config.orbit_radius)
     cue = cue_text(operator_cue(current, goal), config.cue_min_angle)
-    out = ControlOutput(GuidanceState.GUIDING, twist, cartesian, error, sample.uncertainty, frames, cue, ungauged)
+    out = ControlOutput(GuidanceState.GUIDING, twist, cartesian, error, sample.uncertainty, frames, cue, ungauged,
+                        view_match=match)
     if streak < config.coast_after_frames:   # not confident for long enough to coast on
         return memory, out
     return replace(memory, last_guiding=out, last_guiding_at=sample.received), out
+
+
+def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingResidual, sample: PoseSample,
+          view: ViewSample, config: ControllerConfig) -> tuple[GuidanceMemory, ControlOutput]:
+    """The fine stage (module docstring): one step of the view-match search, or its outcome once it ended."""
+    assert memory.fine is not None
+    match = float(view.score)
+    if memory.fine_outcome is not None:
+        if memory.fine_outcome == GuidanceState.CONVERGED and view.seq != memory.view_seq:
+            low = memory.low_match_frames + 1 if not match >= config.fine_accept_match else 0
+            memory = replace(memory, view_seq=view.seq, low_match_frames=low)
+            if low >= config.converge_frames:   # the view was lost (patient or probe moved): start again
+                return _hold(GuidanceState.GUIDING, GuidanceMemory(), error, sample.uncertainty,
+                             view_match=match)
+        detail = f'view match {memory.fine.best_score:.3f}' + (
+            f' < {config.fine_accept_match:.3f}' if memory.fine_outcome == GuidanceState.MISMATCH else '')
+        return _hold(memory.fine_outcome, memory, error, sample.uncertainty, detail=detail, view_match=match)
+    fm, out = fine_step(memory.fine, now=now, view=view, settings=config.fine_settings())
+    memory = replace(memory, fine=fm, view_seq=view.seq)
+    if out.done and not np.any(out.rates):
+        outcome = GuidanceState.CONVERGED if fm.best_score >= config.fine_accept_match else GuidanceState.MISMATCH
+        return _fine(replace(memory, fine_outcome=outcome), now=now, current=current, error=error, sample=sample,
+                     view=view, config=config)
+    cartesian = axis_rates_to_probe_twist(out.rates, config.orbit_radius)
+    twist = probe_frame_to_body_twist(current, cartesian, config.orbit_radius)
+    cue = state_cue('fine_aligning', f'view match {match:.3f}, step {np.degrees(fm.step):.1f} deg')
+    return memory, ControlOutput(GuidanceState.FINE_ALIGNING, twist, cartesian, error, sample.uncertainty,
+                                 memory.frames_within_tolerance, cue, False, view_match=match)

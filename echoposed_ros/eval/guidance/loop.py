@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,6 +22,8 @@ from ...policy import (
     GuidanceMemory,
     GuidanceState,
     TargetKind,
+    ViewMatcher,
+    ViewSample,
     control_step,
     pose_sample,
     target_from_quaternions,
@@ -61,8 +64,12 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
     at most ``max_seconds``.
 
     One estimator call per step for all runs still going; a run ends when the controller reports
-    ``converged`` (with ``stop_on_converged``) or at the time limit. Each step: estimate the image
-    at the probe's pose, ``control_step``, hold the body twist on the session, tick one period.
+    ``converged`` or ``mismatch`` (with ``stop_on_converged``) or at the time limit. Each step: estimate
+    the image at the probe's pose, score it against the run's target view (its cine when it has one),
+    ``control_step``, hold the command on the session (the body twist; the probe-frame twist in the fine
+    stage, as a robot takes it), tick one period. The controller runs with ``control_rate = rate_hz`` (one
+    command per pose period) and ``fine_settle_time = 0`` (lockstep: the image of a step is taken after
+    the previous step's motion ended).
     """
     n = len(specs)
     if n == 0:
@@ -71,7 +78,11 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
     if not dt < config.stale_timeout:
         raise GuidanceError(f"rate {rate_hz:g} Hz: the pose period {dt:.3g} s must be shorter than the controller's "
                             f'stale_timeout {config.stale_timeout:g} s, or every run holds as stale')
+    config = replace(config, control_rate=float(rate_hz), fine_settle_time=0.0)
     n_steps = max(1, int(round(max_seconds * rate_hz)))
+    mask = sector.mask
+    matchers = [ViewMatcher(s.target_cine if s.target_cine is not None else s.target_image, mask,
+                            config.match_smoothing) for s in specs]
     t_images = np.stack([np.asarray(s.target_image, dtype=np.float32) for s in specs])
     t_est = check_estimate(estimator.estimate(t_images, np.stack([s.target_source.orbit for s in specs]),
                                                np.stack([s.target_source.probe for s in specs])), n, estimator.name)
@@ -95,6 +106,7 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
         est_err: list[list[float]] = [[] for _ in range(n)]
         sig: list[list[float]] = [[] for _ in range(n)]
         states: list[list[int]] = [[] for _ in range(n)]
+        matches: list[list[float]] = [[] for _ in range(n)]
         converged = [False] * n
         unreachable = [0] * n
         done = np.zeros(n, dtype=bool)
@@ -108,8 +120,10 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
             m_v, m_p = _quats(est.member_orbits), _quats(est.member_probes)
             for j, r in enumerate(idx):
                 sample = pose_sample(q_v[j], q_p[j], float(est.sigma2[j]), now, k, '', m_v[j], m_p[j])
+                view = ViewSample(matchers[r].match(images[r]).score, now, k)
                 memory[r], out = control_step(memory[r], now=now, active=True, target=targets[r], sample=sample,
-                                              config=config)
+                                              config=config, view=view)
+                matches[r].append(view.score)
                 traj_o[r].append(pose_o[r].copy())
                 traj_p[r].append(pose_p[r].copy())
                 est_err[r].append(out.error.effective if out.error is not None else float('nan'))
@@ -117,10 +131,14 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
                 states[r].append(int(out.state))
                 if out.state == GuidanceState.CONVERGED:
                     converged[r] = True
-                if (converged[r] and stop_on_converged) or k == n_steps:
+                ended = converged[r] or out.state == GuidanceState.MISMATCH
+                if (ended and stop_on_converged) or k == n_steps:
                     done[r] = True
                     continue
-                sessions[r].command_body_twist(out.twist.orbit, out.twist.probe)
+                if out.state == GuidanceState.FINE_ALIGNING:
+                    sessions[r].command_cartesian_twist(out.cartesian.v, out.cartesian.omega)
+                else:
+                    sessions[r].command_body_twist(out.twist.orbit, out.twist.probe)
                 frame = sessions[r].tick(dt)
                 if not frame.status.reachable:
                     unreachable[r] += 1
@@ -145,6 +163,7 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
                                  estimated_deg=np.degrees(np.asarray(est_err[i], dtype=np.float64)),
                                  sigma2=np.asarray(sig[i], dtype=np.float64),
                                  states=np.asarray(states[i], dtype=np.int8), converged=converged[i],
+                                 view_match=np.asarray(matches[i], dtype=np.float64),
                                  unreachable_steps=unreachable[i], dt=dt,
                                  target_uncertain=bool(t_est.sigma2[i] > config.uncertainty_threshold)))
     return results

@@ -40,7 +40,8 @@ class GuidanceProtocol:
     sigma_window_s: the final window whose mean sigma^2 ranks a run; rate_hz: the pose rate, one
     image estimated and one control step per period (the controller's output only changes when a
     pose arrives, so its faster timer would repeat the same twist in between; the world is
-    stepped by the whole period with the held twist).
+    stepped by the whole period with the held twist); target_cine: where the heart beats, the target
+    view is a cine of one cycle at the target pose (a saved echo view usually is), else the image alone.
     """
 
     runs: int = 5
@@ -59,6 +60,7 @@ class GuidanceProtocol:
     n_boot: int = 2000
     sigma_window_s: float = 1.0
     rate_hz: float = 10.0
+    target_cine: bool = True
 
     def __post_init__(self) -> None:
         for name in ('runs', 'inter_runs', 'n_boot'):
@@ -87,7 +89,9 @@ class RunSpec:
     """One guidance run: start pose (volume frame), target image (H, W) float32, the target's true
     pose in the guided volume's frame (``target_true``; None when unknown), the pose the target
     image was sliced at in its own volume (``target_source``, what an oracle reports), labels,
-    and whether the heart beats during the run (``dynamic``: phase = time / cycle, else phase 0)."""
+    whether the heart beats during the run (``dynamic``: phase = time / cycle, else phase 0), and the
+    target as a cine of one cycle (T, H, W) at the target pose, frame 0 the target image (None: the
+    image alone), which the fine stage matches live frames against."""
 
     start: Pose
     target_image: np.ndarray
@@ -98,11 +102,20 @@ class RunSpec:
     target_volume: str = ''
     index: int = 0
     dynamic: bool = False
+    target_cine: np.ndarray | None = None
 
 
 def _render(volume: Volume, poses: Pose, sector: SectorGeometry) -> np.ndarray:
     """Slices (N, H, W) float32 of ``volume`` at ``poses`` at cardiac phase 0 (frame 0)."""
     return slice_batch(volume, poses.orbit, poses.probe, np.zeros(len(poses.orbit)), sector)
+
+
+def _cine(volume: Volume, pose: Pose, sector: SectorGeometry) -> np.ndarray:
+    """The view at ``pose`` (single, (3, 3) each) over one cardiac cycle: (T, H, W) at phases k / T, T the
+    volume's frames; frame 0 is the phase-0 target image."""
+    n = volume.frames
+    return slice_batch(volume, np.repeat(pose.orbit[None], n, 0), np.repeat(pose.probe[None], n, 0),
+                       np.arange(n) / n, sector)
 
 
 def intra_specs(volume: Volume, rng: np.random.Generator, protocol: GuidanceProtocol,
@@ -112,10 +125,13 @@ def intra_specs(volume: Volume, rng: np.random.Generator, protocol: GuidanceProt
     starts = protocol.sample(rng, protocol.runs, volume)
     goals = protocol.sample(rng, protocol.runs, volume)
     images = _render(volume, goals, sector)
+    cines = [_cine(volume, Pose(goals.orbit[i], goals.probe[i]), sector) if protocol.target_cine else None
+             for i in range(protocol.runs)]
     return [RunSpec(start=Pose(starts.orbit[i], starts.probe[i]), target_image=images[i],
                     target_true=Pose(goals.orbit[i], goals.probe[i]),
                     target_source=Pose(goals.orbit[i], goals.probe[i]), mode=mode, index=i,
-                    target_volume=volume.name, dynamic=mode == 'dynamic')
+                    target_volume=volume.name, dynamic=mode == 'dynamic',
+                    target_cine=cines[i] if mode == 'dynamic' else None)
             for mode in ('static', 'dynamic') for i in range(protocol.runs)]
 
 
@@ -125,26 +141,29 @@ def _view_pose(volume: Volume, name: str) -> Pose | None:
                                              np.asarray(v.probe, dtype=np.float64)))
 
 
-def view_targets(volume: Volume, views: Sequence[str], sector: SectorGeometry) -> dict[str, tuple[np.ndarray, Pose]]:
-    """``{view: (image (H, W) at phase 0, its pose)}`` for the standard views ``volume`` has."""
+def view_targets(volume: Volume, views: Sequence[str], sector: SectorGeometry
+                 ) -> dict[str, tuple[np.ndarray, Pose, np.ndarray]]:
+    """``{view: (image (H, W) at phase 0, its pose, its cine (T, H, W))}`` for the standard views ``volume`` has."""
     out = {}
     for name in views:
         g = _view_pose(volume, name)
         if g is not None:
-            out[name] = (_render(volume, Pose(g.orbit[None], g.probe[None]), sector)[0], g)
+            cine = _cine(volume, g, sector)
+            out[name] = (cine[0], g, cine)
     return out
 
 
-def inter_specs(volume: Volume, partner: str, targets: dict[str, tuple[np.ndarray, Pose]],
+def inter_specs(volume: Volume, partner: str, targets: dict[str, tuple[np.ndarray, Pose, np.ndarray]],
                 rng: np.random.Generator, protocol: GuidanceProtocol) -> list[RunSpec]:
     """``protocol.inter_runs`` runs per partner view, each from its own random start."""
     specs = []
-    for name, (image, source) in targets.items():
+    for name, (image, source, cine) in targets.items():
+        cine = cine if protocol.inter_dynamic and protocol.target_cine else None
         starts = protocol.sample(rng, protocol.inter_runs, volume)
         own = _view_pose(volume, name)
         specs += [RunSpec(start=Pose(starts.orbit[i], starts.probe[i]), target_image=image, target_true=own,
                           target_source=source, mode='inter', view=name, target_volume=partner, index=i,
-                          dynamic=protocol.inter_dynamic)
+                          dynamic=protocol.inter_dynamic, target_cine=cine)
                   for i in range(protocol.inter_runs)]
     return specs
 

@@ -44,6 +44,7 @@ class RunResult:
     unreachable_steps: int = 0
     dt: float = 1.0 / 30.0
     target_uncertain: bool = False
+    view_match: Array | None = None
 
     @property
     def initial_error_deg(self) -> float:
@@ -61,6 +62,12 @@ class RunResult:
         """The last ``seconds`` of the run's steps (at least one)."""
         n = max(1, int(round(seconds / self.dt)))
         return slice(max(0, len(self.actual_deg) - n), None)
+
+    @property
+    def time_to_view_s(self) -> float:
+        """s from the start to the first ``converged`` step (inf: never converged)."""
+        hit = np.flatnonzero(self.states == GuidanceState.CONVERGED)
+        return float(hit[0] * self.dt) if hit.size else float('inf')
 
     @property
     def final_estimated_deg(self) -> float:
@@ -100,7 +107,12 @@ class RunResult:
                 'target_uncertain': bool(self.target_uncertain),
                 'hold_share': state_share([self], GuidanceState.HOLD_UNCERTAIN),
                 'coast_share': state_share([self], GuidanceState.COASTING),
-                'unreachable_steps': int(self.unreachable_steps)}
+                'unreachable_steps': int(self.unreachable_steps),
+                'final_view_match': None if self.view_match is None or not len(self.view_match)
+                else _num(float(self.view_match[-1])),
+                'time_to_view_s': _num(self.time_to_view_s),
+                'fine_share': state_share([self], GuidanceState.FINE_ALIGNING),
+                'final_state': GuidanceState(int(self.states[-1])).label if len(self.states) else None}
 
 
 def state_share(results: Sequence[RunResult], state: GuidanceState) -> float:

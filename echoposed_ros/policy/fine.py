@@ -1,0 +1,264 @@
+"""Fine alignment: drive the probe by how much the live frames look like the target image (docs/method.md section 6).
+
+Independent of the pose estimate. The probe makes small, active probe-frame motions along five
+axes (``AXES``: turns about the beam z and about x and y at the apex, then turns about x and y
+through the point ``orbit_radius`` deep on the beam, i.e. orbits about the heart; all angles in
+rad) and measures the view match (:mod:`.similarity`) at each point, a coordinate search executed
+by motion:
+
+- per axis: measure at the base, at ``base + step`` and at ``base - step``, and move to where the
+  parabola through the three peaks (at most ``2 step`` away; the best of the three if it has no
+  peak); that point is the next axis's base;
+- a sweep over all axes whose moves all stayed within ``step`` halves it; once it is below
+  ``min_step`` the search ends at the best point it measured;
+- a point farther than ``max_excursion`` from the entry pose (norm of the five-axis offset) is never
+  visited: a goal outside is cut back to the bound.
+
+Motion is by commanded odometry: each call adds ``rate * (now - last call)`` to the offset and
+commands the rest of the way to the goal at up to the speed limits. A point is measured with the
+first new frame received ``settle_time`` seconds after the probe got there (``measure_frames``
+frames averaged). :func:`fine_step` is one pure step; :class:`FineMemory` is everything it
+carries. Angles rad, times s.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from echoposed_ros.geometry import CartesianTwist
+
+from .errors import PolicyError
+
+__all__ = ['AXES', 'FineMemory', 'FineOutput', 'FineSettings', 'ViewSample', 'axis_rates_to_probe_twist',
+           'fine_start', 'fine_step']
+
+Array = NDArray[np.float64]
+
+#: The search axes, in the order they are tried: probe-frame turns about z (the beam), x and y at the apex,
+#: then orbits about x and y (turns about the point ``orbit_radius`` deep on the beam).
+AXES = ('turn_z', 'tilt_x', 'tilt_y', 'orbit_x', 'orbit_y')
+
+_ARRIVED = 1e-6  # rad: a goal closer than this has been reached
+
+
+class ViewSample(NamedTuple):
+    """One live frame's view match: ``score`` (NaN: unusable frame), ``received`` (s, controller clock),
+    ``seq`` (increases by one per frame)."""
+
+    score: float
+    received: float
+    seq: int
+
+
+@dataclass(frozen=True)
+class FineSettings:
+    """What bounds the search: ``step`` (rad, first step), ``min_step`` (rad, done below it),
+    ``max_excursion`` (rad, norm of the offset from the entry pose), ``settle_time`` (s, wait after a
+    move before measuring), ``max_time`` (s, the search ends after it), speed limits ``max_turn_speed``
+    (turns and tilts) and ``max_orbit_speed`` (orbit axes) in rad/s, ``period`` (s, how long one command is
+    held), ``measure_frames`` (frames averaged per point)."""
+
+    step: float
+    min_step: float
+    max_excursion: float
+    settle_time: float
+    max_time: float
+    max_turn_speed: float
+    max_orbit_speed: float
+    period: float
+    measure_frames: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ('step', 'min_step', 'max_excursion', 'max_time', 'max_turn_speed', 'max_orbit_speed', 'period'):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise PolicyError(f'FineSettings.{name}: expected a finite number > 0, got {v!r}')
+        for name in ('settle_time',):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise PolicyError(f'FineSettings.{name}: expected a finite number >= 0, got {v!r}')
+        if isinstance(self.measure_frames, bool) or not isinstance(self.measure_frames, int) or self.measure_frames < 1:
+            raise PolicyError(f'FineSettings.measure_frames: expected an integer >= 1, got {self.measure_frames!r}')
+        if self.min_step > self.step:
+            raise PolicyError(f'FineSettings.min_step: expected <= step ({self.step!r} rad), got {self.min_step!r}')
+
+
+def _zeros() -> Array:
+    return np.zeros(len(AXES))
+
+
+@dataclass(frozen=True)
+class FineMemory:
+    """The search's state. offset: (5,) rad along ``AXES``, where the probe is from the entry pose by
+    commanded odometry; goal: where it is going; base: the best point so far; base_score: mean match
+    measured there over ``base_count`` frames; step: rad; axis: index into ``AXES``; trial: 0 at the base,
+    +1 / -1 trying ``base +- step``, +2 / -2 carrying on after a gain that way; improved: this sweep
+    gained; rate: (5,) rad/s commanded last call at ``last_now`` (s); arrived_at: s, when the goal was
+    reached (None while moving); last_seq: last frame used; started: s; done: the search ended; score:
+    the last frame's match."""
+
+    offset: Array = field(default_factory=_zeros)
+    goal: Array = field(default_factory=_zeros)
+    base: Array = field(default_factory=_zeros)
+    base_score: float = float('nan')
+    plus: float = float('-inf')
+    minus: float = float('-inf')
+    best: Array = field(default_factory=_zeros)
+    best_score: float = float('-inf')
+    moved: float = 0.0
+    acc_sum: float = 0.0
+    acc_n: int = 0
+    step: float = 0.0
+    axis: int = 0
+    trial: int = 0
+    rate: Array = field(default_factory=_zeros)
+    last_now: float = float('nan')
+    arrived_at: float | None = None
+    last_seq: int = -1
+    started: float = float('nan')
+    done: bool = False
+    score: float = float('nan')
+
+    @property
+    def excursion(self) -> float:
+        """rad, norm of the offset from the entry pose."""
+        return float(np.linalg.norm(self.offset))
+
+
+class FineOutput(NamedTuple):
+    """One step's command: ``rates`` (5,) rad/s along ``AXES`` (hold until the next call), ``done``."""
+
+    rates: Array
+    done: bool
+
+
+def fine_start(now: float, settings: FineSettings) -> FineMemory:
+    """The memory of a search that starts at the current pose at time ``now`` (s)."""
+    return FineMemory(step=settings.step, started=float(now), last_now=float(now), arrived_at=float(now))
+
+
+def _speed_limits(settings: FineSettings) -> Array:
+    return np.array([settings.max_turn_speed] * 3 + [settings.max_orbit_speed] * 2)
+
+
+def _inside(goal: Array, settings: FineSettings) -> bool:
+    return bool(np.linalg.norm(goal) <= settings.max_excursion + 1e-12)
+
+
+def _clip_to_bound(base: Array, goal: Array, settings: FineSettings) -> Array:
+    """``goal``, or the farthest point towards it from ``base`` (inside the bound) that stays inside."""
+    if _inside(goal, settings):
+        return goal
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _inside(base + mid * (goal - base), settings) else (lo, mid)
+    return base + lo * (goal - base)
+
+
+def _vertex(f0: float, fp: float, fm: float, h: float) -> float:
+    """Where the parabola through ``(-h, fm), (0, f0), (h, fp)`` peaks, within ``[-2h, 2h]``; the best of
+    the three points when it has no peak (or a point could not be measured: -inf)."""
+    curvature = fp + fm - 2.0 * f0
+    if np.isfinite(curvature) and curvature < 0:
+        return float(np.clip(-h * (fp - fm) / (2.0 * curvature), -2.0 * h, 2.0 * h))
+    return (0.0, h, -h)[int(np.argmax([f0, fp, fm]))]
+
+
+def _advance(m: FineMemory, base: Array, settings: FineSettings) -> FineMemory:
+    """Make ``base`` the new base (measured on arrival) for the next axis; after the last axis halve the
+    step, and once it is below ``min_step`` end at the best point measured."""
+    axis, step = m.axis + 1, m.step
+    moved = max(m.moved, float(np.max(np.abs(base - m.base))))
+    if axis == len(AXES):
+        axis = 0
+        if moved <= step:       # the peak lies within a step on every axis: refine
+            step /= 2.0
+        moved = 0.0
+        if step < settings.min_step:
+            end = m.best.copy()
+            return replace(m, goal=end, base=end, trial=0, axis=0, step=step, moved=moved, done=True)
+    return replace(m, goal=base, base=base, trial=0, axis=axis, step=step, moved=moved)
+
+
+def _measure(m: FineMemory, score: float, settings: FineSettings) -> FineMemory:
+    """Use the match ``score`` measured at ``m.goal`` and choose the next goal (module docstring)."""
+    if score > m.best_score:
+        m = replace(m, best=m.goal.copy(), best_score=score)
+    e = np.zeros(len(AXES))
+    e[m.axis] = m.step
+    if m.trial == 0:                        # at the base: then + along the axis
+        m = replace(m, base_score=score, plus=-np.inf, minus=-np.inf)
+        if _inside(m.base + e, settings):
+            return replace(m, goal=m.base + e, trial=1)
+        return _after_plus(m, e, settings)
+    if m.trial == 1:
+        return _after_plus(replace(m, plus=score), e, settings)
+    m = replace(m, minus=score)
+    x = _vertex(m.base_score, m.plus, m.minus, m.step)
+    goal = m.base.copy()
+    goal[m.axis] += x
+    return _advance(m, _clip_to_bound(m.base, goal, settings), settings)
+
+
+def _after_plus(m: FineMemory, e: Array, settings: FineSettings) -> FineMemory:
+    """The + point is measured (or outside the bound): go to the - point, or straight to the vertex."""
+    if _inside(m.base - e, settings):
+        return replace(m, goal=m.base - e, trial=-1)
+    x = _vertex(m.base_score, m.plus, -np.inf, m.step)
+    goal = m.base.copy()
+    goal[m.axis] += x
+    return _advance(m, _clip_to_bound(m.base, goal, settings), settings)
+
+
+def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: FineSettings
+              ) -> tuple[FineMemory, FineOutput]:
+    """One control cycle of the search at time ``now`` (s) with the newest frame's match ``view``."""
+    elapsed = max(0.0, float(now) - m.last_now) if math.isfinite(m.last_now) else 0.0
+    limits = _speed_limits(settings)
+    offset = m.offset + m.rate * elapsed
+    m = replace(m, offset=offset, last_now=float(now), rate=_zeros())
+    if m.done:
+        return _move(m, settings, limits)
+    if float(now) - m.started > settings.max_time:
+        return _move(replace(m, done=True, goal=m.base.copy()), settings, limits)
+    left = m.goal - offset
+    if np.max(np.abs(left)) > _ARRIVED:
+        return _move(replace(m, arrived_at=None), settings, limits)
+    arrived = m.arrived_at if m.arrived_at is not None else float(now)
+    m = replace(m, arrived_at=arrived)
+    if view is not None and view.seq != m.last_seq and view.received >= arrived + settings.settle_time:
+        m = replace(m, last_seq=view.seq, score=float(view.score))
+        if math.isfinite(view.score):
+            total, n = m.acc_sum + float(view.score), m.acc_n + 1
+            if n >= settings.measure_frames:
+                m = _measure(replace(m, acc_sum=0.0, acc_n=0), total / n, settings)
+            else:
+                m = replace(m, acc_sum=total, acc_n=n)
+    return _move(m, settings, limits)
+
+
+def _move(m: FineMemory, settings: FineSettings, limits: Array) -> tuple[FineMemory, FineOutput]:
+    """Command the rest of the way to ``m.goal`` within one period at most at the speed limits."""
+    left = m.goal - m.offset
+    if np.max(np.abs(left)) <= _ARRIVED:
+        return m, FineOutput(_zeros(), m.done)
+    rates = left / settings.period
+    scale = float(np.max(np.abs(rates) / limits))
+    if scale > 1.0:
+        rates = rates / scale
+    return replace(m, rate=rates, arrived_at=None), FineOutput(rates, m.done)
+
+
+def axis_rates_to_probe_twist(rates: Array, radius: float) -> CartesianTwist:
+    """Rates (5,) rad/s along ``AXES`` as a probe-frame Cartesian twist (v: apex velocity in the unit of
+    ``radius`` per s; omega rad/s). Turns and tilts are about the apex; ``orbit_x``, ``orbit_y`` turn the
+    probe about the x, y axes through the point ``radius`` deep on the beam (the heart centre when the
+    beam points at it): ``omega = (o_x, o_y, 0)``, ``v = -radius * (omega x e_z) = radius * (-o_y, o_x, 0)``."""
+    r = np.asarray(rates, dtype=np.float64)
+    omega = np.array([r[1] + r[3], r[2] + r[4], r[0]])
+    return CartesianTwist(float(radius) * np.array([-r[4], r[3], 0.0]), omega)

@@ -25,8 +25,9 @@ States (values equal ``GuidanceStatus.STATE_*``), checked in this order each cyc
 - ``guiding``: the proportional twist towards the target.
 
 Coarse to fine (image targets, ``fine_enabled``, and the caller scoring each live frame against the target
-image: ``view``, :mod:`.similarity`): where the coarse loop would converge it enters the fine stage instead, once ``converge_frames`` more
-frames have had an estimated effective error below ``fine_entry_tolerance`` than above it:
+image: ``view``, :mod:`.similarity`): where the coarse loop would converge it enters the fine stage
+instead, once ``converge_frames`` more frames have had an estimated effective error below
+``fine_entry_tolerance`` than above it:
 
 - ``fine_aligning``: the view-match search of :mod:`.fine` drives the probe (probe-frame twist), whatever
   the estimate says; sigma^2 does not hold it (the image, not the estimate, is measured);

@@ -264,6 +264,8 @@ class ControllerNode(Node):
         status.probe_error = out.error.probe_angle if out.error else nan
         status.uncertainty = float(out.uncertainty)
         status.frames_within_tolerance = int(out.frames_within_tolerance)
+        status.view_match = float(out.view_match)
+        status.disagree = bool(out.disagree)
         status.cue = out.cue
         self.cmd_pub.publish(cmd)
         self.twist_pub.publish(twist)

@@ -105,7 +105,7 @@ def make_bag(path: Path, n: int = 12, images: bool = True, compressed: bool = Fa
             writer.write_message('/guidance/status', t + 3_000_000, ts['echoposed_msgs/msg/GuidanceStatus'](
                 header=_header(t), state=2 if state == 'converged' else 1, state_name=state, target='A4C',
                 effective_error=0.5 / (i + 1), orbit_error=0.0, probe_error=0.0, uncertainty=0.01,
-                frames_within_tolerance=0, cue=''))
+                frames_within_tolerance=0, view_match=float('nan'), disagree=False, cue=''))
         if i == n // 2:
             writer.flush()
     if close:

@@ -49,7 +49,7 @@ __all__ = [
 
 #: What the sim launch records: images, truth, estimates, commands, status, diagnostics.
 DEFAULT_TOPICS = ('probe/image', 'probe/image/compressed', 'probe/true_pose', 'echoposed/pose',
-                  'probe/cmd', 'probe/cmd_twist', 'guidance/status', '/diagnostics')
+                  'probe/cmd', 'probe/cmd_twist', 'guidance/status', 'guidance/captured', '/diagnostics')
 
 #: Topics whose type is known in advance: subscribed at start-up, without waiting for a publisher
 #: to appear in the graph, so nothing a late-starting node publishes first is missed.
@@ -61,6 +61,7 @@ KNOWN_TYPES = {
     '/probe/cmd': 'echoposed_msgs/msg/ProbeTwist',
     '/probe/cmd_twist': 'geometry_msgs/msg/TwistStamped',
     '/guidance/status': 'echoposed_msgs/msg/GuidanceStatus',
+    '/guidance/captured': 'sensor_msgs/msg/Image',
     '/diagnostics': 'diagnostic_msgs/msg/DiagnosticArray',
 }
 #: Sensor streams (best-effort publishers): subscribed best effort when known in advance.

@@ -203,7 +203,8 @@ def _controller_node(args: Mapping[str, str], parameters: Mapping[str, Any] | No
     if not 0 < gain <= 20:
         raise LaunchError(f'gain:={gain}; expected 0 < gain <= 20 (1/s)')
     return NodeSpec('controller_node', 'echoposed_ros.nodes.controller_node', 'echoposed_controller',
-                    config_dir() / 'controller.yaml', {'gain': gain, **(parameters or {})}, remappings)
+                    config_dir() / 'controller.yaml', {'gain': gain, **(parameters or {})},
+                    remappings + _image_remaps(args)[:1])   # it scores raw frames against an image target
 
 
 def _recorder(args: Mapping[str, str], target_view: str = '') -> list[NodeSpec]:

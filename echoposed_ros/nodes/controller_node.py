@@ -7,8 +7,10 @@ stream that stops is noticed (``stale_input``, zero twist); a watchdog timer re-
 pose runs an extra cycle right after ``stale_timeout``, so the zero twist follows the last pose
 by ``stale_timeout`` plus scheduling latency, not plus a control period.
 
-Subscribes ``echoposed/pose`` (``EchoPose``; best effort, depth 1: only the newest counts).
-Publishes, every control cycle:
+Subscribes ``echoposed/pose`` (``EchoPose``; best effort, depth 1: only the newest counts) and
+``probe/image`` (``sensor_msgs/Image``, sensor-data QoS): with an image target, each frame is
+scored against the target view (``policy.similarity``) for the fine alignment and the second opinion
+(``docs/policy.md``, "Coarse to fine"). Publishes, every control cycle:
 
 - ``probe/cmd`` (``ProbeTwist``): body angular velocities of the orbit and probe factors, rad/s;
   exact for the true pose (any unknown left factor of the model) when both the poses and the
@@ -17,7 +19,9 @@ Publishes, every control cycle:
   Cartesian twist of the probe in its own frame (linear: apex velocity, m/s; angular: rad/s),
   for a servo controller (e.g. MoveIt Servo). This is the command a robot should execute: it
   does not depend on the rotation of the model's frame (``policy.controller`` docstring);
-- ``guidance/status`` (``GuidanceStatus``) with the operator cue; and ``/diagnostics``.
+- ``guidance/status`` (``GuidanceStatus``) with the operator cue and the view match; and ``/diagnostics``;
+- ``guidance/captured`` (``sensor_msgs/Image``): once the fine alignment has converged, the live frames
+  that match the target (up to ``capture_frames`` per convergence), as received.
 
 Services: ``guidance/set_target`` (``SetTarget``: an image, estimated through the pose node's
 ``echoposed/estimate``; a pose; or a standard view from the ``views_file`` table),
@@ -32,16 +36,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from echoposed_msgs.msg import EchoPose, GuidanceStatus, ProbeTwist
 from echoposed_msgs.srv import EstimatePose, SetTarget
 from geometry_msgs.msg import TwistStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
 from ..config.params import Param
+from ..estimator.image import image_to_float
 from ..geometry import CartesianTwist
 from ..policy import (
     ControllerConfig,
@@ -52,6 +59,8 @@ from ..policy import (
     PoseSample,
     Target,
     TargetKind,
+    ViewMatcher,
+    ViewSample,
     ViewTable,
     control_step,
     describe_fields,
@@ -61,7 +70,8 @@ from ..policy import (
     target_from_quaternions,
 )
 from ..policy.controller import BodyTwist
-from .convert import echopose_msg, vector3_msg
+from ..policy.similarity import fan_mask, fit_to
+from .convert import echopose_msg, image_msg_to_array, vector3_msg
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import declare_all, watch_parameters
 from .process import SpinThread, run_node
@@ -86,6 +96,12 @@ NODE_PARAMS = (
           ' (read-only: the service client is set up with it)', read_only=True),
     Param('diagnostics_period', 1.0, 's, period of the /diagnostics status (read-only: the diagnostics timer is '
           'built with this period at start-up)', read_only=True),
+    Param('view_size', 64, 'px, image targets and live frames are compared at most this many pixels on their '
+          'longer side (read-only: the target view is prepared with it when it is set)', read_only=True),
+    Param('fan_threshold', 0.02, 'target images: intensities (0-1) above this are inside the fan the view match '
+          'compares (read-only: the target view is prepared with it when it is set)', read_only=True),
+    Param('capture_frames', 30, 'frames, the most matching frames published on guidance/captured per convergence '
+          '(0 = none)' + _START_UP, read_only=True),
 )
 
 
@@ -113,18 +129,28 @@ class ControllerNodeConfig:
     target_view: str
     estimate_timeout: float
     diagnostics_period: float
+    view_size: int = 64
+    fan_threshold: float = 0.02
+    capture_frames: int = 30
 
     @classmethod
     def from_parameters(cls, v: dict[str, Any]) -> ControllerNodeConfig:
         for name in ('estimate_timeout', 'diagnostics_period'):
             if not v[name] > 0:
                 raise PolicyError(f'{NODE_NAME}: parameter {name} = {v[name]!r} s; expected > 0')
+        if not 8 <= v['view_size'] <= 1024:
+            raise PolicyError(f"{NODE_NAME}: parameter view_size = {v['view_size']!r} px; expected 8 to 1024")
+        if not 0 <= v['fan_threshold'] < 1:
+            raise PolicyError(f"{NODE_NAME}: parameter fan_threshold = {v['fan_threshold']!r}; expected 0 <= x < 1")
+        if v['capture_frames'] < 0:
+            raise PolicyError(f"{NODE_NAME}: parameter capture_frames = {v['capture_frames']!r}; expected >= 0")
         if v['target_view'] and not v['views_file']:
             raise PolicyError(f"{NODE_NAME}: target_view = {v['target_view']!r} needs views_file (a table of view "
                               "poses in the pose model's frame); the model's frame is not known otherwise")
         return cls(autostart=bool(v['autostart']), views_file=str(v['views_file']),
                    target_view=str(v['target_view']), estimate_timeout=float(v['estimate_timeout']),
-                   diagnostics_period=float(v['diagnostics_period']))
+                   diagnostics_period=float(v['diagnostics_period']), view_size=int(v['view_size']),
+                   fan_threshold=float(v['fan_threshold']), capture_frames=int(v['capture_frames']))
 
 
 def _policy_config(values: dict[str, Any]) -> ControllerConfig:
@@ -149,6 +175,11 @@ class ControllerNode(Node):
         self._seq = 0
         self._memory = GuidanceMemory()
         self._last: ControlOutput | None = None
+        self._matcher: ViewMatcher | None = None     # the image target's view, None for other targets
+        self._view: ViewSample | None = None
+        self._view_seq = 0
+        self._captured = 0
+        self.bad_images = 0
         # Counters for /diagnostics since the last report.
         self._window_start = time.monotonic()
         self._poses_in_window = 0
@@ -163,6 +194,11 @@ class ControllerNode(Node):
         self.status_pub = self.create_publisher(GuidanceStatus, 'guidance/status', 10)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         self.create_subscription(EchoPose, 'echoposed/pose', self._on_pose, qos)
+        self.captured_pub = self.create_publisher(Image, 'guidance/captured', 10)
+        image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                               reliability=qos_profile_sensor_data.reliability,
+                               durability=qos_profile_sensor_data.durability)
+        self.create_subscription(Image, 'probe/image', self._on_image, image_qos)
         control_group = MutuallyExclusiveCallbackGroup()
         self.create_timer(self.config.control_period, self._on_tick, callback_group=control_group)
         # Watchdog: re-armed by every pose, it runs one control cycle just after the stale timeout so the
@@ -230,6 +266,32 @@ class ControllerNode(Node):
             self.invalid_poses += 1
             self.get_logger().warning(f'echoposed/pose: {sample.problem}; holding', throttle_duration_sec=1.0)
 
+    def _on_image(self, msg: Image) -> None:
+        """Score a live frame against the image target (nothing without one); a bad frame is counted and
+        skipped, never fatal."""
+        with self._lock:
+            matcher = self._matcher
+        if matcher is None:
+            return
+        try:
+            array, encoding = image_msg_to_array(msg, 'probe/image')
+            score = matcher.match(fit_to(image_to_float(array, encoding, 'probe/image'), matcher.shape)).score
+        except Exception as exc:
+            self.bad_images += 1
+            self.get_logger().warning(f'probe/image: {exc}; frame not scored', throttle_duration_sec=1.0)
+            return
+        with self._lock:
+            if matcher is not self._matcher:
+                return
+            self._view_seq += 1
+            self._view = ViewSample(score, self._now(), self._view_seq)
+            capture = (self._memory.fine_outcome == GuidanceState.CONVERGED and score >= self.config.fine_accept_match
+                       and self._captured < self.node_config.capture_frames)
+            if capture:
+                self._captured += 1
+        if capture:
+            self.captured_pub.publish(msg)
+
     # -- control ---------------------------------------------------------------------------------
 
     def _on_watchdog(self) -> None:
@@ -239,8 +301,11 @@ class ControllerNode(Node):
 
     def _on_tick(self) -> None:
         with self._lock:
+            view = self._view if self._matcher is not None else None
             self._memory, out = control_step(self._memory, now=self._now(), active=self._active,
-                                             target=self._target, sample=self._sample, config=self.config)
+                                             target=self._target, sample=self._sample, config=self.config, view=view)
+            if self._memory.fine_outcome != GuidanceState.CONVERGED:
+                self._captured = 0
             self._last = out
             self._ticks_in_window += 1
             target_name = self._target.name if self._target else ''
@@ -302,8 +367,14 @@ class ControllerNode(Node):
             response.success, response.message = False, str(exc)
             self.get_logger().warning(f'guidance/set_target failed: {exc}')
             return response
+        try:
+            matcher = self._view_matcher(request) if request.kind == SetTarget.Request.KIND_IMAGE else None
+        except Exception as exc:
+            matcher = None
+            self.get_logger().warning(f'image target: no fine alignment ({exc})')
         with self._lock:
             self._target, self._memory = target, GuidanceMemory()
+            self._matcher, self._view, self._captured = matcher, None, 0
         header = EchoPose().header
         header.stamp, header.frame_id = self.get_clock().now().to_msg(), target.frame
         response.target = echopose_msg(header, target.pose.orbit, target.pose.probe, sigma2)
@@ -327,6 +398,24 @@ class ControllerNode(Node):
             return self._target_from_image(request)
         raise PolicyError(f'SetTarget.kind = {request.kind}; expected KIND_IMAGE (0), KIND_POSE (1) or KIND_VIEW (2)')
 
+    def _view_matcher(self, request: SetTarget.Request) -> ViewMatcher:
+        """The target view of an image request (its cine when it has one), at most ``view_size`` pixels on the
+        longer side, compared inside its fan (PolicyError / EstimatorError naming what is wrong)."""
+        msgs = list(request.cine) or [request.image]
+        frames = []
+        for i, m in enumerate(msgs):
+            name = f'SetTarget.cine[{i}]' if request.cine else 'SetTarget.image'
+            array, encoding = image_msg_to_array(m, name)
+            frames.append(image_to_float(array, encoding, name))
+        if len({f.shape for f in frames}) > 1:
+            raise PolicyError(f'SetTarget.cine: frames of different sizes {sorted({f.shape for f in frames})}; '
+                              'expected one size')
+        h, w = frames[0].shape
+        scale = min(1.0, self.node_config.view_size / max(h, w))
+        shape = (max(2, round(h * scale)), max(2, round(w * scale)))
+        stack = np.stack([fit_to(f, shape) for f in frames])
+        return ViewMatcher(stack, fan_mask(stack, self.node_config.fan_threshold), self.config.match_smoothing)
+
     def _target_from_image(self, request: SetTarget.Request) -> tuple[Target, float]:
         service = self.estimate_client.srv_name
         timeout = self.node_config.estimate_timeout
@@ -334,7 +423,8 @@ class ControllerNode(Node):
             raise PolicyError(f"image target: the pose node's service {service} (EstimatePose) is not available "
                               f'after {timeout:g} s; start echoposed_pose, or set a KIND_POSE or KIND_VIEW target')
         done = threading.Event()
-        future = self.estimate_client.call_async(EstimatePose.Request(image=request.image))
+        image = request.image if request.image.data or not request.cine else request.cine[0]
+        future = self.estimate_client.call_async(EstimatePose.Request(image=image))
         future.add_done_callback(lambda _: done.set())
         if not done.wait(timeout):
             self.estimate_client.remove_pending_request(future)
@@ -371,11 +461,17 @@ class ControllerNode(Node):
             'uncertainty_rad2': out.uncertainty if out else float('nan'),
             'frames_within_tolerance': out.frames_within_tolerance if out else 0,
             'invalid_poses': self.invalid_poses,
+            'view_match': out.view_match if out else float('nan'),
+            'image_disagrees_with_estimate': bool(out.disagree) if out else False,
+            'fine_alignment': 'on' if self._matcher is not None and self.config.fine_enabled else
+                              'off (no image target)' if self._matcher is None else 'off (fine_enabled false)',
+            'bad_images': self.bad_images,
             'cue': out.cue if out else '',
             'errors_from': '' if not (out and out.error) else
                            'ungauged ensemble mean' if out.ungauged else 'canonical pose',
         }
-        unsure = (GuidanceState.STALE_INPUT, GuidanceState.HOLD_UNCERTAIN, GuidanceState.COASTING)
+        unsure = (GuidanceState.STALE_INPUT, GuidanceState.HOLD_UNCERTAIN, GuidanceState.COASTING,
+                  GuidanceState.MISMATCH)
         level = WARN if state in unsure else OK
         self.diagnostics.publish(level, f'{state.label}: {out.cue}' if out else state.label, values)
 

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from .errors import PolicyError
 
-__all__ = ['ViewMatch', 'ViewMatcher', 'ncc']
+__all__ = ['ViewMatch', 'ViewMatcher', 'fan_mask', 'fit_to', 'ncc']
 
 Array = NDArray[np.float64]
 
@@ -43,6 +43,38 @@ def ncc(a: ArrayLike, b: ArrayLike, mask: ArrayLike | None = None) -> float:
     x, y = x.ravel() - x.mean(), y.ravel() - y.mean()
     d = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
     return float((x * y).sum() / d) if d > 0 else float('nan')
+
+
+def fan_mask(frames: ArrayLike, threshold: float = 0.0, erode_px: int = 1) -> NDArray[np.bool_]:
+    """The fan of target frames (T, H, W) or (H, W) whose outside is dark: pixels above ``threshold`` in
+    any frame, gaps closed, holes filled, the largest region, shrunk by ``erode_px`` (edge pixels
+    interpolated with the dark outside are left out). Raises PolicyError when nothing is left."""
+    t = np.asarray(frames, dtype=np.float64)
+    t = t[None] if t.ndim == 2 else t
+    if t.ndim != 3:
+        raise PolicyError(f'fan mask: expected (H, W) or (T, H, W) frames, got shape {np.shape(frames)}')
+    m = (t > threshold).any(axis=0)
+    m = ndimage.binary_fill_holes(ndimage.binary_closing(m, np.ones((3, 3), bool), iterations=2) | m)
+    labels, n = ndimage.label(m)
+    if n == 0:
+        raise PolicyError(f'fan mask: no pixel above {threshold:g}; is the target image blank?')
+    m = labels == (1 + int(np.argmax(ndimage.sum(m, labels, range(1, n + 1)))))
+    if erode_px > 0:
+        m = ndimage.binary_erosion(m, iterations=int(erode_px))
+    if m.sum() < 4:
+        raise PolicyError('fan mask: the target fan has fewer than 4 pixels')
+    return m
+
+
+def fit_to(image: ArrayLike, shape: tuple[int, int]) -> Array:
+    """``image`` (H, W) resampled (bilinear) to ``shape``; unchanged when it already has it."""
+    a = np.asarray(image, dtype=np.float64)
+    if a.shape == tuple(shape):
+        return a
+    if a.ndim != 2:
+        raise PolicyError(f'fit_to: expected a 2D image, got shape {a.shape}')
+    return ndimage.zoom(a, (shape[0] / a.shape[0], shape[1] / a.shape[1]), order=1, mode='nearest',
+                        grid_mode=True)
 
 
 class _Stack:

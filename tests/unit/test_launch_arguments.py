@@ -42,7 +42,8 @@ def test_namespace_places_every_node_and_image_topic_remaps_the_image_users(tmp_
     remaps = (('probe/image', '/scanner/image_raw'), ('probe/image/compressed', '/scanner/image_raw/compressed'))
     for name in ('echoposed_sim', 'echoposed_pose', 'echoposed_recorder'):   # publisher, reader, recorder
         assert nodes[name].remappings == remaps, name
-    assert nodes['echoposed_controller'].remappings == () and nodes['echoposed_target'].remappings == ()
+    # the controller scores raw frames against an image target (fine alignment): the raw topic only
+    assert nodes['echoposed_controller'].remappings == remaps[:1] and nodes['echoposed_target'].remappings == ()
     guidance = nodes_of('guidance', image_topic='scanner/image')
     assert guidance['echoposed_pose'].remappings[0] == ('probe/image', 'scanner/image')
 

@@ -120,7 +120,8 @@ def write_recording(path: Path, seconds: float, members: int, seed: int = 0) -> 
                 header=header(t, 'probe'), twist=twist))
             w.write_message('/guidance/status', t + 13_000_000, ts['echoposed_msgs/msg/GuidanceStatus'](
                 header=header(t, 'probe'), state=1, state_name='guiding', target='A4C', effective_error=0.2,
-                orbit_error=0.1, probe_error=0.1, uncertainty=0.01, frames_within_tolerance=0, view_match=float('nan'), disagree=False,
+                orbit_error=0.1, probe_error=0.1, uncertainty=0.01, frames_within_tolerance=0,
+                view_match=float('nan'), disagree=False,
                 cue='rotate clockwise 10 deg'))
             if i % int(RATE_HZ) == 0:
                 status = ts['diagnostic_msgs/msg/DiagnosticStatus'](

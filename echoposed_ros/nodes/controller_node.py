@@ -471,7 +471,7 @@ class ControllerNode(Node):
                            'ungauged ensemble mean' if out.ungauged else 'canonical pose',
         }
         unsure = (GuidanceState.STALE_INPUT, GuidanceState.HOLD_UNCERTAIN, GuidanceState.COASTING,
-                  GuidanceState.MISMATCH)
+                  GuidanceState.MISMATCH, GuidanceState.RECOVERING, GuidanceState.EXPLORING, GuidanceState.LOST)
         level = WARN if state in unsure else OK
         self.diagnostics.publish(level, f'{state.label}: {out.cue}' if out else state.label, values)
 

@@ -65,6 +65,13 @@ class ControllerConfig:
         fixed='the control timer is built with this period at start-up')
     cue_min_angle: float = _f(
         0.0175, 'rad', 'components of the operator cue smaller than this are left out')
+    recover_after: float = _f(
+        1.0, 's', 'unsure (hold_uncertain) for this long: return along the path to the last confident view, '
+        'else explore, else lost')
+    max_recoveries: int = _f(2, 'returns', 'returns along the path per target (0 = none)')
+    explore_speed: float = _f(
+        0.3, 'rad/s', 'exploration: turn about the beam at this speed when unsure with no path to undo (0 = none)')
+    explore_turn: float = _f(6.2832, 'rad', 'exploration turns at most this far in all, then the state is lost')
     fine_enabled: bool = _f(
         True, 'bool', 'image targets: after the coarse loop, align by the view match to the target image (fine stage)')
     fine_entry_tolerance: float = _f(
@@ -80,6 +87,9 @@ class ControllerConfig:
         0.05, 's', 'after each fine move, frames received sooner than this are not measured')
     fine_measure_frames: int = _f(
         1, 'frames', 'frames averaged per fine search point (beating hearts: more frames, less noise, slower)')
+    fine_attempts: int = _f(
+        2, 'searches', 'a fine search that ends below fine_accept_match starts again from its best point, up to '
+        'this many searches; after the last the probe returns to where the fine alignment began')
     fine_accept_match: float = _f(
         0.99, 'NCC', 'view match (NCC) the end of the fine search needs for converged; below it the state is '
         'mismatch (zero twist): the estimate and the image disagree')
@@ -110,17 +120,23 @@ class ControllerConfig:
             value = getattr(self, name)
             if value <= 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected > 0 ({_unit(name)}), got {value!r}')
-        for name in ('deadband', 'cue_min_angle', 'coast_time', 'fine_settle_time', 'match_smoothing'):
+        for name in ('deadband', 'cue_min_angle', 'coast_time', 'fine_settle_time', 'match_smoothing',
+                     'recover_after', 'explore_speed', 'explore_turn'):
             value = getattr(self, name)
             if value < 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 0 ({_unit(name)}), got {value!r}')
+        if self.max_recoveries < 0:
+            raise PolicyError(f'ControllerConfig.max_recoveries: expected >= 0, got {self.max_recoveries!r}')
+        if self.explore_speed > self.max_probe_speed:
+            raise PolicyError(f'ControllerConfig.explore_speed: expected <= max_probe_speed '
+                              f'({self.max_probe_speed!r} rad/s), got {self.explore_speed!r}')
         if self.fine_min_step > self.fine_step:
             raise PolicyError(f'ControllerConfig.fine_min_step: expected <= fine_step ({self.fine_step!r} rad), '
                               f'got {self.fine_min_step!r}')
         if not -1.0 <= self.fine_accept_match <= 1.0:
             raise PolicyError(f'ControllerConfig.fine_accept_match: expected an NCC in [-1, 1], '
                               f'got {self.fine_accept_match!r}')
-        for name in ('converge_frames', 'coast_after_frames', 'fine_measure_frames'):
+        for name in ('converge_frames', 'coast_after_frames', 'fine_measure_frames', 'fine_attempts'):
             if getattr(self, name) < 1:
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 1, got {getattr(self, name)!r}')
         if self.release_tolerance < self.converge_tolerance:
@@ -142,7 +158,8 @@ class ControllerConfig:
         return FineSettings(step=self.fine_step, min_step=self.fine_min_step, max_excursion=self.fine_max_excursion,
                             settle_time=self.fine_settle_time, max_time=self.fine_max_time,
                             max_turn_speed=self.max_probe_speed, max_orbit_speed=self.max_orbit_speed,
-                            period=self.control_period, measure_frames=self.fine_measure_frames)
+                            period=self.control_period, measure_frames=self.fine_measure_frames,
+                            accept_match=self.fine_accept_match, attempts=self.fine_attempts)
 
     @property
     def control_period(self) -> float:

@@ -118,6 +118,9 @@ def state_cue(state_name: str, detail: str = '') -> str:
         'coasting': 'keep the last motion briefly: estimate uncertain',
         'stale_input': 'hold still: no images',
         'stopped': 'guidance stopped',
+        'recovering': 'back to the last view the estimate was sure of',
+        'exploring': 'turning the probe about its beam to find the heart',
+        'lost': 'hold still: heart lost: reposition the probe',
         'fine_aligning': 'small probe motions: matching the target image',
         'mismatch': 'hold still: the estimate says on target but the image does not match the target view; '
                     'reposition or set another target',

@@ -10,7 +10,9 @@ by motion:
   parabola through the three peaks (at most ``2 step`` away; the best of the three if it has no
   peak); that point is the next axis's base;
 - a sweep over all axes whose moves all stayed within ``step`` halves it; once it is below
-  ``min_step`` the search ends at the best point it measured;
+  ``min_step`` the search ends at the best point it measured, if its match reached ``accept_match``;
+  else it starts again from there (``attempts`` in all), and the last returns to the entry pose, where
+  the coarse loop left the probe;
 - a point farther than ``max_excursion`` from the entry pose (norm of the five-axis offset) is never
   visited: a goal outside is cut back to the bound.
 
@@ -60,7 +62,9 @@ class FineSettings:
     ``max_excursion`` (rad, norm of the offset from the entry pose), ``settle_time`` (s, wait after a
     move before measuring), ``max_time`` (s, the search ends after it), speed limits ``max_turn_speed``
     (turns and tilts) and ``max_orbit_speed`` (orbit axes) in rad/s, ``period`` (s, how long one command is
-    held), ``measure_frames`` (frames averaged per point)."""
+    held), ``measure_frames`` (frames averaged per point), ``accept_match`` (the match a search must reach)
+    and ``attempts`` (searches in all: one that ends below ``accept_match`` starts again from its best
+    point with the first step, until the last, which then returns to the entry pose)."""
 
     step: float
     min_step: float
@@ -71,6 +75,8 @@ class FineSettings:
     max_orbit_speed: float
     period: float
     measure_frames: int = 1
+    accept_match: float = -1.0
+    attempts: int = 1
 
     def __post_init__(self) -> None:
         for name in ('step', 'min_step', 'max_excursion', 'max_time', 'max_turn_speed', 'max_orbit_speed', 'period'):
@@ -81,8 +87,12 @@ class FineSettings:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise PolicyError(f'FineSettings.{name}: expected a finite number >= 0, got {v!r}')
-        if isinstance(self.measure_frames, bool) or not isinstance(self.measure_frames, int) or self.measure_frames < 1:
-            raise PolicyError(f'FineSettings.measure_frames: expected an integer >= 1, got {self.measure_frames!r}')
+        for name in ('measure_frames', 'attempts'):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise PolicyError(f'FineSettings.{name}: expected an integer >= 1, got {v!r}')
+        if not (math.isfinite(self.accept_match) and -1.0 <= self.accept_match <= 1.0):
+            raise PolicyError(f'FineSettings.accept_match: expected an NCC in [-1, 1], got {self.accept_match!r}')
         if self.min_step > self.step:
             raise PolicyError(f'FineSettings.min_step: expected <= step ({self.step!r} rad), got {self.min_step!r}')
 
@@ -112,6 +122,7 @@ class FineMemory:
     moved: float = 0.0
     acc_sum: float = 0.0
     acc_n: int = 0
+    attempt: int = 1
     step: float = 0.0
     axis: int = 0
     trial: int = 0
@@ -180,7 +191,11 @@ def _advance(m: FineMemory, base: Array, settings: FineSettings) -> FineMemory:
             step /= 2.0
         moved = 0.0
         if step < settings.min_step:
-            end = m.best.copy()
+            best = m.best.copy()
+            if m.best_score < settings.accept_match and m.attempt < settings.attempts:
+                return replace(m, goal=best, base=best, trial=0, axis=0, step=settings.step, moved=0.0,
+                               attempt=m.attempt + 1)
+            end = best if m.best_score >= settings.accept_match else np.zeros(len(AXES))
             return replace(m, goal=end, base=end, trial=0, axis=0, step=step, moved=moved, done=True)
     return replace(m, goal=base, base=base, trial=0, axis=axis, step=step, moved=moved)
 
@@ -225,7 +240,8 @@ def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: F
     if m.done:
         return _move(m, settings, limits)
     if float(now) - m.started > settings.max_time:
-        return _move(replace(m, done=True, goal=m.base.copy()), settings, limits)
+        end = m.best.copy() if m.best_score >= settings.accept_match else np.zeros(len(AXES))
+        return _move(replace(m, done=True, goal=end), settings, limits)
     left = m.goal - offset
     if np.max(np.abs(left)) > _ARRIVED:
         return _move(replace(m, arrived_at=None), settings, limits)

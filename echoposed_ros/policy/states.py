@@ -33,10 +33,19 @@ instead, once ``converge_frames`` more frames have had an estimated effective er
   the estimate says; sigma^2 does not hold it (the image, not the estimate, is measured);
 - then ``converged`` when the best view match it found is at least ``fine_accept_match``: both signals
   agree; it stays converged until the live match falls below that for ``converge_frames`` frames;
-- or ``mismatch`` (zero twist): the estimate calls it on target, the image says otherwise (second opinion);
+- or ``mismatch`` (zero twist, once the probe is back where the fine stage began): the estimate calls it on
+  target, the image says otherwise (second opinion);
   it holds until the target is set again or guidance restarts.
 
-Every path but ``guiding``, ``coasting`` and ``fine_aligning`` returns exactly zero twists. Times are
+Unsure for longer (:mod:`.recovery`): after ``recover_after`` seconds of ``hold_uncertain``,
+
+- ``recovering``: back along the commands given since the last confident frame (odometry), at most
+  ``max_recoveries`` times per target; the coarse loop approaches again from there;
+- ``exploring``: with no path to undo, a turn about the beam at ``explore_speed``, at most ``explore_turn``;
+- ``lost``: zero twist, cue "heart lost: reposition the probe".
+
+Every path but ``guiding``, ``coasting``, ``fine_aligning``, ``recovering`` and ``exploring`` returns exactly
+zero twists. Times are
 seconds on one clock.
 """
 from __future__ import annotations
@@ -61,6 +70,7 @@ from .controller import (
 )
 from .cues import cue_text, operator_cue, state_cue
 from .fine import FineMemory, ViewSample, axis_rates_to_probe_twist, fine_start, fine_step
+from .recovery import RecoveryMemory, record_command, recovery_step, saw_confident
 from .targets import Target
 
 __all__ = ['ControlOutput', 'GuidanceMemory', 'GuidanceState', 'PoseSample', 'control_step', 'pose_sample']
@@ -78,6 +88,9 @@ class GuidanceState(IntEnum):
     COASTING = 6
     FINE_ALIGNING = 7
     MISMATCH = 8
+    RECOVERING = 9
+    EXPLORING = 10
+    LOST = 11
 
     @property
     def label(self) -> str:
@@ -128,7 +141,8 @@ class GuidanceMemory:
     counted frame's seq, whether it has converged, the last ``guiding`` output that may be coasted
     on with the reception time of its pose (s), the consecutive confident frames so far; the fine
     search (None in the coarse stage), how it ended (``converged`` / ``mismatch``, None while it runs),
-    the last view frame counted and the frames since in a row below ``fine_accept_match``.
+    the last view frame counted and the frames since in a row below ``fine_accept_match``; the path since
+    the last confident frame and the state of a return or exploration (:mod:`.recovery`).
     ``GuidanceMemory()`` is the reset state."""
 
     frames_within_tolerance: int = 0
@@ -141,6 +155,7 @@ class GuidanceMemory:
     fine_outcome: GuidanceState | None = None
     view_seq: int = -1
     low_match_frames: int = 0
+    recovery: RecoveryMemory = RecoveryMemory()
 
 
 @dataclass(frozen=True)
@@ -215,14 +230,27 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
         if last is not None and now - memory.last_guiding_at <= config.coast_time:
             # an unsure frame ends the confident streak: a lone confident frame among unsure ones
             # (a probe lifted off can read sure by chance) arms no coast of its own
-            return replace(memory, confident_frames=0), ControlOutput(
+            rm = record_command(memory.recovery, now, last.cartesian, last.twist.orbit, last.twist.probe,
+                                config.stale_timeout)
+            return replace(memory, confident_frames=0, recovery=rm), ControlOutput(
                 GuidanceState.COASTING, last.twist, last.cartesian, error, sample.uncertainty,
                 memory.frames_within_tolerance,
                 state_cue('coasting', f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}, '
                                       f'{now - memory.last_guiding_at:.2f} of {config.coast_time:.2f} s'),
                 last.ungauged)
-        return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), error, sample.uncertainty,
-                     detail=f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}')
+        unsure = f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}'
+        rm, rec = recovery_step(memory.recovery, now, recover_after=config.recover_after,
+                                max_recoveries=config.max_recoveries, explore_speed=config.explore_speed,
+                                explore_turn=config.explore_turn, cap=config.stale_timeout)
+        held = GuidanceMemory(recovery=rm)
+        if rec.mode in ('hold', 'lost'):
+            state = GuidanceState.HOLD_UNCERTAIN if rec.mode == 'hold' else GuidanceState.LOST
+            return _hold(state, held, error, sample.uncertainty, detail=unsure, view_match=match)
+        state = GuidanceState.RECOVERING if rec.mode == 'return' else GuidanceState.EXPLORING
+        detail = (f'{unsure}; back along the path to the last confident view' if rec.mode == 'return' else
+                  f'{unsure}; turned {np.degrees(rm.turned):.0f} of {np.degrees(config.explore_turn):.0f} deg')
+        return held, ControlOutput(state, BodyTwist(rec.orbit, rec.probe), rec.cartesian, error, sample.uncertainty,
+                                   0, state_cue(state.label, detail), view_match=match)
 
     frames, converged, streak = memory.frames_within_tolerance, memory.converged, memory.confident_frames
     tolerance = config.fine_entry_tolerance if fine else config.converge_tolerance
@@ -240,8 +268,9 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
                                     fine=fine_start(now, config.fine_settings()))
             return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config)
         converged = True
+    rm = saw_confident(memory.recovery, now) if sample.seq != memory.last_seq else memory.recovery
     memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq, converged=converged,
-                            confident_frames=streak)
+                            confident_frames=streak, recovery=rm)
     if converged:
         return _hold(GuidanceState.CONVERGED, memory, error, sample.uncertainty, view_match=match)
 
@@ -250,6 +279,8 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     cue = cue_text(operator_cue(current, goal), config.cue_min_angle)
     out = ControlOutput(GuidanceState.GUIDING, twist, cartesian, error, sample.uncertainty, frames, cue, ungauged,
                         view_match=match)
+    rm = record_command(rm, now, cartesian, twist.orbit, twist.probe, config.stale_timeout)
+    memory = replace(memory, recovery=rm)
     if streak < config.coast_after_frames:   # not confident for long enough to coast on
         return memory, out
     return replace(memory, last_guiding=out, last_guiding_at=sample.received), out

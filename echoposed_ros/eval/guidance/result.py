@@ -89,7 +89,8 @@ class RunResult:
         and the controller was neither holding nor coasting on an uncertain pose in the last second:
         the estimator believed it had arrived."""
         w = self.window(1.0)
-        unsure = np.isin(self.states[w], (GuidanceState.HOLD_UNCERTAIN, GuidanceState.COASTING))
+        unsure = np.isin(self.states[w], (GuidanceState.HOLD_UNCERTAIN, GuidanceState.COASTING,
+                                          GuidanceState.RECOVERING, GuidanceState.EXPLORING, GuidanceState.LOST))
         return bool(self.final_error_deg > tol_deg and self.final_estimated_deg <= tol_deg and not np.any(unsure))
 
     def summary(self) -> dict[str, Any]:
@@ -112,6 +113,8 @@ class RunResult:
                 else _num(float(self.view_match[-1])),
                 'time_to_view_s': _num(self.time_to_view_s),
                 'fine_share': state_share([self], GuidanceState.FINE_ALIGNING),
+                'recover_share': state_share([self], GuidanceState.RECOVERING),
+                'explore_share': state_share([self], GuidanceState.EXPLORING),
                 'final_state': GuidanceState(int(self.states[-1])).label if len(self.states) else None}
 
 

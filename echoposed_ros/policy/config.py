@@ -70,7 +70,8 @@ class ControllerConfig:
         'else explore, else lost')
     max_recoveries: int = _f(2, 'returns', 'returns along the path per target (0 = none)')
     explore_speed: float = _f(
-        0.3, 'rad/s', 'exploration: turn about the beam at this speed when unsure with no path to undo (0 = none)')
+        0.3, 'rad/s', 'exploration: turn about the beam at this speed (at most max_probe_speed) when unsure with no path '
+        'to undo (0 = none)')
     explore_turn: float = _f(6.2832, 'rad', 'exploration turns at most this far in all, then the state is lost')
     fine_enabled: bool = _f(
         True, 'bool', 'image targets: after the coarse loop, align by the view match to the target image (fine stage)')
@@ -127,9 +128,6 @@ class ControllerConfig:
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 0 ({_unit(name)}), got {value!r}')
         if self.max_recoveries < 0:
             raise PolicyError(f'ControllerConfig.max_recoveries: expected >= 0, got {self.max_recoveries!r}')
-        if self.explore_speed > self.max_probe_speed:
-            raise PolicyError(f'ControllerConfig.explore_speed: expected <= max_probe_speed '
-                              f'({self.max_probe_speed!r} rad/s), got {self.explore_speed!r}')
         if self.fine_min_step > self.fine_step:
             raise PolicyError(f'ControllerConfig.fine_min_step: expected <= fine_step ({self.fine_step!r} rad), '
                               f'got {self.fine_min_step!r}')

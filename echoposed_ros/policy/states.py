@@ -240,7 +240,8 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
                 last.ungauged)
         unsure = f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}'
         rm, rec = recovery_step(memory.recovery, now, recover_after=config.recover_after,
-                                max_recoveries=config.max_recoveries, explore_speed=config.explore_speed,
+                                max_recoveries=config.max_recoveries,
+                                explore_speed=min(config.explore_speed, config.max_probe_speed),
                                 explore_turn=config.explore_turn, cap=config.stale_timeout)
         held = GuidanceMemory(recovery=rm)
         if rec.mode in ('hold', 'lost'):

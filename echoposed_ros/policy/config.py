@@ -70,8 +70,8 @@ class ControllerConfig:
         'else explore, else lost')
     max_recoveries: int = _f(2, 'returns', 'returns along the path per target (0 = none)')
     explore_speed: float = _f(
-        0.3, 'rad/s', 'exploration: turn about the beam at this speed (at most max_probe_speed) when unsure with no path '
-        'to undo (0 = none)')
+        0.3, 'rad/s', 'exploration: turn about the beam at this speed (at most max_probe_speed) when unsure with '
+        'no path to undo (0 = none)')
     explore_turn: float = _f(6.2832, 'rad', 'exploration turns at most this far in all, then the state is lost')
     fine_enabled: bool = _f(
         True, 'bool', 'image targets: after the coarse loop, align by the view match to the target image (fine stage)')

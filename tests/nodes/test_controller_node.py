@@ -509,3 +509,68 @@ def test_destroy_stops_the_estimate_client_thread_before_its_executor_goes(graph
     executor.shutdown = recording_shutdown
     node.destroy_node()
     assert alive_at_shutdown == [False] and not spin.alive
+
+
+def _fan_image(seed: int, size: int = 48) -> np.ndarray:
+    """A speckled 8-bit 'scan': smooth noise inside a 60-degree fan from the top centre, 0 outside."""
+    from scipy import ndimage
+    rng = np.random.default_rng(seed)
+    img = ndimage.gaussian_filter(rng.random((size, size)), 1.5)
+    img = (img - img.min()) / (img.max() - img.min()) * 200 + 40
+    r, c = np.mgrid[0:size, 0:size]
+    inside = (np.abs(c - size / 2) <= r * math.tan(math.radians(30))) & (np.hypot(r, c - size / 2) < size - 2)
+    return np.where(inside, img, 0).astype(np.uint8)
+
+
+def _image_target_setup(graph, live: np.ndarray, **params):
+    """Controller with an image target (the estimate service puts it at TARGET), poses on target, and live
+    frames ``live`` on probe/image at 20 Hz; returns (node, harness, captured frames)."""
+    from sensor_msgs.msg import Image
+
+    from echoposed_ros.nodes.convert import array_to_image_msg
+    node = make_controller(graph, fine_step=0.01, fine_min_step=0.007, converge_frames=3, **params)
+    h = Harness(graph)
+    captured = []
+    h.node.create_subscription(Image, 'guidance/captured', captured.append, 50)
+    image_pub = h.node.create_publisher(Image, 'probe/image', 10)
+    h.node.create_timer(0.05, lambda: image_pub.publish(array_to_image_msg(live, EchoPose().header)))
+
+    def estimate(request, response):
+        response.success, response.message = True, 'ok'
+        response.pose = pose_msg(TARGET, sigma2=0.001, frame='model')
+        return response
+
+    h.node.create_service(EstimatePose, 'echoposed/estimate', estimate)
+    assert wait_for(node.estimate_client.service_is_ready)
+    req = SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE)
+    req.image = array_to_image_msg(_fan_image(1), EchoPose().header)
+    assert h.call(h.set_target, req).success
+    h.pose = pose_msg(TARGET, sigma2=0.001, frame='model')
+    return node, h, captured
+
+
+@pytest.mark.slow
+def test_image_target_goes_coarse_to_fine_and_converges_when_the_image_agrees(graph):
+    node, h, captured = _image_target_setup(graph, _fan_image(1), capture_frames=5)
+    h.wait_state('fine_aligning')
+    t0 = h.wait_state('converged', timeout=10.0)
+    status = h.latest_status(t0)
+    assert status.view_match == pytest.approx(1.0, abs=1e-6) and not status.disagree
+    # the frames that match are captured, at most capture_frames of them
+    assert wait_for(lambda: len(captured) == 5, timeout=5.0)
+    time.sleep(0.5)
+    assert len(captured) == 5
+
+
+@pytest.mark.slow
+def test_image_target_the_estimate_calls_reached_but_the_image_disagrees_is_a_mismatch(graph):
+    node, h, captured = _image_target_setup(graph, _fan_image(2))   # another heart in view
+    h.wait_state('fine_aligning')
+    t0 = h.wait_state('mismatch', timeout=10.0)
+    status = h.latest_status(t0)
+    assert status.disagree and status.view_match < 0.9 and 'does not match' in status.cue
+    assert all(is_zero(m) for _, m in h.since(h.cmds, t0 + 0.2))
+    assert not captured
+    assert wait_for(lambda: any(
+        kv.key == 'image_disagrees_with_estimate' and kv.value == 'True'
+        for d in h.diagnostics for s in d.status for kv in s.values), timeout=5.0)

@@ -22,8 +22,13 @@ __all__ = ['TARGETS', 'plot_cdf', 'plot_error_vs_time', 'plot_sigma_vs_error', '
 
 #: Guidance targets: (JSON path, comparison, bound, label).
 TARGETS: tuple[tuple[tuple[str, ...], str, float, str], ...] = (
-    (('intra_dynamic', 'mean_deg'), '<=', 5.0, 'intra-patient dynamic mean final error <= 5 deg'),
-    (('intra_static', 'mean_deg'), '<=', 4.0, 'intra-patient static mean final error <= 4 deg'),
+    (('intra_static', 'success_within_5deg'), '>=', 0.95, 'intra-patient static: share within 5 deg >= 95 %'),
+    (('intra_static', 'mean_deg'), '<=', 3.0, 'intra-patient static mean final error <= 3 deg'),
+    (('intra_static', 'p90_deg'), '<=', 5.0, 'intra-patient static p90 final error <= 5 deg'),
+    (('intra_dynamic', 'success_within_5deg'), '>=', 0.90, 'intra-patient dynamic: share within 5 deg >= 90 %'),
+    (('intra_dynamic', 'mean_deg'), '<=', 4.0, 'intra-patient dynamic mean final error <= 4 deg'),
+    (('intra_dynamic', 'time_to_view_s', 'median_s'), '<=', 30.0,
+     'intra-patient dynamic median time to view <= 30 s'),
     (('inter', 'discarded_share'), '<=', 0.10, 'inter-patient discarded share <= 10 %'),
     (('sigma_error_spearman',), '>=', 0.5, 'sigma^2 / final error Spearman >= 0.5'),
 )
@@ -199,7 +204,22 @@ def write_report(datasets: Sequence[DatasetResult], meta: dict[str, Any], folder
                          f'{_f(m.get("success_within_5deg"))} | {_f(m.get("success_within_10deg"))} | '
                          f'{_f(m.get("initial_mean_deg"), ".1f")} | {_f(m.get("converged_share"))} | '
                          f'{_f(m.get("mean_time_s"), ".1f")} |')
-        lines.append('')
+        lines += ['', 'Time to view (start to `converged`, s; a run that never converged counts as never) and the '
+                  'share of runs within each tolerance, per part of the final error (apex angle, |turn| about '
+                  "the final probe's x, y, z):", '']
+        for mode in ('static', 'dynamic'):
+            m = s.get(f'intra_{mode}') or {}
+            tv, curves = m.get('time_to_view_s'), m.get('tolerance_curves')
+            if not tv or not curves or not curves.get('runs'):
+                continue
+            lines += [f'- {mode}: median time to view {_f(tv["median_s"], ".1f")} s (converged runs: '
+                      f'{_f(tv["median_converged_s"], ".1f")} s, {tv["converged_runs"]} of {tv["runs"]}); '
+                      f'share of steps in fine alignment {_f(m.get("fine_share"))}', '',
+                      '| tolerance (deg) | ' + ' | '.join(f'{t:g}' for t in curves['tolerance_deg']) + ' |',
+                      '|---|' + '---|' * len(curves['tolerance_deg'])]
+            for part in ('effective', 'apex', 'turn_x', 'turn_y', 'turn_z'):
+                lines.append(f'| {part} | ' + ' | '.join(f'{v:.2f}' for v in curves[part]) + ' |')
+            lines.append('')
         for mode in ('static', 'dynamic'):
             miss = (s.get(f'intra_{mode}') or {}).get('misses')
             if not miss or not miss['runs']:

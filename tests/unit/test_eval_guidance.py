@@ -299,9 +299,10 @@ def test_report_files_are_written(oracle_dataset, tmp_path):
         f = tmp_path / 'rep' / png
         assert f.stat().st_size > 5000 and f.read_bytes()[:4] == b'\x89PNG'
         assert f'({png})' in text
-    assert '## tiny' in text and 'intra-patient dynamic mean final error <= 5 deg' in text
+    assert '## tiny' in text and 'intra-patient dynamic mean final error <= 4 deg' in text
+    assert '| turn_z |' in text and 'median time to view' in text
     checks = {label: met for label, _, met in target_checks(ds.summary)}
-    assert checks['intra-patient static mean final error <= 4 deg'] is True
+    assert checks['intra-patient static mean final error <= 3 deg'] is True
 
 
 def _save_tiny(folder, seeds):
@@ -318,7 +319,9 @@ def test_command_with_oracle_writes_json_and_report(tmp_path, capsys):
     vols = _save_tiny(tmp_path / 'vols', (0, 1))
     out = tmp_path / 'g.json'
     controller = tmp_path / 'controller.yaml'
-    controller.write_text('echoposed_controller:\n  ros__parameters:\n    uncertainty_threshold: 0.37\n')
+    # the harness with the coarse loop (smooth random volumes have no view to match)
+    controller.write_text('echoposed_controller:\n  ros__parameters:\n    uncertainty_threshold: 0.37\n'
+                          '    fine_enabled: false\n')
     rc = main(['eval', 'guidance', '--volumes', str(vols), '--oracle', '--runs', '1', '--inter-runs', '1',
                '--max-seconds', '10', '--json', str(out), '--report', str(tmp_path / 'rep'), '--quiet',
                '--controller', str(controller)])

@@ -51,10 +51,13 @@ from .summary import (
                       mean_effective_pose,
                       run_sigma2,
                       sigma_error_spearman,
+                      state_shares,
                       summarize_dataset,
                       summarize_final_errors,
                       summarize_inter,
                       summarize_misses,
+                      time_to_view,
+                      tolerance_curves,
 )
 
 __all__ = [
@@ -81,9 +84,12 @@ __all__ = [
                       'run_sigma2',
                       'sigma_error_spearman',
                       'state_share',
+                      'state_shares',
                       'summarize_dataset',
                       'summarize_final_errors',
                       'summarize_inter',
                       'summarize_misses',
+                      'time_to_view',
+                      'tolerance_curves',
                       'view_targets',
 ]

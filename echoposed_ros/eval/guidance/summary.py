@@ -17,9 +17,12 @@ from .errors import GuidanceError
 from .protocol import GuidanceProtocol
 from .result import RunResult, state_share
 
-__all__ = ['converged_runs', 'dispersion_deg', 'inter_pair_summary', 'mean_effective_pose', 'run_sigma2',
-           'sigma_error_spearman', 'summarize_dataset', 'summarize_final_errors', 'summarize_inter',
-           'summarize_misses']
+__all__ = ['TOLERANCES_DEG', 'converged_runs', 'dispersion_deg', 'inter_pair_summary', 'mean_effective_pose',
+           'run_sigma2', 'sigma_error_spearman', 'state_shares', 'summarize_dataset', 'summarize_final_errors',
+           'summarize_inter', 'summarize_misses', 'time_to_view', 'tolerance_curves']
+
+#: deg, the tolerances of the success curves.
+TOLERANCES_DEG = tuple(float(t) for t in range(1, 11))
 
 Array = NDArray[np.float64]
 
@@ -160,6 +163,38 @@ def sigma_error_spearman(results: Sequence[RunResult], window_s: float = 1.0) ->
             'steps': spearman(s_step, gap) if runs else None, 'n_steps': int(np.isfinite(gap).sum())}
 
 
+def time_to_view(runs: Sequence[RunResult]) -> dict[str, Any]:
+    """Seconds from the start to ``converged``: the median over all runs (a run that never converged counts as
+    never, so the median is None when half or more never did) and over the converged ones."""
+    t = np.array([r.time_to_view_s for r in runs], dtype=np.float64)
+    done = t[np.isfinite(t)]
+    return {'median_s': float(np.median(t)) if t.size and np.isfinite(np.median(t)) else None,
+            'median_converged_s': float(np.median(done)) if done.size else None,
+            'converged_runs': int(done.size), 'runs': int(t.size)}
+
+
+def state_shares(runs: Sequence[RunResult]) -> dict[str, float]:
+    """Share of all the runs' control steps in each controller state, by state name."""
+    return {state.label: state_share(runs, state) for state in GuidanceState}
+
+
+def tolerance_curves(runs: Sequence[RunResult], tolerances_deg: Sequence[float] = TOLERANCES_DEG) -> dict[str, Any]:
+    """Share of runs ending within each tolerance (deg): the effective error and each part of it, the apex
+    angle and ``|turn|`` about the final probe's x, y and z (runs with a known target)."""
+    parts = [(r.final_error_deg, r.final_error_parts_deg()) for r in runs]
+    parts = [(e, p) for e, p in parts if p is not None and np.isfinite(e)]
+    out: dict[str, Any] = {'tolerance_deg': [float(t) for t in tolerances_deg], 'runs': len(parts)}
+    if not parts:
+        return out
+    values = {'effective': np.array([e for e, _ in parts]), 'apex': np.array([p[0] for _, p in parts])}
+    turns = np.abs(np.array([p[1] for _, p in parts]))
+    for i, axis in enumerate('xyz'):
+        values[f'turn_{axis}'] = turns[:, i]
+    for name, v in values.items():
+        out[name] = [float(np.mean(v <= t)) for t in tolerances_deg]
+    return out
+
+
 def summarize_dataset(results: Sequence[RunResult], protocol: GuidanceProtocol) -> dict[str, Any]:
     """The per-dataset figures of the JSON (docs/evaluation.md)."""
     out: dict[str, Any] = {}
@@ -175,6 +210,10 @@ def summarize_dataset(results: Sequence[RunResult], protocol: GuidanceProtocol) 
             s['coast_share'] = state_share(runs, GuidanceState.COASTING)
             s['uncertain_target_share'] = float(np.mean([r.target_uncertain for r in runs]))
             s['misses'] = summarize_misses(runs)
+            s['time_to_view_s'] = time_to_view(runs)
+            s['state_shares'] = state_shares(runs)
+            s['fine_share'] = state_share(runs, GuidanceState.FINE_ALIGNING)
+            s['tolerance_curves'] = tolerance_curves(runs)
         out[f'intra_{mode}'] = s
     out['inter'] = summarize_inter(results, protocol)
     intra = [r for r in results if r.mode in ('static', 'dynamic')]

@@ -36,6 +36,9 @@ PARAMS = (
           'ground-truth pose (only for a controller fed ground truth)', read_only=True),
     Param('cardiac_phase', 0.0, 'cardiac phase of the target image, cycles in [0, 1) (0 = end-diastole)',
           read_only=True),
+    Param('cine_frames', 20, "image targets: also send the view over one cardiac cycle, this many frames at phases "
+          "k / N (SetTarget.cine: the controller's fine alignment matches each live frame with its phase); "
+          '0 = the image alone', read_only=True),
     Param('timeout', 60.0, 's, how long to wait for the simulator and the controller', read_only=True),
     Param('retry_after', 10.0, 's, a request unanswered this long is sent again (more than the '
           "controller's estimate_timeout, which an image target may take)", read_only=True),
@@ -63,9 +66,12 @@ def _call(node: Node, executor: Executor, client: Any, request: Any, timeout: fl
 
 
 def set_view_target(node: Node, view: str, cardiac_phase: float, timeout: float, kind: str = 'image',
-                    retry_after: float = 10.0) -> str:
-    """Fetch the view from the simulator and set it as the controller's target (image or pose);
-    each request is re-sent after ``retry_after`` s without an answer, for up to ``timeout`` s."""
+                    retry_after: float = 10.0, cine_frames: int = 0) -> str:
+    """Fetch the view from the simulator and set it as the controller's target (image or pose; an image
+    target with ``cine_frames`` > 0 also carries the view over one cycle); each request is re-sent after
+    ``retry_after`` s without an answer, for up to ``timeout`` s."""
+    if cine_frames < 0:
+        raise NodeError(f'cine_frames = {cine_frames}; expected >= 0 (0 = the image alone)')
     if kind not in ('image', 'pose'):
         raise NodeError(f"kind = {kind!r}; expected 'image' or 'pose'")
     if not (retry_after > 0 and timeout > 0):
@@ -81,6 +87,12 @@ def set_view_target(node: Node, view: str, cardiac_phase: float, timeout: float,
             raise NodeError(f'sim/standard_view refused {view!r}: {got.message}')
         if kind == 'image':
             request = SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE, image=got.image, view=view)
+            for k in range(cine_frames):
+                frame = _call(node, executor, views, StandardView.Request(view=view, cardiac_phase=k / cine_frames),
+                              timeout, 'sim/standard_view', retry_after)
+                if not frame.success:
+                    raise NodeError(f'sim/standard_view refused {view!r} at phase {k / cine_frames:g}: {frame.message}')
+                request.cine.append(frame.image)
         else:
             request = SetTarget.Request(kind=SetTarget.Request.KIND_POSE, orbit=got.pose.orbit, probe=got.pose.probe,
                                         view=view)
@@ -99,7 +111,7 @@ def _set_target(node: Node) -> None:
     """The node's job: its parameters -> :func:`set_view_target`, the outcome logged."""
     p = declare_all(node, PARAMS)
     node.get_logger().info(set_view_target(node, p['view'], float(p['cardiac_phase']), float(p['timeout']),
-                                           p['kind'], float(p['retry_after'])))
+                                           p['kind'], float(p['retry_after']), int(p['cine_frames'])))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--inter-threshold-deg', type=float, default=5.0,
                         help='a run is non-convergent when its final estimated error stays above this (default 5)')
     parser.add_argument('--inter-static', action='store_true', help='no cardiac motion in inter-patient runs')
-    parser.add_argument('--max-seconds', type=float, default=15.0, help='guidance time limit per run (default 15 s)')
+    parser.add_argument('--max-seconds', type=float, default=45.0,
+                        help='guidance time limit per run (default 45 s: what a sonographer would wait)')
     parser.add_argument('--robot', action='store_true', help='PyBullet arm instead of the kinematic world (slower)')
     parser.add_argument('--seed', type=int, default=0, help='seed of starts, targets and the oracle (default 0)')
     parser.add_argument('--threads', type=int, default=2, help='onnxruntime intra-op threads (default 2)')

@@ -33,9 +33,10 @@ instead, once ``converge_frames`` more frames have had an estimated effective er
   the estimate says; sigma^2 does not hold it (the image, not the estimate, is measured);
 - then ``converged`` when the best view match it found is at least ``fine_accept_match``: both signals
   agree; it stays converged until the live match falls below that for ``converge_frames`` frames;
-- or ``mismatch`` (zero twist, once the probe is back where the fine stage began): the estimate calls it on
-  target, the image says otherwise (second opinion);
-  it holds until the target is set again or guidance restarts.
+- or, when the match stays below it (second opinion: the estimate calls the view on target, the image
+  says otherwise), the probe returns to where the fine stage began and the coarse loop finishes alone;
+  where it would converge the state is ``mismatch`` (zero twist) instead, until the target is set again
+  or guidance restarts.
 
 Unsure for longer (:mod:`.recovery`): after ``recover_after`` seconds of ``hold_uncertain``,
 
@@ -142,7 +143,8 @@ class GuidanceMemory:
     on with the reception time of its pose (s), the consecutive confident frames so far; the fine
     search (None in the coarse stage), how it ended (``converged`` / ``mismatch``, None while it runs),
     the last view frame counted and the frames since in a row below ``fine_accept_match``; the path since
-    the last confident frame and the state of a return or exploration (:mod:`.recovery`).
+    the last confident frame and the state of a return or exploration (:mod:`.recovery`); whether a fine
+    alignment for this target ended in disagreement (the coarse loop then finishes alone, flagged).
     ``GuidanceMemory()`` is the reset state."""
 
     frames_within_tolerance: int = 0
@@ -156,6 +158,7 @@ class GuidanceMemory:
     view_seq: int = -1
     low_match_frames: int = 0
     recovery: RecoveryMemory = RecoveryMemory()
+    fine_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,7 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     ungauged = sample.ungauged is not None and target.ungauged is not None
     current, goal = (sample.ungauged, target.ungauged) if ungauged else (sample.pose, target.pose)
     error = tracking_error(current, goal)
-    fine = config.fine_enabled and view is not None
+    fine = config.fine_enabled and view is not None and not memory.fine_failed
     match = float(view.score) if view is not None else float('nan')
     if fine and memory.fine is not None:
         return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config)
@@ -243,7 +246,7 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
                                 max_recoveries=config.max_recoveries,
                                 explore_speed=min(config.explore_speed, config.max_probe_speed),
                                 explore_turn=config.explore_turn, cap=config.stale_timeout)
-        held = GuidanceMemory(recovery=rm)
+        held = GuidanceMemory(recovery=rm, fine_failed=memory.fine_failed, confident_frames=0)
         if rec.mode in ('hold', 'lost'):
             state = GuidanceState.HOLD_UNCERTAIN if rec.mode == 'hold' else GuidanceState.LOST
             return _hold(state, held, error, sample.uncertainty, detail=unsure, view_match=match)
@@ -269,9 +272,14 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
                                     fine=fine_start(now, config.fine_settings()))
             return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config)
         converged = True
-    rm = saw_confident(memory.recovery, now) if sample.seq != memory.last_seq else memory.recovery
+    # a confident spell (not a lone sure frame among unsure ones) starts the path to return to afresh
+    new_spell = sample.seq != memory.last_seq and streak >= config.coast_after_frames
+    rm = saw_confident(memory.recovery, now) if new_spell else memory.recovery
     memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq, converged=converged,
-                            confident_frames=streak, recovery=rm)
+                            confident_frames=streak, recovery=rm, fine_failed=memory.fine_failed)
+    if converged and memory.fine_failed:   # the estimate says arrived, the image disagreed: not converged
+        return _hold(GuidanceState.MISMATCH, memory, error, sample.uncertainty, view_match=match,
+                     detail='the fine alignment found no matching view; the estimate alone put the probe here')
     if converged:
         return _hold(GuidanceState.CONVERGED, memory, error, sample.uncertainty, view_match=match)
 
@@ -305,9 +313,13 @@ def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingR
     fm, out = fine_step(memory.fine, now=now, view=view, settings=config.fine_settings())
     memory = replace(memory, fine=fm, view_seq=view.seq)
     if out.done and not np.any(out.rates):
-        outcome = GuidanceState.CONVERGED if fm.best_score >= config.fine_accept_match else GuidanceState.MISMATCH
-        return _fine(replace(memory, fine_outcome=outcome), now=now, current=current, error=error, sample=sample,
-                     view=view, config=config)
+        if fm.best_score >= config.fine_accept_match:
+            return _fine(replace(memory, fine_outcome=GuidanceState.CONVERGED), now=now, current=current,
+                         error=error, sample=sample, view=view, config=config)
+        # The image disagrees: the probe is back where the fine alignment began; the coarse loop finishes
+        # by the estimate alone and its end is reported as mismatch, not converged.
+        return _hold(GuidanceState.GUIDING, GuidanceMemory(fine_failed=True, recovery=memory.recovery), error,
+                     sample.uncertainty, view_match=match, detail='image disagrees; back to the coarse loop')
     cartesian = axis_rates_to_probe_twist(out.rates, config.orbit_radius)
     twist = probe_frame_to_body_twist(current, cartesian, config.orbit_radius)
     cue = state_cue('fine_aligning', f'view match {match:.3f}, step {np.degrees(fm.step):.1f} deg')

@@ -50,7 +50,7 @@ class GuidanceProtocol:
     inter_threshold_deg: float = 5.0
     inter_window_s: float = 1.0
     inter_dynamic: bool = True
-    max_seconds: float = 15.0
+    max_seconds: float = 45.0
     stop_on_converged: bool = True
     orbit_max_deg: float = 20.0
     tilt_max_deg: float = 20.0

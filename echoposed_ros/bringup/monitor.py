@@ -17,6 +17,7 @@ propagates, and :class:`SpinThread` turns it into a failed run.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,13 +55,16 @@ class RunTrace:
 
     truth: ground-truth poses (orbit, probe) flattened to 18 values, decimated; first_truth and
     last_truth: the first and the last one, always exact. status: the controller's estimated
-    error (rad), decimated. poses, commands: running rates (last value: sigma^2 in rad^2).
+    error (rad), the state's number and the view match, decimated. poses, commands: running rates (last
+    value: sigma^2 in rad^2).
     """
 
     truth: DecimatedSeries = field(default_factory=lambda: DecimatedSeries(18))
     first_truth: tuple[np.ndarray, np.ndarray] | None = None
     last_truth: tuple[np.ndarray, np.ndarray] | None = None
-    status: DecimatedSeries = field(default_factory=lambda: DecimatedSeries(1))
+    status: DecimatedSeries = field(default_factory=lambda: DecimatedSeries(3))
+    view_match: float | None = None             # the last view match reported (image targets)
+    fine_reports: int = 0                       # status reports in fine_aligning
     last_estimated_error: float | None = None   # rad
     state: str | None = None                    # the last state reported
     first_converged_t: float | None = None
@@ -171,8 +175,10 @@ class RunMonitor(Node):
     def _on_status(self, msg: GuidanceStatus) -> None:
         t, tr = self._now(), self.trace
         error = float(msg.effective_error)
-        tr.status.append(t, error)
+        tr.status.append(t, (error, float(msg.state), float(msg.view_match)))
         tr.last_estimated_error = error
+        tr.view_match = float(msg.view_match) if math.isfinite(msg.view_match) else tr.view_match
+        tr.fine_reports += msg.state_name == 'fine_aligning'
         if msg.state_name == 'converged':
             if tr.state != 'converged':
                 tr.converged_since = t
@@ -238,6 +244,8 @@ class RunMonitor(Node):
             'converged': final_state == 'converged',
             'first_converged_s': tr.first_converged_t,
             'final_state': final_state,
+            'final_view_match': tr.view_match,
+            'fine_alignment_reports': tr.fine_reports,
             'loop_hz': tr.poses.rate,
             'command_hz': tr.commands.rate,
             'poses': tr.poses.count,
@@ -266,7 +274,17 @@ class RunMonitor(Node):
         errors = self.true_errors()
         if errors.size:   # none when the simulator never told the target's pose
             ax.plot(true_t[:errors.size] - t0, np.degrees(errors), label='actual (simulator ground truth)')
-        ax.plot(tr.status.t - t0, np.degrees(tr.status.values[:, 0]), label='estimated (controller)', alpha=0.7)
+        st = tr.status.values
+        ax.plot(tr.status.t - t0, np.degrees(st[:, 0]), label='estimated (controller)', alpha=0.7)
+        fine = st[:, 1] == GuidanceStatus.STATE_FINE_ALIGNING if len(st) else np.zeros(0, bool)
+        if fine.any():   # the fine alignment: shaded, with the view match it climbs on a second axis
+            ts = tr.status.t - t0
+            ax.fill_between(ts, 0, 1, where=fine, transform=ax.get_xaxis_transform(), color='tab:green', alpha=0.15,
+                            step='post', label='fine alignment (image match)')
+            am = ax.twinx()
+            am.plot(ts, st[:, 2], color='tab:green', lw=0.8)
+            am.set_ylabel('view match (NCC)', color='tab:green')
+            am.set_ylim(min(0.5, float(np.nanmin(st[:, 2])) if np.isfinite(st[:, 2]).any() else 0.5), 1.0)
         ax.set_xlim(left=0)
         ax.set_xlabel('time since the first ground-truth pose (s)')
         ax.set_ylabel('effective error to target (deg)')

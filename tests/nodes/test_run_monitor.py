@@ -142,7 +142,7 @@ def test_summary_figures_equal_the_full_records_on_a_run_longer_than_the_buffers
         monitor._now = lambda: clock[0]
         monitor.target_pose = TARGET
         # small series (64 rows) so that a short run is many times their length
-        monitor.trace = RunTrace(truth=DecimatedSeries(18, 64), status=DecimatedSeries(1, 64))
+        monitor.trace = RunTrace(truth=DecimatedSeries(18, 64), status=DecimatedSeries(3, 64))
         rng = np.random.default_rng(5)
         truth, status, poses, cmds = [], [], [], []
         states = ['searching'] * 300 + ['converged'] * 200 + ['approaching'] * 100 + ['converged'] * 300

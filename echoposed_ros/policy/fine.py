@@ -104,12 +104,13 @@ def _zeros() -> Array:
 @dataclass(frozen=True)
 class FineMemory:
     """The search's state. offset: (5,) rad along ``AXES``, where the probe is from the entry pose by
-    commanded odometry; goal: where it is going; base: the best point so far; base_score: mean match
-    measured there over ``base_count`` frames; step: rad; axis: index into ``AXES``; trial: 0 at the base,
-    +1 / -1 trying ``base +- step``, +2 / -2 carrying on after a gain that way; improved: this sweep
-    gained; rate: (5,) rad/s commanded last call at ``last_now`` (s); arrived_at: s, when the goal was
-    reached (None while moving); last_seq: last frame used; started: s; done: the search ended; score:
-    the last frame's match."""
+    commanded odometry; goal: where it is going; base: the current axis's centre point; base_score, plus,
+    minus: the match measured at ``base``, ``base + step`` and ``base - step`` (-inf: not visited); best,
+    best_score: the best point measured so far; moved: rad, the largest move of this sweep; acc_sum,
+    acc_n: frames summed so far at the current point; attempt: the search's number (``attempts``);
+    step: rad; axis: index into ``AXES``; trial: 0 at the base, +1 / -1 at ``base +- step``; rate: (5,)
+    rad/s commanded at ``last_now`` (s); arrived_at: s, when the goal was reached (None while moving);
+    last_seq: last frame used; started: s; done: the search ended; score: the last frame's match."""
 
     offset: Array = field(default_factory=_zeros)
     goal: Array = field(default_factory=_zeros)

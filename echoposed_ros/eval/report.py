@@ -248,7 +248,10 @@ def write_report(datasets: Sequence[DatasetResult], meta: dict[str, Any], folder
             lines.append('Inter-patient: not run (needs two or more volumes with standard views).')
         lines += ['', f'sigma^2 / final error Spearman (runs): {_f(s.get("sigma_error_spearman"))} '
                   f'over {s.get("sigma_error_n_runs", 0)} runs; per step (sigma^2 vs |estimated - actual| error): '
-                  f'{_f(s.get("sigma_error_spearman_steps"))}.', '', 'Targets:', '']
+                  f'{_f(s.get("sigma_error_spearman_steps"))}. sigma^2 picking out the runs that end beyond 5 deg '
+                  f'(AUC): {_f(s.get("sigma_miss_auc"))}; the final view match (image targets) as the same ranking: '
+                  f'Spearman {_f(s.get("view_match_error_spearman"))}, AUC {_f(s.get("view_match_miss_auc"))}.', '',
+                  'Targets:', '']
         for label, v, met in target_checks(s):
             verdict = 'n/a' if met is None else ('met' if met else '**not met**')
             lines.append(f'- {label}: {_f(v)} ({verdict})')

@@ -432,3 +432,11 @@ def test_runs_are_reproducible_for_a_seed():
     for a, b in zip(*out):
         np.testing.assert_array_equal(a.actual_deg, b.actual_deg)
         np.testing.assert_array_equal(a.sigma2, b.sigma2)
+
+
+def test_miss_auc_is_the_chance_a_miss_scores_above_an_arrival():
+    from echoposed_ros.eval.guidance import miss_auc
+    assert miss_auc([3, 2, 1, 0], [10, 9, 1, 0]) == 1.0          # both misses above both arrivals
+    assert miss_auc([0, 1], [10, 1]) == 0.0
+    assert miss_auc([1, 1, 0], [9, 1, 2]) == pytest.approx(0.75)  # one tie, one win
+    assert miss_auc([1, 2], [1, 2]) is None                       # no miss at all

@@ -18,8 +18,8 @@ from .protocol import GuidanceProtocol
 from .result import RunResult, state_share
 
 __all__ = ['TOLERANCES_DEG', 'converged_runs', 'dispersion_deg', 'inter_pair_summary', 'mean_effective_pose',
-           'run_sigma2', 'sigma_error_spearman', 'state_shares', 'summarize_dataset', 'summarize_final_errors',
-           'summarize_inter', 'summarize_misses', 'time_to_view', 'tolerance_curves']
+           'miss_auc', 'run_sigma2', 'sigma_error_spearman', 'state_shares', 'summarize_dataset',
+           'summarize_final_errors', 'summarize_inter', 'summarize_misses', 'time_to_view', 'tolerance_curves']
 
 #: deg, the tolerances of the success curves.
 TOLERANCES_DEG = tuple(float(t) for t in range(1, 11))
@@ -195,6 +195,19 @@ def tolerance_curves(runs: Sequence[RunResult], tolerances_deg: Sequence[float] 
     return out
 
 
+def miss_auc(scores: Sequence[float], final_deg: Sequence[float], tol_deg: float = 5.0) -> float | None:
+    """How well ``scores`` (higher = worse) pick out the runs ending beyond ``tol_deg``: the probability that a
+    random miss scores above a random arrival (ties count half; the Mann-Whitney AUC). None without both."""
+    x, e = np.asarray(scores, dtype=np.float64), np.asarray(final_deg, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(e)
+    miss, hit = x[ok & (e > tol_deg)], x[ok & (e <= tol_deg)]
+    if not miss.size or not hit.size:
+        return None
+    greater = (miss[:, None] > hit[None, :]).mean()
+    ties = (miss[:, None] == hit[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
 def summarize_dataset(results: Sequence[RunResult], protocol: GuidanceProtocol) -> dict[str, Any]:
     """The per-dataset figures of the JSON (docs/evaluation.md)."""
     out: dict[str, Any] = {}
@@ -221,4 +234,14 @@ def summarize_dataset(results: Sequence[RunResult], protocol: GuidanceProtocol) 
     out['sigma_error_spearman'] = sp['runs']
     out['sigma_error_spearman_steps'] = sp['steps']
     out['sigma_error_n_runs'] = sp['n_runs']
+    runs = [r for r in intra if np.isfinite(r.final_error_deg)]
+    errors = [r.final_error_deg for r in runs]
+    out['sigma_miss_auc'] = miss_auc([run_sigma2(r, protocol.sigma_window_s) for r in runs], errors)
+    # the fine alignment's second opinion: 1 - the final view match, as a ranking of the final error
+    mismatch = [1.0 - float(r.view_match[-1]) if r.view_match is not None and len(r.view_match) else float('nan')
+                for r in runs]
+    keep = [i for i, m in enumerate(mismatch) if np.isfinite(m)]
+    out['view_match_error_spearman'] = (spearman([mismatch[i] for i in keep], [errors[i] for i in keep])
+                                        if len(keep) > 2 else None)
+    out['view_match_miss_auc'] = miss_auc(mismatch, errors)
     return out

@@ -76,7 +76,7 @@ class ControllerConfig:
     fine_enabled: bool = _f(
         True, 'bool', 'image targets: after the coarse loop, align by the view match to the target image (fine stage)')
     fine_entry_tolerance: float = _f(
-        0.1, 'rad', 'estimated effective error below which the fine stage starts, once converge_frames more '
+        0.15, 'rad', 'estimated effective error below which the fine stage starts, once converge_frames more '
         'frames have been below it than above (a beating heart jitters the estimate)')
     fine_step: float = _f(0.05, 'rad', 'first step of the fine search along each probe axis')
     fine_min_step: float = _f(0.007, 'rad', 'the fine search ends once its step is below this')

@@ -292,7 +292,7 @@ class RunMonitor(Node):
         final_deg = final if final is not None else float('nan')
         ax.set_title(f'guidance to {self.view}: final {final_deg:.1f} deg')
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc='center right', fontsize='small')
         for i, (image, title) in enumerate(((self.last_image, 'current slice'), (self.target_image, 'target slice'))):
             a = fig.add_subplot(grid[0, 2 + i])
             if image is not None:

@@ -10,5 +10,5 @@ cd "$root"
 out="$root/out/demo"
 mkdir -p "$out"
 exec "$root/.venv/bin/echoposed" launch sim_guidance target:=A4C robot:=arm cardiac_motion:=true \
-  --duration 30 --stop-after-converged 2 --quiet --isolated \
+  --duration 60 --stop-after-converged 2 --quiet --isolated \
   --summary "$out/summary.json" --plot "$out/guidance.png" "$@"

@@ -37,6 +37,7 @@ class FakeServices:
 
     def _view(self, request, response):
         self.views.append(request.view)
+        self.phases = getattr(self, 'phases', []) + [request.cardiac_phase]
         response.success = not self.refuse_view
         response.message = 'unknown view' if self.refuse_view else ''
         response.image.height, response.image.width, response.image.encoding = 2, 3, 'mono8'
@@ -73,6 +74,15 @@ def test_the_view_image_is_handed_to_the_controller(graph, client):
     (request,) = fake.targets
     assert request.kind == SetTarget.Request.KIND_IMAGE and request.view == 'A2C'
     assert np.array_equal(np.frombuffer(bytes(request.image.data), np.uint8), np.arange(6))
+
+
+def test_an_image_target_carries_the_view_over_one_cycle(graph, client):
+    fake = FakeServices(graph)
+    set_view_target(client, 'A4C', 0.0, timeout=10.0, cine_frames=4)
+    (request,) = fake.targets
+    assert len(request.cine) == 4 and fake.phases == [0.0, 0.0, 0.25, 0.5, 0.75]
+    with pytest.raises(EchoposedError, match='cine_frames'):
+        set_view_target(client, 'A4C', 0.0, timeout=10.0, cine_frames=-1)
 
 
 def test_an_unanswered_request_is_sent_again(graph, client):

@@ -5,6 +5,7 @@
 - ``writer``: :class:`BagWriter` (serialized messages -> MCAP bag with metadata.yaml; no rclpy)
 - ``integrity``: MCAP framing and CRC-32 checks run before a bag is read (damage -> one BagError)
 - ``reader``: :func:`read_bag` (images, ground truth, estimates, commands, status -> arrays)
+- ``clip``: :func:`read_clip` (a saved view: the frames of a bag between two times, a target cine)
 - ``salvage``: :func:`salvage` (complete messages of a truncated or damaged MCAP, and its custom_data
   -> a new, complete bag)
 - ``evaluate``: the pure scoring core (alignment, tracking error, sigma^2 vs error, latency, target)

@@ -39,6 +39,12 @@ PARAMS = (
     Param('cine_frames', 20, "image targets: also send the view over one cardiac cycle, this many frames at phases "
           "k / N (SetTarget.cine: the controller's fine alignment matches each live frame with its phase); "
           '0 = the image alone', read_only=True),
+    Param('bag', '', 'a bag holding the target view: the frames from clip_start for clip_seconds become the '
+          "image target and its cine (the simulator's view is not asked for); empty = the simulator's view",
+          read_only=True),
+    Param('bag_image_topic', '', "image topic of the bag; empty = the bag's one image topic", read_only=True),
+    Param('clip_start', 0.0, "s from the bag's start where the clip begins", read_only=True),
+    Param('clip_seconds', 1.0, 's, length of the clip (about one cardiac cycle)', read_only=True),
     Param('timeout', 60.0, 's, how long to wait for the simulator and the controller', read_only=True),
     Param('retry_after', 10.0, 's, a request unanswered this long is sent again (more than the '
           "controller's estimate_timeout, which an image target may take)", read_only=True),
@@ -107,9 +113,40 @@ def set_view_target(node: Node, view: str, cardiac_phase: float, timeout: float,
         node.destroy_client(targets)
 
 
+def set_clip_target(node: Node, bag: str, start_s: float, seconds: float, topic: str, timeout: float,
+                    retry_after: float = 10.0) -> str:
+    """Set the frames of ``bag`` from ``start_s`` for ``seconds`` as the controller's image target, the first
+    frame as the image and all of them as its cine."""
+    from echoposed_msgs.msg import EchoPose
+
+    from ..bag.clip import read_clip
+    from .convert import array_to_image_msg
+    frames = read_clip(bag, start_s, seconds, topic or None)
+    header = EchoPose().header
+    header.frame_id = 'probe'
+    request = SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE, image=array_to_image_msg(frames[0], header))
+    request.cine = [array_to_image_msg(f, header) for f in frames]
+    targets = node.create_client(SetTarget, 'guidance/set_target')
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        done = _call(node, executor, targets, request, timeout, 'guidance/set_target', retry_after)
+        if not done.success:
+            raise NodeError(f'guidance/set_target refused the clip of {bag}: {done.message}')
+        return f'target set from {bag} ({len(frames)} frames from {start_s:g} s; {done.message})'
+    finally:
+        executor.remove_node(node)
+        executor.shutdown()
+        node.destroy_client(targets)
+
+
 def _set_target(node: Node) -> None:
     """The node's job: its parameters -> :func:`set_view_target`, the outcome logged."""
     p = declare_all(node, PARAMS)
+    if p['bag']:
+        node.get_logger().info(set_clip_target(node, p['bag'], float(p['clip_start']), float(p['clip_seconds']),
+                                               p['bag_image_topic'], float(p['timeout']), float(p['retry_after'])))
+        return
     node.get_logger().info(set_view_target(node, p['view'], float(p['cardiac_phase']), float(p['timeout']),
                                            p['kind'], float(p['retry_after']), int(p['cine_frames'])))
 

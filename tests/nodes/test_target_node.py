@@ -17,7 +17,7 @@ from ros_harness import Graph
 
 from echoposed_ros.config.params import yaml_parameters
 from echoposed_ros.errors import EchoposedError
-from echoposed_ros.nodes.target_node import PARAMS, set_view_target
+from echoposed_ros.nodes.target_node import PARAMS, set_clip_target, set_view_target
 from echoposed_ros.paths import config_dir
 
 
@@ -83,6 +83,18 @@ def test_an_image_target_carries_the_view_over_one_cycle(graph, client):
     assert len(request.cine) == 4 and fake.phases == [0.0, 0.0, 0.25, 0.5, 0.75]
     with pytest.raises(EchoposedError, match='cine_frames'):
         set_view_target(client, 'A4C', 0.0, timeout=10.0, cine_frames=-1)
+
+
+def test_a_bag_clip_becomes_the_image_target_and_its_cine(graph, client, tmp_path):
+    from bag_helpers import write_image_bag
+    fake = FakeServices(graph)
+    bag = write_image_bag(tmp_path / 'saved_view', 45)
+    message = set_clip_target(client, str(bag), 0.0, 1.0, '', timeout=10.0)
+    assert '30 frames from 0 s' in message and fake.views == []          # the simulator is not asked
+    (request,) = fake.targets
+    assert request.kind == SetTarget.Request.KIND_IMAGE and len(request.cine) == 30
+    assert [bytes(m.data)[0] for m in request.cine] == list(range(30))
+    assert bytes(request.image.data) == bytes(request.cine[0].data)
 
 
 def test_an_unanswered_request_is_sent_again(graph, client):

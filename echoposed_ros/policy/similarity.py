@@ -67,14 +67,22 @@ def fan_mask(frames: ArrayLike, threshold: float = 0.0, erode_px: int = 1) -> ND
 
 
 def fit_to(image: ArrayLike, shape: tuple[int, int]) -> Array:
-    """``image`` (H, W) resampled (bilinear) to ``shape``; unchanged when it already has it."""
+    """``image`` (H, W) resampled to ``shape``; unchanged when it already has it. Shrinking averages: by
+    whole factors, the mean of each block (as slicing at the smaller size would sample it); else a
+    Gaussian blur of half the factor before bilinear resampling. Speckle otherwise aliases into noise
+    that the view match would read as a change of view."""
     a = np.asarray(image, dtype=np.float64)
     if a.shape == tuple(shape):
         return a
     if a.ndim != 2:
         raise PolicyError(f'fit_to: expected a 2D image, got shape {a.shape}')
-    return ndimage.zoom(a, (shape[0] / a.shape[0], shape[1] / a.shape[1]), order=1, mode='nearest',
-                        grid_mode=True)
+    fy, fx = a.shape[0] / shape[0], a.shape[1] / shape[1]
+    if fy == int(fy) and fx == int(fx) and fy >= 1 and fx >= 1:
+        ky, kx = int(fy), int(fx)
+        return a.reshape(shape[0], ky, shape[1], kx).mean(axis=(1, 3))
+    if fy > 1 or fx > 1:
+        a = ndimage.gaussian_filter(a, (max(0.0, 0.5 * fy), max(0.0, 0.5 * fx)), mode='nearest')
+    return ndimage.zoom(a, (shape[0] / a.shape[0], shape[1] / a.shape[1]), order=1, mode='nearest', grid_mode=True)
 
 
 class _Stack:

@@ -232,3 +232,13 @@ def test_rotation_helpers_are_consistent():
     tw = axis_rates_to_probe_twist(rates, 0.1)
     assert np.allclose(tw.omega, [0.2, 0, 0]) and np.allclose(tw.v, [0, 0.02, 0])
     assert Rotation.from_rotvec(tw.omega).magnitude() == pytest.approx(0.2)
+
+
+def test_shrinking_a_frame_averages_instead_of_aliasing():
+    from echoposed_ros.policy.similarity import fit_to
+    a = np.arange(16.0).reshape(4, 4)
+    assert np.array_equal(fit_to(a, (2, 2)), [[2.5, 4.5], [10.5, 12.5]])     # 2 x 2 block means
+    speckle = np.random.default_rng(0).random((128, 128))
+    assert fit_to(speckle, (64, 64)).std() < 0.6 * speckle.std()             # noise averaged, not sampled
+    assert fit_to(speckle, (50, 70)).shape == (50, 70)
+    assert fit_to(a, (4, 4)) is not None and np.array_equal(fit_to(a, (4, 4)), a)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import rclpy
@@ -71,6 +73,31 @@ def _call(node: Node, executor: Executor, client: Any, request: Any, timeout: fl
             node.get_logger().warning(f'{what} gave no answer within {retry_after:g} s; asking again')
 
 
+@contextmanager
+def _clients(node: Node, *services: tuple[Any, str]) -> Iterator[tuple[Executor, list[Any]]]:
+    """A single-threaded executor spinning ``node`` (its own context, spun here only) and a client per
+    ``(type, name)``; both are torn down on the way out."""
+    clients = [node.create_client(kind, name) for kind, name in services]
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        yield executor, clients
+    finally:
+        executor.remove_node(node)
+        executor.shutdown()
+        for client in clients:
+            node.destroy_client(client)
+
+
+def _send_target(node: Node, executor: Executor, client: Any, request: SetTarget.Request, timeout: float,
+                 retry_after: float, what: str) -> str:
+    """``guidance/set_target`` with ``request``: its answer's message, or NodeError naming ``what``."""
+    done = _call(node, executor, client, request, timeout, 'guidance/set_target', retry_after)
+    if not done.success:
+        raise NodeError(f'guidance/set_target refused {what}: {done.message}')
+    return done.message
+
+
 def set_view_target(node: Node, view: str, cardiac_phase: float, timeout: float, kind: str = 'image',
                     retry_after: float = 10.0, cine_frames: int = 0) -> str:
     """Fetch the view from the simulator and set it as the controller's target (image or pose; an image
@@ -82,35 +109,24 @@ def set_view_target(node: Node, view: str, cardiac_phase: float, timeout: float,
         raise NodeError(f"kind = {kind!r}; expected 'image' or 'pose'")
     if not (retry_after > 0 and timeout > 0):
         raise NodeError(f'retry_after = {retry_after:g} s, timeout = {timeout:g} s; expected both > 0')
-    views = node.create_client(StandardView, 'sim/standard_view')
-    targets = node.create_client(SetTarget, 'guidance/set_target')
-    executor = SingleThreadedExecutor(context=node.context)   # the node's own context, spun here only
-    executor.add_node(node)
-    try:
-        got = _call(node, executor, views, StandardView.Request(view=view, cardiac_phase=cardiac_phase), timeout,
-                    'sim/standard_view', retry_after)
-        if not got.success:
-            raise NodeError(f'sim/standard_view refused {view!r}: {got.message}')
+    with _clients(node, (StandardView, 'sim/standard_view'), (SetTarget, 'guidance/set_target')) as (
+            executor, (views, targets)):
+        def fetch(phase: float) -> Any:
+            got = _call(node, executor, views, StandardView.Request(view=view, cardiac_phase=phase), timeout,
+                        'sim/standard_view', retry_after)
+            if not got.success:
+                raise NodeError(f'sim/standard_view refused {view!r} at phase {phase:g}: {got.message}')
+            return got
+
+        got = fetch(cardiac_phase)
         if kind == 'image':
             request = SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE, image=got.image, view=view)
-            for k in range(cine_frames):
-                frame = _call(node, executor, views, StandardView.Request(view=view, cardiac_phase=k / cine_frames),
-                              timeout, 'sim/standard_view', retry_after)
-                if not frame.success:
-                    raise NodeError(f'sim/standard_view refused {view!r} at phase {k / cine_frames:g}: {frame.message}')
-                request.cine.append(frame.image)
+            request.cine = [fetch(k / cine_frames).image for k in range(cine_frames)]
         else:
             request = SetTarget.Request(kind=SetTarget.Request.KIND_POSE, orbit=got.pose.orbit, probe=got.pose.probe,
                                         view=view)
-        done = _call(node, executor, targets, request, timeout, 'guidance/set_target', retry_after)
-        if not done.success:
-            raise NodeError(f'guidance/set_target refused the {view} image: {done.message}')
-        return f'target {view} set ({done.message})'
-    finally:
-        executor.remove_node(node)
-        executor.shutdown()
-        node.destroy_client(views)
-        node.destroy_client(targets)
+        message = _send_target(node, executor, targets, request, timeout, retry_after, f'the {view} image')
+    return f'target {view} set ({message})'
 
 
 def set_clip_target(node: Node, bag: str, start_s: float, seconds: float, topic: str, timeout: float,
@@ -126,18 +142,9 @@ def set_clip_target(node: Node, bag: str, start_s: float, seconds: float, topic:
     header.frame_id = 'probe'
     request = SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE, image=array_to_image_msg(frames[0], header))
     request.cine = [array_to_image_msg(f, header) for f in frames]
-    targets = node.create_client(SetTarget, 'guidance/set_target')
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-    try:
-        done = _call(node, executor, targets, request, timeout, 'guidance/set_target', retry_after)
-        if not done.success:
-            raise NodeError(f'guidance/set_target refused the clip of {bag}: {done.message}')
-        return f'target set from {bag} ({len(frames)} frames from {start_s:g} s; {done.message})'
-    finally:
-        executor.remove_node(node)
-        executor.shutdown()
-        node.destroy_client(targets)
+    with _clients(node, (SetTarget, 'guidance/set_target')) as (executor, (targets,)):
+        message = _send_target(node, executor, targets, request, timeout, retry_after, f'the clip of {bag}')
+    return f'target set from {bag} ({len(frames)} frames from {start_s:g} s; {message})'
 
 
 def _set_target(node: Node) -> None:

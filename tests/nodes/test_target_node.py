@@ -121,7 +121,7 @@ def test_a_missing_service_and_a_refused_view_are_named(graph, client):
     with pytest.raises(EchoposedError, match='sim/standard_view is not available after 0.3 s'):
         set_view_target(client, 'A4C', 0.0, timeout=0.3)
     FakeServices(graph, refuse_view=True)
-    with pytest.raises(EchoposedError, match="sim/standard_view refused 'A3C': unknown view"):
+    with pytest.raises(EchoposedError, match="sim/standard_view refused 'A3C' at phase 0: unknown view"):
         set_view_target(client, 'A3C', 0.0, timeout=10.0)
     with pytest.raises(EchoposedError, match='retry_after = 0 s'):
         set_view_target(client, 'A3C', 0.0, timeout=10.0, retry_after=0.0)

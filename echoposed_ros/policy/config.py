@@ -95,7 +95,8 @@ class ControllerConfig:
         0.99, 'NCC', 'view match (NCC) the end of the fine search needs for converged; below it the state is '
         'mismatch (zero twist): the estimate and the image disagree')
     match_smoothing: float = _f(
-        2.0, 'px', 'view match: mean of the NCC of raw frames and of frames blurred by this Gaussian sigma',
+        2.0, 'px', 'view match: mean of the NCC of raw frames and of frames blurred by Gaussians of this and twice '
+        'this sigma',
         fixed='the target view is prepared with it when it is set')
 
     def __post_init__(self) -> None:

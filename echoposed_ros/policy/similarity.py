@@ -3,7 +3,8 @@
 :class:`ViewMatcher` holds a target view, one image or a cine loop of one cardiac cycle
 ``(T, H, W)``, and scores a live frame ``(H, W)`` by the normalised cross-correlation (NCC)
 over the fan's pixels only (``mask``), the mean of the NCC of the raw frames (sharp, exact at the
-peak) and of the frames blurred by a Gaussian of ``sigma_px`` pixels (smooth, wide basin), each
+peak) and of the frames blurred by Gaussians of ``sigma_px`` and ``2 sigma_px`` pixels (smooth, a
+wide basin), each
 against its best-matching target frame or the best mix of two consecutive ones: a live frame is
 compared with its own cardiac phase in the cine, so every frame is a sample whatever the phase.
 Scores are in [-1, 1]; 1 is the same image up to gain and offset. Pure numpy and scipy; images are
@@ -133,8 +134,8 @@ class ViewMatcher:
     """Scores live frames against a target image or cine (module docstring).
 
     ``target``: (H, W) or (T, H, W) float intensities; ``mask``: (H, W) bool, the pixels to compare
-    (the fan; None = every pixel); ``sigma_px``: the blur of the smooth half of the score in pixels
-    (0 = raw frames only). Raises PolicyError for a malformed target or mask, or a target frame with
+    (the fan; None = every pixel); ``sigma_px``: the finer of the two blurs of the smooth terms of the
+    score in pixels (0 = raw frames only). Raises PolicyError for a malformed target or mask, or a target frame with
     no contrast.
     """
 
@@ -159,7 +160,8 @@ class ViewMatcher:
         self.mask = m
         self.sigma_px = float(sigma_px)
         self.frames = int(t.shape[0])
-        self._stacks = [_Stack(t, m, 0.0)] + ([_Stack(t, m, self.sigma_px)] if self.sigma_px > 0 else [])
+        blurs = (self.sigma_px, 2.0 * self.sigma_px) if self.sigma_px > 0 else ()
+        self._stacks = [_Stack(t, m, 0.0)] + [_Stack(t, m, b) for b in blurs]
 
     def match(self, image: ArrayLike) -> ViewMatch:
         """The live frame ``image`` (H, W) against the target: the score and the best target frame (of the raw

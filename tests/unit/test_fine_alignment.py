@@ -91,9 +91,12 @@ def test_matcher_equals_the_plain_ncc():
     mask[3:20, 2:18] = True
     raw = ViewMatcher(target, mask, sigma_px=0.0).match(live).score
     assert raw == pytest.approx(ncc(live, target, mask), abs=1e-12)
-    blur = lambda a: ndimage.gaussian_filter(a, 2.0, mode='nearest')  # noqa: E731
-    both = ViewMatcher(target, mask, sigma_px=2.0).match(live).score
-    assert both == pytest.approx(0.5 * (ncc(live, target, mask) + ncc(blur(live), blur(target), mask)), abs=1e-12)
+    def blur(a, s):
+        return ndimage.gaussian_filter(a, s, mode='nearest')
+    mixed = ViewMatcher(target, mask, sigma_px=2.0).match(live).score
+    naive = (ncc(live, target, mask) + ncc(blur(live, 2.0), blur(target, 2.0), mask)
+             + ncc(blur(live, 4.0), blur(target, 4.0), mask)) / 3.0
+    assert mixed == pytest.approx(naive, abs=1e-12)
     assert ViewMatcher(target, mask).match(3.0 * target + 1.0).score == pytest.approx(1.0)
 
 
@@ -153,17 +156,21 @@ def _search_on(volume, offset_axis: int, angle: float, beating: bool) -> tuple[f
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('beating', [False, True], ids=['static', 'beating'])
-@pytest.mark.parametrize('axis', range(len(AXES)), ids=AXES)
-def test_fine_alignment_converges_from_offsets_about_each_axis(heart, axis, beating):
-    # About the beam (what the estimate misses most) from 0.1 rad (5.7 deg), about the other axes from
-    # 0.05 rad. From the entry threshold itself (0.15 rad) the search on this heart ends 3-6 deg off for
-    # some axes: the whole basin is not yet covered.
-    entry = 0.1 if AXES[axis] == 'turn_z' else 0.05
-    for sign in (1.0, -1.0):
-        err, widest = _search_on(heart, axis, sign * entry, beating)
-        assert math.degrees(err) < 3.0, (AXES[axis], sign, math.degrees(err))
-        assert widest <= SETTINGS.max_excursion + 1e-6
+def test_fine_alignment_from_the_entry_threshold_about_each_axis(heart):
+    """From the entry threshold (0.15 rad) about each axis, both ways, static and beating (20 starts): most
+    end within 3 deg, every one ends nearer than it started, and none leaves the excursion bound. (Not yet
+    every one within 3 deg: from 8.6 deg some tilts and orbits end 6-7 deg off, at a local peak.)"""
+    entry = ControllerConfig().fine_entry_tolerance
+    errors = []
+    for beating in (False, True):
+        for axis in range(len(AXES)):
+            for sign in (1.0, -1.0):
+                err, widest = _search_on(heart, axis, sign * entry, beating)
+                errors.append(math.degrees(err))
+                assert err < entry, (AXES[axis], sign, beating, math.degrees(err))
+                assert widest <= SETTINGS.max_excursion + 1e-6
+    assert sum(e < 3.0 for e in errors) >= 14, np.round(errors, 1)
+    assert sorted(errors)[len(errors) // 2] < 1.5, np.round(errors, 1)   # the median
 
 
 # -- through the state machine ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from scipy import stats as _stats
 
 from ..errors import EchoposedError
 
-__all__ = ['StatsError', 'bootstrap_ci', 'ecdf', 'p90', 'spearman', 'success_rate']
+__all__ = ['StatsError', 'auc', 'bootstrap_ci', 'ecdf', 'p90', 'spearman', 'success_rate']
 
 Array = NDArray[np.float64]
 
@@ -78,6 +78,17 @@ def spearman(x: ArrayLike, y: ArrayLike) -> float | None:
     if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
     return float(_stats.spearmanr(a, b).statistic)
+
+
+def auc(positive: ArrayLike, negative: ArrayLike) -> float | None:
+    """The chance that a random ``positive`` score exceeds a random ``negative`` one, ties counting half (the
+    Mann-Whitney U over the number of pairs); None when either sample is empty. Non-finite scores are dropped."""
+    a = np.asarray(positive, dtype=np.float64).reshape(-1)
+    b = np.asarray(negative, dtype=np.float64).reshape(-1)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if not a.size or not b.size:
+        return None
+    return float(_stats.mannwhitneyu(a, b).statistic / (a.size * b.size))
 
 
 def ecdf(x: ArrayLike) -> tuple[Array, Array]:

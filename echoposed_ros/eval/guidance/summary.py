@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from ...geometry import Pose, angle, angle_between, effective_pose, project_to_so3
 from ...policy import GuidanceState
-from ..stats import bootstrap_ci, p90, spearman
+from ..stats import auc, bootstrap_ci, p90, spearman, success_rate
 from .errors import GuidanceError
 from .protocol import GuidanceProtocol
 from .result import RunResult, state_share
@@ -191,7 +191,7 @@ def tolerance_curves(runs: Sequence[RunResult], tolerances_deg: Sequence[float] 
     for i, axis in enumerate('xyz'):
         values[f'turn_{axis}'] = turns[:, i]
     for name, v in values.items():
-        out[name] = [float(np.mean(v <= t)) for t in tolerances_deg]
+        out[name] = [float(f) for f in success_rate(v, tolerances_deg)]
     return out
 
 
@@ -200,12 +200,7 @@ def miss_auc(scores: Sequence[float], final_deg: Sequence[float], tol_deg: float
     random miss scores above a random arrival (ties count half; the Mann-Whitney AUC). None without both."""
     x, e = np.asarray(scores, dtype=np.float64), np.asarray(final_deg, dtype=np.float64)
     ok = np.isfinite(x) & np.isfinite(e)
-    miss, hit = x[ok & (e > tol_deg)], x[ok & (e <= tol_deg)]
-    if not miss.size or not hit.size:
-        return None
-    greater = (miss[:, None] > hit[None, :]).mean()
-    ties = (miss[:, None] == hit[None, :]).mean()
-    return float(greater + 0.5 * ties)
+    return auc(x[ok & (e > tol_deg)], x[ok & (e <= tol_deg)])
 
 
 def summarize_dataset(results: Sequence[RunResult], protocol: GuidanceProtocol) -> dict[str, Any]:

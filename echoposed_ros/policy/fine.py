@@ -162,14 +162,13 @@ def _inside(goal: Array, settings: FineSettings) -> bool:
 
 
 def _clip_to_bound(base: Array, goal: Array, settings: FineSettings) -> Array:
-    """``goal``, or the farthest point towards it from ``base`` (inside the bound) that stays inside."""
+    """``goal``, or where the segment from ``base`` (inside the bound) towards it leaves the bound."""
     if _inside(goal, settings):
         return goal
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if _inside(base + mid * (goal - base), settings) else (lo, mid)
-    return base + lo * (goal - base)
+    d = goal - base
+    a, b, c = float(d @ d), float(base @ d), float(base @ base) - settings.max_excursion ** 2
+    t = (-b + np.sqrt(max(b * b - a * c, 0.0))) / a   # |base + t d| = max_excursion, the root in [0, 1]
+    return base + max(0.0, t) * d
 
 
 def _vertex(f0: float, fp: float, fm: float, h: float) -> float:
@@ -214,20 +213,20 @@ def _measure(m: FineMemory, score: float, settings: FineSettings) -> FineMemory:
         return _after_plus(m, e, settings)
     if m.trial == 1:
         return _after_plus(replace(m, plus=score), e, settings)
-    m = replace(m, minus=score)
-    x = _vertex(m.base_score, m.plus, m.minus, m.step)
-    goal = m.base.copy()
-    goal[m.axis] += x
-    return _advance(m, _clip_to_bound(m.base, goal, settings), settings)
+    return _to_peak(replace(m, minus=score), settings)
 
 
 def _after_plus(m: FineMemory, e: Array, settings: FineSettings) -> FineMemory:
     """The + point is measured (or outside the bound): go to the - point, or straight to the vertex."""
     if _inside(m.base - e, settings):
         return replace(m, goal=m.base - e, trial=-1)
-    x = _vertex(m.base_score, m.plus, -np.inf, m.step)
+    return _to_peak(m, settings)           # m.minus stays -inf: not visited
+
+
+def _to_peak(m: FineMemory, settings: FineSettings) -> FineMemory:
+    """The axis is measured: on to the parabola's peak (inside the bound), the next axis's base."""
     goal = m.base.copy()
-    goal[m.axis] += x
+    goal[m.axis] += _vertex(m.base_score, m.plus, m.minus, m.step)
     return _advance(m, _clip_to_bound(m.base, goal, settings), settings)
 
 

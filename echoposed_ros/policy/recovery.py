@@ -41,7 +41,7 @@ class RecoveryMemory:
     """path: the commands since the last confident frame; pending: the newest command and when it began
     (its duration is known at the next cycle); unsure_since: s, start of the current unsure spell (None:
     sure); replay: index of the path step being undone and the time left on it; last_now: s, the previous
-    cycle; recoveries: returns made for this target; turned: rad, exploration so far."""
+    cycle; recoveries: returns made for this target; exploring: turning about the beam; turned: rad, how far."""
 
     path: tuple[PathStep, ...] = ()
     pending: tuple[CartesianTwist, np.ndarray, np.ndarray, float] | None = None
@@ -49,6 +49,7 @@ class RecoveryMemory:
     replay: tuple[int, float] | None = None
     last_now: float | None = None
     recoveries: int = 0
+    exploring: bool = False
     turned: float = 0.0
 
 
@@ -75,7 +76,8 @@ def _close_pending(m: RecoveryMemory, now: float, cap: float) -> RecoveryMemory:
 
 def saw_confident(m: RecoveryMemory, now: float) -> RecoveryMemory:
     """A confident frame: the path starts again here, the unsure spell and any return or exploration end."""
-    return replace(m, path=(), pending=None, unsure_since=None, replay=None, last_now=now, turned=0.0)
+    return replace(m, path=(), pending=None, unsure_since=None, replay=None, last_now=now, exploring=False,
+                   turned=0.0)
 
 
 def record_command(m: RecoveryMemory, now: float, cartesian: CartesianTwist, orbit: np.ndarray, probe: np.ndarray,
@@ -94,8 +96,7 @@ def recovery_step(m: RecoveryMemory, now: float, *, recover_after: float, max_re
     elapsed = 0.0 if m.last_now is None else max(0.0, now - m.last_now)
     if m.unsure_since is None:
         m = replace(m, unsure_since=now)
-    prev_mode_explore = m.replay is None and m.turned > 0
-    if prev_mode_explore:
+    if m.exploring:
         m = replace(m, turned=m.turned + explore_speed * elapsed)
     if m.replay is not None:             # undoing the path: account for the time the last command was held
         i, left = m.replay
@@ -108,19 +109,16 @@ def recovery_step(m: RecoveryMemory, now: float, *, recover_after: float, max_re
         else:
             m = replace(m, replay=(i, left))
     m = replace(m, last_now=now)
-    if m.replay is not None:
+    if m.replay is None and not m.exploring:
+        if now - m.unsure_since < recover_after:
+            return m, RecoveryOutput('hold', *_ZERO)
+        if m.path and m.recoveries < max_recoveries:
+            m = replace(m, replay=(len(m.path) - 1, m.path[-1].duration))
+    if m.replay is not None:             # undo the path step being replayed
         s = m.path[m.replay[0]]
         return m, RecoveryOutput('return', CartesianTwist(-s.cartesian.v, -s.cartesian.omega), -s.orbit, -s.probe)
-    if now - m.unsure_since < recover_after and m.turned == 0.0:
-        return m, RecoveryOutput('hold', *_ZERO)
-    if m.path and m.recoveries < max_recoveries and m.turned == 0.0:
-        i = len(m.path) - 1
-        m = replace(m, replay=(i, m.path[i].duration))
-        s = m.path[i]
-        return m, RecoveryOutput('return', CartesianTwist(-s.cartesian.v, -s.cartesian.omega), -s.orbit, -s.probe)
     if m.turned < explore_turn and explore_speed > 0:
-        if m.turned == 0.0:
-            m = replace(m, turned=1e-12)   # exploring from now on
+        m = replace(m, exploring=True)
         w = np.array([0.0, 0.0, explore_speed])
         return m, RecoveryOutput('explore', CartesianTwist(np.zeros(3), w), np.zeros(3), w)
     return m, RecoveryOutput('lost', *_ZERO)

@@ -285,7 +285,7 @@ class ControllerNode(Node):
                 return
             self._view_seq += 1
             self._view = ViewSample(score, self._now(), self._view_seq)
-            capture = (self._memory.fine_outcome == GuidanceState.CONVERGED and score >= self.config.fine_accept_match
+            capture = (self._memory.fine_converged and score >= self.config.fine_accept_match
                        and self._captured < self.node_config.capture_frames)
             if capture:
                 self._captured += 1
@@ -304,7 +304,7 @@ class ControllerNode(Node):
             view = self._view if self._matcher is not None else None
             self._memory, out = control_step(self._memory, now=self._now(), active=self._active,
                                              target=self._target, sample=self._sample, config=self.config, view=view)
-            if self._memory.fine_outcome != GuidanceState.CONVERGED:
+            if not self._memory.fine_converged:
                 self._captured = 0
             self._last = out
             self._ticks_in_window += 1

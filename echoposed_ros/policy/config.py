@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from .errors import PolicyError
@@ -151,9 +152,11 @@ class ControllerConfig:
                 f'({self.converge_tolerance!r} rad) so the probe cannot stop outside the tolerance, '
                 f'got deadband = {self.deadband!r} rad')
 
+    @cached_property
     def fine_settings(self) -> FineSettings:
         """The fine search's bounds from these parameters (speed limits: ``max_probe_speed`` for turns and
-        tilts, ``max_orbit_speed`` for the orbit axes; one command per ``control_period``)."""
+        tilts, ``max_orbit_speed`` for the orbit axes; one command per ``control_period``); built once per
+        config, not per control cycle."""
         return FineSettings(step=self.fine_step, min_step=self.fine_min_step, max_excursion=self.fine_max_excursion,
                             settle_time=self.fine_settle_time, max_time=self.fine_max_time,
                             max_turn_speed=self.max_probe_speed, max_orbit_speed=self.max_orbit_speed,

@@ -46,8 +46,7 @@ Unsure for longer (:mod:`.recovery`): after ``recover_after`` seconds of ``hold_
 - ``lost``: zero twist, cue "heart lost: reposition the probe".
 
 Every path but ``guiding``, ``coasting``, ``fine_aligning``, ``recovering`` and ``exploring`` returns exactly
-zero twists. Times are
-seconds on one clock.
+zero twists. Times are seconds on one clock.
 """
 from __future__ import annotations
 
@@ -141,7 +140,7 @@ class GuidanceMemory:
     """What the state machine carries between ticks: consecutive frames within tolerance, the last
     counted frame's seq, whether it has converged, the last ``guiding`` output that may be coasted
     on with the reception time of its pose (s), the consecutive confident frames so far; the fine
-    search (None in the coarse stage), how it ended (``converged`` / ``mismatch``, None while it runs),
+    search (None in the coarse stage), whether it ended converged,
     the last view frame counted and the frames since in a row below ``fine_accept_match``; the path since
     the last confident frame and the state of a return or exploration (:mod:`.recovery`); whether a fine
     alignment for this target ended in disagreement (the coarse loop then finishes alone, flagged).
@@ -154,7 +153,7 @@ class GuidanceMemory:
     last_guiding_at: float = float('-inf')
     confident_frames: int = 0
     fine: FineMemory | None = None
-    fine_outcome: GuidanceState | None = None
+    fine_converged: bool = False
     view_seq: int = -1
     low_match_frames: int = 0
     recovery: RecoveryMemory = RecoveryMemory()
@@ -269,7 +268,7 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     if not converged and frames >= config.converge_frames:
         if fine:    # coarse to fine: the image takes over from here
             memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq,
-                                    fine=fine_start(now, config.fine_settings()))
+                                    fine=fine_start(now, config.fine_settings))
             return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config)
         converged = True
     # a confident spell (not a lone sure frame among unsure ones) starts the path to return to afresh
@@ -300,21 +299,20 @@ def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingR
     """The fine stage (module docstring): one step of the view-match search, or its outcome once it ended."""
     assert memory.fine is not None
     match = float(view.score)
-    if memory.fine_outcome is not None:
-        if memory.fine_outcome == GuidanceState.CONVERGED and view.seq != memory.view_seq:
+    if memory.fine_converged:
+        if view.seq != memory.view_seq:
             low = memory.low_match_frames + 1 if not match >= config.fine_accept_match else 0
             memory = replace(memory, view_seq=view.seq, low_match_frames=low)
             if low >= config.converge_frames:   # the view was lost (patient or probe moved): start again
                 return _hold(GuidanceState.GUIDING, GuidanceMemory(), error, sample.uncertainty,
                              view_match=match)
-        detail = f'view match {memory.fine.best_score:.3f}' + (
-            f' < {config.fine_accept_match:.3f}' if memory.fine_outcome == GuidanceState.MISMATCH else '')
-        return _hold(memory.fine_outcome, memory, error, sample.uncertainty, detail=detail, view_match=match)
-    fm, out = fine_step(memory.fine, now=now, view=view, settings=config.fine_settings())
+        return _hold(GuidanceState.CONVERGED, memory, error, sample.uncertainty,
+                     detail=f'view match {memory.fine.best_score:.3f}', view_match=match)
+    fm, out = fine_step(memory.fine, now=now, view=view, settings=config.fine_settings)
     memory = replace(memory, fine=fm, view_seq=view.seq)
     if out.done and not np.any(out.rates):
         if fm.best_score >= config.fine_accept_match:
-            return _fine(replace(memory, fine_outcome=GuidanceState.CONVERGED), now=now, current=current,
+            return _fine(replace(memory, fine_converged=True), now=now, current=current,
                          error=error, sample=sample, view=view, config=config)
         # The image disagrees: the probe is back where the fine alignment began; the coarse loop finishes
         # by the estimate alone and its end is reported as mismatch, not converged.

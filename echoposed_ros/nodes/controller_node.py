@@ -43,7 +43,7 @@ from geometry_msgs.msg import TwistStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
@@ -75,6 +75,7 @@ from .convert import echopose_msg, image_msg_to_array, vector3_msg
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import declare_all, watch_parameters
 from .process import SpinThread, run_node
+from .qos import NEWEST_FRAME
 
 __all__ = ['NODE_PARAMS', 'PARAMS', 'POLICY_PARAMS', 'ControllerNode', 'ControllerNodeConfig', 'main']
 
@@ -195,10 +196,7 @@ class ControllerNode(Node):
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         self.create_subscription(EchoPose, 'echoposed/pose', self._on_pose, qos)
         self.captured_pub = self.create_publisher(Image, 'guidance/captured', 10)
-        image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                               reliability=qos_profile_sensor_data.reliability,
-                               durability=qos_profile_sensor_data.durability)
-        self.create_subscription(Image, 'probe/image', self._on_image, image_qos)
+        self.create_subscription(Image, 'probe/image', self._on_image, NEWEST_FRAME)
         control_group = MutuallyExclusiveCallbackGroup()
         self.create_timer(self.config.control_period, self._on_tick, callback_group=control_group)
         # Watchdog: re-armed by every pose, it runs one control cycle just after the stale timeout so the

@@ -23,7 +23,6 @@ import rclpy
 from echoposed_msgs.msg import EchoPose
 from echoposed_msgs.srv import EstimatePose
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from ..config.pose import NODE_NAME, PARAMS, PoseNodeConfig
@@ -32,6 +31,7 @@ from .convert import compressed_msg_to_array, echopose_msg, image_msg_to_array
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import declare_all, watch_parameters
 from .process import run_node
+from .qos import NEWEST_FRAME
 
 __all__ = ['PARAMS', 'PoseNode', 'PoseNodeConfig', 'main']
 
@@ -44,13 +44,11 @@ class PoseNode(Node):
         self.estimator = Estimator(self.config.model_path, **self.config.estimator_kwargs())
         self.frame_id = self._frame_id(self.config)
         self.pose_pub = self.create_publisher(EchoPose, 'echoposed/pose', 10)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                         reliability=qos_profile_sensor_data.reliability,
-                         durability=qos_profile_sensor_data.durability)
         if self.config.input_transport == 'raw':
-            self._input = self.create_subscription(Image, 'probe/image', self._on_image, qos)
+            self._input = self.create_subscription(Image, 'probe/image', self._on_image, NEWEST_FRAME)
         else:
-            self._input = self.create_subscription(CompressedImage, 'probe/image/compressed', self._on_compressed, qos)
+            self._input = self.create_subscription(CompressedImage, 'probe/image/compressed', self._on_compressed,
+                                                   NEWEST_FRAME)
         self.create_service(EstimatePose, 'echoposed/estimate', self._on_estimate)
         self.diagnostics = DiagnosticsPublisher(self, 'echoposed_pose: estimator', str(self.config.model_path))
         self.create_timer(self.config.diagnostics_period, self._publish_diagnostics)

@@ -25,7 +25,7 @@ from scipy import ndimage, stats
 
 from .errors import EstimatorError
 
-__all__ = ['FanGeometry', 'detect_fan', 'model_fan']
+__all__ = ['FanGeometry', 'detect_fan', 'fan_region', 'model_fan']
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,15 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
+def fan_region(inside: np.ndarray) -> np.ndarray:
+    """The fan's region from ``inside`` (H, W) bool, the pixels brighter than the dark outside: gaps in it
+    closed (dark blood and tissue inside the fan), holes filled, and the largest connected part kept (specks
+    outside dropped). All False when ``inside`` is."""
+    mask = np.asarray(inside, dtype=bool)
+    mask = ndimage.binary_closing(mask, structure=np.ones((3, 3), bool), iterations=2, border_value=0) | mask
+    return _largest_component(ndimage.binary_fill_holes(mask))
+
+
 def _envelope(x: np.ndarray, y: np.ndarray, lower: bool) -> np.ndarray:
     """The lower convex (``lower``) or upper concave hull of points ``(x, y)`` (x increasing),
     evaluated at every ``x`` (Andrew's monotone chain)."""
@@ -146,9 +155,7 @@ def detect_fan(image: np.ndarray, threshold: float = 0.0, name: str = 'image',
     img = np.asarray(image)
     if img.ndim != 2:
         raise EstimatorError(f'{name}: fan detection needs a 2D greyscale image, got shape {img.shape}')
-    mask = np.isfinite(img) & (img > threshold)
-    mask = ndimage.binary_closing(mask, structure=np.ones((3, 3), bool), iterations=2, border_value=0) | mask
-    mask = _largest_component(ndimage.binary_fill_holes(mask))
+    mask = fan_region(np.isfinite(img) & (img > threshold))
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size < min_rows:
         raise EstimatorError(f'{name}: no sector fan found (the non-zero region spans {rows.size} rows, '

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
+from ..estimator.fan import fan_region
 from .errors import PolicyError
 
 __all__ = ['ViewMatch', 'ViewMatcher', 'fan_mask', 'fit_to', 'ncc']
@@ -54,12 +55,9 @@ def fan_mask(frames: ArrayLike, threshold: float = 0.0, erode_px: int = 1) -> ND
     t = t[None] if t.ndim == 2 else t
     if t.ndim != 3:
         raise PolicyError(f'fan mask: expected (H, W) or (T, H, W) frames, got shape {np.shape(frames)}')
-    m = (t > threshold).any(axis=0)
-    m = ndimage.binary_fill_holes(ndimage.binary_closing(m, np.ones((3, 3), bool), iterations=2) | m)
-    labels, n = ndimage.label(m)
-    if n == 0:
+    m = fan_region((t > threshold).any(axis=0))
+    if not m.any():
         raise PolicyError(f'fan mask: no pixel above {threshold:g}; is the target image blank?')
-    m = labels == (1 + int(np.argmax(ndimage.sum(m, labels, range(1, n + 1)))))
     if erode_px > 0:
         m = ndimage.binary_erosion(m, iterations=int(erode_px))
     if m.sum() < 4:

@@ -245,7 +245,7 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
                                 max_recoveries=config.max_recoveries,
                                 explore_speed=min(config.explore_speed, config.max_probe_speed),
                                 explore_turn=config.explore_turn, cap=config.stale_timeout)
-        held = GuidanceMemory(recovery=rm, fine_failed=memory.fine_failed, confident_frames=0)
+        held = GuidanceMemory(recovery=rm, fine_failed=memory.fine_failed)
         if rec.mode in ('hold', 'lost'):
             state = GuidanceState.HOLD_UNCERTAIN if rec.mode == 'hold' else GuidanceState.LOST
             return _hold(state, held, error, sample.uncertainty, detail=unsure, view_match=match)

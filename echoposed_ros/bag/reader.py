@@ -40,17 +40,20 @@ __all__ = [
     'IMAGE_TYPES',
     'MCAP_MAGIC',
     'POSE_TOPIC',
+    'PROBE_POSE_TOPIC',
     'STATUS_TOPIC',
     'TRUTH_TOPIC',
     'BagContents',
     'CommandSeries',
     'ImageSeries',
     'PoseSeries',
+    'ProbePoseSeries',
     'StatusSeries',
     'check_complete',
     'iter_image_batches',
     'open_bag',
     'read_bag',
+    'read_pose_stamped',
     'resolve_types',
 ]
 
@@ -61,6 +64,7 @@ TRUTH_TOPIC = '/probe/true_pose'
 POSE_TOPIC = '/echoposed/pose'
 COMMAND_TOPIC = '/probe/cmd'
 STATUS_TOPIC = '/guidance/status'
+PROBE_POSE_TOPIC = '/probe/pose'
 
 
 @dataclass
@@ -94,6 +98,22 @@ class PoseSeries:
     inference_s: np.ndarray
     member_mean_orbit: np.ndarray
     member_mean_probe: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+
+@dataclass
+class ProbePoseSeries:
+    """N ``geometry_msgs/PoseStamped`` (the arm's probe pose): stamps / times int64 ns; position (N, 3) m;
+    orientation (N, 3, 3) (columns = probe axes in ``frame_id``)."""
+
+    topic: str
+    frame_id: str
+    stamps: np.ndarray
+    times: np.ndarray
+    position: np.ndarray
+    orientation: np.ndarray
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -396,6 +416,45 @@ def iter_image_batches(path: str | Path, topic: str, batch_size: int = 64,
             yield images, encodings, np.array(stamps, np.int64)
     finally:
         reader.close()
+
+
+def read_pose_stamped(path: str | Path, topic: str = PROBE_POSE_TOPIC) -> ProbePoseSeries:
+    """Every ``geometry_msgs/PoseStamped`` of ``topic`` (the arm's probe pose, e.g. ``/probe/pose``), in bag
+    order; BagError when the topic is missing, of another type, empty, holds non-unit quaternions, or
+    changes ``frame_id`` (poses in two frames cannot be compared)."""
+    path = Path(path)
+    store = make_typestore()
+    reader = open_bag(path)
+    try:
+        conns = [c for c in reader.connections if c.topic == topic]
+        if not conns:
+            have = sorted({c.topic for c in reader.connections})
+            raise BagError(f'{path}: no topic {topic}; expected the probe pose (geometry_msgs/msg/PoseStamped); '
+                           f'the bag has {have}')
+        if conns[0].msgtype != 'geometry_msgs/msg/PoseStamped':
+            raise BagError(f'{path}: topic {topic} is {conns[0].msgtype}; expected geometry_msgs/msg/PoseStamped')
+        resolve_types(path, reader, store, conns)
+        stamps, times, pos, quat, frames = [], [], [], [], set()
+        for _, t, msg in _messages(path, reader, store, conns):
+            stamps.append(_stamp_ns(msg.header))
+            times.append(t)
+            p, q = msg.pose.position, msg.pose.orientation
+            pos.append((p.x, p.y, p.z))
+            quat.append((q.x, q.y, q.z, q.w))
+            frames.add(str(msg.header.frame_id))
+    finally:
+        reader.close()
+    if not stamps:
+        raise BagError(f'{path}: topic {topic} has no messages')
+    if len(frames) > 1:
+        raise BagError(f'{path}: {topic} poses in several frames {sorted(frames)}; expected one fixed frame')
+    q = np.array(quat, dtype=np.float64)
+    norm = np.linalg.norm(q, axis=1)
+    if not (np.all(np.isfinite(q)) and np.all(np.abs(norm - 1.0) < 1e-3)):
+        i = int(np.argmax(~np.isfinite(norm) | (np.abs(norm - 1.0) >= 1e-3)))
+        raise BagError(f'{path}: {topic} message {i}: quaternion norm {norm[i]:.4g}; expected unit (x, y, z, w)')
+    return ProbePoseSeries(topic, frames.pop(), np.array(stamps, np.int64), np.array(times, np.int64),
+                           np.array(pos, dtype=np.float64), _matrices(q))
 
 
 def read_bag(path: str | Path, image_topic: str | None = None, load_images: bool = True) -> BagContents:

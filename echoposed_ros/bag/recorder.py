@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: What the sim launch records: images, truth, estimates, commands, status, diagnostics.
-DEFAULT_TOPICS = ('probe/image', 'probe/image/compressed', 'probe/true_pose', 'echoposed/pose',
+DEFAULT_TOPICS = ('probe/image', 'probe/image/compressed', 'probe/true_pose', 'probe/pose', 'echoposed/pose',
                   'probe/cmd', 'probe/cmd_twist', 'guidance/status', 'guidance/captured', '/diagnostics')
 
 #: Topics whose type is known in advance: subscribed at start-up, without waiting for a publisher
@@ -57,6 +57,7 @@ KNOWN_TYPES = {
     '/probe/image': 'sensor_msgs/msg/Image',
     '/probe/image/compressed': 'sensor_msgs/msg/CompressedImage',
     '/probe/true_pose': 'echoposed_msgs/msg/EchoPose',
+    '/probe/pose': 'geometry_msgs/msg/PoseStamped',
     '/echoposed/pose': 'echoposed_msgs/msg/EchoPose',
     '/probe/cmd': 'echoposed_msgs/msg/ProbeTwist',
     '/probe/cmd_twist': 'geometry_msgs/msg/TwistStamped',

@@ -18,6 +18,7 @@ __all__ = ['SUBCOMMANDS', 'main']
 
 # name: (module, one-line help). Sorted by name.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    'adapt': ('echoposed_ros.cli.adapt', "Adapt the estimator to one patient from a sweep of the robot's own motion."),
     'bag': ('echoposed_ros.cli.bag', 'Rosbag2 (MCAP) record, replay and offline scoring of sessions.'),
     'bench': ('echoposed_ros.cli.bench', 'Speed benchmarks against a same-run baseline (slicer, estimator, ...).'),
     'estimate': ('echoposed_ros.cli.estimate', 'Poses, sigma^2 and probe turns of image files, as the pose node.'),

@@ -20,9 +20,9 @@ PRECISIONS = ('bf16', 'fp16', 'fp32')
 
 
 #: What a warm start does not take from the model it starts from: where this run writes and reads
-#: its cache, how long it runs for, and this machine's resources.
-RUN_FIELDS = ('device', 'init_from', 'out_dir', 'phantom_cache_dir', 'stop_at_step', 'threads', 'time_budget_s',
-              'time_limit_s', 'workers')
+#: its cache, how long it runs for, this machine's resources, and one patient's adaptation sweep.
+RUN_FIELDS = ('device', 'init_from', 'out_dir', 'phantom_cache_dir', 'stop_at_step', 'sweep_file', 'sweep_weight',
+              'threads', 'time_budget_s', 'time_limit_s', 'workers')
 
 
 @dataclass
@@ -58,6 +58,10 @@ class TrainConfig:
     phantom_version: int = 0         # 0 = current generator; N = only cached patients of version N
     cache_volumes: int = 64          # volumes kept in memory per data worker
     volume_reuse: int = 1            # consecutive steps drawing from the same volume
+    sweep_file: str = ''             # a prepared adaptation sweep (.npz of model inputs and relative-pose
+                                     # labels, echoposed_ros.adapt.finetune.prepare_sweep)
+    sweep_weight: float = 0.0        # with sweep_file: probability that a step draws its batch from the sweep
+                                     # instead of the volumes (the rest keeps the model's other skills)
     # --- image / sector (the model's input geometry, recorded in the ONNX metadata) ---
     input_size: int = 64             # H = W in pixels
     sector_angle_deg: float = 75.0
@@ -167,6 +171,10 @@ class TrainConfig:
             raise bad('phantom_weight', 'a probability in [0, 1]')
         if self.phantom_weight > 0 and not self.volumes_dir:
             raise bad('phantom_weight', '0 without volumes_dir (every step draws a phantom then)')
+        if not 0 <= self.sweep_weight <= 1:
+            raise bad('sweep_weight', 'a probability in [0, 1]')
+        if self.sweep_weight > 0 and not self.sweep_file:
+            raise bad('sweep_weight', '0 without sweep_file')
         if not self.volumes_dir or self.phantom_weight > 0:
             parse_seed_range(self.train_seeds)
         return self

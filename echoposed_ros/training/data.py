@@ -14,6 +14,10 @@ Batch dict: ``image`` float32 (M, 1, H, W) in [0, 1] (0 outside the sector); ``o
 Mixed sources (``volumes_dir`` and ``phantom_weight`` > 0): each step's volume is a phantom patient
 with probability ``phantom_weight``, else a file of the folder, each uniform within its source;
 the draw is deterministic in ``(seed, step, rank)`` too.
+
+Adaptation sweeps (``sweep_file`` and ``sweep_weight`` > 0, :func:`sweep_batch`): with probability
+``sweep_weight`` a step's batch is frames of one patient's recorded sweep, labelled with the arm's
+relative poses (``volume`` -1, ``t`` NaN: the phase is unknown), instead of slices of a volume.
 """
 from __future__ import annotations
 
@@ -39,8 +43,8 @@ from ..errors import EchoposedError
 from . import TrainingError
 from .config import TrainConfig, parse_seed_range
 
-__all__ = ['BatchStream', 'VolumeSource', 'augment', 'batches', 'loader', 'make_batch', 'phantom_volume',
-           'resolve_style', 'volume_index', 'z_range']
+__all__ = ['BatchStream', 'Sweep', 'VolumeSource', 'augment', 'batches', 'load_sweep', 'loader', 'make_batch',
+           'phantom_volume', 'resolve_style', 'sweep_batch', 'volume_index', 'z_range']
 
 
 class VolumeSource:
@@ -250,9 +254,76 @@ def volume_index(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 
                        np.random.default_rng([cfg.seed, 13, block, rank]))
 
 
+class Sweep:
+    """A prepared adaptation sweep: ``images`` float32 (N, H, W) model inputs, ``orbit``, ``probe`` (N, 3, 3)
+    labels relative to the sweep's start, ``hold`` (N,) int (frames held at one pose share a number, -1
+    moving). ``partners[i]``: the frames that share frame i's hold (itself left out)."""
+
+    def __init__(self, images: np.ndarray, orbit: np.ndarray, probe: np.ndarray, hold: np.ndarray) -> None:
+        self.images, self.orbit, self.probe, self.hold = images, orbit, probe, hold
+        groups: dict[int, np.ndarray] = {int(h): np.flatnonzero(hold == h) for h in np.unique(hold) if h >= 0}
+        self.partners = [groups[int(h)][groups[int(h)] != i] if h >= 0 else np.zeros(0, np.int64)
+                         for i, h in enumerate(hold)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+_SWEEPS: dict[str, Sweep] = {}
+
+
+def load_sweep(path: str, input_size: int) -> Sweep:
+    """The prepared sweep at ``path`` (kept per process); TrainingError naming the file and field."""
+    if path in _SWEEPS:
+        return _SWEEPS[path]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, orbit, probe, hold = (z[k] for k in ('images', 'orbit', 'probe', 'hold'))
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrainingError(f'sweep_file {path}: cannot read a prepared sweep ({exc}); expected an .npz with '
+                            'images, orbit, probe, hold (echoposed adapt writes it)') from None
+    n = len(images)
+    if images.shape != (n, input_size, input_size) or n < 2:
+        raise TrainingError(f'sweep_file {path}: images {images.shape}; expected (N >= 2, {input_size}, '
+                            f'{input_size}), the model input')
+    if orbit.shape != (n, 3, 3) or probe.shape != (n, 3, 3) or hold.shape != (n,):
+        raise TrainingError(f'sweep_file {path}: labels orbit {orbit.shape}, probe {probe.shape}, hold {hold.shape}; '
+                            f'expected ({n}, 3, 3), ({n}, 3, 3), ({n},)')
+    sweep = Sweep(images.astype(np.float32), orbit.astype(np.float64), probe.astype(np.float64),
+                  hold.astype(np.int64))
+    _SWEEPS[path] = sweep
+    return sweep
+
+
+def sweep_batch(cfg: TrainConfig, sweep: Sweep, step: int, rank: int = 0, augmentation: bool = True) -> dict:
+    """A batch of ``cfg.poses`` sweep frames and their mirrors: half drawn at random, each paired with a
+    frame held at the same pose when there is one (another cardiac phase: phase invariance), else with
+    the next frame drawn."""
+    rng = np.random.default_rng([cfg.seed, 19, step, rank])
+    half = cfg.poses // 2
+    first = rng.choice(len(sweep), size=min(half, len(sweep)), replace=False)
+    second = [int(rng.choice(sweep.partners[i])) if len(sweep.partners[i]) else int(rng.integers(len(sweep)))
+              for i in first]
+    idx = np.concatenate([first, second, rng.integers(len(sweep), size=cfg.poses - 2 * len(first))]).astype(np.int64)
+    images = sweep.images[idx].copy()
+    R_v, R_p = sweep.orbit[idx], sweep.probe[idx]
+    if augmentation:
+        sector = SectorGeometry(np.deg2rad(cfg.sector_angle_deg), cfg.sector_depth_mm, cfg.input_size, cfg.input_size)
+        images = augment(rng, images, sector, cfg)
+    if cfg.mirrors:
+        images = np.concatenate([images, images[:, :, ::-1]])
+        R_v = np.concatenate([R_v, R_v])
+        R_p = np.concatenate([R_p, R_p @ rot_z(np.pi)])
+    return {'image': np.ascontiguousarray(images[:, None], dtype=np.float32), 'orbit': R_v, 'probe': R_p,
+            't': np.full(len(R_v), np.nan), 'volume': -1, 'z_range': float(np.pi), 'step': step}
+
+
 def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
                augmentation: bool = True) -> dict:
     """The training batch of ``step`` (deterministic in seed, step, rank); see the module doc."""
+    # (the sweep draw has its own generator: configs without a sweep keep their batches)
+    if cfg.sweep_weight > 0 and np.random.default_rng([cfg.seed, 17, step, rank]).uniform() < cfg.sweep_weight:
+        return sweep_batch(cfg, load_sweep(cfg.sweep_file, cfg.input_size), step, rank, augmentation)
     v_index = volume_index(cfg, source, step, rank)
     rng = np.random.default_rng([cfg.seed, 11, step, rank])
     vol = source.get(v_index)

@@ -46,6 +46,7 @@ def pin_frame(model: EnsembleNet, orch: Orchestrator, cfg, batches: int = 16, fa
     from .data import VolumeSource, make_batch
     from .loss import geodesic_angle
     from .svd import project_to_so3
+    cfg = cfg.replace(sweep_weight=0.0)   # an adaptation sweep's labels are relative to its start: volumes only
     source = VolumeSource.from_config(cfg, factory)
     model.eval()
     G = {'orbit': [], 'probe': []}

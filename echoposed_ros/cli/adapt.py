@@ -1,0 +1,97 @@
+"""``echoposed adapt``: adapt the estimator to one patient from the robot's own motion (docs/adaptation.md).
+
+The sweep comes from one of:
+- ``--bag BAG``: a recorded sweep, the frames of ``--image-topic`` with the arm's probe pose of
+  ``--pose-topic`` (``geometry_msgs/PoseStamped``; any fixed frame) at each frame's stamp;
+- ``--recording FILE``: a sweep recording already written (``.npz``, the live adapt node's output);
+- ``--sim SEED``: the sweep run in the simulator on phantom patient SEED (``--style``), from the
+  base pose or a random start (``--start-seed``).
+The fine-tune (needs torch) warm-starts from ``--model`` with the model's own recipe, draws
+``--sweep-weight`` of its steps from the sweep and the rest from phantom patients, runs for
+``--budget`` of training time, and writes ``OUT/adapted.onnx`` and ``OUT/adapt.json``.
+``--record-only`` writes ``OUT/recording.npz`` and stops. Exit status 0, or 2 with one line naming
+what was wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+__all__ = ['add_arguments', 'run']
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument('--bag', help='a recorded sweep (rosbag2 folder or .mcap): images and the arm probe pose')
+    src.add_argument('--recording', help='a sweep recording (.npz written by echoposed adapt or the adapt node)')
+    src.add_argument('--sim', type=int, metavar='SEED', help='run the sweep in the simulator on phantom patient SEED')
+    parser.add_argument('--out', required=True, help='output folder (recording, prepared sweep, run, adapted.onnx)')
+    parser.add_argument('--model', help='the model to adapt (default: the shipped models/echoposed_k5.onnx)')
+    parser.add_argument('--image-topic', default='/probe/image', help='--bag: image topic (default /probe/image)')
+    parser.add_argument('--pose-topic', default='/probe/pose',
+                        help='--bag: the arm probe pose, geometry_msgs/PoseStamped (default /probe/pose)')
+    parser.add_argument('--start', type=float, default=0.0, help='--bag: sweep start, s from the first frame')
+    parser.add_argument('--seconds', type=float, default=math.inf, help='--bag: sweep length, s (default: to the end)')
+    parser.add_argument('--orbit-radius', type=float, default=0.075,
+                        help="m, apex to heart centre (the controller's orbit_radius; --sim: the phantom's own)")
+    parser.add_argument('--style', default='', help='--sim: acquisition style (name in sim/styles or YAML path)')
+    parser.add_argument('--start-seed', type=int, default=-1,
+                        help='--sim: draw the start pose as guidance runs do (seed); -1 = the base pose')
+    parser.add_argument('--budget', default='5m', help='training time (90s, 5m; a bare number is minutes)')
+    parser.add_argument('--sweep-weight', type=float, default=0.5, help='share of the steps drawn from the sweep')
+    parser.add_argument('--phantom-seeds', default='0-19', help='phantom patients of the other steps')
+    parser.add_argument('--lr', type=float, default=0.002, help='peak Muon learning rate (AdamW at a tenth)')
+    parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    parser.add_argument('--cache', default='out/cache/phantoms', help='phantom cache folder')
+    parser.add_argument('--record-only', action='store_true', help='write OUT/recording.npz and stop')
+    parser.add_argument('--progress', action='store_true', help='show the training progress bar')
+
+
+def _recording(args: argparse.Namespace):
+    from echoposed_ros.adapt.recording import load_recording, record_bag, record_sim
+    from echoposed_ros.adapt.sweep import plan_sweep
+    if args.bag:
+        return record_bag(args.bag, args.orbit_radius, args.image_topic, args.pose_topic, args.start, args.seconds)
+    if args.recording:
+        return load_recording(args.recording)
+    import numpy as np
+
+    from echoposed_ros.eval.guidance.protocol import GuidanceProtocol
+    from echoposed_ros.training.data import resolve_style
+    from echoposed_sim.phantom import make_phantom
+    volume = make_phantom(args.sim, resolve_style(args.style), 20)
+    start = (volume.base_orbit, volume.base_probe)
+    if args.start_seed >= 0:
+        pose = GuidanceProtocol().sample(np.random.default_rng(args.start_seed), 1, volume)
+        start = (pose.orbit[0], pose.probe[0])
+    rec = record_sim(volume, plan_sweep(), start)
+    rec.meta.update(style=args.style or 'default', start_seed=args.start_seed)
+    return rec
+
+
+def run(args: argparse.Namespace) -> int:
+    from echoposed_ros.adapt import AdaptError
+    from echoposed_ros.training.budget import parse_duration
+
+    out = Path(args.out)
+    rec = _recording(args)
+    if args.record_only:
+        path = rec.save(out / 'recording.npz')
+        print(f'{path}: {len(rec)} frames, {rec.stamps_s[-1]:.1f} s')
+        return 0
+    try:
+        from echoposed_ros.adapt.finetune import AdaptSettings, adapt_model
+    except ImportError as exc:  # torch is a training dependency, not a runtime one
+        raise AdaptError(f'the fine-tune needs the training dependencies ({exc}); pip install torch==2.13.0') from None
+    from echoposed_ros.estimator import default_model_path
+    model = Path(args.model) if args.model else default_model_path()
+    settings = AdaptSettings(budget_s=parse_duration(args.budget), sweep_weight=args.sweep_weight,
+                             phantom_seeds=args.phantom_seeds, muon_lr=args.lr, device=args.device)
+    path = adapt_model(rec, model, out, settings, progress=args.progress, cache_dir=args.cache)
+    record = json.loads((out / 'adapt.json').read_text())
+    print(f'{path}: adapted from {model} on {record["sweep"]["frames"]} sweep frames, {record["steps"]} steps in '
+          f'{record["train_s"]:.0f} s', file=sys.stdout)
+    return 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,7 +34,7 @@ from echoposed_ros.geometry import CartesianTwist, rot_x, rot_y, rot_z, so3_log
 
 from . import AdaptError
 
-__all__ = ['SweepPlan', 'SweepSettings', 'plan_sweep', 'sweep_twist']
+__all__ = ['SweepOutput', 'SweepPlan', 'SweepRun', 'SweepSettings', 'plan_sweep', 'sweep_step', 'sweep_twist']
 
 Array = NDArray[np.float64]
 
@@ -162,3 +163,44 @@ def sweep_twist(plan: SweepPlan, t: float, orientation: Array, apex: Array, radi
     v = R.T @ (a_goal - np.asarray(apex, dtype=np.float64)) / lead_s
     scale = max(1.0, float(np.linalg.norm(omega)) / max_rate, float(np.linalg.norm(v)) / (max_rate * radius))
     return CartesianTwist(v / scale, omega / scale)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """A sweep under way: its plan, when it started (s, the commanding node's clock), the arm's pose then
+    (``R0`` (3, 3) probe axes as columns, ``a0`` (3,) m, any fixed frame) and the orbit radius (m)."""
+
+    plan: SweepPlan
+    started: float
+    R0: Array
+    a0: Array
+    radius: float
+
+    #: s the sweep goes on after its plan, so the feedback brings the probe back to the start.
+    SETTLE_S = 0.5
+
+
+class SweepOutput(NamedTuple):
+    """One cycle of a sweep: the probe-frame twist (v m/s, omega rad/s; zero once it ends), whether it
+    still runs, and the operator cue."""
+
+    twist: CartesianTwist
+    running: bool
+    cue: str
+
+
+def sweep_step(run: SweepRun, now: float, orientation: Array, apex: Array, pose_age_s: float,
+               stale_timeout: float, max_rate: float) -> SweepOutput:
+    """The twist of a running sweep at ``now`` from the arm's newest pose (``pose_age_s`` old): zero and
+    ended when that pose is older than ``stale_timeout`` (fail safe) or the plan is over."""
+    zero = CartesianTwist(np.zeros(3), np.zeros(3))
+    t = now - run.started
+    if not pose_age_s <= stale_timeout:
+        return SweepOutput(zero, False, f'adaptation sweep stopped: no arm pose for {pose_age_s:.2f} s')
+    if t >= run.plan.duration_s + SweepRun.SETTLE_S:
+        return SweepOutput(zero, False, 'adaptation sweep done')
+    R = run.R0.T @ np.asarray(orientation, dtype=np.float64)
+    a = run.R0.T @ (np.asarray(apex, dtype=np.float64) - run.a0)
+    twist = sweep_twist(run.plan, t, R, a, run.radius, max_rate=max_rate)
+    return SweepOutput(twist, True, f'adaptation sweep {min(t, run.plan.duration_s):.0f} / '
+                                    f'{run.plan.duration_s:.0f} s: keep the probe on the skin')

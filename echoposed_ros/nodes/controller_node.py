@@ -25,7 +25,11 @@ scored against the target view (``policy.similarity``) for the fine alignment an
 
 Services: ``guidance/set_target`` (``SetTarget``: an image, estimated through the pose node's
 ``echoposed/estimate``; a pose; or a standard view from the ``views_file`` table),
-``guidance/start`` and ``guidance/stop`` (``std_srvs/Trigger``). Run it with a multi-threaded
+``guidance/start`` and ``guidance/stop`` (``std_srvs/Trigger``), ``adapt/sweep`` (``std_srvs/Trigger``):
+the adaptation sweep (``echoposed_ros.adapt.sweep``, docs/adaptation.md), driven from the arm's probe
+pose on ``probe/pose`` (``geometry_msgs/PoseStamped``) with guidance paused (state ``sweeping``); it
+stops with zero twist when that pose is older than ``stale_timeout`` or on ``guidance/stop``, and guidance
+resumes as it was when it ends. Run it with a multi-threaded
 executor (``main`` does) so that an image target can wait for the estimate service.
 """
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any
 import numpy as np
 from echoposed_msgs.msg import EchoPose, GuidanceStatus, ProbeTwist
 from echoposed_msgs.srv import EstimatePose, SetTarget
-from geometry_msgs.msg import TwistStamped
+from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -47,6 +51,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
+from ..adapt import AdaptError
+from ..adapt.sweep import SweepRun, SweepSettings, plan_sweep, sweep_step
 from ..config.params import Param
 from ..estimator.image import image_to_float
 from ..geometry import CartesianTwist
@@ -103,6 +109,15 @@ NODE_PARAMS = (
           'compares (read-only: the target view is prepared with it when it is set)', read_only=True),
     Param('capture_frames', 30, 'frames, the most matching frames published on guidance/captured per convergence '
           '(0 = none)' + _START_UP, read_only=True),
+    Param('sweep_turn_max', 1.5707963267948966, 'rad, adaptation sweep: turns about the beam span +-this'
+          + _START_UP, read_only=True),
+    Param('sweep_turn_step', 0.2617993877991494, 'rad, adaptation sweep: step of the turns' + _START_UP,
+          read_only=True),
+    Param('sweep_tilt', 0.17453292519943295, 'rad, adaptation sweep: tilts about x and y' + _START_UP, read_only=True),
+    Param('sweep_dwell', 1.2, 's, adaptation sweep: held at each pose (at least one cardiac cycle)' + _START_UP,
+          read_only=True),
+    Param('sweep_speed', 0.4, 'rad/s, adaptation sweep: speed between poses (also capped by max_probe_speed)'
+          + _START_UP, read_only=True),
 )
 
 
@@ -133,6 +148,7 @@ class ControllerNodeConfig:
     view_size: int = 64
     fan_threshold: float = 0.02
     capture_frames: int = 30
+    sweep: SweepSettings = SweepSettings()
 
     @classmethod
     def from_parameters(cls, v: dict[str, Any]) -> ControllerNodeConfig:
@@ -148,10 +164,17 @@ class ControllerNodeConfig:
         if v['target_view'] and not v['views_file']:
             raise PolicyError(f"{NODE_NAME}: target_view = {v['target_view']!r} needs views_file (a table of view "
                               "poses in the pose model's frame); the model's frame is not known otherwise")
+        try:
+            sweep = SweepSettings(turn_max=float(v['sweep_turn_max']), turn_step=float(v['sweep_turn_step']),
+                                  tilt=float(v['sweep_tilt']), dwell_s=float(v['sweep_dwell']),
+                                  speed=float(v['sweep_speed']))
+            plan_sweep(sweep)
+        except AdaptError as exc:
+            raise PolicyError(f'{NODE_NAME}: {exc}') from None
         return cls(autostart=bool(v['autostart']), views_file=str(v['views_file']),
                    target_view=str(v['target_view']), estimate_timeout=float(v['estimate_timeout']),
                    diagnostics_period=float(v['diagnostics_period']), view_size=int(v['view_size']),
-                   fan_threshold=float(v['fan_threshold']), capture_frames=int(v['capture_frames']))
+                   fan_threshold=float(v['fan_threshold']), capture_frames=int(v['capture_frames']), sweep=sweep)
 
 
 def _policy_config(values: dict[str, Any]) -> ControllerConfig:
@@ -181,6 +204,10 @@ class ControllerNode(Node):
         self._view_seq = 0
         self._captured = 0
         self.bad_images = 0
+        self._arm: tuple[float, np.ndarray, np.ndarray] | None = None   # (received s, R (3, 3), apex m)
+        self._sweep: SweepRun | None = None
+        self._sweep_resume = False      # guidance was active when the sweep began
+        self._sweep_result = ''
         # Counters for /diagnostics since the last report.
         self._window_start = time.monotonic()
         self._poses_in_window = 0
@@ -197,6 +224,7 @@ class ControllerNode(Node):
         self.create_subscription(EchoPose, 'echoposed/pose', self._on_pose, qos)
         self.captured_pub = self.create_publisher(Image, 'guidance/captured', 10)
         self.create_subscription(Image, 'probe/image', self._on_image, NEWEST_FRAME)
+        self.create_subscription(PoseStamped, 'probe/pose', self._on_arm_pose, 10)
         control_group = MutuallyExclusiveCallbackGroup()
         self.create_timer(self.config.control_period, self._on_tick, callback_group=control_group)
         # Watchdog: re-armed by every pose, it runs one control cycle just after the stale timeout so the
@@ -208,6 +236,7 @@ class ControllerNode(Node):
         self.create_service(SetTarget, 'guidance/set_target', self._on_set_target, callback_group=services)
         self.create_service(Trigger, 'guidance/start', self._on_start, callback_group=services)
         self.create_service(Trigger, 'guidance/stop', self._on_stop, callback_group=services)
+        self.create_service(Trigger, 'adapt/sweep', self._on_sweep, callback_group=services)
         # The image-target service waits for the pose node's answer; that answer is taken by a helper
         # node spun in its own thread, so the controller itself runs on a SingleThreadedExecutor
         # (under a MultiThreadedExecutor its control timer fell to 3-11 Hz in some launches).
@@ -297,7 +326,66 @@ class ControllerNode(Node):
         self._watchdog.cancel()
         self._on_tick()
 
+    def _on_arm_pose(self, msg: PoseStamped) -> None:
+        from ..geometry import quat_xyzw_to_matrix
+        q, p = msg.pose.orientation, msg.pose.position
+        try:
+            R = quat_xyzw_to_matrix([q.x, q.y, q.z, q.w], 'probe/pose orientation')
+        except Exception as exc:   # a bad arm pose is dropped: a sweep then stops on the stale timeout
+            self.get_logger().warning(f'probe/pose dropped: {exc}', throttle_duration_sec=1.0)
+            return
+        apex = np.array([p.x, p.y, p.z], dtype=np.float64)
+        if np.all(np.isfinite(apex)):
+            with self._lock:
+                self._arm = (self._now(), R, apex)
+
+    def _sweep_tick(self, now: float) -> ControlOutput:
+        """One cycle of the running sweep (called with the lock held); ends it when it stops."""
+        run = self._sweep
+        assert run is not None
+        received, R, apex = self._arm if self._arm is not None else (-float('inf'), run.R0, run.a0)
+        out = sweep_step(run, now, R, apex, now - received, self.config.stale_timeout,
+                         min(self.config.max_probe_speed, 2.5 * self.node_config.sweep.speed))
+        omega = out.twist.omega
+        state = GuidanceState.SWEEPING
+        if not out.running:
+            self._sweep, self._sweep_result = None, out.cue
+            self._active, self._memory = self._sweep_resume, GuidanceMemory()
+            self.get_logger().info(out.cue)
+            state = GuidanceState.STOPPED if not self._active else GuidanceState.IDLE
+        # turns and tilts about the apex: the probe factor's body rate is the probe-frame angular velocity
+        twist = BodyTwist(np.zeros(3), omega.copy())
+        return ControlOutput(state, twist, out.twist, None, float('nan'), 0, out.cue)
+
+    def _on_sweep(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            now = self._now()
+            if self._sweep is not None:
+                response.success, response.message = False, 'adaptation sweep already running'
+                return response
+            if self._arm is None or now - self._arm[0] > self.config.stale_timeout:
+                response.success = False
+                response.message = ('adaptation sweep refused: no arm pose on probe/pose in the last '
+                                    f'{self.config.stale_timeout:g} s (geometry_msgs/PoseStamped of the probe apex)')
+                return response
+            plan = plan_sweep(self.node_config.sweep)
+            self._sweep = SweepRun(plan, now, self._arm[1], self._arm[2], self.config.orbit_radius)
+            self._sweep_resume, self._active, self._sweep_result = self._active, False, ''
+        response.success = True
+        response.message = f'adaptation sweep started: {len(plan.waypoints)} poses, {plan.duration_s:.0f} s'
+        self.get_logger().info(response.message)
+        return response
+
     def _on_tick(self) -> None:
+        with self._lock:
+            sweeping = self._sweep is not None
+            if sweeping:
+                out = self._last = self._sweep_tick(self._now())
+                self._ticks_in_window += 1
+                target_name = self._target.name if self._target else ''
+        if sweeping:
+            self._publish(out, target_name)
+            return
         with self._lock:
             view = self._view if self._matcher is not None else None
             self._memory, out = control_step(self._memory, now=self._now(), active=self._active,
@@ -354,6 +442,8 @@ class ControllerNode(Node):
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
             self._active, self._memory = False, GuidanceMemory()
+            if self._sweep is not None:
+                self._sweep, self._sweep_result = None, 'adaptation sweep stopped by guidance/stop'
         self.publish_zero()
         response.success, response.message = True, 'guidance stopped: zero twist'
         return response
@@ -464,6 +554,7 @@ class ControllerNode(Node):
             'fine_alignment': 'on' if self._matcher is not None and self.config.fine_enabled else
                               'off (no image target)' if self._matcher is None else 'off (fine_enabled false)',
             'bad_images': self.bad_images,
+            'adaptation_sweep': 'running' if self._sweep is not None else (self._sweep_result or 'none'),
             'cue': out.cue if out else '',
             'errors_from': '' if not (out and out.error) else
                            'ungauged ensemble mean' if out.ungauged else 'canonical pose',

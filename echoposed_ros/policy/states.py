@@ -91,6 +91,7 @@ class GuidanceState(IntEnum):
     RECOVERING = 9
     EXPLORING = 10
     LOST = 11
+    SWEEPING = 12
 
     @property
     def label(self) -> str:

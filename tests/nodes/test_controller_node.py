@@ -574,3 +574,71 @@ def test_image_target_the_estimate_calls_reached_but_the_image_disagrees_is_a_mi
     assert wait_for(lambda: any(
         kv.key == 'image_disagrees_with_estimate' and kv.value == 'True'
         for d in h.diagnostics for s in d.status for kv in s.values), timeout=5.0)
+
+
+class FakeArm:
+    """The arm's probe pose on probe/pose at 50 Hz, moved by the controller's probe-frame Cartesian twist."""
+
+    def __init__(self, h):
+        from geometry_msgs.msg import PoseStamped
+        self.h, self.R, self.apex, self.running = h, rot_z(0.3) @ rot_x(0.2), np.array([0.01, 0.02, -0.07]), True
+        self.pub = h.node.create_publisher(PoseStamped, 'probe/pose', 10)
+        self.sweep = h.node.create_client(Trigger, 'adapt/sweep')
+        self.msg_type = PoseStamped
+        self.start = (self.R.copy(), self.apex.copy())
+        h.node.create_timer(0.02, self._tick)
+
+    def _tick(self):
+        if not self.running:
+            return
+        twists = self.h.since(self.h.twists, time.monotonic() - 0.1)
+        if twists:
+            t = twists[-1][1].twist
+            from echoposed_ros.geometry import so3_exp
+            self.apex = self.apex + self.R @ (vec(t.linear) * 0.02)
+            self.R = self.R @ so3_exp(vec(t.angular) * 0.02)
+        msg = self.msg_type()
+        msg.header.stamp, msg.header.frame_id = self.h.node.get_clock().now().to_msg(), 'base_link'
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(c) for c in self.apex)
+        msg.pose.orientation = matrix_to_quaternion_msg(self.R)
+        self.pub.publish(msg)
+
+
+SWEEP = dict(sweep_turn_max=0.3, sweep_turn_step=0.15, sweep_tilt=0.1, sweep_dwell=0.2, sweep_speed=0.8)
+
+
+def test_adaptation_sweep_turns_the_probe_about_its_apex_and_returns(graph):
+    make_controller(graph, **SWEEP)
+    h = Harness(graph)
+    refused = h.call(h.node.create_client(Trigger, 'adapt/sweep'), Trigger.Request())
+    assert not refused.success and 'probe/pose' in refused.message
+    arm = FakeArm(h)
+    time.sleep(0.2)
+    r = h.call(arm.sweep, Trigger.Request())
+    assert r.success, r.message
+    t0 = h.wait_state('sweeping')
+    assert wait_for(lambda: any(s.cue == 'adaptation sweep done' for _, s in h.since(h.statuses, t0)), timeout=20)
+    turned = [np.linalg.norm(vec(m.twist.angular)) for _, m in h.since(h.twists, t0)]
+    assert max(turned) > 0.3 and max(turned) <= 0.8 * 2.5 + 1e-6
+    # the apex stayed put (turns and tilts about it) and the probe came back to where it began
+    assert np.linalg.norm(arm.apex - arm.start[1]) < 1e-3
+    assert np.degrees(np.linalg.norm(so3_log(arm.start[0].T @ arm.R))) < 1.0
+    time.sleep(0.2)
+    assert all(not np.any(vec(m.twist.angular)) for _, m in h.since(h.twists, time.monotonic() - 0.1))
+
+
+def test_adaptation_sweep_stops_with_zero_twist_when_the_arm_pose_stops(graph):
+    make_controller(graph, **SWEEP)
+    h = Harness(graph)
+    arm = FakeArm(h)
+    time.sleep(0.2)
+    assert h.call(arm.sweep, Trigger.Request()).success
+    h.wait_state('sweeping')
+    time.sleep(0.3)
+    arm.running = False
+    stopped = time.monotonic()
+    assert wait_for(lambda: any('no arm pose' in s.cue for _, s in h.since(h.statuses, stopped)), timeout=3)
+    time.sleep(0.1)
+    later = h.since(h.twists, time.monotonic() - 0.05)
+    assert later and all(not np.any(vec(m.twist.angular)) for _, m in later)
+    assert all(is_zero(m) for _, m in h.since(h.cmds, time.monotonic() - 0.05))

@@ -19,6 +19,7 @@ NODES = {
     'sim_node': 'echoposed_ros.nodes.sim_node:main',
     'controller_node': 'echoposed_ros.nodes.controller_node:main',
     'target_node': 'echoposed_ros.nodes.target_node:main',
+    'adapt_node': 'echoposed_ros.nodes.adapt_node:main',
     'bag_recorder': 'echoposed_ros.bag.recorder:main',
     'bag_player': 'echoposed_ros.bag.player:main',
 }

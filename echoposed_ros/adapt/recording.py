@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from . import AdaptError
 from .labels import arm_to_labels
 
-__all__ = ['Recording', 'holds_from_poses', 'load_recording', 'record_bag', 'record_sim']
+__all__ = ['Recording', 'holds_from_poses', 'load_recording', 'pair_frames', 'record_bag', 'record_sim']
 
 Array = NDArray[np.float64]
 
@@ -154,8 +154,6 @@ def record_bag(path: str | Path, radius_m: float, image_topic: str = '/probe/ima
     """The frames of ``image_topic`` with the arm's pose of ``pose_topic`` at each frame's header stamp
     (interpolated: slerp, linear apex), between ``start_s`` and ``start_s + seconds`` from the first frame;
     frames outside the poses' span are left out. ``radius_m``: the orbit radius the sweep's slides used."""
-    from scipy.spatial.transform import Rotation, Slerp
-
     from echoposed_ros.bag.errors import BagError
     from echoposed_ros.bag.reader import iter_image_batches, read_pose_stamped
     from echoposed_ros.estimator.image import image_to_float
@@ -169,27 +167,42 @@ def record_bag(path: str | Path, radius_m: float, image_topic: str = '/probe/ima
                 stamps.append(int(s))
     except BagError as exc:
         raise AdaptError(str(exc)) from None
-    order = np.argsort(poses.stamps, kind='stable')
-    p_t = poses.stamps[order].astype(np.float64) * 1e-9
+    try:
+        rec = pair_frames(frames, np.array(stamps, np.int64), poses.stamps, poses.orientation, poses.position,
+                          radius_m, start_s, seconds)
+    except AdaptError as exc:
+        raise AdaptError(f'{path}: {image_topic} / {pose_topic}: {exc}') from None
+    rec.meta.update({'source': 'bag', 'bag': str(path), 'image_topic': image_topic, 'pose_topic': pose_topic,
+                     'frame_id': poses.frame_id})
+    return rec
+
+
+def pair_frames(frames: list[np.ndarray], stamps_ns: np.ndarray, pose_stamps_ns: np.ndarray, orientation: Array,
+                position: Array, radius_m: float, start_s: float = 0.0, seconds: float = math.inf) -> Recording:
+    """Frames (uint8 (H, W), header stamps int64 ns) with the arm's pose at each stamp, interpolated from
+    the pose samples (stamps ns, orientation (M, 3, 3), position (M, 3) m; slerp, linear); frames outside the
+    poses' span or the window (``start_s`` for ``seconds`` from the first frame) are left out."""
+    from scipy.spatial.transform import Rotation, Slerp
+
+    order = np.argsort(pose_stamps_ns, kind='stable')
+    p_t = np.asarray(pose_stamps_ns, np.int64)[order].astype(np.float64) * 1e-9
     keep = np.concatenate([[True], np.diff(p_t) > 0])   # Slerp needs increasing times
-    p_t, p_R, p_x = p_t[keep], poses.orientation[order][keep], poses.position[order][keep]
+    p_t, p_R, p_x = p_t[keep], np.asarray(orientation)[order][keep], np.asarray(position)[order][keep]
     if len(p_t) < 2:
-        raise AdaptError(f'{path}: {pose_topic} has {len(p_t)} distinct stamp(s); expected the arm pose over '
-                         'the sweep')
-    t = np.array(stamps, np.float64) * 1e-9
+        raise AdaptError(f'{len(p_t)} distinct arm pose stamp(s); expected the arm pose over the sweep')
+    t = np.asarray(stamps_ns, np.int64).astype(np.float64) * 1e-9
     t0 = t.min() if len(t) else 0.0
     inside = (t >= p_t[0]) & (t <= p_t[-1]) & (t - t0 >= start_s) & (t - t0 < start_s + seconds)
     if not inside.any():
-        raise AdaptError(f'{path}: no frame of {image_topic} lies within the {pose_topic} poses '
-                         f'({p_t[0]:.3f}-{p_t[-1]:.3f} s) and the window from {start_s:g} s for {seconds:g} s')
-    if len({frames[i].shape for i in np.flatnonzero(inside)}) > 1:
-        raise AdaptError(f'{path}: {image_topic} frames of different sizes; expected one size')
+        raise AdaptError(f'no frame lies within the arm poses ({p_t[0]:.3f}-{p_t[-1]:.3f} s) and the window '
+                         f'from {start_s:g} s for {seconds:g} s')
     idx = np.flatnonzero(inside)
+    if len({frames[i].shape for i in idx}) > 1:
+        raise AdaptError('frames of different sizes; expected one size')
     idx = idx[np.argsort(t[idx], kind='stable')]
     tt = t[idx]
     R = Slerp(p_t, Rotation.from_matrix(p_R))(tt).as_matrix()
     apex = np.stack([np.interp(tt, p_t, p_x[:, k]) for k in range(3)], axis=1)
     hold = holds_from_poses(R, apex, radius_m)
-    meta = {'source': 'bag', 'bag': str(path), 'image_topic': image_topic, 'pose_topic': pose_topic,
-            'frame_id': poses.frame_id, 'frames_left_out': int(len(t) - len(idx))}
-    return Recording(np.stack([frames[i] for i in idx]), tt - tt[0], R, apex, hold, float(radius_m), meta)
+    return Recording(np.stack([frames[i] for i in idx]), tt - tt[0], R, apex, hold, float(radius_m),
+                     {'frames_left_out': int(len(t) - len(idx))})

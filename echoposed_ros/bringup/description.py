@@ -36,6 +36,7 @@ PARAMETER_TABLES = {
     'echoposed_controller': 'echoposed_ros.nodes.controller_node:PARAMS',
     'echoposed_target': 'echoposed_ros.nodes.target_node:PARAMS',
     'echoposed_recorder': 'echoposed_ros.bag.recorder:PARAMS',
+    'echoposed_adapt': 'echoposed_ros.nodes.adapt_node:PARAMS',
 }
 
 #: Parameters rclpy declares on every node (a params_file may set them too).
@@ -149,6 +150,10 @@ GUIDANCE_ARGUMENTS = (
              'config/pose.yaml says)', ('config', 'true', 'false')),
     Argument('record', '', 'record a rosbag2 (MCAP) bag into this new directory (images, true pose, '
              'estimates, commands, status, diagnostics); empty = no recording'),
+    Argument('adapt', 'off', "adaptation to this patient (docs/adaptation.md; the fine-tune needs torch): 'off'; "
+             "'service': the adapt node serves adapt/run; 'start': it also runs once at start-up (a sweep of "
+             'about a minute, guidance paused, then a fine-tune while guidance goes on; the pose node then '
+             'takes the adapted model)', ('off', 'service', 'start')),
 )
 
 SIM_GUIDANCE_ARGUMENTS = GUIDANCE_ARGUMENTS + (
@@ -218,8 +223,16 @@ def _recorder(args: Mapping[str, str], target_view: str = '') -> list[NodeSpec]:
                      {'output': str(path), 'target_view': target_view}, _image_remaps(args), stop_first=True)]
 
 
+def _adapt(args: Mapping[str, str]) -> list[NodeSpec]:
+    """The adapt node when ``adapt:=service`` or ``adapt:=start``, adapting the launch's model."""
+    if args['adapt'] == 'off':
+        return []
+    return [NodeSpec('adapt_node', 'echoposed_ros.nodes.adapt_node', 'echoposed_adapt', config_dir() / 'adapt.yaml',
+                     {'autostart': args['adapt'] == 'start', 'model_path': args['model']}, _image_remaps(args)[:1])]
+
+
 def _guidance_nodes(args: Mapping[str, str]) -> list[NodeSpec]:
-    return [_pose_node(args), _controller_node(args)] + _recorder(args)
+    return [_pose_node(args), _controller_node(args)] + _adapt(args) + _recorder(args)
 
 
 def _sim_guidance_nodes(args: Mapping[str, str]) -> list[NodeSpec]:
@@ -239,7 +252,7 @@ def _sim_guidance_nodes(args: Mapping[str, str]) -> list[NodeSpec]:
     recorder = _recorder(args, target_view=args['target'])
     if oracle:  # the controller reads the simulator's ground truth instead of estimates
         return [sim, _controller_node(args, remappings=(('echoposed/pose', 'probe/true_pose'),)), target] + recorder
-    return [sim, _pose_node(args), _controller_node(args), target] + recorder
+    return [sim, _pose_node(args), _controller_node(args), target] + _adapt(args) + recorder
 
 
 LAUNCHES: dict[str, LaunchSpec] = {

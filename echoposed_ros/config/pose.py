@@ -24,8 +24,9 @@ _LIVE = '; may change while running'
 _REBUILT = '; may change while running (the estimator is rebuilt on the same model)'
 
 PARAMS = (
-    Param('model_path', '', f'ONNX ensemble file; empty = the shipped models/{DEFAULT_MODEL} (read-only: '
-          'loaded once at start-up)', read_only=True),
+    Param('model_path', '', f'ONNX ensemble file; empty = the shipped models/{DEFAULT_MODEL}; may change while '
+          'running (an adapted model, docs/adaptation.md): the new file is loaded first and a file that cannot be '
+          'used is refused with the reason, the old model going on'),
     Param('input_transport', 'raw', "'raw': sensor_msgs/Image on probe/image; "
           "'compressed': sensor_msgs/CompressedImage on probe/image/compressed (read-only: the node "
           'subscribes to one of them at start-up)', read_only=True),

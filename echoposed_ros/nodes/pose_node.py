@@ -11,7 +11,8 @@ A malformed image (wrong size, step or length, unknown encoding, more than
 rejected, counted and reported with its reason on ``/diagnostics`` and in the log; the node keeps
 running. No image on the input topic for ``input_timeout`` s is a WARN on ``/diagnostics`` naming
 the topic and the transport. A model file that cannot be used stops the node with one clear line
-(exit code 2).
+(exit code 2) at start-up; set later (``model_path``, e.g. an adapted model), it is loaded before it
+replaces the running one, and refused with the reason when it cannot be used.
 """
 from __future__ import annotations
 
@@ -64,21 +65,37 @@ class PoseNode(Node):
         self.rejected = 0
         self._rejected_in_window = 0
         self._last_rejection = ''
-        watch_parameters(self, PARAMS, PoseNodeConfig.from_parameters, self._set_config)
+        self._pending: tuple[PoseNodeConfig, Estimator] | None = None   # checked, not yet applied
+        watch_parameters(self, PARAMS, self._check_config, self._set_config)
         self.get_logger().info(f'model {self.config.model_path} ({self.estimator.members} members, input '
                                f'{self.estimator.input_shape[0]}x{self.estimator.input_shape[1]})')
 
     def _frame_id(self, config: PoseNodeConfig) -> str:
         return config.frame_id or str(self.estimator.model.info.metadata.get('model_name', 'echoposed'))
 
+    def _rebuilds(self, config: PoseNodeConfig) -> bool:
+        return (config.model_path != self.config.model_path
+                or config.estimator_kwargs() != self.config.estimator_kwargs())
+
+    def _check_config(self, values: dict[str, Any]) -> PoseNodeConfig:
+        """A requested change, checked whole; one that needs a new estimator builds it here, so a model
+        that cannot be loaded refuses the request (EstimatorError) and the running one goes on."""
+        config = PoseNodeConfig.from_parameters(values)
+        if self._rebuilds(config) and (self._pending is None or self._pending[0] != config):
+            self._pending = (config, Estimator(config.model_path, **config.estimator_kwargs()))
+        return config
+
     def _set_config(self, config: PoseNodeConfig) -> None:
-        """Parameters changed while running (only the writable ones can); a change of how images
-        are read (fan, depth, threshold, mirroring) rebuilds the estimator on the same model, so
-        the next image is estimated with it (callbacks run one at a time on this node)."""
-        if config.estimator_kwargs() != self.config.estimator_kwargs():
-            self.estimator = Estimator(config.model_path, **config.estimator_kwargs())
-            self.get_logger().info(f'estimator rebuilt: mirror_tta {config.mirror_tta}, fan {config.fan}, '
-                                   f'detect_threshold {config.detect_threshold:g}')
+        """Parameters changed while running (only the writable ones can); a new model or a change of
+        how images are read (fan, depth, threshold, mirroring) swaps in the estimator built when the
+        request was checked, so the next image is estimated with it (callbacks run one at a time)."""
+        if self._rebuilds(config):
+            pending = self._pending if self._pending is not None and self._pending[0] == config else None
+            self.estimator = pending[1] if pending else Estimator(config.model_path, **config.estimator_kwargs())
+            self._pending = None
+            self.get_logger().info(f'estimator rebuilt: model {config.model_path}, mirror_tta {config.mirror_tta}, '
+                                   f'fan {config.fan}, detect_threshold {config.detect_threshold:g}')
+            self.diagnostics._hardware_id = str(config.model_path)
         self.config = config
         self.frame_id = self._frame_id(config)
 

@@ -10,6 +10,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from echoposed_msgs.msg import EchoPose, GuidanceStatus, ProbeTwist
 from echoposed_msgs.srv import EstimatePose, SetTarget
+from fake_arm import FakeArm
 from geometry_msgs.msg import TwistStamped
 from rclpy.parameter import Parameter
 from ros_harness import wait_for
@@ -576,45 +577,18 @@ def test_image_target_the_estimate_calls_reached_but_the_image_disagrees_is_a_mi
         for d in h.diagnostics for s in d.status for kv in s.values), timeout=5.0)
 
 
-class FakeArm:
-    """The arm's probe pose on probe/pose at 50 Hz, moved by the controller's probe-frame Cartesian twist."""
-
-    def __init__(self, h):
-        from geometry_msgs.msg import PoseStamped
-        self.h, self.R, self.apex, self.running = h, rot_z(0.3) @ rot_x(0.2), np.array([0.01, 0.02, -0.07]), True
-        self.pub = h.node.create_publisher(PoseStamped, 'probe/pose', 10)
-        self.sweep = h.node.create_client(Trigger, 'adapt/sweep')
-        self.msg_type = PoseStamped
-        self.start = (self.R.copy(), self.apex.copy())
-        h.node.create_timer(0.02, self._tick)
-
-    def _tick(self):
-        if not self.running:
-            return
-        twists = self.h.since(self.h.twists, time.monotonic() - 0.1)
-        if twists:
-            t = twists[-1][1].twist
-            from echoposed_ros.geometry import so3_exp
-            self.apex = self.apex + self.R @ (vec(t.linear) * 0.02)
-            self.R = self.R @ so3_exp(vec(t.angular) * 0.02)
-        msg = self.msg_type()
-        msg.header.stamp, msg.header.frame_id = self.h.node.get_clock().now().to_msg(), 'base_link'
-        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(c) for c in self.apex)
-        msg.pose.orientation = matrix_to_quaternion_msg(self.R)
-        self.pub.publish(msg)
-
-
 SWEEP = dict(sweep_turn_max=0.3, sweep_turn_step=0.15, sweep_tilt=0.1, sweep_dwell=0.2, sweep_speed=0.8)
 
 
 def test_adaptation_sweep_turns_the_probe_about_its_apex_and_returns(graph):
     make_controller(graph, **SWEEP)
     h = Harness(graph)
-    refused = h.call(h.node.create_client(Trigger, 'adapt/sweep'), Trigger.Request())
+    sweep = h.node.create_client(Trigger, 'adapt/sweep')
+    refused = h.call(sweep, Trigger.Request())
     assert not refused.success and 'probe/pose' in refused.message
-    arm = FakeArm(h)
+    arm = FakeArm(graph)
     time.sleep(0.2)
-    r = h.call(arm.sweep, Trigger.Request())
+    r = h.call(sweep, Trigger.Request())
     assert r.success, r.message
     t0 = h.wait_state('sweeping')
     assert wait_for(lambda: any(s.cue == 'adaptation sweep done' for _, s in h.since(h.statuses, t0)), timeout=20)
@@ -630,9 +604,9 @@ def test_adaptation_sweep_turns_the_probe_about_its_apex_and_returns(graph):
 def test_adaptation_sweep_stops_with_zero_twist_when_the_arm_pose_stops(graph):
     make_controller(graph, **SWEEP)
     h = Harness(graph)
-    arm = FakeArm(h)
+    arm = FakeArm(graph)
     time.sleep(0.2)
-    assert h.call(arm.sweep, Trigger.Request()).success
+    assert h.call(h.node.create_client(Trigger, 'adapt/sweep'), Trigger.Request()).success
     h.wait_state('sweeping')
     time.sleep(0.3)
     arm.running = False

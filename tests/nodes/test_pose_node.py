@@ -303,8 +303,22 @@ def test_parameters_change_while_running_and_the_start_up_ones_are_read_only(gra
     refused = node.set_parameters([Parameter('detect_threshold', value=1.5)])[0]
     assert not refused.successful and 'detect_threshold = 1.5' in refused.reason
     assert node.config.detect_threshold == 0.02
-    assert not node.set_parameters([Parameter('model_path', value='other.onnx')])[0].successful
+    missing = node.set_parameters([Parameter('model_path', value='other.onnx')])[0]
+    assert not missing.successful and 'other.onnx' in missing.reason
+    assert node.config.model_path == model_path and node.estimator.members == 8   # the old model goes on
     for p in PARAMS:
         described = node.describe_parameter(p.name)
         assert described.read_only == p.read_only, p.name
         assert ('read-only:' in described.description) == p.read_only, p.name
+
+
+def test_a_new_model_is_swapped_in_while_running(graph, model_path, tmp_path):
+    """An adapted model (docs/adaptation.md) replaces the running one; the next image is estimated with it."""
+    node = make_pose_node(graph, model_path)
+    orbit = np.repeat(np.eye(3)[None], 3, axis=0)
+    probe = np.repeat(Rotation.from_rotvec([0, 0, -0.8]).as_matrix()[None], 3, axis=0)
+    other = write_model(tmp_path / 'adapted.onnx', orbit, probe, height=64, width=64)
+    assert node.set_parameters([Parameter('model_path', value=str(other))])[0].successful
+    assert node.config.model_path == other and node.estimator.members == 3
+    e = node.estimator.estimate(fan_image())
+    assert np.allclose(Rotation.from_matrix(e.probe).as_rotvec(), [0, 0, -0.8], atol=1e-4)

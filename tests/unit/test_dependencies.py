@@ -16,8 +16,9 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = {'echoposed_ros', 'echoposed_sim', 'echoposed_msgs'}
-# Modules that run only when training (torch, onnx: the "training and tests only" pins).
-TRAINING_ONLY = ('echoposed_ros/training/',)
+# Modules that run only when training (torch, onnx: the "training and tests only" pins); the adapt
+# fine-tune is training too (the adapt node runs it as a child process).
+TRAINING_ONLY = ('echoposed_ros/training/', 'echoposed_ros/adapt/finetune.py')
 # Builds tiny ONNX models for tests and benchmarks with onnx (a test dependency); no node or
 # runtime command imports it.
 TEST_HELPERS = {'echoposed_ros/estimator/synthetic.py'}

@@ -200,3 +200,16 @@ def test_the_launch_files_pass_the_same_placement_to_launch_ros(tmp_path, monkey
     context.update(namespace='')
     assert {n.kwargs['namespace'] for n in nodes(context)} == {None}   # a pushed namespace still applies
     monkeypatch.delitem(sys.modules, 'echoposed_ros.bringup.ros_launch')
+
+
+def test_adapt_adds_the_adapt_node_serving_or_starting_with_the_launch_model():
+    assert 'echoposed_adapt' not in nodes_of('guidance')
+    served = nodes_of('guidance', adapt='service', model='/m/model.onnx', image_topic='/scanner/image_raw')
+    node = served['echoposed_adapt']
+    assert node.parameters == {'autostart': False, 'model_path': '/m/model.onnx'}
+    assert node.remappings == (('probe/image', '/scanner/image_raw'),)
+    assert 'echoposed_adapt' not in nodes_of('sim_guidance', adapt='start', **SIM)   # oracle: no model to adapt
+    started = nodes_of('sim_guidance', adapt='start')['echoposed_adapt']
+    assert started.parameters['autostart'] is True and started.params_file == config_dir() / 'adapt.yaml'
+    with pytest.raises(LaunchError, match='adapt'):
+        resolve('guidance', {'adapt': 'yes'})

@@ -140,7 +140,7 @@ def record_sim(volume: Any, plan: Any, start: tuple[Array, Array], *, size: int 
         R, o = probe_frame(pose.orbit, pose.probe, volume.centre, volume.radius)
         images[i] = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
         stamps[i], Rs[i], apexes[i], hold[i] = t, R, o * 1e-3, plan.holding(t)
-        twist = sweep_twist(plan, t, Rs[0].T @ R, Rs[0].T @ (apexes[i] - apexes[0]), radius_m)
+        twist = sweep_twist(plan, t, Rs[0].T @ R, Rs[0].T @ (apexes[i] - apexes[0]), radius_m, period=dt)
         session.command_cartesian_twist(twist.v, twist.omega)
         frame = session.tick(dt)
         pose, t, image = frame.pose, frame.time_s, frame.image

@@ -4,17 +4,17 @@ A sweep is a list of waypoints, each an offset along the five probe-frame axes o
 alignment (``echoposed_ros.policy.fine.AXES``: turn about the beam z, tilts about x and y at the
 apex, orbits about x and y through the point ``orbit_radius`` deep on the beam), all in rad and
 relative to the start pose. The probe moves between waypoints in straight lines of the offset at
-up to ``speed`` rad/s on every axis, holds each one for ``dwell_s`` (at least one cardiac cycle, so
-frames of every phase share a pose), and returns to the start at the end.
+``speed`` rad/s (the norm of the five rates), holds each one for ``dwell_s`` (at least one cardiac
+cycle, so frames of every phase share a pose), and returns to the start at the end.
 
 A waypoint's pose, relative to the start (start probe axes, apex at the origin, heart centre
 ``radius`` deep on the start's beam): orientation ``S Rz(turn) Rx(tilt_x) Ry(tilt_y)`` with the slide
 ``S = Rx(orbit_x) Ry(orbit_y)`` turning the probe about the centre, apex ``radius (e_z - S e_z)``
-(:meth:`SweepPlan.pose_at`). :func:`sweep_twist` drives the probe along that pose by feedback from
-the arm's measured pose (a step ``lead_s`` ahead), so the sweep ends where it began whatever the
-arm's tracking error.
+(:meth:`SweepPlan.pose_at`). :func:`sweep_twist` drives the probe along that pose: the plan's motion
+plus feedback from the arm's measured pose, so the sweep ends where it began whatever the arm's
+tracking error.
 
-Default plan (about 60 s): a ladder of turns about the beam over ``+-turn_max`` in ``turn_step``;
+Default plan (about 65 s): a ladder of turns about the beam over ``+-turn_max`` in ``turn_step``;
 at three of those turns, tilts ``+-tilt`` about x and about y. Turns beyond +-90 deg are not
 needed: every frame's left-right mirror is the pose turned by pi about the beam, and training uses
 both. Slides (``slide`` > 0, off by default) add ``+-slide`` about x and about y at the start turn;
@@ -46,7 +46,7 @@ class SweepSettings:
 
     turn_max: float = math.radians(90.0)
     turn_step: float = math.radians(15.0)
-    tilt: float = math.radians(10.0)
+    tilt: float = math.radians(20.0)
     slide: float = 0.0
     dwell_s: float = 1.2
     speed: float = 0.4
@@ -143,7 +143,7 @@ def plan_sweep(settings: SweepSettings | None = None) -> SweepPlan:
     way = _waypoints(s)
     arrive = np.zeros(len(way))
     for k in range(1, len(way)):
-        move = float(np.max(np.abs(way[k] - way[k - 1]))) / s.speed
+        move = float(np.linalg.norm(way[k] - way[k - 1])) / s.speed   # speed: of the whole motion
         arrive[k] = arrive[k - 1] + s.dwell_s + max(move, 1e-3)
     plan = SweepPlan(way, arrive, s.dwell_s)
     if plan.duration_s > s.max_duration_s:
@@ -153,14 +153,18 @@ def plan_sweep(settings: SweepSettings | None = None) -> SweepPlan:
 
 
 def sweep_twist(plan: SweepPlan, t: float, orientation: Array, apex: Array, radius: float, *,
-                lead_s: float = 0.2, max_rate: float = 1.0) -> CartesianTwist:
-    """The probe-frame twist (v in the unit of ``radius`` per s, omega rad/s) that takes the probe at
-    (``orientation`` (3, 3), ``apex`` (3,)), both relative to the sweep's start, to the planned pose
-    ``lead_s`` ahead of ``t`` in ``lead_s``; at most ``max_rate`` rad/s (and ``max_rate * radius`` for v)."""
-    R_goal, a_goal = plan.pose_at(t + lead_s, radius)
+                period: float = 1 / 30, time_constant_s: float = 0.2, max_rate: float = 1.0) -> CartesianTwist:
+    """The probe-frame twist (v in the unit of ``radius`` per s, omega rad/s) that keeps the probe at
+    (``orientation`` (3, 3), ``apex`` (3,)), both relative to the sweep's start, on the plan at ``t``: the
+    plan's own motion over the next ``period`` s (the command's hold: feed-forward) plus the error to the
+    planned pose closed in ``time_constant_s``; at most ``max_rate`` rad/s (and ``max_rate * radius`` for v)."""
+    dt = period
+    R_now, a_now = plan.pose_at(t, radius)
+    R_next, a_next = plan.pose_at(t + dt, radius)
     R = np.asarray(orientation, dtype=np.float64)
-    omega = R.T @ so3_log(R_goal @ R.T) / lead_s
-    v = R.T @ (a_goal - np.asarray(apex, dtype=np.float64)) / lead_s
+    w = so3_log(R_next @ R_now.T) / dt + so3_log(R_now @ R.T) / time_constant_s     # start frame
+    u = (a_next - a_now) / dt + (a_now - np.asarray(apex, dtype=np.float64)) / time_constant_s
+    omega, v = R.T @ w, R.T @ u
     scale = max(1.0, float(np.linalg.norm(omega)) / max_rate, float(np.linalg.norm(v)) / (max_rate * radius))
     return CartesianTwist(v / scale, omega / scale)
 
@@ -190,9 +194,10 @@ class SweepOutput(NamedTuple):
 
 
 def sweep_step(run: SweepRun, now: float, orientation: Array, apex: Array, pose_age_s: float,
-               stale_timeout: float, max_rate: float) -> SweepOutput:
-    """The twist of a running sweep at ``now`` from the arm's newest pose (``pose_age_s`` old): zero and
-    ended when that pose is older than ``stale_timeout`` (fail safe) or the plan is over."""
+               stale_timeout: float, max_rate: float, period: float) -> SweepOutput:
+    """The twist of a running sweep at ``now`` from the arm's newest pose (``pose_age_s`` old), held for the
+    control ``period`` (s): zero and ended when that pose is older than ``stale_timeout`` (fail safe) or
+    the plan is over."""
     zero = CartesianTwist(np.zeros(3), np.zeros(3))
     t = now - run.started
     if not pose_age_s <= stale_timeout:
@@ -201,6 +206,6 @@ def sweep_step(run: SweepRun, now: float, orientation: Array, apex: Array, pose_
         return SweepOutput(zero, False, 'adaptation sweep done')
     R = run.R0.T @ np.asarray(orientation, dtype=np.float64)
     a = run.R0.T @ (np.asarray(apex, dtype=np.float64) - run.a0)
-    twist = sweep_twist(run.plan, t, R, a, run.radius, max_rate=max_rate)
+    twist = sweep_twist(run.plan, t, R, a, run.radius, period=period, max_rate=max_rate)
     return SweepOutput(twist, True, f'adaptation sweep {min(t, run.plan.duration_s):.0f} / '
                                     f'{run.plan.duration_s:.0f} s: keep the probe on the skin')

@@ -61,7 +61,7 @@ PARAMS = (
     Param('phantom_seeds', '0-19', 'phantom patients of the other steps' + _RO, read_only=True),
     Param('device', 'auto', "training device: 'auto', 'cpu', 'cuda' or 'cuda:N'" + _RO, read_only=True),
     Param('orbit_radius', 0.075, 'm, probe apex to heart centre (labels of the sweep)' + _RO, read_only=True),
-    Param('pose_node', 'echoposed_pose', "node whose model_path is set to the adapted model; empty = none" + _RO,
+    Param('pose_node', 'echoposed_pose', 'node whose model_path is set to the adapted model; empty = none' + _RO,
           read_only=True),
     Param('sweep_timeout', 5.0, 's without a status of the running sweep from the controller (guidance/status) '
           'after which the adaptation fails' + _RO, read_only=True),

@@ -113,7 +113,7 @@ NODE_PARAMS = (
           + _START_UP, read_only=True),
     Param('sweep_turn_step', 0.2617993877991494, 'rad, adaptation sweep: step of the turns' + _START_UP,
           read_only=True),
-    Param('sweep_tilt', 0.17453292519943295, 'rad, adaptation sweep: tilts about x and y' + _START_UP, read_only=True),
+    Param('sweep_tilt', 0.3490658503988659, 'rad, adaptation sweep: tilts about x and y' + _START_UP, read_only=True),
     Param('sweep_dwell', 1.2, 's, adaptation sweep: held at each pose (at least one cardiac cycle)' + _START_UP,
           read_only=True),
     Param('sweep_speed', 0.4, 'rad/s, adaptation sweep: speed between poses (also capped by max_probe_speed)'
@@ -345,7 +345,8 @@ class ControllerNode(Node):
         assert run is not None
         received, R, apex = self._arm if self._arm is not None else (-float('inf'), run.R0, run.a0)
         out = sweep_step(run, now, R, apex, now - received, self.config.stale_timeout,
-                         min(self.config.max_probe_speed, 2.5 * self.node_config.sweep.speed))
+                         min(self.config.max_probe_speed, 2.5 * self.node_config.sweep.speed),
+                         self.config.control_period)
         omega = out.twist.omega
         state = GuidanceState.SWEEPING
         if not out.running:

@@ -6,7 +6,6 @@ import functools
 import json
 import math
 import threading
-import time
 
 import numpy as np
 import pytest

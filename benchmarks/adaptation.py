@@ -1,0 +1,130 @@
+"""Adaptation to one patient from the robot's own motion, measured on patients of a style never trained on.
+
+For each phantom seed: the adaptation sweep runs in the simulator (``echoposed adapt --sim``, the
+patient in ``--style``, the sweep starting from a random guidance start pose), the shipped model is
+fine-tuned on it for ``--budget``, and both models are measured on that patient:
+- calibration in the held-out style (normalised MAAE about x, y, z; mean sigma^2), beside the
+  shipped model on the same patient in the default style (the in-style figure);
+- closed-loop guidance on the patient in the held-out style (``echoposed eval guidance``, static and
+  beating runs, share within 5 deg, mean final error);
+- forgetting: calibration of each adapted model on held-out default-style phantoms (``--phantoms``)
+  against the shipped model's in the same run.
+Calibrations use 2 deg steps (``--z-step-deg 2 --tilt-step-deg 2``) to keep the run short.
+
+    .venv/bin/python benchmarks/adaptation.py --seeds 4003-4005 --style vendor_c --budget 5m \\
+        --json docs/eval/adaptation/adaptation.json --markdown docs/eval/adaptation/adaptation.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ECHOPOSED = Path(sys.executable).with_name('echoposed')
+STEP = ['--z-step-deg', '2', '--tilt-step-deg', '2']
+
+
+def seed_list(text: str) -> list[int]:
+    first, _, last = text.partition('-')
+    return list(range(int(first), int(last or first) + 1))
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f'{" ".join(cmd)}\nexited {proc.returncode}: {proc.stderr[-2000:]}')
+
+
+def calibration(seeds: str, model: Path, out: Path, style: str = '') -> dict:
+    cmd = [str(ECHOPOSED), 'eval', 'calibration', '--seeds', seeds, '--model', str(model), '--json', str(out), *STEP]
+    if style:
+        cmd += ['--style', style]
+    _run(cmd)
+    d = json.loads(out.read_text())
+    return {'nmaae': {a: v['normalized_maae'] for a, v in d['axes'].items()}, 'mean_sigma2': d['mean_sigma2']}
+
+
+def guidance(seed: int, model: Path, out: Path, style: str, runs: int) -> dict:
+    _run([str(ECHOPOSED), 'eval', 'guidance', '--seeds', str(seed), '--style', style, '--model', str(model),
+          '--runs', str(runs), '--inter-runs', '0', '--json', str(out), '--quiet'])
+    d = json.loads(out.read_text())
+    dataset = next(iter(d['datasets'].values()))
+    return {name: {'within_5_deg': dataset[f'intra_{name}']['success_within_5deg'],
+                   'mean_deg': dataset[f'intra_{name}']['mean_deg'],
+                   'median_deg': dataset[f'intra_{name}']['median_deg']} for name in ('static', 'dynamic')}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--seeds', default='4003-4005', help='held-out phantom patients, A-B')
+    ap.add_argument('--style', default='vendor_c', help='acquisition style never trained on')
+    ap.add_argument('--budget', default='5m', help='fine-tune time per patient')
+    ap.add_argument('--phantoms', default='1000-1004', help='default-style held-out phantoms (forgetting)')
+    ap.add_argument('--runs', type=int, default=10, help='guidance runs per patient, static and beating each')
+    ap.add_argument('--model', default='models/echoposed_k5.onnx')
+    ap.add_argument('--work', default='out/adaptation', help='folder for the runs')
+    ap.add_argument('--json', required=True)
+    ap.add_argument('--markdown')
+    args = ap.parse_args()
+    work, shipped = Path(args.work), Path(args.model)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    base_phantoms = calibration(args.phantoms, shipped, work / 'phantoms_shipped.json')
+    patients = []
+    for seed in seed_list(args.seeds):
+        d = work / str(seed)
+        _run([str(ECHOPOSED), 'adapt', '--sim', str(seed), '--style', args.style, '--start-seed', str(seed),
+              '--out', str(d), '--budget', args.budget])
+        adapted = d / 'adapted.onnx'
+        record = json.loads((d / 'adapt.json').read_text())
+        p = {'seed': seed, 'sweep_s': record['recording']['duration_s'], 'sweep_frames': record['sweep']['frames'],
+             'train_s': record['train_s'], 'steps': record['steps'],
+             'in_style': calibration(str(seed), shipped, d / 'cal_in_style.json'),
+             'shipped': calibration(str(seed), shipped, d / 'cal_shipped.json', args.style),
+             'adapted': calibration(str(seed), adapted, d / 'cal_adapted.json', args.style),
+             'phantoms_adapted': calibration(args.phantoms, adapted, d / 'phantoms_adapted.json'),
+             'guidance_shipped': guidance(seed, shipped, d / 'guide_shipped.json', args.style, args.runs),
+             'guidance_adapted': guidance(seed, adapted, d / 'guide_adapted.json', args.style, args.runs)}
+        p['z_ratio_to_in_style'] = {k: p[k]['nmaae']['z'] / p['in_style']['nmaae']['z'] for k in ('shipped', 'adapted')}
+        p['phantom_change'] = {a: p['phantoms_adapted']['nmaae'][a] / base_phantoms['nmaae'][a] - 1 for a in 'xyz'}
+        patients.append(p)
+        print(json.dumps({k: p[k] for k in ('seed', 'z_ratio_to_in_style', 'phantom_change')}), flush=True)
+    result = {'style': args.style, 'budget': args.budget, 'phantoms': args.phantoms, 'model': str(shipped),
+              'phantoms_shipped': base_phantoms, 'patients': patients, 'wall_s': time.time() - t0,
+              'median_z_ratio_adapted': statistics.median(p['z_ratio_to_in_style']['adapted'] for p in patients)}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(result))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    lines = [f"Style `{r['style']}` (never trained on), fine-tune budget {r['budget']} per patient, "
+             f"forgetting on default-style phantoms {r['phantoms']}; 2 deg calibration steps.", '',
+             '| patient | sweep | steps | z in style (shipped) | z held-out style: shipped -> adapted (x in-style) '
+             '| sigma^2: shipped -> adapted | guidance static within 5 deg | beating | phantoms x / y / z change |',
+             '|---|---|---|---|---|---|---|---|---|']
+    for p in r['patients']:
+        gs, ga = p['guidance_shipped'], p['guidance_adapted']
+        ch = p['phantom_change']
+        lines.append(
+            f"| {p['seed']} | {p['sweep_s']:.0f} s, {p['sweep_frames']} frames "
+            f"| {p['steps']} in {p['train_s']:.0f} s "
+            f"| {p['in_style']['nmaae']['z']:.3f} "
+            f"| {p['shipped']['nmaae']['z']:.3f} -> {p['adapted']['nmaae']['z']:.3f} "
+            f"({p['z_ratio_to_in_style']['shipped']:.2f}x -> {p['z_ratio_to_in_style']['adapted']:.2f}x) "
+            f"| {p['shipped']['mean_sigma2']:.3f} -> {p['adapted']['mean_sigma2']:.3f} "
+            f"| {gs['static']['within_5_deg']:.0%} -> {ga['static']['within_5_deg']:.0%} "
+            f"| {gs['dynamic']['within_5_deg']:.0%} -> {ga['dynamic']['within_5_deg']:.0%} "
+            f"| {ch['x']:+.0%} / {ch['y']:+.0%} / {ch['z']:+.0%} |")
+    lines += ['', f"Wall time {r['wall_s'] / 60:.0f} min."]
+    return '\n'.join(lines) + '\n'
+
+
+if __name__ == '__main__':
+    sys.exit(main())

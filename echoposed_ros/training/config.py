@@ -54,6 +54,8 @@ class TrainConfig:
     phantom_weight: float = 0.0      # with volumes_dir: probability that a step draws a phantom patient of
                                      # train_seeds instead of a volume of the folder (0 = the folder only)
     phantom_frames: int = 5          # frames per cardiac cycle of each phantom patient
+    phantom_motion: str = 'default'  # 'default': each seed's drawn motion; 'wide': heart rate, EF, shortening and
+                                     # twist drawn wider (echoposed_sim.phantom.wide_motion)
     phantom_cache_dir: str = 'out/cache/phantoms'  # generated patients kept here ('' = none)
     phantom_version: int = 0         # 0 = current generator; N = only cached patients of version N
     cache_volumes: int = 64          # volumes kept in memory per data worker
@@ -84,6 +86,8 @@ class TrainConfig:
     aug_resample: float = 0.0        # probability per batch: slice finer, 8-bit quantise, and map onto the
                                      # input with the runtime's fan mapping (as a scanner frame arrives)
     aug_resample_max: float = 2.0    # finest such slice, as a multiple of input_size
+    aug_style: float = 0.0           # probability per batch of a random acquisition style (appearance.py: PSF,
+                                     # TGC, gain, dynamic range, grey curve, noise, clutter, shadows, dropout)
     # --- model ---
     members: int = 5                 # K
     widths: tuple[int, int, int, int] = (16, 32, 64, 128)  # channels of the 4 stages (2 blocks each)
@@ -159,6 +163,10 @@ class TrainConfig:
             raise bad('stop_at_step', '0 (run to steps) or a step number')
         if not 0 <= self.aug_resample <= 1:
             raise bad('aug_resample', 'a probability in [0, 1]')
+        if self.phantom_motion not in ('default', 'wide'):
+            raise bad('phantom_motion', "'default' or 'wide'")
+        if not 0 <= self.aug_style <= 1:
+            raise bad('aug_style', 'a probability in [0, 1]')
         if self.aug_resample_max < 1:
             raise bad('aug_resample_max', 'at least 1 (a multiple of input_size)')
         if len(self.widths) != 4 or min(self.widths) < 1:

@@ -59,8 +59,8 @@ class VolumeSource:
 
     def __init__(self, seeds: list[int] | None = None, style: str = '', volumes_dir: str = '',
                  cache: int = 32, factory=None, frames: int = 5, cache_dir: str = '', version: int = 0,
-                 phantom_weight: float = 0.0):
-        self.style, self.volumes_dir, self.cache_size = style, volumes_dir, max(1, cache)
+                 phantom_weight: float = 0.0, motion: str = 'default'):
+        self.style, self.volumes_dir, self.cache_size, self.motion = style, volumes_dir, max(1, cache), motion
         self.frames, self.cache_dir, self.version = frames, cache_dir, version
         self._cache: OrderedDict[int, object] = OrderedDict()
         self._factory = factory
@@ -88,7 +88,8 @@ class VolumeSource:
     def from_config(cls, cfg: TrainConfig, factory=None) -> VolumeSource:
         seeds = None if cfg.volumes_dir and not cfg.phantom_weight else parse_seed_range(cfg.train_seeds)
         return cls(seeds, cfg.phantom_style, cfg.volumes_dir, cfg.cache_volumes, factory,
-                   cfg.phantom_frames, cfg.phantom_cache_dir, cfg.phantom_version, cfg.phantom_weight)
+                   cfg.phantom_frames, cfg.phantom_cache_dir, cfg.phantom_version, cfg.phantom_weight,
+                   cfg.phantom_motion)
 
     @property
     def mixed(self) -> bool:
@@ -127,7 +128,7 @@ class VolumeSource:
         contiguous = len(self.seeds) == hi - lo + 1
         return {'kind': 'phantom', 'seeds': f'{lo}-{hi}' if contiguous else self.seeds,
                 'style': self.style or 'default', 'frames': self.frames,
-                'generator_version': self._version()}
+                'generator_version': self._version(), **({'motion': self.motion} if self.motion != 'default' else {})}
 
     def _version(self) -> int:
         if self.version or self._factory is not None:
@@ -143,7 +144,7 @@ class VolumeSource:
         if not self.is_phantom(i):
             from echoposed_sim.volume_io import load_volume
             return load_volume(key)
-        return phantom_volume(key, self.style, self.frames, self.cache_dir, self.version)
+        return phantom_volume(key, self.style, self.frames, self.cache_dir, self.version, self.motion)
 
     def get(self, i: int):
         if i in self._cache:
@@ -156,9 +157,11 @@ class VolumeSource:
         return vol
 
 
-def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str = '', version: int = 0):
+def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str = '', version: int = 0,
+                   motion: str = 'default'):
     """make_phantom(seed, style, frames), kept as a pickle in ``cache_dir`` when one is given
-    (a patient takes tens of seconds to generate on this machine).
+    (a patient takes tens of seconds to generate on this machine); motion 'wide': the seed's heart
+    with its motion drawn wider (``echoposed_sim.phantom.wide_motion``).
 
     version: 0 = the current generator (GENERATOR_VERSION); N > 0 = only a cached patient made by
     generator version N (the generator changes; a pinned version keeps a training run's data fixed).
@@ -168,7 +171,7 @@ def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str =
     want = int(version) or current
     path = None
     if cache_dir:
-        tag = Path(style).stem if style else 'default'
+        tag = (Path(style).stem if style else 'default') + ('_wide' if motion == 'wide' else '')
         path = Path(cache_dir) / f'phantom_{tag}_{want}_f{frames}_{seed}.pkl'
         if path.is_file():
             try:
@@ -179,7 +182,8 @@ def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str =
     if want != current:
         raise TrainingError(f'phantom seed {seed}: generator version {want} requested, but {path} is not '
                             f'in the cache and the installed generator is version {current}')
-    vol = phantom.make_phantom(seed, resolve_style(style), frames)
+    vol = phantom.make_phantom(seed, resolve_style(style), frames,
+                               heart=phantom.wide_motion(seed) if motion == 'wide' else None)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f'.tmp{os.getpid()}')
@@ -342,6 +346,11 @@ def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
                                         sector)
     else:
         images = slice_batch(vol, R_v, R_p, ts, sector)
+    # (its own generator, drawn only when on: configs without it keep their batches)
+    style_rng = np.random.default_rng([cfg.seed, 23, step, rank])
+    if augmentation and cfg.aug_style > 0 and style_rng.uniform() < cfg.aug_style:
+        from .appearance import apply_style, random_style
+        images = apply_style(style_rng, images, sector, random_style(style_rng))
     if augmentation:
         images = augment(rng, images, sector, cfg)
     if cfg.mirrors and zh >= np.pi:

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from .anatomy import Anatomy, HeartShape, Tissue, sample_heart_shape
+from .anatomy import WIDE_MOTION_RANGES, Anatomy, HeartShape, Tissue, sample_heart_shape, wide_motion
 from .cache import PhantomCache
 from .errors import PhantomError
 from .generate import DEFAULT_EXTENT_MM, GENERATOR_VERSION, PhantomParts, build_patient, make_phantom
@@ -17,6 +17,7 @@ from .views import standard_views
 __all__ = [
     'DEFAULT_EXTENT_MM',
     'GENERATOR_VERSION',
+    'WIDE_MOTION_RANGES',
     'AcquisitionStyle',
     'Anatomy',
     'CardiacTiming',
@@ -36,4 +37,5 @@ __all__ = [
     'save_style',
     'standard_views',
     'style_path',
+    'wide_motion',
 ]

@@ -532,3 +532,20 @@ def _labels_kernel(pv, centre, q, out, scal, lv_r, lv_epi_r, rv_c, rv_ax, rv_r, 
                 if math.sqrt((rho - valves[n, 6] - 1.0) ** 2 + h * h) - 1.8 <= 0.0:
                     lab = 11
         out[m] = lab
+
+
+#: Cardiac motion drawn wider than :func:`sample_heart_shape` does (field: (low, high), uniform):
+#: failing and hyperdynamic ventricles, weak and strong twist, slow and fast rates.
+WIDE_MOTION_RANGES: dict[str, tuple[float, float]] = {
+    'heart_rate_bpm': (45.0, 140.0),
+    'ejection_fraction': (0.25, 0.75),
+    'long_shortening': (0.06, 0.22),
+    'twist_deg': (0.0, 20.0),
+}
+
+
+def wide_motion(seed: int) -> dict[str, float]:
+    """HeartShape overrides of seed ``seed``'s motion, drawn from ``WIDE_MOTION_RANGES`` with a stream of
+    its own (the anatomy still follows the seed): pass as ``make_phantom(seed, heart=wide_motion(seed))``."""
+    rng = np.random.default_rng([int(seed), 0x6D6F74])
+    return {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in WIDE_MOTION_RANGES.items()}

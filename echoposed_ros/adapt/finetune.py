@@ -29,7 +29,7 @@ class AdaptSettings:
     """budget_s: training seconds (the schedule ends inside them); sweep_weight: share of steps on the
     sweep; phantom_seeds: phantom patients of the other steps ('' = the model's own); muon_lr: peak
     learning rate (AdamW at a tenth); workers, threads, device: as ``echoposed train``; steps > 0: that
-    many steps instead of a time budget."""
+    many steps instead of a time budget; freeze_bn: batch norm keeps the model's running statistics."""
 
     budget_s: float = 300.0
     sweep_weight: float = 0.5
@@ -41,6 +41,7 @@ class AdaptSettings:
     device: str = 'auto'
     seed: int = 0
     steps: int = 0
+    freeze_bn: bool = False
 
     def __post_init__(self) -> None:
         if not self.budget_s > 0:
@@ -93,7 +94,8 @@ def adapt_config(model: str | Path, sweep_file: str | Path, out_dir: str | Path,
                        steps=settings.steps or 10**6, muon_lr=settings.muon_lr,
                        adamw_lr=settings.muon_lr / 10, warmup_steps=settings.warmup_steps, z_ramp_steps=0,
                        workers=settings.workers, threads=settings.threads, device=settings.device,
-                       seed=settings.seed, phantom_cache_dir=cache_dir, ckpt_every_s=1e9)
+                       seed=settings.seed, phantom_cache_dir=cache_dir, ckpt_every_s=1e9,
+                       freeze_bn=settings.freeze_bn)
 
 
 def adapt_model(recording: Recording, model: str | Path, out_dir: str | Path, settings: AdaptSettings | None = None,

@@ -16,6 +16,8 @@ TARGETS: dict[str, tuple[str, str]] = {
                     'Angular calibration: normalised MAAE about probe x / y / z, sigma^2 vs error.'),
     'guidance': ('echoposed_ros.cli.eval_guidance',
                  'Closed-loop guidance: intra-patient static / dynamic, inter-patient, sigma^2 vs error.'),
+    'phase': ('echoposed_ros.cli.eval_phase',
+              'Phase invariance: spread of the estimate over a cardiac cycle vs distance between poses.'),
     'threshold': ('echoposed_ros.cli.eval_threshold',
                   "sigma^2 of in-range slices vs no-heart frames: the controller's uncertainty_threshold."),
 }

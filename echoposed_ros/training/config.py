@@ -93,6 +93,8 @@ class TrainConfig:
     widths: tuple[int, int, int, int] = (16, 32, 64, 128)  # channels of the 4 stages (2 blocks each)
     stem_stride: int = 2             # stride of the first 3x3 conv
     first_stride: int = 2            # stride of block 1 (blocks 3, 5, 7 always stride 2)
+    freeze_bn: bool = False          # batch norm keeps the running statistics it starts with (a fine-tune that
+                                     # must not move them towards its new data); scales and shifts still train
     # --- loss ---
     loss: str = 'geodesic'           # 'geodesic' (atan2 form, angle^2), 'chordal' (||.||_F^2) or
                                      # 'cauchy' (c^2 log(1 + angle^2 / c^2), c = loss_scale_deg)

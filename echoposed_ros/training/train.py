@@ -206,6 +206,11 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     bar = tqdm(total=None if budget.measuring else cfg.steps, initial=start, disable=not progress or rank != 0,
                dynamic_ncols=True)
     model.train()
+    if cfg.freeze_bn:   # batch norm on the model's running statistics: they are not pulled towards new data
+        from .model import MaskedBatchNorm
+        for m in model.modules():
+            if isinstance(m, MaskedBatchNorm):
+                m.eval()
     with _stop_requests() as got, batches(cfg, start, cfg.steps, rank, factory, pin) as stream:
         for batch in stream:  # the workers ignore the signal; the block's end ends them (data.py)
             step = int(batch['step'])

@@ -34,14 +34,14 @@ class AdaptSettings:
     budget_s: float = 300.0
     sweep_weight: float = 0.5
     phantom_seeds: str = '0-19'
-    muon_lr: float = 0.002
+    muon_lr: float = 0.001
     warmup_steps: int = 50
     workers: int = 1
     threads: int = 1
     device: str = 'auto'
     seed: int = 0
     steps: int = 0
-    freeze_bn: bool = False
+    freeze_bn: bool = True
 
     def __post_init__(self) -> None:
         if not self.budget_s > 0:

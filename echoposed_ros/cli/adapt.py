@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--budget', default='5m', help='training time (90s, 5m; a bare number is minutes)')
     parser.add_argument('--sweep-weight', type=float, default=0.5, help='share of the steps drawn from the sweep')
     parser.add_argument('--phantom-seeds', default='0-19', help='phantom patients of the other steps')
-    parser.add_argument('--lr', type=float, default=0.002, help='peak Muon learning rate (AdamW at a tenth)')
+    parser.add_argument('--lr', type=float, default=0.001, help='peak Muon learning rate (AdamW at a tenth)')
     parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument('--cache', default='out/cache/phantoms', help='phantom cache folder')
     parser.add_argument('--record-only', action='store_true', help='write OUT/recording.npz and stop')

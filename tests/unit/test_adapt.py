@@ -260,3 +260,17 @@ def test_adapt_model_fine_tunes_on_the_sweep_and_exports(sim_recording, tmp_path
     est = Estimator(out)
     orbit, probe, sigma2 = est.predict(np.load(tmp_path / 'adapt' / 'sweep.npz')['images'][:3])
     assert orbit.shape == (3, 3, 3) and np.all(np.isfinite(sigma2))
+
+
+def test_the_command_records_a_bag_sweep_and_names_a_missing_pose_topic(tmp_path, capsys):
+    from bag_helpers import write_image_bag
+
+    from echoposed_ros.cli import main
+    bag = _write_sweep_bag(tmp_path / 'sweep', 30)
+    assert main(['adapt', '--bag', str(bag), '--out', str(tmp_path / 'a'), '--record-only']) == 0
+    rec = load_recording(tmp_path / 'a' / 'recording.npz')
+    assert len(rec) == 30 and rec.meta['source'] == 'bag'
+    plain = write_image_bag(tmp_path / 'plain', 5)
+    assert main(['adapt', '--bag', str(plain), '--out', str(tmp_path / 'b')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('echoposed adapt: ') and '/probe/pose' in err and len(err.strip().splitlines()) == 1

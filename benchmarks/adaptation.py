@@ -13,6 +13,8 @@ Calibrations use 2 deg steps (``--z-step-deg 2 --tilt-step-deg 2``) to keep the 
 
     .venv/bin/python benchmarks/adaptation.py --seeds 4003-4005 --style vendor_c --budget 5m \\
         --json docs/eval/adaptation/adaptation.json --markdown docs/eval/adaptation/adaptation.md
+
+``--reuse`` keeps adapted models already in ``--work`` and measures again.
 """
 from __future__ import annotations
 
@@ -64,9 +66,11 @@ def main() -> int:
     ap.add_argument('--style', default='vendor_c', help='acquisition style never trained on')
     ap.add_argument('--budget', default='5m', help='fine-tune time per patient')
     ap.add_argument('--phantoms', default='1000-1004', help='default-style held-out phantoms (forgetting)')
-    ap.add_argument('--runs', type=int, default=10, help='guidance runs per patient, static and beating each')
+    ap.add_argument('--runs', type=int, default=40, help='guidance runs per patient, static and beating each')
     ap.add_argument('--model', default='models/echoposed_k5.onnx')
     ap.add_argument('--work', default='out/adaptation', help='folder for the runs')
+    ap.add_argument('--reuse', action='store_true',
+                    help="keep a patient's adapted model from an earlier run in --work (measure again only)")
     ap.add_argument('--json', required=True)
     ap.add_argument('--markdown')
     args = ap.parse_args()
@@ -77,8 +81,9 @@ def main() -> int:
     patients = []
     for seed in seed_list(args.seeds):
         d = work / str(seed)
-        _run([str(ECHOPOSED), 'adapt', '--sim', str(seed), '--style', args.style, '--start-seed', str(seed),
-              '--out', str(d), '--budget', args.budget])
+        if not (args.reuse and (d / 'adapted.onnx').is_file()):
+            _run([str(ECHOPOSED), 'adapt', '--sim', str(seed), '--style', args.style, '--start-seed', str(seed),
+                  '--out', str(d), '--budget', args.budget])
         adapted = d / 'adapted.onnx'
         record = json.loads((d / 'adapt.json').read_text())
         p = {'seed': seed, 'sweep_s': record['recording']['duration_s'], 'sweep_frames': record['sweep']['frames'],

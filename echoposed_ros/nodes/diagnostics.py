@@ -14,17 +14,18 @@ ERROR = DiagnosticStatus.ERROR
 
 
 class DiagnosticsPublisher:
-    """Publishes the node's status on the absolute topic ``/diagnostics`` (ROS convention)."""
+    """Publishes the node's status on the absolute topic ``/diagnostics`` (ROS convention); ``hardware_id``
+    (e.g. the model file) may change between reports."""
 
     def __init__(self, node: Any, name: str, hardware_id: str = '') -> None:
         self._node = node
         self._name = name
-        self._hardware_id = hardware_id
+        self.hardware_id = hardware_id
         self._pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
 
     def publish(self, level: bytes, message: str, values: Mapping[str, Any]) -> None:
         status = DiagnosticStatus(level=level, name=self._name, message=message,
-                                  hardware_id=self._hardware_id)
+                                  hardware_id=self.hardware_id)
         status.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()]
         array = DiagnosticArray()
         array.header.stamp = self._node.get_clock().now().to_msg()

@@ -95,7 +95,7 @@ class PoseNode(Node):
             self._pending = None
             self.get_logger().info(f'estimator rebuilt: model {config.model_path}, mirror_tta {config.mirror_tta}, '
                                    f'fan {config.fan}, detect_threshold {config.detect_threshold:g}')
-            self.diagnostics._hardware_id = str(config.model_path)
+            self.diagnostics.hardware_id = str(config.model_path)
         self.config = config
         self.frame_id = self._frame_id(config)
 

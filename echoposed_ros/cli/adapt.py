@@ -39,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="m, apex to heart centre (the controller's orbit_radius; --sim: the phantom's own)")
     parser.add_argument('--style', default='', help='--sim: acquisition style (name in sim/styles or YAML path)')
     parser.add_argument('--start-seed', type=int, default=-1,
-                        help='--sim: draw the start pose as guidance runs do (seed); -1 = the base pose')
+                        help='--sim: draw where the probe is placed on the apical window (seed): any turn about the '
+                             'beam, tilts and orbit up to --start-offset-deg; -1 = the base pose')
+    parser.add_argument('--start-offset-deg', type=float, default=5.0,
+                        help='--sim: largest tilt and orbit of a drawn start (deg, default 5)')
     parser.add_argument('--budget', default='5m', help='training time (90s, 5m; a bare number is minutes)')
     parser.add_argument('--sweep-weight', type=float, default=0.5, help='share of the steps drawn from the sweep')
     parser.add_argument('--phantom-seeds', default='0-19', help='phantom patients of the other steps')
@@ -68,7 +71,7 @@ def _recording(args: argparse.Namespace):
         pose = GuidanceProtocol().sample(np.random.default_rng(args.start_seed), 1, volume)
         start = (pose.orbit[0], pose.probe[0])
     rec = record_sim(volume, plan_sweep(), start)
-    rec.meta.update(style=args.style or 'default', start_seed=args.start_seed)
+    rec.meta.update(style=args.style or 'default', start_seed=args.start_seed, start_offset_deg=args.start_offset_deg)
     return rec
 
 

@@ -351,7 +351,8 @@ class ControllerNode(Node):
         state = GuidanceState.SWEEPING
         if not out.running:
             self._sweep, self._sweep_result = None, out.cue
-            self._active, self._memory = self._sweep_resume, GuidanceMemory()
+            # guidance as it was before the sweep, or started while it ran (guidance/start)
+            self._active, self._memory = self._sweep_resume or self._active, GuidanceMemory()
             self.get_logger().info(out.cue)
             state = GuidanceState.STOPPED if not self._active else GuidanceState.IDLE
         # turns and tilts about the apex: the probe factor's body rate is the probe-frame angular velocity

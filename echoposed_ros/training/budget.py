@@ -1,8 +1,11 @@
 """A run sized by wall time (``echoposed train --time-budget 30m``).
 
-The loop measures its step rate over a window of early steps (after the data workers have
-started), then sets ``steps`` so that the whole schedule (warm-up, then cosine decay to
-``final_lr_frac``) ends inside the budget; the budget also stops the run as a safety net.
+The loop measures its step rate over a window of early steps, then sets ``steps`` so that the whole
+schedule (warm-up, then cosine decay to ``final_lr_frac``) ends inside the budget; the budget also
+stops the run as a safety net. The window is the second half of the warm-up (at least
+``MEASURE_STEPS`` steps): the decay needs ``steps`` only from then on, and by then the data workers
+have filled their caches (a run that first generates its phantom patients measured a fifth of its
+later rate over steps 6-45, and stopped after a fifth of its budget).
 Times are training wall seconds (``wall_s`` of the log and checkpoint, summed over resumes).
 """
 from __future__ import annotations
@@ -68,17 +71,20 @@ def steps_for_budget(budget_s: float, steps_per_s: float, elapsed_s: float, done
 
 
 class RateMeter:
-    """Steps per second over ``MEASURE_STEPS`` steps, timed from the end of step ``start + skip``.
+    """Steps per second over a window of steps, timed from the end of step ``start + skip``.
 
-    ``observe(done, now)`` after each step (``done`` steps completed, ``now`` a clock in seconds)
-    returns ``(rate, first, last)`` once the window is complete (the steps timed are
+    Defaults: with ``warmup_steps`` still ahead of ``start``, the second half of the warm-up (at least
+    ``MEASURE_SKIP`` steps skipped and ``MEASURE_STEPS`` timed); else ``MEASURE_STEPS`` steps after
+    ``MEASURE_SKIP``. ``observe(done, now)`` after each step (``done`` steps completed, ``now`` a clock
+    in seconds) returns ``(rate, first, last)`` once the window is complete (the steps timed are
     ``first + 1 .. last``), else None.
     """
 
-    def __init__(self, start: int, skip: int | None = None, steps: int | None = None):
-        skip = MEASURE_SKIP if skip is None else skip
+    def __init__(self, start: int, skip: int | None = None, steps: int | None = None, warmup_steps: int = 0):
+        ahead = max(0, warmup_steps - start)
+        skip = max(MEASURE_SKIP, ahead // 2) if skip is None else skip
         self.first = start + skip
-        self.last = self.first + (MEASURE_STEPS if steps is None else steps)
+        self.last = self.first + (max(MEASURE_STEPS, start + ahead - self.first) if steps is None else steps)
         self._t_first: float | None = None
 
     def observe(self, done: int, now: float) -> tuple[float, int, int] | None:
@@ -108,7 +114,7 @@ class TimeBudget:
             limit = max(cfg.time_budget_s - wall0, 1e-3) if cfg.time_budget_s > 0 else cfg.time_limit_s
             self.cfg = cfg.replace(steps=int(self.record['steps']), time_limit_s=limit)
         elif cfg.time_budget_s > 0:
-            self.meter = RateMeter(start)
+            self.meter = RateMeter(start, warmup_steps=cfg.warmup_steps)
             self.cfg = cfg.replace(steps=OPEN_STEPS, time_limit_s=max(cfg.time_budget_s - wall0, 1e-3))
 
     @property

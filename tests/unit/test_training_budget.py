@@ -178,3 +178,14 @@ def test_ddp_ranks_take_the_same_budgeted_steps(tmp_path):
     ran, raw = read_checkpoint(tmp_path / 'last.pt')
     assert steps[0] == steps[1] and steps[0][-1] == raw['step'] > 10
     assert raw['budget']['steps'] == ran.steps
+
+
+def test_the_rate_is_measured_over_the_second_half_of_a_long_warm_up():
+    # a run that first generates its volumes is slow early: the window waits for the warm-up's second half
+    meter = RateMeter(0, warmup_steps=200)
+    assert (meter.first, meter.last) == (100, 200)
+    clock = {done: (5.0 * done if done <= 40 else 200.0 + 0.25 * (done - 40)) for done in range(1, 201)}
+    got = [r for done, now in clock.items() if (r := meter.observe(done, now)) is not None]
+    assert got == [(pytest.approx(4.0), 100, 200)]                  # the warm rate, not the cold one
+    resumed = RateMeter(300, warmup_steps=200)                     # past the warm-up: the short window
+    assert (resumed.first, resumed.last) == (300 + MEASURE_SKIP, 300 + MEASURE_SKIP + MEASURE_STEPS)

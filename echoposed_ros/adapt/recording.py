@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from . import AdaptError
 from .labels import arm_to_labels
 
-__all__ = ['Recording', 'holds_from_poses', 'load_recording', 'pair_frames', 'record_bag', 'record_sim']
+__all__ = ['Recording', 'holds_from_poses', 'load_recording', 'pair_frames', 'record_bag', 'record_sim', 'sweep_span_s']
 
 Array = NDArray[np.float64]
 
@@ -175,6 +175,24 @@ def record_bag(path: str | Path, radius_m: float, image_topic: str = '/probe/ima
     rec.meta.update({'source': 'bag', 'bag': str(path), 'image_topic': image_topic, 'pose_topic': pose_topic,
                      'frame_id': poses.frame_id})
     return rec
+
+
+def sweep_span_s(path: str | Path, image_topic: str | None = None) -> tuple[float, float] | None:
+    """(start s from the first frame, length s) of the adaptation sweep a bag recorded (``/guidance/status``
+    in state ``sweeping``), or None when it holds none."""
+    from echoposed_ros.bag.errors import BagError
+    from echoposed_ros.bag.reader import read_bag
+    try:
+        bag = read_bag(path, image_topic, load_images=False)
+    except BagError as exc:
+        raise AdaptError(str(exc)) from None
+    if bag.status is None:
+        return None
+    t = bag.status.times[np.array([s == 'sweeping' for s in bag.status.states], dtype=bool)]
+    if t.size == 0:
+        return None
+    first_frame = int(bag.images.times.min())
+    return (t.min() - first_frame) * 1e-9, (t.max() - t.min()) * 1e-9 + 0.1
 
 
 def pair_frames(frames: list[np.ndarray], stamps_ns: np.ndarray, pose_stamps_ns: np.ndarray, orientation: Array,

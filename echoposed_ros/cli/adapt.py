@@ -2,7 +2,9 @@
 
 The sweep comes from one of:
 - ``--bag BAG``: a recorded sweep, the frames of ``--image-topic`` with the arm's probe pose of
-  ``--pose-topic`` (``geometry_msgs/PoseStamped``; any fixed frame) at each frame's stamp;
+  ``--pose-topic`` (``geometry_msgs/PoseStamped``; any fixed frame) at each frame's stamp; by default
+  only the span the bag's ``/guidance/status`` reports ``sweeping`` (a bag of a live adaptation), else
+  ``--start`` / ``--seconds`` or the whole bag;
 - ``--recording FILE``: a sweep recording already written (``.npz``, the live adapt node's output);
 - ``--sim SEED``: the sweep run in the simulator on phantom patient SEED (``--style``), from the
   base pose or a random start (``--start-seed``).
@@ -33,8 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--image-topic', default='/probe/image', help='--bag: image topic (default /probe/image)')
     parser.add_argument('--pose-topic', default='/probe/pose',
                         help='--bag: the arm probe pose, geometry_msgs/PoseStamped (default /probe/pose)')
-    parser.add_argument('--start', type=float, default=0.0, help='--bag: sweep start, s from the first frame')
-    parser.add_argument('--seconds', type=float, default=math.inf, help='--bag: sweep length, s (default: to the end)')
+    parser.add_argument('--start', type=float, default=None,
+                        help="--bag: sweep start, s from the first frame (default: where the bag's guidance/status "
+                             'says sweeping, else the first frame)')
+    parser.add_argument('--seconds', type=float, default=None,
+                        help='--bag: sweep length, s (default: the recorded sweep, else to the end)')
     parser.add_argument('--orbit-radius', type=float, default=0.075,
                         help="m, apex to heart centre (the controller's orbit_radius; --sim: the phantom's own)")
     parser.add_argument('--style', default='', help='--sim: acquisition style (name in sim/styles or YAML path)')
@@ -57,7 +62,15 @@ def _recording(args: argparse.Namespace):
     from echoposed_ros.adapt.recording import load_recording, record_bag, record_sim
     from echoposed_ros.adapt.sweep import plan_sweep
     if args.bag:
-        return record_bag(args.bag, args.orbit_radius, args.image_topic, args.pose_topic, args.start, args.seconds)
+        start, seconds = args.start, args.seconds
+        if start is None and seconds is None:
+            from echoposed_ros.adapt.recording import sweep_span_s
+            span = sweep_span_s(args.bag, args.image_topic)
+            if span is not None:
+                start, seconds = span
+                print(f'{args.bag}: the recorded sweep, {start:.1f} s from the first frame for {seconds:.1f} s')
+        return record_bag(args.bag, args.orbit_radius, args.image_topic, args.pose_topic, start or 0.0,
+                          math.inf if seconds is None else seconds)
     if args.recording:
         return load_recording(args.recording)
     import numpy as np

@@ -179,7 +179,8 @@ def record_bag(path: str | Path, radius_m: float, image_topic: str = '/probe/ima
 
 def sweep_span_s(path: str | Path, image_topic: str | None = None) -> tuple[float, float] | None:
     """(start s from the first frame, length s) of the adaptation sweep a bag recorded (``/guidance/status``
-    in state ``sweeping``), or None when it holds none."""
+    in state ``sweeping``, by receive times, 50 ms added on each side: the frames' stamps precede their
+    receipt), or None when it holds none. Frames just outside the sweep still carry exact labels."""
     from echoposed_ros.bag.errors import BagError
     from echoposed_ros.bag.reader import read_bag
     try:
@@ -192,7 +193,7 @@ def sweep_span_s(path: str | Path, image_topic: str | None = None) -> tuple[floa
     if t.size == 0:
         return None
     first_frame = int(bag.images.times.min())
-    return (t.min() - first_frame) * 1e-9, (t.max() - t.min()) * 1e-9 + 0.1
+    return max(0.0, (t.min() - first_frame) * 1e-9 - 0.05), (t.max() - t.min()) * 1e-9 + 0.1
 
 
 def pair_frames(frames: list[np.ndarray], stamps_ns: np.ndarray, pose_stamps_ns: np.ndarray, orientation: Array,

@@ -147,15 +147,18 @@ def test_a_recording_round_trips_and_a_bad_file_is_named(sim_recording, tmp_path
         Recording(rec.images, rec.stamps_s, rec.orientation[:-1], rec.apex_m, rec.hold, rec.radius_m)
 
 
-def _write_sweep_bag(path, n_images: int, pose_hz: float = 10.0):
+def _write_sweep_bag(path, n_images: int, pose_hz: float = 10.0, sweeping: tuple[int, int] | None = None):
     """Frames at 30 Hz on /probe/image, the arm's pose at pose_hz on /probe/pose turning about the beam at
-    0.5 rad/s (apex fixed), in frame base_link."""
+    0.5 rad/s (apex fixed), in frame base_link; ``sweeping`` (first, last frame): /guidance/status in state
+    sweeping with those frames, idle before and after."""
     from echoposed_ros.bag.typestore import typestore
     from echoposed_ros.bag.writer import BagWriter
     ts = typestore().types
     w = BagWriter(path)
     w.add_topic('/probe/image', 'sensor_msgs/msg/Image')
     w.add_topic('/probe/pose', 'geometry_msgs/msg/PoseStamped')
+    if sweeping:
+        w.add_topic('/guidance/status', 'echoposed_msgs/msg/GuidanceStatus')
 
     def header(t):
         return ts['std_msgs/msg/Header'](stamp=ts['builtin_interfaces/msg/Time'](sec=t // 10**9, nanosec=t % 10**9),
@@ -173,8 +176,26 @@ def _write_sweep_bag(path, n_images: int, pose_hz: float = 10.0):
         w.write_message('/probe/image', t, ts['sensor_msgs/msg/Image'](
             header=header(t), height=8, width=8, encoding='mono8', is_bigendian=0, step=8,
             data=np.full(64, i, np.uint8)))
+        if sweeping:
+            on = sweeping[0] <= i <= sweeping[1]
+            w.write_message('/guidance/status', t + 1000, ts['echoposed_msgs/msg/GuidanceStatus'](
+                header=header(t), state=12 if on else 0, state_name='sweeping' if on else 'idle', target='',
+                effective_error=0.0, orbit_error=0.0, probe_error=0.0, uncertainty=0.0, view_match=0.0,
+                disagree=False, frames_within_tolerance=0, cue=''))
     w.close()
     return path
+
+
+def test_a_bag_of_a_live_adaptation_gives_the_sweep_span(tmp_path, capsys):
+    from echoposed_ros.adapt.recording import sweep_span_s
+    from echoposed_ros.cli import main
+    bag = _write_sweep_bag(tmp_path / 'live', 60, sweeping=(15, 44))
+    start, seconds = sweep_span_s(bag)
+    assert start == pytest.approx(0.45, abs=1e-3) and seconds == pytest.approx(29 / 30 + 0.1, abs=1e-3)
+    assert main(['adapt', '--bag', str(bag), '--out', str(tmp_path / 'a'), '--record-only']) == 0
+    rec = load_recording(tmp_path / 'a' / 'recording.npz')
+    assert rec.images[0, 0, 0] == 14 and rec.images[-1, 0, 0] == 45 and 'the recorded sweep' in capsys.readouterr().out
+    assert sweep_span_s(_write_sweep_bag(tmp_path / 'plain', 10)) is None
 
 
 def test_a_bag_sweep_pairs_each_frame_with_the_arm_pose_at_its_stamp(tmp_path):

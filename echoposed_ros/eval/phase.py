@@ -32,6 +32,8 @@ __all__ = ['PhaseProtocol', 'phase_invariance']
 
 @dataclass(frozen=True)
 class PhaseProtocol:
+    """poses per volume; the partners' true distance in [near_deg, far_deg] (deg); seed of the draws."""
+
     poses: int = 12
     near_deg: float = 10.0
     far_deg: float = 20.0

@@ -27,7 +27,6 @@ from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -91,15 +90,14 @@ class AdaptNode(Node):
         self._child: subprocess.Popen | None = None
         self._run_dir: Path | None = None
         self._autostart = bool(v['autostart'])
-        group = ReentrantCallbackGroup()
         self.create_subscription(Image, 'probe/image', self._on_image, qos_profile_sensor_data)
         self.create_subscription(PoseStamped, 'probe/pose', self._on_pose, 50)
         self.create_subscription(GuidanceStatus, 'guidance/status', self._on_status, 10)
-        self.sweep_client = self.create_client(Trigger, 'adapt/sweep', callback_group=group)
+        self.sweep_client = self.create_client(Trigger, 'adapt/sweep')
         node = str(v['pose_node']).strip('/')
-        self.param_client = (self.create_client(SetParameters, f'{node}/set_parameters', callback_group=group)
+        self.param_client = (self.create_client(SetParameters, f'{node}/set_parameters')
                              if node else None)   # relative: the pose node's services in this namespace
-        self.create_service(Trigger, 'adapt/run', self._on_run, callback_group=group)
+        self.create_service(Trigger, 'adapt/run', self._on_run)
         self.create_timer(0.2, self._on_timer)
         self.diagnostics = DiagnosticsPublisher(self, f'{NODE_NAME}: adaptation')
         self.create_timer(float(v['diagnostics_period']), self._publish_diagnostics)
@@ -113,17 +111,19 @@ class AdaptNode(Node):
         try:
             array, encoding = image_msg_to_array(msg, 'probe/image')
             frame = np.round(np.clip(image_to_float(array, encoding, 'probe/image'), 0, 1) * 255).astype(np.uint8)
-        except Exception as exc:   # a bad frame is left out of the sweep, counted in the reason
+        except Exception as exc:   # a bad frame is left out of the sweep (the node goes on)
             self.get_logger().warning(f'probe/image frame left out: {exc}', throttle_duration_sec=1.0)
             return
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        start = False
         with self._lock:
             if self.state == 'sweeping':
                 self._frames.append(frame)
                 self._stamps.append(stamp)
-            elif self._autostart and self._poses:
-                self._autostart = False
-                threading.Thread(target=self._start, daemon=True).start()
+            elif self._autostart and self._poses:   # autostart: images and the arm pose are both there
+                self._autostart, start = False, True
+        if start:
+            self._start()
 
     def _on_pose(self, msg: PoseStamped) -> None:
         q, p = msg.pose.orientation, msg.pose.position
@@ -159,6 +159,8 @@ class AdaptNode(Node):
         return response
 
     def _start(self) -> tuple[bool, str]:
+        """Ask the controller for the sweep (the answer comes in :meth:`_on_sweep_answer`); never blocks, so
+        the node runs on a single-threaded executor."""
         with self._lock:
             if self.state in ('sweeping', 'training', 'loading'):
                 return False, f'adaptation already {self.state}'
@@ -166,17 +168,17 @@ class AdaptNode(Node):
             self._frames, self._stamps = [], []
             self._poses = self._poses[-1:]
             self._deadline = time.monotonic() + float(self.params['sweep_timeout'])
-        if not self.sweep_client.wait_for_service(timeout_sec=5.0):
+        if not self.sweep_client.service_is_ready():
             return self._fail('no adapt/sweep service (is the controller running?)')
-        future = self.sweep_client.call_async(Trigger.Request())
-        t_end = time.monotonic() + 10.0
-        while not future.done() and time.monotonic() < t_end:
-            time.sleep(0.01)
-        result = future.result() if future.done() else None
+        self.sweep_client.call_async(Trigger.Request()).add_done_callback(self._on_sweep_answer)
+        return True, 'adaptation started: sweep requested from the controller'
+
+    def _on_sweep_answer(self, future: Any) -> None:
+        result = future.result()
         if result is None or not result.success:
-            return self._fail(f'the controller refused the sweep: {result.message if result else "no answer"}')
-        self.get_logger().info(result.message)
-        return True, f'adaptation started: {result.message}'
+            self._fail(f'the controller refused the sweep: {result.message if result else "no answer"}')
+        else:
+            self.get_logger().info(result.message)
 
     def _fail(self, reason: str) -> tuple[bool, str]:
         with self._lock:
@@ -238,26 +240,27 @@ class AdaptNode(Node):
             self.adapted = str(model)
             self.state = 'loading' if self.param_client is not None else 'done'
         if self.param_client is not None:
-            threading.Thread(target=self._load, args=(model,), daemon=True).start()
+            self._load(model)
 
     def _load(self, model: Path) -> None:
+        """Set the pose node's model_path (the answer comes in :meth:`_on_loaded`)."""
         assert self.param_client is not None
-        if not self.param_client.wait_for_service(timeout_sec=5.0):
+        if not self.param_client.service_is_ready():
             self._fail(f'no {self.param_client.srv_name} service: the adapted model {model} is not in use')
             return
         value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(model))
-        future = self.param_client.call_async(SetParameters.Request(parameters=[ParameterMsg(name='model_path',
-                                                                                            value=value)]))
-        t_end = time.monotonic() + 30.0
-        while not future.done() and time.monotonic() < t_end:
-            time.sleep(0.02)
-        result = future.result().results[0] if future.done() else None
+        request = SetParameters.Request(parameters=[ParameterMsg(name='model_path', value=value)])
+        self.param_client.call_async(request).add_done_callback(self._on_loaded)
+
+    def _on_loaded(self, future: Any) -> None:
+        answer = future.result()
+        result = answer.results[0] if answer is not None and answer.results else None
         if result is None or not result.successful:
             self._fail(f'the pose node refused the adapted model: {result.reason if result else "no answer"}')
             return
         with self._lock:
             self.state = 'done'
-        self.get_logger().info(f'the pose node now runs the adapted model {model}')
+        self.get_logger().info(f'the pose node now runs the adapted model {self.adapted}')
 
     def _publish_diagnostics(self) -> None:
         with self._lock:
@@ -281,8 +284,7 @@ class AdaptNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    from rclpy.executors import MultiThreadedExecutor
-    return run_node(AdaptNode, NODE_NAME, args, executor_factory=lambda: MultiThreadedExecutor(num_threads=2))
+    return run_node(AdaptNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':

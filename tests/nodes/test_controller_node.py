@@ -581,7 +581,9 @@ SWEEP = dict(sweep_turn_max=0.3, sweep_turn_step=0.15, sweep_tilt=0.1, sweep_dwe
 
 
 def test_adaptation_sweep_turns_the_probe_about_its_apex_and_returns(graph):
-    make_controller(graph, **SWEEP)
+    # stale_timeout 1 s: the fake arm shares this process's GIL; a stall must not end the sweep here
+    # (the stale stop is the next test's)
+    make_controller(graph, **SWEEP, stale_timeout=1.0)
     h = Harness(graph)
     sweep = h.node.create_client(Trigger, 'adapt/sweep')
     refused = h.call(sweep, Trigger.Request())

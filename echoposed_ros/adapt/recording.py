@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from echoposed_ros.eval.frames import to_mono8
+
 from . import AdaptError
 from .labels import arm_to_labels
 
@@ -138,7 +140,7 @@ def record_sim(volume: Any, plan: Any, start: tuple[Array, Array], *, size: int 
     from .sweep import sweep_twist
     for i in range(n):
         R, o = probe_frame(pose.orbit, pose.probe, volume.centre, volume.radius)
-        images[i] = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+        images[i] = to_mono8(image)
         stamps[i], Rs[i], apexes[i], hold[i] = t, R, o * 1e-3, plan.holding(t)
         twist = sweep_twist(plan, t, Rs[0].T @ R, Rs[0].T @ (apexes[i] - apexes[0]), radius_m, period=dt)
         session.command_cartesian_twist(twist.v, twist.omega)
@@ -163,7 +165,7 @@ def record_bag(path: str | Path, radius_m: float, image_topic: str = '/probe/ima
         frames, stamps = [], []
         for arrays, encodings, st in iter_image_batches(path, image_topic):
             for a, enc, s in zip(arrays, encodings, st):
-                frames.append(np.round(np.clip(image_to_float(a, enc, image_topic), 0, 1) * 255).astype(np.uint8))
+                frames.append(to_mono8(image_to_float(a, enc, image_topic)))
                 stamps.append(int(s))
     except BagError as exc:
         raise AdaptError(str(exc)) from None

@@ -36,9 +36,9 @@ from ..adapt import AdaptError
 from ..adapt.recording import pair_frames
 from ..config.params import Param
 from ..estimator.image import image_to_float
-from ..geometry import quat_xyzw_to_matrix
+from ..eval.frames import to_mono8
 from ..paths import cache_dir
-from .convert import image_msg_to_array
+from .convert import image_msg_to_array, pose_stamped_to_arrays, stamp_ns
 from .diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from .params import declare_all
 from .process import run_node
@@ -110,11 +110,11 @@ class AdaptNode(Node):
                 return
         try:
             array, encoding = image_msg_to_array(msg, 'probe/image')
-            frame = np.round(np.clip(image_to_float(array, encoding, 'probe/image'), 0, 1) * 255).astype(np.uint8)
+            frame = to_mono8(image_to_float(array, encoding, 'probe/image'))
         except Exception as exc:   # a bad frame is left out of the sweep (the node goes on)
             self.get_logger().warning(f'probe/image frame left out: {exc}', throttle_duration_sec=1.0)
             return
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = stamp_ns(msg.header)
         start = False
         with self._lock:
             if self.state == 'sweeping':
@@ -126,18 +126,16 @@ class AdaptNode(Node):
             self._start()
 
     def _on_pose(self, msg: PoseStamped) -> None:
-        q, p = msg.pose.orientation, msg.pose.position
         try:
-            R = quat_xyzw_to_matrix([q.x, q.y, q.z, q.w], 'probe/pose orientation')
-        except Exception as exc:
+            sample = (stamp_ns(msg.header), *pose_stamped_to_arrays(msg, 'probe/pose'))
+        except ValueError as exc:
             self.get_logger().warning(f'probe/pose left out: {exc}', throttle_duration_sec=1.0)
             return
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self._lock:
             if self.state == 'sweeping' or not self._poses:
-                self._poses.append((stamp, R, np.array([p.x, p.y, p.z])))
+                self._poses.append(sample)
             else:
-                self._poses[-1] = (stamp, R, np.array([p.x, p.y, p.z]))   # keep the newest while idle
+                self._poses[-1] = sample   # keep the newest while idle
 
     def _on_status(self, msg: GuidanceStatus) -> None:
         end = None

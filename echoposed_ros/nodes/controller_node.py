@@ -77,7 +77,7 @@ from ..policy import (
 )
 from ..policy.controller import BodyTwist
 from ..policy.similarity import fan_mask, fit_to
-from .convert import echopose_msg, image_msg_to_array, vector3_msg
+from .convert import echopose_msg, image_msg_to_array, pose_stamped_to_arrays, vector3_msg
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import declare_all, watch_parameters
 from .process import SpinThread, run_node
@@ -327,17 +327,13 @@ class ControllerNode(Node):
         self._on_tick()
 
     def _on_arm_pose(self, msg: PoseStamped) -> None:
-        from ..geometry import quat_xyzw_to_matrix
-        q, p = msg.pose.orientation, msg.pose.position
         try:
-            R = quat_xyzw_to_matrix([q.x, q.y, q.z, q.w], 'probe/pose orientation')
-        except Exception as exc:   # a bad arm pose is dropped: a sweep then stops on the stale timeout
+            R, apex = pose_stamped_to_arrays(msg, 'probe/pose')
+        except ValueError as exc:   # a bad arm pose is dropped: a sweep then stops on the stale timeout
             self.get_logger().warning(f'probe/pose dropped: {exc}', throttle_duration_sec=1.0)
             return
-        apex = np.array([p.x, p.y, p.z], dtype=np.float64)
-        if np.all(np.isfinite(apex)):
-            with self._lock:
-                self._arm = (self._now(), R, apex)
+        with self._lock:
+            self._arm = (self._now(), R, apex)
 
     def _sweep_tick(self, now: float) -> ControlOutput:
         """One cycle of the running sweep (called with the lock held); ends it when it stops."""

@@ -20,13 +20,29 @@ from ..estimator.image import MAX_PIXELS, check_pixel_count, decode_buffer
 from ..geometry import matrix_to_quat_xyzw, quat_xyzw_to_matrix
 
 __all__ = ['array_to_compressed_msg', 'array_to_image_msg', 'compressed_msg_to_array', 'echopose_msg',
-           'echopose_msg_to_pose', 'image_msg_to_array', 'matrix_to_quaternion_msg', 'quaternion_msg_to_matrix',
-           'vector3_msg']
+           'echopose_msg_to_pose', 'image_msg_to_array', 'matrix_to_quaternion_msg', 'pose_stamped_to_arrays',
+           'quaternion_msg_to_matrix', 'stamp_ns', 'vector3_msg']
 
 
 def quaternion_msg_to_matrix(q: Quaternion, what: str = 'quaternion') -> np.ndarray:
     """``geometry_msgs/Quaternion`` (x, y, z, w) -> (3, 3) rotation; ValueError if zero or NaN."""
     return quat_xyzw_to_matrix(np.array([q.x, q.y, q.z, q.w], dtype=np.float64), what)
+
+
+def pose_stamped_to_arrays(msg: Any, what: str = 'pose') -> tuple[np.ndarray, np.ndarray]:
+    """``geometry_msgs/PoseStamped`` -> (orientation (3, 3), position (3,)); ValueError naming ``what`` when
+    the quaternion is zero or NaN or the position is not finite."""
+    R = quaternion_msg_to_matrix(msg.pose.orientation, f'{what} orientation')
+    p = msg.pose.position
+    position = np.array([p.x, p.y, p.z], dtype=np.float64)
+    if not np.all(np.isfinite(position)):
+        raise ValueError(f'{what} position {position.tolist()}: expected finite numbers (m)')
+    return R, position
+
+
+def stamp_ns(header: Any) -> int:
+    """A header's stamp in int nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def matrix_to_quaternion_msg(r: np.ndarray) -> Quaternion:

@@ -119,8 +119,8 @@ def adapt_model(recording: Recording, model: str | Path, out_dir: str | Path, se
     t2 = time.time()
     onnx_path = export_onnx(ck, out / 'adapted.onnx', model_name=name or f'{Path(model).stem}_adapted',
                             factory=factory)
-    import torch
-    steps = int(torch.load(ck, map_location='cpu', weights_only=False)['step'])
+    from echoposed_ros.training.checkpoint import read_checkpoint
+    steps = int(read_checkpoint(ck)[1]['step'])
     record = {'model': str(model), 'adapted': str(onnx_path), 'settings': settings.__dict__, 'sweep': summary,
               'recording': recording.meta, 'steps': steps, 'prepare_s': t1 - t0, 'train_s': t2 - t1,
               'export_s': time.time() - t2}

@@ -95,16 +95,6 @@ class SweepPlan:
         frac = (t - leave) / (self.arrive[k + 1] - leave)
         return self.waypoints[k] + frac * (self.waypoints[k + 1] - self.waypoints[k])
 
-    def rates_at(self, t: float) -> Array:
-        """The planned rates (5,) rad/s at time ``t`` (zero while holding, before the start and after the end)."""
-        k = int(np.searchsorted(self.arrive, t, side='right')) - 1
-        if k < 0 or k >= len(self.arrive) - 1:
-            return np.zeros(5)
-        leave = self.arrive[k] + self.dwell_s
-        if t < leave:
-            return np.zeros(5)
-        return (self.waypoints[k + 1] - self.waypoints[k]) / (self.arrive[k + 1] - leave)
-
     def pose_at(self, t: float, radius: float) -> tuple[Array, Array]:
         """The planned (orientation (3, 3), apex (3,)) at ``t`` relative to the start (see the module doc);
         apex in the unit of ``radius``."""

@@ -30,11 +30,6 @@ ECHOPOSED = Path(sys.executable).with_name('echoposed')
 STEP = ['--z-step-deg', '2', '--tilt-step-deg', '2']
 
 
-def seed_list(text: str) -> list[int]:
-    first, _, last = text.partition('-')
-    return list(range(int(first), int(last or first) + 1))
-
-
 def _run(cmd: list[str]) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -79,7 +74,8 @@ def main() -> int:
     t0 = time.time()
     base_phantoms = calibration(args.phantoms, shipped, work / 'phantoms_shipped.json')
     patients = []
-    for seed in seed_list(args.seeds):
+    from echoposed_ros.cli.eval_calibration import parse_seeds
+    for seed in parse_seeds(args.seeds):
         d = work / str(seed)
         if not (args.reuse and (d / 'adapted.onnx').is_file()):
             _run([str(ECHOPOSED), 'adapt', '--sim', str(seed), '--style', args.style, '--start-seed', str(seed),

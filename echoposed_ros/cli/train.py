@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--config', help='JSON config file (fields of TrainConfig); flags below override it')
     parser.add_argument('--out', help='output folder (checkpoints, train.log, config.json)')
     parser.add_argument('--seeds', help='phantom patient seeds, "A-B"')
-    parser.add_argument('--style', help='phantom acquisition style (name in sim/styles or YAML path)')
+    parser.add_argument('--style', help="phantom acquisition style (name in sim/styles or YAML path; 'random': a "
+                                        'scanner style of its own per patient)')
     parser.add_argument('--volumes', help='folder of volume files to train on instead of phantoms')
     parser.add_argument('--mix', metavar='volumes=W,phantoms=W',
                         help='with --volumes, also draw phantom patients (--seeds): each step draws its volume '

@@ -49,7 +49,8 @@ class TrainConfig:
                                      # .onnx (onnx_import.py); fresh optimiser
     # --- data ---
     train_seeds: str = '0-199'       # phantom seeds "A-B" (inclusive) when volumes_dir is empty
-    phantom_style: str = ''          # phantom style name or file ('' = the default style)
+    phantom_style: str = ''          # phantom style name or file ('' = the default style); 'random': each
+                                     # patient in a scanner style of its own (echoposed_sim.phantom.random_style)
     volumes_dir: str = ''            # a folder of the user's own volumes (overrides train_seeds)
     phantom_weight: float = 0.0      # with volumes_dir: probability that a step draws a phantom patient of
                                      # train_seeds instead of a volume of the folder (0 = the folder only)

@@ -159,7 +159,8 @@ class VolumeSource:
 
 def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str = '', version: int = 0,
                    motion: str = 'default'):
-    """make_phantom(seed, style, frames), kept as a pickle in ``cache_dir`` when one is given
+    """make_phantom(seed, style, frames), kept as a pickle in ``cache_dir`` when one is given; style 'random': each
+    seed in a scanner style of its own (``echoposed_sim.phantom.random_style``)
     (a patient takes tens of seconds to generate on this machine); motion 'wide': the seed's heart
     with its motion drawn wider (``echoposed_sim.phantom.wide_motion``).
 
@@ -182,7 +183,8 @@ def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str =
     if want != current:
         raise TrainingError(f'phantom seed {seed}: generator version {want} requested, but {path} is not '
                             f'in the cache and the installed generator is version {current}')
-    vol = phantom.make_phantom(seed, resolve_style(style), frames,
+    vol = phantom.make_phantom(seed, phantom.random_style(int(seed)) if style == 'random' else resolve_style(style),
+                               frames,
                                heart=phantom.wide_motion(seed) if motion == 'wide' else None)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +196,8 @@ def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str =
 
 
 def resolve_style(style: str):
-    """'' -> None (the default style); a shipped style name ('vendor_b') or a YAML path -> style."""
+    """'' -> None (the default style); a shipped style name ('vendor_b') or a YAML path -> style. ('random', a
+    style per patient, is resolved per seed by :func:`phantom_volume`.)"""
     if not style:
         return None
     from echoposed_sim import phantom

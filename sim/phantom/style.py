@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from .errors import PhantomError
 
-__all__ = ['AcquisitionStyle', 'default_style', 'load_style', 'save_style', 'style_path']
+__all__ = ['RANDOM_STYLE_RANGES', 'AcquisitionStyle', 'default_style', 'load_style', 'random_style', 'save_style',
+           'style_path']
 
 # (lower, upper) inclusive bounds per numeric field; checked on load and on construction.
 _BOUNDS: dict[str, tuple[float, float]] = {
@@ -136,3 +138,31 @@ def save_style(style: AcquisitionStyle, path: str | Path) -> Path:
 def default_style() -> AcquisitionStyle:
     """The style in the shipped ``sim/styles/default.yaml``."""
     return load_style(None)
+
+
+#: Uniform ranges of :func:`random_style` per field (units of :class:`AcquisitionStyle`): wide enough to hold
+#: the shipped styles and scanners coarser, noisier, darker or flatter than any of them. ``voxel_mm`` stays 1.
+RANDOM_STYLE_RANGES: dict[str, tuple[float, float]] = {
+    'psf_axial_mm': (0.35, 1.2),
+    'psf_lateral_mm': (0.8, 3.0),
+    'psf_elevation_mm': (1.0, 3.5),
+    'frequency_mhz': (1.5, 3.5),
+    'attenuation_db_cm_mhz': (0.3, 0.8),
+    'tgc_compensation': (0.5, 1.0),
+    'gain_db': (-4.0, 10.0),
+    'dynamic_range_db': (35.0, 65.0),
+    'noise_db': (-48.0, -24.0),
+    'gamma': (0.6, 1.6),
+    'near_field_haze': (0.0, 2.5),
+}
+
+
+def random_style(seed: int) -> AcquisitionStyle:
+    """A scanner drawn for phantom patient ``seed``: each field uniform in :data:`RANDOM_STYLE_RANGES`, from a
+    stream of its own (the same seed always gives the same style; the anatomy does not depend on it).
+    Named ``random_<seed>``. For training on many scanners (``phantom_style: random``)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise PhantomError(f'random_style: seed must be a non-negative int, got {seed!r}')
+    rng = np.random.default_rng([int(seed), 0x5717E])
+    return AcquisitionStyle(name=f'random_{seed}',
+                            **{k: float(rng.uniform(lo, hi)) for k, (lo, hi) in RANDOM_STYLE_RANGES.items()})

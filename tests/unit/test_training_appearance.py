@@ -81,3 +81,24 @@ def test_wide_motion_is_drawn_per_seed_within_its_ranges_and_reaches_the_phantom
                                                          f'phantom_default_wide_{phantom.GENERATOR_VERSION}_f2_3.pkl']
     with pytest.raises(Exception, match='phantom_motion'):
         TrainConfig().replace(phantom_motion='fast')
+
+
+def test_random_style_is_drawn_per_seed_within_its_ranges_and_reaches_the_phantom(monkeypatch, tmp_path):
+    from echoposed_ros.training import data
+    from echoposed_sim import phantom
+    draws = [phantom.random_style(s) for s in range(200)]
+    assert phantom.random_style(7) == draws[7] and draws[7].name == 'random_7'
+    for k, (lo, hi) in phantom.RANDOM_STYLE_RANGES.items():
+        values = [getattr(d, k) for d in draws]
+        assert lo <= min(values) and max(values) <= hi and max(values) - min(values) > 0.8 * (hi - lo)
+    assert {d.voxel_mm for d in draws} == {1.0}
+    with pytest.raises(phantom.PhantomError, match='seed'):
+        phantom.random_style(-1)
+    seen = {}
+    monkeypatch.setattr(phantom, 'make_phantom', lambda seed, style, frames, heart=None: seen.setdefault(seed, style))
+    data.phantom_volume(3, style='random', frames=2, cache_dir=str(tmp_path), motion='wide')
+    data.phantom_volume(4, style='random', frames=2, cache_dir=str(tmp_path))
+    assert seen == {3: phantom.random_style(3), 4: phantom.random_style(4)}
+    v = phantom.GENERATOR_VERSION
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f'phantom_random_{v}_f2_4.pkl',
+                                                         f'phantom_random_wide_{v}_f2_3.pkl']

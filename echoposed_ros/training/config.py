@@ -78,6 +78,8 @@ class TrainConfig:
     turn_clusters: int = 0           # > 0: the poses' turns about z in this many clusters (pairs a few
                                      # degrees apart about the beam); 0: independent turns
     cluster_deg: float = 10.0        # half-width of a cluster about its centre (+-)
+    phase_pairs: float = 0.0         # share of the poses that repeat another pose of the batch at a new cardiac
+                                     # phase (relative pose identity: the pair teaches phase invariance), <= 0.5
     mirrors: bool = True             # add the left-right mirror of every image (a pose) once full range
     # --- augmentation ---
     aug_sector_crop: float = 0.5     # probability of narrowing the sector angle
@@ -168,6 +170,8 @@ class TrainConfig:
             raise bad('aug_resample', 'a probability in [0, 1]')
         if self.phantom_motion not in ('default', 'wide'):
             raise bad('phantom_motion', "'default' or 'wide'")
+        if not 0 <= self.phase_pairs <= 0.5:
+            raise bad('phase_pairs', 'a share in [0, 0.5] (each repeat needs a pose of its own to repeat)')
         if not 0 <= self.aug_style <= 1:
             raise bad('aug_style', 'a probability in [0, 1]')
         if self.aug_resample_max < 1:

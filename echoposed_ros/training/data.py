@@ -339,6 +339,10 @@ def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
                             tilt_max=np.deg2rad(cfg.tilt_deg), turn_max=zh, turn_clusters=cfg.turn_clusters,
                             cluster_width=np.deg2rad(cfg.cluster_deg))
     ts = rng.uniform(0, 1, cfg.poses)
+    n_twins = int(cfg.phase_pairs * cfg.poses)
+    if n_twins:   # the last poses repeat the first ones at new phases (own generator: other configs keep their draws)
+        R_v[-n_twins:], R_p[-n_twins:] = R_v[:n_twins], R_p[:n_twins]
+        ts[-n_twins:] = np.random.default_rng([cfg.seed, 29, step, rank]).uniform(0, 1, n_twins)
     zoom = rng.uniform(1 - cfg.aug_zoom, 1 + cfg.aug_zoom) if augmentation else 1.0
     sector = SectorGeometry(np.deg2rad(cfg.sector_angle_deg), cfg.sector_depth_mm * zoom,
                             cfg.input_size, cfg.input_size)

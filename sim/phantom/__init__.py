@@ -12,7 +12,15 @@ from .cache import PhantomCache
 from .errors import PhantomError
 from .generate import DEFAULT_EXTENT_MM, GENERATOR_VERSION, PhantomParts, build_patient, make_phantom
 from .motion import CardiacTiming, MotionModel, backward_points, forward_points
-from .style import RANDOM_STYLE_RANGES, AcquisitionStyle, default_style, load_style, random_style, save_style, style_path
+from .style import (
+    RANDOM_STYLE_RANGES,
+    AcquisitionStyle,
+    default_style,
+    load_style,
+    random_style,
+    save_style,
+    style_path,
+)
 from .views import standard_views
 
 __all__ = [

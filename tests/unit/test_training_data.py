@@ -100,6 +100,23 @@ def test_training_batches_use_clustered_turns_when_configured():
         replace(cfg, turn_clusters=9).validated()
 
 
+def test_phase_pairs_repeat_poses_at_new_phases_and_leave_other_draws_alone():
+    src = VolumeSource([0, 1], factory=TOY)
+    cfg = _cfg(z_ramp_steps=0, poses=8, mirrors=False, aug_zoom=0.0, aug_grey=0.0, aug_sector_crop=0.0)
+    plain, twins = make_batch(cfg, src, 5), make_batch(replace(cfg, phase_pairs=0.25), src, 5)
+    np.testing.assert_array_equal(twins['probe'][-2:], twins['probe'][:2])
+    np.testing.assert_array_equal(twins['orbit'][-2:], twins['orbit'][:2])
+    assert np.all(twins['t'][-2:] != twins['t'][:2])
+    # the same pose at another phase shows the heart elsewhere in its cycle: a different image
+    assert not np.array_equal(twins['image'][-2:], twins['image'][:2])
+    # the other poses, phases and images are those of the batch without twins
+    np.testing.assert_array_equal(twins['probe'][:6], plain['probe'][:6])
+    np.testing.assert_array_equal(twins['t'][:6], plain['t'][:6])
+    np.testing.assert_array_equal(twins['image'][:6], plain['image'][:6])
+    with pytest.raises(TrainingError, match='phase_pairs=0.75'):
+        replace(cfg, phase_pairs=0.75).validated()
+
+
 def test_curriculum_widens_to_the_full_circle():
     cfg = _cfg(z_start_deg=30, z_ramp_steps=100)
     assert z_range(cfg, 0) == pytest.approx(np.deg2rad(30))

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import TrainingError
 from .device import check_device_name
 
-__all__ = ['LOSS_FORMS', 'PRECISIONS', 'RUN_FIELDS', 'TrainConfig', 'parse_seed_range']
+__all__ = ['LOSS_FORMS', 'PRECISIONS', 'RUN_FIELDS', 'TrainConfig', 'parse_seed_range', 'random_style_share']
 
 LOSS_FORMS = ('cauchy', 'chordal', 'geodesic')
 PRECISIONS = ('bf16', 'fp16', 'fp32')
@@ -50,7 +50,8 @@ class TrainConfig:
     # --- data ---
     train_seeds: str = '0-199'       # phantom seeds "A-B" (inclusive) when volumes_dir is empty
     phantom_style: str = ''          # phantom style name or file ('' = the default style); 'random': each
-                                     # patient in a scanner style of its own (echoposed_sim.phantom.random_style)
+                                     # patient in a scanner style of its own (echoposed_sim.phantom.random_style);
+                                     # 'random:P': a share P of the patients, the others in the default style
     volumes_dir: str = ''            # a folder of the user's own volumes (overrides train_seeds)
     phantom_weight: float = 0.0      # with volumes_dir: probability that a step draws a phantom patient of
                                      # train_seeds instead of a volume of the folder (0 = the folder only)
@@ -170,6 +171,8 @@ class TrainConfig:
             raise bad('aug_resample', 'a probability in [0, 1]')
         if self.phantom_motion not in ('default', 'wide'):
             raise bad('phantom_motion', "'default' or 'wide'")
+        if self.phantom_style.startswith('random:'):
+            random_style_share(self.phantom_style)     # raises naming the field and what is expected
         if not 0 <= self.phase_pairs <= 0.5:
             raise bad('phase_pairs', 'a share in [0, 0.5] (each repeat needs a pose of its own to repeat)')
         if not 0 <= self.aug_style <= 1:
@@ -214,3 +217,19 @@ def parse_seed_range(text: str) -> list[int]:
     if not seeds:
         raise TrainingError(f'seed range {text!r}: no seeds')
     return sorted(seeds)
+
+
+def random_style_share(style: str) -> float | None:
+    """The share of phantom seeds drawn in a scanner style of their own: 1 for ``'random'``, P for
+    ``'random:P'`` (0 < P <= 1; the other seeds in the default style), None for any other style."""
+    if style == 'random':
+        return 1.0
+    if not style.startswith('random:'):
+        return None
+    try:
+        share = float(style.split(':', 1)[1])
+    except ValueError:
+        share = float('nan')
+    if not 0 < share <= 1:
+        raise TrainingError(f"phantom_style {style!r}: expected 'random' or 'random:P' with a share P in (0, 1]")
+    return share

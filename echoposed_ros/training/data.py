@@ -41,7 +41,7 @@ from echoposed_sim.slicer import slice_batch
 
 from ..errors import EchoposedError
 from . import TrainingError
-from .config import TrainConfig, parse_seed_range
+from .config import TrainConfig, parse_seed_range, random_style_share
 
 __all__ = ['BatchStream', 'Sweep', 'VolumeSource', 'augment', 'batches', 'load_sweep', 'loader', 'make_batch',
            'phantom_volume', 'resolve_style', 'sweep_batch', 'volume_index', 'z_range']
@@ -157,10 +157,20 @@ class VolumeSource:
         return vol
 
 
+def seed_style(seed: int, style: str) -> str:
+    """The style phantom ``seed`` is generated in: ``style``, except that ``'random:P'`` gives ``'random'`` for a
+    share P of the seeds (drawn per seed, the same every time) and ``''`` (the default style) for the rest."""
+    share = random_style_share(style)
+    if share is None or share == 1.0:
+        return style
+    return 'random' if np.random.default_rng([int(seed), 0x5717E, 1]).uniform() < share else ''
+
+
 def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str = '', version: int = 0,
                    motion: str = 'default'):
     """make_phantom(seed, style, frames), kept as a pickle in ``cache_dir`` when one is given; style 'random': each
-    seed in a scanner style of its own (``echoposed_sim.phantom.random_style``)
+    seed in a scanner style of its own (``echoposed_sim.phantom.random_style``), 'random:P': a share P of them
+    (:func:`seed_style`)
     (a patient takes tens of seconds to generate on this machine); motion 'wide': the seed's heart
     with its motion drawn wider (``echoposed_sim.phantom.wide_motion``).
 
@@ -168,6 +178,7 @@ def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str =
     generator version N (the generator changes; a pinned version keeps a training run's data fixed).
     """
     from echoposed_sim import phantom
+    style = seed_style(seed, style)
     current = int(phantom.GENERATOR_VERSION)
     want = int(version) or current
     path = None

@@ -102,3 +102,25 @@ def test_random_style_is_drawn_per_seed_within_its_ranges_and_reaches_the_phanto
     v = phantom.GENERATOR_VERSION
     assert sorted(p.name for p in tmp_path.iterdir()) == [f'phantom_random_{v}_f2_4.pkl',
                                                          f'phantom_random_wide_{v}_f2_3.pkl']
+
+
+def test_random_share_draws_a_scanner_style_for_part_of_the_seeds(monkeypatch, tmp_path):
+    from echoposed_ros.training import data
+    from echoposed_sim import phantom
+    picks = [data.seed_style(s, 'random:0.5') for s in range(400)]
+    assert set(picks) == {'random', ''} and 0.4 < picks.count('random') / 400 < 0.6
+    assert picks == [data.seed_style(s, 'random:0.5') for s in range(400)]          # the same every time
+    assert data.seed_style(3, 'random') == 'random' and data.seed_style(3, 'vendor_b') == 'vendor_b'
+    seen = {}
+    monkeypatch.setattr(phantom, 'make_phantom', lambda seed, style, frames, heart=None: seen.setdefault(seed, style))
+    randoms = [s for s in range(10) if picks[s] == 'random']
+    defaults = [s for s in range(10) if picks[s] == '']
+    for s in (randoms[0], defaults[0]):
+        data.phantom_volume(s, style='random:0.5', frames=2, cache_dir=str(tmp_path))
+    assert seen == {randoms[0]: phantom.random_style(randoms[0]), defaults[0]: None}
+    v = phantom.GENERATOR_VERSION
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f'phantom_random_{v}_f2_{randoms[0]}.pkl',
+                                                                f'phantom_default_{v}_f2_{defaults[0]}.pkl'])
+    for bad in ('random:0', 'random:1.5', 'random:half'):
+        with pytest.raises(Exception, match='phantom_style'):
+            TrainConfig().replace(phantom_style=bad)

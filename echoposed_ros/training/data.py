@@ -44,7 +44,7 @@ from . import TrainingError
 from .config import TrainConfig, parse_seed_range, random_style_share
 
 __all__ = ['BatchStream', 'Sweep', 'VolumeSource', 'augment', 'batches', 'load_sweep', 'loader', 'make_batch',
-           'phantom_volume', 'resolve_style', 'sweep_batch', 'volume_index', 'z_range']
+           'phantom_volume', 'resolve_style', 'seed_style', 'sweep_batch', 'volume_index', 'z_range']
 
 
 class VolumeSource:
@@ -168,11 +168,10 @@ def seed_style(seed: int, style: str) -> str:
 
 def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str = '', version: int = 0,
                    motion: str = 'default'):
-    """make_phantom(seed, style, frames), kept as a pickle in ``cache_dir`` when one is given; style 'random': each
-    seed in a scanner style of its own (``echoposed_sim.phantom.random_style``), 'random:P': a share P of them
-    (:func:`seed_style`)
-    (a patient takes tens of seconds to generate on this machine); motion 'wide': the seed's heart
-    with its motion drawn wider (``echoposed_sim.phantom.wide_motion``).
+    """make_phantom(seed, style, frames), kept as a pickle in ``cache_dir`` when one is given (a patient takes
+    seconds to tens of seconds to generate on this machine). Style 'random': each seed in a scanner style of its
+    own (``echoposed_sim.phantom.random_style``); 'random:P': a share P of them (:func:`seed_style`). Motion
+    'wide': the seed's heart with its motion drawn wider (``echoposed_sim.phantom.wide_motion``).
 
     version: 0 = the current generator (GENERATOR_VERSION); N > 0 = only a cached patient made by
     generator version N (the generator changes; a pinned version keeps a training run's data fixed).

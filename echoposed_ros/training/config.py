@@ -171,8 +171,7 @@ class TrainConfig:
             raise bad('aug_resample', 'a probability in [0, 1]')
         if self.phantom_motion not in ('default', 'wide'):
             raise bad('phantom_motion', "'default' or 'wide'")
-        if self.phantom_style.startswith('random:'):
-            random_style_share(self.phantom_style)     # raises naming the field and what is expected
+        random_style_share(self.phantom_style)     # 'random:P' with a bad P raises, naming the field
         if not 0 <= self.phase_pairs <= 0.5:
             raise bad('phase_pairs', 'a share in [0, 0.5] (each repeat needs a pose of its own to repeat)')
         if not 0 <= self.aug_style <= 1:

@@ -193,8 +193,7 @@ def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str =
     if want != current:
         raise TrainingError(f'phantom seed {seed}: generator version {want} requested, but {path} is not '
                             f'in the cache and the installed generator is version {current}')
-    vol = phantom.make_phantom(seed, phantom.random_style(int(seed)) if style == 'random' else resolve_style(style),
-                               frames,
+    vol = phantom.make_phantom(seed, resolve_style(style, seed), frames,
                                heart=phantom.wide_motion(seed) if motion == 'wide' else None)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,12 +204,18 @@ def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str =
     return vol
 
 
-def resolve_style(style: str):
-    """'' -> None (the default style); a shipped style name ('vendor_b') or a YAML path -> style. ('random', a
-    style per patient, is resolved per seed by :func:`phantom_volume`.)"""
+def resolve_style(style: str, seed: int | None = None):
+    """'' -> None (the default style); a shipped style name ('vendor_b') or a YAML path -> style; 'random' and
+    'random:P' -> the style phantom ``seed`` is drawn in (:func:`seed_style`; TrainingError without a seed)."""
+    from echoposed_sim import phantom
+    if random_style_share(style) is not None:
+        if seed is None:
+            raise TrainingError(f'phantom_style {style!r}: a style per patient needs the patient seed')
+        style = seed_style(seed, style)
+        if style == 'random':
+            return phantom.random_style(int(seed))
     if not style:
         return None
-    from echoposed_sim import phantom
     path = Path(style)
     if not path.suffix:
         path = phantom.style_path(style)

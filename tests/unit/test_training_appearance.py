@@ -99,6 +99,9 @@ def test_random_style_is_drawn_per_seed_within_its_ranges_and_reaches_the_phanto
     data.phantom_volume(3, style='random', frames=2, cache_dir=str(tmp_path), motion='wide')
     data.phantom_volume(4, style='random', frames=2, cache_dir=str(tmp_path))
     assert seen == {3: phantom.random_style(3), 4: phantom.random_style(4)}
+    assert data.resolve_style('random', 4) == phantom.random_style(4)
+    with pytest.raises(Exception, match='needs the patient seed'):
+        data.resolve_style('random')
     v = phantom.GENERATOR_VERSION
     assert sorted(p.name for p in tmp_path.iterdir()) == [f'phantom_random_{v}_f2_4.pkl',
                                                          f'phantom_random_wide_{v}_f2_3.pkl']

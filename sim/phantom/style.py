@@ -36,7 +36,15 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     'noise_db': (-90.0, 0.0),
     'gamma': (0.2, 5.0),
     'near_field_haze': (0.0, 5.0),
+    'specular_gain': (0.0, 20.0),
+    'wall_anisotropy': (0.0, 0.95),
+    'cavity_clutter': (0.0, 1.0),
+    'trabeculation': (0.0, 3.0),
 }
+
+# fields added after the first styles were cached: they enter the digest only when they differ from
+# their defaults, so a style that leaves them alone keeps its digest (and its cached phantoms)
+_LATER_FIELDS = ('specular_gain', 'wall_anisotropy', 'cavity_clutter', 'trabeculation')
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,15 @@ class AcquisitionStyle:
     noise_db:              electronic noise amplitude relative to nominal myocardium (0 dB)
     gamma:                 grey-level curve exponent after log compression (1 = linear)
     near_field_haze:       amplitude of stationary near-field clutter under the probe
+    specular_gain:         brightness added at blood/tissue interfaces facing the beam (the
+                           bright endocardial line; 0: none)
+    wall_anisotropy:       share of the myocardial backscatter that depends on the beam angle:
+                           walls along the beam keep ``1 - wall_anisotropy`` of their amplitude
+                           (lateral-wall dropout; 0: isotropic)
+    cavity_clutter:        side-lobe haze in the blood next to bright tissue, relative to that
+                           tissue's amplitude (blurs the endocardial border; 0: clean cavities)
+    trabeculation:         amplitude (x myocardium) of thin muscle strands in the ventricles'
+                           blood within a few mm of the endocardium (0: smooth walls)
     """
 
     name: str = 'default'
@@ -71,6 +88,10 @@ class AcquisitionStyle:
     noise_db: float = -42.0
     gamma: float = 1.0
     near_field_haze: float = 0.6
+    specular_gain: float = 8.0
+    wall_anisotropy: float = 0.0
+    cavity_clutter: float = 0.0
+    trabeculation: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -88,9 +109,18 @@ class AcquisitionStyle:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """Short stable hash of the field values (cache keys)."""
-        text = json.dumps(self.as_dict(), sort_keys=True)
+        """Short stable hash of the field values (cache keys); the rendering fields added later
+        (specular gain, wall anisotropy, cavity clutter, trabeculation) count only when they
+        differ from their defaults, so older styles keep their digests."""
+        values = self.as_dict()
+        for key in _LATER_FIELDS:
+            if values[key] == _DEFAULTS[key]:
+                del values[key]
+        text = json.dumps(values, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(AcquisitionStyle)}
 
 
 def style_path(name: str) -> Path:
@@ -154,6 +184,12 @@ RANDOM_STYLE_RANGES: dict[str, tuple[float, float]] = {
     'noise_db': (-48.0, -24.0),
     'gamma': (0.6, 1.6),
     'near_field_haze': (0.0, 2.5),
+    # tissue look, from the earlier bright-edged walls (specular 8, isotropic, clean cavities) to the
+    # banded walls of `clinical.yaml` and beyond; drawn after the fields above, which keep their draws
+    'specular_gain': (0.0, 8.0),
+    'wall_anisotropy': (0.0, 0.85),
+    'cavity_clutter': (0.0, 0.2),
+    'trabeculation': (0.0, 2.0),
 }
 
 

@@ -118,6 +118,83 @@ def test_blood_darker_than_myocardium_and_pericardium_bright(patient):
     assert means[Tissue.BLOOD_LV] < 0.5 * means[Tissue.MYOCARDIUM] < means[Tissue.PERICARDIUM]
 
 
+def _slab_labels(n=40, vox=1.0):
+    """(n, n, n) labels: LV blood where x < n/2 voxels, myocardium elsewhere (a flat wall, normal +x)."""
+    lab = np.full((n, n, n), np.uint8(Tissue.MYOCARDIUM))
+    lab[:, :, :n // 2] = Tissue.BLOOD_LV
+    return lab
+
+
+def test_wall_angle_factor_fades_walls_along_the_beam():
+    from echoposed_sim.phantom.appearance import wall_angle_factor
+    lab = _slab_labels()
+    blood = lab >= Tissue.BLOOD_LV
+    along = wall_angle_factor(blood, np.array([20.0, 20.0, -200.0]), 1.0, 0.8)    # beam along z: wall along it
+    facing = wall_angle_factor(blood, np.array([-200.0, 20.0, 20.0]), 1.0, 0.8)   # beam along x: wall faces it
+    k, j = 20, 20
+    assert along[k, j, 21] == pytest.approx(0.2, abs=0.03) and facing[k, j, 21] == pytest.approx(1.0, abs=0.03)
+    assert 0.2 - 0.03 <= float(along.min()) and float(along.max()) <= 1.0 + 1e-6
+    # far from any cavity the normal is undefined: no change
+    lab_far = np.full((40, 40, 40), np.uint8(Tissue.MYOCARDIUM))
+    lab_far[:, :, :4] = Tissue.BLOOD_LV
+    far = wall_angle_factor(lab_far >= Tissue.BLOOD_LV, np.array([20.0, 20.0, -200.0]), 1.0, 0.8)
+    assert far[20, 20, 36] > 0.95
+
+
+def test_trabeculae_are_strands_in_the_ventricles_near_the_wall():
+    from echoposed_sim.phantom.appearance import trabeculae
+    lab = _slab_labels()
+    lab[:, :8, :20] = Tissue.BLOOD_LA                  # an atrium: no trabeculae there
+    extra = trabeculae(lab, 1.5, 1.0, np.random.default_rng(0))
+    assert extra.dtype == np.float32 and extra.shape == lab.shape
+    assert not extra[lab == Tissue.MYOCARDIUM].any() and not extra[lab == Tissue.BLOOD_LA].any()
+    near = extra[:, 10:, 18:20]                        # within 2 mm of the endocardium (x = 20)
+    deep = extra[:, 10:, :8]                           # 12-20 mm inside the cavity
+    assert 0.05 < float(np.mean(near > 0)) < 0.4       # strands, not a sheet
+    assert float(near.max()) <= 1.5 and float(deep.mean()) < 0.1 * float(near.mean())   # exp(-d / 2.5 mm)
+    again = trabeculae(lab, 1.5, 1.0, np.random.default_rng(0))
+    assert np.array_equal(extra, again)
+
+
+def test_cavity_clutter_hazes_the_blood_next_to_tissue_only():
+    from echoposed_sim.phantom.appearance import cavity_clutter
+    lab = _slab_labels()
+    blood = lab >= Tissue.BLOOD_LV
+    amp = np.where(blood, np.float32(0.05), np.float32(1.0)).astype(np.float32)
+    haze = cavity_clutter(amp, blood, 0.1, 1.0)
+    assert not haze[~blood].any()
+    assert float(haze[20, 20, 19]) > 0.03 and float(haze[20, 20, 5]) < 1e-3
+    assert np.allclose(cavity_clutter(amp, blood, 0.2, 1.0), 2 * haze, atol=1e-7)
+
+
+def test_later_style_fields_keep_older_digests_and_change_the_walls():
+    """The tissue-look fields count in the digest only when set, so cached phantoms of older styles
+    stay valid; the clinical style darkens the endocardial edge relative to the wall's core."""
+    from scipy import ndimage
+    assert default_style().digest() == 'afd562120ef8771a'            # as before the fields existed
+    assert load_style(style_path('vendor_c')).digest() == 'bcd685efd2382a54'
+    assert AcquisitionStyle(specular_gain=8.0).digest() == default_style().digest()
+    assert AcquisitionStyle(trabeculation=1.0).digest() != default_style().digest()
+    clinical = load_style(style_path('clinical'))
+    assert clinical.name == 'clinical' and clinical.wall_anisotropy > 0 and clinical.specular_gain < 8
+    with pytest.raises(PhantomError, match='wall_anisotropy'):
+        AcquisitionStyle(wall_anisotropy=1.5)
+    ratios, cavity = {}, {}
+    for name, style in (('default', AcquisitionStyle(name='t')), ('clinical', clinical)):
+        parts = build_patient(11, style, frames=2, with_labels=True)
+        lab, img = parts.labels[0], parts.volume.data[0].astype(np.float32)
+        myo, lv = lab == Tissue.MYOCARDIUM, lab == Tissue.BLOOD_LV
+        edge = myo & ndimage.binary_dilation(lv)                          # myocardium touching LV blood
+        core = myo & ~ndimage.binary_dilation(lv | ~myo, iterations=3)    # 3 voxels into the wall
+        ratios[name] = float(img[edge].mean() / img[core].mean())
+        cavity[name] = float(img[lv & ~ndimage.binary_dilation(~lv, iterations=4)].mean())
+        assert parts.volume.meta['heart'] == build_patient(11, COARSE, frames=2).volume.meta['heart']
+    # default: the edge as bright as the core (plus a bright line on the blood side); clinical: the
+    # wall fades into the cavity, and the cavity holds haze and strands
+    assert ratios['default'] > 0.95 and ratios['clinical'] < 0.9
+    assert cavity['clinical'] > 2.0 * cavity['default']
+
+
 def test_speckle_moves_with_the_myocardium(patient):
     """Sampled at the moving material points of the myocardium, frames stay correlated (speckle
     is attached to tissue); sampled at fixed points they decorrelate as the wall moves."""

@@ -175,14 +175,18 @@ def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str =
 
     version: 0 = the current generator (GENERATOR_VERSION); N > 0 = only a cached patient made by
     generator version N (the generator changes; a pinned version keeps a training run's data fixed).
+    Cache files are named by the style and, for any style but the default, its digest, so an edited style
+    file or a changed random draw is generated again, never read stale.
     """
     from echoposed_sim import phantom
     style = seed_style(seed, style)
+    resolved = resolve_style(style, seed)
     current = int(phantom.GENERATOR_VERSION)
     want = int(version) or current
     path = None
     if cache_dir:
-        tag = (Path(style).stem if style else 'default') + ('_wide' if motion == 'wide' else '')
+        tag = 'default' if resolved is None else f'{Path(style).stem}-{resolved.digest()}'
+        tag += '_wide' if motion == 'wide' else ''
         path = Path(cache_dir) / f'phantom_{tag}_{want}_f{frames}_{seed}.pkl'
         if path.is_file():
             try:
@@ -193,7 +197,7 @@ def phantom_volume(seed: int, style: str = '', frames: int = 5, cache_dir: str =
     if want != current:
         raise TrainingError(f'phantom seed {seed}: generator version {want} requested, but {path} is not '
                             f'in the cache and the installed generator is version {current}')
-    vol = phantom.make_phantom(seed, resolve_style(style, seed), frames,
+    vol = phantom.make_phantom(seed, resolved, frames,
                                heart=phantom.wide_motion(seed) if motion == 'wide' else None)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

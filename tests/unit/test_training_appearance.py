@@ -103,8 +103,26 @@ def test_random_style_is_drawn_per_seed_within_its_ranges_and_reaches_the_phanto
     with pytest.raises(Exception, match='needs the patient seed'):
         data.resolve_style('random')
     v = phantom.GENERATOR_VERSION
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f'phantom_random_{v}_f2_4.pkl',
-                                                         f'phantom_random_wide_{v}_f2_3.pkl']
+    d3, d4 = phantom.random_style(3).digest(), phantom.random_style(4).digest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f'phantom_random-{d4}_{v}_f2_4.pkl',
+                                                         f'phantom_random-{d3}_wide_{v}_f2_3.pkl']
+
+
+def test_cached_patients_follow_the_style_file_not_its_name(tmp_path):
+    """A style file edited between runs gives new patients: the cache key holds the style's digest."""
+    from echoposed_ros.training import data
+    from echoposed_sim import phantom
+    style = tmp_path / 'mine.yaml'
+    style.write_text('name: mine\nvoxel_mm: 3.0\ngain_db: 0\n')
+    cache = tmp_path / 'cache'
+    a = data.phantom_volume(2, style=str(style), frames=2, cache_dir=str(cache))
+    again = data.phantom_volume(2, style=str(style), frames=2, cache_dir=str(cache))
+    assert again.data.tobytes() == a.data.tobytes() and len(list(cache.iterdir())) == 1
+    style.write_text('name: mine\nvoxel_mm: 3.0\ngain_db: 12\n')
+    b = data.phantom_volume(2, style=str(style), frames=2, cache_dir=str(cache))
+    assert len(list(cache.iterdir())) == 2
+    assert b.meta['style']['gain_db'] == 12.0 and b.data.mean() > a.data.mean()
+    assert b.data.tobytes() == phantom.make_phantom(2, phantom.load_style(style), 2).data.tobytes()
 
 
 def test_random_share_draws_a_scanner_style_for_part_of_the_seeds(monkeypatch, tmp_path):
@@ -122,7 +140,8 @@ def test_random_share_draws_a_scanner_style_for_part_of_the_seeds(monkeypatch, t
         data.phantom_volume(s, style='random:0.5', frames=2, cache_dir=str(tmp_path))
     assert seen == {randoms[0]: phantom.random_style(randoms[0]), defaults[0]: None}
     v = phantom.GENERATOR_VERSION
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f'phantom_random_{v}_f2_{randoms[0]}.pkl',
+    digest = phantom.random_style(randoms[0]).digest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f'phantom_random-{digest}_{v}_f2_{randoms[0]}.pkl',
                                                                 f'phantom_default_{v}_f2_{defaults[0]}.pkl'])
     for bad in ('random:0', 'random:1.5', 'random:half'):
         with pytest.raises(Exception, match='phantom_style'):

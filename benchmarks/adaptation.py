@@ -60,6 +60,8 @@ def main() -> int:
     ap.add_argument('--seeds', default='4003-4005', help='held-out phantom patients, A-B')
     ap.add_argument('--style', default='vendor_c', help='acquisition style never trained on')
     ap.add_argument('--budget', default='5m', help='fine-tune time per patient')
+    ap.add_argument('--steps', default='0', help='fine-tune steps per patient instead of --budget (0: the budget)')
+    ap.add_argument('--holdout', default='0.25', help="share of the sweep's holds that picks the checkpoint (0: last)")
     ap.add_argument('--phantoms', default='1000-1004', help='default-style held-out phantoms (forgetting)')
     ap.add_argument('--runs', type=int, default=40, help='guidance runs per patient, static and beating each')
     ap.add_argument('--model', default='models/echoposed_k5.onnx')
@@ -79,11 +81,12 @@ def main() -> int:
         d = work / str(seed)
         if not (args.reuse and (d / 'adapted.onnx').is_file()):
             _run([str(ECHOPOSED), 'adapt', '--sim', str(seed), '--style', args.style, '--start-seed', str(seed),
-                  '--out', str(d), '--budget', args.budget])
+                  '--out', str(d), '--budget', args.budget, '--holdout', args.holdout,
+                  '--steps', args.steps])
         adapted = d / 'adapted.onnx'
         record = json.loads((d / 'adapt.json').read_text())
         p = {'seed': seed, 'sweep_s': record['recording']['duration_s'], 'sweep_frames': record['sweep']['frames'],
-             'train_s': record['train_s'], 'steps': record['steps'],
+             'train_s': record['train_s'], 'steps': record['steps'], 'sweep_check': record.get('sweep_check'),
              'in_style': calibration(str(seed), shipped, d / 'cal_in_style.json'),
              'shipped': calibration(str(seed), shipped, d / 'cal_shipped.json', args.style),
              'adapted': calibration(str(seed), adapted, d / 'cal_adapted.json', args.style),
@@ -94,7 +97,9 @@ def main() -> int:
         p['phantom_change'] = {a: p['phantoms_adapted']['nmaae'][a] / base_phantoms['nmaae'][a] - 1 for a in 'xyz'}
         patients.append(p)
         print(json.dumps({k: p[k] for k in ('seed', 'z_ratio_to_in_style', 'phantom_change')}), flush=True)
-    result = {'style': args.style, 'budget': args.budget, 'phantoms': args.phantoms, 'model': str(shipped),
+    result = {'style': args.style, 'budget': args.budget, 'steps': int(args.steps), 'holdout': float(args.holdout),
+              'phantoms': args.phantoms,
+              'model': str(shipped),
               'phantoms_shipped': base_phantoms, 'patients': patients, 'wall_s': time.time() - t0,
               'median_z_ratio_adapted': statistics.median(p['z_ratio_to_in_style']['adapted'] for p in patients)}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -104,10 +109,17 @@ def main() -> int:
     return 0
 
 
+def _kept(check: dict | None) -> str:
+    if not check:
+        return 'last'
+    return f"step {check['best_step']}: held-out poses {check['start_deg']:.1f} -> {check['best_deg']:.1f} deg"
+
+
 def markdown(r: dict) -> str:
     lines = [f"Style `{r['style']}` (never trained on), fine-tune budget {r['budget']} per patient, "
              f"forgetting on default-style phantoms {r['phantoms']}; 2 deg calibration steps.", '',
-             '| patient | sweep | steps | z in style (shipped) | z held-out style: shipped -> adapted (x in-style) '
+             '| patient | sweep | steps (checkpoint kept) | z in style (shipped) '
+             '| z held-out style: shipped -> adapted (x in-style) '
              '| sigma^2: shipped -> adapted | guidance static within 5 deg | beating | phantoms x / y / z change |',
              '|---|---|---|---|---|---|---|---|---|']
     for p in r['patients']:
@@ -115,7 +127,7 @@ def markdown(r: dict) -> str:
         ch = p['phantom_change']
         lines.append(
             f"| {p['seed']} | {p['sweep_s']:.0f} s, {p['sweep_frames']} frames "
-            f"| {p['steps']} in {p['train_s']:.0f} s "
+            f"| {p['steps']} in {p['train_s']:.0f} s ({_kept(p.get('sweep_check'))}) "
             f"| {p['in_style']['nmaae']['z']:.3f} "
             f"| {p['shipped']['nmaae']['z']:.3f} -> {p['adapted']['nmaae']['z']:.3f} "
             f"({p['z_ratio_to_in_style']['shipped']:.2f}x -> {p['z_ratio_to_in_style']['adapted']:.2f}x) "

@@ -74,7 +74,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--models', nargs='+', default=['models/echoposed_k5.onnx'])
     ap.add_argument('--seeds', default='1000-1009')
-    ap.add_argument('--styles', nargs='+', default=['vendor_b', 'vendor_c'], help='held-out styles')
+    ap.add_argument('--styles', nargs='+', default=['vendor_b', 'vendor_c', 'clinical'], help='held-out styles')
     ap.add_argument('--json', required=True)
     ap.add_argument('--markdown')
     args = ap.parse_args()

@@ -29,7 +29,9 @@ class AdaptSettings:
     """budget_s: training seconds (the schedule ends inside them); sweep_weight: share of steps on the
     sweep; phantom_seeds: phantom patients of the other steps ('' = the model's own); muon_lr: peak
     learning rate (AdamW at a tenth); workers, threads, device: as ``echoposed train``; steps > 0: that
-    many steps instead of a time budget; freeze_bn: batch norm keeps the model's running statistics."""
+    many steps instead of a time budget; freeze_bn: batch norm keeps the model's running statistics;
+    holdout: share of the sweep's holds kept out of training, whose relative-pose error picks the exported
+    checkpoint (0: the last one); check_every: steps between two such checks."""
 
     budget_s: float = 300.0
     sweep_weight: float = 0.5
@@ -42,6 +44,8 @@ class AdaptSettings:
     seed: int = 0
     steps: int = 0
     freeze_bn: bool = True
+    holdout: float = 0.25
+    check_every: int = 100
 
     def __post_init__(self) -> None:
         if not self.budget_s > 0:
@@ -50,6 +54,10 @@ class AdaptSettings:
             raise AdaptError(f'sweep_weight {self.sweep_weight!r}; expected a share in (0, 1]')
         if not self.muon_lr > 0:
             raise AdaptError(f'muon_lr {self.muon_lr!r}; expected > 0')
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise AdaptError(f'steps {self.steps!r}; expected a whole number >= 0 (0: the time budget)')
+        if not 0 <= self.holdout <= 0.5:
+            raise AdaptError(f'holdout {self.holdout!r}; expected a share of the sweep holds in [0, 0.5]')
 
 
 def prepare_sweep(recording: Recording, model: str | Path, out: str | Path, pose_config: str | Path | None = None
@@ -95,15 +103,17 @@ def adapt_config(model: str | Path, sweep_file: str | Path, out_dir: str | Path,
                        adamw_lr=settings.muon_lr / 10, warmup_steps=settings.warmup_steps, z_ramp_steps=0,
                        workers=settings.workers, threads=settings.threads, device=settings.device,
                        seed=settings.seed, phantom_cache_dir=cache_dir, ckpt_every_s=1e9,
-                       freeze_bn=settings.freeze_bn)
+                       freeze_bn=settings.freeze_bn, sweep_holdout=settings.holdout,
+                       sweep_val_every=settings.check_every)
 
 
 def adapt_model(recording: Recording, model: str | Path, out_dir: str | Path, settings: AdaptSettings | None = None,
                 *, progress: bool = False, cache_dir: str = 'out/cache/phantoms', name: str = '',
                 factory=None) -> Path:
     """Adapt ``model`` to the patient of ``recording``: writes into ``out_dir`` the prepared sweep
-    (``sweep.npz``), the run (``last.pt``, ``train.log``), the adapted model (``adapted.onnx``) and
-    ``adapt.json`` (settings, sweep summary, training steps and seconds); returns the model's path.
+    (``sweep.npz``), the run (``last.pt``, ``best.pt`` with a hold-out, ``train.log``), the adapted model
+    (``adapted.onnx``: the checkpoint best on the held-out holds) and ``adapt.json`` (settings, sweep
+    summary, training steps and seconds, ``sweep_check``); returns the model's path.
     factory: optional ``key -> Volume`` instead of phantom patients (tests)."""
     from echoposed_ros.training.export import export_onnx
     from echoposed_ros.training.train import train
@@ -117,12 +127,16 @@ def adapt_model(recording: Recording, model: str | Path, out_dir: str | Path, se
     t1 = time.time()
     ck = train(cfg, resume=False, progress=progress, factory=factory)
     t2 = time.time()
-    onnx_path = export_onnx(ck, out / 'adapted.onnx', model_name=name or f'{Path(model).stem}_adapted',
-                            factory=factory)
     from echoposed_ros.training.checkpoint import read_checkpoint
     steps = int(read_checkpoint(ck)[1]['step'])
+    check = None
+    if (out / 'best.pt').exists() and settings.holdout > 0:
+        ck = out / 'best.pt'
+        check = read_checkpoint(ck)[1]['sweep_check']
+    onnx_path = export_onnx(ck, out / 'adapted.onnx', model_name=name or f'{Path(model).stem}_adapted',
+                            factory=factory)
     record = {'model': str(model), 'adapted': str(onnx_path), 'settings': settings.__dict__, 'sweep': summary,
-              'recording': recording.meta, 'steps': steps, 'prepare_s': t1 - t0, 'train_s': t2 - t1,
-              'export_s': time.time() - t2}
+              'recording': recording.meta, 'steps': steps, 'sweep_check': check, 'prepare_s': t1 - t0,
+              'train_s': t2 - t1, 'export_s': time.time() - t2}
     (out / 'adapt.json').write_text(json.dumps(record, indent=2))
     return onnx_path

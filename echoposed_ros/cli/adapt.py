@@ -49,9 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--start-offset-deg', type=float, default=5.0,
                         help='--sim: largest tilt and orbit of a drawn start (deg, default 5)')
     parser.add_argument('--budget', default='5m', help='training time (90s, 5m; a bare number is minutes)')
+    parser.add_argument('--steps', type=int, default=0,
+                        help='that many training steps instead of --budget (a run that does not depend on the '
+                             "machine's speed or load)")
     parser.add_argument('--sweep-weight', type=float, default=0.5, help='share of the steps drawn from the sweep')
     parser.add_argument('--phantom-seeds', default='0-19', help='phantom patients of the other steps')
     parser.add_argument('--lr', type=float, default=0.001, help='peak Muon learning rate (AdamW at a tenth)')
+    parser.add_argument('--holdout', type=float, default=0.25,
+                        help="share of the sweep's held poses kept out of training; the checkpoint that reads them "
+                             'best is exported (0: the last one)')
     parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument('--cache', default='out/cache/phantoms', help='phantom cache folder')
     parser.add_argument('--record-only', action='store_true', help='write OUT/recording.npz and stop')
@@ -105,9 +111,14 @@ def run(args: argparse.Namespace) -> int:
     from echoposed_ros.estimator import default_model_path
     model = Path(args.model) if args.model else default_model_path()
     settings = AdaptSettings(budget_s=parse_duration(args.budget), sweep_weight=args.sweep_weight,
-                             phantom_seeds=args.phantom_seeds, muon_lr=args.lr, device=args.device)
+                             phantom_seeds=args.phantom_seeds, muon_lr=args.lr, device=args.device,
+                             holdout=args.holdout, steps=args.steps)
     path = adapt_model(rec, model, out, settings, progress=args.progress, cache_dir=args.cache)
     record = json.loads((out / 'adapt.json').read_text())
     print(f'{path}: adapted from {model} on {record["sweep"]["frames"]} sweep frames, {record["steps"]} steps in '
           f'{record["train_s"]:.0f} s', file=sys.stdout)
+    check = record.get('sweep_check')
+    if check:
+        print(f'held-out sweep poses ({check["holds"]} holds): {check["start_deg"]:.2f} deg before, '
+              f'{check["best_deg"]:.2f} deg at step {check["best_step"]} (exported)', file=sys.stdout)
     return 0

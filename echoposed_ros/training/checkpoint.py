@@ -47,10 +47,11 @@ def _on_cpu(obj: Any) -> Any:
 
 def save_checkpoint(path: str | Path, cfg: TrainConfig, model: EnsembleNet, orch: Orchestrator,
                     optimizers: list[torch.optim.Optimizer], step: int, wall_s: float, data: dict,
-                    scaler: dict | None = None, budget: dict | None = None) -> None:
+                    scaler: dict | None = None, budget: dict | None = None, extra: dict | None = None) -> None:
     """Write the run's state to ``path`` atomically (a ``.tmp`` file renamed over it), every tensor on
     the CPU whatever the run's device (a checkpoint loads on a CPU-only machine and resumes on any
-    device); ``scaler``: the fp16 GradScaler's state dict, kept as ``scaler`` when given."""
+    device); ``scaler``: the fp16 GradScaler's state dict, kept as ``scaler`` when given; ``extra``:
+    more plain entries (e.g. ``sweep_check``, the adaptation's held-out record)."""
     path = Path(path)
     tmp = path.with_suffix('.tmp')
     state = {'config': cfg.to_json(), 'model': model.state_dict(), 'orchestrator': orch.state_dict(),
@@ -60,6 +61,7 @@ def save_checkpoint(path: str | Path, cfg: TrainConfig, model: EnsembleNet, orch
         state['scaler'] = scaler
     if budget:   # the time budget's record (budget.TimeBudget): a resume keeps its schedule
         state['budget'] = budget
+    state.update(extra or {})
     torch.save(_on_cpu(state), tmp)
     os.replace(tmp, path)
 

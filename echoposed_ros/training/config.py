@@ -21,8 +21,8 @@ PRECISIONS = ('bf16', 'fp16', 'fp32')
 
 #: What a warm start does not take from the model it starts from: where this run writes and reads
 #: its cache, how long it runs for, this machine's resources, and one patient's adaptation sweep.
-RUN_FIELDS = ('device', 'init_from', 'out_dir', 'phantom_cache_dir', 'stop_at_step', 'sweep_file', 'sweep_weight',
-              'threads', 'time_budget_s', 'time_limit_s', 'workers')
+RUN_FIELDS = ('device', 'init_from', 'out_dir', 'phantom_cache_dir', 'stop_at_step', 'sweep_file', 'sweep_holdout',
+              'sweep_val_every', 'sweep_weight', 'threads', 'time_budget_s', 'time_limit_s', 'workers')
 
 
 @dataclass
@@ -66,6 +66,9 @@ class TrainConfig:
                                      # labels, echoposed_ros.adapt.finetune.prepare_sweep)
     sweep_weight: float = 0.0        # with sweep_file: probability that a step draws its batch from the sweep
                                      # instead of the volumes (the rest keeps the model's other skills)
+    sweep_holdout: float = 0.0       # with sweep_file: share of the sweep's held poses kept out of training; the
+                                     # relative-pose error on them picks the checkpoint written to best.pt
+    sweep_val_every: int = 100       # steps between two checks on the held-out poses
     # --- image / sector (the model's input geometry, recorded in the ONNX metadata) ---
     input_size: int = 64             # H = W in pixels
     sector_angle_deg: float = 75.0
@@ -192,6 +195,13 @@ class TrainConfig:
             raise bad('sweep_weight', 'a probability in [0, 1]')
         if self.sweep_weight > 0 and not self.sweep_file:
             raise bad('sweep_weight', '0 without sweep_file')
+        if not 0 <= self.sweep_holdout <= 0.5:
+            raise bad('sweep_holdout', 'a share of the held poses in [0, 0.5]')
+        if self.sweep_holdout > 0 and not self.sweep_file:
+            raise bad('sweep_holdout', '0 without sweep_file')
+        every = self.sweep_val_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise bad('sweep_val_every', 'a number of steps >= 1')
         if not self.volumes_dir or self.phantom_weight > 0:
             parse_seed_range(self.train_seeds)
         return self

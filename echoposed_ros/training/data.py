@@ -283,25 +283,34 @@ def volume_index(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 
 class Sweep:
     """A prepared adaptation sweep: ``images`` float32 (N, H, W) model inputs, ``orbit``, ``probe`` (N, 3, 3)
     labels relative to the sweep's start, ``hold`` (N,) int (frames held at one pose share a number, -1
-    moving). ``partners[i]``: the frames that share frame i's hold (itself left out)."""
+    moving). ``partners[i]``: the frames that share frame i's hold (itself left out). ``holdout``: share of
+    the holds kept out of training, spread evenly over the sweep; ``train`` and ``val`` index the frames
+    the batches may draw and the frames of the held-out holds."""
 
-    def __init__(self, images: np.ndarray, orbit: np.ndarray, probe: np.ndarray, hold: np.ndarray) -> None:
+    def __init__(self, images: np.ndarray, orbit: np.ndarray, probe: np.ndarray, hold: np.ndarray,
+                 holdout: float = 0.0) -> None:
         self.images, self.orbit, self.probe, self.hold = images, orbit, probe, hold
-        groups: dict[int, np.ndarray] = {int(h): np.flatnonzero(hold == h) for h in np.unique(hold) if h >= 0}
+        holds = [int(h) for h in np.unique(hold) if h >= 0]
+        groups: dict[int, np.ndarray] = {h: np.flatnonzero(hold == h) for h in holds}
         self.partners = [groups[int(h)][groups[int(h)] != i] if h >= 0 else np.zeros(0, np.int64)
                          for i, h in enumerate(hold)]
+        # hold n (in sweep order) is held out when the running share crosses a whole number there
+        kept_out = [h for n, h in enumerate(holds) if int((n + 1) * holdout) > int(n * holdout)]
+        out = np.isin(hold, kept_out)
+        self.val, self.train = np.flatnonzero(out), np.flatnonzero(~out)
 
     def __len__(self) -> int:
         return len(self.images)
 
 
-_SWEEPS: dict[str, Sweep] = {}
+_SWEEPS: dict[tuple[str, float], Sweep] = {}
 
 
-def load_sweep(path: str, input_size: int) -> Sweep:
-    """The prepared sweep at ``path`` (kept per process); TrainingError naming the file and field."""
-    if path in _SWEEPS:
-        return _SWEEPS[path]
+def load_sweep(path: str, input_size: int, holdout: float = 0.0) -> Sweep:
+    """The prepared sweep at ``path`` with a share ``holdout`` of its holds kept out (kept per process);
+    TrainingError naming the file and field."""
+    if (path, holdout) in _SWEEPS:
+        return _SWEEPS[(path, holdout)]
     try:
         with np.load(path, allow_pickle=False) as z:
             images, orbit, probe, hold = (z[k] for k in ('images', 'orbit', 'probe', 'hold'))
@@ -316,21 +325,26 @@ def load_sweep(path: str, input_size: int) -> Sweep:
         raise TrainingError(f'sweep_file {path}: labels orbit {orbit.shape}, probe {probe.shape}, hold {hold.shape}; '
                             f'expected ({n}, 3, 3), ({n}, 3, 3), ({n},)')
     sweep = Sweep(images.astype(np.float32), orbit.astype(np.float64), probe.astype(np.float64),
-                  hold.astype(np.int64))
-    _SWEEPS[path] = sweep
+                  hold.astype(np.int64), holdout)
+    if len(sweep.train) < 2:
+        raise TrainingError(f'sweep_file {path}: {len(sweep.train)} frame(s) left for training after holding out '
+                            f'{holdout:.0%} of the holds; expected at least 2')
+    _SWEEPS[(path, holdout)] = sweep
     return sweep
 
 
 def sweep_batch(cfg: TrainConfig, sweep: Sweep, step: int, rank: int = 0, augmentation: bool = True) -> dict:
     """A batch of ``cfg.poses`` sweep frames and their mirrors: half drawn at random, each paired with a
     frame held at the same pose when there is one (another cardiac phase: phase invariance), else with
-    the next frame drawn."""
+    the next frame drawn; only frames of ``sweep.train`` (the held-out holds are never drawn)."""
     rng = np.random.default_rng([cfg.seed, 19, step, rank])
     half = cfg.poses // 2
-    first = rng.choice(len(sweep), size=min(half, len(sweep)), replace=False)
-    second = [int(rng.choice(sweep.partners[i])) if len(sweep.partners[i]) else int(rng.integers(len(sweep)))
+    pool = sweep.train
+    first = pool[rng.choice(len(pool), size=min(half, len(pool)), replace=False)]
+    second = [int(rng.choice(sweep.partners[i])) if len(sweep.partners[i]) else int(pool[rng.integers(len(pool))])
               for i in first]
-    idx = np.concatenate([first, second, rng.integers(len(sweep), size=cfg.poses - 2 * len(first))]).astype(np.int64)
+    rest = pool[rng.integers(len(pool), size=cfg.poses - 2 * len(first))]
+    idx = np.concatenate([first, second, rest]).astype(np.int64)
     images = sweep.images[idx].copy()
     R_v, R_p = sweep.orbit[idx], sweep.probe[idx]
     if augmentation:
@@ -349,7 +363,8 @@ def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
     """The training batch of ``step`` (deterministic in seed, step, rank); see the module doc."""
     # (the sweep draw has its own generator: configs without a sweep keep their batches)
     if cfg.sweep_weight > 0 and np.random.default_rng([cfg.seed, 17, step, rank]).uniform() < cfg.sweep_weight:
-        return sweep_batch(cfg, load_sweep(cfg.sweep_file, cfg.input_size), step, rank, augmentation)
+        return sweep_batch(cfg, load_sweep(cfg.sweep_file, cfg.input_size, cfg.sweep_holdout), step, rank,
+                           augmentation)
     v_index = volume_index(cfg, source, step, rank)
     rng = np.random.default_rng([cfg.seed, 11, step, rank])
     vol = source.get(v_index)

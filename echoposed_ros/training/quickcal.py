@@ -31,13 +31,15 @@ def predict(model: EnsembleNet, orch: Orchestrator, images: np.ndarray
     """images (N, H, W) -> aligned ensemble means (orbit, probe), each (N, 3, 3) float64, and
     sigma^2 (N,) rad^2 (docs/method.md section 5: mean over members of the squared geodesic distance of
     the aligned member from the mean, both factors)."""
-    was = model.training
+    modes = {m: m.training for m in model.modules()}   # restored one by one (frozen batch norm stays frozen)
     model.eval()
-    rv, rp = model(torch.from_numpy(np.ascontiguousarray(images[:, None], dtype=np.float32)))
-    model.train(was)
+    device = next(model.parameters()).device
+    rv, rp = model(torch.from_numpy(np.ascontiguousarray(images[:, None], dtype=np.float32)).to(device))
+    for m, mode in modes.items():
+        m.training = mode
     av, ap = orch.align(rv.double(), rp.double())
     # proj(B M) = B proj(M): project the aligned raw matrices, then average and project
-    Av, Ap = np_project(av.numpy()), np_project(ap.numpy())
+    Av, Ap = np_project(av.cpu().numpy()), np_project(ap.cpu().numpy())
     mv, mp = np_project(Av.mean(1)), np_project(Ap.mean(1))
     from echoposed_ros.geometry import angle
     sigma2 = (angle(np.swapaxes(mv, -1, -2)[:, None] @ Av) ** 2

@@ -25,6 +25,7 @@ and the adapter sums are all-reduced.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -199,6 +200,20 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
     autocast = autocast_context(device, cfg.precision)
     pin = device.type == 'cuda'
 
+    # held-out sweep poses (adaptation): their relative-pose error picks the checkpoint kept in best.pt
+    check = None
+    if cfg.sweep_file and cfg.sweep_holdout > 0 and rank == 0:
+        from .data import load_sweep
+        from .sweep_check import check_frames, sweep_check_deg
+        sweep = load_sweep(cfg.sweep_file, cfg.input_size, cfg.sweep_holdout)
+        frames = check_frames(sweep)
+        check = {'frames': len(frames), 'holds': int(len(np.unique(sweep.hold[frames])))}
+        check['start_deg'] = check['best_deg'] = sweep_check_deg(model, orch, sweep, frames)
+        check['best_step'] = start
+        best_state = copy.deepcopy((model.state_dict(), orch.state_dict()))
+        log.info('sweep check: %d frames of %d held-out holds, %.2f deg at step %d', check['frames'],
+                 check['holds'], check['start_deg'], start)
+
     t0 = time.time()
     last_ck = t0
     step = start
@@ -262,6 +277,13 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
                     on_log(mean)
             stop = ((cfg.time_limit_s > 0 and elapsed >= cfg.time_limit_s) or step == cfg.stop_at_step
                     or step >= cfg.steps or _over_ranks(got[0], ddp, device, 'MAX') > 0)
+            if check is not None and (step % cfg.sweep_val_every == 0 or stop or step == cfg.steps):
+                err = sweep_check_deg(model, orch, sweep, frames)
+                log.info('sweep_check_deg=%.3f step=%d', err, step)
+                if err < check['best_deg']:
+                    check.update(best_deg=err, best_step=step)
+                    best_state = copy.deepcopy((model.state_dict(), orch.state_dict()))
+                check['last_deg'] = err
             if rank == 0 and (time.time() - last_ck >= cfg.ckpt_every_s or stop or step == cfg.steps):
                 save_checkpoint(ck_path, cfg, model, orch, opts, step, wall0 + elapsed, data_desc, scaler.state_dict(),
                                 budget.record)
@@ -275,6 +297,13 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
                         scaler.state_dict(), budget.record)
         log.info('%s step %d wall_s %.1f', f'stopped by {signal.Signals(stopped_by).name} at' if stopped_by
                  else 'done', step, wall0 + time.time() - t0)
+        if check is not None:   # the best checked state, the warm start included, as a checkpoint of its own
+            model.load_state_dict(best_state[0])
+            orch.load_state_dict(best_state[1])
+            save_checkpoint(out / 'best.pt', cfg, model, orch, opts, check['best_step'], wall0 + time.time() - t0,
+                            data_desc, extra={'sweep_check': check})
+            log.info('sweep check: best %.2f deg at step %d (start %.2f, last %.2f) -> best.pt', check['best_deg'],
+                     check['best_step'], check['start_deg'], check.get('last_deg', check['start_deg']))
     if ddp:
         dist.barrier()
     if stopped_by:

@@ -17,6 +17,7 @@ from echoposed_ros.adapt.recording import Recording, holds_from_poses, load_reco
 from echoposed_ros.adapt.sweep import SweepSettings, plan_sweep
 from echoposed_ros.geometry import gauge_fix, probe_frame, rot_z, so3_exp
 from echoposed_ros.training import TrainingError
+from echoposed_ros.training.checkpoint import read_checkpoint
 from echoposed_ros.training.config import TrainConfig
 from echoposed_ros.training.data import Sweep, make_batch, sweep_batch
 from echoposed_ros.training.toy import toy_volume
@@ -262,6 +263,47 @@ def test_sweep_batches_take_their_share_and_leave_other_configs_unchanged(tmp_pa
         make_batch(bad, source, 0)
 
 
+def test_held_out_holds_are_spread_over_the_sweep_and_never_drawn():
+    rng = np.random.default_rng(1)
+    hold = np.concatenate([np.repeat(np.arange(27), 5), [-1, -1]])
+    n = len(hold)
+    sweep = Sweep(rng.uniform(0, 1, (n, 32, 32)).astype(np.float32), np.broadcast_to(np.eye(3), (n, 3, 3)).copy(),
+                  rot_z(np.linspace(-1, 1, n)), hold, holdout=0.25)
+    kept_out = np.unique(hold[sweep.val])
+    assert kept_out.tolist() == [3, 7, 11, 15, 19, 23]                     # one in four, spread over the ladder
+    assert np.intersect1d(sweep.train, sweep.val).size == 0 and len(sweep.train) + len(sweep.val) == n
+    assert set(hold[sweep.train]) == set(range(27)) - set(kept_out.tolist()) | {-1}
+    cfg = TrainConfig(input_size=32, poses=8, sweep_file='x.npz', sweep_weight=1.0, sweep_holdout=0.25)
+    drawn = set()
+    for step in range(60):
+        b = sweep_batch(cfg, sweep, step)
+        drawn |= {round(float(np.arctan2(r[1, 0], r[0, 0])), 9) for r in b['probe'][:8]}
+    val_turns = {round(float(a), 9) for a in np.linspace(-1, 1, n)[sweep.val]}
+    assert drawn and not drawn & val_turns
+    plain = Sweep(sweep.images, sweep.orbit, sweep.probe, hold)
+    assert len(plain.val) == 0 and np.array_equal(plain.train, np.arange(n))
+    with pytest.raises(TrainingError, match='sweep_holdout'):
+        TrainConfig().replace(sweep_holdout=0.25)
+    with pytest.raises(TrainingError, match='sweep_holdout'):
+        cfg.replace(sweep_holdout=0.7)
+
+
+def test_relative_pose_error_ignores_a_common_frame_and_sees_one_bad_pose():
+    from echoposed_ros.geometry import rot_x
+    from echoposed_ros.training.sweep_check import relative_pose_error_deg
+    hold = np.array([0, 0, 1, 1, 2, 2])
+    probe = rot_z(np.deg2rad([0, 0, 15, 15, 30, 30]))
+    orbit = np.broadcast_to(np.eye(3), (6, 3, 3)).copy()
+    assert relative_pose_error_deg(orbit, probe, orbit, probe, hold) == pytest.approx(0, abs=1e-6)
+    gauge = rot_x(0.4) @ rot_z(1.0)                                   # the estimates in another common frame
+    assert relative_pose_error_deg(gauge @ orbit, probe, orbit, probe, hold) == pytest.approx(0, abs=1e-6)
+    bad = probe.copy()
+    bad[4:] = probe[4:] @ rot_z(np.deg2rad(10))                       # hold 2 read 10 deg off
+    # 12 pairs at different holds, 8 of them involve hold 2
+    assert relative_pose_error_deg(orbit, bad, orbit, probe, hold) == pytest.approx(10 * 8 / 12, abs=1e-6)
+    assert np.isnan(relative_pose_error_deg(orbit[:2], probe[:2], orbit[:2], probe[:2], hold[:2]))
+
+
 @pytest.mark.slow
 def test_adapt_model_fine_tunes_on_the_sweep_and_exports(sim_recording, tmp_path):
     from echoposed_ros.adapt.finetune import AdaptSettings, adapt_model
@@ -272,10 +314,17 @@ def test_adapt_model_fine_tunes_on_the_sweep_and_exports(sim_recording, tmp_path
                        widths=(4, 4, 8, 8), steps=4, warmup_steps=2, z_ramp_steps=0, workers=0, phantom_cache_dir='')
     model = export_onnx(train(base, factory=TOY, progress=False), tmp_path / 'base.onnx', pin_batches=2, factory=TOY)
     _, _, rec = sim_recording
-    out = adapt_model(rec, model, tmp_path / 'adapt', AdaptSettings(steps=6, workers=0, phantom_seeds='0-1'),
+    out = adapt_model(rec, model, tmp_path / 'adapt', AdaptSettings(steps=6, workers=0, phantom_seeds='0-1',
+                                                                    check_every=3),
                       cache_dir='', factory=TOY)
     record = json.loads((tmp_path / 'adapt' / 'adapt.json').read_text())
     assert record['steps'] == 6 and record['sweep']['frames'] == len(rec)
+    # a quarter of the holds checked every 3 steps; the exported checkpoint is the best of them
+    check = record['sweep_check']
+    assert check['holds'] >= 2 and check['best_deg'] <= check['start_deg'] and check['best_step'] in (0, 3, 6)
+    assert read_checkpoint(tmp_path / 'adapt' / 'best.pt')[1]['step'] == check['best_step']
+    log = (tmp_path / 'adapt' / 'train.log').read_text()
+    assert log.count('sweep_check_deg=') == 2 and '-> best.pt' in log
     cfg = json.loads((tmp_path / 'adapt' / 'config.json').read_text())
     assert cfg['sweep_weight'] == 0.5 and cfg['init_from'] == str(model) and cfg['widths'] == [4, 4, 8, 8]
     est = Estimator(out)

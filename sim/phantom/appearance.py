@@ -73,28 +73,11 @@ def _blurred_noise_norm(sig: tuple[float, float, float]) -> float:
     return math.sqrt(float(np.sum(k * k)) * math.pi / 2.0)
 
 
-def specular_boost(blood: np.ndarray, probe: np.ndarray, voxel_mm: float, gain: float = 8.0) -> np.ndarray:
-    """Extra amplitude (Z, Y, X) float32 at blood/tissue interfaces: ``gain |grad B| cos^2``,
-    B the blood mask smoothed over ~1 mm, cos the angle between the interface normal and the
-    beam from ``probe`` (the apical window, (3,) mm in V)."""
-    b = ndimage.gaussian_filter(blood.astype(np.float32), 1.0 / voxel_mm, truncate=2.5)
-    gz, gy, gx = np.gradient(b)
-    nz, ny, nx = blood.shape
-    z = (np.arange(nz, dtype=np.float32) * np.float32(voxel_mm) - np.float32(probe[2]))[:, None, None]
-    y = (np.arange(ny, dtype=np.float32) * np.float32(voxel_mm) - np.float32(probe[1]))[None, :, None]
-    x = (np.arange(nx, dtype=np.float32) * np.float32(voxel_mm) - np.float32(probe[0]))[None, None, :]
-    dot = gx * x
-    dot += gy * y
-    dot += gz * z
-    dist2 = x * x + y * y + z * z + np.float32(1.0)
-    return np.float32(gain) * dot * dot / (np.sqrt(gx * gx + gy * gy + gz * gz) + np.float32(1e-6)) / dist2
-
-
-def wall_angle_factor(blood: np.ndarray, probe: np.ndarray, voxel_mm: float, anisotropy: float) -> np.ndarray:
-    """Amplitude factor (Z, Y, X) float32 of the myocardium for the beam angle: ``1 - a (1 - cos^2)``,
-    cos between the beam from ``probe`` ((3,) mm in V) and the wall normal (the gradient of the
-    blood mask smoothed over 3 mm); 1 far from any cavity, where the normal is undefined."""
-    b = ndimage.gaussian_filter(blood.astype(np.float32), 3.0 / voxel_mm, truncate=3.0)
+def _beam_dot(blood: np.ndarray, probe: np.ndarray, voxel_mm: float, sigma_mm: float, truncate: float
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the blood mask smoothed over ``sigma_mm``: (grad . r, |grad|^2, |r|^2 + 1), each (Z, Y, X)
+    float32, r the vector (mm) from ``probe`` ((3,) mm in V) to the voxel (the beam's direction)."""
+    b = ndimage.gaussian_filter(blood.astype(np.float32), sigma_mm / voxel_mm, truncate=truncate)
     gz, gy, gx = np.gradient(b)
     del b
     nz, ny, nx = blood.shape
@@ -104,9 +87,23 @@ def wall_angle_factor(blood: np.ndarray, probe: np.ndarray, voxel_mm: float, ani
     dot = gx * x
     dot += gy * y
     dot += gz * z
-    g2 = gx * gx + gy * gy + gz * gz
-    del gx, gy, gz
-    cos2 = dot * dot / (g2 * (x * x + y * y + z * z + np.float32(1.0)) + np.float32(1e-12))
+    return dot, gx * gx + gy * gy + gz * gz, x * x + y * y + z * z + np.float32(1.0)
+
+
+def specular_boost(blood: np.ndarray, probe: np.ndarray, voxel_mm: float, gain: float = 8.0) -> np.ndarray:
+    """Extra amplitude (Z, Y, X) float32 at blood/tissue interfaces: ``gain |grad B| cos^2``,
+    B the blood mask smoothed over ~1 mm, cos the angle between the interface normal and the
+    beam from ``probe`` (the apical window, (3,) mm in V)."""
+    dot, g2, dist2 = _beam_dot(blood, probe, voxel_mm, 1.0, 2.5)
+    return np.float32(gain) * dot * dot / (np.sqrt(g2) + np.float32(1e-6)) / dist2
+
+
+def wall_angle_factor(blood: np.ndarray, probe: np.ndarray, voxel_mm: float, anisotropy: float) -> np.ndarray:
+    """Amplitude factor (Z, Y, X) float32 of the myocardium for the beam angle: ``1 - a (1 - cos^2)``,
+    cos between the beam from ``probe`` ((3,) mm in V) and the wall normal (the gradient of the
+    blood mask smoothed over 3 mm); 1 far from any cavity, where the normal is undefined."""
+    dot, g2, dist2 = _beam_dot(blood, probe, voxel_mm, 3.0, 3.0)
+    cos2 = dot * dot / (g2 * dist2 + np.float32(1e-12))
     weight = g2 / (g2 + np.float32(0.02 ** 2))     # ~1 within a few mm of a cavity
     return np.float32(1.0) - np.float32(anisotropy) * weight * (np.float32(1.0) - np.minimum(cos2, 1.0))
 

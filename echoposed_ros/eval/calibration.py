@@ -120,6 +120,16 @@ class VolumeCalibration:
         """Absolute wrapped turn errors (rad) of one axis, per slice."""
         return np.abs(wrap_angle(self.predicted[axis] - self.applied[axis]))
 
+    def reference_offset(self, axis: str) -> float:
+        """The median signed error (rad) of one axis: how far the unturned reference slice's own estimate
+        sits from its turned neighbours' (every turn is read relative to it)."""
+        return float(np.median(wrap_angle(self.predicted[axis] - self.applied[axis])))
+
+    def errors_without_reference(self, axis: str) -> Array:
+        """Absolute turn errors (rad) once :meth:`reference_offset` is taken out: the turns' own error,
+        whatever the one reference slice reads."""
+        return np.abs(wrap_angle(self.predicted[axis] - self.applied[axis] - self.reference_offset(axis)))
+
 
 def _check_prediction(out: Any, n: int) -> tuple[Array, Array, Array]:
     try:
@@ -164,7 +174,10 @@ def summarize(results: Sequence[VolumeCalibration],
     bands up to the protocol's range, z in 45 degree bands, so errors beyond a training range show;
     for x and y also the band's sign flips and folding, see :func:`maae_by_turn`);
     ``mean_sigma2`` (rad^2); ``spearman_sigma2_error`` (rho, p) over all turned slices; and the
-    same per volume under ``volumes``."""
+    same per volume under ``volumes``. Beside the protocol's figures, which read every turn relative to
+    one unturned slice: ``reference_offset_deg`` (mean over volumes of |median signed error|, how far
+    that slice's own estimate sits off) and ``maae_without_reference_deg`` (the error once each
+    volume's offset is taken out)."""
     if not results:
         raise CalibrationError('no volumes were calibrated')
     rng = np.random.default_rng(protocol.seed)
@@ -179,7 +192,9 @@ def summarize(results: Sequence[VolumeCalibration],
                             for _ in range(protocol.permutations)])
             chance[axis].append(float(perm) * err.size)
             row['axes'][axis] = {'maae_deg': math.degrees(err.mean()),
-                                 'normalized_maae': _ratio(err.mean(), perm)}
+                                 'normalized_maae': _ratio(err.mean(), perm),
+                                 'reference_offset_deg': math.degrees(r.reference_offset(axis)),
+                                 'maae_without_reference_deg': math.degrees(r.errors_without_reference(axis).mean())}
         row['mean_sigma2'] = float(np.mean(np.concatenate([r.sigma2[a] for a in AXES])))
         per_volume_rows.append(row)
     for axis in AXES:
@@ -189,6 +204,10 @@ def summarize(results: Sequence[VolumeCalibration],
                              'normalized_maae': _ratio(err.mean(), chance_mean),
                              'chance_maae_deg': math.degrees(chance_mean),
                              'slices': int(err.size),
+                             'reference_offset_deg': math.degrees(np.mean([abs(r.reference_offset(axis))
+                                                                           for r in results])),
+                             'maae_without_reference_deg': math.degrees(np.concatenate(
+                                 [r.errors_without_reference(axis) for r in results]).mean()),
                              'maae_by_turn_deg': maae_by_turn(
                                  np.concatenate([r.applied[axis] for r in results]), err,
                                  turn_bands_deg(axis, protocol),

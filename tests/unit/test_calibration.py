@@ -113,6 +113,29 @@ def test_constant_predictor_scores_chance():
     assert summary['spearman_sigma2_error']['rho'] is None                     # sigma^2 is constant
 
 
+def test_a_reference_slice_read_off_is_told_apart_from_the_turns():
+    """An oracle whose unturned slice alone is read 8 deg off about z: the protocol's error is 8 deg on
+    every turn; the reference-free figure is 0 and the offset says where the error is."""
+    A_v, A_p = Rotation.random(2, random_state=9).as_matrix()
+    g0 = base_pose(6)
+    exact = oracle(A_v, A_p)
+
+    def reference_off(images):
+        orbit, probe, s2 = exact(images)
+        probe = probe.copy()
+        probe[0] = probe[0] @ rot_z(np.radians(8.0))       # the first slice of each axis is the unturned one
+        return orbit, probe, s2
+    summary = summarize([calibrate_volume('r', g0.orbit, g0.probe, pose_render, reference_off, PROTO)], PROTO)
+    z = summary['axes']['z']
+    assert z['maae_deg'] == pytest.approx(8.0, abs=1e-6)
+    assert z['reference_offset_deg'] == pytest.approx(8.0, abs=1e-6)
+    assert z['maae_without_reference_deg'] == pytest.approx(0.0, abs=1e-6)
+    assert summary['volumes'][0]['axes']['z']['reference_offset_deg'] == pytest.approx(-8.0, abs=1e-6)
+    perfect = summarize([calibrate_volume('p', g0.orbit, g0.probe, pose_render, exact, PROTO)], PROTO)
+    assert perfect['axes']['z']['maae_without_reference_deg'] < 1e-6
+    assert perfect['axes']['z']['reference_offset_deg'] < 1e-6
+
+
 def test_noisy_oracle_error_and_sigma2_ranking():
     A_v, A_p = Rotation.random(2, random_state=8).as_matrix()
     g0 = base_pose(4)

@@ -42,7 +42,9 @@ def calibration(seeds: str, model: Path, out: Path, style: str = '') -> dict:
         cmd += ['--style', style]
     _run(cmd)
     d = json.loads(out.read_text())
-    return {'nmaae': {a: v['normalized_maae'] for a, v in d['axes'].items()}, 'mean_sigma2': d['mean_sigma2']}
+    return {'nmaae': {a: v['normalized_maae'] for a, v in d['axes'].items()}, 'mean_sigma2': d['mean_sigma2'],
+            # the turns' own error, without the one reference slice's (eval calibration, reference_offset_deg)
+            'z_without_reference_deg': d['axes']['z'].get('maae_without_reference_deg')}
 
 
 def guidance(seed: int, model: Path, out: Path, style: str, runs: int) -> dict:
@@ -109,6 +111,11 @@ def main() -> int:
     return 0
 
 
+def _deg(cal: dict) -> str:
+    value = cal.get('z_without_reference_deg')
+    return 'n/a' if value is None else f'{value:.1f}'
+
+
 def _kept(check: dict | None) -> str:
     if not check:
         return 'last'
@@ -119,9 +126,10 @@ def markdown(r: dict) -> str:
     lines = [f"Style `{r['style']}` (never trained on), fine-tune budget {r['budget']} per patient, "
              f"forgetting on default-style phantoms {r['phantoms']}; 2 deg calibration steps.", '',
              '| patient | sweep | steps (checkpoint kept) | z in style (shipped) '
-             '| z held-out style: shipped -> adapted (x in-style) '
+             '| z held-out style: shipped -> adapted (x in-style) | z without the reference slice, deg: '
+             'own style / shipped -> adapted '
              '| sigma^2: shipped -> adapted | guidance static within 5 deg | beating | phantoms x / y / z change |',
-             '|---|---|---|---|---|---|---|---|---|']
+             '|---|---|---|---|---|---|---|---|---|---|']
     for p in r['patients']:
         gs, ga = p['guidance_shipped'], p['guidance_adapted']
         ch = p['phantom_change']
@@ -131,6 +139,7 @@ def markdown(r: dict) -> str:
             f"| {p['in_style']['nmaae']['z']:.3f} "
             f"| {p['shipped']['nmaae']['z']:.3f} -> {p['adapted']['nmaae']['z']:.3f} "
             f"({p['z_ratio_to_in_style']['shipped']:.2f}x -> {p['z_ratio_to_in_style']['adapted']:.2f}x) "
+            f"| {_deg(p['in_style'])} / {_deg(p['shipped'])} -> {_deg(p['adapted'])} "
             f"| {p['shipped']['mean_sigma2']:.3f} -> {p['adapted']['mean_sigma2']:.3f} "
             f"| {gs['static']['within_5_deg']:.0%} -> {ga['static']['within_5_deg']:.0%} "
             f"| {gs['dynamic']['within_5_deg']:.0%} -> {ga['dynamic']['within_5_deg']:.0%} "

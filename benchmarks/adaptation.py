@@ -100,6 +100,7 @@ def main() -> int:
         patients.append(p)
         print(json.dumps({k: p[k] for k in ('seed', 'z_ratio_to_in_style', 'phantom_change')}), flush=True)
     result = {'style': args.style, 'budget': args.budget, 'steps': int(args.steps), 'holdout': float(args.holdout),
+              'reuse': bool(args.reuse),
               'phantoms': args.phantoms,
               'model': str(shipped),
               'phantoms_shipped': base_phantoms, 'patients': patients, 'wall_s': time.time() - t0,
@@ -123,7 +124,8 @@ def _kept(check: dict | None) -> str:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"Style `{r['style']}` (never trained on), fine-tune budget {r['budget']} per patient, "
+    length = f"{r['steps']} fine-tune steps" if r.get('steps') else f"fine-tune budget {r['budget']}"
+    lines = [f"Style `{r['style']}` (never trained on), {length} per patient, "
              f"forgetting on default-style phantoms {r['phantoms']}; 2 deg calibration steps.", '',
              '| patient | sweep | steps (checkpoint kept) | z in style (shipped) '
              '| z held-out style: shipped -> adapted (x in-style) | z without the reference slice, deg: '
@@ -144,7 +146,8 @@ def markdown(r: dict) -> str:
             f"| {gs['static']['within_5_deg']:.0%} -> {ga['static']['within_5_deg']:.0%} "
             f"| {gs['dynamic']['within_5_deg']:.0%} -> {ga['dynamic']['within_5_deg']:.0%} "
             f"| {ch['x']:+.0%} / {ch['y']:+.0%} / {ch['z']:+.0%} |")
-    lines += ['', f"Wall time {r['wall_s'] / 60:.0f} min."]
+    reused = ' (measurements only: the adapted models of an earlier run in --work, --reuse)' if r.get('reuse') else ''
+    lines += ['', f"Wall time {r['wall_s'] / 60:.0f} min{reused}."]
     return '\n'.join(lines) + '\n'
 
 

@@ -4,6 +4,7 @@ stays up (``shut_down_soon``); a teardown hung in the middleware, GIL held, ends
 the stacks (``arm_teardown_alarm``)."""
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,19 @@ import time
 import pytest
 
 from echoposed_ros.nodes.process import arm_teardown_alarm, shut_down_soon
+
+# rclpy's Future.__del__ reports, at garbage collection, a Task that a signal's KeyboardInterrupt cut
+# short inside its own __init__ (rclpy/task.py: "'Task' object has no attribute '_exception'"). Where
+# the signal lands inside rclpy is timing, not this project's behaviour, so that one message is left
+# out before looking for tracebacks of our own.
+_RCLPY_TASK_GC = re.compile(r"Exception ignored in: <function Future\.__del__ at 0x[0-9a-f]+>\n"
+                            r"Traceback \(most recent call last\):\n(?:  .*\n)*?"
+                            r"AttributeError: 'Task' object has no attribute '_exception'\n?")
+
+
+def _ours(stderr: str) -> str:
+    """``stderr`` without rclpy's report of a Task interrupted while it was being built."""
+    return _RCLPY_TASK_GC.sub('', stderr)
 
 
 class FakeContext:
@@ -200,7 +214,7 @@ def test_a_node_refusing_its_configuration_exits_2_with_one_line(mode, message):
 @pytest.mark.parametrize('mode, code', [('build-interrupted', 0), ('build-interrupted-job', 130)])
 def test_ctrl_c_while_the_node_is_built_is_a_stop(mode, code):
     result = _run_node(mode)
-    assert result.returncode == code and 'Traceback' not in result.stderr, result.stderr
+    assert result.returncode == code and 'Traceback' not in _ours(result.stderr), result.stderr
     assert result.stdout == f'exit {code} armed=False\n'
 
 
@@ -218,7 +232,7 @@ def test_every_way_out_cleans_up_then_tears_down(mode, code, lines):
     result = _run_node(mode)
     assert result.returncode == code, result.stdout + result.stderr
     assert result.stdout.splitlines() == ['ready', *lines], result.stdout
-    assert 'Traceback' not in result.stderr, result.stderr
+    assert 'Traceback' not in _ours(result.stderr), result.stderr
     if mode == 'job-refused':
         assert result.stderr.splitlines() == ['fake: sim/standard_view is not available after 1 s']
 
@@ -235,7 +249,7 @@ def test_a_signal_stops_a_spinning_node_cleanly(stop):
     result = _run_node('spin-forever', stop)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == ['ready', 'cleanup armed=False', 'destroy armed=True', 'exit 0 armed=False']
-    assert 'Traceback' not in result.stderr, result.stderr
+    assert 'Traceback' not in _ours(result.stderr), result.stderr
 
 
 def test_a_hung_teardown_after_a_done_job_is_ended_by_the_alarm():
@@ -262,4 +276,4 @@ def test_a_second_sigint_does_not_cut_the_cleanup_short():
         proc.kill()
     assert proc.returncode == 0, out + err
     assert out.splitlines() == ['cleanup done', 'destroy armed=True', 'exit 0 armed=False'], out + err
-    assert 'Traceback' not in err, err
+    assert 'Traceback' not in _ours(err), err

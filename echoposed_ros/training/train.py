@@ -277,7 +277,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
                     on_log(mean)
             stop = ((cfg.time_limit_s > 0 and elapsed >= cfg.time_limit_s) or step == cfg.stop_at_step
                     or step >= cfg.steps or _over_ranks(got[0], ddp, device, 'MAX') > 0)
-            if check is not None and (step % cfg.sweep_val_every == 0 or stop or step == cfg.steps):
+            if check is not None and (step % cfg.sweep_val_every == 0 or stop):   # stop covers the last step
                 err = sweep_check_deg(model, orch, sweep, frames)
                 log.info('sweep_check_deg=%.3f step=%d', err, step)
                 if err < check['best_deg']:

@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--init-from', metavar='MODEL',
                         help='warm start from a checkpoint (.pt) or an exported model (.onnx): its weights, '
                              'adapters and training config (flags and --config override the config)')
+    parser.add_argument('--distill', type=float, metavar='WEIGHT',
+                        help='with --init-from: keep the warm start as a frozen teacher that reads every slice '
+                             'in the default style, before augmentation, and pull each member towards it with '
+                             'this weight (1 = as much as the pairwise loss): new styles are learnt without '
+                             'losing the default one')
     parser.add_argument('--no-inherit', action='store_true',
                         help="with a warm start, begin from the default config instead of the model's own")
     parser.add_argument('--fresh', action='store_true', help='do not resume from OUT/last.pt')
@@ -105,7 +110,7 @@ def _resolve(args: argparse.Namespace):
     for flag, field in (('out', 'out_dir'), ('seeds', 'train_seeds'), ('style', 'phantom_style'),
                         ('volumes', 'volumes_dir'), ('steps', 'steps'), ('members', 'members'),
                         ('seed', 'seed'), ('threads', 'threads'), ('workers', 'workers'),
-                        ('init_from', 'init_from'), ('device', 'device')):
+                        ('init_from', 'init_from'), ('device', 'device'), ('distill', 'distill_weight')):
         value = getattr(args, flag)
         if value is not None:
             kw[field] = value

@@ -21,8 +21,9 @@ PRECISIONS = ('bf16', 'fp16', 'fp32')
 
 #: What a warm start does not take from the model it starts from: where this run writes and reads
 #: its cache, how long it runs for, this machine's resources, and one patient's adaptation sweep.
-RUN_FIELDS = ('device', 'init_from', 'out_dir', 'phantom_cache_dir', 'stop_at_step', 'sweep_file', 'sweep_holdout',
-              'sweep_val_every', 'sweep_weight', 'threads', 'time_budget_s', 'time_limit_s', 'workers')
+RUN_FIELDS = ('device', 'distill_weight', 'init_from', 'out_dir', 'phantom_cache_dir', 'stop_at_step', 'sweep_file',
+              'sweep_holdout', 'sweep_val_every', 'sweep_weight', 'threads', 'time_budget_s', 'time_limit_s',
+              'workers')
 
 
 @dataclass
@@ -47,6 +48,9 @@ class TrainConfig:
     ckpt_every_s: float = 180.0
     init_from: str = ''              # warm start: model + adapters from this checkpoint or an exported
                                      # .onnx (onnx_import.py); fresh optimiser
+    distill_weight: float = 0.0      # > 0: the warm start stays, frozen, as a teacher: each member is also pulled
+                                     # towards the teacher's member on the clean image of the same slice (the
+                                     # patient in the default style, before augmentation), weight x this
     # --- data ---
     train_seeds: str = '0-199'       # phantom seeds "A-B" (inclusive) when volumes_dir is empty
     phantom_style: str = ''          # phantom style name or file ('' = the default style); 'random': each
@@ -202,6 +206,10 @@ class TrainConfig:
         every = self.sweep_val_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise bad('sweep_val_every', 'a number of steps >= 1')
+        if self.distill_weight < 0:
+            raise bad('distill_weight', 'a weight >= 0 (0 = no teacher)')
+        if self.distill_weight > 0 and not self.init_from:
+            raise bad('distill_weight', '0 without init_from (the teacher is the warm start)')
         if not self.volumes_dir or self.phantom_weight > 0:
             parse_seed_range(self.train_seeds)
         return self

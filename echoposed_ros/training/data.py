@@ -9,7 +9,9 @@ circle about z.
 
 Batch dict: ``image`` float32 (M, 1, H, W) in [0, 1] (0 outside the sector); ``orbit``,
 ``probe`` float64 (M, 3, 3) canonical-gauge pose; ``t`` float64 (M,) phase in cycles;
-``volume`` int (index into the source); ``z_range`` float (rad, the curriculum's half-range).
+``volume`` int (index into the source); ``z_range`` float (rad, the curriculum's half-range); with a
+teacher (``distill_weight`` > 0) also ``clean`` float32 (M, 1, H, W): the same slices as the teacher
+reads them (:meth:`VolumeSource.clean`, no augmentation, no resampling, no style).
 
 Mixed sources (``volumes_dir`` and ``phantom_weight`` > 0): each step's volume is a phantom patient
 with probability ``phantom_weight``, else a file of the folder, each uniform within its source;
@@ -62,7 +64,7 @@ class VolumeSource:
                  phantom_weight: float = 0.0, motion: str = 'default'):
         self.style, self.volumes_dir, self.cache_size, self.motion = style, volumes_dir, max(1, cache), motion
         self.frames, self.cache_dir, self.version = frames, cache_dir, version
-        self._cache: OrderedDict[int, object] = OrderedDict()
+        self._cache: OrderedDict[object, object] = OrderedDict()
         self._factory = factory
         if volumes_dir:
             folder = Path(volumes_dir)
@@ -147,11 +149,26 @@ class VolumeSource:
         return phantom_volume(key, self.style, self.frames, self.cache_dir, self.version, self.motion)
 
     def get(self, i: int):
-        if i in self._cache:
-            self._cache.move_to_end(i)
-            return self._cache[i]
-        vol = self._load(i)
-        self._cache[i] = vol
+        return self._cached(i, lambda: self._load(i))
+
+    def clean(self, i: int):
+        """Volume ``i`` as a teacher sees it (``distill_weight``): a phantom patient drawn in another style than
+        the default one comes in the default style (same anatomy and motion: the style sets only the
+        echo); anything else is ``get(i)`` itself."""
+        if self._factory is not None or not self.is_phantom(i):
+            return self.get(i)
+        seed = self.seeds[i - len(self.files or ())]
+        if resolve_style(self.style, seed) is None:
+            return self.get(i)
+        return self._cached(('clean', i), lambda: phantom_volume(seed, '', self.frames, self.cache_dir, self.version,
+                                                               self.motion))
+
+    def _cached(self, key, load):
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        vol = load()
+        self._cache[key] = vol
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return vol
@@ -346,16 +363,30 @@ def sweep_batch(cfg: TrainConfig, sweep: Sweep, step: int, rank: int = 0, augmen
     rest = pool[rng.integers(len(pool), size=cfg.poses - 2 * len(first))]
     idx = np.concatenate([first, second, rest]).astype(np.int64)
     images = sweep.images[idx].copy()
+    clean = images.copy() if cfg.distill_weight > 0 else None
     R_v, R_p = sweep.orbit[idx], sweep.probe[idx]
     if augmentation:
         sector = SectorGeometry(np.deg2rad(cfg.sector_angle_deg), cfg.sector_depth_mm, cfg.input_size, cfg.input_size)
         images = augment(rng, images, sector, cfg)
     if cfg.mirrors:
-        images = np.concatenate([images, images[:, :, ::-1]])
+        images, clean = _with_mirrors(images), _with_mirrors(clean)
         R_v = np.concatenate([R_v, R_v])
         R_p = np.concatenate([R_p, R_p @ rot_z(np.pi)])
-    return {'image': np.ascontiguousarray(images[:, None], dtype=np.float32), 'orbit': R_v, 'probe': R_p,
-            't': np.full(len(R_v), np.nan), 'volume': -1, 'z_range': float(np.pi), 'step': step}
+    batch = {'image': np.ascontiguousarray(images[:, None], dtype=np.float32), 'orbit': R_v, 'probe': R_p,
+             't': np.full(len(R_v), np.nan), 'volume': -1, 'z_range': float(np.pi), 'step': step}
+    return _put_clean(batch, clean)
+
+
+def _with_mirrors(images: np.ndarray | None) -> np.ndarray | None:
+    """(N, H, W) -> (2N, H, W): the images, then their left-right mirrors (None stays None)."""
+    return None if images is None else np.concatenate([images, images[:, :, ::-1]])
+
+
+def _put_clean(batch: dict, clean: np.ndarray | None) -> dict:
+    """``batch`` with ``clean`` (the teacher's images, as ``image``) when there are any."""
+    if clean is not None:
+        batch['clean'] = np.ascontiguousarray(clean[:, None], dtype=np.float32)
+    return batch
 
 
 def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
@@ -387,6 +418,10 @@ def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
                                         sector)
     else:
         images = slice_batch(vol, R_v, R_p, ts, sector)
+    clean = None
+    if cfg.distill_weight > 0:   # the teacher's view: the same slices of the patient in the default style
+        clean_vol = source.clean(v_index)
+        clean = slice_batch(clean_vol, R_v, R_p, ts, sector) if clean_vol is not vol else images.copy()
     # (its own generator, drawn only when on: configs without it keep their batches)
     style_rng = np.random.default_rng([cfg.seed, 23, step, rank])
     if augmentation and cfg.aug_style > 0 and style_rng.uniform() < cfg.aug_style:
@@ -395,12 +430,13 @@ def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
     if augmentation:
         images = augment(rng, images, sector, cfg)
     if cfg.mirrors and zh >= np.pi:
-        images = np.concatenate([images, images[:, :, ::-1]])
+        images, clean = _with_mirrors(images), _with_mirrors(clean)
         R_v = np.concatenate([R_v, R_v])
         R_p = np.concatenate([R_p, R_p @ rot_z(np.pi)])
         ts = np.concatenate([ts, ts])
-    return {'image': np.ascontiguousarray(images[:, None], dtype=np.float32), 'orbit': R_v,
-            'probe': R_p, 't': ts, 'volume': v_index, 'z_range': zh, 'step': step}
+    batch = {'image': np.ascontiguousarray(images[:, None], dtype=np.float32), 'orbit': R_v,
+             'probe': R_p, 't': ts, 'volume': v_index, 'z_range': zh, 'step': step}
+    return _put_clean(batch, clean)
 
 
 class BatchStream(torch.utils.data.IterableDataset):

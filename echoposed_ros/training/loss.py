@@ -25,7 +25,7 @@ import torch
 from . import TrainingError
 from .config import LOSS_FORMS
 
-__all__ = ['LOSS_FORMS', 'geodesic_angle', 'pair_loss']
+__all__ = ['LOSS_FORMS', 'distill_loss', 'geodesic_angle', 'pair_loss']
 
 
 def geodesic_angle(R: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -84,3 +84,20 @@ def pair_loss(F_v: torch.Tensor, F_p: torch.Tensor, R_v: torch.Tensor, R_p: torc
     lv = _pair_terms(F_v, R_v, form, scale, w_x)
     lp = _pair_terms(F_p, R_p, form, scale, w_x)
     return w_orbit * lv + w_probe * lp, lv, lp
+
+
+def distill_loss(F_v: torch.Tensor, F_p: torch.Tensor, T_v: torch.Tensor, T_p: torch.Tensor,
+                 w_orbit: float = 50.0, w_probe: float = 1.0, scale: float = 0.5236) -> torch.Tensor:
+    """Per-member pull towards a teacher: mean over images of ``w_orbit * rho(angle(F_v^T T_v)) +
+    w_probe * rho(angle(F_p^T T_p))``, rho the Cauchy form with c = ``scale`` (rad; a teacher's gross error
+    weighs little).
+
+    F_*: (N, K, 3, 3) the student's projected member outputs; T_*: (N, K, 3, 3) the teacher's member k on the
+    same slice (no gradient flows into them). Returns (K,), rad^2.
+    """
+    if scale <= 0:
+        raise TrainingError(f'distill scale {scale!r}: expected a positive angle in rad')
+    c2 = scale * scale
+    terms = [torch.log1p(geodesic_angle(F.transpose(-1, -2) @ T.detach().to(F.dtype)).square() / c2) * c2
+             for F, T in ((F_v, T_v), (F_p, T_p))]
+    return (w_orbit * terms[0] + w_probe * terms[1]).mean(0)

@@ -14,6 +14,11 @@ process ignores (a background job's SIGINT) stays ignored.
 Device (``cfg.device``, device.py): model, adapters, batches (moved with ``non_blocking``, pinned by
 the DataLoader on CUDA) and loss on it; checkpoints hold CPU tensors and resume on any device.
 
+Teacher (``cfg.distill_weight`` > 0): the warm start, frozen, reads the clean image of every slice (the patient
+in the default style, before augmentation: data.py) and each training member is pulled towards the teacher's
+member on it (loss.py :func:`distill_loss`), so a style the student sees is read as the teacher reads the
+default one.
+
 Time budget (``cfg.time_budget_s``, budget.py): the step rate is measured over early steps, then
 ``steps`` is set so the schedule ends inside the budget, which also stops the run; the checkpoint
 keeps the measured rate and the steps (``budget``), and a resume keeps that schedule.
@@ -55,7 +60,7 @@ from .device import (
     resolve_device,
     step_optimizers,
 )
-from .loss import pair_loss
+from .loss import distill_loss, pair_loss
 from .optim import build_optimizers, lr_factor, set_lr
 from .svd import project_to_so3
 
@@ -109,6 +114,18 @@ def _over_ranks(n: int, ddp: bool, device: torch.device, op: str) -> int:
     t = torch.tensor([n], device=device)
     dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
     return int(t.item())
+
+
+def _teacher(cfg: TrainConfig, device: torch.device) -> torch.nn.Module | None:
+    """The frozen teacher of ``distill_weight`` > 0: the warm start's network (``init_from``, read again so a
+    resumed run has it too) in eval mode (batch norm on its running statistics, as deployed), no gradients."""
+    if cfg.distill_weight <= 0:
+        return None
+    _, teacher, _, _ = load_checkpoint(cfg.init_from)
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
 
 
 def _write_config(out: Path, cfg: TrainConfig) -> None:
@@ -180,6 +197,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
                                 f'(members, widths, strides must match): {e}') from None
         orch.load_state_dict(init_orch.state_dict())
         log.info('warm start from %s (its step %d)', cfg.init_from, int(init_ck['step']))
+    teacher = _teacher(cfg, device)
     # a time budget sets `steps` once the step rate is measured (budget.py); a resume keeps them
     budget = TimeBudget(cfg, start, wall0, ck.get('budget'))
     cfg = budget.cfg
@@ -239,7 +257,14 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
             F_v, F_p = project_to_so3(raw_v.float()), project_to_so3(raw_p.float())
             loss_k, lv, lp = pair_loss(F_v, F_p, orbit, probe, cfg.w_orbit, cfg.w_probe, cfg.loss,
                                        float(np.deg2rad(cfg.loss_scale_deg)), cfg.w_x)
-            train_loss = loss_k[~frozen].sum() if k > 1 else loss_k.sum()
+            total_k = loss_k
+            if teacher is not None:
+                with torch.no_grad(), autocast():
+                    t_v, t_p = teacher(batch['clean'].to(device, non_blocking=True))
+                dist_k = distill_loss(F_v, F_p, project_to_so3(t_v.float()), project_to_so3(t_p.float()),
+                                      cfg.w_orbit, cfg.w_probe, float(np.deg2rad(cfg.loss_scale_deg)))
+                total_k = loss_k + cfg.distill_weight * dist_k
+            train_loss = total_k[~frozen].sum() if k > 1 else total_k.sum()
             for o in opts:
                 o.zero_grad(set_to_none=True)
             scaler.scale(train_loss).backward()
@@ -253,6 +278,8 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
             rec = {'loss': float(loss_k[tr].mean()), 'val': float(loss_k[frozen].mean()) if k > 1 else float('nan'),
                    'orbit': float(lv[tr].mean()), 'probe': float(lp[tr].mean()),
                    'res_v_deg': float(np.rad2deg(res_v)), 'res_p_deg': float(np.rad2deg(res_p))}
+            if teacher is not None:
+                rec['distill'] = float(dist_k.detach()[tr].mean())
             for key, val in rec.items():
                 acc.setdefault(key, []).append(val)
             bar.update(1)

@@ -211,3 +211,17 @@ def test_the_shipped_model_carries_its_recipe(capsys):
 def test_a_missing_warm_start_names_the_file(tmp_path, capsys):
     assert main(['train', '--init-from', str(tmp_path / 'nope.pt'), '--print-config']) == 2
     assert 'nope.pt' in capsys.readouterr().out
+
+
+def test_distill_is_a_run_field_a_warm_start_does_not_pass_on(warm_source, tmp_path, capsys):
+    assert main(['train', '--init-from', str(warm_source), '--distill', '2', '--print-config']) == 0
+    assert json.loads(capsys.readouterr().out)['distill_weight'] == 2.0
+    # a model trained with a teacher: a warm start from it gets none unless it asks
+    with_teacher = train(TrainConfig(out_dir=str(tmp_path / 't'), train_seeds='0-1', input_size=32, poses=4,
+                                     members=2, widths=(4, 4, 8, 8), steps=1, warmup_steps=1, workers=0,
+                                     phantom_cache_dir='', threads=1, init_from=str(warm_source),
+                                     distill_weight=1.0), factory=TOY, progress=False)
+    assert main(['train', '--init-from', str(with_teacher), '--print-config']) == 0
+    assert json.loads(capsys.readouterr().out)['distill_weight'] == 0.0
+    assert main(['train', '--distill', '1', '--print-config']) == 2
+    assert 'distill_weight' in capsys.readouterr().out

@@ -205,3 +205,51 @@ def test_volume_source_describes_its_data(tmp_path):
                               'generator_version': 0}
     with pytest.raises(ValueError, match='not a folder'):
         VolumeSource(volumes_dir=str(tmp_path / 'nope'))
+
+
+def test_a_teacher_reads_the_same_slices_of_the_patient_in_the_default_style(monkeypatch, tmp_path):
+    """distill_weight > 0: 'clean' holds the slices of the batch's poses and phases, cut from the seed's
+    default-style patient when it was drawn in another style, else the slices before any augmentation."""
+    from echoposed_ros.training import data
+    from echoposed_sim import phantom
+
+    def fake(seed, style, frames, heart=None):        # a styled patient: the same toy heart, grey levels flipped
+        v = toy_volume(seed, n=20, frames=frames, spacing=8.0)
+        return v if style is None else replace(v, data=(1.0 - v.data).astype(np.float32))
+
+    monkeypatch.setattr(phantom, 'make_phantom', fake)
+    cfg = _cfg(train_seeds='0-9', phantom_style='random:0.5', phantom_frames=2, phantom_cache_dir=str(tmp_path),
+               init_from='teacher.onnx', distill_weight=1.0, z_ramp_steps=0)
+    source = VolumeSource.from_config(cfg)
+    assert 'clean' not in make_batch(cfg.replace(distill_weight=0.0), source, 0, augmentation=False)
+    seen = set()
+    for step in range(12):
+        b = make_batch(cfg, source, step, augmentation=False)
+        seed = source.seeds[b['volume']]
+        assert b['clean'].shape == b['image'].shape and b['clean'].dtype == np.float32
+        n = len(b['t']) // 2
+        sector = SectorGeometry(np.deg2rad(cfg.sector_angle_deg), cfg.sector_depth_mm, 32, 32)
+        default = slice_batch(fake(seed, None, 2), b['orbit'][:n], b['probe'][:n], b['t'][:n], sector)
+        np.testing.assert_allclose(b['clean'][:n, 0], default, atol=1e-6)
+        np.testing.assert_allclose(b['clean'][n:, 0], default[:, :, ::-1], atol=1e-6)   # the mirrors too
+        styled = data.seed_style(seed, cfg.phantom_style) == 'random'
+        assert np.array_equal(b['clean'], b['image']) != styled
+        seen.add(styled)
+    assert seen == {True, False}
+    # grey remaps and crops change the student's images, not the teacher's (a zoom changes both: the same slice)
+    cfg = cfg.replace(aug_zoom=0.0, aug_grey=1.0, aug_sector_crop=1.0)
+    b, plain = make_batch(cfg, source, 3), make_batch(cfg, source, 3, augmentation=False)
+    assert np.array_equal(b['clean'], plain['clean']) and not np.array_equal(b['image'], plain['image'])
+
+
+def test_a_sweep_batch_gives_the_teacher_its_frames_before_augmentation(tmp_path):
+    from echoposed_ros.training.data import Sweep, sweep_batch
+    rng = np.random.default_rng(0)
+    n = 12
+    sweep = Sweep(rng.uniform(0, 1, (n, 32, 32)).astype(np.float32), np.stack([np.eye(3)] * n),
+                  np.stack([rot_z(0.1 * i) for i in range(n)]), np.repeat(np.arange(4), 3))
+    cfg = _cfg(init_from='teacher.onnx', distill_weight=1.0, aug_grey=1.0)
+    b = sweep_batch(cfg, sweep, 0)
+    assert b['clean'].shape == b['image'].shape and not np.array_equal(b['clean'], b['image'])
+    plain = sweep_batch(cfg, sweep, 0, augmentation=False)
+    assert np.array_equal(b['clean'], plain['clean']) and np.array_equal(plain['clean'], plain['image'])

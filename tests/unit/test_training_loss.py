@@ -105,3 +105,29 @@ def test_bad_form_named():
     R = _rots(2, 0)
     with pytest.raises(ValueError, match='huber'):
         pair_loss(R[:, None], R[:, None], R, R, form='huber')
+
+
+def test_distill_loss_is_zero_on_the_teacher_and_matches_a_naive_sum():
+    from echoposed_ros.training import TrainingError
+    from echoposed_ros.training.loss import distill_loss
+    rng = np.random.default_rng(4)
+    n, k = 6, 3
+    rot = lambda m: torch.tensor(Rotation.random(m, random_state=rng).as_matrix().reshape(-1, 3, 3))  # noqa: E731
+    F_v, F_p, T_v, T_p = (rot(n * k).view(n, k, 3, 3) for _ in range(4))
+    assert torch.allclose(distill_loss(F_v, F_p, F_v, F_p), torch.zeros(k, dtype=torch.float64), atol=1e-8)
+    c = 0.4
+    got = distill_loss(F_v, F_p, T_v, T_p, w_orbit=7.0, w_probe=2.0, scale=c)
+    want = torch.zeros(k, dtype=torch.float64)
+    for m in range(k):
+        for i in range(n):
+            for w, F, T in ((7.0, F_v, T_v), (2.0, F_p, T_p)):
+                a = Rotation.from_matrix((F[i, m].T @ T[i, m]).numpy()).magnitude()
+                want[m] += w * c * c * np.log1p(a * a / (c * c)) / n
+    assert torch.allclose(got, want, atol=1e-6)
+    # the teacher gets no gradient; the student does
+    F_v.requires_grad_(True)
+    T_v.requires_grad_(True)
+    distill_loss(F_v, F_p, T_v, T_p).sum().backward()
+    assert F_v.grad is not None and float(F_v.grad.abs().sum()) > 0 and T_v.grad is None
+    with pytest.raises(TrainingError, match='distill scale'):
+        distill_loss(F_v, F_p, T_v, T_p, scale=0.0)

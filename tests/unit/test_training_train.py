@@ -79,6 +79,29 @@ def test_warm_start_takes_weights_and_adapters_and_refuses_another_layout(tmp_pa
               progress=False)
 
 
+def test_a_teacher_holds_the_members_near_the_warm_start(tmp_path):
+    src = train(_cfg(tmp_path / 'src', steps=4), factory=TOY, progress=False)
+    _, teacher, _, _ = load_checkpoint(src)
+    images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def drift(distill_weight: float) -> float:
+        logs = []
+        out = tmp_path / f'd{distill_weight}'
+        train(_cfg(out, steps=8, init_from=str(src), distill_weight=distill_weight, muon_lr=0.05),
+              factory=TOY, progress=False, on_log=logs.append)
+        assert all(('distill' in r) == (distill_weight > 0) for r in logs)
+        _, model, _, _ = load_checkpoint(out / 'last.pt')
+        with torch.no_grad():
+            a, b = (torch.cat(m.eval()(images), 1) for m in (model, teacher))
+        return float((a - b).square().mean())
+
+    free, held = drift(0.0), drift(50.0)
+    assert held < 0.5 * free, (held, free)
+    assert 'distill=' in (tmp_path / 'd50.0' / 'train.log').read_text()
+    with pytest.raises(TrainingError, match='distill_weight.*init_from'):
+        _cfg(tmp_path / 'x', distill_weight=1.0).validated()
+
+
 def test_validation_member_does_not_update(tmp_path):
     # one step: member step % K = 0 rests, the others move
     train(_cfg(tmp_path, steps=1, warmup_steps=1), factory=TOY, progress=False)

@@ -20,10 +20,10 @@ PRECISIONS = ('bf16', 'fp16', 'fp32')
 
 
 #: What a warm start does not take from the model it starts from: where this run writes and reads
-#: its cache, how long it runs for, this machine's resources, and one patient's adaptation sweep.
-RUN_FIELDS = ('device', 'distill_weight', 'init_from', 'out_dir', 'phantom_cache_dir', 'stop_at_step', 'sweep_file',
-              'sweep_holdout', 'sweep_val_every', 'sweep_weight', 'threads', 'time_budget_s', 'time_limit_s',
-              'workers')
+#: its cache, how long it runs for, this machine's resources, one patient's adaptation sweep and a teacher.
+RUN_FIELDS = ('device', 'distill_phases', 'distill_weight', 'init_from', 'out_dir', 'phantom_cache_dir',
+              'stop_at_step', 'sweep_file', 'sweep_holdout', 'sweep_val_every', 'sweep_weight', 'threads',
+              'time_budget_s', 'time_limit_s', 'workers')
 
 
 @dataclass
@@ -51,6 +51,9 @@ class TrainConfig:
     distill_weight: float = 0.0      # > 0: the warm start stays, frozen, as a teacher: each member is also pulled
                                      # towards the teacher's member on the clean image of the same slice (the
                                      # patient in the default style, before augmentation), weight x this
+    distill_phases: int = 1          # the teacher reads each pose at this many phases spread over the cycle (the
+                                     # slice's own first) and teaches their mean: a reading the heartbeat does
+                                     # not move (1 = the slice's own phase only)
     # --- data ---
     train_seeds: str = '0-199'       # phantom seeds "A-B" (inclusive) when volumes_dir is empty
     phantom_style: str = ''          # phantom style name or file ('' = the default style); 'random': each
@@ -208,6 +211,9 @@ class TrainConfig:
             raise bad('sweep_val_every', 'a number of steps >= 1')
         if self.distill_weight < 0:
             raise bad('distill_weight', 'a weight >= 0 (0 = no teacher)')
+        phases = self.distill_phases
+        if isinstance(phases, bool) or not isinstance(phases, int) or not 1 <= phases <= 8:
+            raise bad('distill_phases', 'a whole number of phases in [1, 8]')
         if self.distill_weight > 0 and not self.init_from:
             raise bad('distill_weight', '0 without init_from (the teacher is the warm start)')
         if not self.volumes_dir or self.phantom_weight > 0:

@@ -10,8 +10,9 @@ circle about z.
 Batch dict: ``image`` float32 (M, 1, H, W) in [0, 1] (0 outside the sector); ``orbit``,
 ``probe`` float64 (M, 3, 3) canonical-gauge pose; ``t`` float64 (M,) phase in cycles;
 ``volume`` int (index into the source); ``z_range`` float (rad, the curriculum's half-range); with a
-teacher (``distill_weight`` > 0) also ``clean`` float32 (M, 1, H, W): the same slices as the teacher
-reads them (:meth:`VolumeSource.clean`, no augmentation, no resampling, no style).
+teacher (``distill_weight`` > 0) also ``clean`` float32 (P M, 1, H, W): the same slices as the teacher
+reads them (:meth:`VolumeSource.clean`, no augmentation, no resampling, no style), phase-major: block j
+holds the poses at phase ``t + j / P`` (P = ``distill_phases``; sweep batches, whose phase is unknown, P = 1).
 
 Mixed sources (``volumes_dir`` and ``phantom_weight`` > 0): each step's volume is a phantom patient
 with probability ``phantom_weight``, else a file of the folder, each uniform within its source;
@@ -363,13 +364,13 @@ def sweep_batch(cfg: TrainConfig, sweep: Sweep, step: int, rank: int = 0, augmen
     rest = pool[rng.integers(len(pool), size=cfg.poses - 2 * len(first))]
     idx = np.concatenate([first, second, rest]).astype(np.int64)
     images = sweep.images[idx].copy()
-    clean = images.copy() if cfg.distill_weight > 0 else None
+    clean = [images.copy()] if cfg.distill_weight > 0 else None
     R_v, R_p = sweep.orbit[idx], sweep.probe[idx]
     if augmentation:
         sector = SectorGeometry(np.deg2rad(cfg.sector_angle_deg), cfg.sector_depth_mm, cfg.input_size, cfg.input_size)
         images = augment(rng, images, sector, cfg)
     if cfg.mirrors:
-        images, clean = _with_mirrors(images), _with_mirrors(clean)
+        images, clean = _with_mirrors(images), _blocks_with_mirrors(clean)
         R_v = np.concatenate([R_v, R_v])
         R_p = np.concatenate([R_p, R_p @ rot_z(np.pi)])
     batch = {'image': np.ascontiguousarray(images[:, None], dtype=np.float32), 'orbit': R_v, 'probe': R_p,
@@ -377,15 +378,19 @@ def sweep_batch(cfg: TrainConfig, sweep: Sweep, step: int, rank: int = 0, augmen
     return _put_clean(batch, clean)
 
 
-def _with_mirrors(images: np.ndarray | None) -> np.ndarray | None:
-    """(N, H, W) -> (2N, H, W): the images, then their left-right mirrors (None stays None)."""
-    return None if images is None else np.concatenate([images, images[:, :, ::-1]])
+def _with_mirrors(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) -> (2N, H, W): the images, then their left-right mirrors."""
+    return np.concatenate([images, images[:, :, ::-1]])
 
 
-def _put_clean(batch: dict, clean: np.ndarray | None) -> dict:
-    """``batch`` with ``clean`` (the teacher's images, as ``image``) when there are any."""
+def _blocks_with_mirrors(blocks: list[np.ndarray] | None) -> list[np.ndarray] | None:
+    return None if blocks is None else [_with_mirrors(b) for b in blocks]
+
+
+def _put_clean(batch: dict, clean: list[np.ndarray] | None) -> dict:
+    """``batch`` with ``clean``, the teacher's (N, H, W) blocks one after the other, when there are any."""
     if clean is not None:
-        batch['clean'] = np.ascontiguousarray(clean[:, None], dtype=np.float32)
+        batch['clean'] = np.ascontiguousarray(np.concatenate(clean)[:, None], dtype=np.float32)
     return batch
 
 
@@ -421,7 +426,9 @@ def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
     clean = None
     if cfg.distill_weight > 0:   # the teacher's view: the same slices of the patient in the default style
         clean_vol = source.clean(v_index)
-        clean = slice_batch(clean_vol, R_v, R_p, ts, sector) if clean_vol is not vol else images.copy()
+        clean = [images.copy() if j == 0 and clean_vol is vol else
+                 slice_batch(clean_vol, R_v, R_p, (ts + j / cfg.distill_phases) % 1.0, sector)
+                 for j in range(cfg.distill_phases)]
     # (its own generator, drawn only when on: configs without it keep their batches)
     style_rng = np.random.default_rng([cfg.seed, 23, step, rank])
     if augmentation and cfg.aug_style > 0 and style_rng.uniform() < cfg.aug_style:
@@ -430,7 +437,7 @@ def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
     if augmentation:
         images = augment(rng, images, sector, cfg)
     if cfg.mirrors and zh >= np.pi:
-        images, clean = _with_mirrors(images), _with_mirrors(clean)
+        images, clean = _with_mirrors(images), _blocks_with_mirrors(clean)
         R_v = np.concatenate([R_v, R_v])
         R_p = np.concatenate([R_p, R_p @ rot_z(np.pi)])
         ts = np.concatenate([ts, ts])

@@ -17,7 +17,8 @@ the DataLoader on CUDA) and loss on it; checkpoints hold CPU tensors and resume 
 Teacher (``cfg.distill_weight`` > 0): the warm start, frozen, reads the clean image of every slice (the patient
 in the default style, before augmentation: data.py) and each training member is pulled towards the teacher's
 member on it (loss.py :func:`distill_loss`), so a style the student sees is read as the teacher reads the
-default one.
+default one; with ``distill_phases`` P > 1 the target is the teacher's mean reading of the pose over P phases
+of the cycle, which the heartbeat does not move.
 
 Time budget (``cfg.time_budget_s``, budget.py): the step rate is measured over early steps, then
 ``steps`` is set so the schedule ends inside the budget, which also stops the run; the checkpoint
@@ -259,10 +260,15 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
                                        float(np.deg2rad(cfg.loss_scale_deg)), cfg.w_x)
             total_k = loss_k
             if teacher is not None:
-                with torch.no_grad(), autocast():
-                    t_v, t_p = teacher(batch['clean'].to(device, non_blocking=True))
-                dist_k = distill_loss(F_v, F_p, project_to_so3(t_v.float()), project_to_so3(t_p.float()),
-                                      cfg.w_orbit, cfg.w_probe, float(np.deg2rad(cfg.loss_scale_deg)))
+                with torch.no_grad():
+                    clean = batch['clean'].to(device, non_blocking=True)
+                    with autocast():
+                        t_v, t_p = teacher(clean)
+                    # phase-major blocks (data.py): the teacher's mean reading over the phases of each pose
+                    phases = clean.shape[0] // image.shape[0]
+                    t_v, t_p = (project_to_so3(t.float().view(phases, *F_v.shape).mean(0)) for t in (t_v, t_p))
+                dist_k = distill_loss(F_v, F_p, t_v, t_p, cfg.w_orbit, cfg.w_probe,
+                                      float(np.deg2rad(cfg.loss_scale_deg)))
                 total_k = loss_k + cfg.distill_weight * dist_k
             train_loss = total_k[~frozen].sum() if k > 1 else total_k.sum()
             for o in opts:

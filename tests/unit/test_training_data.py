@@ -236,6 +236,15 @@ def test_a_teacher_reads_the_same_slices_of_the_patient_in_the_default_style(mon
         assert np.array_equal(b['clean'], b['image']) != styled
         seen.add(styled)
     assert seen == {True, False}
+    # distill_phases 3: three blocks, the poses at their own phase, a third and two thirds of a cycle on
+    b = make_batch(cfg.replace(distill_phases=3), source, 5, augmentation=False)
+    m = len(b['t'])
+    assert b['clean'].shape == (3 * m, 1, 32, 32)
+    seed = source.seeds[b['volume']]
+    for j in range(3):
+        want = slice_batch(fake(seed, None, 2), b['orbit'][:n], b['probe'][:n], (b['t'][:n] + j / 3) % 1.0, sector)
+        np.testing.assert_allclose(b['clean'][j * m:j * m + n, 0], want, atol=1e-6)
+        np.testing.assert_allclose(b['clean'][j * m + n:(j + 1) * m, 0], want[:, :, ::-1], atol=1e-6)
     # grey remaps and crops change the student's images, not the teacher's (a zoom changes both: the same slice)
     cfg = cfg.replace(aug_zoom=0.0, aug_grey=1.0, aug_sector_crop=1.0)
     b, plain = make_batch(cfg, source, 3), make_batch(cfg, source, 3, augmentation=False)

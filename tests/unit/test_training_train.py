@@ -97,6 +97,11 @@ def test_a_teacher_holds_the_members_near_the_warm_start(tmp_path):
 
     free, held = drift(0.0), drift(50.0)
     assert held < 0.5 * free, (held, free)
+    # a teacher that reads each pose at two phases: its mean reading is the target
+    logs = []
+    train(_cfg(tmp_path / 'phases', steps=2, init_from=str(src), distill_weight=1.0, distill_phases=2),
+          factory=TOY, progress=False, on_log=logs.append)
+    assert logs and all(r['distill'] > 0 for r in logs)
     assert 'distill=' in (tmp_path / 'd50.0' / 'train.log').read_text()
     with pytest.raises(TrainingError, match='distill_weight.*init_from'):
         _cfg(tmp_path / 'x', distill_weight=1.0).validated()

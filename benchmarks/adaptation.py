@@ -64,6 +64,7 @@ def main() -> int:
     ap.add_argument('--budget', default='5m', help='fine-tune time per patient')
     ap.add_argument('--steps', default='0', help='fine-tune steps per patient instead of --budget (0: the budget)')
     ap.add_argument('--holdout', default='0.25', help="share of the sweep's holds that picks the checkpoint (0: last)")
+    ap.add_argument('--distill', default='0', help='weight of the shipped model as a teacher on the phantom steps')
     ap.add_argument('--phantoms', default='1000-1004', help='default-style held-out phantoms (forgetting)')
     ap.add_argument('--runs', type=int, default=40, help='guidance runs per patient, static and beating each')
     ap.add_argument('--model', default='models/echoposed_k5.onnx')
@@ -84,7 +85,7 @@ def main() -> int:
         if not (args.reuse and (d / 'adapted.onnx').is_file()):
             _run([str(ECHOPOSED), 'adapt', '--sim', str(seed), '--style', args.style, '--start-seed', str(seed),
                   '--out', str(d), '--budget', args.budget, '--holdout', args.holdout,
-                  '--steps', args.steps])
+                  '--steps', args.steps, '--distill', args.distill])
         adapted = d / 'adapted.onnx'
         record = json.loads((d / 'adapt.json').read_text())
         p = {'seed': seed, 'sweep_s': record['recording']['duration_s'], 'sweep_frames': record['sweep']['frames'],
@@ -100,6 +101,7 @@ def main() -> int:
         patients.append(p)
         print(json.dumps({k: p[k] for k in ('seed', 'z_ratio_to_in_style', 'phantom_change')}), flush=True)
     result = {'style': args.style, 'budget': args.budget, 'steps': int(args.steps), 'holdout': float(args.holdout),
+              'distill': float(args.distill),
               'reuse': bool(args.reuse),
               'phantoms': args.phantoms,
               'model': str(shipped),
@@ -125,6 +127,8 @@ def _kept(check: dict | None) -> str:
 
 def markdown(r: dict) -> str:
     length = f"{r['steps']} fine-tune steps" if r.get('steps') else f"fine-tune budget {r['budget']}"
+    if r.get('distill'):
+        length += f", the shipped model as a teacher on the phantom steps (weight {r['distill']:g})"
     lines = [f"Style `{r['style']}` (never trained on), {length} per patient, "
              f"forgetting on default-style phantoms {r['phantoms']}; 2 deg calibration steps.", '',
              '| patient | sweep | steps (checkpoint kept) | z in style (shipped) '

@@ -31,7 +31,9 @@ class AdaptSettings:
     learning rate (AdamW at a tenth); workers, threads, device: as ``echoposed train``; steps > 0: that
     many steps instead of a time budget; freeze_bn: batch norm keeps the model's running statistics;
     holdout: share of the sweep's holds kept out of training, whose relative-pose error picks the exported
-    checkpoint (0: the last one); check_every: steps between two such checks."""
+    checkpoint (0: the last one); check_every: steps between two such checks; distill: weight of the model
+    itself as a frozen teacher on the phantom steps (``TrainConfig.distill_weight``; 0 = none): it holds
+    what the phantoms taught while the sweep's steps learn the patient."""
 
     budget_s: float = 300.0
     sweep_weight: float = 0.5
@@ -46,6 +48,7 @@ class AdaptSettings:
     freeze_bn: bool = True
     holdout: float = 0.25
     check_every: int = 100
+    distill: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.budget_s > 0:
@@ -58,6 +61,8 @@ class AdaptSettings:
             raise AdaptError(f'steps {self.steps!r}; expected a whole number >= 0 (0: the time budget)')
         if not 0 <= self.holdout <= 0.5:
             raise AdaptError(f'holdout {self.holdout!r}; expected a share of the sweep holds in [0, 0.5]')
+        if not 0 <= self.distill < float('inf'):
+            raise AdaptError(f'distill {self.distill!r}; expected a weight >= 0 (0: no teacher)')
 
 
 def prepare_sweep(recording: Recording, model: str | Path, out: str | Path, pose_config: str | Path | None = None
@@ -104,7 +109,7 @@ def adapt_config(model: str | Path, sweep_file: str | Path, out_dir: str | Path,
                        workers=settings.workers, threads=settings.threads, device=settings.device,
                        seed=settings.seed, phantom_cache_dir=cache_dir, ckpt_every_s=1e9,
                        freeze_bn=settings.freeze_bn, sweep_holdout=settings.holdout,
-                       sweep_val_every=settings.check_every)
+                       sweep_val_every=settings.check_every, distill_weight=settings.distill)
 
 
 def adapt_model(recording: Recording, model: str | Path, out_dir: str | Path, settings: AdaptSettings | None = None,

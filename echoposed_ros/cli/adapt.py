@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--holdout', type=float, default=0.25,
                         help="share of the sweep's held poses kept out of training; the checkpoint that reads them "
                              'best is exported (0: the last one)')
+    parser.add_argument('--distill', type=float, default=0.0,
+                        help='weight of the model itself as a frozen teacher on the phantom steps: it holds what '
+                             "the phantoms taught while the sweep's steps learn the patient (0: none)")
     parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument('--cache', default='out/cache/phantoms', help='phantom cache folder')
     parser.add_argument('--record-only', action='store_true', help='write OUT/recording.npz and stop')
@@ -112,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model else default_model_path()
     settings = AdaptSettings(budget_s=parse_duration(args.budget), sweep_weight=args.sweep_weight,
                              phantom_seeds=args.phantom_seeds, muon_lr=args.lr, device=args.device,
-                             holdout=args.holdout, steps=args.steps)
+                             holdout=args.holdout, steps=args.steps, distill=args.distill)
     path = adapt_model(rec, model, out, settings, progress=args.progress, cache_dir=args.cache)
     record = json.loads((out / 'adapt.json').read_text())
     print(f'{path}: adapted from {model} on {record["sweep"]["frames"]} sweep frames, {record["steps"]} steps in '

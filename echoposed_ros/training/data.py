@@ -12,7 +12,8 @@ Batch dict: ``image`` float32 (M, 1, H, W) in [0, 1] (0 outside the sector); ``o
 ``volume`` int (index into the source); ``z_range`` float (rad, the curriculum's half-range); with a
 teacher (``distill_weight`` > 0) also ``clean`` float32 (P M, 1, H, W): the same slices as the teacher
 reads them (:meth:`VolumeSource.clean`, no augmentation, no resampling, no style), phase-major: block j
-holds the poses at phase ``t + j / P`` (P = ``distill_phases``; sweep batches, whose phase is unknown, P = 1).
+holds the poses at phase ``t + j / P`` (P = ``distill_phases``). Sweep batches have none: the teacher
+keeps what the volumes taught, the patient's own frames are learnt freely.
 
 Mixed sources (``volumes_dir`` and ``phantom_weight`` > 0): each step's volume is a phantom patient
 with probability ``phantom_weight``, else a file of the folder, each uniform within its source;
@@ -364,18 +365,16 @@ def sweep_batch(cfg: TrainConfig, sweep: Sweep, step: int, rank: int = 0, augmen
     rest = pool[rng.integers(len(pool), size=cfg.poses - 2 * len(first))]
     idx = np.concatenate([first, second, rest]).astype(np.int64)
     images = sweep.images[idx].copy()
-    clean = [images.copy()] if cfg.distill_weight > 0 else None
     R_v, R_p = sweep.orbit[idx], sweep.probe[idx]
     if augmentation:
         sector = SectorGeometry(np.deg2rad(cfg.sector_angle_deg), cfg.sector_depth_mm, cfg.input_size, cfg.input_size)
         images = augment(rng, images, sector, cfg)
     if cfg.mirrors:
-        images, clean = _with_mirrors(images), _blocks_with_mirrors(clean)
+        images = _with_mirrors(images)
         R_v = np.concatenate([R_v, R_v])
         R_p = np.concatenate([R_p, R_p @ rot_z(np.pi)])
-    batch = {'image': np.ascontiguousarray(images[:, None], dtype=np.float32), 'orbit': R_v, 'probe': R_p,
-             't': np.full(len(R_v), np.nan), 'volume': -1, 'z_range': float(np.pi), 'step': step}
-    return _put_clean(batch, clean)
+    return {'image': np.ascontiguousarray(images[:, None], dtype=np.float32), 'orbit': R_v, 'probe': R_p,
+            't': np.full(len(R_v), np.nan), 'volume': -1, 'z_range': float(np.pi), 'step': step}
 
 
 def _with_mirrors(images: np.ndarray) -> np.ndarray:

@@ -17,7 +17,8 @@ the DataLoader on CUDA) and loss on it; checkpoints hold CPU tensors and resume 
 Teacher (``cfg.distill_weight`` > 0): the warm start, frozen, reads the clean image of every slice (the patient
 in the default style, before augmentation: data.py) and each training member is pulled towards the teacher's
 member on it (loss.py :func:`distill_loss`), so a style the student sees is read as the teacher reads the
-default one; with ``distill_phases`` P > 1 the target is the teacher's mean reading of the pose over P phases
+default one, and a fine-tune on other data (an adaptation sweep, whose batches have no teacher) keeps what
+the volumes taught; with ``distill_phases`` P > 1 the target is the teacher's mean reading of the pose over P phases
 of the cycle, which the heartbeat does not move.
 
 Time budget (``cfg.time_budget_s``, budget.py): the step rate is measured over early steps, then
@@ -259,7 +260,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
             loss_k, lv, lp = pair_loss(F_v, F_p, orbit, probe, cfg.w_orbit, cfg.w_probe, cfg.loss,
                                        float(np.deg2rad(cfg.loss_scale_deg)), cfg.w_x)
             total_k = loss_k
-            if teacher is not None:
+            if teacher is not None and 'clean' in batch:   # volume batches (data.py)
                 with torch.no_grad():
                     clean = batch['clean'].to(device, non_blocking=True)
                     with autocast():
@@ -284,7 +285,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
             rec = {'loss': float(loss_k[tr].mean()), 'val': float(loss_k[frozen].mean()) if k > 1 else float('nan'),
                    'orbit': float(lv[tr].mean()), 'probe': float(lp[tr].mean()),
                    'res_v_deg': float(np.rad2deg(res_v)), 'res_p_deg': float(np.rad2deg(res_p))}
-            if teacher is not None:
+            if teacher is not None and 'clean' in batch:
                 rec['distill'] = float(dist_k.detach()[tr].mean())
             for key, val in rec.items():
                 acc.setdefault(key, []).append(val)

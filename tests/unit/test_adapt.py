@@ -263,6 +263,29 @@ def test_sweep_batches_take_their_share_and_leave_other_configs_unchanged(tmp_pa
         make_batch(bad, source, 0)
 
 
+def test_a_teacher_reads_the_phantom_steps_of_an_adaptation_and_not_the_sweep(tmp_path):
+    from echoposed_ros.adapt.finetune import AdaptSettings, adapt_config
+    from echoposed_ros.training.train import train
+    s = _sweep()
+    path = tmp_path / 'sweep.npz'
+    np.savez(path, images=s.images, orbit=s.orbit, probe=s.probe, hold=s.hold)
+    src = train(TrainConfig(out_dir=str(tmp_path / 'src'), train_seeds='0-1', input_size=32, poses=4, members=3,
+                            widths=(4, 4, 8, 8), steps=2, warmup_steps=1, z_ramp_steps=0, workers=0,
+                            phantom_cache_dir=''), factory=TOY, progress=False)
+    cfg = adapt_config(src, path, tmp_path / 'adapt', AdaptSettings(steps=12, workers=0, phantom_seeds='0-1',
+                                                                    holdout=0.0, distill=2.0), cache_dir='')
+    assert cfg.distill_weight == 2.0 and cfg.init_from == str(src)
+    logs = []
+    train(cfg.replace(log_every=1), factory=TOY, progress=False, on_log=logs.append)
+    from echoposed_ros.training.data import VolumeSource
+    source = VolumeSource.from_config(cfg, TOY)
+    on_sweep = [make_batch(cfg, source, r['step'] - 1)['volume'] == -1 for r in logs]
+    assert len(logs) == 12 and 0 < sum(on_sweep) < 12
+    assert [('distill' in r) for r in logs] == [not x for x in on_sweep]
+    with pytest.raises(AdaptError, match='distill'):
+        AdaptSettings(distill=-1.0)
+
+
 def test_held_out_holds_are_spread_over_the_sweep_and_never_drawn():
     rng = np.random.default_rng(1)
     hold = np.concatenate([np.repeat(np.arange(27), 5), [-1, -1]])

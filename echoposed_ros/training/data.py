@@ -160,7 +160,7 @@ class VolumeSource:
         if self._factory is not None or not self.is_phantom(i):
             return self.get(i)
         seed = self.seeds[i - len(self.files or ())]
-        if resolve_style(self.style, seed) is None:
+        if not seed_style(seed, self.style):   # drawn in the default style (no style file read per step)
             return self.get(i)
         return self._cached(('clean', i), lambda: phantom_volume(seed, '', self.frames, self.cache_dir, self.version,
                                                                self.motion))

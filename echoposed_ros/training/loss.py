@@ -42,6 +42,12 @@ def _vee_skew(R: torch.Tensor) -> torch.Tensor:
     return torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
 
 
+def _cauchy(a2: torch.Tensor, scale: float) -> torch.Tensor:
+    """rho(a) = c^2 log(1 + a^2 / c^2) of squared angles ``a2`` (rad^2), c = ``scale`` (rad)."""
+    c2 = scale * scale
+    return c2 * torch.log1p(a2 / c2)
+
+
 def _pair_terms(F: torch.Tensor, R: torch.Tensor, form: str, scale: float, w_x: float = 1.0) -> torch.Tensor:
     """F (N, K, 3, 3) projected outputs, R (N, 3, 3) pose factor -> (K,) mean over pairs i < j;
     scale: c of the 'cauchy' form in rad; w_x: weight of errors about the poses' own x axes:
@@ -63,7 +69,7 @@ def _pair_terms(F: torch.Tensor, R: torch.Tensor, form: str, scale: float, w_x: 
         ux2 = 0.5 * ((u * Rt[i][:, None, :, 0]).sum(-1).square() + (u * Rt[j][:, None, :, 0]).sum(-1).square())
         a2 = a2 * (1.0 + (w_x - 1.0) * ux2 / (u.square().sum(-1) + 1e-12))
     if form == 'cauchy':
-        return (scale * scale * torch.log1p(a2 / (scale * scale))).mean(0)
+        return _cauchy(a2, scale).mean(0)
     return a2.mean(0)
 
 
@@ -97,7 +103,6 @@ def distill_loss(F_v: torch.Tensor, F_p: torch.Tensor, T_v: torch.Tensor, T_p: t
     """
     if scale <= 0:
         raise TrainingError(f'distill scale {scale!r}: expected a positive angle in rad')
-    c2 = scale * scale
-    terms = [torch.log1p(geodesic_angle(F.transpose(-1, -2) @ T.detach().to(F.dtype)).square() / c2) * c2
+    terms = [_cauchy(geodesic_angle(F.transpose(-1, -2) @ T.detach().to(F.dtype)).square(), scale)
              for F, T in ((F_v, T_v), (F_p, T_p))]
     return (w_orbit * terms[0] + w_probe * terms[1]).mean(0)

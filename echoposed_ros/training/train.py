@@ -260,7 +260,8 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
             loss_k, lv, lp = pair_loss(F_v, F_p, orbit, probe, cfg.w_orbit, cfg.w_probe, cfg.loss,
                                        float(np.deg2rad(cfg.loss_scale_deg)), cfg.w_x)
             total_k = loss_k
-            if teacher is not None and 'clean' in batch:   # volume batches (data.py)
+            taught = teacher is not None and 'clean' in batch   # volume batches (data.py)
+            if taught:
                 with torch.no_grad():
                     clean = batch['clean'].to(device, non_blocking=True)
                     with autocast():
@@ -285,7 +286,7 @@ def train(cfg: TrainConfig, resume: bool = True, factory=None, progress: bool = 
             rec = {'loss': float(loss_k[tr].mean()), 'val': float(loss_k[frozen].mean()) if k > 1 else float('nan'),
                    'orbit': float(lv[tr].mean()), 'probe': float(lp[tr].mean()),
                    'res_v_deg': float(np.rad2deg(res_v)), 'res_p_deg': float(np.rad2deg(res_p))}
-            if teacher is not None and 'clean' in batch:
+            if taught:
                 rec['distill'] = float(dist_k.detach()[tr].mean())
             for key, val in rec.items():
                 acc.setdefault(key, []).append(val)

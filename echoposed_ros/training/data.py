@@ -416,16 +416,17 @@ def make_batch(cfg: TrainConfig, source: VolumeSource, step: int, rank: int = 0,
     sector = SectorGeometry(np.deg2rad(cfg.sector_angle_deg), cfg.sector_depth_mm * zoom,
                             cfg.input_size, cfg.input_size)
     # (draws for aug_resample only when it is on: configs without it keep their batches)
-    if augmentation and cfg.aug_resample > 0 and rng.uniform() < cfg.aug_resample:
+    resampled = augmentation and cfg.aug_resample > 0 and rng.uniform() < cfg.aug_resample
+    if resampled:
         size = int(round(cfg.input_size * rng.uniform(1.0, cfg.aug_resample_max)))
         images = resampled_like_runtime(slice_batch(vol, R_v, R_p, ts, replace(sector, height=size, width=size)),
                                         sector)
     else:
         images = slice_batch(vol, R_v, R_p, ts, sector)
     clean = None
-    if cfg.distill_weight > 0:   # the teacher's view: the same slices of the patient in the default style
+    if cfg.distill_weight > 0:   # the teacher's view: the same slices, direct, of the patient in the default style
         clean_vol = source.clean(v_index)
-        clean = [images.copy() if j == 0 and clean_vol is vol else
+        clean = [images.copy() if j == 0 and clean_vol is vol and not resampled else
                  slice_batch(clean_vol, R_v, R_p, (ts + j / cfg.distill_phases) % 1.0, sector)
                  for j in range(cfg.distill_phases)]
     # (its own generator, drawn only when on: configs without it keep their batches)

@@ -249,6 +249,11 @@ def test_a_teacher_reads_the_same_slices_of_the_patient_in_the_default_style(mon
     cfg = cfg.replace(aug_zoom=0.0, aug_grey=1.0, aug_sector_crop=1.0)
     b, plain = make_batch(cfg, source, 3), make_batch(cfg, source, 3, augmentation=False)
     assert np.array_equal(b['clean'], plain['clean']) and not np.array_equal(b['image'], plain['image'])
+    # a batch resampled like a runtime frame: the teacher still reads the direct slices
+    cfg = cfg.replace(aug_grey=0.0, aug_sector_crop=0.0, aug_resample=1.0)
+    for step in range(4):
+        b, plain = make_batch(cfg, source, step), make_batch(cfg, source, step, augmentation=False)
+        assert np.array_equal(b['clean'], plain['clean']) and not np.array_equal(b['image'], plain['image'])
 
 
 def test_a_sweep_batch_has_no_teacher_images(tmp_path):

@@ -170,6 +170,17 @@ class Estimator:
             return np.zeros((0, 3, 3)), np.zeros((0, 3, 3)), np.zeros(0)
         return np.concatenate(orbits), np.concatenate(probes), np.concatenate(sigma2)
 
+    def predict_members(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Model-geometry float images ``(N, H, W)`` -> aligned members (orbit (N, K, 3, 3), probe (N, K, 3, 3),
+        not gauge-fixed) and sigma2 (N,) rad^2; as :meth:`predict`, without the means."""
+        x = np.asarray(images, dtype=np.float32)
+        k = self.members
+        if x.shape[0] == 0:
+            return np.zeros((0, k, 3, 3)), np.zeros((0, k, 3, 3)), np.zeros(0)
+        parts = [self._members(x[i:i + batch_size])[:2] for i in range(0, x.shape[0], batch_size)]
+        A_v, A_p = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return A_v, A_p, mean_and_sigma2(A_v, A_p).sigma2
+
     def _members(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Model inputs (N, H, W) -> aligned members projected to SO(3), each (N, K, 3, 3), and the call's seconds."""
         t0 = time.perf_counter()

@@ -45,6 +45,14 @@ PARAMS = (
           'built with it at start-up)', read_only=True),
     Param('input_timeout', 3.0, 's without any image on the input topic after which /diagnostics warns '
           '(naming the topic and transport)' + _LIVE),
+    Param('fusion_window', 1.0, 's, cycle fusion: each published pose fuses the frames of this long (about one '
+          "cardiac cycle), carried to the newest by the arm's measured motion on probe/pose "
+          '(docs/estimator.md); 0 = every frame alone' + _LIVE),
+    Param('orbit_radius', 0.1, 'm, probe apex to heart centre, for carrying fused frames across slides' + _LIVE),
+    Param('fusion_max_sigma2', 0.5, 'rad^2, frames less sure than this are not fused (and one such newest '
+          'frame is published alone)' + _LIVE),
+    Param('arm_pose_tolerance', 0.05, 's, a frame is fused only with an arm pose (probe/pose) stamped within '
+          'this of its image; otherwise fusion starts afresh' + _LIVE),
 )
 
 
@@ -63,6 +71,10 @@ class PoseNodeConfig:
     publish_members: bool
     diagnostics_period: float
     input_timeout: float = 3.0
+    fusion_window: float = 1.0
+    orbit_radius: float = 0.1
+    fusion_max_sigma2: float = 0.5
+    arm_pose_tolerance: float = 0.05
 
     def estimator_kwargs(self) -> dict[str, Any]:
         """The :class:`~echoposed_ros.estimator.Estimator` keywords these settings give (all but
@@ -86,6 +98,13 @@ class PoseNodeConfig:
             raise ConfigError(f"diagnostics_period = {v['diagnostics_period']} s; expected > 0")
         if not v['input_timeout'] > 0:
             raise ConfigError(f"input_timeout = {v['input_timeout']} s; expected > 0")
+        for key, unit in (('fusion_window', 's'), ('arm_pose_tolerance', 's')):
+            if not (math.isfinite(v[key]) and v[key] >= 0):
+                raise ConfigError(f'{key} = {v[key]} {unit}; expected a finite time >= 0')
+        if not (math.isfinite(v['orbit_radius']) and v['orbit_radius'] > 0):
+            raise ConfigError(f"orbit_radius = {v['orbit_radius']} m; expected a positive length")
+        if not v['fusion_max_sigma2'] > 0:
+            raise ConfigError(f"fusion_max_sigma2 = {v['fusion_max_sigma2']} rad^2; expected > 0")
         model = Path(v['model_path']) if v['model_path'] else models_dir() / DEFAULT_MODEL
         return cls(model_path=model, input_transport=v['input_transport'],
                    intra_op_threads=int(v['intra_op_threads']), fan=v['fan'],
@@ -94,7 +113,9 @@ class PoseNodeConfig:
                    frame_id=v['frame_id'],
                    publish_members=bool(v['publish_members']),
                    diagnostics_period=float(v['diagnostics_period']),
-                   input_timeout=float(v['input_timeout']))
+                   input_timeout=float(v['input_timeout']), fusion_window=float(v['fusion_window']),
+                   orbit_radius=float(v['orbit_radius']), fusion_max_sigma2=float(v['fusion_max_sigma2']),
+                   arm_pose_tolerance=float(v['arm_pose_tolerance']))
 
 
 def pose_config_from_yaml(path: str | Path | None = None) -> PoseNodeConfig:

@@ -6,6 +6,13 @@ frames instead of queueing them. Publishes ``echoposed/pose`` (``EchoPose``, sta
 the image) and ``/diagnostics`` (rate, latency, sigma^2, rejected inputs). Serves
 ``echoposed/estimate`` (``EstimatePose``): estimate one given image (used to set targets).
 
+Cycle fusion (``fusion_window`` > 0, :mod:`echoposed_ros.estimator.fusion`): the node also subscribes
+``probe/pose`` (``geometry_msgs/PoseStamped``, the probe's pose as the arm measures it: orientation = probe
+axes, position = apex in m, any fixed frame) and publishes, for each image, the fusion of the confident frames
+of the last ``fusion_window`` s carried to this image's pose by the arm's motion; ``uncertainty`` stays the
+newest frame's own sigma^2 and the members are the fused members. A frame with no arm pose stamped within
+``arm_pose_tolerance`` of it is published alone, fusion starts afresh and ``/diagnostics`` warns.
+
 A malformed image (wrong size, step or length, unknown encoding, more than
 ``estimator.MAX_PIXELS`` pixels, a compressed stream that does not decode, a blank frame) is
 rejected, counted and reported with its reason on ``/diagnostics`` and in the log; the node keeps
@@ -18,17 +25,20 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from typing import Any
 
 import rclpy
 from echoposed_msgs.msg import EchoPose
 from echoposed_msgs.srv import EstimatePose
+from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
 from ..config.pose import NODE_NAME, PARAMS, PoseNodeConfig
 from ..estimator import Estimate, Estimator, EstimatorError
-from .convert import compressed_msg_to_array, echopose_msg, image_msg_to_array
+from ..estimator.fusion import ArmPose, CycleFusion, FusedEstimate
+from .convert import compressed_msg_to_array, echopose_msg, image_msg_to_array, pose_stamped_to_arrays, stamp_ns
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import declare_all, watch_parameters
 from .process import run_node
@@ -51,6 +61,12 @@ class PoseNode(Node):
             self._input = self.create_subscription(CompressedImage, 'probe/image/compressed', self._on_compressed,
                                                    NEWEST_FRAME)
         self.create_service(EstimatePose, 'echoposed/estimate', self._on_estimate)
+        # the arm's measured probe poses by stamp (ns), for cycle fusion; about 2 s at 100 Hz
+        self._arm: deque[tuple[int, ArmPose]] = deque(maxlen=256)
+        self.create_subscription(PoseStamped, 'probe/pose', self._on_arm_pose, 50)
+        self.fusion = self._fusion(self.config)
+        self._fused_frames = 0
+        self._unfused = 0            # frames published alone for want of an arm pose, since the last report
         self.diagnostics = DiagnosticsPublisher(self, 'echoposed_pose: estimator', str(self.config.model_path))
         self.create_timer(self.config.diagnostics_period, self._publish_diagnostics)
         # Counters for /diagnostics since the last report (and in total for rejections).
@@ -69,6 +85,10 @@ class PoseNode(Node):
         watch_parameters(self, PARAMS, self._check_config, self._set_config)
         self.get_logger().info(f'model {self.config.model_path} ({self.estimator.members} members, input '
                                f'{self.estimator.input_shape[0]}x{self.estimator.input_shape[1]})')
+
+    @staticmethod
+    def _fusion(config: PoseNodeConfig) -> CycleFusion:
+        return CycleFusion(config.fusion_window, config.orbit_radius, config.fusion_max_sigma2)
 
     def _frame_id(self, config: PoseNodeConfig) -> str:
         return config.frame_id or str(self.estimator.model.info.metadata.get('model_name', 'echoposed'))
@@ -97,6 +117,7 @@ class PoseNode(Node):
                                    f'fan {config.fan}, detect_threshold {config.detect_threshold:g}')
             self.diagnostics.hardware_id = str(config.model_path)
         self.config = config
+        self.fusion = self._fusion(config)   # a new model's members are in another frame; new settings start afresh
         self.frame_id = self._frame_id(config)
 
     # -- inputs ----------------------------------------------------------------------------------
@@ -107,17 +128,44 @@ class PoseNode(Node):
     def _on_compressed(self, msg: CompressedImage) -> None:
         self._handle(msg.header, lambda: compressed_msg_to_array(msg, 'probe/image/compressed'))
 
+    def _on_arm_pose(self, msg: PoseStamped) -> None:
+        try:
+            R, apex = pose_stamped_to_arrays(msg, 'probe/pose')
+        except ValueError as exc:   # a bad arm pose is dropped: frames near it are then published alone
+            self.get_logger().warning(f'probe/pose dropped: {exc}', throttle_duration_sec=1.0)
+            return
+        self._arm.append((stamp_ns(msg.header), ArmPose(R, apex)))
+
+    def _arm_at(self, stamp: int) -> ArmPose | None:
+        """The arm pose stamped nearest ``stamp`` (ns), if within ``arm_pose_tolerance``."""
+        if not self._arm:
+            return None
+        t, arm = min(self._arm, key=lambda item: abs(item[0] - stamp))
+        return arm if abs(t - stamp) <= self.config.arm_pose_tolerance * 1e9 else None
+
+    def _fuse(self, header: Any, estimate: Estimate) -> Estimate | FusedEstimate:
+        if self.config.fusion_window <= 0:
+            return estimate
+        stamp = stamp_ns(header)
+        arm = self._arm_at(stamp)
+        if arm is None:
+            self._unfused += 1
+        fused = self.fusion.add(stamp * 1e-9, estimate.member_orbits, estimate.member_probes, estimate.sigma2, arm)
+        self._fused_frames = fused.frames
+        return fused
+
     def _handle(self, header: Any, decode: Any) -> None:
         self.received += 1
         self._last_input = time.monotonic()
         try:
             array, encoding = decode()
             estimate = self.estimator.estimate(array, encoding)
+            published = self._fuse(header, estimate)
         except Exception as exc:   # an input must never end the node: it is rejected
             self._reject(_reason(exc))
             return
         self.estimated += 1
-        self.pose_pub.publish(self._to_msg(header, estimate))
+        self.pose_pub.publish(self._to_msg(header, published, estimate.inference_s))
         now = self.get_clock().now()
         latency = (now - rclpy.time.Time.from_msg(header.stamp, clock_type=now.clock_type)).nanoseconds * 1e-9
         self._count += 1
@@ -131,10 +179,10 @@ class PoseNode(Node):
         self._last_rejection = why
         self.get_logger().warning(f'rejected input: {why}', throttle_duration_sec=1.0)
 
-    def _to_msg(self, header: Any, e: Estimate) -> EchoPose:
+    def _to_msg(self, header: Any, e: Estimate | FusedEstimate, inference_s: float) -> EchoPose:
         header.frame_id = self.frame_id
         members = (e.member_orbits, e.member_probes) if self.config.publish_members else (None, None)
-        return echopose_msg(header, e.orbit, e.probe, e.sigma2, *members, inference_s=e.inference_s)
+        return echopose_msg(header, e.orbit, e.probe, e.sigma2, *members, inference_s=inference_s)
 
     def _on_estimate(self, request: EstimatePose.Request, response: EstimatePose.Response) -> EstimatePose.Response:
         try:
@@ -146,7 +194,7 @@ class PoseNode(Node):
             response.success, response.message = False, why
             return response
         response.success, response.message = True, f'sigma2 = {estimate.sigma2:.4g} rad^2'
-        response.pose = self._to_msg(request.image.header, estimate)
+        response.pose = self._to_msg(request.image.header, estimate, estimate.inference_s)
         return response
 
     # -- diagnostics -----------------------------------------------------------------------------
@@ -173,9 +221,16 @@ class PoseNode(Node):
             'input_transport': self.config.input_transport,
             'received_inputs': self.received,
             'seconds_since_input': silent,
+            'fusion_window_s': self.config.fusion_window,
+            'fused_frames': self._fused_frames,
+            'unfused_for_want_of_arm_pose': self._unfused,
         }
         if self._rejected_in_window:
             level, message = WARN, f'{self._rejected_in_window} input(s) rejected: {self._last_rejection}'
+        elif self._unfused:
+            level = WARN
+            message = (f'cycle fusion: {self._unfused} frame(s) published alone, no arm pose on probe/pose within '
+                       f'{self.config.arm_pose_tolerance:g} s of their stamp (set fusion_window 0 without an arm)')
         elif silent >= self.config.input_timeout:
             level = WARN
             message = (f'no image for {silent:.1f} s on {self.input_topic} ({self.config.input_transport} '
@@ -189,6 +244,7 @@ class PoseNode(Node):
         self._count = 0
         self._latency_sum = self._inference_sum = 0.0
         self._rejected_in_window = 0
+        self._unfused = 0
 
 
 def _reason(exc: Exception) -> str:

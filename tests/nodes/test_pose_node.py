@@ -322,3 +322,66 @@ def test_a_new_model_is_swapped_in_while_running(graph, model_path, tmp_path):
     assert node.config.model_path == other and node.estimator.members == 3
     e = node.estimator.estimate(fan_image())
     assert np.allclose(Rotation.from_matrix(e.probe).as_rotvec(), [0, 0, -0.8], atol=1e-4)
+
+
+def _arm_pose_msg(stamp, turn_z: float):
+    from geometry_msgs.msg import PoseStamped
+    msg = PoseStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = 'world'
+    x, y, z, w = Rotation.from_rotvec([0.0, 0.0, turn_z]).as_quat()
+    msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w = x, y, z, w
+    msg.pose.position.z = -0.1
+    return msg
+
+
+def test_cycle_fusion_carries_the_last_frames_by_the_arms_motion_and_warns_without_an_arm(graph, model_path):
+    """The synthetic model reads every image alike; the arm turns the probe 0.3 rad about the beam between
+    two frames, so the fused pose of the second is the mean of its own reading and the first's carried
+    by that turn: the probe factor turned about z by half of it. Without an arm pose: published alone, WARN."""
+    node = make_pose_node(graph, model_path, fusion_window=1.0, diagnostics_period=0.2)
+    client = graph.node('client')
+    poses: list[EchoPose] = []
+    diags: list[DiagnosticArray] = []
+    client.create_subscription(EchoPose, 'echoposed/pose', poses.append, 10)
+    client.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    images = client.create_publisher(Image, 'probe/image', 10)
+    from geometry_msgs.msg import PoseStamped
+    arm = client.create_publisher(PoseStamped, 'probe/pose', 10)
+    assert wait_for(lambda: images.get_subscription_count() > 0 and arm.get_subscription_count() > 0)
+    own = Rotation.from_rotvec([0, 0, 0.5]).as_matrix()
+    for i, turn in enumerate((0.0, 0.3)):
+        header = Image().header
+        header.stamp.sec, header.stamp.nanosec = 100, i * 100_000_000
+        arm.publish(_arm_pose_msg(header.stamp, turn))
+        assert wait_for(lambda count=i + 1: len(node._arm) == count, timeout=5)
+        # re-sent until estimated (depth-1 input): copies of one stamp count once
+        msg, n = array_to_image_msg(fan_image(), header), len(poses)
+        assert wait_for(lambda msg=msg, n=n: (images.publish(msg), len(poses) > n)[1], timeout=10)
+    probe = quaternion_msg_to_matrix(poses[-1].probe)
+    turned = Rotation.from_matrix(own.T @ probe).as_rotvec()
+    # the canonical gauge moves the orbit's twist into the probe factor; the fused turn about the beam is 0.15 rad
+    assert turned[2] == pytest.approx(0.15, abs=0.01)
+    assert poses[-1].uncertainty == pytest.approx(SPREAD ** 2, rel=1e-3)   # the newest frame's own sigma^2
+    assert node._fused_frames == 2
+    header = Image().header
+    header.stamp.sec = 200                                                   # no arm pose near this stamp
+    n = len(poses)
+    msg = array_to_image_msg(fan_image(), header)
+    assert wait_for(lambda: (images.publish(msg), len(poses) > n)[1], timeout=10)
+    assert node._fused_frames == 1
+    assert np.allclose(quaternion_msg_to_matrix(poses[-1].probe), own, atol=1e-5)
+
+    def warned() -> bool:
+        return any(s.level == b'\x01' and 'probe/pose' in s.message for d in diags for s in d.status)
+    assert wait_for(warned, timeout=5), [s.message for d in diags for s in d.status]
+
+
+def test_fusion_parameters_are_checked():
+    from echoposed_ros.config.errors import ConfigError
+    from echoposed_ros.config.pose import PoseNodeConfig
+    values = {p.name: p.default for p in PARAMS}
+    for key, bad in (('fusion_window', -1.0), ('orbit_radius', 0.0), ('fusion_max_sigma2', 0.0),
+                     ('arm_pose_tolerance', float('nan'))):
+        with pytest.raises(ConfigError, match=key):
+            PoseNodeConfig.from_parameters({**values, key: bad})

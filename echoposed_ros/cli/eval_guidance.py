@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--mirror', action=argparse.BooleanOptionalAction, default=None,
                         help='test-time mirroring: each image also runs flipped (2K members); default: the '
                              "pose node's mirror_tta in config/pose.yaml")
+    parser.add_argument('--fusion-window', type=float, default=None, metavar='S',
+                        help="s, the pose node's cycle fusion (docs/estimator.md); 0 = every frame alone; default: "
+                             "fusion_window in config/pose.yaml")
     parser.add_argument('--frame-size', type=int, default=0, metavar='N',
                         help='estimate from N x N 8-bit frames mapped onto the model by the estimator with the '
                              "pose node's fan settings (config/pose.yaml), as in the ROS loop (the simulator "
@@ -140,6 +143,20 @@ def _pose_mirror_default() -> bool:
     return pose_config_from_yaml().mirror_tta
 
 
+def _fusion(args: argparse.Namespace) -> tuple[float, float]:
+    """(window s, max sigma^2 rad^2) of the pose node's cycle fusion: ``--fusion-window`` (else
+    ``fusion_window`` of config/pose.yaml, as the pose node runs) and ``fusion_max_sigma2`` of that file. Off
+    for the oracle unless asked: its random left factor turns the probe's axes (``A_p != I``), which no motion
+    of the arm can carry (docs/estimator.md, "Cycle fusion")."""
+    from echoposed_ros.config.pose import pose_config_from_yaml
+    pose = pose_config_from_yaml()
+    default = 0.0 if args.oracle else pose.fusion_window
+    window = default if args.fusion_window is None else args.fusion_window
+    if not (0 <= window < float('inf')):
+        raise UsageError(f'--fusion-window {window}: expected a time >= 0 (s)')
+    return float(window), pose.fusion_max_sigma2
+
+
 def _estimator(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     """(PoseEstimator, slicing sector, model path or None)."""
     from echoposed_ros.eval.guidance import ModelEstimator, OracleEstimator
@@ -176,13 +193,16 @@ def run(args: argparse.Namespace) -> int:
         config = load_controller_config(args.controller)
         estimator, sector, model = _estimator(args)
         datasets = _datasets(args)
+        fusion = _fusion(args)
         results = [evaluate_dataset(name, loaders, estimator, config, protocol, sector, source=source,
-                                    progress=not args.quiet) for name, loaders, source in datasets]
+                                    progress=not args.quiet, fusion_window_s=fusion[0], fusion_max_sigma2=fusion[1])
+                   for name, loaders, source in datasets]
     except EchoposedError as exc:
         print(f'echoposed eval guidance: {exc}', file=sys.stderr)
         return 2
     meta: dict[str, Any] = {
-        'estimator': estimator.name, 'model': model, 'mirror_tta': bool(args.mirror), 'controller': asdict(config),
+        'estimator': estimator.name, 'model': model, 'mirror_tta': bool(args.mirror),
+        'fusion_window_s': fusion[0], 'fusion_max_sigma2': fusion[1], 'controller': asdict(config),
         'protocol': protocol_json(protocol), 'sector': asdict(sector),
         'created_utc': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
         'wall_s': time.perf_counter() - t0,

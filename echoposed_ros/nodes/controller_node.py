@@ -54,8 +54,9 @@ from std_srvs.srv import Trigger
 from ..adapt import AdaptError
 from ..adapt.sweep import SweepRun, SweepSettings, plan_sweep, sweep_step
 from ..config.params import Param
+from ..estimator.fusion import fuse_still
 from ..estimator.image import image_to_float
-from ..geometry import CartesianTwist
+from ..geometry import CartesianTwist, matrix_to_quat_xyzw, quat_xyzw_to_matrix
 from ..policy import (
     ControllerConfig,
     ControlOutput,
@@ -503,30 +504,47 @@ class ControllerNode(Node):
         return ViewMatcher(stack, fan_mask(stack, self.node_config.fan_threshold), self.config.match_smoothing)
 
     def _target_from_image(self, request: SetTarget.Request) -> tuple[Target, float]:
+        """The target pose of an image request: the pose node's estimate of the image, or of every frame of the
+        cine fused (``fuse_still``: the cycle's mean pose, as the pose node's cycle fusion reads live frames)."""
         service = self.estimate_client.srv_name
         timeout = self.node_config.estimate_timeout
         if not self.estimate_client.wait_for_service(timeout_sec=timeout):
             raise PolicyError(f"image target: the pose node's service {service} (EstimatePose) is not available "
                               f'after {timeout:g} s; start echoposed_pose, or set a KIND_POSE or KIND_VIEW target')
+        images = list(request.cine) if request.cine else [request.image]
+        poses = [self._estimate(image, f'SetTarget.cine[{i}]' if request.cine else 'SetTarget.image')
+                 for i, image in enumerate(images)]
+        sigma2 = float(np.median([p.uncertainty for p in poses]))
+        if not sigma2 <= self.config.uncertainty_threshold:
+            raise PolicyError(f'image target: the estimate is uncertain (sigma^2 = {sigma2:.3g} rad^2 > '
+                              f'uncertainty_threshold {self.config.uncertainty_threshold:g}'
+                              + (', median over the cine' if len(poses) > 1 else '') + '); is the view in the image?')
+        frame = poses[0].header.frame_id
+        if len(poses) == 1:
+            q_v, q_p, m_v, m_p = _quaternions(poses[0])
+        else:
+            fused = fuse_still(*_members_of(poses), np.array([p.uncertainty for p in poses]),
+                               self.config.uncertainty_threshold)
+            q_v, q_p = matrix_to_quat_xyzw(fused.orbit).tolist(), matrix_to_quat_xyzw(fused.probe).tolist()
+            m_v = matrix_to_quat_xyzw(fused.member_orbits).tolist()
+            m_p = matrix_to_quat_xyzw(fused.member_probes).tolist()
+        return target_from_quaternions(q_v, q_p, 'image', TargetKind.IMAGE, frame, m_v, m_p), sigma2
+
+    def _estimate(self, image: Image, what: str) -> EchoPose:
+        """The pose node's answer for one image (PolicyError naming ``what`` when there is none)."""
+        service = self.estimate_client.srv_name
+        timeout = self.node_config.estimate_timeout
         done = threading.Event()
-        image = request.image if request.image.data or not request.cine else request.cine[0]
         future = self.estimate_client.call_async(EstimatePose.Request(image=image))
         future.add_done_callback(lambda _: done.set())
         if not done.wait(timeout):
             self.estimate_client.remove_pending_request(future)
-            raise PolicyError(f'image target: {service} gave no answer within {timeout:g} s')
+            raise PolicyError(f'image target: {service} gave no answer for {what} within {timeout:g} s')
         result = future.result()
         if result is None or not result.success:
             why = result.message if result is not None else 'no response'
-            raise PolicyError(f'image target: {service} could not estimate the image: {why}')
-        pose = result.pose
-        if not pose.uncertainty <= self.config.uncertainty_threshold:
-            raise PolicyError(f'image target: the estimate is uncertain (sigma^2 = {pose.uncertainty:.3g} rad^2 > '
-                              f'uncertainty_threshold {self.config.uncertainty_threshold:g}); '
-                              'is the view in the image?')
-        q_v, q_p, m_v, m_p = _quaternions(pose)
-        target = target_from_quaternions(q_v, q_p, 'image', TargetKind.IMAGE, pose.header.frame_id, m_v, m_p)
-        return target, float(pose.uncertainty)
+            raise PolicyError(f'image target: {service} could not estimate {what}: {why}')
+        return result.pose
 
     # -- diagnostics -----------------------------------------------------------------------------
 
@@ -561,6 +579,17 @@ class ControllerNode(Node):
                   GuidanceState.MISMATCH, GuidanceState.RECOVERING, GuidanceState.EXPLORING, GuidanceState.LOST)
         level = WARN if state in unsure else OK
         self.diagnostics.publish(level, f'{state.label}: {out.cue}' if out else state.label, values)
+
+
+def _members_of(poses: list[EchoPose]) -> tuple[np.ndarray, np.ndarray]:
+    """Members (N, K, 3, 3) of N estimates: their own members when every one has the same number, else each
+    estimate's mean as its one member."""
+    counts = {len(p.member_orbit) for p in poses} | {len(p.member_probe) for p in poses}
+    def mats(qs: Any) -> np.ndarray:
+        return quat_xyzw_to_matrix(np.array([[q.x, q.y, q.z, q.w] for q in qs], dtype=np.float64))
+    if len(counts) == 1 and 0 not in counts:
+        return np.stack([mats(p.member_orbit) for p in poses]), np.stack([mats(p.member_probe) for p in poses])
+    return np.stack([mats([p.orbit]) for p in poses]), np.stack([mats([p.probe]) for p in poses])
 
 
 def _quaternions(msg: EchoPose) -> tuple[list[float], list[float], list[list[float]], list[list[float]]]:

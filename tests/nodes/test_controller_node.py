@@ -425,6 +425,34 @@ def test_members_on_pose_and_image_target_give_ungauged_body_twists(graph):
     assert node._last.ungauged
 
 
+def test_a_cine_target_is_the_pose_of_its_frames_fused(graph):
+    """Every cine frame goes to the pose node's service; the target is their fused (mean) pose, as the pose
+    node's cycle fusion reads live frames, not the first frame's phase."""
+    from echoposed_ros.nodes.convert import array_to_image_msg, quaternion_msg_to_matrix
+    make_controller(graph)
+    h = Harness(graph)
+    turns = {10: -0.1, 20: 0.0, 30: 0.2}       # the frame's brightness -> its phase's turn about the beam
+    asked = []
+
+    def estimate(request, response):
+        turn = turns[int(request.image.data[0])]
+        asked.append(turn)
+        pose = (TARGET[0], TARGET[1] @ rot_z(turn))
+        response.success, response.message = True, 'ok'
+        response.pose = pose_msg(pose, sigma2=0.001, members=[pose])
+        return response
+
+    h.node.create_service(EstimatePose, 'echoposed/estimate', estimate)
+    request = SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE)
+    request.cine = [array_to_image_msg(np.full((16, 16), v, np.uint8), EchoPose().header) for v in turns]
+    res = h.call(h.set_target, request)
+    assert res.success, res.message
+    assert sorted(asked) == sorted(turns.values())
+    fused = (quaternion_msg_to_matrix(res.target.orbit), quaternion_msg_to_matrix(res.target.probe))
+    expected = gauge_fix((TARGET[0], TARGET[1] @ rot_z(np.mean(list(turns.values())))))
+    np.testing.assert_allclose(fused[0] @ fused[1], expected.orbit @ expected.probe, atol=2e-3)
+
+
 def test_uncertain_image_target_is_refused(graph):
     node = make_controller(graph)
     h = Harness(graph)

@@ -40,3 +40,30 @@ def test_a_phase_blind_estimator_has_no_spread_and_the_partners_are_10_to_20_deg
 
     still = phase_invariance(vols, constant, SECTOR, PhaseProtocol(poses=5))
     assert still['median_spread_deg'] == pytest.approx(0.0, abs=1e-6) and np.isnan(still['ratio'])
+
+
+def test_cycle_fusion_takes_most_of_the_phase_out_of_the_published_estimate():
+    """The same phase-driven fake estimator as above, as members (K = 2): the pose node's fused estimate
+    over about a cycle moves far less across the cycle than single frames, over the same poses."""
+    from echoposed_ros.eval.phase import fused_phase_invariance
+
+    vols = [toy_volume(s, n=24, frames=4, spacing=6.0) for s in (0, 1)]
+
+    def members(images):
+        m = images.reshape(len(images), -1).mean(axis=1)
+        probe = rot_x(m * 10.0)
+        return (np.broadcast_to(np.eye(3), (len(images), 2, 3, 3)), np.stack([probe, probe], axis=1),
+                np.zeros(len(images)))
+
+    def single(images):
+        v, p, s = members(images)
+        return v[:, 0], p[:, 0], s
+
+    frame = phase_invariance(vols, single, SECTOR, PhaseProtocol(poses=5))
+    cycle = vols[0].cycle_s                   # 4 frames a cycle: a window of 0.6 cycle fuses 3 of them
+    fused = fused_phase_invariance(vols, members, SECTOR, 0.6 * cycle, PhaseProtocol(poses=5))
+    assert fused['poses'] == 10 and fused['fusion_window_s'] == pytest.approx(0.6 * cycle)
+    assert 10.0 <= fused['median_true_distance_deg'] <= 20.0
+    assert 0 < fused['median_spread_deg'] < 0.5 * frame['median_spread_deg']
+    whole = fused_phase_invariance(vols, members, SECTOR, 0.8 * cycle, PhaseProtocol(poses=5))
+    assert whole['median_spread_deg'] == pytest.approx(0.0, abs=1e-6)   # the window holds exactly one cycle

@@ -55,12 +55,14 @@ def _load(item: VolumeSource) -> Volume:
 def evaluate_dataset(name: str, volumes: Sequence[VolumeSource], estimator: PoseEstimator,
                      config: ControllerConfig, protocol: GuidanceProtocol, sector: SectorGeometry, *,
                      source: dict[str, Any] | None = None, progress: bool = False,
-                     inter: bool = True) -> DatasetResult:
+                     inter: bool = True, fusion_window_s: float = 0.0,
+                     fusion_max_sigma2: float = 0.5) -> DatasetResult:
     """Intra static, intra dynamic and inter-patient runs on ``volumes`` (Volumes, or zero-argument
     callables loading one, so that only one or two volumes are in memory at a time).
 
     Inter-patient: volume ``i`` is guided to the views of the next volume with views (cyclic);
     skipped (``inter: None``) with fewer than two volumes or when no other volume has views.
+    ``fusion_window_s``, ``fusion_max_sigma2``: the pose node's cycle fusion (:func:`guide`).
     """
     n = len(volumes)
     if n == 0:
@@ -90,7 +92,8 @@ def evaluate_dataset(name: str, volumes: Sequence[VolumeSource], estimator: Pose
         # every run of this volume in lockstep: one estimator call per step for all of them
         results += guide(v, specs, estimator, config, sector=sector, rate_hz=protocol.rate_hz,
                          max_seconds=protocol.max_seconds, stop_on_converged=protocol.stop_on_converged,
-                         robot=protocol.robot)
+                         robot=protocol.robot, fusion_window_s=fusion_window_s,
+                         fusion_max_sigma2=fusion_max_sigma2)
         if bar is not None:
             bar.update(1)
         del v

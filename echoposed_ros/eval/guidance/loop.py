@@ -16,6 +16,7 @@ from echoposed_sim.session import SimSession
 from echoposed_sim.volume import Volume
 from echoposed_sim.world import make_world
 
+from ...estimator.fusion import CycleFusion, fuse_still, heart_pose_to_arm
 from ...geometry import Pose, effective_error, matrix_to_quat_xyzw
 from ...policy import (
     ControllerConfig,
@@ -29,7 +30,7 @@ from ...policy import (
     target_from_quaternions,
 )
 from .errors import GuidanceError
-from .estimators import PoseEstimator, check_estimate
+from .estimators import BatchEstimate, PoseEstimator, check_estimate
 from .protocol import RunSpec
 from .result import RunResult
 
@@ -57,9 +58,27 @@ def _sessions(volume: Volume, dynamic: Sequence[bool], sector: SectorGeometry, r
     return out
 
 
+def _fused_cine_targets(t_est: BatchEstimate, specs: Sequence[RunSpec], estimator: PoseEstimator,
+                        max_sigma2: float) -> BatchEstimate:
+    """``t_est`` with each cine target's estimate replaced by its cine's frames fused at the still target pose."""
+    est = t_est._replace(orbit=t_est.orbit.copy(), probe=t_est.probe.copy(), sigma2=t_est.sigma2.copy(),
+                         member_orbits=t_est.member_orbits.copy(), member_probes=t_est.member_probes.copy())
+    for i, spec in enumerate(specs):
+        if spec.target_cine is None:
+            continue
+        cine = np.asarray(spec.target_cine, dtype=np.float32)
+        m = len(cine)
+        e = check_estimate(estimator.estimate(cine, np.repeat(spec.target_source.orbit[None], m, 0),
+                                              np.repeat(spec.target_source.probe[None], m, 0)), m, estimator.name)
+        f = fuse_still(e.member_orbits, e.member_probes, e.sigma2, max_sigma2)
+        est.orbit[i], est.probe[i], est.sigma2[i] = f.orbit, f.probe, f.sigma2
+        est.member_orbits[i], est.member_probes[i] = f.member_orbits, f.member_probes
+    return est
+
+
 def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, config: ControllerConfig, *,
           sector: SectorGeometry, rate_hz: float, max_seconds: float, stop_on_converged: bool = True,
-          robot: bool = False) -> list[RunResult]:
+          robot: bool = False, fusion_window_s: float = 0.0, fusion_max_sigma2: float = 0.5) -> list[RunResult]:
     """Run ``specs`` on ``volume`` in lockstep, one pose and control step every ``1 / rate_hz`` s, for
     at most ``max_seconds``.
 
@@ -70,6 +89,12 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
     stage, as a robot takes it), tick one period. The controller runs with ``control_rate = rate_hz`` (one
     command per pose period) and ``fine_settle_time = 0`` (lockstep: the image of a step is taken after
     the previous step's motion ended).
+
+    ``fusion_window_s`` > 0: each run's estimates go through :class:`~echoposed_ros.estimator.fusion.CycleFusion`
+    as the pose node's (``fusion_window``, ``fusion_max_sigma2``) with the probe's simulated poses as the arm's
+    measured ones (only their relative motion is used), so the controller sees what the pose node publishes.
+    A cine target's pose is its frames fused (:func:`~echoposed_ros.estimator.fusion.fuse_still`: the cycle's
+    mean pose), as the controller node sets it.
     """
     n = len(specs)
     if n == 0:
@@ -86,6 +111,8 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
     t_images = np.stack([np.asarray(s.target_image, dtype=np.float32) for s in specs])
     t_est = check_estimate(estimator.estimate(t_images, np.stack([s.target_source.orbit for s in specs]),
                                                np.stack([s.target_source.probe for s in specs])), n, estimator.name)
+    # a cine target's pose is its frames fused, the cycle's mean pose, as the controller node sets it
+    t_est = _fused_cine_targets(t_est, specs, estimator, fusion_max_sigma2)
     targets = []
     for i in range(n):
         targets.append(target_from_quaternions(_quats(t_est.orbit[i]), _quats(t_est.probe[i]), 'image',
@@ -101,6 +128,8 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
             pose_o[i], pose_p[i] = g.orbit, g.probe
             images[i] = s.render(g.orbit, g.probe, s.phase())
         memory = [GuidanceMemory() for _ in range(n)]
+        fusions = ([CycleFusion(fusion_window_s, 1.0, fusion_max_sigma2) for _ in range(n)]
+                   if fusion_window_s > 0 else None)
         traj_o: list[list[Array]] = [[] for _ in range(n)]
         traj_p: list[list[Array]] = [[] for _ in range(n)]
         est_err: list[list[float]] = [[] for _ in range(n)]
@@ -116,6 +145,12 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
                 break
             now = k * dt
             est = check_estimate(estimator.estimate(images[idx], pose_o[idx], pose_p[idx]), idx.size, estimator.name)
+            if fusions is not None:   # the centre at the origin, unit radius: exact relative motion
+                fused = [fusions[r].add(now, est.member_orbits[j], est.member_probes[j], float(est.sigma2[j]),
+                                        heart_pose_to_arm(pose_o[r], pose_p[r], 1.0)) for j, r in enumerate(idx)]
+                est = est._replace(orbit=np.stack([f.orbit for f in fused]), probe=np.stack([f.probe for f in fused]),
+                                   member_orbits=np.stack([f.member_orbits for f in fused]),
+                                   member_probes=np.stack([f.member_probes for f in fused]))
             q_v, q_p = _quats(est.orbit), _quats(est.probe)
             m_v, m_p = _quats(est.member_orbits), _quats(est.member_probes)
             for j, r in enumerate(idx):

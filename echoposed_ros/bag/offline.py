@@ -23,20 +23,23 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..geometry import project_to_so3, quat_xyzw_to_matrix
 from .errors import BagError
 from .evaluate import latency_stats, spearman, stats, target_error, tracking
-from .reader import BagContents, iter_image_batches, read_bag
+from .reader import BagContents, ProbePoseSeries, iter_image_batches, read_bag, read_pose_stamped
 
-__all__ = ['OfflineEstimates', 'Target', 'TargetSpec', 'estimate_batches', 'estimate_images', 'evaluate_bag',
-           'prefetch', 'resolve_target']
+if TYPE_CHECKING:
+    from ..estimator.fusion import ArmPose
+
+__all__ = ['FusionSettings', 'OfflineEstimates', 'Target', 'TargetSpec', 'estimate_batches', 'estimate_images',
+           'evaluate_bag', 'prefetch', 'resolve_target']
 
 DEG = float(np.degrees(1.0))
 
@@ -66,7 +69,8 @@ class OfflineEstimates:
     ungauged_orbit / ungauged_probe (N, 3, 3) projected member means before gauge fixing;
     sigma2 (N,) rad^2; wall_s: seconds spent estimating; rejected: images the estimator refused
     (as the live pose node rejects them: blank, no fan, bad encoding), with the first refusal and
-    the count per reason (``rejected_by_reason``: {reason: images})."""
+    the count per reason (``rejected_by_reason``: {reason: images}); fused: estimates fused with earlier
+    frames (cycle fusion, :func:`estimate_batches`)."""
 
     stamps: np.ndarray
     orbit: np.ndarray
@@ -78,6 +82,7 @@ class OfflineEstimates:
     rejected: int = 0
     first_rejection: str = ''
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    fused: int = 0
 
 
 def estimate_images(estimator: Any, images: list[np.ndarray], encodings: list[str], stamps: np.ndarray,
@@ -88,11 +93,48 @@ def estimate_images(estimator: Any, images: list[np.ndarray], encodings: list[st
                                          stamps[s:s + batch_size]) for s in range(0, len(images), batch_size)))
 
 
-def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], list[str], np.ndarray]]
+@dataclass(frozen=True)
+class FusionSettings:
+    """The pose node's cycle fusion (``config/pose.yaml``): ``window_s`` (0 = single frames), ``orbit_radius`` m,
+    ``max_sigma2`` rad^2, ``arm_tolerance_s``: an image takes the arm pose stamped nearest it within this."""
+
+    window_s: float = 0.0
+    orbit_radius: float = 0.1
+    max_sigma2: float = 0.5
+    arm_tolerance_s: float = 0.05
+
+
+class _ArmLookup:
+    """The recorded arm pose (``probe/pose``) stamped nearest an image's stamp, within a tolerance."""
+
+    def __init__(self, arm: ProbePoseSeries, tolerance_s: float) -> None:
+        order = np.argsort(arm.stamps, kind='stable')
+        self.stamps, self.R, self.apex = arm.stamps[order], arm.orientation[order], arm.position[order]
+        self.tolerance = int(tolerance_s * 1e9)
+
+    def __call__(self, stamp: int) -> ArmPose | None:
+        from ..estimator.fusion import ArmPose
+        i = int(np.searchsorted(self.stamps, stamp))
+        near = [j for j in (i - 1, i) if 0 <= j < len(self.stamps)]
+        j = min(near, key=lambda k: abs(int(self.stamps[k]) - stamp))
+        return ArmPose(self.R[j], self.apex[j]) if abs(int(self.stamps[j]) - stamp) <= self.tolerance else None
+
+
+def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], list[str], np.ndarray]],
+                     fusion: FusionSettings = FusionSettings(), arm: ProbePoseSeries | None = None
                      ) -> OfflineEstimates:
     """Run ``estimator.estimate_batch`` on each (images, encodings, stamps) batch (e.g. from
-    :func:`~.reader.iter_image_batches`); ``wall_s`` includes producing the batches."""
+    :func:`~.reader.iter_image_batches`); ``wall_s`` includes producing the batches. With ``fusion.window_s`` > 0
+    and the arm's recorded poses ``arm``, each estimate is fused as the pose node fuses it
+    (:class:`~echoposed_ros.estimator.fusion.CycleFusion`; images in bag order); ``fused`` counts those that
+    fused more than one frame."""
     from ..estimator import EstimatorError
+    from ..estimator.fusion import CycleFusion
+
+    cycle = (CycleFusion(fusion.window_s, fusion.orbit_radius, fusion.max_sigma2)
+             if fusion.window_s > 0 and arm is not None else None)
+    lookup = _ArmLookup(arm, fusion.arm_tolerance_s) if cycle is not None and arm is not None else None
+    fused = 0
 
     t0 = time.perf_counter()
     orbit, probe, uo, up, sigma2, all_stamps = [], [], [], [], [], []
@@ -119,6 +161,12 @@ def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], l
             stamps = stamps[keep]
         if not batch:
             continue
+        if cycle is not None and lookup is not None:
+            out = [cycle.add(int(t) * 1e-9, e.member_orbits, e.member_probes, e.sigma2, lookup(int(t)))
+                   for t, e in zip(stamps, batch)]
+            fused += sum(o.frames > 1 for o in out)
+            batch = [replace(e, orbit=o.orbit, probe=o.probe, member_orbits=o.member_orbits,
+                             member_probes=o.member_probes) for e, o in zip(batch, out)]
         all_stamps.append(stamps)
         orbit += [e.orbit for e in batch]
         probe += [e.probe for e in batch]
@@ -133,7 +181,7 @@ def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], l
                             np.array(probe).reshape(-1, 3, 3),
                             np.concatenate(uo) if uo else empty, np.concatenate(up) if up else empty,
                             np.array(sigma2, dtype=np.float64), time.perf_counter() - t0, rejected, first_rejection,
-                            dict(sorted(reasons.items())))
+                            dict(sorted(reasons.items())), fused)
 
 
 def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
@@ -232,10 +280,13 @@ def _tracking_report(tr: Any) -> dict[str, Any]:
 
 def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetSpec = TargetSpec(),
                  image_topic: str | None = None, batch_size: int = 64,
-                 tolerance_s: float = 0.02) -> tuple[dict[str, Any], dict[str, Any]]:
+                 tolerance_s: float = 0.02, fusion: FusionSettings = FusionSettings()
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Score one bag. Returns (report, series): the JSON-ready report and the time series for plots.
 
     ``estimator``: an :class:`~echoposed_ros.estimator.Estimator` (None: no offline estimation).
+    ``fusion``: the pose node's cycle fusion for the offline estimates, with the arm's poses recorded on
+    ``/probe/pose`` (a bag without them gets single frames, and the report says so).
     Raises :class:`BagError` for a bag that cannot be scored.
     """
     t_start = time.perf_counter()
@@ -269,7 +320,13 @@ def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetS
                 last[:] = batch[0][-1:]
                 yield batch
 
-        est = estimate_batches(estimator, prefetch(batches()))
+        arm, fusion_note = None, None
+        if fusion.window_s > 0:
+            try:
+                arm = read_pose_stamped(c.path)
+            except BagError as exc:
+                fusion_note = f'single frames: no arm poses to fuse with ({exc})'
+        est = estimate_batches(estimator, prefetch(batches()), fusion, arm)
         series['last_image'] = last[0] if last else None
         reasons = dict(est.rejected_by_reason)
         for reason, n in undecodable.items():
@@ -278,7 +335,10 @@ def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetS
                                'rejected': est.rejected + sum(undecodable.values()),
                                'rejected_by_reason': dict(sorted(reasons.items())),
                                'first_rejection': est.first_rejection or next(iter(undecodable), None),
-                               'estimate_s': est.wall_s, 'sigma2': stats(est.sigma2)}
+                               'estimate_s': est.wall_s, 'sigma2': stats(est.sigma2),
+                               'fusion_window_s': fusion.window_s if arm is not None else 0.0, 'fused': est.fused}
+        if fusion_note:
+            off['fusion'] = fusion_note
         if est.sigma2.size == 0:
             off['note'] = 'the estimator refused every image'
         elif c.truth is not None:

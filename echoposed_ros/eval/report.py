@@ -180,6 +180,8 @@ def write_report(datasets: Sequence[DatasetResult], meta: dict[str, Any], folder
              f'Estimator: `{meta.get("estimator")}`' + (f' (model `{meta["model"]}`)' if meta.get('model') else '')
              + (f', test-time mirroring {"on" if meta["mirror_tta"] else "off"}'
                 if meta.get('model') and 'mirror_tta' in meta else '')
+             + (f', cycle fusion over {meta["fusion_window_s"]:g} s' if meta.get('fusion_window_s') else
+                (', single frames (no cycle fusion)' if 'fusion_window_s' in meta else ''))
              + (f'; controller `uncertainty_threshold` {meta["controller"]["uncertainty_threshold"]} rad^2'
                 if 'uncertainty_threshold' in meta.get('controller', {}) else '')
              + (f', `coast_time` {meta["controller"]["coast_time"]} s'

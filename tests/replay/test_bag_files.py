@@ -610,3 +610,47 @@ def test_eval_of_a_batch_of_damaged_bags_is_the_same_in_either_order(tmp_path, c
     assert scored[str(good)]['offline']['estimated'] == 60 and scored[str(good)]['offline']['rejected_by_reason'] == {}
     assert scored[str(good)]['integrity'] == {'chunks': 2, 'chunk_crcs_checked': 2, 'summary_crc_checked': True}
     assert scored[str(unknown)]['offline']['estimated'] == 60  # its unknown, unused topic is ignored
+
+
+def test_offline_estimates_are_fused_with_the_recorded_arm_poses_as_the_pose_node_fuses(tmp_path):
+    """With cycle fusion (config/pose.yaml) bag eval fuses each offline estimate with the recorded arm poses
+    (/probe/pose); a bag without them gets single frames and says so; window 0 fuses nothing."""
+    from echoposed_ros.bag.offline import FusionSettings, evaluate_bag
+    from echoposed_ros.estimator import Estimator, model_fan
+    from echoposed_ros.estimator.synthetic import write_model
+
+    ts = typestore().types
+    mask = model_fan(64, 64, np.radians(75.0)).mask((64, 64))
+    orbit, probe = truth_poses(10)
+
+    def write(path, with_arm):
+        with BagWriter(path) as writer:
+            writer.add_topic('/probe/image', 'sensor_msgs/msg/Image')
+            writer.add_topic('/probe/true_pose', 'echoposed_msgs/msg/EchoPose')
+            if with_arm:
+                writer.add_topic('/probe/pose', 'geometry_msgs/msg/PoseStamped')
+            for i in range(10):
+                t = T0 + i * PERIOD
+                writer.write_message('/probe/image', t, ts['sensor_msgs/msg/Image'](
+                    header=_header(t), height=64, width=64, encoding='mono8', is_bigendian=0, step=64,
+                    data=(mask * (60 + 10 * i)).astype(np.uint8).ravel()))
+                writer.write_message('/probe/true_pose', t, echopose_msg(t, orbit[i], probe[i]))
+                if with_arm:   # the probe turning about its beam, 0.05 rad a frame
+                    pose = ts['geometry_msgs/msg/Pose'](position=ts['geometry_msgs/msg/Point'](x=0.0, y=0.0, z=0.0),
+                                                         orientation=_quat(Rotation.from_rotvec([0, 0, 0.05 * i])
+                                                                           .as_matrix()))
+                    writer.write_message('/probe/pose', t, ts['geometry_msgs/msg/PoseStamped'](
+                        header=_header(t, 'world'), pose=pose))
+        return path
+
+    members = Rotation.from_rotvec([[0.0, 0.0, 0.0], [0.05, 0.0, 0.0], [0.0, 0.05, 0.0]]).as_matrix()
+    model = Estimator(write_model(tmp_path / 'm.onnx', members, members, gain=1.0))
+    arm_bag, plain_bag = write(tmp_path / 'arm', True), write(tmp_path / 'plain', False)
+    fused, _ = evaluate_bag(arm_bag, model, fusion=FusionSettings(window_s=1.0))
+    single, _ = evaluate_bag(arm_bag, model, fusion=FusionSettings(window_s=0.0))
+    assert fused['offline']['fused'] == 9 and fused['offline']['fusion_window_s'] == 1.0   # all but the first
+    assert single['offline']['fused'] == 0 and single['offline']['fusion_window_s'] == 0.0
+    # the synthetic model reads every image alike: fused with frames carried by the turn, the estimates move
+    assert fused['offline']['error_deg']['median'] != pytest.approx(single['offline']['error_deg']['median'])
+    plain, _ = evaluate_bag(plain_bag, model, fusion=FusionSettings(window_s=1.0))
+    assert plain['offline']['fused'] == 0 and 'no arm poses' in plain['offline']['fusion']

@@ -370,7 +370,9 @@ def test_command_with_an_onnx_model(tmp_path):
     doc = json.loads(out.read_text())
     assert doc['model'] == str(model) and doc['sector']['height'] == 32
     head = (tmp_path / 'rep' / 'guidance.md').read_text().split('\n## ')[0]
-    assert f'(model `{model}`), test-time mirroring off; controller `uncertainty_threshold`' in head, head
+    assert (f'(model `{model}`), test-time mirroring off, cycle fusion over 1 s; controller `uncertainty_threshold`'
+            in head), head
+    assert doc['fusion_window_s'] == 1.0     # the pose node's (config/pose.yaml)
     ds = doc['datasets']['volumes vols']
     assert ds['inter'] is None and ds['intra_static']['runs'] == 1
     # a constant estimator sees no error: the coarse stage ends at once, wherever the probe is, and the

@@ -34,8 +34,6 @@ __all__ = ['ArmPose', 'CycleFusion', 'FusedEstimate', 'fuse_still', 'heart_pose_
 
 Array = NDArray[np.float64]
 
-_EZ = np.array([0.0, 0.0, 1.0])
-
 
 class ArmPose(NamedTuple):
     """The probe's pose as the arm measures it: ``R`` (3, 3), columns = probe axes in a fixed world frame,
@@ -72,16 +70,20 @@ def transport_members(orbits: ArrayLike, probes: ArrayLike, arm_from: ArmPose, a
     """Members ``(..., K, 3, 3)`` estimated at ``arm_from`` -> their heart directions ``u`` (..., K, 3) and
     orientations ``R`` (..., K, 3, 3) carried to ``arm_to`` (module docstring), in the model's frame.
 
-    Exact for exact members when the model's frame is the world turned about the heart centre and the
-    apex stays on the orbit sphere of ``radius`` (what the ensemble is trained on); the arm's motion is
-    taken as measured, so a wrong ``radius`` only bends the carried direction of slides, not of turns.
+    ``arm_from`` may hold one pose per leading index of the members (``R`` (..., 3, 3), ``apex`` (..., 3)):
+    several frames carried at once. Exact for exact members when the model's frame is the world turned about
+    the heart centre and the apex stays on the orbit sphere of ``radius`` (what the ensemble is trained on);
+    the arm's motion is taken as measured, so a wrong ``radius`` only bends the carried direction of slides,
+    not of turns.
     """
     V, P = np.asarray(orbits, dtype=np.float64), np.asarray(probes, dtype=np.float64)
+    R_from, R_to = np.asarray(arm_from.R, dtype=np.float64), np.asarray(arm_to.R, dtype=np.float64)
     R_hat = V @ P
-    turn = arm_from.R.T @ arm_to.R                         # the probe's turn, in its axes at arm_from
+    turn = (np.swapaxes(R_from, -1, -2) @ R_to)[..., None, :, :]   # the probe's turn in its from-axes, per member
     R_new = R_hat @ turn
-    w = np.swapaxes(R_hat, -1, -2) @ V[..., :, 2][..., None]   # apex -> centre in the from-probe's axes
-    d = radius * (turn.T @ w)[..., 0] + arm_to.R.T @ (arm_from.apex - arm_to.apex)
+    w = np.swapaxes(R_hat, -1, -2) @ V[..., :, 2:3]                  # apex -> centre in the from-probe's axes
+    shift = (R_to.T @ (np.asarray(arm_from.apex, dtype=np.float64) - arm_to.apex)[..., None])[..., 0]
+    d = radius * (np.swapaxes(turn, -1, -2) @ w)[..., 0] + shift[..., None, :]
     u_new = (R_new @ _unit(d)[..., None])[..., 0]
     return _unit(u_new), R_new
 
@@ -160,11 +162,10 @@ class CycleFusion:
         if not sure or len(self._frames) < 2:
             return self._publish(V, P, sigma2, 1, 0.0)
         assert arm is not None
-        to = self._frames[-1].arm
-        u = np.empty((len(self._frames),) + V.shape[:1] + (3,))
-        R = np.empty((len(self._frames),) + V.shape)
-        for i, f in enumerate(self._frames):
-            u[i], R[i] = transport_members(f.orbits, f.probes, f.arm, to, self.radius)
+        frames = list(self._frames)
+        arms = ArmPose(np.stack([f.arm.R for f in frames]), np.stack([f.arm.apex for f in frames]))
+        u, R = transport_members(np.stack([f.orbits for f in frames]), np.stack([f.probes for f in frames]), arms,
+                                 frames[-1].arm, self.radius)
         u_mean, R_mean = _unit(u.sum(axis=0)), project_to_so3(R.mean(axis=0), 'fused orientations')
         # back to (R_v, R_p) in the newest frame's own gauge: R_v turned (on the left) to the fused direction
         V_new = _rotation_taking(V[:, :, 2], u_mean) @ V

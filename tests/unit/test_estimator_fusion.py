@@ -135,3 +135,17 @@ def test_a_still_cine_is_fused_to_its_confident_frames_mean():
     assert alone.frames == 1 and float(effective_error((alone.orbit, alone.probe), (V[3, 0], P[3, 0]))) < 1e-9
     with pytest.raises(EstimatorError, match='fuse_still'):
         fuse_still(V, P, np.zeros(2))
+
+
+def test_carrying_several_frames_at_once_equals_carrying_each_alone():
+    rng = np.random.default_rng(9)
+    frames = [_pose(20 + i) for i in range(4)]
+    arms = [heart_pose_to_arm(*g, RADIUS) for g in frames]
+    to = heart_pose_to_arm(*_pose(30), RADIUS)
+    members = [_members(np.eye(3), g, rng.uniform(-1, 1, 3)) for g in frames]
+    u, R = transport_members(np.stack([m[0] for m in members]), np.stack([m[1] for m in members]),
+                             ArmPose(np.stack([a.R for a in arms]), np.stack([a.apex for a in arms])), to, RADIUS)
+    for i, (m, a) in enumerate(zip(members, arms)):
+        u_i, R_i = transport_members(*m, a, to, RADIUS)
+        np.testing.assert_allclose(u[i], u_i, atol=1e-12)
+        np.testing.assert_allclose(R[i], R_i, atol=1e-12)

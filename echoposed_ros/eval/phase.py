@@ -88,11 +88,17 @@ def phase_invariance(volumes: Iterable[Any], predict: Callable[[np.ndarray], Any
         per_volume.append({'name': str(vol.name), 'frames': frames,
                            'median_spread_deg': float(np.degrees(np.median(s))),
                            'median_estimated_distance_deg': float(np.degrees(np.median(d)))})
+    return _figures(spreads, dists, truths, per_volume, protocol)
+
+
+def _figures(spreads: list[float], dists: list[float], truths: list[float], per_volume: list[dict[str, Any]],
+             protocol: PhaseProtocol, **extra: Any) -> dict[str, Any]:
+    """The result dict of the module docstring from every pose's spread, estimated and true distance (rad)."""
     spread, dist = float(np.degrees(np.median(spreads))), float(np.degrees(np.median(dists)))
     return {'ratio': spread / dist if dist > 0 else float('nan'), 'median_spread_deg': spread,
             'median_estimated_distance_deg': dist,
             'median_true_distance_deg': float(np.degrees(np.median(truths))), 'poses': len(spreads),
-            'volumes': per_volume, 'protocol': asdict(protocol)}
+            **extra, 'volumes': per_volume, 'protocol': asdict(protocol)}
 
 
 def _published(members_v: np.ndarray, members_p: np.ndarray, sigma2: np.ndarray, cycle_s: float, window_s: float,
@@ -148,8 +154,4 @@ def fused_phase_invariance(volumes: Iterable[Any], predict_members: Callable[[np
         per_volume.append({'name': str(vol.name), 'frames': frames, 'cycle_s': float(vol.cycle_s),
                            'median_spread_deg': float(np.degrees(np.median(s))),
                            'median_estimated_distance_deg': float(np.degrees(np.median(d)))})
-    spread, dist = float(np.degrees(np.median(spreads))), float(np.degrees(np.median(dists)))
-    return {'ratio': spread / dist if dist > 0 else float('nan'), 'median_spread_deg': spread,
-            'median_estimated_distance_deg': dist,
-            'median_true_distance_deg': float(np.degrees(np.median(truths))), 'poses': len(spreads),
-            'fusion_window_s': float(fusion_window_s), 'volumes': per_volume, 'protocol': asdict(protocol)}
+    return _figures(spreads, dists, truths, per_volume, protocol, fusion_window_s=float(fusion_window_s))

@@ -48,6 +48,16 @@ def fan_image(height=64, width=64, value=0.5):
     return image
 
 
+def _listener(graph):
+    """A client node collecting the pose node's poses and every /diagnostics array."""
+    client = graph.node('client')
+    poses: list[EchoPose] = []
+    diags: list[DiagnosticArray] = []
+    client.create_subscription(EchoPose, 'echoposed/pose', poses.append, 10)
+    client.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    return client, poses, diags
+
+
 def test_yaml_keys_match_declared_parameters():
     assert set(yaml_parameters(config_dir() / 'pose.yaml', 'echoposed_pose')) == {p.name for p in PARAMS}
 
@@ -89,11 +99,7 @@ def test_image_in_pose_out_with_copied_stamp_and_sigma2(graph, model_path):
 ])
 def test_malformed_image_is_rejected_and_the_next_is_not_lost(graph, model_path, mutate, expected):
     node = make_pose_node(graph, model_path, diagnostics_period=0.2)
-    client = graph.node('client')
-    poses: list[EchoPose] = []
-    diags: list[DiagnosticArray] = []
-    client.create_subscription(EchoPose, 'echoposed/pose', poses.append, 10)
-    client.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    client, poses, diags = _listener(graph)
     pub = client.create_publisher(Image, 'probe/image', 10)
     assert wait_for(lambda: pub.get_subscription_count() > 0)
     bad = array_to_image_msg(fan_image(), Image().header)
@@ -340,11 +346,7 @@ def test_cycle_fusion_carries_the_last_frames_by_the_arms_motion_and_warns_witho
     two frames, so the fused pose of the second is the mean of its own reading and the first's carried
     by that turn: the probe factor turned about z by half of it. Without an arm pose: published alone, WARN."""
     node = make_pose_node(graph, model_path, fusion_window=1.0, diagnostics_period=0.2)
-    client = graph.node('client')
-    poses: list[EchoPose] = []
-    diags: list[DiagnosticArray] = []
-    client.create_subscription(EchoPose, 'echoposed/pose', poses.append, 10)
-    client.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    client, poses, diags = _listener(graph)
     images = client.create_publisher(Image, 'probe/image', 10)
     from geometry_msgs.msg import PoseStamped
     arm = client.create_publisher(PoseStamped, 'probe/pose', 10)

@@ -86,9 +86,21 @@ class PoseNode(Node):
         self.get_logger().info(f'model {self.config.model_path} ({self.estimator.members} members, input '
                                f'{self.estimator.input_shape[0]}x{self.estimator.input_shape[1]})')
 
-    @staticmethod
-    def _fusion(config: PoseNodeConfig) -> CycleFusion:
+    def _fusion(self, config: PoseNodeConfig) -> CycleFusion:
+        """A fresh cycle fusion; warns once when it is on and the model's frame is not pinned (an unpinned
+        frame turns the probe's own axes, which the arm's motion cannot carry: docs/estimator.md)."""
+        if config.fusion_window > 0 and self.model_frame == 'unpinned':
+            self.get_logger().warning(f'cycle fusion with an unpinned model ({self.estimator.path.name}): slides '
+                                      'are carried in the wrong axes; export it pinned or set fusion_window 0')
         return CycleFusion(config.fusion_window, config.orbit_radius, config.fusion_max_sigma2)
+
+    @property
+    def model_frame(self) -> str:
+        """'pinned', 'unpinned' or 'unknown': the model's metadata ``frame`` (docs/estimator.md)."""
+        frame = self.estimator.model.info.metadata.get('frame')
+        if not isinstance(frame, dict) or 'pinned' not in frame:
+            return 'unknown'
+        return 'pinned' if frame['pinned'] else 'unpinned'
 
     def _frame_id(self, config: PoseNodeConfig) -> str:
         return config.frame_id or str(self.estimator.model.info.metadata.get('model_name', 'echoposed'))
@@ -222,6 +234,7 @@ class PoseNode(Node):
             'received_inputs': self.received,
             'seconds_since_input': silent,
             'fusion_window_s': self.config.fusion_window,
+            'model_frame': self.model_frame,
             'fused_frames': self._fused_frames,
             'unfused_for_want_of_arm_pose': self._unfused,
         }

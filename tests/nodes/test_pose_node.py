@@ -387,3 +387,21 @@ def test_fusion_parameters_are_checked():
                      ('arm_pose_tolerance', float('nan'))):
         with pytest.raises(ConfigError, match=key):
             PoseNodeConfig.from_parameters({**values, key: bad})
+
+
+def test_an_unpinned_model_is_named_on_diagnostics_for_cycle_fusion(graph, tmp_path):
+    import json as _json
+
+    from echoposed_ros.estimator.synthetic import default_metadata
+    meta = {**default_metadata(2), 'frame': _json.dumps({'pinned': False})}
+    members = np.stack([np.eye(3)] * 2)
+    unpinned = write_model(tmp_path / 'unpinned.onnx', members, members, metadata=meta)
+    node = make_pose_node(graph, unpinned, fusion_window=1.0, diagnostics_period=0.2)
+    assert node.model_frame == 'unpinned'
+    _, _, diags = _listener(graph)
+    assert wait_for(lambda: any(kv.key == 'model_frame' and kv.value == 'unpinned'
+                                for d in diags for s in d.status for kv in s.values), timeout=5)
+    pinned = write_model(tmp_path / 'pinned.onnx', members, members,
+                         metadata={**default_metadata(2), 'frame': _json.dumps({'pinned': True})})
+    node.set_parameters([Parameter('model_path', value=str(pinned))])
+    assert node.model_frame == 'pinned'

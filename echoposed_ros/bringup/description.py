@@ -148,6 +148,9 @@ GUIDANCE_ARGUMENTS = (
     Argument('input_transport', 'raw', 'image transport of probe/image', ('raw', 'compressed')),
     Argument('mirror_tta', 'config', "pose node test-time mirroring: 'true', 'false', or 'config' (as "
              'config/pose.yaml says)', ('config', 'true', 'false')),
+    Argument('fusion_window', 'config', "pose node cycle fusion over this many seconds with the arm's probe/pose "
+             "(docs/estimator.md); 0 = single frames (a hand-held probe, no arm pose); 'config' = as "
+             'config/pose.yaml says (1 s)'),
     Argument('record', '', 'record a rosbag2 (MCAP) bag into this new directory (images, true pose, '
              'estimates, commands, status, diagnostics); empty = no recording'),
     Argument('adapt', 'off', "adaptation to this patient (docs/adaptation.md; the fine-tune needs torch): 'off'; "
@@ -198,6 +201,11 @@ def _pose_node(args: Mapping[str, str]) -> NodeSpec:
     overrides: dict[str, Any] = {'model_path': args['model'], 'input_transport': args['input_transport']}
     if args.get('mirror_tta', 'config') != 'config':
         overrides['mirror_tta'] = args['mirror_tta'] == 'true'
+    if args.get('fusion_window', 'config') != 'config':
+        window = _float(args, 'fusion_window')
+        if not 0 <= window <= 10:
+            raise LaunchError(f'fusion_window:={args["fusion_window"]}; expected seconds in [0, 10] or config')
+        overrides['fusion_window'] = window
     return NodeSpec('pose_node', 'echoposed_ros.nodes.pose_node', 'echoposed_pose', config_dir() / 'pose.yaml',
                     overrides, _image_remaps(args))
 

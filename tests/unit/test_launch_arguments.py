@@ -213,3 +213,13 @@ def test_adapt_adds_the_adapt_node_serving_or_starting_with_the_launch_model():
     assert started.parameters['autostart'] is True and started.params_file == config_dir() / 'adapt.yaml'
     with pytest.raises(LaunchError, match='adapt'):
         resolve('guidance', {'adapt': 'yes'})
+
+
+def test_fusion_window_argument_sets_the_pose_nodes_cycle_fusion():
+    assert 'fusion_window' not in nodes_of('guidance')['echoposed_pose'].parameters   # config/pose.yaml's
+    assert nodes_of('guidance', fusion_window='0')['echoposed_pose'].parameters['fusion_window'] == 0.0
+    assert nodes_of('sim_guidance', estimator='model', fusion_window='0.5')['echoposed_pose'].parameters[
+        'fusion_window'] == 0.5
+    for bad in ('-1', 'soon', '60'):
+        with pytest.raises(LaunchError, match='fusion_window:='):
+            resolve('guidance', {'fusion_window': bad})

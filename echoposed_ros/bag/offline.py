@@ -32,13 +32,13 @@ import numpy as np
 
 from ..geometry import project_to_so3, quat_xyzw_to_matrix
 from .errors import BagError
-from .evaluate import latency_stats, spearman, stats, target_error, tracking
+from .evaluate import latency_stats, match_stamps, spearman, stats, target_error, tracking
 from .reader import BagContents, ProbePoseSeries, iter_image_batches, read_bag, read_pose_stamped
 
 if TYPE_CHECKING:
-    from ..estimator.fusion import ArmPose
+    from ..estimator.fusion import FusionSettings
 
-__all__ = ['FusionSettings', 'OfflineEstimates', 'Target', 'TargetSpec', 'estimate_batches', 'estimate_images',
+__all__ = ['OfflineEstimates', 'Target', 'TargetSpec', 'estimate_batches', 'estimate_images',
            'evaluate_bag', 'prefetch', 'resolve_target']
 
 DEG = float(np.degrees(1.0))
@@ -93,47 +93,19 @@ def estimate_images(estimator: Any, images: list[np.ndarray], encodings: list[st
                                          stamps[s:s + batch_size]) for s in range(0, len(images), batch_size)))
 
 
-@dataclass(frozen=True)
-class FusionSettings:
-    """The pose node's cycle fusion (``config/pose.yaml``): ``window_s`` (0 = single frames), ``orbit_radius`` m,
-    ``max_sigma2`` rad^2, ``arm_tolerance_s``: an image takes the arm pose stamped nearest it within this."""
-
-    window_s: float = 0.0
-    orbit_radius: float = 0.1
-    max_sigma2: float = 0.5
-    arm_tolerance_s: float = 0.05
-
-
-class _ArmLookup:
-    """The recorded arm pose (``probe/pose``) stamped nearest an image's stamp, within a tolerance."""
-
-    def __init__(self, arm: ProbePoseSeries, tolerance_s: float) -> None:
-        order = np.argsort(arm.stamps, kind='stable')
-        self.stamps, self.R, self.apex = arm.stamps[order], arm.orientation[order], arm.position[order]
-        self.tolerance = int(tolerance_s * 1e9)
-
-    def __call__(self, stamp: int) -> ArmPose | None:
-        from ..estimator.fusion import ArmPose
-        i = int(np.searchsorted(self.stamps, stamp))
-        near = [j for j in (i - 1, i) if 0 <= j < len(self.stamps)]
-        j = min(near, key=lambda k: abs(int(self.stamps[k]) - stamp))
-        return ArmPose(self.R[j], self.apex[j]) if abs(int(self.stamps[j]) - stamp) <= self.tolerance else None
-
-
 def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], list[str], np.ndarray]],
-                     fusion: FusionSettings = FusionSettings(), arm: ProbePoseSeries | None = None
+                     fusion: FusionSettings | None = None, arm: ProbePoseSeries | None = None
                      ) -> OfflineEstimates:
     """Run ``estimator.estimate_batch`` on each (images, encodings, stamps) batch (e.g. from
-    :func:`~.reader.iter_image_batches`); ``wall_s`` includes producing the batches. With ``fusion.window_s`` > 0
-    and the arm's recorded poses ``arm``, each estimate is fused as the pose node fuses it
+    :func:`~.reader.iter_image_batches`); ``wall_s`` includes producing the batches. With ``fusion``
+    (:class:`~echoposed_ros.estimator.fusion.FusionSettings`, ``window_s`` > 0) and the arm's recorded poses
+    ``arm``, each estimate is fused as the pose node fuses it
     (:class:`~echoposed_ros.estimator.fusion.CycleFusion`; images in bag order); ``fused`` counts those that
     fused more than one frame."""
     from ..estimator import EstimatorError
-    from ..estimator.fusion import CycleFusion
+    from ..estimator.fusion import ArmPose
 
-    cycle = (CycleFusion(fusion.window_s, fusion.orbit_radius, fusion.max_sigma2)
-             if fusion.window_s > 0 and arm is not None else None)
-    lookup = _ArmLookup(arm, fusion.arm_tolerance_s) if cycle is not None and arm is not None else None
+    cycle = fusion.fusion() if fusion is not None and fusion.window_s > 0 and arm is not None else None
     fused = 0
 
     t0 = time.perf_counter()
@@ -161,9 +133,12 @@ def estimate_batches(estimator: Any, batches: Iterable[tuple[list[np.ndarray], l
             stamps = stamps[keep]
         if not batch:
             continue
-        if cycle is not None and lookup is not None:
-            out = [cycle.add(int(t) * 1e-9, e.member_orbits, e.member_probes, e.sigma2, lookup(int(t)))
-                   for t, e in zip(stamps, batch)]
+        if cycle is not None and arm is not None and fusion is not None:
+            arms: list[ArmPose | None] = [None] * len(batch)   # the arm pose stamped nearest each image, if near
+            for i, j in zip(*match_stamps(stamps, arm.stamps, int(fusion.arm_tolerance_s * 1e9))):
+                arms[i] = ArmPose(arm.orientation[j], arm.position[j])
+            out = [cycle.add(int(t) * 1e-9, e.member_orbits, e.member_probes, e.sigma2, a)
+                   for t, e, a in zip(stamps, batch, arms)]
             fused += sum(o.frames > 1 for o in out)
             batch = [replace(e, orbit=o.orbit, probe=o.probe, member_orbits=o.member_orbits,
                              member_probes=o.member_probes) for e, o in zip(batch, out)]
@@ -280,13 +255,13 @@ def _tracking_report(tr: Any) -> dict[str, Any]:
 
 def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetSpec = TargetSpec(),
                  image_topic: str | None = None, batch_size: int = 64,
-                 tolerance_s: float = 0.02, fusion: FusionSettings = FusionSettings()
+                 tolerance_s: float = 0.02, fusion: FusionSettings | None = None
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Score one bag. Returns (report, series): the JSON-ready report and the time series for plots.
 
     ``estimator``: an :class:`~echoposed_ros.estimator.Estimator` (None: no offline estimation).
-    ``fusion``: the pose node's cycle fusion for the offline estimates, with the arm's poses recorded on
-    ``/probe/pose`` (a bag without them gets single frames, and the report says so).
+    ``fusion``: the pose node's cycle fusion for the offline estimates (None: single frames), with the arm's
+    poses recorded on ``/probe/pose`` (a bag without them gets single frames, and the report says so).
     Raises :class:`BagError` for a bag that cannot be scored.
     """
     t_start = time.perf_counter()
@@ -321,7 +296,8 @@ def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetS
                 yield batch
 
         arm, fusion_note = None, None
-        if fusion.window_s > 0:
+        window = fusion.window_s if fusion is not None else 0.0
+        if window > 0:
             try:
                 arm = read_pose_stamped(c.path)
             except BagError as exc:
@@ -336,7 +312,7 @@ def evaluate_bag(path: str | Path, estimator: Any | None = None, target: TargetS
                                'rejected_by_reason': dict(sorted(reasons.items())),
                                'first_rejection': est.first_rejection or next(iter(undecodable), None),
                                'estimate_s': est.wall_s, 'sigma2': stats(est.sigma2),
-                               'fusion_window_s': fusion.window_s if arm is not None else 0.0, 'fused': est.fused}
+                               'fusion_window_s': window if arm is not None else 0.0, 'fused': est.fused}
         if fusion_note:
             off['fusion'] = fusion_note
         if est.sigma2.size == 0:

@@ -130,20 +130,13 @@ def _estimator(args: argparse.Namespace) -> tuple[Any, str | None]:
     return Estimator(path, **pose_config_from_yaml().estimator_kwargs()), None
 
 
-def _fusion() -> Any:
-    """The pose node's cycle fusion settings (config/pose.yaml), for the offline estimates."""
-    from ..bag.offline import FusionSettings
-    from ..config.pose import pose_config_from_yaml
-    c = pose_config_from_yaml()
-    return FusionSettings(c.fusion_window, c.orbit_radius, c.fusion_max_sigma2, c.arm_pose_tolerance)
-
-
 def _eval(args: argparse.Namespace) -> int:
     from ..bag.offline import TargetSpec, evaluate_bag
 
     try:
         estimator, note = _estimator(args)
-        fusion = _fusion()
+        from ..config.pose import pose_config_from_yaml
+        fusion = pose_config_from_yaml().fusion_settings()   # the pose node's cycle fusion, for the offline estimates
     except EchoposedError as exc:  # the model, or config/pose.yaml
         print(f'echoposed bag eval: {exc}', file=sys.stderr)
         return 2

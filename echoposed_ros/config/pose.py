@@ -76,6 +76,11 @@ class PoseNodeConfig:
     fusion_max_sigma2: float = 0.5
     arm_pose_tolerance: float = 0.05
 
+    def fusion_settings(self) -> Any:
+        """The :class:`~echoposed_ros.estimator.fusion.FusionSettings` of these parameters."""
+        from ..estimator.fusion import FusionSettings  # (not at import: the estimator package loads onnxruntime)
+        return FusionSettings(self.fusion_window, self.orbit_radius, self.fusion_max_sigma2, self.arm_pose_tolerance)
+
     def estimator_kwargs(self) -> dict[str, Any]:
         """The :class:`~echoposed_ros.estimator.Estimator` keywords these settings give (all but
         the model path)."""

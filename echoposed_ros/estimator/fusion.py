@@ -30,9 +30,26 @@ from numpy.typing import ArrayLike, NDArray
 from ..geometry import mean_and_sigma2, project_to_so3, so3_exp
 from .errors import EstimatorError
 
-__all__ = ['ArmPose', 'CycleFusion', 'FusedEstimate', 'fuse_still', 'heart_pose_to_arm', 'transport_members']
+__all__ = ['ArmPose', 'CycleFusion', 'FusedEstimate', 'FusionSettings', 'fuse_still', 'heart_pose_to_arm',
+           'transport_members']
 
 Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """The pose node's cycle fusion (``config/pose.yaml``, ``PoseNodeConfig.fusion_settings``): ``window_s`` (0 =
+    single frames), ``orbit_radius`` m, ``max_sigma2`` rad^2, ``arm_tolerance_s``: an image takes the arm pose
+    stamped nearest it within this."""
+
+    window_s: float = 0.0
+    orbit_radius: float = 0.1
+    max_sigma2: float = 0.5
+    arm_tolerance_s: float = 0.05
+
+    def fusion(self) -> CycleFusion:
+        """A fresh :class:`CycleFusion` with these settings."""
+        return CycleFusion(self.window_s, self.orbit_radius, self.max_sigma2)
 
 
 class ArmPose(NamedTuple):

@@ -584,12 +584,10 @@ class ControllerNode(Node):
 def _members_of(poses: list[EchoPose]) -> tuple[np.ndarray, np.ndarray]:
     """Members (N, K, 3, 3) of N estimates: their own members when every one has the same number, else each
     estimate's mean as its one member."""
-    counts = {len(p.member_orbit) for p in poses} | {len(p.member_probe) for p in poses}
-    def mats(qs: Any) -> np.ndarray:
-        return quat_xyzw_to_matrix(np.array([[q.x, q.y, q.z, q.w] for q in qs], dtype=np.float64))
-    if len(counts) == 1 and 0 not in counts:
-        return np.stack([mats(p.member_orbit) for p in poses]), np.stack([mats(p.member_probe) for p in poses])
-    return np.stack([mats([p.orbit]) for p in poses]), np.stack([mats([p.probe]) for p in poses])
+    q = [_quaternions(p) for p in poses]     # (orbit, probe, member orbits, member probes) as (x, y, z, w)
+    if len({len(m) for _, _, m_v, m_p in q for m in (m_v, m_p)}) == 1 and q[0][2]:
+        return quat_xyzw_to_matrix(np.array([x[2] for x in q])), quat_xyzw_to_matrix(np.array([x[3] for x in q]))
+    return quat_xyzw_to_matrix(np.array([[x[0]] for x in q])), quat_xyzw_to_matrix(np.array([[x[1]] for x in q]))
 
 
 def _quaternions(msg: EchoPose) -> tuple[list[float], list[float], list[list[float]], list[list[float]]]:

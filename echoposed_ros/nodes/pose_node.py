@@ -92,7 +92,7 @@ class PoseNode(Node):
         if config.fusion_window > 0 and self.model_frame == 'unpinned':
             self.get_logger().warning(f'cycle fusion with an unpinned model ({self.estimator.path.name}): slides '
                                       'are carried in the wrong axes; export it pinned or set fusion_window 0')
-        return CycleFusion(config.fusion_window, config.orbit_radius, config.fusion_max_sigma2)
+        return config.fusion_settings().fusion()
 
     @property
     def model_frame(self) -> str:

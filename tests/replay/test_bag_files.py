@@ -615,8 +615,9 @@ def test_eval_of_a_batch_of_damaged_bags_is_the_same_in_either_order(tmp_path, c
 def test_offline_estimates_are_fused_with_the_recorded_arm_poses_as_the_pose_node_fuses(tmp_path):
     """With cycle fusion (config/pose.yaml) bag eval fuses each offline estimate with the recorded arm poses
     (/probe/pose); a bag without them gets single frames and says so; window 0 fuses nothing."""
-    from echoposed_ros.bag.offline import FusionSettings, evaluate_bag
+    from echoposed_ros.bag.offline import evaluate_bag
     from echoposed_ros.estimator import Estimator, model_fan
+    from echoposed_ros.estimator.fusion import FusionSettings
     from echoposed_ros.estimator.synthetic import write_model
 
     ts = typestore().types

@@ -6,7 +6,8 @@
 2. :func:`adapt_config`: the model's own training config (its metadata), warm-started from it,
    with a sweep share of the steps (``sweep_weight``), phantoms for the rest, a time budget and a
    learning rate for a short run.
-3. :func:`adapt_model`: train, export with the frame pinned on phantom batches, write a JSON record.
+3. :func:`adapt_model`: train, blend the weights towards the model's (``blend``), export with the frame
+   pinned on phantom batches, write a JSON record.
 """
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ class AdaptSettings:
     holdout: share of the sweep's holds kept out of training, whose relative-pose error picks the exported
     checkpoint (0: the last one); check_every: steps between two such checks; distill: weight of the model
     itself as a frozen teacher on the phantom steps (``TrainConfig.distill_weight``; 0 = none): it holds
-    what the phantoms taught while the sweep's steps learn the patient."""
+    what the phantoms taught while the sweep's steps learn the patient; blend: the exported weights are
+    ``blend * fine-tuned + (1 - blend) * model`` (:func:`~echoposed_ros.training.blend.blend_checkpoint`;
+    1 = the fine-tuned weights alone): less of the patient, less forgotten elsewhere."""
 
     budget_s: float = 300.0
     sweep_weight: float = 0.5
@@ -49,6 +52,7 @@ class AdaptSettings:
     holdout: float = 0.25
     check_every: int = 100
     distill: float = 0.0
+    blend: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.budget_s > 0:
@@ -63,6 +67,9 @@ class AdaptSettings:
             raise AdaptError(f'holdout {self.holdout!r}; expected a share of the sweep holds in [0, 0.5]')
         if not 0 <= self.distill < float('inf'):
             raise AdaptError(f'distill {self.distill!r}; expected a weight >= 0 (0: no teacher)')
+        if not 0 <= self.blend <= 1:
+            raise AdaptError(f'blend {self.blend!r}; expected a share in [0, 1] of the fine-tuned weights '
+                             '(1: them alone)')
 
 
 def prepare_sweep(recording: Recording, model: str | Path, out: str | Path, pose_config: str | Path | None = None
@@ -116,9 +123,10 @@ def adapt_model(recording: Recording, model: str | Path, out_dir: str | Path, se
                 *, progress: bool = False, cache_dir: str = 'out/cache/phantoms', name: str = '',
                 factory=None) -> Path:
     """Adapt ``model`` to the patient of ``recording``: writes into ``out_dir`` the prepared sweep
-    (``sweep.npz``), the run (``last.pt``, ``best.pt`` with a hold-out, ``train.log``), the adapted model
-    (``adapted.onnx``: the checkpoint best on the held-out holds) and ``adapt.json`` (settings, sweep
-    summary, training steps and seconds, ``sweep_check``); returns the model's path.
+    (``sweep.npz``), the run (``last.pt``, ``best.pt`` with a hold-out, ``train.log``, ``blended.pt`` with
+    ``blend`` < 1), the adapted model (``adapted.onnx``: the checkpoint best on the held-out holds, blended)
+    and ``adapt.json`` (settings, sweep summary, training steps and seconds, ``sweep_check``); returns the
+    model's path.
     factory: optional ``key -> Volume`` instead of phantom patients (tests)."""
     from echoposed_ros.training.export import export_onnx
     from echoposed_ros.training.train import train
@@ -138,6 +146,9 @@ def adapt_model(recording: Recording, model: str | Path, out_dir: str | Path, se
     if (out / 'best.pt').exists() and settings.holdout > 0:
         ck = out / 'best.pt'
         check = read_checkpoint(ck)[1]['sweep_check']
+    if settings.blend < 1:
+        from echoposed_ros.training.blend import blend_checkpoint
+        ck = blend_checkpoint(ck, model, settings.blend, out / 'blended.pt')
     onnx_path = export_onnx(ck, out / 'adapted.onnx', model_name=name or f'{Path(model).stem}_adapted',
                             factory=factory)
     record = {'model': str(model), 'adapted': str(onnx_path), 'settings': settings.__dict__, 'sweep': summary,

@@ -61,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--distill', type=float, default=0.0,
                         help='weight of the model itself as a frozen teacher on the phantom steps: it holds what '
                              "the phantoms taught while the sweep's steps learn the patient (0: none)")
+    parser.add_argument('--blend', type=float, default=None,
+                        help='share of the fine-tuned weights in the exported model, the rest the original '
+                             "model's (1: the fine-tune alone; less keeps more of what the model knew elsewhere; "
+                             'default: AdaptSettings.blend, docs/adaptation.md)')
     parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument('--cache', default='out/cache/phantoms', help='phantom cache folder')
     parser.add_argument('--record-only', action='store_true', help='write OUT/recording.npz and stop')
@@ -115,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model else default_model_path()
     settings = AdaptSettings(budget_s=parse_duration(args.budget), sweep_weight=args.sweep_weight,
                              phantom_seeds=args.phantom_seeds, muon_lr=args.lr, device=args.device,
-                             holdout=args.holdout, steps=args.steps, distill=args.distill)
+                             holdout=args.holdout, steps=args.steps, distill=args.distill,
+                             **({} if args.blend is None else {'blend': args.blend}))
     path = adapt_model(rec, model, out, settings, progress=args.progress, cache_dir=args.cache)
     record = json.loads((out / 'adapt.json').read_text())
     print(f'{path}: adapted from {model} on {record["sweep"]["frames"]} sweep frames, {record["steps"]} steps in '

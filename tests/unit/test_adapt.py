@@ -284,6 +284,8 @@ def test_a_teacher_reads_the_phantom_steps_of_an_adaptation_and_not_the_sweep(tm
     assert [('distill' in r) for r in logs] == [not x for x in on_sweep]
     with pytest.raises(AdaptError, match='distill'):
         AdaptSettings(distill=-1.0)
+    with pytest.raises(AdaptError, match='blend'):
+        AdaptSettings(blend=1.5)
 
 
 def test_held_out_holds_are_spread_over_the_sweep_and_never_drawn():
@@ -338,7 +340,7 @@ def test_adapt_model_fine_tunes_on_the_sweep_and_exports(sim_recording, tmp_path
     model = export_onnx(train(base, factory=TOY, progress=False), tmp_path / 'base.onnx', pin_batches=2, factory=TOY)
     _, _, rec = sim_recording
     out = adapt_model(rec, model, tmp_path / 'adapt', AdaptSettings(steps=6, workers=0, phantom_seeds='0-1',
-                                                                    check_every=3),
+                                                                    check_every=3, blend=0.5),
                       cache_dir='', factory=TOY)
     record = json.loads((tmp_path / 'adapt' / 'adapt.json').read_text())
     assert record['steps'] == 6 and record['sweep']['frames'] == len(rec)
@@ -346,6 +348,9 @@ def test_adapt_model_fine_tunes_on_the_sweep_and_exports(sim_recording, tmp_path
     check = record['sweep_check']
     assert check['holds'] >= 2 and check['best_deg'] <= check['start_deg'] and check['best_step'] in (0, 3, 6)
     assert read_checkpoint(tmp_path / 'adapt' / 'best.pt')[1]['step'] == check['best_step']
+    # the exported weights: halfway between the best checkpoint and the model it started from
+    assert read_checkpoint(tmp_path / 'adapt' / 'blended.pt')[1]['blend'] == {'alpha': 0.5, 'original': str(model)}
+    assert record['settings']['blend'] == 0.5
     log = (tmp_path / 'adapt' / 'train.log').read_text()
     assert log.count('sweep_check_deg=') == 2 and '-> best.pt' in log
     cfg = json.loads((tmp_path / 'adapt' / 'config.json').read_text())

@@ -79,6 +79,31 @@ def test_warm_start_takes_weights_and_adapters_and_refuses_another_layout(tmp_pa
               progress=False)
 
 
+def test_a_blend_of_a_fine_tune_and_its_warm_start_lies_between_them(tmp_path):
+    from echoposed_ros.training.blend import blend_checkpoint
+    src = train(_cfg(tmp_path / 'src', steps=2), factory=TOY, progress=False)
+    tuned = train(_cfg(tmp_path / 'tuned', steps=3, init_from=str(src)), factory=TOY, progress=False)
+    _, m_src, _, _ = load_checkpoint(src)
+    _, m_tuned, orch_tuned, raw_tuned = load_checkpoint(tuned)
+    a, b = m_src.state_dict(), m_tuned.state_dict()
+    moved = [k for k in a if a[k].is_floating_point() and not torch.equal(a[k], b[k])]
+    assert moved                                             # the fine-tune changed some weights
+    for alpha in (0.0, 0.3, 1.0):
+        out = blend_checkpoint(tuned, src, alpha, tmp_path / f'blend{alpha}.pt')
+        _, m, orch, raw = load_checkpoint(out)
+        c = m.state_dict()
+        for k in a:
+            want = alpha * b[k] + (1 - alpha) * a[k] if b[k].is_floating_point() else b[k]
+            assert torch.allclose(c[k], want, atol=1e-6), k
+        assert raw['blend'] == {'alpha': alpha, 'original': str(src)} and raw['step'] == raw_tuned['step']
+        assert torch.equal(orch.adapter_probe, orch_tuned.adapter_probe)   # the members' adapters: the fine-tune's
+    other = train(_cfg(tmp_path / 'other', steps=1, widths=(4, 4, 8, 16)), factory=TOY, progress=False)
+    with pytest.raises(TrainingError, match='not the same architecture|is \\('):
+        blend_checkpoint(tuned, other, 0.5, tmp_path / 'x.pt')
+    with pytest.raises(TrainingError, match='blend alpha 1.5'):
+        blend_checkpoint(tuned, src, 1.5, tmp_path / 'x.pt')
+
+
 def test_a_teacher_holds_the_members_near_the_warm_start(tmp_path):
     src = train(_cfg(tmp_path / 'src', steps=4), factory=TOY, progress=False)
     _, teacher, _, _ = load_checkpoint(src)

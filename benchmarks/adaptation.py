@@ -14,7 +14,12 @@ Calibrations use 2 deg steps (``--z-step-deg 2 --tilt-step-deg 2``) to keep the 
     .venv/bin/python benchmarks/adaptation.py --seeds 4003-4005 --style vendor_c --budget 5m \\
         --json docs/eval/adaptation/adaptation.json --markdown docs/eval/adaptation/adaptation.md
 
-``--reuse`` keeps adapted models already in ``--work`` and measures again.
+``--reuse`` keeps adapted models already in ``--work`` and measures again. ``--blend A`` exports
+``A * fine-tuned + (1 - A) * shipped`` weights (``echoposed adapt --blend``); with ``--from-work DIR`` the
+fine-tuned checkpoints of an earlier run in DIR are blended instead of fine-tuning again:
+
+    .venv/bin/python benchmarks/adaptation.py --seeds 4003-4005 --style vendor_c --steps 1500 --blend 0.5 \
+        --from-work out/adaptation --work out/adaptation_blend --json ... --markdown ...
 """
 from __future__ import annotations
 
@@ -65,6 +70,9 @@ def main() -> int:
     ap.add_argument('--steps', default='0', help='fine-tune steps per patient instead of --budget (0: the budget)')
     ap.add_argument('--holdout', default='0.25', help="share of the sweep's holds that picks the checkpoint (0: last)")
     ap.add_argument('--distill', default='0', help='weight of the shipped model as a teacher on the phantom steps')
+    ap.add_argument('--blend', default='1', help='share of the fine-tuned weights in the exported model (1: all)')
+    ap.add_argument('--from-work', default='',
+                    help="blend the fine-tuned checkpoints of an earlier run's --work folder instead of fine-tuning")
     ap.add_argument('--phantoms', default='1000-1004', help='default-style held-out phantoms (forgetting)')
     ap.add_argument('--runs', type=int, default=40, help='guidance runs per patient, static and beating each')
     ap.add_argument('--model', default='models/echoposed_k5.onnx')
@@ -82,10 +90,12 @@ def main() -> int:
     from echoposed_ros.cli.eval_calibration import parse_seeds
     for seed in parse_seeds(args.seeds):
         d = work / str(seed)
-        if not (args.reuse and (d / 'adapted.onnx').is_file()):
+        if args.from_work and not (args.reuse and (d / 'adapted.onnx').is_file()):
+            reblend(Path(args.from_work) / str(seed), shipped, float(args.blend), d)
+        elif not (args.reuse and (d / 'adapted.onnx').is_file()):
             _run([str(ECHOPOSED), 'adapt', '--sim', str(seed), '--style', args.style, '--start-seed', str(seed),
                   '--out', str(d), '--budget', args.budget, '--holdout', args.holdout,
-                  '--steps', args.steps, '--distill', args.distill])
+                  '--steps', args.steps, '--distill', args.distill, '--blend', args.blend])
         adapted = d / 'adapted.onnx'
         record = json.loads((d / 'adapt.json').read_text())
         p = {'seed': seed, 'sweep_s': record['recording']['duration_s'], 'sweep_frames': record['sweep']['frames'],
@@ -101,7 +111,7 @@ def main() -> int:
         patients.append(p)
         print(json.dumps({k: p[k] for k in ('seed', 'z_ratio_to_in_style', 'phantom_change')}), flush=True)
     result = {'style': args.style, 'budget': args.budget, 'steps': int(args.steps), 'holdout': float(args.holdout),
-              'distill': float(args.distill),
+              'distill': float(args.distill), 'blend': float(args.blend), 'from_work': args.from_work,
               'reuse': bool(args.reuse),
               'phantoms': args.phantoms,
               'model': str(shipped),
@@ -112,6 +122,20 @@ def main() -> int:
     if args.markdown:
         Path(args.markdown).write_text(markdown(result))
     return 0
+
+
+def reblend(src: Path, shipped: Path, alpha: float, out: Path) -> None:
+    """``out/adapted.onnx``: the checkpoint an earlier adaptation in ``src`` exported (``best.pt``, else
+    ``last.pt``) blended with ``shipped``; its ``adapt.json`` copied with the blend recorded."""
+    from echoposed_ros.training.blend import blend_checkpoint
+    from echoposed_ros.training.export import export_onnx
+    out.mkdir(parents=True, exist_ok=True)
+    ck = src / 'best.pt' if (src / 'best.pt').is_file() else src / 'last.pt'
+    export_onnx(blend_checkpoint(ck, shipped, alpha, out / 'blended.pt'), out / 'adapted.onnx')
+    record = json.loads((src / 'adapt.json').read_text())
+    record['settings']['blend'] = alpha
+    record['blended_from'] = str(ck)
+    (out / 'adapt.json').write_text(json.dumps(record, indent=2))
 
 
 def _deg(cal: dict) -> str:
@@ -129,6 +153,8 @@ def markdown(r: dict) -> str:
     length = f"{r['steps']} fine-tune steps" if r.get('steps') else f"fine-tune budget {r['budget']}"
     if r.get('distill'):
         length += f", the shipped model as a teacher on the phantom steps (weight {r['distill']:g})"
+    if r.get('blend', 1) < 1:
+        length += f", exported as {r['blend']:g} x fine-tuned + {1 - r['blend']:g} x shipped weights"
     lines = [f"Style `{r['style']}` (never trained on), {length} per patient, "
              f"forgetting on default-style phantoms {r['phantoms']}; 2 deg calibration steps.", '',
              '| patient | sweep | steps (checkpoint kept) | z in style (shipped) '

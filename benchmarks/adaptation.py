@@ -15,11 +15,14 @@ Calibrations use 2 deg steps (``--z-step-deg 2 --tilt-step-deg 2``) to keep the 
         --json docs/eval/adaptation/adaptation.json --markdown docs/eval/adaptation/adaptation.md
 
 ``--reuse`` keeps adapted models already in ``--work`` and measures again. ``--blend A`` exports
-``A * fine-tuned + (1 - A) * shipped`` weights (``echoposed adapt --blend``); with ``--from-work DIR`` the
-fine-tuned checkpoints of an earlier run in DIR are blended instead of fine-tuning again:
+``A * fine-tuned + (1 - A) * shipped`` weights (``echoposed adapt --blend``; default: its own); with
+``--from-work DIR`` the fine-tuned checkpoints of an earlier run in DIR are blended instead of fine-tuning
+again (a run with ``--blend 1 --work DIR`` first, then any blend of the same fine-tunes in minutes):
 
-    .venv/bin/python benchmarks/adaptation.py --seeds 4003-4005 --style vendor_c --steps 1500 --blend 0.5 \
-        --from-work out/adaptation --work out/adaptation_blend --json ... --markdown ...
+    .venv/bin/python benchmarks/adaptation.py --seeds 4003-4005 --style vendor_c --steps 1500 --blend 1 \\
+        --work out/adaptation_full --json ... --markdown ...
+    .venv/bin/python benchmarks/adaptation.py --seeds 4003-4005 --style vendor_c --steps 1500 \\
+        --from-work out/adaptation_full --work out/adaptation --json ... --markdown ...
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from echoposed_ros.adapt.finetune import AdaptSettings
 
 ECHOPOSED = Path(sys.executable).with_name('echoposed')
 STEP = ['--z-step-deg', '2', '--tilt-step-deg', '2']
@@ -70,7 +75,8 @@ def main() -> int:
     ap.add_argument('--steps', default='0', help='fine-tune steps per patient instead of --budget (0: the budget)')
     ap.add_argument('--holdout', default='0.25', help="share of the sweep's holds that picks the checkpoint (0: last)")
     ap.add_argument('--distill', default='0', help='weight of the shipped model as a teacher on the phantom steps')
-    ap.add_argument('--blend', default='1', help='share of the fine-tuned weights in the exported model (1: all)')
+    ap.add_argument('--blend', default='', help='share of the fine-tuned weights in the exported model (default: '
+                    "echoposed adapt's; 1: them alone)")
     ap.add_argument('--from-work', default='',
                     help="blend the fine-tuned checkpoints of an earlier run's --work folder instead of fine-tuning")
     ap.add_argument('--phantoms', default='1000-1004', help='default-style held-out phantoms (forgetting)')
@@ -90,15 +96,17 @@ def main() -> int:
     from echoposed_ros.cli.eval_calibration import parse_seeds
     for seed in parse_seeds(args.seeds):
         d = work / str(seed)
+        blend = ['--blend', args.blend] if args.blend else []
         if args.from_work and not (args.reuse and (d / 'adapted.onnx').is_file()):
-            reblend(Path(args.from_work) / str(seed), shipped, float(args.blend), d)
+            reblend(Path(args.from_work) / str(seed), shipped, float(args.blend or AdaptSettings().blend), d)
         elif not (args.reuse and (d / 'adapted.onnx').is_file()):
             _run([str(ECHOPOSED), 'adapt', '--sim', str(seed), '--style', args.style, '--start-seed', str(seed),
                   '--out', str(d), '--budget', args.budget, '--holdout', args.holdout,
-                  '--steps', args.steps, '--distill', args.distill, '--blend', args.blend])
+                  '--steps', args.steps, '--distill', args.distill, *blend])
         adapted = d / 'adapted.onnx'
         record = json.loads((d / 'adapt.json').read_text())
-        p = {'seed': seed, 'sweep_s': record['recording']['duration_s'], 'sweep_frames': record['sweep']['frames'],
+        p = {'seed': seed, 'blend': record['settings'].get('blend', 1.0),
+             'sweep_s': record['recording']['duration_s'], 'sweep_frames': record['sweep']['frames'],
              'train_s': record['train_s'], 'steps': record['steps'], 'sweep_check': record.get('sweep_check'),
              'in_style': calibration(str(seed), shipped, d / 'cal_in_style.json'),
              'shipped': calibration(str(seed), shipped, d / 'cal_shipped.json', args.style),
@@ -111,7 +119,8 @@ def main() -> int:
         patients.append(p)
         print(json.dumps({k: p[k] for k in ('seed', 'z_ratio_to_in_style', 'phantom_change')}), flush=True)
     result = {'style': args.style, 'budget': args.budget, 'steps': int(args.steps), 'holdout': float(args.holdout),
-              'distill': float(args.distill), 'blend': float(args.blend), 'from_work': args.from_work,
+              'distill': float(args.distill), 'blend': sorted({p['blend'] for p in patients}),
+              'from_work': args.from_work,
               'reuse': bool(args.reuse),
               'phantoms': args.phantoms,
               'model': str(shipped),
@@ -153,8 +162,12 @@ def markdown(r: dict) -> str:
     length = f"{r['steps']} fine-tune steps" if r.get('steps') else f"fine-tune budget {r['budget']}"
     if r.get('distill'):
         length += f", the shipped model as a teacher on the phantom steps (weight {r['distill']:g})"
-    if r.get('blend', 1) < 1:
-        length += f", exported as {r['blend']:g} x fine-tuned + {1 - r['blend']:g} x shipped weights"
+    blends = r.get('blend') or [1.0]
+    if blends != [1.0]:
+        length += ', exported as ' + ' / '.join(f'{b:g} x fine-tuned + {1 - b:g} x shipped' for b in blends)
+        length += ' weights'
+    if r.get('from_work'):
+        length += f" (the fine-tuned checkpoints of {r['from_work']}, blended)"
     lines = [f"Style `{r['style']}` (never trained on), {length} per patient, "
              f"forgetting on default-style phantoms {r['phantoms']}; 2 deg calibration steps.", '',
              '| patient | sweep | steps (checkpoint kept) | z in style (shipped) '

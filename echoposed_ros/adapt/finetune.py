@@ -36,7 +36,7 @@ class AdaptSettings:
     itself as a frozen teacher on the phantom steps (``TrainConfig.distill_weight``; 0 = none): it holds
     what the phantoms taught while the sweep's steps learn the patient; blend: the exported weights are
     ``blend * fine-tuned + (1 - blend) * model`` (:func:`~echoposed_ros.training.blend.blend_checkpoint`;
-    1 = the fine-tuned weights alone): less of the patient, less forgotten elsewhere."""
+    1 = the fine-tuned weights alone): less of the patient, less forgotten elsewhere (0.5: docs/adaptation.md)."""
 
     budget_s: float = 300.0
     sweep_weight: float = 0.5
@@ -52,7 +52,7 @@ class AdaptSettings:
     holdout: float = 0.25
     check_every: int = 100
     distill: float = 0.0
-    blend: float = 1.0
+    blend: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.budget_s > 0:

@@ -58,6 +58,8 @@ PARAMS = (
     Param('sweep_weight', 0.5, 'share of the fine-tune steps drawn from the sweep (the rest: phantoms)' + _RO,
           read_only=True),
     Param('phantom_seeds', '0-19', 'phantom patients of the other steps' + _RO, read_only=True),
+    Param('blend', 0.5, "share of the fine-tuned weights in the adapted model, the rest the model's own (1: the "
+          'fine-tune alone; docs/adaptation.md)' + _RO, read_only=True),
     Param('device', 'auto', "training device: 'auto', 'cpu', 'cuda' or 'cuda:N'" + _RO, read_only=True),
     Param('orbit_radius', 0.075, 'm, probe apex to heart centre (labels of the sweep)' + _RO, read_only=True),
     Param('pose_node', 'echoposed_pose', 'node whose model_path is set to the adapted model; empty = none' + _RO,
@@ -77,6 +79,8 @@ class AdaptNode(Node):
         for name in ('budget', 'orbit_radius', 'sweep_timeout', 'diagnostics_period'):
             if not v[name] > 0:
                 raise AdaptError(f'{NODE_NAME}: parameter {name} = {v[name]!r}; expected > 0')
+        if not 0 <= v['blend'] <= 1:
+            raise AdaptError(f"{NODE_NAME}: parameter blend = {v['blend']!r}; expected a share in [0, 1]")
         if not 0 < v['sweep_weight'] <= 1:
             raise AdaptError(f"{NODE_NAME}: parameter sweep_weight = {v['sweep_weight']!r}; expected a share in (0, 1]")
         self.params = v
@@ -207,6 +211,7 @@ class AdaptNode(Node):
                '--out', str(run_dir), '--budget', f"{float(self.params['budget'])}s",
                '--sweep-weight', str(float(self.params['sweep_weight'])),
                '--phantom-seeds', str(self.params['phantom_seeds']), '--device', str(self.params['device']),
+               '--blend', str(float(self.params['blend'])),
                '--cache', str(cache_dir() / 'phantoms')]
         if self.params['model_path']:
             cmd += ['--model', str(self.params['model_path'])]

@@ -109,7 +109,7 @@ def test_live_adaptation_sweeps_fine_tunes_and_the_pose_node_swaps_in_the_model(
     node = graph.add(AdaptNode(context=graph.context, parameter_overrides=[
         Parameter('out_dir', value=str(tmp_path / 'runs')), Parameter('model_path', value=str(tiny_model)),
         Parameter('budget', value=1.0), Parameter('sweep_weight', value=1.0), Parameter('phantom_seeds', value='0-1'),
-        Parameter('device', value='cpu'), Parameter('autostart', value=True)]))
+        Parameter('device', value='cpu'), Parameter('blend', value=0.25), Parameter('autostart', value=True)]))
     assert wait_for(lambda: node.state == 'training', timeout=30), (node.state, node.reason)
     assert wait_for(lambda: node.state in ('done', 'failed'), timeout=240), node.state
     assert node.state == 'done', node.reason
@@ -118,6 +118,7 @@ def test_live_adaptation_sweeps_fine_tunes_and_the_pose_node_swaps_in_the_model(
     rec = np.load(run / 'recording.npz')
     assert record['sweep']['frames'] == len(rec['images']) >= 60, record['recording']   # ~30 Hz over the sweep
     assert record['sweep']['holds'] >= 5 and record['sweep']['turn_deg'][1] == pytest.approx(17.2, abs=2.0)
+    assert record['settings']['blend'] == 0.25 and (run / 'blended.pt').is_file()
     assert pose.config.model_path == run / 'adapted.onnx' and pose.estimator.members == 3
     # the arm came back where the sweep began
     assert np.linalg.norm(arm.apex - arm.start[1]) < 1e-3

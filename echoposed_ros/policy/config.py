@@ -67,8 +67,8 @@ class ControllerConfig:
     cue_min_angle: float = _f(
         0.0175, 'rad', 'components of the operator cue smaller than this are left out')
     recover_after: float = _f(
-        1.0, 's', 'unsure (hold_uncertain) for this long: return along the path to the last confident view, '
-        'else explore, else lost')
+        1.0, 's', 'unsure (hold_uncertain) for this long with no confident frame: return along the path to the '
+        'last confident view, else explore, else lost')
     max_recoveries: int = _f(2, 'returns', 'returns along the path per target (0 = none)')
     explore_speed: float = _f(
         0.3, 'rad/s', 'exploration: turn about the beam at this speed (at most max_probe_speed) when unsure with '

@@ -12,8 +12,13 @@ holding for good:
    ``explore_turn`` in all;
 3. **lost**: then hold, zero twist, cue "heart lost: reposition the probe".
 
-A confident frame ends any of them (the coarse loop takes over). :class:`RecoveryMemory` is what is
-carried between control cycles; times in s, angles in rad, twists as in :mod:`.controller`.
+A confident spell ends any of them (the coarse loop takes over). A lone confident frame among unsure ones
+starts the unsure clock again and stops an exploration's turn, so neither a return nor the turn begins
+before another ``recover_after`` of unsure frames: a view that flickers between sure and unsure is guided
+on its sure frames, not turned away from or undone (the turn so far still counts towards
+``explore_turn``; a return under way goes on).
+:class:`RecoveryMemory` is what is carried between control cycles; times in s, angles in rad, twists as
+in :mod:`.controller`.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ import numpy as np
 
 from echoposed_ros.geometry import CartesianTwist
 
-__all__ = ['PathStep', 'RecoveryMemory', 'RecoveryOutput', 'record_command', 'recovery_step', 'saw_confident']
+__all__ = ['PathStep', 'RecoveryMemory', 'RecoveryOutput', 'record_command', 'recovery_step', 'saw_confident',
+           'saw_lone_confident']
 
 
 class PathStep(NamedTuple):
@@ -78,6 +84,12 @@ def saw_confident(m: RecoveryMemory, now: float) -> RecoveryMemory:
     """A confident frame: the path starts again here, the unsure spell and any return or exploration end."""
     return replace(m, path=(), pending=None, unsure_since=None, replay=None, last_now=now, exploring=False,
                    turned=0.0)
+
+
+def saw_lone_confident(m: RecoveryMemory, now: float) -> RecoveryMemory:
+    """A confident frame that starts no confident spell: the unsure clock starts again and an exploration
+    stops turning (module docstring); a return under way goes on."""
+    return replace(m, exploring=False, unsure_since=None, last_now=now if m.exploring else m.last_now)
 
 
 def record_command(m: RecoveryMemory, now: float, cartesian: CartesianTwist, orbit: np.ndarray, probe: np.ndarray,

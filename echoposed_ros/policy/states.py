@@ -38,7 +38,7 @@ instead, once ``converge_frames`` more frames have had an estimated effective er
   where it would converge the state is ``mismatch`` (zero twist) instead, until the target is set again
   or guidance restarts.
 
-Unsure for longer (:mod:`.recovery`): after ``recover_after`` seconds of ``hold_uncertain``,
+Unsure for longer (:mod:`.recovery`): after ``recover_after`` seconds of ``hold_uncertain`` with no confident frame,
 
 - ``recovering``: back along the commands given since the last confident frame (odometry), at most
   ``max_recoveries`` times per target; the coarse loop approaches again from there;
@@ -70,7 +70,7 @@ from .controller import (
 )
 from .cues import cue_text, operator_cue, state_cue
 from .fine import FineMemory, ViewSample, axis_rates_to_probe_twist, fine_start, fine_step
-from .recovery import RecoveryMemory, record_command, recovery_step, saw_confident
+from .recovery import RecoveryMemory, record_command, recovery_step, saw_confident, saw_lone_confident
 from .targets import Target
 
 __all__ = ['ControlOutput', 'GuidanceMemory', 'GuidanceState', 'PoseSample', 'control_step', 'pose_sample']
@@ -273,8 +273,10 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
             return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config)
         converged = True
     # a confident spell (not a lone sure frame among unsure ones) starts the path to return to afresh
-    new_spell = sample.seq != memory.last_seq and streak >= config.coast_after_frames
-    rm = saw_confident(memory.recovery, now) if new_spell else memory.recovery
+    new_frame = sample.seq != memory.last_seq
+    new_spell = new_frame and streak >= config.coast_after_frames
+    rm = (saw_confident(memory.recovery, now) if new_spell else
+          saw_lone_confident(memory.recovery, now) if new_frame else memory.recovery)
     memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq, converged=converged,
                             confident_frames=streak, recovery=rm, fine_failed=memory.fine_failed)
     if converged and memory.fine_failed:   # the estimate says arrived, the image disagreed: not converged

@@ -89,6 +89,17 @@ def test_a_confident_frame_ends_exploration():
     assert states[29] == GuidanceState.EXPLORING and states[30] == GuidanceState.GUIDING
 
 
+def test_a_view_that_flickers_between_sure_and_unsure_is_guided_not_turned_away_from():
+    # unsure from the start: it explores; from frame 30 every other frame is sure. Each sure frame stops the
+    # turn and restarts the unsure clock, so the probe is guided on the sure frames and held on the others
+    start = Pose(np.eye(3), np.eye(3))
+    poses, outs, memory, g = _loop(start, lambda k: k >= 30 and k % 2 == 0, 90)
+    states = [o.state for o in outs]
+    assert GuidanceState.EXPLORING in states[:30]
+    assert GuidanceState.EXPLORING not in states[30:] and GuidanceState.GUIDING in states[30:]
+    assert float(effective_error(g, TARGET)) < float(effective_error(poses[30], TARGET)) - 0.1
+
+
 def test_stale_input_and_stop_still_give_zero_twist_while_recovering():
     start = Pose(np.eye(3), np.eye(3))
     _, outs, memory, g = _loop(start, lambda k: k < 20, 37)

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from echoposed_ros.adapt.finetune import AdaptSettings
+from echoposed_ros.adapt.finetune import AdaptSettings, export_adapted
 
 ECHOPOSED = Path(sys.executable).with_name('echoposed')
 STEP = ['--z-step-deg', '2', '--tilt-step-deg', '2']
@@ -136,11 +136,9 @@ def main() -> int:
 def reblend(src: Path, shipped: Path, alpha: float, out: Path) -> None:
     """``out/adapted.onnx``: the checkpoint an earlier adaptation in ``src`` exported (``best.pt``, else
     ``last.pt``) blended with ``shipped``; its ``adapt.json`` copied with the blend recorded."""
-    from echoposed_ros.training.blend import blend_checkpoint
-    from echoposed_ros.training.export import export_onnx
     out.mkdir(parents=True, exist_ok=True)
     ck = src / 'best.pt' if (src / 'best.pt').is_file() else src / 'last.pt'
-    export_onnx(blend_checkpoint(ck, shipped, alpha, out / 'blended.pt'), out / 'adapted.onnx')
+    export_adapted(ck, shipped, out, alpha)
     record = json.loads((src / 'adapt.json').read_text())
     record['settings']['blend'] = alpha
     record['blended_from'] = str(ck)

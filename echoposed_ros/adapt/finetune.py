@@ -22,7 +22,7 @@ import numpy as np
 from . import AdaptError
 from .recording import Recording
 
-__all__ = ['AdaptSettings', 'adapt_config', 'adapt_model', 'prepare_sweep']
+__all__ = ['AdaptSettings', 'adapt_config', 'adapt_model', 'export_adapted', 'prepare_sweep']
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,19 @@ def adapt_config(model: str | Path, sweep_file: str | Path, out_dir: str | Path,
                        sweep_val_every=settings.check_every, distill_weight=settings.distill)
 
 
+def export_adapted(checkpoint: str | Path, model: str | Path, out_dir: str | Path, blend: float, *, name: str = '',
+                   factory=None) -> Path:
+    """``out_dir/adapted.onnx`` from the fine-tune's kept ``checkpoint``: its weights blended towards ``model``'s
+    (``blend`` < 1: ``out_dir/blended.pt``), exported with the frame pinned; returns the ONNX path."""
+    from echoposed_ros.training.export import export_onnx
+    out = Path(out_dir)
+    ck = Path(checkpoint)
+    if blend < 1:
+        from echoposed_ros.training.blend import blend_checkpoint
+        ck = blend_checkpoint(ck, model, blend, out / 'blended.pt')
+    return export_onnx(ck, out / 'adapted.onnx', model_name=name or f'{Path(model).stem}_adapted', factory=factory)
+
+
 def adapt_model(recording: Recording, model: str | Path, out_dir: str | Path, settings: AdaptSettings | None = None,
                 *, progress: bool = False, cache_dir: str = 'out/cache/phantoms', name: str = '',
                 factory=None) -> Path:
@@ -128,7 +141,6 @@ def adapt_model(recording: Recording, model: str | Path, out_dir: str | Path, se
     and ``adapt.json`` (settings, sweep summary, training steps and seconds, ``sweep_check``); returns the
     model's path.
     factory: optional ``key -> Volume`` instead of phantom patients (tests)."""
-    from echoposed_ros.training.export import export_onnx
     from echoposed_ros.training.train import train
 
     settings = settings or AdaptSettings()
@@ -146,11 +158,7 @@ def adapt_model(recording: Recording, model: str | Path, out_dir: str | Path, se
     if (out / 'best.pt').exists() and settings.holdout > 0:
         ck = out / 'best.pt'
         check = read_checkpoint(ck)[1]['sweep_check']
-    if settings.blend < 1:
-        from echoposed_ros.training.blend import blend_checkpoint
-        ck = blend_checkpoint(ck, model, settings.blend, out / 'blended.pt')
-    onnx_path = export_onnx(ck, out / 'adapted.onnx', model_name=name or f'{Path(model).stem}_adapted',
-                            factory=factory)
+    onnx_path = export_adapted(ck, model, out, settings.blend, name=name, factory=factory)
     record = {'model': str(model), 'adapted': str(onnx_path), 'settings': settings.__dict__, 'sweep': summary,
               'recording': recording.meta, 'steps': steps, 'sweep_check': check, 'prepare_s': t1 - t0,
               'train_s': t2 - t1, 'export_s': time.time() - t2}

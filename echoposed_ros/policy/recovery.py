@@ -86,10 +86,10 @@ def saw_confident(m: RecoveryMemory, now: float) -> RecoveryMemory:
                    turned=0.0)
 
 
-def saw_lone_confident(m: RecoveryMemory, now: float) -> RecoveryMemory:
+def saw_lone_confident(m: RecoveryMemory) -> RecoveryMemory:
     """A confident frame that starts no confident spell: the unsure clock starts again and an exploration
     stops turning (module docstring); a return under way goes on."""
-    return replace(m, exploring=False, unsure_since=None, last_now=now if m.exploring else m.last_now)
+    return replace(m, exploring=False, unsure_since=None)
 
 
 def record_command(m: RecoveryMemory, now: float, cartesian: CartesianTwist, orbit: np.ndarray, probe: np.ndarray,

@@ -276,7 +276,7 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     new_frame = sample.seq != memory.last_seq
     new_spell = new_frame and streak >= config.coast_after_frames
     rm = (saw_confident(memory.recovery, now) if new_spell else
-          saw_lone_confident(memory.recovery, now) if new_frame else memory.recovery)
+          saw_lone_confident(memory.recovery) if new_frame else memory.recovery)
     memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq, converged=converged,
                             confident_frames=streak, recovery=rm, fine_failed=memory.fine_failed)
     if converged and memory.fine_failed:   # the estimate says arrived, the image disagreed: not converged

@@ -33,6 +33,7 @@ from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
 from ..adapt import AdaptError
+from ..adapt.finetune import AdaptSettings
 from ..adapt.recording import pair_frames
 from ..config.params import Param
 from ..estimator.image import image_to_float
@@ -76,13 +77,13 @@ class AdaptNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         v = declare_all(self, PARAMS)
-        for name in ('budget', 'orbit_radius', 'sweep_timeout', 'diagnostics_period'):
+        for name in ('orbit_radius', 'sweep_timeout', 'diagnostics_period'):
             if not v[name] > 0:
                 raise AdaptError(f'{NODE_NAME}: parameter {name} = {v[name]!r}; expected > 0')
-        if not 0 <= v['blend'] <= 1:
-            raise AdaptError(f"{NODE_NAME}: parameter blend = {v['blend']!r}; expected a share in [0, 1]")
-        if not 0 < v['sweep_weight'] <= 1:
-            raise AdaptError(f"{NODE_NAME}: parameter sweep_weight = {v['sweep_weight']!r}; expected a share in (0, 1]")
+        try:   # the fine-tune's own checks, at start-up rather than after the sweep
+            AdaptSettings(budget_s=float(v['budget']), sweep_weight=float(v['sweep_weight']), blend=float(v['blend']))
+        except AdaptError as exc:
+            raise AdaptError(f'{NODE_NAME}: parameters budget / sweep_weight / blend: {exc}') from None
         self.params = v
         self._lock = threading.Lock()
         self.state, self.reason, self.adapted = 'idle', '', ''

@@ -18,6 +18,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
+from echoposed_ros.adapt import AdaptError
 from echoposed_ros.config.params import yaml_parameters
 from echoposed_ros.estimator.synthetic import write_model
 from echoposed_ros.nodes.adapt_node import PARAMS, AdaptNode
@@ -63,6 +64,12 @@ def _diagnostics(graph):
 
 def test_yaml_keys_equal_declared_parameters():
     assert set(yaml_parameters(config_dir() / 'adapt.yaml', 'echoposed_adapt')) == {p.name for p in PARAMS}
+
+
+@pytest.mark.parametrize('name, value', [('blend', 1.5), ('sweep_weight', 0.0), ('budget', -1.0)])
+def test_bad_fine_tune_parameters_are_refused_at_start_up_naming_them(graph, name, value):
+    with pytest.raises(AdaptError, match=f'{name}.*{value!r}'):
+        AdaptNode(context=graph.context, parameter_overrides=[Parameter(name, value=value)])
 
 
 def test_without_a_controller_the_adaptation_fails_with_the_reason(graph, tmp_path):

@@ -158,28 +158,28 @@ class Estimator:
         No resampling: the images must already be the model's input (e.g. simulator slices of
         the model's sector). Means are in canonical gauge; sigma2 in rad^2.
         """
-        x = np.asarray(images, dtype=np.float32)
-        orbits, probes, sigma2 = [], [], []
-        for start in range(0, x.shape[0], batch_size):
-            A_v, A_p, _ = self._members(x[start:start + batch_size])
-            mean = mean_and_sigma2(A_v, A_p)
-            orbits.append(mean.orbit)
-            probes.append(mean.probe)
-            sigma2.append(mean.sigma2)
-        if not orbits:
+        A_v, A_p = self._members_in_batches(images, batch_size)
+        if A_v.shape[0] == 0:
             return np.zeros((0, 3, 3)), np.zeros((0, 3, 3)), np.zeros(0)
-        return np.concatenate(orbits), np.concatenate(probes), np.concatenate(sigma2)
+        mean = mean_and_sigma2(A_v, A_p)
+        return mean.orbit, mean.probe, mean.sigma2
 
     def predict_members(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Model-geometry float images ``(N, H, W)`` -> aligned members (orbit (N, K, 3, 3), probe (N, K, 3, 3),
         not gauge-fixed) and sigma2 (N,) rad^2; as :meth:`predict`, without the means."""
+        A_v, A_p = self._members_in_batches(images, batch_size)
+        if A_v.shape[0] == 0:
+            return A_v, A_p, np.zeros(0)
+        return A_v, A_p, mean_and_sigma2(A_v, A_p).sigma2
+
+    def _members_in_batches(self, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Model inputs (N, H, W), run ``batch_size`` at a time -> aligned members, each (N, K, 3, 3)."""
         x = np.asarray(images, dtype=np.float32)
         k = self.members
         if x.shape[0] == 0:
-            return np.zeros((0, k, 3, 3)), np.zeros((0, k, 3, 3)), np.zeros(0)
+            return np.zeros((0, k, 3, 3)), np.zeros((0, k, 3, 3))
         parts = [self._members(x[i:i + batch_size])[:2] for i in range(0, x.shape[0], batch_size)]
-        A_v, A_p = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        return A_v, A_p, mean_and_sigma2(A_v, A_p).sigma2
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _members(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Model inputs (N, H, W) -> aligned members projected to SO(3), each (N, K, 3, 3), and the call's seconds."""

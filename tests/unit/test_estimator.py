@@ -88,6 +88,12 @@ def test_estimate_follows_the_image_and_batches_keep_order(model_path):
     assert orbit.shape == probe.shape == (3, 3, 3) and sigma2.shape == (3,)
     np.testing.assert_allclose(probe[1], batch[1].probe, atol=1e-6)
     np.testing.assert_allclose(sigma2, [e.sigma2 for e in batch], rtol=1e-6)
+    m_v, m_p, m_s2 = est.predict_members(np.stack(images), batch_size=2)
+    assert m_v.shape == m_p.shape == (3, est.members, 3, 3)
+    np.testing.assert_allclose(m_s2, sigma2, rtol=1e-12)
+    np.testing.assert_allclose(m_v[2], batch[2].member_orbits, atol=1e-6)
+    empty = est.predict(np.zeros((0,) + images[0].shape, np.float32))
+    assert [a.shape for a in empty] == [(0, 3, 3), (0, 3, 3), (0,)]
 
 
 @pytest.mark.parametrize('encoding', ['mono8', 'mono16', 'rgb8', 'bgr8', '32FC1'])

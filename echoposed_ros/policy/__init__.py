@@ -5,6 +5,8 @@
   probe-frame Cartesian twist, and the kinematics of executing it
 - ``states``: the guidance state machine (idle, guiding, converged, coasting, hold_uncertain,
   stale_input, stopped, fine_aligning, mismatch), one pure step per control cycle
+- ``coasting``: odometry from the last trusted estimate through unsure views
+- ``recovery``: back along the path, exploration, lost (long unsure spells)
 - ``similarity``: the view match of a live frame to a target image or cine (NCC)
 - ``fine``: the fine stage's search by probe motions on the view match
 - ``cues``: the operator cue in sonographer words (slide, rotate, rock, tilt)

@@ -50,10 +50,13 @@ class ControllerConfig:
         0.05, 'rad^2', 'sigma^2 above which the probe is held (state hold_uncertain, zero twist; after a '
         'confident streak first coasting, up to coast_time)')
     coast_time: float = _f(
-        0.0, 's', 'an uncertain pose within this long of the last pose that gave a guiding command continues '
-        'that command (state coasting) instead of holding; 0 = hold at once')
+        0.0, 's', 'an uncertain pose within this long of the last trusted confident pose keeps guiding from that '
+        'pose carried forward by the commands since (state coasting, odometry) instead of holding; 0 = hold at once')
     coast_after_frames: int = _f(
-        3, 'frames', 'consecutive confident pose frames a guiding command must end before it may be coasted on')
+        3, 'frames', 'consecutive confident pose frames that make an estimate trusted for coasting')
+    coast_agreement: float = _f(
+        0.1, 'rad', 'a lone confident frame among unsure ones is trusted for coasting only within this of where '
+        'the odometry from the last trusted estimate puts the probe (effective error)')
     stale_timeout: float = _f(
         0.2, 's', 'no valid pose for longer than this gives state stale_input and zero twist',
         fixed='the stale watchdog timer is built with this period at start-up')
@@ -123,8 +126,8 @@ class ControllerConfig:
             value = getattr(self, name)
             if value <= 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected > 0 ({_unit(name)}), got {value!r}')
-        for name in ('deadband', 'cue_min_angle', 'coast_time', 'fine_settle_time', 'match_smoothing',
-                     'recover_after', 'explore_speed', 'explore_turn'):
+        for name in ('deadband', 'cue_min_angle', 'coast_time', 'coast_agreement', 'fine_settle_time',
+                     'match_smoothing', 'recover_after', 'explore_speed', 'explore_turn'):
             value = getattr(self, name)
             if value < 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 0 ({_unit(name)}), got {value!r}')

@@ -7,15 +7,15 @@ States (values equal ``GuidanceStatus.STATE_*``), checked in this order each cyc
 - ``stale_input``: the newest pose is older than ``stale_timeout`` (0.2 s): zero twist. Ages
   are measured on the controller's clock at reception, so staleness is found without input.
 - ``coasting``: sigma^2 above ``uncertainty_threshold`` (or NaN) at most ``coast_time`` after
-  the reception of the last frame that gave a ``guiding`` command: that command, unchanged
-  (so never computed from an estimate older than ``coast_time``; within the speed
-  limits; the probe moves at most ``coast_time`` times them). Short unsure patches on the way to
-  a target are crossed instead of stopping the probe in them for good (a static image stays
-  unsure). Coasting needs ``coast_after_frames`` consecutive confident frames (counted by frame)
-  ending in that command, with no hold, stale spell or stop since; an unsure frame ends the
-  streak, so a lone confident frame among unsure ones (a probe lifted off can read sure by
-  chance) gets its one command, as without coasting, and ends the coast: the next unsure frame
-  holds. It never counts towards convergence; ``coast_time`` 0 turns it off.
+  the reception of the last trusted confident frame: the proportional command from where that frame's
+  estimate, carried forward by the commands given since (odometry, :mod:`.coasting`), puts the probe
+  (within the speed limits; never from an estimate older than ``coast_time``). A band of unsure views
+  on the way to a target is crossed instead of stopping the probe at its edge (a static image stays
+  unsure). Trusted: a frame that ends ``coast_after_frames`` consecutive confident frames (counted by
+  frame), or a lone confident frame among unsure ones that lies within ``coast_agreement`` of where
+  the odometry puts the probe; any other lone confident frame (a probe lifted off can read sure by
+  chance) gets its one command, as without coasting, and ends the coast: the next unsure frame holds.
+  It never counts towards convergence; ``coast_time`` 0 turns it off.
 - ``hold_uncertain``: sigma^2 above ``uncertainty_threshold`` and not coasting, or the pose is
   unusable (NaN, not a rotation) or in another frame than the target: zero twist ("no heart /
   not sure").
@@ -58,6 +58,7 @@ from numpy.typing import ArrayLike
 
 from echoposed_ros.geometry import CartesianTwist, GeometryError, Pose, as_pose, quat_xyzw_to_matrix
 
+from .coasting import Anchor, advance, agrees
 from .config import ControllerConfig
 from .controller import (
     BodyTwist,
@@ -139,19 +140,18 @@ def pose_sample(orbit_xyzw: ArrayLike, probe_xyzw: ArrayLike, uncertainty: float
 @dataclass(frozen=True)
 class GuidanceMemory:
     """What the state machine carries between ticks: consecutive frames within tolerance, the last
-    counted frame's seq, whether it has converged, the last ``guiding`` output that may be coasted
-    on with the reception time of its pose (s), the consecutive confident frames so far; the fine
-    search (None in the coarse stage), whether it ended converged,
-    the last view frame counted and the frames since in a row below ``fine_accept_match``; the path since
-    the last confident frame and the state of a return or exploration (:mod:`.recovery`); whether a fine
-    alignment for this target ended in disagreement (the coarse loop then finishes alone, flagged).
+    counted frame's seq, whether it has converged, the last trusted estimate carried by the commands since
+    (``anchor``, coasting's odometry; None: nothing to coast on), the consecutive confident frames so far;
+    the fine search (None in the coarse stage), whether it ended converged, the last view frame counted and
+    the frames since in a row below ``fine_accept_match``; the path since the last confident frame and the
+    state of a return or exploration (:mod:`.recovery`); whether a fine alignment for this target ended in
+    disagreement (the coarse loop then finishes alone, flagged).
     ``GuidanceMemory()`` is the reset state."""
 
     frames_within_tolerance: int = 0
     last_seq: int = -1
     converged: bool = False
-    last_guiding: ControlOutput | None = None
-    last_guiding_at: float = float('-inf')
+    anchor: Anchor | None = None
     confident_frames: int = 0
     fine: FineMemory | None = None
     fine_converged: bool = False
@@ -229,18 +229,20 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
         return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config)
     if not np.isfinite(sample.uncertainty) or sample.uncertainty > config.uncertainty_threshold:
         # The error is still reported (sigma^2 against error is an evaluation signal).
-        last = memory.last_guiding
-        if last is not None and now - memory.last_guiding_at <= config.coast_time:
-            # an unsure frame ends the confident streak: a lone confident frame among unsure ones
-            # (a probe lifted off can read sure by chance) arms no coast of its own
-            rm = record_command(memory.recovery, now, last.cartesian, last.twist.orbit, last.twist.probe,
-                                config.stale_timeout)
-            return replace(memory, confident_frames=0, recovery=rm), ControlOutput(
-                GuidanceState.COASTING, last.twist, last.cartesian, error, sample.uncertainty,
-                memory.frames_within_tolerance,
-                state_cue('coasting', f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}, '
-                                      f'{now - memory.last_guiding_at:.2f} of {config.coast_time:.2f} s'),
-                last.ungauged)
+        anchor = memory.anchor
+        if anchor is not None and now - anchor.received <= config.coast_time:
+            # steer by where the commands since the last trusted estimate put the probe (odometry); an unsure
+            # frame ends the confident streak
+            anchor = advance(anchor, now)
+            reckoned = tracking_error(anchor.pose, target.ungauged if anchor.ungauged else target.pose)
+            twist = proportional_twist(reckoned, config)
+            cartesian = probe_frame_twist(anchor.pose, twist, config.orbit_radius)
+            rm = record_command(memory.recovery, now, cartesian, twist.orbit, twist.probe, config.stale_timeout)
+            cue = state_cue('coasting', f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}, '
+                                        f'{now - anchor.received:.2f} of {config.coast_time:.2f} s by odometry')
+            out = ControlOutput(GuidanceState.COASTING, twist, cartesian, error, sample.uncertainty,
+                                memory.frames_within_tolerance, cue, anchor.ungauged)
+            return replace(memory, confident_frames=0, recovery=rm, anchor=replace(anchor, command=twist)), out
         unsure = f'sigma^2 {sample.uncertainty:.3g} rad^2 > {config.uncertainty_threshold:.3g}'
         rm, rec = recovery_step(memory.recovery, now, recover_after=config.recover_after,
                                 max_recoveries=config.max_recoveries,
@@ -277,6 +279,15 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     new_spell = new_frame and streak >= config.coast_after_frames
     rm = (saw_confident(memory.recovery, now) if new_spell else
           saw_lone_confident(memory.recovery) if new_frame else memory.recovery)
+    # what may be coasted on: a confident spell's estimate, or a lone confident frame where the reckoning from
+    # the last trusted one says the probe is (a probe lifted off can read sure by chance, never there)
+    anchor = memory.anchor
+    if anchor is not None and now - anchor.received <= config.coast_time:
+        anchor = advance(anchor, now)
+    else:
+        anchor = None
+    trusted = new_spell or (not new_frame and anchor is not None) or (
+        anchor is not None and anchor.ungauged == ungauged and agrees(anchor, current, config.coast_agreement))
     memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq, converged=converged,
                             confident_frames=streak, recovery=rm, fine_failed=memory.fine_failed)
     if converged and memory.fine_failed:   # the estimate says arrived, the image disagreed: not converged
@@ -292,9 +303,11 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
                         view_match=match)
     rm = record_command(rm, now, cartesian, twist.orbit, twist.probe, config.stale_timeout)
     memory = replace(memory, recovery=rm)
-    if streak < config.coast_after_frames:   # not confident for long enough to coast on
+    if not trusted:   # one command, as without coasting; the next unsure frame holds
         return memory, out
-    return replace(memory, last_guiding=out, last_guiding_at=sample.received), out
+    if new_frame or anchor is None:
+        anchor = Anchor(current, ungauged, twist, float(now), sample.received)
+    return replace(memory, anchor=replace(anchor, command=twist)), out
 
 
 def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingResidual, sample: PoseSample,

@@ -293,14 +293,16 @@ def test_an_uncertain_pose_after_guiding_coasts_for_coast_time_then_holds(graph)
         cmds = [m for t, m in h.cmds if t >= t_coast]
     coasting = [s for s in statuses if s.state_name == 'coasting']
     # coasting lasts at most coast_time from the last confident frame (status stamps, the
-    # controller's clock), and its commands are that frame's
+    # controller's clock), and its commands go on from that frame's by odometry (the same way, nonzero)
     span = stamp_s(coasting[-1]) - stamp_s(coasting[0])
     assert span <= 0.3 + 1e-3, f'coasted for {span:.3f} s'
     assert all(s.state == GuidanceStatus.STATE_COASTING and 'uncertain' in s.cue for s in coasting)
     coast_stamps = {stamp_s(s) for s in coasting}
     coast_cmds = [m for m in cmds if stamp_s(m) in coast_stamps]
-    assert coast_cmds and all(np.allclose(vec(m.probe), vec(guiding.probe)) and
-                              np.allclose(vec(m.orbit), vec(guiding.orbit)) for m in coast_cmds)
+    def same_way(a, b):
+        return float(np.dot(a, b)) > 0.9 * np.linalg.norm(a) * np.linalg.norm(b) > 0
+    assert coast_cmds and all(same_way(vec(m.probe), vec(guiding.probe)) and
+                              same_way(vec(m.orbit), vec(guiding.orbit)) for m in coast_cmds)
     # after the hold everything is zero while the pose stays uncertain
     assert wait_for(lambda: len(h.since(h.cmds, t_hold)) >= 3, timeout=2)
     assert all(is_zero(m) for _, m in h.since(h.cmds, t_hold))

@@ -1,13 +1,17 @@
 """Policy core: config validation, proportional twist (gain, deadband, limits), state machine safety."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from echoposed_ros.geometry import Pose, identity, matrix_to_quat_xyzw, rot_x, rot_y, rot_z, so3_exp
+from echoposed_ros.geometry import Pose, effective_error, identity, matrix_to_quat_xyzw, rot_x, rot_y, rot_z, so3_exp
+from echoposed_ros.geometry import step as geometry_step
 from echoposed_ros.policy import (
+    BodyTwist,
     ControllerConfig,
     GuidanceMemory,
     GuidanceState,
@@ -22,6 +26,7 @@ from echoposed_ros.policy import (
     proportional_twist,
     tracking_error,
 )
+from echoposed_ros.policy.coasting import Anchor, advance, agrees
 
 CFG = ControllerConfig()
 TARGET = make_target((rot_x(0.2), rot_z(1.0) @ rot_y(0.1)), 'pose', TargetKind.POSE)
@@ -155,21 +160,51 @@ COAST = ControllerConfig(coast_time=0.5, coast_after_frames=1)   # the coast's m
 UNSURE = COAST.uncertainty_threshold * 3
 
 
-def test_an_unsure_pose_soon_after_a_confident_one_coasts_on_its_command_then_holds():
-    memory, guiding = step(sample(received=1.0), now=1.0, config=COAST)
+def _reckoned(pose, commands):
+    """Naive odometry: ``pose`` moved by each (body twist, seconds) in turn."""
+    for twist, dt in commands:
+        pose = geometry_step(pose, twist.orbit, twist.probe, dt)
+    return pose
+
+
+def test_odometry_undoes_a_command_by_its_negation_and_agrees_only_near_the_reckoning():
+    start = Pose(rot_x(0.3) @ rot_y(-0.2), rot_z(1.1))
+    w = BodyTwist(np.array([0.1, -0.2, 0.05]), np.array([0.0, 0.3, -0.4]))
+    a = Anchor(start, True, w, 1.0, 1.0)       # an un-gauge-fixed mean: R <- R exp(omega dt), exact
+    moved = advance(a, 1.7)
+    assert moved.at == 1.7 and effective_error(moved.pose, start) > 0.1
+    assert advance(moved, 1.7) == moved        # no time, no motion
+    back = advance(replace(moved, command=BodyTwist(-w.orbit, -w.probe)), 2.4)
+    assert effective_error(back.pose, start) < 1e-9
+    assert agrees(moved, moved.pose, 0.1)
+    assert not agrees(moved, Pose(moved.pose.orbit @ rot_x(0.2), moved.pose.probe), 0.1)
+    canonical = advance(Anchor(start, False, w, 1.0, 1.0), 1.7)   # canonical poses stay in canonical gauge
+    expected = geometry_step(start, w.orbit, w.probe, 0.7)
+    np.testing.assert_allclose(canonical.pose.orbit, expected.orbit, atol=1e-12)
+    np.testing.assert_allclose(canonical.pose.probe, expected.probe, atol=1e-12)
+
+
+def test_an_unsure_pose_soon_after_a_confident_one_coasts_by_odometry_then_holds():
+    P = (rot_x(0.1), rot_z(0.2))
+    memory, guiding = step(sample(P, received=1.0), now=1.0, config=COAST)
     assert guiding.state == GuidanceState.GUIDING and np.linalg.norm(guiding.twist.probe) > 0
-    for t in (1.1, 1.3, 1.5):   # up to coast_time after the confident frame: the same command
+    commands, last = [], (guiding.twist, 1.0)
+    for t in (1.1, 1.3, 1.5):   # up to coast_time after the confident frame: steer from where the commands put it
         memory, out = step(sample((rot_x(0.5), rot_z(2.0)), uncertainty=UNSURE, received=t, seq=1), now=t,
                            memory=memory, config=COAST)
         assert out.state == GuidanceState.COASTING and out.uncertainty == UNSURE
-        for a, b in ((out.twist.orbit, guiding.twist.orbit), (out.twist.probe, guiding.twist.probe),
-                     (out.cartesian.v, guiding.cartesian.v), (out.cartesian.omega, guiding.cartesian.omega)):
-            np.testing.assert_array_equal(a, b)
-        assert 'uncertain' in out.cue and out.error is not None
+        commands.append((last[0], t - last[1]))
+        expected = proportional_twist(tracking_error(_reckoned(P, commands), TARGET.pose), COAST)
+        np.testing.assert_allclose(out.twist.orbit, expected.orbit, atol=1e-9)
+        np.testing.assert_allclose(out.twist.probe, expected.probe, atol=1e-9)
+        last = (out.twist, t)
+        assert 'uncertain' in out.cue and 'odometry' in out.cue and out.error is not None
+    # the live (unsure) estimate is reported, never steered by
+    assert out.error.effective == pytest.approx(tracking_error((rot_x(0.5), rot_z(2.0)), TARGET.pose).effective)
     memory, out = step(sample(uncertainty=UNSURE, received=1.51, seq=2), now=1.51, memory=memory, config=COAST)
     assert out.state == GuidanceState.HOLD_UNCERTAIN
     assert_zero(out)
-    # the hold forgot the last command: no second coast without a confident frame in between
+    # the hold forgot the reckoning: no second coast without a confident frame in between
     memory, out = step(sample(uncertainty=UNSURE, received=1.52, seq=3), now=1.52, memory=memory, config=COAST)
     assert out.state == GuidanceState.HOLD_UNCERTAIN
     memory, out = step(sample(received=1.6, seq=4), now=1.6, memory=memory, config=COAST)
@@ -178,7 +213,33 @@ def test_an_unsure_pose_soon_after_a_confident_one_coasts_on_its_command_then_ho
     assert out.state == GuidanceState.COASTING
 
 
-def test_only_a_confident_streak_arms_the_coast_and_an_unsure_frame_ends_the_streak():
+def test_coasting_crosses_a_band_of_unsure_views_that_holding_stops_at():
+    """A probe moved exactly by its commands, estimated exactly except in a band of views half way to the
+    target where the ensemble is unsure: coasting by odometry carries it across and it converges; without
+    coasting it stops at the band's edge (and with recovery, returns and stops there again)."""
+    start, dt = (rot_x(0.4), rot_z(1.6)), 0.05
+
+    def run(config):
+        g, memory = start, GuidanceMemory()
+        for k in range(600):
+            gap = tracking_error(g, TARGET.pose).effective
+            unsure = 0.35 < gap < 0.55
+            memory, out = step(sample(g, uncertainty=UNSURE if unsure else 0.0, received=k * dt, seq=k),
+                               now=k * dt, memory=memory, config=config)
+            if out.state == GuidanceState.CONVERGED:
+                break
+            g = geometry_step(g, out.twist.orbit, out.twist.probe, dt)
+        return out.state, tracking_error(g, TARGET.pose).effective
+
+    first = tracking_error(start, TARGET.pose).effective
+    assert first > 0.55
+    state, gap = run(ControllerConfig(coast_time=1.5, control_rate=1 / dt))
+    assert state == GuidanceState.CONVERGED and gap < CFG.converge_tolerance
+    state, gap = run(ControllerConfig(coast_time=0.0, control_rate=1 / dt, recover_after=1e3))
+    assert state == GuidanceState.HOLD_UNCERTAIN and 0.5 < gap < first
+
+
+def test_only_a_confident_streak_or_a_frame_where_odometry_says_is_coasted_on():
     cfg = ControllerConfig(coast_time=0.5, coast_after_frames=3)
     memory = GuidanceMemory()
     for seq in range(2):   # two confident frames (one seen on two ticks: frames, not ticks)
@@ -187,27 +248,33 @@ def test_only_a_confident_streak_arms_the_coast_and_an_unsure_frame_ends_the_str
                                config=cfg)
     assert out.state == GuidanceState.GUIDING
     _, out = step(sample(uncertainty=UNSURE, received=1.25, seq=2), now=1.25, memory=memory, config=cfg)
-    assert out.state == GuidanceState.HOLD_UNCERTAIN   # two frames: not armed
+    assert out.state == GuidanceState.HOLD_UNCERTAIN   # two frames: not trusted
     memory, armed = step(sample(received=1.2, seq=2), now=1.2, memory=memory, config=cfg)
     memory, out = step(sample(uncertainty=UNSURE, received=1.3, seq=3), now=1.3, memory=memory, config=cfg)
-    assert out.state == GuidanceState.COASTING   # the third frame armed it
-    # a lifted probe: unsure frames with a lone sure (garbage) frame among them
+    assert out.state == GuidanceState.COASTING   # the third frame made it trusted
+    # a lifted probe: unsure frames with a lone sure (garbage) frame among them, far from the reckoning
     memory, lone = step(sample((rot_x(1.0), rot_z(-2.0)), received=1.4, seq=4), now=1.4, memory=memory, config=cfg)
     assert lone.state == GuidanceState.GUIDING   # one frame's command, as without coasting
     memory, out = step(sample(uncertainty=UNSURE, received=1.5, seq=5), now=1.5, memory=memory, config=cfg)
-    assert out.state == GuidanceState.HOLD_UNCERTAIN   # the lone frame ended the coast and armed none
+    assert out.state == GuidanceState.HOLD_UNCERTAIN   # the lone frame ended the coast and is not trusted
     assert_zero(out)
-    # and the coast itself ends coast_time after the armed frame
+    # the coast ends coast_time after the trusted frame ...
     memory = GuidanceMemory()
     for seq in range(3):
         memory, armed = step(sample(received=2.0 + 0.1 * seq, seq=seq), now=2.0 + 0.1 * seq, memory=memory,
                              config=cfg)
     memory, out = step(sample(uncertainty=UNSURE, received=2.69, seq=3), now=2.69, memory=memory, config=cfg)
     assert out.state == GuidanceState.COASTING
-    np.testing.assert_array_equal(out.twist.probe, armed.twist.probe)
-    memory, out = step(sample(uncertainty=UNSURE, received=2.71, seq=4), now=2.71, memory=memory, config=cfg)
-    assert out.state == GuidanceState.HOLD_UNCERTAIN   # 0.51 s after the armed frame
-    assert_zero(out)
+    held = step(sample(uncertainty=UNSURE, received=2.71, seq=4), now=2.71, memory=memory, config=cfg)[1]
+    assert held.state == GuidanceState.HOLD_UNCERTAIN   # 0.51 s after the trusted frame
+    assert_zero(held)
+    # ... unless a lone confident frame lies where the odometry puts the probe: it is trusted in turn
+    assert memory.anchor is not None
+    there = sample(memory.anchor.pose, received=2.7, seq=4)
+    memory, out = step(there, now=2.7, memory=memory, config=cfg)
+    assert out.state == GuidanceState.GUIDING
+    memory, out = step(sample(uncertainty=UNSURE, received=3.1, seq=5), now=3.1, memory=memory, config=cfg)
+    assert out.state == GuidanceState.COASTING
 
 
 def test_coast_time_counts_from_the_reception_of_the_confident_pose_not_from_the_last_tick():
@@ -246,7 +313,8 @@ def test_coasting_is_off_by_default_and_never_follows_convergence_a_stale_stream
 @given(st.lists(st.tuples(st.floats(0.0, 0.2), st.booleans()), min_size=1, max_size=40))
 def test_coasting_never_exceeds_the_speed_limits_or_coast_time(steps):
     """Any mix of sure and unsure frames: speeds stay within the limits, and a coasted command never
-    comes more than coast_time after the last frame that ended a confident streak."""
+    comes more than coast_time after the last trusted confident frame (a streak's, or one where the
+    odometry put the probe)."""
     # recover_after: long unsure spells return along the path (test_recovery.py); here only coasting moves the probe
     cfg = ControllerConfig(coast_time=0.3, max_orbit_speed=0.2, max_probe_speed=0.4, coast_after_frames=2,
                            recover_after=1e3)
@@ -259,8 +327,11 @@ def test_coasting_never_exceeds_the_speed_limits_or_coast_time(steps):
         assert np.linalg.norm(out.twist.orbit) <= 0.2 * (1 + 1e-12)
         assert np.linalg.norm(out.twist.probe) <= 0.4 * (1 + 1e-12)
         streak = streak + 1 if out.state == GuidanceState.GUIDING else 0
-        if out.state == GuidanceState.GUIDING and streak >= cfg.coast_after_frames:
-            armed_at = now
+        if out.state == GuidanceState.GUIDING:
+            trusted = memory.anchor is not None and memory.anchor.received == now
+            # trusted: a streak, or a lone frame while a reckoning was running
+            assert not trusted or streak >= cfg.coast_after_frames or armed_at is not None
+            armed_at = now if trusted else None
         elif out.state == GuidanceState.COASTING:
             assert armed_at is not None and now - armed_at <= cfg.coast_time
         elif out.state != GuidanceState.GUIDING:

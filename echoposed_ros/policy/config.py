@@ -98,6 +98,9 @@ class ControllerConfig:
     fine_accept_match: float = _f(
         0.99, 'NCC', 'view match (NCC) the end of the fine search needs for converged; below it the state is '
         'mismatch (zero twist): the estimate and the image disagree')
+    fine_retry_turn_scale: float = _f(
+        2.0, 'x', 'a fine search after a failed one steps about the beam this many times fine_step (the other axes: '
+        'fine_step)')
     match_smoothing: float = _f(
         2.0, 'px', 'view match: mean of the NCC of raw frames and of frames blurred by Gaussians of this and twice '
         'this sigma',
@@ -136,6 +139,9 @@ class ControllerConfig:
         if self.fine_min_step > self.fine_step:
             raise PolicyError(f'ControllerConfig.fine_min_step: expected <= fine_step ({self.fine_step!r} rad), '
                               f'got {self.fine_min_step!r}')
+        if self.fine_retry_turn_scale < 1.0:
+            raise PolicyError(f'ControllerConfig.fine_retry_turn_scale: expected a factor >= 1, got '
+                              f'{self.fine_retry_turn_scale!r}')
         if not -1.0 <= self.fine_accept_match <= 1.0:
             raise PolicyError(f'ControllerConfig.fine_accept_match: expected an NCC in [-1, 1], '
                               f'got {self.fine_accept_match!r}')
@@ -164,7 +170,8 @@ class ControllerConfig:
                             settle_time=self.fine_settle_time, max_time=self.fine_max_time,
                             max_turn_speed=self.max_probe_speed, max_orbit_speed=self.max_orbit_speed,
                             period=self.control_period, measure_frames=self.fine_measure_frames,
-                            accept_match=self.fine_accept_match, attempts=self.fine_attempts)
+                            accept_match=self.fine_accept_match, attempts=self.fine_attempts,
+                            retry_turn_scale=self.fine_retry_turn_scale)
 
     @property
     def control_period(self) -> float:

@@ -11,8 +11,9 @@ by motion:
   peak); that point is the next axis's base;
 - a sweep over all axes whose moves all stayed within ``step`` halves it; once it is below
   ``min_step`` the search ends at the best point it measured, if its match reached ``accept_match``;
-  else it starts again from there (``attempts`` in all), and the last returns to the entry pose, where
-  the coarse loop left the probe;
+  else it starts again from there (``attempts`` in all; these later searches step ``retry_turn_scale``
+  times wider about the beam, where the coarse loop's hand-over errs most), and the last returns to the
+  entry pose, where the coarse loop left the probe;
 - a point farther than ``max_excursion`` from the entry pose (norm of the five-axis offset) is never
   visited: a goal outside is cut back to the bound.
 
@@ -62,9 +63,10 @@ class FineSettings:
     ``max_excursion`` (rad, norm of the offset from the entry pose), ``settle_time`` (s, wait after a
     move before measuring), ``max_time`` (s, the search ends after it), speed limits ``max_turn_speed``
     (turns and tilts) and ``max_orbit_speed`` (orbit axes) in rad/s, ``period`` (s, how long one command is
-    held), ``measure_frames`` (frames averaged per point), ``accept_match`` (the match a search must reach)
-    and ``attempts`` (searches in all: one that ends below ``accept_match`` starts again from its best
-    point with the first step, until the last, which then returns to the entry pose)."""
+    held), ``measure_frames`` (frames averaged per point), ``accept_match`` (the match a search must reach),
+    ``attempts`` (searches in all: one that ends below ``accept_match`` starts again from its best
+    point with the first step, until the last, which then returns to the entry pose) and
+    ``retry_turn_scale`` (those later searches step about the beam this many times wider)."""
 
     step: float
     min_step: float
@@ -77,6 +79,7 @@ class FineSettings:
     measure_frames: int = 1
     accept_match: float = -1.0
     attempts: int = 1
+    retry_turn_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ('step', 'min_step', 'max_excursion', 'max_time', 'max_turn_speed', 'max_orbit_speed', 'period'):
@@ -95,6 +98,9 @@ class FineSettings:
             raise PolicyError(f'FineSettings.accept_match: expected an NCC in [-1, 1], got {self.accept_match!r}')
         if self.min_step > self.step:
             raise PolicyError(f'FineSettings.min_step: expected <= step ({self.step!r} rad), got {self.min_step!r}')
+        if not (math.isfinite(self.retry_turn_scale) and self.retry_turn_scale >= 1.0):
+            raise PolicyError(f'FineSettings.retry_turn_scale: expected a finite factor >= 1, got '
+                              f'{self.retry_turn_scale!r}')
 
 
 def _zeros() -> Array:
@@ -180,11 +186,17 @@ def _vertex(f0: float, fp: float, fm: float, h: float) -> float:
     return (0.0, h, -h)[int(np.argmax([f0, fp, fm]))]
 
 
+def _scales(m: FineMemory, settings: FineSettings) -> Array:
+    """Per axis, the search step in units of ``m.step``: 1, but ``retry_turn_scale`` about the beam in a search
+    after a failed one."""
+    return np.array([settings.retry_turn_scale if m.attempt > 1 else 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
 def _advance(m: FineMemory, base: Array, settings: FineSettings) -> FineMemory:
     """Make ``base`` the new base (measured on arrival) for the next axis; after the last axis halve the
     step, and once it is below ``min_step`` end at the best point measured."""
     axis, step = m.axis + 1, m.step
-    moved = max(m.moved, float(np.max(np.abs(base - m.base))))
+    moved = max(m.moved, float(np.max(np.abs(base - m.base) / _scales(m, settings))))
     if axis == len(AXES):
         axis = 0
         if moved <= step:       # the peak lies within a step on every axis: refine
@@ -205,7 +217,7 @@ def _measure(m: FineMemory, score: float, settings: FineSettings) -> FineMemory:
     if score > m.best_score:
         m = replace(m, best=m.goal.copy(), best_score=score)
     e = np.zeros(len(AXES))
-    e[m.axis] = m.step
+    e[m.axis] = m.step * _scales(m, settings)[m.axis]
     if m.trial == 0:                        # at the base: then + along the axis
         m = replace(m, base_score=score, plus=-np.inf, minus=-np.inf)
         if _inside(m.base + e, settings):
@@ -226,7 +238,7 @@ def _after_plus(m: FineMemory, e: Array, settings: FineSettings) -> FineMemory:
 def _to_peak(m: FineMemory, settings: FineSettings) -> FineMemory:
     """The axis is measured: on to the parabola's peak (inside the bound), the next axis's base."""
     goal = m.base.copy()
-    goal[m.axis] += _vertex(m.base_score, m.plus, m.minus, m.step)
+    goal[m.axis] += _vertex(m.base_score, m.plus, m.minus, m.step * _scales(m, settings)[m.axis])
     return _advance(m, _clip_to_bound(m.base, goal, settings), settings)
 
 

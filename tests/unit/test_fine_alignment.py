@@ -77,11 +77,36 @@ def test_the_search_never_leaves_the_excursion_bound():
     assert m.offset[0] == pytest.approx(bound.max_excursion, abs=0.01)   # it ends at the bound, towards it
 
 
+def _plateau(x):
+    """A match with a small bump at the entry on a plateau, the view 0.25 rad away about the beam."""
+    z = x[0]
+    return (0.86 + 0.01 * math.exp(-(z / 0.03) ** 2) + 0.14 * math.exp(-((z - 0.25) / 0.1) ** 2)
+            - float(np.sum(x[1:] ** 2)))
+
+
+def test_a_search_after_a_failed_one_steps_wider_about_the_beam():
+    twice = replace(SETTINGS, attempts=2, accept_match=0.99)
+    same, _ = _run(_plateau, settings=twice)               # both searches see only the bump: back to the entry
+    assert same.done and same.best_score < 0.99 and np.allclose(same.offset, 0.0, atol=1e-9)
+    wider, widest = _run(_plateau, settings=replace(twice, retry_turn_scale=2.0))
+    assert wider.attempt == 2 and wider.best_score > 0.99
+    assert abs(wider.offset[0] - 0.25) < 2 * SETTINGS.min_step
+    assert widest <= twice.max_excursion + 1e-6
+    # a first search that succeeds never takes the wider steps
+    smooth = np.array([0.08, -0.03, 0.02, -0.05, 0.04])
+    m, _ = _run(lambda x: 1.0 - float(np.sum((x - smooth) ** 2)), settings=replace(twice, retry_turn_scale=2.0))
+    assert m.attempt == 1 and np.max(np.abs(m.offset - smooth)) < SETTINGS.min_step
+
+
 def test_settings_refuse_bad_values():
     with pytest.raises(PolicyError, match='min_step'):
         replace(SETTINGS, min_step=0.1)
     with pytest.raises(PolicyError, match='measure_frames'):
         replace(SETTINGS, measure_frames=0)
+    with pytest.raises(PolicyError, match='retry_turn_scale'):
+        replace(SETTINGS, retry_turn_scale=0.5)
+    with pytest.raises(PolicyError, match='fine_retry_turn_scale'):
+        ControllerConfig(fine_retry_turn_scale=0.5)
 
 
 def test_matcher_equals_the_plain_ncc():

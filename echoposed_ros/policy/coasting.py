@@ -16,7 +16,7 @@ from echoposed_ros.geometry import Pose, effective_error, right_apply, step
 
 from .controller import BodyTwist
 
-__all__ = ['Anchor', 'advance', 'agrees']
+__all__ = ['Anchor', 'advance', 'agrees', 'carried']
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,14 @@ def advance(anchor: Anchor, now: float) -> Anchor:
     pose = (Pose(*right_apply(anchor.pose, w.orbit * dt, w.probe * dt)) if anchor.ungauged
             else step(anchor.pose, w.orbit, w.probe, dt))
     return replace(anchor, pose=pose, at=float(now))
+
+
+def carried(anchor: Anchor | None, now: float, coast_time: float) -> Anchor | None:
+    """``anchor`` advanced to ``now`` (s) while it may still be coasted on (at most ``coast_time`` s after the
+    reception of the frame it started from); None when there is none or it is too old."""
+    if anchor is None or now - anchor.received > coast_time:
+        return None
+    return advance(anchor, now)
 
 
 def agrees(anchor: Anchor, pose: Pose, tolerance: float) -> bool:

@@ -192,6 +192,11 @@ def _scales(m: FineMemory, settings: FineSettings) -> Array:
     return np.array([settings.retry_turn_scale if m.attempt > 1 else 1.0, 1.0, 1.0, 1.0, 1.0])
 
 
+def _axis_step(m: FineMemory, settings: FineSettings) -> float:
+    """rad, the step along the current axis."""
+    return m.step * float(_scales(m, settings)[m.axis])
+
+
 def _advance(m: FineMemory, base: Array, settings: FineSettings) -> FineMemory:
     """Make ``base`` the new base (measured on arrival) for the next axis; after the last axis halve the
     step, and once it is below ``min_step`` end at the best point measured."""
@@ -217,7 +222,7 @@ def _measure(m: FineMemory, score: float, settings: FineSettings) -> FineMemory:
     if score > m.best_score:
         m = replace(m, best=m.goal.copy(), best_score=score)
     e = np.zeros(len(AXES))
-    e[m.axis] = m.step * _scales(m, settings)[m.axis]
+    e[m.axis] = _axis_step(m, settings)
     if m.trial == 0:                        # at the base: then + along the axis
         m = replace(m, base_score=score, plus=-np.inf, minus=-np.inf)
         if _inside(m.base + e, settings):
@@ -238,7 +243,7 @@ def _after_plus(m: FineMemory, e: Array, settings: FineSettings) -> FineMemory:
 def _to_peak(m: FineMemory, settings: FineSettings) -> FineMemory:
     """The axis is measured: on to the parabola's peak (inside the bound), the next axis's base."""
     goal = m.base.copy()
-    goal[m.axis] += _vertex(m.base_score, m.plus, m.minus, m.step * _scales(m, settings)[m.axis])
+    goal[m.axis] += _vertex(m.base_score, m.plus, m.minus, _axis_step(m, settings))
     return _advance(m, _clip_to_bound(m.base, goal, settings), settings)
 
 

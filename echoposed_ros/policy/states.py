@@ -58,7 +58,7 @@ from numpy.typing import ArrayLike
 
 from echoposed_ros.geometry import CartesianTwist, GeometryError, Pose, as_pose, quat_xyzw_to_matrix
 
-from .coasting import Anchor, advance, agrees
+from .coasting import Anchor, agrees, carried
 from .config import ControllerConfig
 from .controller import (
     BodyTwist,
@@ -229,11 +229,10 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
         return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config)
     if not np.isfinite(sample.uncertainty) or sample.uncertainty > config.uncertainty_threshold:
         # The error is still reported (sigma^2 against error is an evaluation signal).
-        anchor = memory.anchor
-        if anchor is not None and now - anchor.received <= config.coast_time:
+        anchor = carried(memory.anchor, now, config.coast_time)
+        if anchor is not None:
             # steer by where the commands since the last trusted estimate put the probe (odometry); an unsure
             # frame ends the confident streak
-            anchor = advance(anchor, now)
             reckoned = tracking_error(anchor.pose, target.ungauged if anchor.ungauged else target.pose)
             twist = proportional_twist(reckoned, config)
             cartesian = probe_frame_twist(anchor.pose, twist, config.orbit_radius)
@@ -281,11 +280,7 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
           saw_lone_confident(memory.recovery) if new_frame else memory.recovery)
     # what may be coasted on: a confident spell's estimate, or a lone confident frame where the reckoning from
     # the last trusted one says the probe is (a probe lifted off can read sure by chance, never there)
-    anchor = memory.anchor
-    if anchor is not None and now - anchor.received <= config.coast_time:
-        anchor = advance(anchor, now)
-    else:
-        anchor = None
+    anchor = carried(memory.anchor, now, config.coast_time)
     trusted = new_spell or (not new_frame and anchor is not None) or (
         anchor is not None and anchor.ungauged == ungauged and agrees(anchor, current, config.coast_agreement))
     memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq, converged=converged,

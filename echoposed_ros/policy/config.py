@@ -94,7 +94,7 @@ class ControllerConfig:
         1, 'frames', 'frames averaged per fine search point (beating hearts: more frames, less noise, slower)')
     fine_attempts: int = _f(
         2, 'searches', 'a fine search that ends below fine_accept_match starts again from its best point, up to '
-        'this many searches; after the last the probe returns to where the fine alignment began')
+        'this many searches; after the last the probe rests at the best point found (mismatch)')
     fine_accept_match: float = _f(
         0.99, 'NCC', 'view match (NCC) the end of the fine search needs for converged; below it the state is '
         'mismatch (zero twist): the estimate and the image disagree')

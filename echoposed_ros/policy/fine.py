@@ -12,8 +12,10 @@ by motion:
 - a sweep over all axes whose moves all stayed within ``step`` halves it; once it is below
   ``min_step`` the search ends at the best point it measured, if its match reached ``accept_match``;
   else it starts again from there (``attempts`` in all; these later searches step ``retry_turn_scale``
-  times wider about the beam, where the coarse loop's hand-over errs most), and the last returns to the
-  entry pose, where the coarse loop left the probe;
+  times wider about the beam, where the coarse loop's hand-over errs most); the last ends at its best
+  point too, the most target-like view found, and so does a search stopped by ``max_time`` (on the
+  evaluation protocol the best point of a search that never reached ``accept_match`` was nearer the
+  target than the hand-over pose in all but one such run);
 - a point farther than ``max_excursion`` from the entry pose (norm of the five-axis offset) is never
   visited: a goal outside is cut back to the bound.
 
@@ -65,7 +67,7 @@ class FineSettings:
     (turns and tilts) and ``max_orbit_speed`` (orbit axes) in rad/s, ``period`` (s, how long one command is
     held), ``measure_frames`` (frames averaged per point), ``accept_match`` (the match a search must reach),
     ``attempts`` (searches in all: one that ends below ``accept_match`` starts again from its best
-    point with the first step, until the last, which then returns to the entry pose) and
+    point with the first step, until the last, which ends there) and
     ``retry_turn_scale`` (those later searches step about the beam this many times wider)."""
 
     step: float
@@ -212,8 +214,7 @@ def _advance(m: FineMemory, base: Array, settings: FineSettings) -> FineMemory:
             if m.best_score < settings.accept_match and m.attempt < settings.attempts:
                 return replace(m, goal=best, base=best, trial=0, axis=0, step=settings.step, moved=0.0,
                                attempt=m.attempt + 1)
-            end = best if m.best_score >= settings.accept_match else np.zeros(len(AXES))
-            return replace(m, goal=end, base=end, trial=0, axis=0, step=step, moved=moved, done=True)
+            return replace(m, goal=best, base=best, trial=0, axis=0, step=step, moved=moved, done=True)
     return replace(m, goal=base, base=base, trial=0, axis=axis, step=step, moved=moved)
 
 
@@ -256,9 +257,8 @@ def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: F
     m = replace(m, offset=offset, last_now=float(now), rate=_zeros())
     if m.done:
         return _move(m, settings, limits)
-    if float(now) - m.started > settings.max_time:
-        end = m.best.copy() if m.best_score >= settings.accept_match else np.zeros(len(AXES))
-        return _move(replace(m, done=True, goal=end), settings, limits)
+    if float(now) - m.started > settings.max_time:    # ends at the best point measured (the entry pose if none)
+        return _move(replace(m, done=True, goal=m.best.copy()), settings, limits)
     left = m.goal - offset
     if np.max(np.abs(left)) > _ARRIVED:
         return _move(replace(m, arrived_at=None), settings, limits)

@@ -34,9 +34,11 @@ instead, once ``converge_frames`` more frames have had an estimated effective er
 - then ``converged`` when the best view match it found is at least ``fine_accept_match``: both signals
   agree; it stays converged until the live match falls below that for ``converge_frames`` frames;
 - or, when the match stays below it (second opinion: the estimate calls the view on target, the image
-  says otherwise), the probe returns to where the fine stage began and the coarse loop finishes alone;
-  where it would converge the state is ``mismatch`` (zero twist) instead, until the target is set again
-  or guidance restarts.
+  says otherwise), ``mismatch`` (zero twist) at the search's best view, the most target-like one found,
+  until the target is set again or guidance restarts; should the estimate then put the probe farther than
+  ``fine_entry_tolerance + fine_max_excursion`` from the target (farther than the search can have taken it:
+  the probe or the patient moved), the coarse loop guides alone and where it would converge the state is
+  ``mismatch`` again.
 
 Unsure for longer (:mod:`.recovery`): after ``recover_after`` seconds of ``hold_uncertain`` with no confident frame,
 
@@ -145,7 +147,8 @@ class GuidanceMemory:
     the fine search (None in the coarse stage), whether it ended converged, the last view frame counted and
     the frames since in a row below ``fine_accept_match``; the path since the last confident frame and the
     state of a return or exploration (:mod:`.recovery`); whether a fine alignment for this target ended in
-    disagreement (the coarse loop then finishes alone, flagged).
+    disagreement (``fine_failed``), and whether the probe still rests at that search's best view
+    (``fine_rest``).
     ``GuidanceMemory()`` is the reset state."""
 
     frames_within_tolerance: int = 0
@@ -159,6 +162,7 @@ class GuidanceMemory:
     low_match_frames: int = 0
     recovery: RecoveryMemory = RecoveryMemory()
     fine_failed: bool = False
+    fine_rest: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,9 @@ class ControlOutput:
     ungauged: bool = False
     view_match: float = float('nan')
     disagree: bool = False
+
+
+_REST = 'resting at the most target-like view the search found'
 
 
 def _hold(state: GuidanceState, memory: GuidanceMemory, error: TrackingResidual | None = None,
@@ -247,7 +254,7 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
                                 max_recoveries=config.max_recoveries,
                                 explore_speed=min(config.explore_speed, config.max_probe_speed),
                                 explore_turn=config.explore_turn, cap=config.stale_timeout)
-        held = GuidanceMemory(recovery=rm, fine_failed=memory.fine_failed)
+        held = GuidanceMemory(recovery=rm, fine_failed=memory.fine_failed, fine_rest=memory.fine_rest)
         if rec.mode in ('hold', 'lost'):
             state = GuidanceState.HOLD_UNCERTAIN if rec.mode == 'hold' else GuidanceState.LOST
             return _hold(state, held, error, sample.uncertainty, detail=unsure, view_match=match)
@@ -257,6 +264,11 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
         return held, ControlOutput(state, BodyTwist(rec.orbit, rec.probe), rec.cartesian, error, sample.uncertainty,
                                    0, state_cue(state.label, detail), view_match=match)
 
+    if memory.fine_rest:   # at the failed search's best view: stay, unless the probe has clearly been moved away
+        if error.effective <= config.fine_entry_tolerance + config.fine_max_excursion:
+            return _hold(GuidanceState.MISMATCH, replace(memory, last_seq=sample.seq), error, sample.uncertainty,
+                         view_match=match, detail=_REST)
+        memory = replace(memory, fine_rest=False)
     frames, converged, streak = memory.frames_within_tolerance, memory.converged, memory.confident_frames
     tolerance = config.fine_entry_tolerance if fine else config.converge_tolerance
     if sample.seq != memory.last_seq:  # a new frame: count it once
@@ -325,10 +337,11 @@ def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingR
         if fm.best_score >= config.fine_accept_match:
             return _fine(replace(memory, fine_converged=True), now=now, current=current,
                          error=error, sample=sample, view=view, config=config)
-        # The image disagrees: the probe is back where the fine alignment began; the coarse loop finishes
-        # by the estimate alone and its end is reported as mismatch, not converged.
-        return _hold(GuidanceState.GUIDING, GuidanceMemory(fine_failed=True, recovery=memory.recovery), error,
-                     sample.uncertainty, view_match=match, detail='image disagrees; back to the coarse loop')
+        # The image disagrees: the probe rests at the search's best view, reported as mismatch, not converged.
+        return _hold(GuidanceState.MISMATCH, GuidanceMemory(fine_failed=True, fine_rest=True, last_seq=sample.seq,
+                                                            recovery=memory.recovery),
+                     error, sample.uncertainty, view_match=match,
+                     detail=f'best view match {fm.best_score:.3f} < {config.fine_accept_match:.3f}; {_REST}')
     cartesian = axis_rates_to_probe_twist(out.rates, config.orbit_radius)
     twist = probe_frame_to_body_twist(current, cartesian, config.orbit_radius)
     cue = state_cue('fine_aligning', f'view match {match:.3f}, step {np.degrees(fm.step):.1f} deg')

@@ -86,8 +86,9 @@ def _plateau(x):
 
 def test_a_search_after_a_failed_one_steps_wider_about_the_beam():
     twice = replace(SETTINGS, attempts=2, accept_match=0.99)
-    same, _ = _run(_plateau, settings=twice)               # both searches see only the bump: back to the entry
-    assert same.done and same.best_score < 0.99 and np.allclose(same.offset, 0.0, atol=1e-9)
+    same, _ = _run(_plateau, settings=twice)               # both searches see only the bump: they end on it
+    assert same.done and same.best_score < 0.99 and np.allclose(same.offset, same.best, atol=1e-9)
+    assert abs(same.offset[0]) < SETTINGS.min_step
     wider, widest = _run(_plateau, settings=replace(twice, retry_turn_scale=2.0))
     assert wider.attempt == 2 and wider.best_score > 0.99
     assert abs(wider.offset[0] - 0.25) < 2 * SETTINGS.min_step
@@ -96,6 +97,21 @@ def test_a_search_after_a_failed_one_steps_wider_about_the_beam():
     smooth = np.array([0.08, -0.03, 0.02, -0.05, 0.04])
     m, _ = _run(lambda x: 1.0 - float(np.sum((x - smooth) ** 2)), settings=replace(twice, retry_turn_scale=2.0))
     assert m.attempt == 1 and np.max(np.abs(m.offset - smooth)) < SETTINGS.min_step
+
+
+def test_a_search_that_never_reaches_the_accepted_match_ends_at_its_best_view():
+    """Not back at the entry pose: the most target-like view found is where the probe rests, both when the
+    searches end and when the time limit stops them."""
+    peak = np.array([0.1, 0.02, -0.02, 0.03, -0.03])
+    def score(x):
+        return 0.95 - float(np.sum((x - peak) ** 2))          # the view never reaches accept_match
+    settings = replace(SETTINGS, attempts=2, accept_match=0.99)
+    m, _ = _run(score, settings=settings)
+    assert m.done and m.best_score < 0.99 and m.attempt == 2
+    assert np.allclose(m.offset, m.best, atol=1e-9) and np.max(np.abs(m.offset - peak)) < 2 * SETTINGS.min_step
+    cut, _ = _run(score, settings=replace(settings, max_time=2.0))
+    assert cut.done and cut.last_now < 2.0 + 10 * SETTINGS.period and np.allclose(cut.offset, cut.best, atol=1e-9)
+    assert score(cut.offset) > score(np.zeros(len(AXES)))    # nearer the view than where the search began
 
 
 def test_settings_refuse_bad_values():
@@ -219,6 +235,30 @@ def test_estimate_on_target_but_image_disagrees_is_a_mismatch_not_converged():
     assert states[-1] == GuidanceState.MISMATCH and out.disagree and out.view_match == pytest.approx(0.8)
     assert not np.any(out.twist.orbit) and not np.any(out.twist.probe) and not np.any(out.cartesian.v)
     assert 'does not match' in out.cue
+
+
+def test_after_a_failed_search_the_probe_rests_until_the_estimate_says_it_was_moved_away():
+    cfg = ControllerConfig(fine_max_time=3.0, control_rate=10.0, fine_settle_time=0.0)
+    memory, k = GuidanceMemory(), 0
+    while not memory.fine_rest:
+        target, sample = _target_and_sample(k, 0.1 * k)
+        memory, out = control_step(memory, now=0.1 * k, active=True, target=target, sample=sample, config=cfg,
+                                   view=ViewSample(0.8, 0.1 * k, k))
+        k += 1
+        assert k < 200
+    assert out.state == GuidanceState.MISMATCH and 'resting' in out.cue
+    q = matrix_to_quat_xyzw(np.eye(3))
+    far = cfg.fine_entry_tolerance + cfg.fine_max_excursion
+    states = []
+    for angle in (0.05, far - 0.02, far + 0.05):       # within what the search may have moved: stays at rest
+        q_far = matrix_to_quat_xyzw(Rotation.from_rotvec([0.0, 0.0, angle]).as_matrix())
+        memory, out = control_step(memory, now=0.1 * k, active=True, target=target,
+                                   sample=pose_sample(q, q_far, 0.001, 0.1 * k, k), config=cfg,
+                                   view=ViewSample(0.8, 0.1 * k, k))
+        states.append(out.state)
+        k += 1
+    assert states == [GuidanceState.MISMATCH, GuidanceState.MISMATCH, GuidanceState.GUIDING]
+    assert np.any(out.twist.probe) and not memory.fine_rest and memory.fine_failed
 
 
 def test_estimate_and_image_agree_converges_after_the_fine_stage():

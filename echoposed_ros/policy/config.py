@@ -94,13 +94,17 @@ class ControllerConfig:
         1, 'frames', 'frames averaged per fine search point (beating hearts: more frames, less noise, slower)')
     fine_attempts: int = _f(
         2, 'searches', 'a fine search that ends below fine_accept_match starts again from its best point, up to '
-        'this many searches; after the last the probe rests at the best point found (mismatch)')
+        'this many searches (then fine_rest_match decides where the probe stays)')
     fine_accept_match: float = _f(
         0.99, 'NCC', 'view match (NCC) the end of the fine search needs for converged; below it the state is '
         'mismatch (zero twist): the estimate and the image disagree')
     fine_retry_turn_scale: float = _f(
         2.0, 'x', 'a fine search after a failed one steps about the beam this many times fine_step (the other axes: '
         'fine_step)')
+    fine_rest_match: float = _f(
+        0.97, 'NCC', 'a fine search that ends below fine_accept_match leaves the probe at its best view if that '
+        'matched at least this (the view nearly found); below it, back where the fine stage began (no view like '
+        'the target: the estimate decides)')
     match_smoothing: float = _f(
         2.0, 'px', 'view match: mean of the NCC of raw frames and of frames blurred by Gaussians of this and twice '
         'this sigma',
@@ -145,6 +149,9 @@ class ControllerConfig:
         if not -1.0 <= self.fine_accept_match <= 1.0:
             raise PolicyError(f'ControllerConfig.fine_accept_match: expected an NCC in [-1, 1], '
                               f'got {self.fine_accept_match!r}')
+        if not -1.0 <= self.fine_rest_match <= self.fine_accept_match:
+            raise PolicyError(f'ControllerConfig.fine_rest_match: expected an NCC in [-1, fine_accept_match '
+                              f'({self.fine_accept_match!r})], got {self.fine_rest_match!r}')
         for name in ('converge_frames', 'coast_after_frames', 'fine_measure_frames', 'fine_attempts'):
             if getattr(self, name) < 1:
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 1, got {getattr(self, name)!r}')
@@ -171,7 +178,7 @@ class ControllerConfig:
                             max_turn_speed=self.max_probe_speed, max_orbit_speed=self.max_orbit_speed,
                             period=self.control_period, measure_frames=self.fine_measure_frames,
                             accept_match=self.fine_accept_match, attempts=self.fine_attempts,
-                            retry_turn_scale=self.fine_retry_turn_scale)
+                            retry_turn_scale=self.fine_retry_turn_scale, rest_match=self.fine_rest_match)
 
     @property
     def control_period(self) -> float:

@@ -12,10 +12,10 @@ by motion:
 - a sweep over all axes whose moves all stayed within ``step`` halves it; once it is below
   ``min_step`` the search ends at the best point it measured, if its match reached ``accept_match``;
   else it starts again from there (``attempts`` in all; these later searches step ``retry_turn_scale``
-  times wider about the beam, where the coarse loop's hand-over errs most); the last ends at its best
-  point too, the most target-like view found, and so does a search stopped by ``max_time`` (on the
-  evaluation protocol the best point of a search that never reached ``accept_match`` was nearer the
-  target than the hand-over pose in all but one such run);
+  times wider about the beam, where the coarse loop's hand-over errs most); the last, and a search
+  stopped by ``max_time``, ends at its best point too if its match reached ``rest_match`` (the view
+  nearly found: not back at the hand-over pose, where the estimate's bias left the probe), else back
+  at the entry pose (no view like the target: another heart or view; the estimate decides);
 - a point farther than ``max_excursion`` from the entry pose (norm of the five-axis offset) is never
   visited: a goal outside is cut back to the bound.
 
@@ -67,8 +67,9 @@ class FineSettings:
     (turns and tilts) and ``max_orbit_speed`` (orbit axes) in rad/s, ``period`` (s, how long one command is
     held), ``measure_frames`` (frames averaged per point), ``accept_match`` (the match a search must reach),
     ``attempts`` (searches in all: one that ends below ``accept_match`` starts again from its best
-    point with the first step, until the last, which ends there) and
-    ``retry_turn_scale`` (those later searches step about the beam this many times wider)."""
+    point with the first step, until the last), ``retry_turn_scale`` (those later searches step about the
+    beam this many times wider) and ``rest_match`` (a failed search ends at its best point if that matched
+    at least this, else at the entry pose)."""
 
     step: float
     min_step: float
@@ -82,6 +83,7 @@ class FineSettings:
     accept_match: float = -1.0
     attempts: int = 1
     retry_turn_scale: float = 1.0
+    rest_match: float = -1.0
 
     def __post_init__(self) -> None:
         for name in ('step', 'min_step', 'max_excursion', 'max_time', 'max_turn_speed', 'max_orbit_speed', 'period'):
@@ -96,8 +98,13 @@ class FineSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise PolicyError(f'FineSettings.{name}: expected an integer >= 1, got {v!r}')
-        if not (math.isfinite(self.accept_match) and -1.0 <= self.accept_match <= 1.0):
-            raise PolicyError(f'FineSettings.accept_match: expected an NCC in [-1, 1], got {self.accept_match!r}')
+        for name in ('accept_match', 'rest_match'):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and -1.0 <= v <= 1.0):
+                raise PolicyError(f'FineSettings.{name}: expected an NCC in [-1, 1], got {v!r}')
+        if self.rest_match > self.accept_match:
+            raise PolicyError(f'FineSettings.rest_match: expected <= accept_match ({self.accept_match!r}), got '
+                              f'{self.rest_match!r}')
         if self.min_step > self.step:
             raise PolicyError(f'FineSettings.min_step: expected <= step ({self.step!r} rad), got {self.min_step!r}')
         if not (math.isfinite(self.retry_turn_scale) and self.retry_turn_scale >= 1.0):
@@ -214,8 +221,15 @@ def _advance(m: FineMemory, base: Array, settings: FineSettings) -> FineMemory:
             if m.best_score < settings.accept_match and m.attempt < settings.attempts:
                 return replace(m, goal=best, base=best, trial=0, axis=0, step=settings.step, moved=0.0,
                                attempt=m.attempt + 1)
-            return replace(m, goal=best, base=best, trial=0, axis=0, step=step, moved=moved, done=True)
+            end = _end(m, settings)
+            return replace(m, goal=end, base=end, trial=0, axis=0, step=step, moved=moved, done=True)
     return replace(m, goal=base, base=base, trial=0, axis=axis, step=step, moved=moved)
+
+
+def _end(m: FineMemory, settings: FineSettings) -> Array:
+    """Where a search that ends goes: its best point if that matched at least ``rest_match`` (at least
+    ``accept_match``: converged), else the entry pose."""
+    return m.best.copy() if m.best_score >= settings.rest_match else _zeros()
 
 
 def _measure(m: FineMemory, score: float, settings: FineSettings) -> FineMemory:
@@ -257,8 +271,8 @@ def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: F
     m = replace(m, offset=offset, last_now=float(now), rate=_zeros())
     if m.done:
         return _move(m, settings, limits)
-    if float(now) - m.started > settings.max_time:    # ends at the best point measured (the entry pose if none)
-        return _move(replace(m, done=True, goal=m.best.copy()), settings, limits)
+    if float(now) - m.started > settings.max_time:
+        return _move(replace(m, done=True, goal=_end(m, settings)), settings, limits)
     left = m.goal - offset
     if np.max(np.abs(left)) > _ARRIVED:
         return _move(replace(m, arrived_at=None), settings, limits)

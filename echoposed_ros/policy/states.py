@@ -34,11 +34,12 @@ instead, once ``converge_frames`` more frames have had an estimated effective er
 - then ``converged`` when the best view match it found is at least ``fine_accept_match``: both signals
   agree; it stays converged until the live match falls below that for ``converge_frames`` frames;
 - or, when the match stays below it (second opinion: the estimate calls the view on target, the image
-  says otherwise), ``mismatch`` (zero twist) at the search's best view, the most target-like one found,
-  until the target is set again or guidance restarts; should the estimate then put the probe farther than
-  ``fine_entry_tolerance + fine_max_excursion`` from the target (farther than the search can have taken it:
-  the probe or the patient moved), the coarse loop guides alone and where it would converge the state is
-  ``mismatch`` again.
+  says otherwise), ``mismatch`` (zero twist): at the search's best view if it matched at least
+  ``fine_rest_match`` (the view nearly found), until the target is set again or guidance restarts, or
+  until the estimate puts the probe farther than ``fine_entry_tolerance + fine_max_excursion`` from the
+  target (farther than the search can have taken it: the probe or the patient moved); else (no view like
+  the target: another heart or view) back where the fine stage began. In both cases the coarse loop then
+  guides alone, and where it would converge the state is ``mismatch`` again.
 
 Unsure for longer (:mod:`.recovery`): after ``recover_after`` seconds of ``hold_uncertain`` with no confident frame,
 
@@ -337,11 +338,16 @@ def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingR
         if fm.best_score >= config.fine_accept_match:
             return _fine(replace(memory, fine_converged=True), now=now, current=current,
                          error=error, sample=sample, view=view, config=config)
-        # The image disagrees: the probe rests at the search's best view, reported as mismatch, not converged.
-        return _hold(GuidanceState.MISMATCH, GuidanceMemory(fine_failed=True, fine_rest=True, last_seq=sample.seq,
-                                                            recovery=memory.recovery),
-                     error, sample.uncertainty, view_match=match,
-                     detail=f'best view match {fm.best_score:.3f} < {config.fine_accept_match:.3f}; {_REST}')
+        if fm.best_score >= config.fine_rest_match:
+            # The view nearly found: the probe rests at the search's best view, reported as mismatch.
+            return _hold(GuidanceState.MISMATCH, GuidanceMemory(fine_failed=True, fine_rest=True, last_seq=sample.seq,
+                                                                recovery=memory.recovery),
+                         error, sample.uncertainty, view_match=match,
+                         detail=f'best view match {fm.best_score:.3f} < {config.fine_accept_match:.3f}; {_REST}')
+        # No view like the target (another heart or view): the probe is back where the fine alignment began;
+        # the coarse loop finishes by the estimate alone and its end is reported as mismatch, not converged.
+        return _hold(GuidanceState.GUIDING, GuidanceMemory(fine_failed=True, recovery=memory.recovery), error,
+                     sample.uncertainty, view_match=match, detail='image disagrees; back to the coarse loop')
     cartesian = axis_rates_to_probe_twist(out.rates, config.orbit_radius)
     twist = probe_frame_to_body_twist(current, cartesian, config.orbit_radius)
     cue = state_cue('fine_aligning', f'view match {match:.3f}, step {np.degrees(fm.step):.1f} deg')

@@ -105,13 +105,16 @@ def test_a_search_that_never_reaches_the_accepted_match_ends_at_its_best_view():
     peak = np.array([0.1, 0.02, -0.02, 0.03, -0.03])
     def score(x):
         return 0.95 - float(np.sum((x - peak) ** 2))          # the view never reaches accept_match
-    settings = replace(SETTINGS, attempts=2, accept_match=0.99)
+    settings = replace(SETTINGS, attempts=2, accept_match=0.99, rest_match=0.9)
     m, _ = _run(score, settings=settings)
     assert m.done and m.best_score < 0.99 and m.attempt == 2
     assert np.allclose(m.offset, m.best, atol=1e-9) and np.max(np.abs(m.offset - peak)) < 2 * SETTINGS.min_step
     cut, _ = _run(score, settings=replace(settings, max_time=2.0))
     assert cut.done and cut.last_now < 2.0 + 10 * SETTINGS.period and np.allclose(cut.offset, cut.best, atol=1e-9)
     assert score(cut.offset) > score(np.zeros(len(AXES)))    # nearer the view than where the search began
+    # a best view that matched less than rest_match is no view like the target: back to the entry pose
+    poor, _ = _run(score, settings=replace(settings, rest_match=0.96))
+    assert poor.done and poor.best_score < 0.96 and np.allclose(poor.offset, 0.0, atol=1e-9)
 
 
 def test_settings_refuse_bad_values():
@@ -123,6 +126,10 @@ def test_settings_refuse_bad_values():
         replace(SETTINGS, retry_turn_scale=0.5)
     with pytest.raises(PolicyError, match='fine_retry_turn_scale'):
         ControllerConfig(fine_retry_turn_scale=0.5)
+    with pytest.raises(PolicyError, match='rest_match'):
+        replace(SETTINGS, accept_match=0.9, rest_match=0.95)
+    with pytest.raises(PolicyError, match='fine_rest_match'):
+        ControllerConfig(fine_rest_match=0.995)
 
 
 def test_matcher_equals_the_plain_ncc():
@@ -235,15 +242,17 @@ def test_estimate_on_target_but_image_disagrees_is_a_mismatch_not_converged():
     assert states[-1] == GuidanceState.MISMATCH and out.disagree and out.view_match == pytest.approx(0.8)
     assert not np.any(out.twist.orbit) and not np.any(out.twist.probe) and not np.any(out.cartesian.v)
     assert 'does not match' in out.cue
+    assert not memory.fine_rest     # no view like the target: the estimate decided where the probe stopped
 
 
-def test_after_a_failed_search_the_probe_rests_until_the_estimate_says_it_was_moved_away():
+def test_after_a_nearly_matching_search_the_probe_rests_until_the_estimate_says_it_was_moved_away():
     cfg = ControllerConfig(fine_max_time=3.0, control_rate=10.0, fine_settle_time=0.0)
+    near = 0.5 * (cfg.fine_rest_match + cfg.fine_accept_match)
     memory, k = GuidanceMemory(), 0
     while not memory.fine_rest:
         target, sample = _target_and_sample(k, 0.1 * k)
         memory, out = control_step(memory, now=0.1 * k, active=True, target=target, sample=sample, config=cfg,
-                                   view=ViewSample(0.8, 0.1 * k, k))
+                                   view=ViewSample(near, 0.1 * k, k))
         k += 1
         assert k < 200
     assert out.state == GuidanceState.MISMATCH and 'resting' in out.cue
@@ -254,7 +263,7 @@ def test_after_a_failed_search_the_probe_rests_until_the_estimate_says_it_was_mo
         q_far = matrix_to_quat_xyzw(Rotation.from_rotvec([0.0, 0.0, angle]).as_matrix())
         memory, out = control_step(memory, now=0.1 * k, active=True, target=target,
                                    sample=pose_sample(q, q_far, 0.001, 0.1 * k, k), config=cfg,
-                                   view=ViewSample(0.8, 0.1 * k, k))
+                                   view=ViewSample(near, 0.1 * k, k))
         states.append(out.state)
         k += 1
     assert states == [GuidanceState.MISMATCH, GuidanceState.MISMATCH, GuidanceState.GUIDING]

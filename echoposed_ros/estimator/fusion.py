@@ -30,8 +30,8 @@ from numpy.typing import ArrayLike, NDArray
 from ..geometry import mean_and_sigma2, project_to_so3, so3_exp
 from .errors import EstimatorError
 
-__all__ = ['ArmPose', 'CycleFusion', 'FusedEstimate', 'FusionSettings', 'fuse_still', 'heart_pose_to_arm',
-           'transport_members']
+__all__ = ['ArmPose', 'ArmPoseHistory', 'CycleFusion', 'FusedEstimate', 'FusionSettings', 'fuse_still',
+           'heart_pose_to_arm', 'transport_members']
 
 Array = NDArray[np.float64]
 
@@ -58,6 +58,32 @@ class ArmPose(NamedTuple):
 
     R: Array
     apex: Array
+
+
+class ArmPoseHistory:
+    """The arm's latest measured poses by stamp (int64 ns), at most ``capacity`` (the oldest go first):
+    :meth:`at` gives the one stamped nearest a frame's stamp within a tolerance, as the pose node pairs each
+    image with the arm for cycle fusion. Stamps may arrive out of order."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        if capacity < 1:
+            raise EstimatorError(f'arm pose history: expected a capacity >= 1, got {capacity!r}')
+        self._poses: deque[tuple[int, ArmPose]] = deque(maxlen=capacity)
+
+    def __len__(self) -> int:
+        return len(self._poses)
+
+    def add(self, stamp_ns: int, pose: ArmPose) -> None:
+        """Keep ``pose``, measured at ``stamp_ns``."""
+        self._poses.append((int(stamp_ns), pose))
+
+    def at(self, stamp_ns: int, tolerance_s: float) -> ArmPose | None:
+        """The pose stamped nearest ``stamp_ns``, or None when none lies within ``tolerance_s`` of it."""
+        if not self._poses:
+            return None
+        stamps = np.fromiter((t for t, _ in self._poses), dtype=np.int64, count=len(self._poses))
+        k = int(np.argmin(np.abs(stamps - int(stamp_ns))))
+        return self._poses[k][1] if abs(int(stamps[k]) - int(stamp_ns)) <= tolerance_s * 1e9 else None
 
 
 def heart_pose_to_arm(orbit: ArrayLike, probe: ArrayLike, radius: float) -> ArmPose:

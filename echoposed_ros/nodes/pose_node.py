@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
 from typing import Any
 
 import rclpy
@@ -37,7 +36,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from ..config.pose import NODE_NAME, PARAMS, PoseNodeConfig
 from ..estimator import Estimate, Estimator, EstimatorError
-from ..estimator.fusion import ArmPose, CycleFusion, FusedEstimate
+from ..estimator.fusion import ArmPose, ArmPoseHistory, CycleFusion, FusedEstimate
 from .convert import compressed_msg_to_array, echopose_msg, image_msg_to_array, pose_stamped_to_arrays, stamp_ns
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import declare_all, watch_parameters
@@ -62,7 +61,7 @@ class PoseNode(Node):
                                                    NEWEST_FRAME)
         self.create_service(EstimatePose, 'echoposed/estimate', self._on_estimate)
         # the arm's measured probe poses by stamp (ns), for cycle fusion; about 2 s at 100 Hz
-        self._arm: deque[tuple[int, ArmPose]] = deque(maxlen=256)
+        self._arm = ArmPoseHistory(capacity=256)
         self.create_subscription(PoseStamped, 'probe/pose', self._on_arm_pose, 50)
         self.fusion = self._fusion(self.config)
         self._fused_frames = 0
@@ -146,20 +145,13 @@ class PoseNode(Node):
         except ValueError as exc:   # a bad arm pose is dropped: frames near it are then published alone
             self.get_logger().warning(f'probe/pose dropped: {exc}', throttle_duration_sec=1.0)
             return
-        self._arm.append((stamp_ns(msg.header), ArmPose(R, apex)))
-
-    def _arm_at(self, stamp: int) -> ArmPose | None:
-        """The arm pose stamped nearest ``stamp`` (ns), if within ``arm_pose_tolerance``."""
-        if not self._arm:
-            return None
-        t, arm = min(self._arm, key=lambda item: abs(item[0] - stamp))
-        return arm if abs(t - stamp) <= self.config.arm_pose_tolerance * 1e9 else None
+        self._arm.add(stamp_ns(msg.header), ArmPose(R, apex))
 
     def _fuse(self, header: Any, estimate: Estimate) -> Estimate | FusedEstimate:
         if self.config.fusion_window <= 0:
             return estimate
         stamp = stamp_ns(header)
-        arm = self._arm_at(stamp)
+        arm = self._arm.at(stamp, self.config.arm_pose_tolerance)
         if arm is None:
             self._unfused += 1
         fused = self.fusion.add(stamp * 1e-9, estimate.member_orbits, estimate.member_probes, estimate.sigma2, arm)

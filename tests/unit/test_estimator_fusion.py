@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from echoposed_ros.estimator import EstimatorError
-from echoposed_ros.estimator.fusion import ArmPose, CycleFusion, heart_pose_to_arm, transport_members
+from echoposed_ros.estimator.fusion import ArmPose, ArmPoseHistory, CycleFusion, heart_pose_to_arm, transport_members
 from echoposed_ros.geometry import effective_error, gauge_fix, rot_z, so3_exp, step
 
 RADIUS = 0.1   # m
@@ -149,3 +149,22 @@ def test_carrying_several_frames_at_once_equals_carrying_each_alone():
         u_i, R_i = transport_members(*m, a, to, RADIUS)
         np.testing.assert_allclose(u[i], u_i, atol=1e-12)
         np.testing.assert_allclose(R[i], R_i, atol=1e-12)
+
+
+def _arm(k: int) -> ArmPose:
+    return ArmPose(np.eye(3), np.array([float(k), 0.0, 0.0]))
+
+
+def test_arm_pose_history_gives_the_pose_stamped_nearest_within_the_tolerance():
+    history = ArmPoseHistory(capacity=3)
+    assert history.at(0, 1.0) is None                        # nothing yet
+    for k, stamp in enumerate((30_000_000, 10_000_000, 20_000_000)):   # out of order
+        history.add(stamp, _arm(k))
+    assert history.at(12_000_000, 0.005).apex[0] == 1.0       # 10 ms is nearest 12 ms
+    assert history.at(27_000_000, 0.005).apex[0] == 0.0       # 30 ms
+    assert history.at(40_000_000, 0.005) is None              # nearest is 10 ms away
+    assert history.at(40_000_000, 0.010).apex[0] == 0.0
+    history.add(50_000_000, _arm(3))                          # the oldest (30 ms, added first) goes
+    assert len(history) == 3 and history.at(30_000_000, 0.001) is None
+    with pytest.raises(EstimatorError, match='capacity'):
+        ArmPoseHistory(capacity=0)

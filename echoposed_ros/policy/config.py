@@ -105,6 +105,9 @@ class ControllerConfig:
         0.97, 'NCC', 'a fine search that ends below fine_accept_match leaves the probe at its best view if that '
         'matched at least this (the view nearly found); below it, back where the fine stage began (no view like '
         'the target: the estimate decides)')
+    fine_confirm_time: float = _f(
+        1.0, 's', 'a fine search whose best view reached fine_accept_match measures it again over this long (about a '
+        'cardiac cycle); only a mean match at least fine_accept_match is converged (0 = the best single frame)')
     match_smoothing: float = _f(
         2.0, 'px', 'view match: mean of the NCC of raw frames and of frames blurred by Gaussians of this and twice '
         'this sigma',
@@ -134,7 +137,7 @@ class ControllerConfig:
             if value <= 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected > 0 ({_unit(name)}), got {value!r}')
         for name in ('deadband', 'cue_min_angle', 'coast_time', 'coast_agreement', 'fine_settle_time',
-                     'match_smoothing', 'recover_after', 'explore_speed', 'explore_turn'):
+                     'fine_confirm_time', 'match_smoothing', 'recover_after', 'explore_speed', 'explore_turn'):
             value = getattr(self, name)
             if value < 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 0 ({_unit(name)}), got {value!r}')
@@ -178,7 +181,8 @@ class ControllerConfig:
                             max_turn_speed=self.max_probe_speed, max_orbit_speed=self.max_orbit_speed,
                             period=self.control_period, measure_frames=self.fine_measure_frames,
                             accept_match=self.fine_accept_match, attempts=self.fine_attempts,
-                            retry_turn_scale=self.fine_retry_turn_scale, rest_match=self.fine_rest_match)
+                            retry_turn_scale=self.fine_retry_turn_scale, rest_match=self.fine_rest_match,
+                            confirm_time=self.fine_confirm_time)
 
     @property
     def control_period(self) -> float:

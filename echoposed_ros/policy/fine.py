@@ -16,6 +16,9 @@ by motion:
   stopped by ``max_time``, ends at its best point too if its match reached ``rest_match`` (the view
   nearly found: not back at the hand-over pose, where the estimate's bias left the probe), else back
   at the entry pose (no view like the target: another heart or view; the estimate decides);
+- a best point that reached ``accept_match`` is measured again over ``confirm_time`` (about a cardiac cycle),
+  and that mean is its match from then on: converged only if it holds (a beating heart's best single frame
+  is the luckiest of many), else the search goes on as one that fell short;
 - a point farther than ``max_excursion`` from the entry pose (norm of the five-axis offset) is never
   visited: a goal outside is cut back to the bound.
 
@@ -68,8 +71,9 @@ class FineSettings:
     held), ``measure_frames`` (frames averaged per point), ``accept_match`` (the match a search must reach),
     ``attempts`` (searches in all: one that ends below ``accept_match`` starts again from its best
     point with the first step, until the last), ``retry_turn_scale`` (those later searches step about the
-    beam this many times wider) and ``rest_match`` (a failed search ends at its best point if that matched
-    at least this, else at the entry pose)."""
+    beam this many times wider), ``rest_match`` (a failed search ends at its best point if that matched
+    at least this, else at the entry pose) and ``confirm_time`` (s, a best point that reached ``accept_match``
+    is measured again this long and its mean decides; 0: the single best frame decides)."""
 
     step: float
     min_step: float
@@ -84,13 +88,14 @@ class FineSettings:
     attempts: int = 1
     retry_turn_scale: float = 1.0
     rest_match: float = -1.0
+    confirm_time: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ('step', 'min_step', 'max_excursion', 'max_time', 'max_turn_speed', 'max_orbit_speed', 'period'):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise PolicyError(f'FineSettings.{name}: expected a finite number > 0, got {v!r}')
-        for name in ('settle_time',):
+        for name in ('settle_time', 'confirm_time'):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise PolicyError(f'FineSettings.{name}: expected a finite number >= 0, got {v!r}')
@@ -125,7 +130,8 @@ class FineMemory:
     acc_n: frames summed so far at the current point; attempt: the search's number (``attempts``);
     step: rad; axis: index into ``AXES``; trial: 0 at the base, +1 / -1 at ``base +- step``; rate: (5,)
     rad/s commanded at ``last_now`` (s); arrived_at: s, when the goal was reached (None while moving);
-    last_seq: last frame used; started: s; done: the search ended; score: the last frame's match."""
+    last_seq: last frame used; started: s; confirming, confirm_first: the best point is being measured again
+    (since the frame received at ``confirm_first``, s); done: the search ended; score: the last frame's match."""
 
     offset: Array = field(default_factory=_zeros)
     goal: Array = field(default_factory=_zeros)
@@ -147,6 +153,8 @@ class FineMemory:
     arrived_at: float | None = None
     last_seq: int = -1
     started: float = float('nan')
+    confirming: bool = False
+    confirm_first: float = float('nan')
     done: bool = False
     score: float = float('nan')
 
@@ -217,13 +225,37 @@ def _advance(m: FineMemory, base: Array, settings: FineSettings) -> FineMemory:
             step /= 2.0
         moved = 0.0
         if step < settings.min_step:
-            best = m.best.copy()
-            if m.best_score < settings.accept_match and m.attempt < settings.attempts:
-                return replace(m, goal=best, base=best, trial=0, axis=0, step=settings.step, moved=0.0,
-                               attempt=m.attempt + 1)
-            end = _end(m, settings)
-            return replace(m, goal=end, base=end, trial=0, axis=0, step=step, moved=moved, done=True)
+            return _conclude(replace(m, step=step, moved=moved), settings, retry=True)
     return replace(m, goal=base, base=base, trial=0, axis=axis, step=step, moved=moved)
+
+
+def _conclude(m: FineMemory, settings: FineSettings, retry: bool) -> FineMemory:
+    """A search has ended (``retry``: not by the time limit): confirm a best point that reached ``accept_match``
+    over ``confirm_time``, or start the next attempt from it, or end (:func:`_end`)."""
+    best = m.best.copy()
+    if m.best_score >= settings.accept_match and settings.confirm_time > 0:
+        return replace(m, goal=best, base=best, trial=0, axis=0, confirming=True, acc_sum=0.0, acc_n=0,
+                       confirm_first=float('nan'))
+    if retry and m.best_score < settings.accept_match and m.attempt < settings.attempts:
+        return replace(m, goal=best, base=best, trial=0, axis=0, step=settings.step, moved=0.0,
+                       attempt=m.attempt + 1)
+    end = _end(m, settings)
+    return replace(m, goal=end, base=end, trial=0, axis=0, done=True)
+
+
+def _confirm(m: FineMemory, score: float, received: float, now: float, settings: FineSettings) -> FineMemory:
+    """One more frame at the best point being confirmed; after ``confirm_time`` its mean match is the best
+    point's match: converged at ``accept_match``, else as a search that ended below it (one lucky frame of a
+    beating heart passes the bar a few degrees off; a cycle's mean does not)."""
+    first = m.confirm_first if math.isfinite(m.confirm_first) else received
+    total, n = m.acc_sum + score, m.acc_n + 1
+    if received - first < settings.confirm_time:
+        return replace(m, acc_sum=total, acc_n=n, confirm_first=first)
+    mean = total / n
+    m = replace(m, acc_sum=0.0, acc_n=0, confirm_first=float('nan'), confirming=False, best_score=mean)
+    if mean >= settings.accept_match:
+        return replace(m, done=True)
+    return _conclude(m, settings, retry=float(now) - m.started <= settings.max_time)
 
 
 def _end(m: FineMemory, settings: FineSettings) -> Array:
@@ -271,8 +303,8 @@ def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: F
     m = replace(m, offset=offset, last_now=float(now), rate=_zeros())
     if m.done:
         return _move(m, settings, limits)
-    if float(now) - m.started > settings.max_time:
-        return _move(replace(m, done=True, goal=_end(m, settings)), settings, limits)
+    if not m.confirming and float(now) - m.started > settings.max_time:
+        return _move(_conclude(m, settings, retry=False), settings, limits)
     left = m.goal - offset
     if np.max(np.abs(left)) > _ARRIVED:
         return _move(replace(m, arrived_at=None), settings, limits)
@@ -280,7 +312,9 @@ def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: F
     m = replace(m, arrived_at=arrived)
     if view is not None and view.seq != m.last_seq and view.received >= arrived + settings.settle_time:
         m = replace(m, last_seq=view.seq, score=float(view.score))
-        if math.isfinite(view.score):
+        if m.confirming and math.isfinite(view.score):
+            m = _confirm(m, float(view.score), float(view.received), float(now), settings)
+        elif math.isfinite(view.score):
             total, n = m.acc_sum + float(view.score), m.acc_n + 1
             if n >= settings.measure_frames:
                 m = _measure(replace(m, acc_sum=0.0, acc_n=0), total / n, settings)

@@ -117,6 +117,27 @@ def test_a_search_that_never_reaches_the_accepted_match_ends_at_its_best_view():
     assert poor.done and poor.best_score < 0.96 and np.allclose(poor.offset, 0.0, atol=1e-9)
 
 
+def test_a_best_view_is_confirmed_over_confirm_time_before_it_counts_as_converged():
+    """One lucky frame passes ``accept_match`` a few degrees off on a beating heart; the mean over
+    ``confirm_time`` at that point does not, so the search is not converged; a real peak is."""
+    settings = replace(SETTINGS, attempts=2, accept_match=0.99, rest_match=0.9, max_time=30.0)
+    lucky = {'left': 0}
+    def lucky_once(x):      # a hill below the bar, and one lucky frame 0.05 rad about the beam
+        if lucky['left'] and abs(x[0] - 0.05) < 1e-6 and np.allclose(x[1:], 0.0):
+            lucky['left'] -= 1
+            return 0.995
+        return 0.95 - float(np.sum(x ** 2))
+    lucky['left'] = 1
+    trusting, _ = _run(lucky_once, settings=settings)
+    assert trusting.done and trusting.best_score == 0.995          # converged on the lucky frame
+    lucky['left'] = 1
+    checked, _ = _run(lucky_once, settings=replace(settings, confirm_time=0.5))
+    assert checked.done and checked.best_score < 0.99 and checked.attempt == 2
+    peak = np.array([0.1, 0.0, 0.0, 0.0, 0.0])
+    real, _ = _run(lambda x: 1.0 - float(np.sum((x - peak) ** 2)), settings=replace(settings, confirm_time=0.5))
+    assert real.done and real.best_score >= 0.99 and np.max(np.abs(real.offset - peak)) < 2 * SETTINGS.min_step
+
+
 def test_settings_refuse_bad_values():
     with pytest.raises(PolicyError, match='min_step'):
         replace(SETTINGS, min_step=0.1)

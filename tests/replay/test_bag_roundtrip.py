@@ -104,8 +104,10 @@ def test_bag_eval_matches_the_live_run(live_run, synthetic_model, tmp_path):
     assert r['guidance']['final_state'] == summary['final_state'] == 'converged'
     # the recorder and the monitor saw about the same stream (the monitor, spun one callback per
     # launcher tick, drops best-effort images when the machine is busy; the recorder starts with the
-    # nodes and misses what comes before discovery matches it with the simulator)
-    assert 0.75 <= r['images'] / summary['images'] <= 1.6, (r['images'], summary['images'])
+    # nodes and misses what comes before discovery matches it with the simulator: on a loaded 2-core
+    # machine 3 s of a 10 s run, 211 images against the monitor's 307). Dropped frames inside the
+    # recording are caught by its image rate below; this catches a recorder that started or stopped far off.
+    assert 0.5 <= r['images'] / summary['images'] <= 1.6, (r['images'], summary['images'])
     # images and true poses leave the simulator together each tick; the recorder's subscriptions to the two
     # topics are matched by discovery separately, a few frames apart on a loaded machine (211 against 216 seen)
     assert abs(r['images'] - r['ground_truth_samples']) <= max(3, 0.05 * r['images'])

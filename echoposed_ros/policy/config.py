@@ -14,9 +14,18 @@ from functools import cached_property
 from typing import Any
 
 from .errors import PolicyError
-from .fine import FineSettings
+from .fine import FineSettings, check_fine_settings
 
 __all__ = ['ControllerConfig', 'describe_fields', 'fixed_fields']
+
+
+#: FineSettings field -> the ControllerConfig parameter it comes from (``period`` is ``1 / control_rate``).
+_FINE_PARAMETERS = {'step': 'fine_step', 'min_step': 'fine_min_step', 'max_excursion': 'fine_max_excursion',
+                    'settle_time': 'fine_settle_time', 'max_time': 'fine_max_time', 'max_turn_speed': 'max_probe_speed',
+                    'max_orbit_speed': 'max_orbit_speed', 'period': 'control_rate',
+                    'measure_frames': 'fine_measure_frames', 'accept_match': 'fine_accept_match',
+                    'attempts': 'fine_attempts', 'retry_turn_scale': 'fine_retry_turn_scale',
+                    'rest_match': 'fine_rest_match', 'confirm_time': 'fine_confirm_time'}
 
 
 def _f(default: Any, unit: str, description: str, fixed: str = '') -> Any:
@@ -89,7 +98,8 @@ class ControllerConfig:
         '(norm of the turns and orbit angles along its five axes)')
     fine_max_time: float = _f(30.0, 's', 'the fine search ends after this long')
     fine_settle_time: float = _f(
-        0.05, 's', 'after each fine move, frames received sooner than this are not measured')
+        0.05, 's', "after each fine move, frames taken sooner than this (by their header stamps) are not measured: "
+        "the arm's lag behind its commands")
     fine_measure_frames: int = _f(
         1, 'frames', 'frames averaged per fine search point (beating hearts: more frames, less noise, slower)')
     fine_attempts: int = _f(
@@ -130,34 +140,23 @@ class ControllerConfig:
                                       f'{f.metadata["unit"]}, got {value!r}')
                 object.__setattr__(self, f.name, float(value))
         positive = ('gain', 'max_orbit_speed', 'max_probe_speed', 'converge_tolerance', 'release_tolerance',
-                    'uncertainty_threshold', 'stale_timeout', 'orbit_radius', 'control_rate', 'fine_entry_tolerance',
-                    'fine_step', 'fine_min_step', 'fine_max_excursion', 'fine_max_time')
+                    'uncertainty_threshold', 'stale_timeout', 'orbit_radius', 'control_rate', 'fine_entry_tolerance')
         for name in positive:
             value = getattr(self, name)
             if value <= 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected > 0 ({_unit(name)}), got {value!r}')
-        for name in ('deadband', 'cue_min_angle', 'coast_time', 'coast_agreement', 'fine_settle_time',
-                     'fine_confirm_time', 'match_smoothing', 'recover_after', 'explore_speed', 'explore_turn'):
+        for name in ('deadband', 'cue_min_angle', 'coast_time', 'coast_agreement', 'match_smoothing', 'recover_after',
+                     'explore_speed', 'explore_turn'):
             value = getattr(self, name)
             if value < 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 0 ({_unit(name)}), got {value!r}')
         if self.max_recoveries < 0:
             raise PolicyError(f'ControllerConfig.max_recoveries: expected >= 0, got {self.max_recoveries!r}')
-        if self.fine_min_step > self.fine_step:
-            raise PolicyError(f'ControllerConfig.fine_min_step: expected <= fine_step ({self.fine_step!r} rad), '
-                              f'got {self.fine_min_step!r}')
-        if self.fine_retry_turn_scale < 1.0:
-            raise PolicyError(f'ControllerConfig.fine_retry_turn_scale: expected a factor >= 1, got '
-                              f'{self.fine_retry_turn_scale!r}')
-        if not -1.0 <= self.fine_accept_match <= 1.0:
-            raise PolicyError(f'ControllerConfig.fine_accept_match: expected an NCC in [-1, 1], '
-                              f'got {self.fine_accept_match!r}')
-        if not -1.0 <= self.fine_rest_match <= self.fine_accept_match:
-            raise PolicyError(f'ControllerConfig.fine_rest_match: expected an NCC in [-1, fine_accept_match '
-                              f'({self.fine_accept_match!r})], got {self.fine_rest_match!r}')
-        for name in ('converge_frames', 'coast_after_frames', 'fine_measure_frames', 'fine_attempts'):
+        for name in ('converge_frames', 'coast_after_frames'):
             if getattr(self, name) < 1:
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 1, got {getattr(self, name)!r}')
+        # the fine search's rules, in one place (fine.py), naming this config's parameters
+        check_fine_settings(self._fine_values(), _FINE_PARAMETERS, 'ControllerConfig')
         if self.release_tolerance < self.converge_tolerance:
             raise PolicyError(
                 f'ControllerConfig.release_tolerance: expected >= converge_tolerance '
@@ -176,13 +175,12 @@ class ControllerConfig:
         """The fine search's bounds from these parameters (speed limits: ``max_probe_speed`` for turns and
         tilts, ``max_orbit_speed`` for the orbit axes; one command per ``control_period``); built once per
         config, not per control cycle."""
-        return FineSettings(step=self.fine_step, min_step=self.fine_min_step, max_excursion=self.fine_max_excursion,
-                            settle_time=self.fine_settle_time, max_time=self.fine_max_time,
-                            max_turn_speed=self.max_probe_speed, max_orbit_speed=self.max_orbit_speed,
-                            period=self.control_period, measure_frames=self.fine_measure_frames,
-                            accept_match=self.fine_accept_match, attempts=self.fine_attempts,
-                            retry_turn_scale=self.fine_retry_turn_scale, rest_match=self.fine_rest_match,
-                            confirm_time=self.fine_confirm_time)
+        return FineSettings(**self._fine_values())
+
+    def _fine_values(self) -> dict[str, Any]:
+        """``{FineSettings field: value}`` from these parameters (:data:`_FINE_PARAMETERS`)."""
+        values = {fine: getattr(self, own) for fine, own in _FINE_PARAMETERS.items() if fine != 'period'}
+        return values | {'period': self.control_period}
 
     @property
     def control_period(self) -> float:

@@ -24,15 +24,18 @@ by motion:
 
 Motion is by commanded odometry: each call adds ``rate * (now - last call)`` to the offset and
 commands the rest of the way to the goal at up to the speed limits. A point is measured with the
-first new frame received ``settle_time`` seconds after the probe got there (``measure_frames``
-frames averaged). :func:`fine_step` is one pure step; :class:`FineMemory` is everything it
+first new frame taken (:attr:`ViewSample.taken`: its stamp, not when it arrived, so an image pipeline's
+latency never lets a frame from before the move count) at least ``settle_time`` seconds after the probe
+got there by odometry (``settle_time``: the arm's lag behind its commands; ``measure_frames`` frames
+averaged). :func:`fine_step` is one pure step; :class:`FineMemory` is everything it
 carries. Angles rad, times s.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,7 +45,7 @@ from echoposed_ros.geometry import CartesianTwist
 from .errors import PolicyError
 
 __all__ = ['AXES', 'FineMemory', 'FineOutput', 'FineSettings', 'ViewSample', 'axis_rates_to_probe_twist',
-           'fine_start', 'fine_step']
+           'check_fine_settings', 'fine_start', 'fine_step', 'rests_at_best']
 
 Array = NDArray[np.float64]
 
@@ -55,25 +58,33 @@ _ARRIVED = 1e-6  # rad: a goal closer than this has been reached
 
 class ViewSample(NamedTuple):
     """One live frame's view match: ``score`` (NaN: unusable frame), ``received`` (s, controller clock),
-    ``seq`` (increases by one per frame)."""
+    ``seq`` (increases by one per frame), ``acquired`` (s, controller clock: when the frame was taken, its
+    header stamp; NaN: unknown, ``received`` stands in)."""
 
     score: float
     received: float
     seq: int
+    acquired: float = float('nan')
+
+    @property
+    def taken(self) -> float:
+        """s, when the frame was taken: ``acquired``, else ``received``."""
+        return self.acquired if math.isfinite(self.acquired) else self.received
 
 
 @dataclass(frozen=True)
 class FineSettings:
     """What bounds the search: ``step`` (rad, first step), ``min_step`` (rad, done below it),
-    ``max_excursion`` (rad, norm of the offset from the entry pose), ``settle_time`` (s, wait after a
-    move before measuring), ``max_time`` (s, the search ends after it), speed limits ``max_turn_speed``
-    (turns and tilts) and ``max_orbit_speed`` (orbit axes) in rad/s, ``period`` (s, how long one command is
-    held), ``measure_frames`` (frames averaged per point), ``accept_match`` (the match a search must reach),
-    ``attempts`` (searches in all: one that ends below ``accept_match`` starts again from its best
-    point with the first step, until the last), ``retry_turn_scale`` (those later searches step about the
-    beam this many times wider), ``rest_match`` (a failed search ends at its best point if that matched
-    at least this, else at the entry pose) and ``confirm_time`` (s, a best point that reached ``accept_match``
-    is measured again this long and its mean decides; 0: the single best frame decides)."""
+    ``max_excursion`` (rad, norm of the offset from the entry pose), ``settle_time`` (s, a frame taken
+    sooner after a move is not measured: the arm's lag), ``max_time`` (s, the search ends after it),
+    speed limits ``max_turn_speed`` (turns and tilts) and ``max_orbit_speed`` (orbit axes) in rad/s,
+    ``period`` (s, how long one command is held), ``measure_frames`` (frames averaged per point),
+    ``accept_match`` (the match a search must reach), ``attempts`` (searches in all: one that ends below
+    ``accept_match`` starts again from its best point with the first step, until the last),
+    ``retry_turn_scale`` (those later searches step about the beam this many times wider), ``rest_match``
+    (a failed search ends at its best point if that matched at least this, else at the entry pose) and
+    ``confirm_time`` (s, a best point that reached ``accept_match`` is measured again this long and its mean
+    decides; 0: the single best frame decides)."""
 
     step: float
     min_step: float
@@ -91,30 +102,39 @@ class FineSettings:
     confirm_time: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ('step', 'min_step', 'max_excursion', 'max_time', 'max_turn_speed', 'max_orbit_speed', 'period'):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise PolicyError(f'FineSettings.{name}: expected a finite number > 0, got {v!r}')
-        for name in ('settle_time', 'confirm_time'):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise PolicyError(f'FineSettings.{name}: expected a finite number >= 0, got {v!r}')
-        for name in ('measure_frames', 'attempts'):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise PolicyError(f'FineSettings.{name}: expected an integer >= 1, got {v!r}')
-        for name in ('accept_match', 'rest_match'):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and -1.0 <= v <= 1.0):
-                raise PolicyError(f'FineSettings.{name}: expected an NCC in [-1, 1], got {v!r}')
-        if self.rest_match > self.accept_match:
-            raise PolicyError(f'FineSettings.rest_match: expected <= accept_match ({self.accept_match!r}), got '
-                              f'{self.rest_match!r}')
-        if self.min_step > self.step:
-            raise PolicyError(f'FineSettings.min_step: expected <= step ({self.step!r} rad), got {self.min_step!r}')
-        if not (math.isfinite(self.retry_turn_scale) and self.retry_turn_scale >= 1.0):
-            raise PolicyError(f'FineSettings.retry_turn_scale: expected a finite factor >= 1, got '
-                              f'{self.retry_turn_scale!r}')
+        check_fine_settings({f.name: getattr(self, f.name) for f in fields(self)})
+
+
+def check_fine_settings(values: Mapping[str, Any], names: Mapping[str, str] | None = None,
+                        owner: str = 'FineSettings') -> None:
+    """Raise PolicyError naming the first bad value of ``values`` (``{FineSettings field: value}``).
+
+    ``names`` maps a field to what its owner calls it (:class:`~.config.ControllerConfig`: ``step`` is
+    ``fine_step``), so that one set of rules names the parameter a user set; ``owner`` prefixes it."""
+    def name(field_name: str) -> str:
+        return names.get(field_name, field_name) if names is not None else field_name
+
+    def bad(field_name: str, expected: str) -> PolicyError:
+        return PolicyError(f'{owner}.{name(field_name)}: expected {expected}, got {values[field_name]!r}')
+
+    for f in ('step', 'min_step', 'max_excursion', 'max_time', 'max_turn_speed', 'max_orbit_speed', 'period'):
+        if not (math.isfinite(values[f]) and values[f] > 0):
+            raise bad(f, 'a finite number > 0')
+    for f in ('settle_time', 'confirm_time'):
+        if not (math.isfinite(values[f]) and values[f] >= 0):
+            raise bad(f, 'a finite number >= 0')
+    for f in ('measure_frames', 'attempts'):
+        if isinstance(values[f], bool) or not isinstance(values[f], int) or values[f] < 1:
+            raise bad(f, 'an integer >= 1')
+    for f in ('accept_match', 'rest_match'):
+        if not (math.isfinite(values[f]) and -1.0 <= values[f] <= 1.0):
+            raise bad(f, 'an NCC in [-1, 1]')
+    if values['rest_match'] > values['accept_match']:
+        raise bad('rest_match', f'<= {name("accept_match")} ({values["accept_match"]!r})')
+    if values['min_step'] > values['step']:
+        raise bad('min_step', f'<= {name("step")} ({values["step"]!r} rad)')
+    if not (math.isfinite(values['retry_turn_scale']) and values['retry_turn_scale'] >= 1.0):
+        raise bad('retry_turn_scale', 'a finite factor >= 1')
 
 
 def _zeros() -> Array:
@@ -131,7 +151,7 @@ class FineMemory:
     step: rad; axis: index into ``AXES``; trial: 0 at the base, +1 / -1 at ``base +- step``; rate: (5,)
     rad/s commanded at ``last_now`` (s); arrived_at: s, when the goal was reached (None while moving);
     last_seq: last frame used; started: s; confirming, confirm_first: the best point is being measured again
-    (since the frame received at ``confirm_first``, s); done: the search ended; score: the last frame's match."""
+    (since the frame taken at ``confirm_first``, s); done: the search ended; score: the last frame's match."""
 
     offset: Array = field(default_factory=_zeros)
     goal: Array = field(default_factory=_zeros)
@@ -243,13 +263,13 @@ def _conclude(m: FineMemory, settings: FineSettings, retry: bool) -> FineMemory:
     return replace(m, goal=end, base=end, trial=0, axis=0, done=True)
 
 
-def _confirm(m: FineMemory, score: float, received: float, now: float, settings: FineSettings) -> FineMemory:
+def _confirm(m: FineMemory, score: float, taken: float, now: float, settings: FineSettings) -> FineMemory:
     """One more frame at the best point being confirmed; after ``confirm_time`` its mean match is the best
     point's match: converged at ``accept_match``, else as a search that ended below it (one lucky frame of a
     beating heart passes the bar a few degrees off; a cycle's mean does not)."""
-    first = m.confirm_first if math.isfinite(m.confirm_first) else received
+    first = m.confirm_first if math.isfinite(m.confirm_first) else taken
     total, n = m.acc_sum + score, m.acc_n + 1
-    if received - first < settings.confirm_time:
+    if taken - first < settings.confirm_time:
         return replace(m, acc_sum=total, acc_n=n, confirm_first=first)
     mean = total / n
     m = replace(m, acc_sum=0.0, acc_n=0, confirm_first=float('nan'), confirming=False, best_score=mean)
@@ -258,10 +278,15 @@ def _confirm(m: FineMemory, score: float, received: float, now: float, settings:
     return _conclude(m, settings, retry=float(now) - m.started <= settings.max_time)
 
 
+def rests_at_best(m: FineMemory, settings: FineSettings) -> bool:
+    """Whether a search that ends stays at its best point: that matched at least ``rest_match`` (at least
+    ``accept_match``: converged); else it goes back to the entry pose."""
+    return m.best_score >= settings.rest_match
+
+
 def _end(m: FineMemory, settings: FineSettings) -> Array:
-    """Where a search that ends goes: its best point if that matched at least ``rest_match`` (at least
-    ``accept_match``: converged), else the entry pose."""
-    return m.best.copy() if m.best_score >= settings.rest_match else _zeros()
+    """Where a search that ends goes (:func:`rests_at_best`): its best point, or the entry pose."""
+    return m.best.copy() if rests_at_best(m, settings) else _zeros()
 
 
 def _measure(m: FineMemory, score: float, settings: FineSettings) -> FineMemory:
@@ -310,10 +335,10 @@ def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: F
         return _move(replace(m, arrived_at=None), settings, limits)
     arrived = m.arrived_at if m.arrived_at is not None else float(now)
     m = replace(m, arrived_at=arrived)
-    if view is not None and view.seq != m.last_seq and view.received >= arrived + settings.settle_time:
+    if view is not None and view.seq != m.last_seq and view.taken >= arrived + settings.settle_time:
         m = replace(m, last_seq=view.seq, score=float(view.score))
         if m.confirming and math.isfinite(view.score):
-            m = _confirm(m, float(view.score), float(view.received), float(now), settings)
+            m = _confirm(m, float(view.score), float(view.taken), float(now), settings)
         elif math.isfinite(view.score):
             total, n = m.acc_sum + float(view.score), m.acc_n + 1
             if n >= settings.measure_frames:

@@ -73,7 +73,7 @@ from .controller import (
     ungauged_mean,
 )
 from .cues import cue_text, operator_cue, state_cue
-from .fine import FineMemory, ViewSample, axis_rates_to_probe_twist, fine_start, fine_step
+from .fine import FineMemory, ViewSample, axis_rates_to_probe_twist, fine_start, fine_step, rests_at_best
 from .recovery import RecoveryMemory, record_command, recovery_step, saw_confident, saw_lone_confident
 from .targets import Target
 
@@ -338,7 +338,7 @@ def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingR
         if fm.best_score >= config.fine_accept_match:
             return _fine(replace(memory, fine_converged=True), now=now, current=current,
                          error=error, sample=sample, view=view, config=config)
-        if fm.best_score >= config.fine_rest_match:
+        if rests_at_best(fm, config.fine_settings):
             # The view nearly found: the probe rests at the search's best view, reported as mismatch.
             return _hold(GuidanceState.MISMATCH, GuidanceMemory(fine_failed=True, fine_rest=True, last_seq=sample.seq,
                                                                 recovery=memory.recovery),

@@ -153,6 +153,19 @@ def test_settings_refuse_bad_values():
         ControllerConfig(fine_rest_match=0.995)
 
 
+@pytest.mark.parametrize(('parameter', 'value', 'expected'), [
+    ('fine_min_step', 0.1, r'ControllerConfig\.fine_min_step: expected <= fine_step \(0\.05 rad\), got 0\.1'),
+    ('fine_rest_match', 0.995, r'ControllerConfig\.fine_rest_match: expected <= fine_accept_match'),
+    ('fine_attempts', 0, r'ControllerConfig\.fine_attempts: expected an integer >= 1, got 0'),
+    ('fine_settle_time', -0.1, r'ControllerConfig\.fine_settle_time: expected a finite number >= 0'),
+    ('fine_max_time', 0.0, r'ControllerConfig\.fine_max_time: expected a finite number > 0'),
+])
+def test_controller_config_names_its_own_parameter_for_fine_search_rules(parameter, value, expected):
+    # one set of rules (check_fine_settings) for FineSettings and the node's parameters, each named as the user set it
+    with pytest.raises(PolicyError, match=expected):
+        ControllerConfig(**{parameter: value})
+
+
 def test_matcher_equals_the_plain_ncc():
     rng = np.random.default_rng(1)
     target, live = rng.random((2, 24, 20))
@@ -344,3 +357,38 @@ def test_shrinking_a_frame_averages_instead_of_aliasing():
     assert fit_to(speckle, (64, 64)).std() < 0.6 * speckle.std()             # noise averaged, not sampled
     assert fit_to(speckle, (50, 70)).shape == (50, 70)
     assert fit_to(a, (4, 4)) is not None and np.array_equal(fit_to(a, (4, 4)), a)
+
+
+def _run_with_latency(score_at, latency_steps, stamped, settings=SETTINGS, steps=4000):
+    """Like :func:`_run`, but each frame arrives ``latency_steps`` periods after it was taken (an image
+    pipeline's delay) and shows where the probe was then; ``stamped``: frames carry when they were taken."""
+    m = fine_start(0.0, settings)
+    now, where = 0.0, np.zeros(len(AXES))
+    history = [(0.0, where)] * (latency_steps + 1)
+    for k in range(steps):
+        taken, seen = history[-1 - latency_steps]
+        view = ViewSample(score_at(seen), now, k, taken if stamped else float('nan'))
+        m, out = fine_step(m, now=now, view=view, settings=settings)
+        if out.done and not np.any(out.rates):
+            return m
+        where = where + out.rates * settings.period
+        now += settings.period
+        history.append((now, where))
+    raise AssertionError('the search did not end')
+
+
+def test_frames_count_by_when_they_were_taken_not_when_they_arrived():
+    # an image pipeline three periods late: timed by their stamps, only frames taken after a move count and the
+    # search finds the peak; timed by arrival, frames from before the move are measured as the new point
+    peak = np.array([0.08, -0.03, 0.02, -0.05, 0.04])
+    score = lambda x: 1.0 - float(np.sum((x - peak) ** 2))   # noqa: E731
+    stamped = _run_with_latency(score, 3, stamped=True)
+    assert np.max(np.abs(stamped.offset - peak)) < SETTINGS.min_step
+    late = _run_with_latency(score, 3, stamped=False)
+    assert np.max(np.abs(late.offset - peak)) > 3 * SETTINGS.min_step
+
+
+def test_view_sample_is_taken_when_stamped_else_when_received():
+    assert ViewSample(0.9, 2.0, 1, 1.5).taken == 1.5
+    assert ViewSample(0.9, 2.0, 1).taken == 2.0
+

@@ -24,10 +24,13 @@ from ..config.params import Param, checked_values, parameter_sections, yaml_para
 from ..errors import EchoposedError
 from ..paths import config_dir
 
-__all__ = ['IMAGE_TOPIC', 'LAUNCHES', 'PARAMETER_TABLES', 'Argument', 'LaunchError', 'LaunchSpec', 'NodeSpec',
-           'fully_qualified_name', 'node_parameters', 'parameter_table', 'resolve']
+__all__ = ['IMAGE_TOPIC', 'LAUNCHES', 'PARAMETER_TABLES', 'SIM_ARM_SETTLE_TIME', 'Argument', 'LaunchError',
+           'LaunchSpec', 'NodeSpec', 'fully_qualified_name', 'node_parameters', 'parameter_table', 'resolve']
 
 IMAGE_TOPIC = 'probe/image'   # the image topic every node uses unless image_topic:= remaps it
+#: s, the controller's ``fine_settle_time`` in ``sim_guidance``: the simulated arm has no lag behind its commands
+#: (config/controller.yaml keeps a real arm's); a ``params_file`` still overrides it
+SIM_ARM_SETTLE_TIME = 0.0
 
 #: Where each node's parameter table lives ('module:attribute'), imported only to check a params_file.
 PARAMETER_TABLES = {
@@ -258,9 +261,12 @@ def _sim_guidance_nodes(args: Mapping[str, str]) -> list[NodeSpec]:
                       config_dir() / 'target.yaml', {'view': args['target'], 'kind': 'pose' if oracle else 'image'},
                       one_shot=True)
     recorder = _recorder(args, target_view=args['target'])
+    # the simulated arm (kinematic or PyBullet) moves within the frame that follows a command: no lag to wait out
+    arm = {'fine_settle_time': SIM_ARM_SETTLE_TIME}
     if oracle:  # the controller reads the simulator's ground truth instead of estimates
-        return [sim, _controller_node(args, remappings=(('echoposed/pose', 'probe/true_pose'),)), target] + recorder
-    return [sim, _pose_node(args), _controller_node(args), target] + _adapt(args) + recorder
+        return [sim, _controller_node(args, arm, remappings=(('echoposed/pose', 'probe/true_pose'),)),
+                target] + recorder
+    return [sim, _pose_node(args), _controller_node(args, arm), target] + _adapt(args) + recorder
 
 
 LAUNCHES: dict[str, LaunchSpec] = {

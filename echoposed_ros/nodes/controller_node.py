@@ -10,7 +10,9 @@ by ``stale_timeout`` plus scheduling latency, not plus a control period.
 Subscribes ``echoposed/pose`` (``EchoPose``; best effort, depth 1: only the newest counts) and
 ``probe/image`` (``sensor_msgs/Image``, sensor-data QoS): with an image target, each frame is
 scored against the target view (``policy.similarity``) for the fine alignment and the second opinion
-(``docs/policy.md``, "Coarse to fine"). Publishes, every control cycle:
+(``docs/policy.md``, "Coarse to fine"); the fine search times a frame by its header stamp (when it was
+taken, in this node's clock: stamps need synchronised clocks; a frame stamped ahead of the clock counts as
+taken when received and is counted in ``/diagnostics``). Publishes, every control cycle:
 
 - ``probe/cmd`` (``ProbeTwist``): body angular velocities of the orbit and probe factors, rad/s;
   exact for the true pose (any unknown left factor of the model) when both the poses and the
@@ -78,7 +80,7 @@ from ..policy import (
 )
 from ..policy.controller import BodyTwist
 from ..policy.similarity import fan_mask, fit_to
-from .convert import echopose_msg, image_msg_to_array, pose_stamped_to_arrays, vector3_msg
+from .convert import echopose_msg, image_msg_to_array, pose_stamped_to_arrays, stamp_ns, vector3_msg
 from .diagnostics import OK, WARN, DiagnosticsPublisher
 from .params import declare_all, watch_parameters
 from .process import SpinThread, run_node
@@ -89,6 +91,7 @@ __all__ = ['NODE_PARAMS', 'PARAMS', 'POLICY_PARAMS', 'ControllerNode', 'Controll
 NODE_NAME = 'echoposed_controller'
 FRAME_ID = 'probe'
 _WATCHDOG_MARGIN_S = 0.002
+_STAMP_AHEAD_S = 0.05   # s: an image stamped this far ahead of the node's clock comes from an unsynchronised clock
 
 _START_UP = ' (read-only: read once at start-up; use guidance/start, guidance/stop and guidance/set_target to steer)'
 
@@ -205,6 +208,7 @@ class ControllerNode(Node):
         self._view_seq = 0
         self._captured = 0
         self.bad_images = 0
+        self.stamps_ahead = 0   # images stamped ahead of this node's clock
         self._arm: tuple[float, np.ndarray, np.ndarray] | None = None   # (received s, R (3, 3), apex m)
         self._sweep: SweepRun | None = None
         self._sweep_resume = False      # guidance was active when the sweep began
@@ -308,11 +312,20 @@ class ControllerNode(Node):
             self.bad_images += 1
             self.get_logger().warning(f'probe/image: {exc}; frame not scored', throttle_duration_sec=1.0)
             return
+        now = self._now()
+        stamp = stamp_ns(msg.header) * 1e-9
+        if stamp > now + _STAMP_AHEAD_S:
+            self.stamps_ahead += 1
+            self.get_logger().warning(f"probe/image: stamp {stamp - now:.3f} s ahead of this node's clock "
+                                      '(clocks not synchronised?); the fine search uses the time of receipt',
+                                      throttle_duration_sec=5.0)
+        # when the frame was taken: its stamp (0: none), never later than its receipt
+        acquired = min(stamp, now) if stamp > 0 else float('nan')
         with self._lock:
             if matcher is not self._matcher:
                 return
             self._view_seq += 1
-            self._view = ViewSample(score, self._now(), self._view_seq)
+            self._view = ViewSample(score, now, self._view_seq, acquired)
             capture = (self._memory.fine_converged and score >= self.config.fine_accept_match
                        and self._captured < self.node_config.capture_frames)
             if capture:
@@ -570,6 +583,7 @@ class ControllerNode(Node):
             'fine_alignment': 'on' if self._matcher is not None and self.config.fine_enabled else
                               'off (no image target)' if self._matcher is None else 'off (fine_enabled false)',
             'bad_images': self.bad_images,
+            'image_stamps_ahead_of_clock': self.stamps_ahead,
             'adaptation_sweep': 'running' if self._sweep is not None else (self._sweep_result or 'none'),
             'cue': out.cue if out else '',
             'errors_from': '' if not (out and out.error) else

@@ -553,9 +553,11 @@ def _fan_image(seed: int, size: int = 48) -> np.ndarray:
     return np.where(inside, img, 0).astype(np.uint8)
 
 
-def _image_target_setup(graph, live: np.ndarray, **params):
+def _image_target_setup(graph, live: np.ndarray, stamp_ahead_s: float | None = None, **params):
     """Controller with an image target (the estimate service puts it at TARGET), poses on target, and live
-    frames ``live`` on probe/image at 20 Hz; returns (node, harness, captured frames)."""
+    frames ``live`` on probe/image at 20 Hz (unstamped, or stamped ``stamp_ahead_s`` ahead of the clock);
+    returns (node, harness, captured frames)."""
+    from rclpy.duration import Duration
     from sensor_msgs.msg import Image
 
     from echoposed_ros.nodes.convert import array_to_image_msg
@@ -564,7 +566,14 @@ def _image_target_setup(graph, live: np.ndarray, **params):
     captured = []
     h.node.create_subscription(Image, 'guidance/captured', captured.append, 50)
     image_pub = h.node.create_publisher(Image, 'probe/image', 10)
-    h.node.create_timer(0.05, lambda: image_pub.publish(array_to_image_msg(live, EchoPose().header)))
+
+    def publish_frame():
+        header = EchoPose().header
+        if stamp_ahead_s is not None:
+            header.stamp = (h.node.get_clock().now() + Duration(seconds=stamp_ahead_s)).to_msg()
+        image_pub.publish(array_to_image_msg(live, header))
+
+    h.node.create_timer(0.05, publish_frame)
 
     def estimate(request, response):
         response.success, response.message = True, 'ok'
@@ -604,6 +613,19 @@ def test_image_target_the_estimate_calls_reached_but_the_image_disagrees_is_a_mi
     assert not captured
     assert wait_for(lambda: any(
         kv.key == 'image_disagrees_with_estimate' and kv.value == 'True'
+        for d in h.diagnostics for s in d.status for kv in s.values), timeout=5.0)
+
+
+@pytest.mark.slow
+def test_frames_stamped_ahead_of_the_clock_count_when_received_and_are_reported(graph):
+    # a scanner whose clock runs an hour ahead: the fine search times its frames by their receipt (a frame
+    # cannot have been taken after it arrived), still converges, and /diagnostics says the clocks disagree
+    node, h, _ = _image_target_setup(graph, _fan_image(1), stamp_ahead_s=3600.0)
+    h.wait_state('fine_aligning')
+    h.wait_state('converged', timeout=10.0)
+    assert node.stamps_ahead > 0
+    assert wait_for(lambda: any(
+        kv.key == 'image_stamps_ahead_of_clock' and int(kv.value) > 0
         for d in h.diagnostics for s in d.status for kv in s.values), timeout=5.0)
 
 

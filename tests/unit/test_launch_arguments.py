@@ -8,7 +8,13 @@ import textwrap
 import pytest
 import yaml
 
-from echoposed_ros.bringup.description import LaunchError, fully_qualified_name, node_parameters, resolve
+from echoposed_ros.bringup.description import (
+    SIM_ARM_SETTLE_TIME,
+    LaunchError,
+    fully_qualified_name,
+    node_parameters,
+    resolve,
+)
 from echoposed_ros.bringup.launcher import command_for
 from echoposed_ros.paths import config_dir
 
@@ -91,6 +97,20 @@ def test_params_file_values_win_over_the_config_yaml_and_the_launch_arguments(tm
     assert node_parameters(nodes['echoposed_sim'])['robot'] is True       # set by the launch, not the file
     assert node_parameters(nodes['echoposed_target'])['timeout'] == 30.0
     assert 'diagnostics_period' not in node_parameters(nodes['echoposed_target'])   # it declares none
+
+
+def test_sim_guidance_waits_no_arm_lag_in_the_fine_search_unless_the_params_file_says(tmp_path):
+    shipped = yaml.safe_load((config_dir() / 'controller.yaml').read_text())['echoposed_controller']['ros__parameters']
+    assert shipped['fine_settle_time'] > 0 == SIM_ARM_SETTLE_TIME    # a real arm's lag in the shipped config
+    for estimator in ('model', 'oracle'):
+        nodes = nodes_of('sim_guidance', estimator=estimator)
+        controller = node_parameters(nodes['echoposed_controller'])
+        assert controller['fine_settle_time'] == SIM_ARM_SETTLE_TIME
+    guidance = node_parameters(nodes_of('guidance')['echoposed_controller'])
+    assert guidance['fine_settle_time'] == shipped['fine_settle_time']    # a real arm: the shipped value
+    path = params_file(tmp_path, 'echoposed_controller:\n  ros__parameters:\n    fine_settle_time: 0.08\n')
+    controller = node_parameters(nodes_of('sim_guidance', **SIM, params_file=path)['echoposed_controller'])
+    assert controller['fine_settle_time'] == 0.08
 
 
 @pytest.mark.parametrize('text, match', [

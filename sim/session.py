@@ -2,7 +2,11 @@
 
 The pure core of the sim node (no rclpy), also used by offline evaluation. Commands are
 velocities held until the next command; when none has come for ``command_timeout_s`` the probe
-holds still (fail safe). A command holding NaN or inf raises :class:`SimError` and is not applied.
+holds still (fail safe). A tick moves the probe by every command in force during it, each for its
+share of the tick (by the ``clock``: from when it was received to when the next one was), as a robot's
+servo loop, many times faster than the frames, would: a command that arrives between two ticks is
+neither lost nor executed twice, however the sender's timer beats against the frames. A command
+holding NaN or inf raises :class:`SimError` and is not applied.
 Time in seconds; twists in rad/s (body frames, docs/method.md section 6) or m/s + rad/s (Cartesian).
 """
 from __future__ import annotations
@@ -66,30 +70,35 @@ class SimSession:
         self._clock = clock if clock is not None else (lambda: self.time_s)
         self._command: tuple[str, np.ndarray, np.ndarray, str] | None = None
         self._command_time = -np.inf
+        self._in_force: tuple[str, np.ndarray, np.ndarray, str] | None = None   # when the last tick ended
+        self._received: list[tuple[float, tuple[str, np.ndarray, np.ndarray, str]]] = []   # since then, by clock
+        self._last_tick: float | None = None   # clock at the last tick
 
     # -- commands (velocities held until the next one or the timeout) ----------------------------
 
     def command_body_twist(self, omega_v, omega_p) -> None:
         """Hold body-frame angular velocities (rad/s) of the orbit and probe factors."""
-        self._command = ('body', _finite(omega_v, 3, 'orbit angular velocity'),
-                         _finite(omega_p, 3, 'probe angular velocity'), '')
-        self._command_time = self._clock()
+        self._hold(('body', _finite(omega_v, 3, 'orbit angular velocity'),
+                    _finite(omega_p, 3, 'probe angular velocity'), ''))
 
     def command_cartesian_twist(self, v, omega, frame: str = 'probe') -> None:
         """Hold a Cartesian probe twist: apex velocity (m/s) and angular velocity (rad/s)."""
         if frame not in ('probe', 'world'):
             raise SimError(f"twist frame {frame!r}: expected 'probe' or 'world'")
-        self._command = ('cartesian', _finite(v, 3, 'linear velocity'), _finite(omega, 3, 'angular velocity'),
-                         frame)
-        self._command_time = self._clock()
+        self._hold(('cartesian', _finite(v, 3, 'linear velocity'), _finite(omega, 3, 'angular velocity'), frame))
+
+    def _hold(self, command: tuple[str, np.ndarray, np.ndarray, str]) -> None:
+        self._command, self._command_time = command, self._clock()
+        self._received.append((self._command_time, command))
 
     def command_age_s(self) -> float:
         return self._clock() - self._command_time
 
     def reset(self, orbit: np.ndarray, probe: np.ndarray) -> None:
         """Teleport the probe and forget any held command."""
-        self._command = None
+        self._command = self._in_force = None
         self._command_time = -np.inf
+        self._received = []
         self.world.set_pose(orbit, probe)
 
     # -- time -------------------------------------------------------------------------------------
@@ -102,21 +111,47 @@ class SimSession:
         return float((t / self.volume.cycle_s) % 1.0)
 
     def tick(self, dt: float) -> SimFrame:
-        """Apply the held command (or hold still if it is stale), step the world, slice the image."""
+        """Move the probe by the commands in force since the last tick (:meth:`_shares`; none if the newest is
+        stale), step the world by ``dt`` s, slice the image."""
         if not (np.isfinite(dt) and dt > 0):
             raise SimError(f'tick dt = {dt}; expected a positive number of seconds')
         fresh = self._command is not None and self.command_age_s() <= self.command_timeout_s
         if fresh:
-            kind, a, b, frame = self._command
-            if kind == 'body':
-                self.world.command_body_twist(a, b, dt)
-            else:
-                self.world.command_cartesian_twist(a, b, dt, frame=frame)
+            for command, share in self._shares():
+                if share > 0:
+                    self._apply(command, share * dt)
+        self._in_force, self._received = self._command, []
         self.world.step(dt)
         self.time_s += dt
+        self._last_tick = self._clock()   # after the step: in lockstep use the next commands come at this time
         pose = self.world.read_pose()
         image = self.render(pose.orbit, pose.probe, self.phase())
         return SimFrame(self.time_s, self.phase(), pose, image, self.world.status(), fresh)
+
+    def _shares(self) -> list[tuple[tuple[str, np.ndarray, np.ndarray, str], float]]:
+        """The commands in force since the last tick, each with its share of the time since (summing to 1): the
+        one in force at the last tick until the first received since, each received one until the next, the
+        last until now. With no time between (lockstep use, the clock the simulated time) the newest alone."""
+        now = self._clock()
+        start = self._last_tick if self._last_tick is not None else now
+        span = now - start
+        if not span > 0:
+            return [(self._command, 1.0)]
+        spans, held, t = [], self._in_force, start
+        for received, command in self._received:
+            received = min(max(received, start), now)
+            if held is not None:
+                spans.append((held, received - t))
+            held, t = command, received
+        spans.append((held, now - t))
+        return [(command, length / span) for command, length in spans if command is not None]
+
+    def _apply(self, command: tuple[str, np.ndarray, np.ndarray, str], dt: float) -> None:
+        kind, a, b, frame = command
+        if kind == 'body':
+            self.world.command_body_twist(a, b, dt)
+        else:
+            self.world.command_cartesian_twist(a, b, dt, frame=frame)
 
     def render(self, orbit: np.ndarray, probe: np.ndarray, phase: float) -> np.ndarray:
         """The image (H, W) float32 in [0, 1] at a pose (volume frame) and cardiac phase (cycles)."""

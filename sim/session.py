@@ -26,6 +26,9 @@ from .world import ProbeWorld, WorldStatus
 
 __all__ = ['SimError', 'SimFrame', 'SimSession']
 
+#: A held command: ``('body', omega_v, omega_p, '')`` (rad/s) or ``('cartesian', v, omega, frame)`` (m/s, rad/s).
+Command = tuple[str, np.ndarray, np.ndarray, str]
+
 
 @dataclass(frozen=True)
 class SimFrame:
@@ -68,10 +71,10 @@ class SimSession:
         self.command_timeout_s = float(command_timeout_s)
         self.time_s = 0.0
         self._clock = clock if clock is not None else (lambda: self.time_s)
-        self._command: tuple[str, np.ndarray, np.ndarray, str] | None = None
+        self._command: Command | None = None
         self._command_time = -np.inf
-        self._in_force: tuple[str, np.ndarray, np.ndarray, str] | None = None   # when the last tick ended
-        self._received: list[tuple[float, tuple[str, np.ndarray, np.ndarray, str]]] = []   # since then, by clock
+        self._in_force: Command | None = None   # when the last tick ended
+        self._received: list[tuple[float, Command]] = []   # since then, by clock
         self._last_tick: float | None = None   # clock at the last tick
 
     # -- commands (velocities held until the next one or the timeout) ----------------------------
@@ -87,7 +90,7 @@ class SimSession:
             raise SimError(f"twist frame {frame!r}: expected 'probe' or 'world'")
         self._hold(('cartesian', _finite(v, 3, 'linear velocity'), _finite(omega, 3, 'angular velocity'), frame))
 
-    def _hold(self, command: tuple[str, np.ndarray, np.ndarray, str]) -> None:
+    def _hold(self, command: Command) -> None:
         self._command, self._command_time = command, self._clock()
         self._received.append((self._command_time, command))
 
@@ -128,7 +131,7 @@ class SimSession:
         image = self.render(pose.orbit, pose.probe, self.phase())
         return SimFrame(self.time_s, self.phase(), pose, image, self.world.status(), fresh)
 
-    def _shares(self) -> list[tuple[tuple[str, np.ndarray, np.ndarray, str], float]]:
+    def _shares(self) -> list[tuple[Command, float]]:
         """The commands in force since the last tick, each with its share of the time since (summing to 1): the
         one in force at the last tick until the first received since, each received one until the next, the
         last until now. With no time between (lockstep use, the clock the simulated time) the newest alone."""
@@ -146,7 +149,7 @@ class SimSession:
         spans.append((held, now - t))
         return [(command, length / span) for command, length in spans if command is not None]
 
-    def _apply(self, command: tuple[str, np.ndarray, np.ndarray, str], dt: float) -> None:
+    def _apply(self, command: Command, dt: float) -> None:
         kind, a, b, frame = command
         if kind == 'body':
             self.world.command_body_twist(a, b, dt)

@@ -73,8 +73,8 @@ class SimSession:
         self._clock = clock if clock is not None else (lambda: self.time_s)
         self._command: Command | None = None
         self._command_time = -np.inf
-        self._in_force: Command | None = None   # when the last tick ended
-        self._received: list[tuple[float, Command]] = []   # since then, by clock
+        # the commands in force since the last tick, by clock: the one held then (at the tick), then each received
+        self._received: list[tuple[float, Command]] = []
         self._last_tick: float | None = None   # clock at the last tick
 
     # -- commands (velocities held until the next one or the timeout) ----------------------------
@@ -99,7 +99,7 @@ class SimSession:
 
     def reset(self, orbit: np.ndarray, probe: np.ndarray) -> None:
         """Teleport the probe and forget any held command."""
-        self._command = self._in_force = None
+        self._command = None
         self._command_time = -np.inf
         self._received = []
         self.world.set_pose(orbit, probe)
@@ -123,24 +123,26 @@ class SimSession:
             for command, share in self._shares():
                 if share > 0:
                     self._apply(command, share * dt)
-        self._in_force, self._received = self._command, []
         self.world.step(dt)
         self.time_s += dt
         self._last_tick = self._clock()   # after the step: in lockstep use the next commands come at this time
+        self._received = [(self._last_tick, self._command)] if self._command is not None else []
         pose = self.world.read_pose()
         image = self.render(pose.orbit, pose.probe, self.phase())
         return SimFrame(self.time_s, self.phase(), pose, image, self.world.status(), fresh)
 
     def _shares(self) -> list[tuple[Command, float]]:
-        """The commands in force since the last tick, each with its share of the time since (summing to 1): the
-        one in force at the last tick until the first received since, each received one until the next, the
-        last until now. With no time between (lockstep use, the clock the simulated time) the newest alone."""
+        """The commands in force since the last tick, each with its share of the time since (summing to 1): each
+        (the one held at the last tick first) until the next, the last until now. With no time between (lockstep
+        use, the clock the simulated time) the newest alone."""
         now = self._clock()
         start = self._last_tick if self._last_tick is not None else now
         span = now - start
         if not span > 0:
             return [(self._command, 1.0)]
-        spans, held, t = [], self._in_force, start
+        spans: list[tuple[Command, float]] = []
+        held: Command | None = None
+        t = start
         for received, command in self._received:
             received = min(max(received, start), now)
             if held is not None:

@@ -58,19 +58,24 @@ class SimSession:
 
     def __init__(self, volume: Volume, world: ProbeWorld, sector: SectorGeometry, *,
                  cardiac_motion: bool = True, command_timeout_s: float = 0.5,
-                 clock: Callable[[], float] | None = None) -> None:
-        """``clock``: seconds by which command age is measured; default the simulated time (offline,
-        lockstep use). A live node passes a wall clock, so a late tick never stretches the timeout."""
+                 clock: Callable[[], float] | None = None, prepared: PreparedVolume | None = None) -> None:
+        """``clock``: seconds by which commands are timed (their age, their shares of a tick); default this
+        session's own simulated time (offline, lockstep use). A live node passes a wall clock, so a late tick
+        never stretches the timeout. ``prepared``: ``volume`` already prepared for slicing (another session's
+        :attr:`prepared`: sessions on one volume share one copy of the voxels); default a new one."""
         if not command_timeout_s > 0:
             raise SimError(f'command_timeout_s = {command_timeout_s}; expected > 0 s')
+        if prepared is not None and prepared.volume is not volume:
+            raise SimError(f"prepared: expected the prepared copy of this session's volume {volume.name!r}, "
+                           f'got that of another volume ({prepared.volume.name!r})')
         self.volume = volume
-        self.prepared: PreparedVolume = prepare_volume(volume)
+        self.prepared: PreparedVolume = prepared if prepared is not None else prepare_volume(volume)
         self.world = world
         self.sector = sector
         self.cardiac_motion = cardiac_motion
         self.command_timeout_s = float(command_timeout_s)
         self.time_s = 0.0
-        self._clock = clock if clock is not None else (lambda: self.time_s)
+        self._wall_clock = clock
         self._command: Command | None = None
         self._command_time = -np.inf
         # the commands in force since the last tick, by clock: the one held then (at the tick), then each received
@@ -78,6 +83,10 @@ class SimSession:
         self._last_tick: float | None = None   # clock at the last tick
 
     # -- commands (velocities held until the next one or the timeout) ----------------------------
+
+    def _clock(self) -> float:
+        """s, now by the session's clock: the one passed in, else this session's simulated time."""
+        return self._wall_clock() if self._wall_clock is not None else self.time_s
 
     def command_body_twist(self, omega_v, omega_p) -> None:
         """Hold body-frame angular velocities (rad/s) of the orbit and probe factors."""

@@ -122,6 +122,21 @@ def test_oracle_loop_converges_for_a_half_turn_left_factor():
         assert np.all(r.sigma2 < 1e-12)
 
 
+def test_a_run_goes_the_same_way_alone_and_among_others():
+    """Runs on one volume are simulated side by side: each must own its session (world, commands, clock), so a
+    run's trajectory depends on its spec alone, not on which runs share the call or how long they last."""
+    v = tiny_volume(3)
+    protocol = GuidanceProtocol(runs=3, max_seconds=6.0)
+    specs = intra_specs(v, np.random.default_rng(2), protocol, SECTOR)
+    oracle = OracleEstimator(members=3, noise_deg=0.0)
+    together = guide(v, specs, oracle, CONFIG, sector=SECTOR, rate_hz=15.0, max_seconds=6.0)
+    assert len({len(r.actual_deg) for r in together}) > 1          # runs of different lengths share the call
+    for spec, r in zip(specs, together):
+        alone = guide(v, [spec], oracle, CONFIG, sector=SECTOR, rate_hz=15.0, max_seconds=6.0)[0]
+        assert len(alone.actual_deg) == len(r.actual_deg), (spec.mode, spec.index)
+        np.testing.assert_allclose(alone.actual_deg, r.actual_deg, atol=1e-9, err_msg=f'{spec.mode} {spec.index}')
+
+
 def test_with_cycle_fusion_the_loop_still_converges_and_the_controller_sees_fused_members():
     """The pose node's cycle fusion in the loop (the probe's simulated poses as the arm's): with a pinned-like
     frame (A_p = I) and noisy members the runs converge as without it, and the estimated error (fused

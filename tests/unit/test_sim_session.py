@@ -8,7 +8,7 @@ import pytest
 
 from echoposed_ros.geometry import so3_log
 from echoposed_sim.sector import SectorGeometry
-from echoposed_sim.session import SimSession
+from echoposed_sim.session import SimError, SimSession
 from echoposed_sim.volume import Volume
 from echoposed_sim.world import KinematicWorld
 
@@ -89,3 +89,26 @@ def test_lockstep_the_newest_command_moves_the_probe_for_the_whole_tick():
     s.command_body_twist(np.zeros(3), [0.0, 0.0, 0.5])
     s.tick(DT)
     assert _turn(s, start) == pytest.approx(0.5 * DT, abs=1e-12)
+
+
+def test_sessions_sharing_a_prepared_volume_keep_their_own_clocks():
+    # the offline evaluation runs many sessions on one bricked volume: each times its commands by its own
+    # simulated time, so one that has ticked ahead (or stopped) never shifts another's commands
+    first = _session()
+    other = SimSession(first.volume, KinematicWorld.from_volume(first.volume), first.sector, cardiac_motion=False,
+                       command_timeout_s=0.5, prepared=first.prepared)
+    assert other.prepared is first.prepared
+    for _ in range(5):
+        first.tick(DT)
+    start = other.world.read_pose().probe
+    other.tick(DT)
+    other.command_body_twist(np.zeros(3), [0.0, 0.0, 1.0])
+    other.tick(DT)
+    assert _turn(other, start) == pytest.approx(1.0 * DT, abs=1e-12)   # lockstep: the whole tick, not a share
+    assert other.time_s == pytest.approx(2 * DT) and first.time_s == pytest.approx(5 * DT)
+
+
+def test_a_prepared_volume_of_another_volume_is_refused():
+    a, b = _session(), _session()
+    with pytest.raises(SimError, match='prepared'):
+        SimSession(a.volume, KinematicWorld.from_volume(a.volume), a.sector, prepared=b.prepared)

@@ -4,7 +4,6 @@ period) and records each run. ROS quaternions are x, y, z, w, as in the controll
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -45,17 +44,12 @@ def _quats(R: Array) -> Array:
 
 def _sessions(volume: Volume, dynamic: Sequence[bool], sector: SectorGeometry, robot: bool,
               command_timeout_s: float) -> list[SimSession]:
-    """One session per run on one volume; copies share the first one's bricked volume (one copy of
-    the voxels, not one per run), each has its own world and cardiac motion setting."""
+    """One session per run on one volume, each with its own world, clock and cardiac motion setting; they share
+    the first one's bricked volume (one copy of the voxels, not one per run)."""
     first = SimSession(volume, make_world(volume, robot=robot), sector, cardiac_motion=bool(dynamic[0]),
                        command_timeout_s=command_timeout_s)
-    out = [first]
-    for d in dynamic[1:]:
-        s = copy.copy(first)
-        s.world = make_world(volume, robot=robot)
-        s.cardiac_motion = bool(d)
-        out.append(s)
-    return out
+    return [first] + [SimSession(volume, make_world(volume, robot=robot), sector, cardiac_motion=bool(d),
+                                 command_timeout_s=command_timeout_s, prepared=first.prepared) for d in dynamic[1:]]
 
 
 def _fused_cine_targets(t_est: BatchEstimate, specs: Sequence[RunSpec], estimator: PoseEstimator,

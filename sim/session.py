@@ -75,7 +75,7 @@ class SimSession:
         self.cardiac_motion = cardiac_motion
         self.command_timeout_s = float(command_timeout_s)
         self.time_s = 0.0
-        self._wall_clock = clock
+        self._given_clock = clock
         self._command: Command | None = None
         self._command_time = -np.inf
         # the commands in force since the last tick, by clock: the one held then (at the tick), then each received
@@ -86,7 +86,7 @@ class SimSession:
 
     def _clock(self) -> float:
         """s, now by the session's clock: the one passed in, else this session's simulated time."""
-        return self._wall_clock() if self._wall_clock is not None else self.time_s
+        return self._given_clock() if self._given_clock is not None else self.time_s
 
     def command_body_twist(self, omega_v, omega_p) -> None:
         """Hold body-frame angular velocities (rad/s) of the orbit and probe factors."""

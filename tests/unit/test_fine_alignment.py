@@ -391,4 +391,3 @@ def test_frames_count_by_when_they_were_taken_not_when_they_arrived():
 def test_view_sample_is_taken_when_stamped_else_when_received():
     assert ViewSample(0.9, 2.0, 1, 1.5).taken == 1.5
     assert ViewSample(0.9, 2.0, 1).taken == 2.0
-

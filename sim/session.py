@@ -76,9 +76,9 @@ class SimSession:
         self.command_timeout_s = float(command_timeout_s)
         self.time_s = 0.0
         self._given_clock = clock
-        self._command: Command | None = None
-        self._command_time = -np.inf
-        # the commands in force since the last tick, by clock: the one held then (at the tick), then each received
+        self._command_time = -np.inf   # clock when the newest command came
+        # the commands in force since the last tick, by clock: the one held then (at the tick), then each received;
+        # the last is the one held now
         self._received: list[tuple[float, Command]] = []
         self._last_tick: float | None = None   # clock at the last tick
 
@@ -100,15 +100,19 @@ class SimSession:
         self._hold(('cartesian', _finite(v, 3, 'linear velocity'), _finite(omega, 3, 'angular velocity'), frame))
 
     def _hold(self, command: Command) -> None:
-        self._command, self._command_time = command, self._clock()
+        self._command_time = self._clock()
         self._received.append((self._command_time, command))
+
+    @property
+    def _command(self) -> Command | None:
+        """The command held now (the newest received), None before any or after :meth:`reset`."""
+        return self._received[-1][1] if self._received else None
 
     def command_age_s(self) -> float:
         return self._clock() - self._command_time
 
     def reset(self, orbit: np.ndarray, probe: np.ndarray) -> None:
         """Teleport the probe and forget any held command."""
-        self._command = None
         self._command_time = -np.inf
         self._received = []
         self.world.set_pose(orbit, probe)
@@ -135,7 +139,8 @@ class SimSession:
         self.world.step(dt)
         self.time_s += dt
         self._last_tick = self._clock()   # after the step: in lockstep use the next commands come at this time
-        self._received = [(self._last_tick, self._command)] if self._command is not None else []
+        held = self._command
+        self._received = [(self._last_tick, held)] if held is not None else []
         pose = self.world.read_pose()
         image = self.render(pose.orbit, pose.probe, self.phase())
         return SimFrame(self.time_s, self.phase(), pose, image, self.world.status(), fresh)

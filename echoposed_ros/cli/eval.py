@@ -14,6 +14,9 @@ __all__ = ['TARGETS', 'add_arguments', 'run']
 TARGETS: dict[str, tuple[str, str]] = {
     'calibration': ('echoposed_ros.cli.eval_calibration',
                     'Angular calibration: normalised MAAE about probe x / y / z, sigma^2 vs error.'),
+    'compare': ('echoposed_ros.cli.eval_compare',
+                'Two guidance evaluations of the same seeds, run by run: the runs a change rescued and lost, '
+                'and whether it is a gain.'),
     'guidance': ('echoposed_ros.cli.eval_guidance',
                  'Closed-loop guidance: intra-patient static / dynamic, inter-patient, sigma^2 vs error.'),
     'phase': ('echoposed_ros.cli.eval_phase',

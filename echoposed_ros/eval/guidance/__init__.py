@@ -34,10 +34,12 @@ Angles inside are radians; reported figures are degrees (named ``*_deg``).
 Modules: ``protocol`` (the protocol, run specifications, start and target draws), ``estimators``
 (what the loop asks of an estimator; the model and the oracle), ``loop`` (the lockstep closed
 loop), ``result`` (one run's record), ``summary`` (statistics and the per-dataset figures),
-``dataset`` (one dataset end to end), ``errors``. Everything public is re-exported here.
+``dataset`` (one dataset end to end), ``compare`` (two evaluations of the same draws, run by run),
+``errors``. Everything public is re-exported here.
 """
 from __future__ import annotations
 
+from .compare import COMPARED_MODES, Flip, ModeComparison, compare_evaluations, comparison_json, comparison_text
 from .dataset import DatasetResult, VolumeSource, evaluate_dataset
 from .errors import GuidanceError
 from .estimators import BatchEstimate, ModelEstimator, OracleEstimator, PoseEstimator
@@ -62,17 +64,23 @@ from .summary import (
 )
 
 __all__ = [
+                      'COMPARED_MODES',
                       'MODES',
                       'BatchEstimate',
                       'DatasetResult',
+                      'Flip',
                       'GuidanceError',
                       'GuidanceProtocol',
+                      'ModeComparison',
                       'ModelEstimator',
                       'OracleEstimator',
                       'PoseEstimator',
                       'RunResult',
                       'RunSpec',
                       'VolumeSource',
+                      'compare_evaluations',
+                      'comparison_json',
+                      'comparison_text',
                       'converged_runs',
                       'dispersion_deg',
                       'evaluate_dataset',

@@ -25,7 +25,7 @@ _FINE_PARAMETERS = {'step': 'fine_step', 'min_step': 'fine_min_step', 'max_excur
                     'max_orbit_speed': 'max_orbit_speed', 'period': 'control_rate',
                     'measure_frames': 'fine_measure_frames', 'accept_match': 'fine_accept_match',
                     'attempts': 'fine_attempts', 'retry_turn_scale': 'fine_retry_turn_scale',
-                    'rest_match': 'fine_rest_match', 'confirm_time': 'fine_confirm_time'}
+                    'rest_match': 'fine_rest_match', 'confirm_time': 'fine_confirm_time', 'prior': 'fine_prior'}
 
 
 def _f(default: Any, unit: str, description: str, fixed: str = '') -> Any:
@@ -118,6 +118,9 @@ class ControllerConfig:
     fine_confirm_time: float = _f(
         1.0, 's', 'a fine search whose best view reached fine_accept_match measures it again over this long (about a '
         'cardiac cycle); only a mean match at least fine_accept_match is converged (0 = the best single frame)')
+    fine_prior: float = _f(
+        1.0, 'x', "each fine sweep first measures the point this share of the confident pose estimate's remaining "
+        'error away, and starts from it if it matches better (0 = the fine search does not use the estimate)')
     match_smoothing: float = _f(
         2.0, 'px', 'view match: mean of the NCC of raw frames and of frames blurred by Gaussians of this and twice '
         'this sigma',

@@ -9,6 +9,11 @@ by motion:
 - per axis: measure at the base, at ``base + step`` and at ``base - step``, and move to where the
   parabola through the three peaks (at most ``2 step`` away; the best of the three if it has no
   peak); that point is the next axis's base;
+- the pose estimate as a prior: a sweep whose start the estimate puts more than a step from the target
+  first measures where it points (``prior`` times the estimate's remaining error, along the five axes);
+  that point becomes the base if it matches better, and a point that does not ends the proposals until
+  the next search (a biased estimate still points the right way from afar, and is left alone near the
+  view, where its bias exceeds what is left);
 - a sweep over all axes whose moves all stayed within ``step`` halves it; once it is below
   ``min_step`` the search ends at the best point it measured, if its match reached ``accept_match``;
   else it starts again from there (``attempts`` in all; these later searches step ``retry_turn_scale``
@@ -45,7 +50,7 @@ from echoposed_ros.geometry import CartesianTwist
 from .errors import PolicyError
 
 __all__ = ['AXES', 'FineMemory', 'FineOutput', 'FineSettings', 'ViewSample', 'axis_rates_to_probe_twist',
-           'check_fine_settings', 'fine_start', 'fine_step', 'rests_at_best']
+           'check_fine_settings', 'fine_start', 'fine_step', 'probe_twist_to_axis_rates', 'rests_at_best']
 
 Array = NDArray[np.float64]
 
@@ -82,9 +87,10 @@ class FineSettings:
     ``accept_match`` (the match a search must reach), ``attempts`` (searches in all: one that ends below
     ``accept_match`` starts again from its best point with the first step, until the last),
     ``retry_turn_scale`` (those later searches step about the beam this many times wider), ``rest_match``
-    (a failed search ends at its best point if that matched at least this, else at the entry pose) and
+    (a failed search ends at its best point if that matched at least this, else at the entry pose),
     ``confirm_time`` (s, a best point that reached ``accept_match`` is measured again this long and its mean
-    decides; 0: the single best frame decides)."""
+    decides; 0: the single best frame decides) and ``prior`` (the share of the pose estimate's remaining error
+    a sweep first tries; 0: the estimate is not used)."""
 
     step: float
     min_step: float
@@ -100,6 +106,7 @@ class FineSettings:
     retry_turn_scale: float = 1.0
     rest_match: float = -1.0
     confirm_time: float = 0.0
+    prior: float = 0.0
 
     def __post_init__(self) -> None:
         check_fine_settings({f.name: getattr(self, f.name) for f in fields(self)})
@@ -120,7 +127,7 @@ def check_fine_settings(values: Mapping[str, Any], names: Mapping[str, str] | No
     for f in ('step', 'min_step', 'max_excursion', 'max_time', 'max_turn_speed', 'max_orbit_speed', 'period'):
         if not (math.isfinite(values[f]) and values[f] > 0):
             raise bad(f, 'a finite number > 0')
-    for f in ('settle_time', 'confirm_time'):
+    for f in ('settle_time', 'confirm_time', 'prior'):
         if not (math.isfinite(values[f]) and values[f] >= 0):
             raise bad(f, 'a finite number >= 0')
     for f in ('measure_frames', 'attempts'):
@@ -148,7 +155,8 @@ class FineMemory:
     minus: the match measured at ``base``, ``base + step`` and ``base - step`` (-inf: not visited); best,
     best_score: the best point measured so far; moved: rad, the largest move of this sweep; acc_sum,
     acc_n: frames summed so far at the current point; attempt: the search's number (``attempts``);
-    step: rad; axis: index into ``AXES``; trial: 0 at the base, +1 / -1 at ``base +- step``; rate: (5,)
+    step: rad; axis: index into ``AXES``; trial: 0 at the base, +1 / -1 at ``base +- step``, 2 at the pose
+    estimate's point; propose: sweeps still start at the estimate's point (until one matches worse); rate: (5,)
     rad/s commanded at ``last_now`` (s); arrived_at: s, when the goal was reached (None while moving);
     last_seq: last frame used; started: s; confirming, confirm_first: the best point is being measured again
     (since the frame taken at ``confirm_first``, s); done: the search ended; score: the last frame's match."""
@@ -168,6 +176,7 @@ class FineMemory:
     step: float = 0.0
     axis: int = 0
     trial: int = 0
+    propose: bool = True
     rate: Array = field(default_factory=_zeros)
     last_now: float = float('nan')
     arrived_at: float | None = None
@@ -258,7 +267,7 @@ def _conclude(m: FineMemory, settings: FineSettings, retry: bool) -> FineMemory:
                        confirm_first=float('nan'))
     if retry and m.best_score < settings.accept_match and m.attempt < settings.attempts:
         return replace(m, goal=best, base=best, trial=0, axis=0, step=settings.step, moved=0.0,
-                       attempt=m.attempt + 1)
+                       attempt=m.attempt + 1, propose=True)
     end = _end(m, settings)
     return replace(m, goal=end, base=end, trial=0, axis=0, done=True)
 
@@ -289,12 +298,23 @@ def _end(m: FineMemory, settings: FineSettings) -> Array:
     return m.best.copy() if rests_at_best(m, settings) else _zeros()
 
 
-def _measure(m: FineMemory, score: float, settings: FineSettings) -> FineMemory:
-    """Use the match ``score`` measured at ``m.goal`` and choose the next goal (module docstring)."""
+def _measure(m: FineMemory, score: float, settings: FineSettings, prior: Array | None) -> FineMemory:
+    """Use the match ``score`` measured at ``m.goal`` and choose the next goal (module docstring); ``prior``:
+    where the pose estimate puts the target from here (:func:`fine_step`)."""
     if score > m.best_score:
         m = replace(m, best=m.goal.copy(), best_score=score)
     e = np.zeros(len(AXES))
     e[m.axis] = _axis_step(m, settings)
+    if m.trial == 0 and m.axis == 0 and m.propose and prior is not None and settings.prior > 0:
+        proposal = settings.prior * np.asarray(prior, dtype=np.float64)
+        if float(np.linalg.norm(proposal)) > m.step:   # the estimate says the view is farther than a step
+            return replace(m, base_score=score, plus=-np.inf, minus=-np.inf, trial=2,
+                           goal=_clip_to_bound(m.base, m.base + proposal, settings))
+    if m.trial == 2:                        # at the estimate's point: the new base if it matched better
+        m = replace(m, base=m.goal.copy(), base_score=score) if score > m.base_score else replace(m, propose=False)
+        if _inside(m.base + e, settings):
+            return replace(m, goal=m.base + e, trial=1)
+        return _after_plus(m, e, settings)
     if m.trial == 0:                        # at the base: then + along the axis
         m = replace(m, base_score=score, plus=-np.inf, minus=-np.inf)
         if _inside(m.base + e, settings):
@@ -319,9 +339,11 @@ def _to_peak(m: FineMemory, settings: FineSettings) -> FineMemory:
     return _advance(m, _clip_to_bound(m.base, goal, settings), settings)
 
 
-def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: FineSettings
-              ) -> tuple[FineMemory, FineOutput]:
-    """One control cycle of the search at time ``now`` (s) with the newest frame's match ``view``."""
+def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: FineSettings,
+              prior: Array | None = None) -> tuple[FineMemory, FineOutput]:
+    """One control cycle of the search at time ``now`` (s) with the newest frame's match ``view``; ``prior``:
+    (5,) rad along ``AXES``, where the pose estimate puts the target from the current pose
+    (:func:`probe_twist_to_axis_rates` of the error's probe-frame twist; None: no confident estimate)."""
     elapsed = max(0.0, float(now) - m.last_now) if math.isfinite(m.last_now) else 0.0
     limits = _speed_limits(settings)
     offset = m.offset + m.rate * elapsed
@@ -342,7 +364,7 @@ def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: F
         elif math.isfinite(view.score):
             total, n = m.acc_sum + float(view.score), m.acc_n + 1
             if n >= settings.measure_frames:
-                m = _measure(replace(m, acc_sum=0.0, acc_n=0), total / n, settings)
+                m = _measure(replace(m, acc_sum=0.0, acc_n=0), total / n, settings, prior)
             else:
                 m = replace(m, acc_sum=total, acc_n=n)
     return _move(m, settings, limits)
@@ -368,3 +390,13 @@ def axis_rates_to_probe_twist(rates: Array, radius: float) -> CartesianTwist:
     r = np.asarray(rates, dtype=np.float64)
     omega = np.array([r[1] + r[3], r[2] + r[4], r[0]])
     return CartesianTwist(float(radius) * np.array([-r[4], r[3], 0.0]), omega)
+
+
+def probe_twist_to_axis_rates(twist: CartesianTwist, radius: float) -> Array:
+    """The inverse of :func:`axis_rates_to_probe_twist`: a probe-frame twist (v in the unit of ``radius`` per s,
+    omega rad/s) as rates (5,) along ``AXES`` (the apex's velocity along the beam, ``v_z``, has no axis and is
+    dropped). The orbits carry the apex's sideways velocity, ``o_x = v_y / radius`` and ``o_y = -v_x / radius``;
+    the tilts, the rest of omega about x and y."""
+    v, omega = np.asarray(twist.v, dtype=np.float64), np.asarray(twist.omega, dtype=np.float64)
+    o_x, o_y = v[1] / float(radius), -v[0] / float(radius)
+    return np.array([omega[2], omega[0] - o_x, omega[1] - o_y, o_x, o_y])

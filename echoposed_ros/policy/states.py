@@ -29,8 +29,9 @@ image: ``view``, :mod:`.similarity`): where the coarse loop would converge it en
 instead, once ``converge_frames`` more frames have had an estimated effective error below
 ``fine_entry_tolerance`` than above it:
 
-- ``fine_aligning``: the view-match search of :mod:`.fine` drives the probe (probe-frame twist), whatever
-  the estimate says; sigma^2 does not hold it (the image, not the estimate, is measured);
+- ``fine_aligning``: the view-match search of :mod:`.fine` drives the probe (probe-frame twist); sigma^2 does
+  not hold it (the image, not the estimate, is measured); a confident estimate only proposes where each sweep
+  looks first (``fine_prior``), and the match decides;
 - then ``converged`` when the best view match it found is at least ``fine_accept_match``: both signals
   agree; it stays converged until the live match falls below that for ``converge_frames`` frames;
 - or, when the match stays below it (second opinion: the estimate calls the view on target, the image
@@ -73,7 +74,15 @@ from .controller import (
     ungauged_mean,
 )
 from .cues import cue_text, operator_cue, state_cue
-from .fine import FineMemory, ViewSample, axis_rates_to_probe_twist, fine_start, fine_step, rests_at_best
+from .fine import (
+    FineMemory,
+    ViewSample,
+    axis_rates_to_probe_twist,
+    fine_start,
+    fine_step,
+    probe_twist_to_axis_rates,
+    rests_at_best,
+)
 from .recovery import RecoveryMemory, record_command, recovery_step, saw_confident, saw_lone_confident
 from .targets import Target
 
@@ -332,7 +341,11 @@ def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingR
                              view_match=match)
         return _hold(GuidanceState.CONVERGED, memory, error, sample.uncertainty,
                      detail=f'view match {memory.fine.best_score:.3f}', view_match=match)
-    fm, out = fine_step(memory.fine, now=now, view=view, settings=config.fine_settings)
+    prior = None
+    if sample.uncertainty <= config.uncertainty_threshold:   # where the estimate puts the target, in the search's axes
+        to_target = probe_frame_twist(current, BodyTwist(error.orbit, error.probe), config.orbit_radius)
+        prior = probe_twist_to_axis_rates(to_target, config.orbit_radius)
+    fm, out = fine_step(memory.fine, now=now, view=view, settings=config.fine_settings, prior=prior)
     memory = replace(memory, fine=fm, view_seq=view.seq)
     if out.done and not np.any(out.rates):
         if fm.best_score >= config.fine_accept_match:

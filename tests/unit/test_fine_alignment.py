@@ -30,7 +30,7 @@ from echoposed_ros.policy import (
     pose_sample,
     target_from_quaternions,
 )
-from echoposed_ros.policy.fine import axis_rates_to_probe_twist
+from echoposed_ros.policy.fine import axis_rates_to_probe_twist, probe_twist_to_axis_rates
 from echoposed_sim.sector import SectorGeometry
 from echoposed_sim.slicer import slice_batch
 
@@ -38,13 +38,15 @@ SETTINGS = FineSettings(step=0.05, min_step=0.007, max_excursion=0.35, settle_ti
                         max_turn_speed=0.5, max_orbit_speed=0.25, period=0.1)
 
 
-def _run(score_at, settings=SETTINGS, steps=2000, periods=None):
-    """Drive the search with ``score_at(offset)``; returns the final memory and the largest excursion."""
+def _run(score_at, settings=SETTINGS, steps=2000, periods=None, prior_at=None):
+    """Drive the search with ``score_at(offset)`` (and the pose estimate's ``prior_at(offset)``, where it puts
+    the target from there); returns the final memory and the largest excursion."""
     m = fine_start(0.0, settings)
     now, widest, where = 0.0, 0.0, np.zeros(len(AXES))
     rng = np.random.default_rng(0)
     for k in range(steps):
-        m, out = fine_step(m, now=now, view=ViewSample(score_at(where), now, k), settings=settings)
+        prior = prior_at(where) if prior_at is not None else None
+        m, out = fine_step(m, now=now, view=ViewSample(score_at(where), now, k), settings=settings, prior=prior)
         widest = max(widest, m.excursion)
         if out.done and not np.any(out.rates):
             return m, widest
@@ -97,6 +99,26 @@ def test_a_search_after_a_failed_one_steps_wider_about_the_beam():
     smooth = np.array([0.08, -0.03, 0.02, -0.05, 0.04])
     m, _ = _run(lambda x: 1.0 - float(np.sum((x - smooth) ** 2)), settings=replace(twice, retry_turn_scale=2.0))
     assert m.attempt == 1 and np.max(np.abs(m.offset - smooth)) < SETTINGS.min_step
+
+
+VIEW = np.array([0.25, 0.0, 0.0, 0.0, 0.0])     # where _plateau's view lies
+
+
+def test_the_pose_estimate_points_the_search_across_a_plateau_and_the_match_decides():
+    settings = replace(SETTINGS, accept_match=0.99, prior=1.0)
+    alone, _ = _run(_plateau, settings=replace(settings, prior=0.0))      # the bump at the entry holds it
+    assert alone.best_score < 0.99 and abs(alone.offset[0]) < SETTINGS.min_step
+    # an estimate that reads 30 % short and a little off on a tilt still points the right way: the view is found
+    led, widest = _run(_plateau, settings=settings, prior_at=lambda x: 0.7 * (VIEW - x) + [0, 0.01, 0, 0, 0])
+    assert led.best_score > 0.99 and np.max(np.abs(led.offset - VIEW)) < 2 * SETTINGS.min_step
+    assert widest <= SETTINGS.max_excursion + 1e-6
+    # an estimate pointing away: its point matches worse, the search goes on from the base as without it
+    away, _ = _run(_plateau, settings=settings, prior_at=lambda x: -(VIEW - x))
+    assert not away.propose and np.allclose(away.offset, alone.offset) and away.best_score == alone.best_score
+    # no estimate, or one that puts the target here (within a step), leaves the search as it was
+    for prior_at in (None, lambda x: np.zeros(len(AXES))):
+        same, _ = _run(_plateau, settings=settings, prior_at=prior_at)
+        assert same.propose and np.allclose(same.offset, alone.offset) and same.last_now == alone.last_now
 
 
 def test_a_search_that_never_reaches_the_accepted_match_ends_at_its_best_view():
@@ -159,6 +181,7 @@ def test_settings_refuse_bad_values():
     ('fine_attempts', 0, r'ControllerConfig\.fine_attempts: expected an integer >= 1, got 0'),
     ('fine_settle_time', -0.1, r'ControllerConfig\.fine_settle_time: expected a finite number >= 0'),
     ('fine_max_time', 0.0, r'ControllerConfig\.fine_max_time: expected a finite number > 0'),
+    ('fine_prior', -0.5, r'ControllerConfig\.fine_prior: expected a finite number >= 0, got -0\.5'),
 ])
 def test_controller_config_names_its_own_parameter_for_fine_search_rules(parameter, value, expected):
     # one set of rules (check_fine_settings) for FineSettings and the node's parameters, each named as the user set it
@@ -347,6 +370,31 @@ def test_rotation_helpers_are_consistent():
     tw = axis_rates_to_probe_twist(rates, 0.1)
     assert np.allclose(tw.omega, [0.2, 0, 0]) and np.allclose(tw.v, [0, 0.02, 0])
     assert Rotation.from_rotvec(tw.omega).magnitude() == pytest.approx(0.2)
+    # and back: any rates survive the round trip; the apex's motion along the beam has no axis
+    for r in np.random.default_rng(4).normal(0.0, 0.3, (20, len(AXES))):
+        assert np.allclose(probe_twist_to_axis_rates(axis_rates_to_probe_twist(r, 0.1), 0.1), r)
+    along = probe_twist_to_axis_rates(type(tw)(np.array([0.0, 0.0, 0.05]), np.zeros(3)), 0.1)
+    assert np.allclose(along, 0.0)
+
+
+def test_the_fine_stage_looks_first_where_a_confident_estimate_points():
+    """The estimate says the target lies 0.1 rad about the beam the other way from the search's first trial
+    (+fine_step): with ``fine_prior`` the first fine move goes where the estimate points, without it to +step."""
+    q = matrix_to_quat_xyzw(np.eye(3))
+    off = matrix_to_quat_xyzw(Rotation.from_rotvec([0.0, 0.0, 0.1]).as_matrix())   # the probe 0.1 rad past
+    target = target_from_quaternions(q, q, 'image', TargetKind.IMAGE)
+    first = {}
+    for prior in (1.0, 0.0):
+        cfg = ControllerConfig(control_rate=10.0, fine_settle_time=0.0, fine_prior=prior)
+        memory = GuidanceMemory()
+        for k in range(100):
+            memory, out = control_step(memory, now=0.1 * k, active=True, target=target,
+                                       sample=pose_sample(q, off, 0.001, 0.1 * k, k), config=cfg,
+                                       view=ViewSample(0.9, 0.1 * k, k))
+            if out.state == GuidanceState.FINE_ALIGNING:
+                first[prior] = out.cartesian.omega[2]
+                break
+    assert first[1.0] < 0 < first[0.0]
 
 
 def test_shrinking_a_frame_averages_instead_of_aliasing():

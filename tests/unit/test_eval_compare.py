@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from scipy.stats import binomtest
 
@@ -16,7 +17,8 @@ PROTOCOL = {'seed': 0, 'runs': 5, 'rate_hz': 10.0, 'max_seconds': 45.0, 'orbit_m
 def _doc(errors: dict[tuple[str, str, int], float], protocol=None, dataset='phantom 1-2') -> dict:
     """An evaluation JSON with one run per ``(volume, mode, index): final error (deg)``."""
     table = [{'volume': v, 'mode': m, 'view': 'A4C' if m == 'inter' else '', 'target_volume': v, 'index': i,
-              'final_error_deg': e, 'final_state': 'converged' if e is not None and e <= 5 else 'mismatch'}
+              'final_error_deg': e, 'final_state': 'converged' if e is not None and e <= 5 else 'mismatch',
+              'time_to_view_s': 10.0 + e if e is not None and e <= 5 else None}   # never converged: null
              for (v, m, i), e in errors.items()]
     return {'protocol': dict(PROTOCOL if protocol is None else protocol),
             'datasets': {dataset: {'run_table': table}}}
@@ -49,6 +51,13 @@ def test_runs_pair_and_flips_are_counted_with_the_sign_test():
     assert [(f.volume, f.index, f.new_state) for f in s.lost] == [('phantom:2', 3, 'mismatch')]
     assert s.sign_test_p == pytest.approx(binomtest(2, 3, 0.5).pvalue)
     assert s.mean_diff_deg == pytest.approx(sum(NEW_STATIC) / 10 - sum(BASE_STATIC) / 10)
+    # time to view: a run that never converged counts as the protocol's 45 s
+    def ttv(errors):
+        return float(np.median([10.0 + e if e <= 5 else PROTOCOL['max_seconds'] for e in errors]))
+    assert (s.base_time_to_view_s, s.new_time_to_view_s) == (pytest.approx(ttv(BASE_STATIC)),
+                                                            pytest.approx(ttv(NEW_STATIC)))
+    tlo, thi = s.time_to_view_diff_ci95_s
+    assert tlo <= thi and d.time_to_view_diff_ci95_s == (0.0, 0.0)
     lo, hi = s.share_diff_ci95
     assert lo <= 0.1 <= hi and lo < 0 < hi      # two volumes that disagree: the interval spans no change
     # nothing changed: no flip, p = 1, a zero-width interval at 0
@@ -109,10 +118,12 @@ def test_text_and_json_say_the_same():
     assert '2 rescued, 1 lost, 7 on the same side' in text
     assert 'rescued  phantom:1 run 1: 8.0 -> 0.4 deg (converged)' in text
     assert 'lost     phantom:2 run 3: 4.9 -> 5.1 deg (mismatch)' in text
+    assert 'median time to view: ' in text
     doc = json.loads(json.dumps(comparison_json(c, ('a.json', 'b.json'))))
     assert doc['base'] == 'a.json' and [x['mode'] for x in doc['comparisons']] == ['static', 'dynamic']
     assert doc['comparisons'][0]['sign_test_p'] == pytest.approx(c[0].sign_test_p)
     assert len(doc['comparisons'][0]['rescued']) == 2
+    assert doc['comparisons'][0]['new_time_to_view_s'] == pytest.approx(c[0].new_time_to_view_s)
 
 
 @pytest.mark.slow

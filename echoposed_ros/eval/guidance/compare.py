@@ -11,6 +11,10 @@ move is more than the protocol's own scatter:
 - a 95 % interval of the paired difference in share (and in mean final error, deg) from a cluster
   bootstrap over volumes: runs on one patient are not independent.
 
+The median time to view (start to ``converged``) is compared the same way, a run that never converged
+counting as the protocol's time limit (``max_seconds``: the median is then a lower bound where half the
+runs or more never converged).
+
 Inputs are the parsed JSON documents (``dict``). The intra-patient modes are compared (static, dynamic);
 inter-patient runs are scored by convergence, not by their final error, and are left out. Figures are degrees.
 """
@@ -63,7 +67,9 @@ class ModeComparison:
     both; ``unscored``: paired runs without one; shares within ``tolerance_deg`` before and after;
     ``rescued``, ``lost``: the flips; ``sign_test_p``: exact two-sided binomial test of rescued against lost (1 when
     nothing flipped); ``share_diff_ci95``: 95 % interval of the share's change (after - before, a
-    fraction), ``mean_diff_deg`` and its ``mean_diff_ci95_deg``, both from a cluster bootstrap over volumes."""
+    fraction), ``mean_diff_deg`` and its ``mean_diff_ci95_deg``, both from a cluster bootstrap over volumes;
+    ``base_time_to_view_s``, ``new_time_to_view_s``: median time to view (s; a run that never converged counts
+    as the time limit) and ``time_to_view_diff_ci95_s``, the interval of their difference."""
 
     dataset: str
     mode: str
@@ -80,6 +86,9 @@ class ModeComparison:
     new_mean_deg: float
     mean_diff_deg: float
     mean_diff_ci95_deg: tuple[float, float]
+    base_time_to_view_s: float
+    new_time_to_view_s: float
+    time_to_view_diff_ci95_s: tuple[float, float]
 
 
 def _final(row: Mapping[str, Any]) -> float:
@@ -112,6 +121,11 @@ def _rows(doc: Mapping[str, Any], name: str) -> dict[str, dict[tuple, Mapping[st
     return out
 
 
+def _time_to_view(row: Mapping[str, Any], limit: float) -> float:
+    value = row.get('time_to_view_s')
+    return float(value) if value is not None and math.isfinite(float(value)) else float(limit)
+
+
 def _check_same_draws(base: Mapping[str, Any], new: Mapping[str, Any], names: tuple[str, str]) -> None:
     pb, pn = base.get('protocol') or {}, new.get('protocol') or {}
     for field in _SAME_DRAWS:
@@ -142,12 +156,14 @@ def compare_evaluations(base: Mapping[str, Any], new: Mapping[str, Any], *, tole
                                     f'{dict(zip(RUN_KEY, missing[0]))}; compare evaluations of the same seeds')
         for mode in (m for m in dict.fromkeys(k[1] for k in runs_b) if m in COMPARED_MODES):
             keys = [k for k in runs_b if k[1] == mode]
-            out.append(_compare_mode(dataset, mode, keys, runs_b, runs_n, tolerance_deg, n_boot, seed))
+            out.append(_compare_mode(dataset, mode, keys, runs_b, runs_n, tolerance_deg, n_boot, seed,
+                                     float(base.get('protocol', {}).get('max_seconds') or float('inf'))))
     return out
 
 
 def _compare_mode(dataset: str, mode: str, keys: Sequence[tuple], runs_b: Mapping[tuple, Mapping[str, Any]],
-                  runs_n: Mapping[tuple, Mapping[str, Any]], tol: float, n_boot: int, seed: int) -> ModeComparison:
+                  runs_n: Mapping[tuple, Mapping[str, Any]], tol: float, n_boot: int, seed: int,
+                  limit: float) -> ModeComparison:
     b = np.array([_final(runs_b[k]) for k in keys])
     n = np.array([_final(runs_n[k]) for k in keys])
     scored = np.isfinite(b) & np.isfinite(n)
@@ -162,22 +178,35 @@ def _compare_mode(dataset: str, mode: str, keys: Sequence[tuple], runs_b: Mappin
     changed = len(rescued) + len(lost)
     p = float(binomtest(len(rescued), changed, 0.5).pvalue) if changed else 1.0
     nan2 = (float('nan'), float('nan'))
+    tb = np.array([_time_to_view(runs_b[k], limit) for k in keys])
+    tn = np.array([_time_to_view(runs_n[k], limit) for k in keys])
     if len(keys):
         groups = [k[0] for k in keys]
         within = (n <= tol).astype(np.float64) - (b <= tol).astype(np.float64)
         share_ci = bootstrap_ci(within, np.mean, groups=groups, n_boot=n_boot, seed=seed)
         mean_ci = bootstrap_ci(n - b, np.mean, groups=groups, n_boot=n_boot, seed=seed)
+        ttv_ci = nan2
+        if np.all(np.isfinite(tb)) and np.all(np.isfinite(tn)):
+            def median_diff(index: np.ndarray, axis: int = 0) -> np.ndarray:   # resampled runs, paired
+                i = np.asarray(index, dtype=np.int64)
+                return np.median(tn[i], axis=axis) - np.median(tb[i], axis=axis)
+            ttv_ci = bootstrap_ci(np.arange(len(keys)), median_diff, groups=groups, n_boot=n_boot, seed=seed)
     else:
-        share_ci = mean_ci = nan2
+        share_ci = mean_ci = ttv_ci = nan2
     return ModeComparison(dataset=dataset, mode=mode, tolerance_deg=float(tol), runs=len(keys),
                           unscored=int((~scored).sum()), base_share=_mean(b <= tol), new_share=_mean(n <= tol),
                           rescued=rescued, lost=lost, sign_test_p=p, share_diff_ci95=share_ci,
                           base_mean_deg=_mean(b), new_mean_deg=_mean(n), mean_diff_deg=_mean(n - b),
-                          mean_diff_ci95_deg=mean_ci)
+                          mean_diff_ci95_deg=mean_ci, base_time_to_view_s=_median(tb),
+                          new_time_to_view_s=_median(tn), time_to_view_diff_ci95_s=ttv_ci)
 
 
 def _mean(x: np.ndarray) -> float:
     return float(np.mean(x)) if x.size else float('nan')
+
+
+def _median(x: np.ndarray) -> float:
+    return float(np.median(x)) if x.size else float('nan')
 
 
 def _flip_line(f: Flip) -> str:
@@ -202,6 +231,9 @@ def comparison_text(comparisons: Sequence[ModeComparison], names: tuple[str, str
         mlo, mhi = c.mean_diff_ci95_deg
         lines.append(f'  mean final error: {c.base_mean_deg:.2f} -> {c.new_mean_deg:.2f} deg '
                      f'({c.mean_diff_deg:+.2f}, 95 % interval [{mlo:+.2f}, {mhi:+.2f}])')
+        tlo, thi = c.time_to_view_diff_ci95_s
+        lines.append(f'  median time to view: {c.base_time_to_view_s:.1f} -> {c.new_time_to_view_s:.1f} s '
+                     f'({c.new_time_to_view_s - c.base_time_to_view_s:+.1f}, 95 % interval [{tlo:+.1f}, {thi:+.1f}])')
         lines += [f'  rescued  {_flip_line(f)}' for f in c.rescued]
         lines += [f'  lost     {_flip_line(f)}' for f in c.lost]
     return '\n'.join(lines) + '\n'
@@ -222,5 +254,7 @@ def comparison_json(comparisons: Sequence[ModeComparison], names: tuple[str, str
          'share_diff_ci95': [num(v) for v in c.share_diff_ci95], 'rescued': [flip(f) for f in c.rescued],
          'lost': [flip(f) for f in c.lost], 'sign_test_p': c.sign_test_p, 'base_mean_deg': num(c.base_mean_deg),
          'new_mean_deg': num(c.new_mean_deg), 'mean_diff_deg': num(c.mean_diff_deg),
-         'mean_diff_ci95_deg': [num(v) for v in c.mean_diff_ci95_deg]}
+         'mean_diff_ci95_deg': [num(v) for v in c.mean_diff_ci95_deg],
+         'base_time_to_view_s': num(c.base_time_to_view_s), 'new_time_to_view_s': num(c.new_time_to_view_s),
+         'time_to_view_diff_ci95_s': [num(v) for v in c.time_to_view_diff_ci95_s]}
         for c in comparisons]}

@@ -312,17 +312,19 @@ def _measure(m: FineMemory, score: float, settings: FineSettings, prior: Array |
                            goal=_clip_to_bound(m.base, m.base + proposal, settings))
     if m.trial == 2:                        # at the estimate's point: the new base if it matched better
         m = replace(m, base=m.goal.copy(), base_score=score) if score > m.base_score else replace(m, propose=False)
-        if _inside(m.base + e, settings):
-            return replace(m, goal=m.base + e, trial=1)
-        return _after_plus(m, e, settings)
+        return _to_plus(m, e, settings)
     if m.trial == 0:                        # at the base: then + along the axis
-        m = replace(m, base_score=score, plus=-np.inf, minus=-np.inf)
-        if _inside(m.base + e, settings):
-            return replace(m, goal=m.base + e, trial=1)
-        return _after_plus(m, e, settings)
+        return _to_plus(replace(m, base_score=score, plus=-np.inf, minus=-np.inf), e, settings)
     if m.trial == 1:
         return _after_plus(replace(m, plus=score), e, settings)
     return _to_peak(replace(m, minus=score), settings)
+
+
+def _to_plus(m: FineMemory, e: Array, settings: FineSettings) -> FineMemory:
+    """The base is measured: on to the + point (``base + e``), or past it when it lies outside the bound."""
+    if _inside(m.base + e, settings):
+        return replace(m, goal=m.base + e, trial=1)
+    return _after_plus(m, e, settings)
 
 
 def _after_plus(m: FineMemory, e: Array, settings: FineSettings) -> FineMemory:

@@ -91,9 +91,10 @@ class ModeComparison:
     time_to_view_diff_ci95_s: tuple[float, float]
 
 
-def _final(row: Mapping[str, Any]) -> float:
-    value = row.get('final_error_deg')
-    return float(value) if value is not None and math.isfinite(float(value)) else float('nan')
+def _number(row: Mapping[str, Any], key: str, missing: float) -> float:
+    """``row[key]`` as a float, ``missing`` where it is absent, null or not finite."""
+    value = row.get(key)
+    return float(value) if value is not None and math.isfinite(float(value)) else float(missing)
 
 
 def _rows(doc: Mapping[str, Any], name: str) -> dict[str, dict[tuple, Mapping[str, Any]]]:
@@ -121,11 +122,6 @@ def _rows(doc: Mapping[str, Any], name: str) -> dict[str, dict[tuple, Mapping[st
     return out
 
 
-def _time_to_view(row: Mapping[str, Any], limit: float) -> float:
-    value = row.get('time_to_view_s')
-    return float(value) if value is not None and math.isfinite(float(value)) else float(limit)
-
-
 def _check_same_draws(base: Mapping[str, Any], new: Mapping[str, Any], names: tuple[str, str]) -> None:
     pb, pn = base.get('protocol') or {}, new.get('protocol') or {}
     for field in _SAME_DRAWS:
@@ -146,6 +142,7 @@ def compare_evaluations(base: Mapping[str, Any], new: Mapping[str, Any], *, tole
     _check_same_draws(base, new, names)
     if list(rb) != list(rn):
         raise GuidanceError(f'datasets differ: {list(rb)} in {names[0]}, {list(rn)} in {names[1]}')
+    limit = float((base.get('protocol') or {}).get('max_seconds') or float('inf'))   # s, a run that never converged
     out = []
     for dataset, runs_b in rb.items():
         runs_n = rn[dataset]
@@ -156,16 +153,15 @@ def compare_evaluations(base: Mapping[str, Any], new: Mapping[str, Any], *, tole
                                     f'{dict(zip(RUN_KEY, missing[0]))}; compare evaluations of the same seeds')
         for mode in (m for m in dict.fromkeys(k[1] for k in runs_b) if m in COMPARED_MODES):
             keys = [k for k in runs_b if k[1] == mode]
-            out.append(_compare_mode(dataset, mode, keys, runs_b, runs_n, tolerance_deg, n_boot, seed,
-                                     float(base.get('protocol', {}).get('max_seconds') or float('inf'))))
+            out.append(_compare_mode(dataset, mode, keys, runs_b, runs_n, tolerance_deg, n_boot, seed, limit))
     return out
 
 
 def _compare_mode(dataset: str, mode: str, keys: Sequence[tuple], runs_b: Mapping[tuple, Mapping[str, Any]],
                   runs_n: Mapping[tuple, Mapping[str, Any]], tol: float, n_boot: int, seed: int,
                   limit: float) -> ModeComparison:
-    b = np.array([_final(runs_b[k]) for k in keys])
-    n = np.array([_final(runs_n[k]) for k in keys])
+    b = np.array([_number(runs_b[k], 'final_error_deg', float('nan')) for k in keys])
+    n = np.array([_number(runs_n[k], 'final_error_deg', float('nan')) for k in keys])
     scored = np.isfinite(b) & np.isfinite(n)
     keys = [k for k, s in zip(keys, scored) if s]
     b, n = b[scored], n[scored]
@@ -178,8 +174,8 @@ def _compare_mode(dataset: str, mode: str, keys: Sequence[tuple], runs_b: Mappin
     changed = len(rescued) + len(lost)
     p = float(binomtest(len(rescued), changed, 0.5).pvalue) if changed else 1.0
     nan2 = (float('nan'), float('nan'))
-    tb = np.array([_time_to_view(runs_b[k], limit) for k in keys])
-    tn = np.array([_time_to_view(runs_n[k], limit) for k in keys])
+    tb = np.array([_number(runs_b[k], 'time_to_view_s', limit) for k in keys])
+    tn = np.array([_number(runs_n[k], 'time_to_view_s', limit) for k in keys])
     if len(keys):
         groups = [k[0] for k in keys]
         within = (n <= tol).astype(np.float64) - (b <= tol).astype(np.float64)

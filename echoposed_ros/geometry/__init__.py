@@ -49,7 +49,13 @@ from .so3 import (
 )
 from .so3 import exp as so3_exp
 from .so3 import log as so3_log
-from .twist import CartesianTwist, body_twist_to_cartesian, body_twist_to_probe_cartesian
+from .twist import (
+    CartesianTwist,
+    body_twist_to_cartesian,
+    body_twist_to_probe_cartesian,
+    transform_to_twist,
+    twist_to_transform,
+)
 
 __all__ = [
     'CartesianTwist', 'EffectivePose', 'EffectiveResidual', 'EnsembleMean', 'GeometryError', 'Pose', 'ProbeFrame',
@@ -58,5 +64,5 @@ __all__ = [
     'effective_error_parts', 'effective_pose', 'ensemble', 'gauge_fix', 'hat', 'identity', 'inverse',
     'matrix_to_quat_xyzw', 'mean_and_sigma2', 'pose', 'pose_exp', 'pose_log', 'probe_frame', 'project_to_so3',
     'quat_xyzw_to_matrix', 'right_apply', 'rot_x', 'rot_y', 'rot_z', 'so3', 'so3_exp', 'so3_log', 'step',
-    'swing_twist', 'twist', 'vee',
+    'swing_twist', 'transform_to_twist', 'twist', 'twist_to_transform', 'vee',
 ]

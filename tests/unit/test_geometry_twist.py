@@ -101,3 +101,38 @@ def test_batched_matches_per_element_loop(seed):
             assert np.allclose(tw.omega[i, j], ti.omega, rtol=0, atol=1e-15)
             assert np.allclose(lo.v[i, j], li.v, rtol=0, atol=1e-14)
             assert np.allclose(lo.omega[i, j], li.omega, rtol=0, atol=1e-14)
+
+
+def _hat4(v, omega):
+    M = np.zeros((4, 4))
+    M[:3, :3] = so3.hat(omega)
+    M[:3, 3] = v
+    return M
+
+
+@pytest.mark.parametrize('scale', [0.0, 1e-6, 1e-3, 0.3, 2.0])
+@pytest.mark.parametrize('seed', range(4))
+def test_twist_to_transform_matches_the_matrix_exponential_and_inverts(scale, seed):
+    from scipy.linalg import expm  # the naive path: the 4x4 matrix exponential
+    rng = np.random.default_rng(seed)
+    v, omega = rng.normal(size=3), rng.normal(size=3)
+    omega *= scale / max(np.linalg.norm(omega), 1e-12)
+    T = G.twist_to_transform(G.CartesianTwist(v, omega))
+    assert np.allclose(T, expm(_hat4(v, omega)), atol=1e-12)
+    back = G.transform_to_twist(T)
+    assert np.allclose(back.v, v, atol=1e-10) and np.allclose(back.omega, omega, atol=1e-12)
+
+
+def test_a_rotation_about_a_point_on_the_beam_keeps_that_point():
+    # orbit about x through the point 1 deep on the beam: v = -omega x p
+    p, omega = np.array([0.0, 0.0, 1.0]), np.array([0.2, 0.0, 0.0])
+    T = G.twist_to_transform(G.CartesianTwist(-np.cross(omega, p), omega))
+    assert np.allclose(T[:3, :3] @ p + T[:3, 3], p, atol=1e-12)
+    assert np.isclose(np.linalg.norm(T[:3, 3] - p), 1.0)          # the apex stays 1 from it
+
+
+def test_rigid_transforms_name_the_bad_input():
+    with pytest.raises(G.GeometryError, match=r'twist\.omega'):
+        G.twist_to_transform(G.CartesianTwist(np.zeros(3), np.array([np.nan, 0.0, 0.0])))
+    with pytest.raises(G.GeometryError, match=r'\(4, 4\)'):
+        G.transform_to_twist(np.eye(3))

@@ -24,11 +24,16 @@ by motion:
 - a best point that reached ``accept_match`` is measured again over ``confirm_time`` (about a cardiac cycle),
   and that mean is its match from then on: converged only if it holds (a beating heart's best single frame
   is the luckiest of many), else the search goes on as one that fell short;
-- a point farther than ``max_excursion`` from the entry pose (norm of the five-axis offset) is never
+- a point farther than ``max_excursion`` from the entry pose (the norm of the way there along the five axes) is never
   visited: a goal outside is cut back to the bound.
 
-Motion is by commanded odometry: each call adds ``rate * (now - last call)`` to the offset and
-commands the rest of the way to the goal at up to the speed limits. A point is measured with the
+The search's points are poses of the probe relative to the entry pose ((4, 4) rigid transforms in the entry
+probe frame; apex positions in units of the orbit radius), moves along an axis are made in the probe's own axes
+at the base, and odometry composes the rigid motion of every command given
+(:func:`~echoposed_ros.geometry.twist_to_transform`): a point visited again is the same pose, whatever the path
+(a sum of the moves is not: turns do not commute, and a search that swings back and forth drifts away from the
+points it recorded). Each call commands the twist that takes the probe from where odometry puts it towards the
+goal, at up to the speed limits. A point is measured with the
 first new frame taken (:attr:`ViewSample.taken`: its stamp, not when it arrived, so an image pipeline's
 latency never lets a frame from before the move count) at least ``settle_time`` seconds after the probe
 got there by odometry (``settle_time``: the arm's lag behind its commands; ``measure_frames`` frames
@@ -45,7 +50,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from echoposed_ros.geometry import CartesianTwist
+from echoposed_ros.geometry import CartesianTwist, transform_to_twist, twist_to_transform
 
 from .errors import PolicyError
 
@@ -59,6 +64,7 @@ Array = NDArray[np.float64]
 AXES = ('turn_z', 'tilt_x', 'tilt_y', 'orbit_x', 'orbit_y')
 
 _ARRIVED = 1e-6  # rad: a goal closer than this has been reached
+_BISECTIONS = 40  # halvings of the segment that find where a move leaves the excursion bound
 
 
 class ViewSample(NamedTuple):
@@ -148,12 +154,37 @@ def _zeros() -> Array:
     return np.zeros(len(AXES))
 
 
+def _identity() -> Array:
+    return np.eye(4)
+
+
+def _transform(rates: Array) -> Array:
+    """(4, 4) the rigid motion of holding the axis ``rates`` (5,) (rad/s) for one second (orbit radius 1)."""
+    return twist_to_transform(axis_rates_to_probe_twist(rates, 1.0))
+
+
+def _coordinates(transform: Array) -> Array:
+    """(5,) rad along ``AXES``: the axis rates that, held one second, make the rigid motion ``transform`` (the
+    inverse of :func:`_transform`; the apex's offset along the beam, which no axis moves, is left out)."""
+    return probe_twist_to_axis_rates(transform_to_twist(transform), 1.0)
+
+
+def _between(a: Array, b: Array) -> Array:
+    """(5,) rad along ``AXES`` at pose ``a``: the way from pose ``a`` to pose ``b`` (both (4, 4) from the entry)."""
+    return _coordinates(np.linalg.inv(a) @ b)
+
+
+def _moved(a: Array, rates: Array) -> Array:
+    """(4, 4) the pose reached from pose ``a`` by the way ``rates`` (5,) rad along ``AXES`` in its own axes."""
+    return a @ _transform(rates)
+
+
 @dataclass(frozen=True)
 class FineMemory:
-    """The search's state. offset: (5,) rad along ``AXES``, where the probe is from the entry pose by
-    commanded odometry; goal: where it is going; base: the current axis's centre point; base_score, plus,
-    minus: the match measured at ``base``, ``base + step`` and ``base - step`` (-inf: not visited); best,
-    best_score: the best point measured so far; moved: rad, the largest move of this sweep; acc_sum,
+    """The search's state. at: (4, 4) where the probe is from the entry pose by commanded odometry (module
+    docstring); goal: the pose it is going to; base: the current axis's centre pose; base_score, plus, minus: the
+    match measured at ``base`` and a step either way along the axis (-inf: not visited); best, best_score: the
+    best pose measured so far; moved: rad, the largest move of this sweep; acc_sum,
     acc_n: frames summed so far at the current point; attempt: the search's number (``attempts``);
     step: rad; axis: index into ``AXES``; trial: 0 at the base, +1 / -1 at ``base +- step``, 2 at the pose
     estimate's point; propose: sweeps still start at the estimate's point (until one matches worse); rate: (5,)
@@ -161,13 +192,13 @@ class FineMemory:
     last_seq: last frame used; started: s; confirming, confirm_first: the best point is being measured again
     (since the frame taken at ``confirm_first``, s); done: the search ended; score: the last frame's match."""
 
-    offset: Array = field(default_factory=_zeros)
-    goal: Array = field(default_factory=_zeros)
-    base: Array = field(default_factory=_zeros)
+    at: Array = field(default_factory=_identity)
+    goal: Array = field(default_factory=_identity)
+    base: Array = field(default_factory=_identity)
     base_score: float = float('nan')
     plus: float = float('-inf')
     minus: float = float('-inf')
-    best: Array = field(default_factory=_zeros)
+    best: Array = field(default_factory=_identity)
     best_score: float = float('-inf')
     moved: float = 0.0
     acc_sum: float = 0.0
@@ -188,8 +219,18 @@ class FineMemory:
     score: float = float('nan')
 
     @property
+    def offset(self) -> Array:
+        """(5,) rad along ``AXES``: where the probe is, as the way from the entry pose (:func:`_coordinates`)."""
+        return _coordinates(self.at)
+
+    @property
+    def best_offset(self) -> Array:
+        """(5,) rad along ``AXES``: the best pose, as the way from the entry pose."""
+        return _coordinates(self.best)
+
+    @property
     def excursion(self) -> float:
-        """rad, norm of the offset from the entry pose."""
+        """rad, norm of :attr:`offset`: how far the probe is from the entry pose."""
         return float(np.linalg.norm(self.offset))
 
 
@@ -209,18 +250,22 @@ def _speed_limits(settings: FineSettings) -> Array:
     return np.array([settings.max_turn_speed] * 3 + [settings.max_orbit_speed] * 2)
 
 
-def _inside(goal: Array, settings: FineSettings) -> bool:
-    return bool(np.linalg.norm(goal) <= settings.max_excursion + 1e-12)
+def _inside(pose: Array, settings: FineSettings) -> bool:
+    """Whether ``pose`` (4, 4) lies within ``max_excursion`` of the entry pose (the norm of the way there)."""
+    return bool(np.linalg.norm(_coordinates(pose)) <= settings.max_excursion + 1e-12)
 
 
-def _clip_to_bound(base: Array, goal: Array, settings: FineSettings) -> Array:
-    """``goal``, or where the segment from ``base`` (inside the bound) towards it leaves the bound."""
+def _clip_to_bound(base: Array, way: Array, settings: FineSettings) -> Array:
+    """(4, 4) the pose ``way`` (5,) rad along ``AXES`` from ``base`` (inside the bound), or where that way leaves
+    the bound (bisection)."""
+    goal = _moved(base, way)
     if _inside(goal, settings):
         return goal
-    d = goal - base
-    a, b, c = float(d @ d), float(base @ d), float(base @ base) - settings.max_excursion ** 2
-    t = (-b + np.sqrt(max(b * b - a * c, 0.0))) / a   # |base + t d| = max_excursion, the root in [0, 1]
-    return base + max(0.0, t) * d
+    lo, hi = 0.0, 1.0
+    for _ in range(_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _inside(_moved(base, mid * way), settings) else (lo, mid)
+    return _moved(base, lo * way)
 
 
 def _vertex(f0: float, fp: float, fm: float, h: float) -> float:
@@ -243,11 +288,18 @@ def _axis_step(m: FineMemory, settings: FineSettings) -> float:
     return m.step * float(_scales(m, settings)[m.axis])
 
 
+def _along(m: FineMemory, amount: float) -> Array:
+    """(5,) the way ``amount`` rad along the current axis."""
+    e = _zeros()
+    e[m.axis] = amount
+    return e
+
+
 def _advance(m: FineMemory, base: Array, settings: FineSettings) -> FineMemory:
     """Make ``base`` the new base (measured on arrival) for the next axis; after the last axis halve the
     step, and once it is below ``min_step`` end at the best point measured."""
     axis, step = m.axis + 1, m.step
-    moved = max(m.moved, float(np.max(np.abs(base - m.base) / _scales(m, settings))))
+    moved = max(m.moved, float(np.max(np.abs(_between(m.base, base)) / _scales(m, settings))))
     if axis == len(AXES):
         axis = 0
         if moved <= step:       # the peak lies within a step on every axis: refine
@@ -295,7 +347,7 @@ def rests_at_best(m: FineMemory, settings: FineSettings) -> bool:
 
 def _end(m: FineMemory, settings: FineSettings) -> Array:
     """Where a search that ends goes (:func:`rests_at_best`): its best point, or the entry pose."""
-    return m.best.copy() if rests_at_best(m, settings) else _zeros()
+    return m.best.copy() if rests_at_best(m, settings) else _identity()
 
 
 def _measure(m: FineMemory, score: float, settings: FineSettings, prior: Array | None) -> FineMemory:
@@ -303,42 +355,43 @@ def _measure(m: FineMemory, score: float, settings: FineSettings, prior: Array |
     where the pose estimate puts the target from here (:func:`fine_step`)."""
     if score > m.best_score:
         m = replace(m, best=m.goal.copy(), best_score=score)
-    e = np.zeros(len(AXES))
-    e[m.axis] = _axis_step(m, settings)
+    h = _axis_step(m, settings)
     if m.trial == 0 and m.axis == 0 and m.propose and prior is not None and settings.prior > 0:
         proposal = settings.prior * np.asarray(prior, dtype=np.float64)
         if float(np.linalg.norm(proposal)) > m.step:   # the estimate says the view is farther than a step
             return replace(m, base_score=score, plus=-np.inf, minus=-np.inf, trial=2,
-                           goal=_clip_to_bound(m.base, m.base + proposal, settings))
+                           goal=_clip_to_bound(m.base, proposal, settings))
     if m.trial == 2:                        # at the estimate's point: the new base if it matched better
         m = replace(m, base=m.goal.copy(), base_score=score) if score > m.base_score else replace(m, propose=False)
-        return _to_plus(m, e, settings)
+        return _to_plus(m, h, settings)
     if m.trial == 0:                        # at the base: then + along the axis
-        return _to_plus(replace(m, base_score=score, plus=-np.inf, minus=-np.inf), e, settings)
+        return _to_plus(replace(m, base_score=score, plus=-np.inf, minus=-np.inf), h, settings)
     if m.trial == 1:
-        return _after_plus(replace(m, plus=score), e, settings)
+        return _after_plus(replace(m, plus=score), h, settings)
     return _to_peak(replace(m, minus=score), settings)
 
 
-def _to_plus(m: FineMemory, e: Array, settings: FineSettings) -> FineMemory:
-    """The base is measured: on to the + point (``base + e``), or past it when it lies outside the bound."""
-    if _inside(m.base + e, settings):
-        return replace(m, goal=m.base + e, trial=1)
-    return _after_plus(m, e, settings)
+def _to_plus(m: FineMemory, h: float, settings: FineSettings) -> FineMemory:
+    """The base is measured: on to the + point (``h`` rad along the axis), or past it when it lies outside the
+    bound."""
+    plus = _moved(m.base, _along(m, h))
+    if _inside(plus, settings):
+        return replace(m, goal=plus, trial=1)
+    return _after_plus(m, h, settings)
 
 
-def _after_plus(m: FineMemory, e: Array, settings: FineSettings) -> FineMemory:
+def _after_plus(m: FineMemory, h: float, settings: FineSettings) -> FineMemory:
     """The + point is measured (or outside the bound): go to the - point, or straight to the vertex."""
-    if _inside(m.base - e, settings):
-        return replace(m, goal=m.base - e, trial=-1)
+    minus = _moved(m.base, _along(m, -h))
+    if _inside(minus, settings):
+        return replace(m, goal=minus, trial=-1)
     return _to_peak(m, settings)           # m.minus stays -inf: not visited
 
 
 def _to_peak(m: FineMemory, settings: FineSettings) -> FineMemory:
     """The axis is measured: on to the parabola's peak (inside the bound), the next axis's base."""
-    goal = m.base.copy()
-    goal[m.axis] += _vertex(m.base_score, m.plus, m.minus, _axis_step(m, settings))
-    return _advance(m, _clip_to_bound(m.base, goal, settings), settings)
+    way = _along(m, _vertex(m.base_score, m.plus, m.minus, _axis_step(m, settings)))
+    return _advance(m, _clip_to_bound(m.base, way, settings), settings)
 
 
 def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: FineSettings,
@@ -348,14 +401,13 @@ def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: F
     (:func:`probe_twist_to_axis_rates` of the error's probe-frame twist; None: no confident estimate)."""
     elapsed = max(0.0, float(now) - m.last_now) if math.isfinite(m.last_now) else 0.0
     limits = _speed_limits(settings)
-    offset = m.offset + m.rate * elapsed
-    m = replace(m, offset=offset, last_now=float(now), rate=_zeros())
+    at = _moved(m.at, m.rate * elapsed) if elapsed > 0 and np.any(m.rate) else m.at
+    m = replace(m, at=at, last_now=float(now), rate=_zeros())
     if m.done:
         return _move(m, settings, limits)
     if not m.confirming and float(now) - m.started > settings.max_time:
         return _move(_conclude(m, settings, retry=False), settings, limits)
-    left = m.goal - offset
-    if np.max(np.abs(left)) > _ARRIVED:
+    if np.max(np.abs(_between(m.at, m.goal))) > _ARRIVED:
         return _move(replace(m, arrived_at=None), settings, limits)
     arrived = m.arrived_at if m.arrived_at is not None else float(now)
     m = replace(m, arrived_at=arrived)
@@ -374,7 +426,7 @@ def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: F
 
 def _move(m: FineMemory, settings: FineSettings, limits: Array) -> tuple[FineMemory, FineOutput]:
     """Command the rest of the way to ``m.goal`` within one period at most at the speed limits."""
-    left = m.goal - m.offset
+    left = _between(m.at, m.goal)
     if np.max(np.abs(left)) <= _ARRIVED:
         return m, FineOutput(_zeros(), m.done)
     rates = left / settings.period

@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from echoposed_ros.geometry import Pose, effective_error, matrix_to_quat_xyzw
+from echoposed_ros.geometry import Pose, effective_error, matrix_to_quat_xyzw, transform_to_twist, twist_to_transform
 from echoposed_ros.policy import (
     AXES,
     ControllerConfig,
@@ -38,20 +38,33 @@ SETTINGS = FineSettings(step=0.05, min_step=0.007, max_excursion=0.35, settle_ti
                         max_turn_speed=0.5, max_orbit_speed=0.25, period=0.1)
 
 
+def _world_moved(pose, rates, dt):
+    """The probe's true pose (4, 4, from the entry pose) after holding the axis rates (5,) rad/s for dt s: the
+    rigid motion a robot arm makes."""
+    return pose @ twist_to_transform(axis_rates_to_probe_twist(np.asarray(rates) * dt, 1.0))
+
+
+def _world_way(pose):
+    """(5,) where the true pose (4, 4) is from the entry pose, as axis rates held one second."""
+    return probe_twist_to_axis_rates(transform_to_twist(pose), 1.0)
+
+
 def _run(score_at, settings=SETTINGS, steps=2000, periods=None, prior_at=None):
-    """Drive the search with ``score_at(offset)`` (and the pose estimate's ``prior_at(offset)``, where it puts
-    the target from there); returns the final memory and the largest excursion."""
+    """Drive the search with ``score_at(x)`` (and the pose estimate's ``prior_at(x)``, where it puts the target
+    from there), ``x`` (5,) the probe's true pose as the way from the entry pose; returns the final memory and the
+    largest excursion."""
     m = fine_start(0.0, settings)
-    now, widest, where = 0.0, 0.0, np.zeros(len(AXES))
+    now, widest, pose = 0.0, 0.0, np.eye(4)
     rng = np.random.default_rng(0)
     for k in range(steps):
+        where = _world_way(pose)
         prior = prior_at(where) if prior_at is not None else None
         m, out = fine_step(m, now=now, view=ViewSample(score_at(where), now, k), settings=settings, prior=prior)
         widest = max(widest, m.excursion)
         if out.done and not np.any(out.rates):
             return m, widest
         dt = settings.period if periods is None else periods(rng)
-        where = where + out.rates * dt          # where the probe really is when the next frame comes
+        pose = _world_moved(pose, out.rates, dt)     # where the probe really is when the next frame comes
         now += dt
     raise AssertionError('the search did not end')
 
@@ -60,7 +73,7 @@ def test_search_finds_the_peak_of_a_smooth_score():
     peak = np.array([0.08, -0.03, 0.02, -0.05, 0.04])
     m, _ = _run(lambda x: 1.0 - float(np.sum((x - peak) ** 2)))
     assert np.max(np.abs(m.offset - peak)) < SETTINGS.min_step
-    assert np.allclose(m.offset, m.best)
+    assert np.allclose(m.at, m.best)
 
 
 def test_odometry_holds_with_uneven_control_periods():
@@ -89,7 +102,7 @@ def _plateau(x):
 def test_a_search_after_a_failed_one_steps_wider_about_the_beam():
     twice = replace(SETTINGS, attempts=2, accept_match=0.99)
     same, _ = _run(_plateau, settings=twice)               # both searches see only the bump: they end on it
-    assert same.done and same.best_score < 0.99 and np.allclose(same.offset, same.best, atol=1e-9)
+    assert same.done and same.best_score < 0.99 and np.allclose(same.at, same.best, atol=1e-9)
     assert abs(same.offset[0]) < SETTINGS.min_step
     wider, widest = _run(_plateau, settings=replace(twice, retry_turn_scale=2.0))
     assert wider.attempt == 2 and wider.best_score > 0.99
@@ -121,6 +134,27 @@ def test_the_pose_estimate_points_the_search_across_a_plateau_and_the_match_deci
         assert same.propose and np.allclose(same.offset, alone.offset) and same.last_now == alone.last_now
 
 
+def test_a_return_to_the_best_view_lands_on_the_pose_it_was_measured_at():
+    """Odometry keeps poses, not a sum of moves: after a search that swings along every axis and is stopped by the
+    time limit, the probe's true pose is where the best match was measured (a sum of the moves, turns not
+    commuting, ends elsewhere)."""
+    peak = np.array([0.12, -0.06, 0.05, 0.1, -0.08])
+    settings = replace(SETTINGS, accept_match=0.99, rest_match=0.5, max_time=4.0)
+    m = fine_start(0.0, settings)
+    now, pose, seen, summed = 0.0, np.eye(4), {}, np.zeros(len(AXES))
+    for k in range(2000):
+        score = 0.95 - float(np.sum((_world_way(pose) - peak) ** 2))     # never accepted: the time limit ends it
+        seen.setdefault(score, pose)
+        m, out = fine_step(m, now=now, view=ViewSample(score, now, k), settings=settings)
+        if out.done and not np.any(out.rates):
+            break
+        pose, summed, now = _world_moved(pose, out.rates, 0.1), summed + out.rates * 0.1, now + 0.1
+    assert m.done and 0.5 < m.best_score < 0.95
+    assert np.allclose(pose, seen[m.best_score], atol=1e-9)              # back on the very pose
+    assert np.allclose(m.at, pose, atol=1e-9)                           # and odometry knows it
+    assert np.max(np.abs(summed - _world_way(pose))) > 1e-3             # where a sum of the moves would put it
+
+
 def test_a_search_that_never_reaches_the_accepted_match_ends_at_its_best_view():
     """Not back at the entry pose: the most target-like view found is where the probe rests, both when the
     searches end and when the time limit stops them."""
@@ -130,9 +164,9 @@ def test_a_search_that_never_reaches_the_accepted_match_ends_at_its_best_view():
     settings = replace(SETTINGS, attempts=2, accept_match=0.99, rest_match=0.9)
     m, _ = _run(score, settings=settings)
     assert m.done and m.best_score < 0.99 and m.attempt == 2
-    assert np.allclose(m.offset, m.best, atol=1e-9) and np.max(np.abs(m.offset - peak)) < 2 * SETTINGS.min_step
+    assert np.allclose(m.at, m.best, atol=1e-9) and np.max(np.abs(m.offset - peak)) < 2 * SETTINGS.min_step
     cut, _ = _run(score, settings=replace(settings, max_time=2.0))
-    assert cut.done and cut.last_now < 2.0 + 10 * SETTINGS.period and np.allclose(cut.offset, cut.best, atol=1e-9)
+    assert cut.done and cut.last_now < 2.0 + 10 * SETTINGS.period and np.allclose(cut.at, cut.best, atol=1e-9)
     assert score(cut.offset) > score(np.zeros(len(AXES)))    # nearer the view than where the search began
     # a best view that matched less than rest_match is no view like the target: back to the entry pose
     poor, _ = _run(score, settings=replace(settings, rest_match=0.96))
@@ -413,15 +447,16 @@ def _run_with_latency(score_at, latency_steps, stamped, settings=SETTINGS, steps
     m = fine_start(0.0, settings)
     now, where = 0.0, np.zeros(len(AXES))
     history = [(0.0, where)] * (latency_steps + 1)
+    pose = np.eye(4)
     for k in range(steps):
         taken, seen = history[-1 - latency_steps]
         view = ViewSample(score_at(seen), now, k, taken if stamped else float('nan'))
         m, out = fine_step(m, now=now, view=view, settings=settings)
         if out.done and not np.any(out.rates):
             return m
-        where = where + out.rates * settings.period
+        pose = _world_moved(pose, out.rates, settings.period)
         now += settings.period
-        history.append((now, where))
+        history.append((now, _world_way(pose)))
     raise AssertionError('the search did not end')
 
 

@@ -163,3 +163,14 @@ def test_command_compares_two_real_evaluations(tmp_path, capsys):
     assert 'protocol.runs differs: 2 in' in capsys.readouterr().err
     assert main(['eval', 'compare', str(runs[0]), str(tmp_path / 'missing.json')]) == 2
     assert 'missing.json: no such file' in capsys.readouterr().err
+    # a gzipped evaluation reads as the file itself; a cut one is refused, naming it
+    import gzip
+    packed = gzip.compress(runs[0].read_bytes())
+    (tmp_path / 'base.json.gz').write_bytes(packed)
+    assert main(['eval', 'compare', str(tmp_path / 'base.json.gz'), str(runs[1])]) == 0
+    def body(out):
+        return [line for line in out.splitlines() if not line.startswith(('before:', 'wrote'))]
+    assert body(capsys.readouterr().out) == body(text)
+    (tmp_path / 'cut.json.gz').write_bytes(packed[:len(packed) // 2])
+    assert main(['eval', 'compare', str(tmp_path / 'cut.json.gz'), str(runs[1])]) == 2
+    assert 'cut.json.gz: not a readable JSON file' in capsys.readouterr().err

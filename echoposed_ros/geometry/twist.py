@@ -71,14 +71,14 @@ def body_twist_to_probe_cartesian(orbit: ArrayLike, probe: ArrayLike, omega_v: A
 _SMALL = 1e-4   # rad: below this angle the series of V and its inverse are used
 
 
-def _v_matrix(omega: Array) -> tuple[Array, float]:
-    """``V(omega)`` (3, 3) with ``exp([omega, v]) = [exp(omega), V v]`` and the angle (rad)."""
+def _v_matrix(omega: Array) -> Array:
+    """``V(omega)`` (3, 3) with ``exp([omega, v]) = [exp(omega), V v]``."""
     theta = float(np.linalg.norm(omega))
     W = so3.hat(omega)
     if theta < _SMALL:
-        return np.eye(3) + 0.5 * W + W @ W / 6.0, theta
+        return np.eye(3) + 0.5 * W + W @ W / 6.0
     return (np.eye(3) + (1.0 - np.cos(theta)) / theta ** 2 * W
-            + (theta - np.sin(theta)) / theta ** 3 * W @ W), theta
+            + (theta - np.sin(theta)) / theta ** 3 * W @ W)
 
 
 def twist_to_transform(twist: CartesianTwist) -> Array:
@@ -88,7 +88,7 @@ def twist_to_transform(twist: CartesianTwist) -> Array:
     omega = so3.check_vectors(twist.omega, 3, 'twist.omega')
     if v.shape != (3,) or omega.shape != (3,):
         raise GeometryError(f'twist: expected v and omega of shape (3,), got {v.shape} and {omega.shape}')
-    V, _ = _v_matrix(omega)
+    V = _v_matrix(omega)
     T = np.eye(4)
     T[:3, :3] = so3.exp(omega)
     T[:3, 3] = V @ v

@@ -224,11 +224,6 @@ class FineMemory:
         return _coordinates(self.at)
 
     @property
-    def best_offset(self) -> Array:
-        """(5,) rad along ``AXES``: the best pose, as the way from the entry pose."""
-        return _coordinates(self.best)
-
-    @property
     def excursion(self) -> float:
         """rad, norm of :attr:`offset`: how far the probe is from the entry pose."""
         return float(np.linalg.norm(self.offset))
@@ -407,8 +402,9 @@ def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: F
         return _move(m, settings, limits)
     if not m.confirming and float(now) - m.started > settings.max_time:
         return _move(_conclude(m, settings, retry=False), settings, limits)
-    if np.max(np.abs(_between(m.at, m.goal))) > _ARRIVED:
-        return _move(replace(m, arrived_at=None), settings, limits)
+    left = _between(m.at, m.goal)
+    if np.max(np.abs(left)) > _ARRIVED:
+        return _move(replace(m, arrived_at=None), settings, limits, left)
     arrived = m.arrived_at if m.arrived_at is not None else float(now)
     m = replace(m, arrived_at=arrived)
     if view is not None and view.seq != m.last_seq and view.taken >= arrived + settings.settle_time:
@@ -424,9 +420,12 @@ def fine_step(m: FineMemory, *, now: float, view: ViewSample | None, settings: F
     return _move(m, settings, limits)
 
 
-def _move(m: FineMemory, settings: FineSettings, limits: Array) -> tuple[FineMemory, FineOutput]:
-    """Command the rest of the way to ``m.goal`` within one period at most at the speed limits."""
-    left = _between(m.at, m.goal)
+def _move(m: FineMemory, settings: FineSettings, limits: Array,
+          left: Array | None = None) -> tuple[FineMemory, FineOutput]:
+    """Command the rest of the way to ``m.goal`` within one period at most at the speed limits; ``left``: that
+    way (5,) when the caller has it already (it is computed from ``m.at`` and ``m.goal`` otherwise)."""
+    if left is None:
+        left = _between(m.at, m.goal)
     if np.max(np.abs(left)) <= _ARRIVED:
         return m, FineOutput(_zeros(), m.done)
     rates = left / settings.period

@@ -480,7 +480,9 @@ class ControllerNode(Node):
         response.target = echopose_msg(header, target.pose.orbit, target.pose.probe, sigma2)
         response.success = True
         frame = f' in frame {target.frame!r}' if target.frame else ''
-        response.message = f'target {target.name}{frame}' + ('' if self._active else ' (guidance stopped)')
+        ways = (f'; the image reads {len(target.readings)} ways, visited in turn, the view match chooses'
+                if len(target.readings) > 1 else '')
+        response.message = f'target {target.name}{frame}{ways}' + ('' if self._active else ' (guidance stopped)')
         self.get_logger().info(response.message)
         return response
 
@@ -528,10 +530,6 @@ class ControllerNode(Node):
         poses = [self._estimate(image, f'SetTarget.cine[{i}]' if request.cine else 'SetTarget.image')
                  for i, image in enumerate(images)]
         sigma2 = float(np.median([p.uncertainty for p in poses]))
-        if not sigma2 <= self.config.uncertainty_threshold:
-            raise PolicyError(f'image target: the estimate is uncertain (sigma^2 = {sigma2:.3g} rad^2 > '
-                              f'uncertainty_threshold {self.config.uncertainty_threshold:g}'
-                              + (', median over the cine' if len(poses) > 1 else '') + '); is the view in the image?')
         frame = poses[0].header.frame_id
         if len(poses) == 1:
             q_v, q_p, m_v, m_p = _quaternions(poses[0])
@@ -541,7 +539,15 @@ class ControllerNode(Node):
             q_v, q_p = matrix_to_quat_xyzw(fused.orbit).tolist(), matrix_to_quat_xyzw(fused.probe).tolist()
             m_v = matrix_to_quat_xyzw(fused.member_orbits).tolist()
             m_p = matrix_to_quat_xyzw(fused.member_probes).tolist()
-        return target_from_quaternions(q_v, q_p, 'image', TargetKind.IMAGE, frame, m_v, m_p), sigma2
+        target = target_from_quaternions(q_v, q_p, 'image', TargetKind.IMAGE, frame, m_v, m_p,
+                                         split=self.config.target_split)
+        threshold = self.config.uncertainty_threshold
+        if not (sigma2 <= threshold or any(r.sigma2 <= threshold for r in target.readings)):
+            raise PolicyError(f'image target: the estimate is uncertain (sigma^2 = {sigma2:.3g} rad^2 > '
+                              f'uncertainty_threshold {threshold:g}'
+                              + (', median over the cine' if len(poses) > 1 else '')
+                              + ', and no group of its members agrees within it); is the view in the image?')
+        return target, sigma2
 
     def _estimate(self, image: Image, what: str) -> EchoPose:
         """The pose node's answer for one image (PolicyError naming ``what`` when there is none)."""

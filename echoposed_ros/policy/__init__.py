@@ -11,6 +11,7 @@
 - ``fine``: the fine stage's search by probe motions on the view match
 - ``cues``: the operator cue in sonographer words (slide, rotate, rock, tilt)
 - ``targets``: targets from poses, images or per-model standard view tables
+- ``readings``: the ways an ensemble reads an ambiguous target image (groups of its members)
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from .controller import (
 from .cues import Cue, cue_text, operator_cue, state_cue
 from .errors import PolicyError
 from .fine import AXES, FineMemory, FineSettings, ViewSample, fine_start, fine_step
+from .readings import Reading, target_readings
 from .similarity import ViewMatch, ViewMatcher, ncc
 from .states import ControlOutput, GuidanceMemory, GuidanceState, PoseSample, control_step, pose_sample
 from .targets import (
@@ -55,6 +57,7 @@ __all__ = [
                          'GuidanceState',
                          'PolicyError',
                          'PoseSample',
+                         'Reading',
                          'Target',
                          'TargetKind',
                          'TrackingResidual',
@@ -79,6 +82,7 @@ __all__ = [
                          'proportional_twist',
                          'state_cue',
                          'target_from_quaternions',
+                         'target_readings',
                          'tracking_error',
                          'ungauged_mean',
                          'view_name',

@@ -121,6 +121,11 @@ class ControllerConfig:
     fine_prior: float = _f(
         1.0, 'x', "each fine sweep first measures the point this share of the confident pose estimate's remaining "
         'error away, and starts from it if it matches better (0 = the fine search does not use the estimate)')
+    target_split: float = _f(
+        0.5, 'rad', "image targets: when the target estimate's members fall into groups farther apart than this "
+        '(effective error), each group of two or more is a reading of the target; the coarse loop visits each, '
+        'the view match at its hand-over chooses where the fine stage starts (0 = the mean of all members)',
+        fixed='the target is read with it when it is set')
     match_smoothing: float = _f(
         2.0, 'px', 'view match: mean of the NCC of raw frames and of frames blurred by Gaussians of this and twice '
         'this sigma',
@@ -149,7 +154,7 @@ class ControllerConfig:
             if value <= 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected > 0 ({_unit(name)}), got {value!r}')
         for name in ('deadband', 'cue_min_angle', 'coast_time', 'coast_agreement', 'match_smoothing', 'recover_after',
-                     'explore_speed', 'explore_turn'):
+                     'explore_speed', 'explore_turn', 'target_split'):
             value = getattr(self, name)
             if value < 0:
                 raise PolicyError(f'ControllerConfig.{name}: expected >= 0 ({_unit(name)}), got {value!r}')

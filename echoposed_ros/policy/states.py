@@ -158,7 +158,10 @@ class GuidanceMemory:
     the frames since in a row below ``fine_accept_match``; the path since the last confident frame and the
     state of a return or exploration (:mod:`.recovery`); whether a fine alignment for this target ended in
     disagreement (``fine_failed``), and whether the probe still rests at that search's best view
-    (``fine_rest``).
+    (``fine_rest``); for a target image read more than one way (``Target.readings``), the reading guided to
+    (``reading``, an index), the mean view match found at each reading visited so far (``survey``), whether
+    every reading has been visited (``surveyed``), and the sum and count of the view matches of the frames
+    counted towards the current hand-over (``match_sum``, ``match_n``).
     ``GuidanceMemory()`` is the reset state."""
 
     frames_within_tolerance: int = 0
@@ -173,6 +176,15 @@ class GuidanceMemory:
     recovery: RecoveryMemory = RecoveryMemory()
     fine_failed: bool = False
     fine_rest: bool = False
+    reading: int = 0
+    survey: tuple[float, ...] = ()
+    surveyed: bool = False
+    match_sum: float = 0.0
+    match_n: int = 0
+
+    def readings_kept(self) -> dict[str, object]:
+        """The fields that stay with the target through the stage changes (``GuidanceMemory(**m.readings_kept())``)."""
+        return {'reading': self.reading, 'survey': self.survey, 'surveyed': self.surveyed}
 
 
 @dataclass(frozen=True)
@@ -235,6 +247,8 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     if target.frame and sample.frame and target.frame != sample.frame:
         return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), uncertainty=sample.uncertainty,
                      detail=f'pose frame {sample.frame!r} is not the target frame {target.frame!r}')
+    # A target image read more than one way: guide to the reading being visited (module docstring).
+    target = target.reading(memory.reading if memory.reading < len(target.readings) else 0)
     # Un-gauge-fixed means on both sides when both have them (exact body twists for any left
     # factor, see controller docstring); never one of each.
     ungauged = sample.ungauged is not None and target.ungauged is not None
@@ -264,7 +278,8 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
                                 max_recoveries=config.max_recoveries,
                                 explore_speed=min(config.explore_speed, config.max_probe_speed),
                                 explore_turn=config.explore_turn, cap=config.stale_timeout)
-        held = GuidanceMemory(recovery=rm, fine_failed=memory.fine_failed, fine_rest=memory.fine_rest)
+        held = GuidanceMemory(recovery=rm, fine_failed=memory.fine_failed, fine_rest=memory.fine_rest,
+                              **memory.readings_kept())
         if rec.mode in ('hold', 'lost'):
             state = GuidanceState.HOLD_UNCERTAIN if rec.mode == 'hold' else GuidanceState.LOST
             return _hold(state, held, error, sample.uncertainty, detail=unsure, view_match=match)
@@ -280,19 +295,41 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
                          view_match=match, detail=_REST)
         memory = replace(memory, fine_rest=False)
     frames, converged, streak = memory.frames_within_tolerance, memory.converged, memory.confident_frames
+    match_sum, match_n = memory.match_sum, memory.match_n
     tolerance = config.fine_entry_tolerance if fine else config.converge_tolerance
     if sample.seq != memory.last_seq:  # a new frame: count it once
         if error.effective < tolerance:
             frames += 1
+            if np.isfinite(match):
+                match_sum, match_n = match_sum + match, match_n + 1
         else:   # to converge: consecutive frames; to enter the fine stage: more within than beyond
             frames = max(0, frames - 1) if fine else 0
+        if frames == 0:
+            match_sum, match_n = 0.0, 0
         streak += 1
     if converged and error.effective > config.release_tolerance:
         converged, frames = False, 0
     if not converged and frames >= config.converge_frames:
         if fine:    # coarse to fine: the image takes over from here
+            n = len(target.readings)
+            if n >= 2 and not memory.surveyed:   # a target read several ways: the image chooses the reading
+                here = match_sum / match_n if match_n else match
+                survey = memory.survey + (float(here),)
+                kept = {'recovery': memory.recovery, 'last_seq': sample.seq, 'survey': survey}
+                if len(survey) < n:
+                    return _hold(GuidanceState.GUIDING, GuidanceMemory(reading=len(survey), **kept), error,
+                                 sample.uncertainty, view_match=match,
+                                 detail=f'the target image reads {n} ways: view match {here:.3f} at reading '
+                                        f'{memory.reading + 1}; on to reading {len(survey) + 1}')
+                best = int(np.argmax(survey))
+                if best != memory.reading:
+                    return _hold(GuidanceState.GUIDING, GuidanceMemory(reading=best, surveyed=True, **kept), error,
+                                 sample.uncertainty, view_match=match,
+                                 detail=f'the target image reads {n} ways: back to reading {best + 1}, '
+                                        f'view match {survey[best]:.3f}')
+                memory = replace(memory, survey=survey, surveyed=True)
             memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq,
-                                    fine=fine_start(now, config.fine_settings))
+                                    fine=fine_start(now, config.fine_settings), **memory.readings_kept())
             return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config)
         converged = True
     # a confident spell (not a lone sure frame among unsure ones) starts the path to return to afresh
@@ -306,7 +343,8 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     trusted = new_spell or (not new_frame and anchor is not None) or (
         anchor is not None and anchor.ungauged == ungauged and agrees(anchor, current, config.coast_agreement))
     memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq, converged=converged,
-                            confident_frames=streak, recovery=rm, fine_failed=memory.fine_failed)
+                            confident_frames=streak, recovery=rm, fine_failed=memory.fine_failed,
+                            match_sum=match_sum, match_n=match_n, **memory.readings_kept())
     if converged and memory.fine_failed:   # the estimate says arrived, the image disagreed: not converged
         return _hold(GuidanceState.MISMATCH, memory, error, sample.uncertainty, view_match=match,
                      detail='the fine alignment found no matching view; the estimate alone put the probe here')
@@ -337,7 +375,7 @@ def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingR
             low = memory.low_match_frames + 1 if not match >= config.fine_accept_match else 0
             memory = replace(memory, view_seq=view.seq, low_match_frames=low)
             if low >= config.converge_frames:   # the view was lost (patient or probe moved): start again
-                return _hold(GuidanceState.GUIDING, GuidanceMemory(), error, sample.uncertainty,
+                return _hold(GuidanceState.GUIDING, GuidanceMemory(**memory.readings_kept()), error, sample.uncertainty,
                              view_match=match)
         return _hold(GuidanceState.CONVERGED, memory, error, sample.uncertainty,
                      detail=f'view match {memory.fine.best_score:.3f}', view_match=match)
@@ -354,12 +392,13 @@ def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingR
         if rests_at_best(fm, config.fine_settings):
             # The view nearly found: the probe rests at the search's best view, reported as mismatch.
             return _hold(GuidanceState.MISMATCH, GuidanceMemory(fine_failed=True, fine_rest=True, last_seq=sample.seq,
-                                                                recovery=memory.recovery),
+                                                                recovery=memory.recovery, **memory.readings_kept()),
                          error, sample.uncertainty, view_match=match,
                          detail=f'best view match {fm.best_score:.3f} < {config.fine_accept_match:.3f}; {_REST}')
         # No view like the target (another heart or view): the probe is back where the fine alignment began;
         # the coarse loop finishes by the estimate alone and its end is reported as mismatch, not converged.
-        return _hold(GuidanceState.GUIDING, GuidanceMemory(fine_failed=True, recovery=memory.recovery), error,
+        return _hold(GuidanceState.GUIDING, GuidanceMemory(fine_failed=True, recovery=memory.recovery,
+                                                           **memory.readings_kept()), error,
                      sample.uncertainty, view_match=match, detail='image disagrees; back to the coarse loop')
     cartesian = axis_rates_to_probe_twist(out.rates, config.orbit_radius)
     twist = probe_frame_to_body_twist(current, cartesian, config.orbit_radius)

@@ -16,7 +16,7 @@ it, estimated by the same model (``SetTarget.KIND_IMAGE``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from echoposed_ros.geometry import GeometryError, Pose, as_pose, gauge_fix, matr
 
 from .controller import ungauged_mean
 from .errors import PolicyError
+from .readings import Reading, target_readings
 
 __all__ = [
     'STANDARD_VIEWS', 'Target', 'TargetKind', 'ViewTable', 'load_view_table', 'make_target',
@@ -53,7 +54,9 @@ class Target:
     name: shown in ``GuidanceStatus.target`` ("A4C", "image", "pose"); pose: ``(R_v, R_p)``
     (3, 3) rotations, canonical gauge; frame: frame_id of the estimates it is valid for
     ('' = any); kind: its origin; ungauged: the estimate's un-gauge-fixed ensemble mean when the
-    target came from an image and its members (see ``controller.ungauged_mean``), else None.
+    target came from an image and its members (see ``controller.ungauged_mean``), else None;
+    readings: when the members read the image more than one way, the ways (:mod:`.readings`, most
+    members first; empty: the one reading ``pose``).
     """
 
     name: str
@@ -61,6 +64,15 @@ class Target:
     kind: TargetKind
     frame: str = ''
     ungauged: Pose | None = None
+    readings: tuple[Reading, ...] = ()
+
+    def reading(self, index: int) -> Target:
+        """This target as its reading ``index`` (pose and ungauged mean of that reading's members), or itself
+        when it has no readings."""
+        if not self.readings:
+            return self
+        r = self.readings[index]
+        return replace(self, pose=r.pose, ungauged=r.ungauged if self.ungauged is not None else None)
 
     def quaternions(self) -> tuple[np.ndarray, np.ndarray]:
         """(orbit, probe) as ROS quaternions (4,) (x, y, z, w), w >= 0."""
@@ -89,19 +101,32 @@ def make_target(pose: Sequence[ArrayLike], name: str, kind: TargetKind, frame: s
 
 def target_from_quaternions(orbit_xyzw: ArrayLike, probe_xyzw: ArrayLike, name: str, kind: TargetKind,
                             frame: str = '', member_orbits_xyzw: ArrayLike = (),
-                            member_probes_xyzw: ArrayLike = ()) -> Target:
+                            member_probes_xyzw: ArrayLike = (), split: float = 0.0) -> Target:
     """A target from ROS quaternions (x, y, z, w) of the orbit and probe factors (unit norm).
 
     ``member_*_xyzw`` (K, 4): the estimate's aligned members, if any; kept as the un-gauged mean
-    when they agree with the pose (``controller.ungauged_mean``).
+    when they agree with the pose (``controller.ungauged_mean``). ``split`` > 0 (rad): members that do
+    not all lie within it of one another's group give the target its readings (:mod:`.readings`, groups of
+    at least two members; none when one group holds them all).
     """
     try:
         pose = (quat_xyzw_to_matrix(orbit_xyzw, f'target {name!r} orbit'),
                 quat_xyzw_to_matrix(probe_xyzw, f'target {name!r} probe'))
     except GeometryError as exc:
         raise PolicyError(str(exc)) from None
-    return make_target(pose, name, kind, frame,
-                       ungauged_mean(member_orbits_xyzw, member_probes_xyzw, pose))
+    target = make_target(pose, name, kind, frame, ungauged_mean(member_orbits_xyzw, member_probes_xyzw, pose))
+    if split > 0 and len(member_orbits_xyzw) > 0:
+        try:
+            m_v = quat_xyzw_to_matrix(np.asarray(member_orbits_xyzw, dtype=np.float64).reshape(-1, 4),
+                                      f'target {name!r} member orbits')
+            m_p = quat_xyzw_to_matrix(np.asarray(member_probes_xyzw, dtype=np.float64).reshape(-1, 4),
+                                      f'target {name!r} member probes')
+        except GeometryError as exc:
+            raise PolicyError(str(exc)) from None
+        readings = target_readings(m_v, m_p, split)
+        if not (len(readings) == 1 and readings[0].members == len(m_v)):
+            target = replace(target, readings=readings)
+    return target
 
 
 @dataclass(frozen=True)

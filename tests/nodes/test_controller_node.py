@@ -469,6 +469,25 @@ def test_uncertain_image_target_is_refused(graph):
     assert not res.success and 'uncertain' in res.message
 
 
+def test_an_image_read_two_ways_is_taken_with_both_readings(graph):
+    """An unsure estimate whose members fall into two sure groups (a view and a look-alike half a turn about the
+    beam) is not refused: the target keeps both readings and the reply says they are visited in turn."""
+    node = make_controller(graph)
+    h = Harness(graph)
+    lookalike = (TARGET[0], TARGET[1] @ rot_z(2.6))
+    members = [TARGET] * 3 + [lookalike] * 7
+
+    def estimate(request, response):
+        response.success, response.message = True, 'ok'
+        response.pose = pose_msg(TARGET, sigma2=node.config.uncertainty_threshold * 20, members=members)
+        return response
+
+    h.node.create_service(EstimatePose, 'echoposed/estimate', estimate)
+    res = h.call(h.set_target, SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE))
+    assert res.success and 'reads 2 ways' in res.message, res.message
+    assert [r.members for r in node._target.readings] == [7, 3]
+
+
 def test_view_targets_come_from_the_views_file(graph, tmp_path):
     views = write_view_table(tmp_path / 'views.yaml', 'model', {'A4C': TARGET})
     make_controller(graph, views_file=str(views), target_view='a4c')

@@ -111,7 +111,7 @@ def guide(volume: Volume, specs: Sequence[RunSpec], estimator: PoseEstimator, co
     for i in range(n):
         targets.append(target_from_quaternions(_quats(t_est.orbit[i]), _quats(t_est.probe[i]), 'image',
                                                TargetKind.IMAGE, '', _quats(t_est.member_orbits[i]),
-                                               _quats(t_est.member_probes[i])))
+                                               _quats(t_est.member_probes[i]), split=config.target_split))
     sessions = _sessions(volume, [s.dynamic for s in specs], sector, robot, command_timeout_s=max(0.5, 2 * dt))
     try:
         images = np.empty((n,) + t_images.shape[1:], dtype=np.float32)

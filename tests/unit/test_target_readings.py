@@ -1,0 +1,173 @@
+"""A target image the ensemble reads more than one way: the grouping of its members into readings, and the
+state machine visiting each reading and letting the view match choose (a kinematic world, exact estimates)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from echoposed_ros.geometry import (
+    Pose,
+    effective_error,
+    gauge_fix,
+    matrix_to_quat_xyzw,
+    mean_and_sigma2,
+    rot_x,
+    rot_z,
+    so3_exp,
+)
+from echoposed_ros.policy import (
+    ControllerConfig,
+    GuidanceMemory,
+    GuidanceState,
+    PolicyError,
+    TargetKind,
+    ViewSample,
+    apply_probe_frame_twist,
+    control_step,
+    pose_sample,
+    target_from_quaternions,
+)
+from echoposed_ros.policy.readings import target_readings
+
+TRUE = gauge_fix((so3_exp(np.array([0.1, -0.05, 0.0])), rot_z(0.4) @ rot_x(0.1)))
+LOOKALIKE = gauge_fix((TRUE.orbit, TRUE.probe @ rot_z(2.6)))      # about 150 deg about the beam from it
+
+
+def _members(groups, seed=0, jitter=0.02):
+    """(orbits, probes) (K, 3, 3): ``n`` members jittered about each ``(pose, n)`` of ``groups``."""
+    rng = np.random.default_rng(seed)
+    orbits, probes = [], []
+    for pose, n in groups:
+        for _ in range(n):
+            orbits.append(pose.orbit @ so3_exp(rng.normal(size=3) * jitter))
+            probes.append(pose.probe @ so3_exp(rng.normal(size=3) * jitter))
+    return np.array(orbits), np.array(probes)
+
+
+def _target(groups, split=0.5, seed=0):
+    V, P = _members(groups, seed)
+    mean = mean_and_sigma2(V, P)
+    return target_from_quaternions(matrix_to_quat_xyzw(mean.orbit), matrix_to_quat_xyzw(mean.probe), 'image',
+                                   TargetKind.IMAGE, '', matrix_to_quat_xyzw(V), matrix_to_quat_xyzw(P), split=split)
+
+
+def test_members_in_two_groups_give_two_readings_most_members_first():
+    V, P = _members([(TRUE, 3), (LOOKALIKE, 7)])
+    readings = target_readings(V, P, 0.5)
+    assert [r.members for r in readings] == [7, 3]
+    for r, pose, idx in zip(readings, (LOOKALIKE, TRUE), (slice(3, 10), slice(0, 3))):
+        assert math.degrees(float(effective_error(r.pose, pose))) < 3.0
+        assert float(effective_error(r.ungauged, r.pose)) < 1e-9          # the same slice, before the gauge fix
+        assert r.sigma2 == pytest.approx(float(mean_and_sigma2(V[idx], P[idx]).sigma2))
+    # the mean of all ten members shows neither view (18 deg from the majority's, 130 from the other)
+    everyone = mean_and_sigma2(V, P)
+    assert min(float(effective_error((everyone.orbit, everyone.probe), p)) for p in (TRUE, LOOKALIKE)) > 0.25
+
+
+def test_a_lone_member_is_no_reading_and_a_group_needs_min_members():
+    V, P = _members([(TRUE, 9), (LOOKALIKE, 1)])
+    readings = target_readings(V, P, 0.5)
+    assert [r.members for r in readings] == [9]
+    assert math.degrees(float(effective_error(readings[0].pose, TRUE))) < 2.0   # the outlier no longer pulls it
+    assert [r.members for r in target_readings(V, P, 0.5, min_members=1)] == [9, 1]
+    assert target_readings(*_members([(TRUE, 2), (LOOKALIKE, 2)]), 0.5, min_members=3) == ()
+
+
+def test_readings_do_not_depend_on_the_members_order():
+    V, P = _members([(TRUE, 4), (LOOKALIKE, 6)], seed=3)
+    order = np.random.default_rng(1).permutation(len(V))
+    a, b = target_readings(V, P, 0.5), target_readings(V[order], P[order], 0.5)
+    assert [r.members for r in a] == [r.members for r in b]
+    for x, y in zip(a, b):
+        assert float(effective_error(x.pose, y.pose)) < 1e-9
+
+
+@pytest.mark.parametrize(('kwargs', 'words'), [
+    ({'radius': 0.0}, 'radius'),
+    ({'radius': float('nan')}, 'radius'),
+    ({'radius': 0.5, 'min_members': 0}, 'min_members'),
+])
+def test_bad_grouping_settings_are_refused_by_name(kwargs, words):
+    V, P = _members([(TRUE, 3)])
+    with pytest.raises(PolicyError, match=words):
+        target_readings(V, P, **kwargs)
+
+
+def test_malformed_members_are_refused():
+    with pytest.raises(PolicyError, match='members'):
+        target_readings(np.zeros((3, 3, 3)) + np.eye(3), np.zeros((2, 3, 3)) + np.eye(3), 0.5)
+    with pytest.raises(PolicyError, match='orbits'):
+        target_readings(np.full((2, 3, 3), np.nan), np.zeros((2, 3, 3)) + np.eye(3), 0.5)
+
+
+def test_a_target_keeps_readings_only_when_its_members_disagree():
+    assert _target([(TRUE, 10)]).readings == ()                         # one group holds them all
+    assert len(_target([(TRUE, 3), (LOOKALIKE, 7)]).readings) == 2
+    assert _target([(TRUE, 3), (LOOKALIKE, 7)], split=0.0).readings == ()   # target_split 0: the mean of all
+    t = _target([(TRUE, 3), (LOOKALIKE, 7)])
+    second = t.reading(1)
+    assert float(effective_error(second.pose, t.readings[1].pose)) == 0.0
+    assert second.ungauged is not None and second.readings == t.readings and second.name == t.name
+
+
+# -- through the state machine, a kinematic world with exact estimates -----------------------------------
+
+DT = 0.1
+CFG = ControllerConfig(control_rate=1 / DT, fine_settle_time=0.0)
+
+
+def _match(g: Pose) -> float:
+    """The view match of the probe at ``g`` to the target image: 1 at the true view, falling with the distance."""
+    return 1.0 - 0.5 * float(effective_error(g, TRUE)) ** 2
+
+
+def _guide(target, start: Pose, seconds=90.0):
+    g, memory, states, cues = start, GuidanceMemory(), [], []
+    for k in range(int(seconds / DT)):
+        now = k * DT
+        sample = pose_sample(matrix_to_quat_xyzw(g.orbit), matrix_to_quat_xyzw(g.probe), 0.001, now, k)
+        memory, out = control_step(memory, now=now, active=True, target=target, sample=sample, config=CFG,
+                                   view=ViewSample(_match(g), now, k))
+        states.append(out.state)
+        cues.append(out.cue)
+        if out.state in (GuidanceState.CONVERGED, GuidanceState.MISMATCH):
+            break
+        g = apply_probe_frame_twist(g, out.cartesian, CFG.orbit_radius, DT)
+    return g, memory, states, cues
+
+
+def test_a_target_read_two_ways_is_found_at_the_minority_reading_when_the_image_matches_there():
+    target = _target([(TRUE, 3), (LOOKALIKE, 7)])
+    start = gauge_fix((TRUE.orbit @ so3_exp(np.array([0.2, 0.1, 0.0])), TRUE.probe @ rot_z(-1.2)))
+    g, memory, states, cues = _guide(target, start)
+    assert states[-1] == GuidanceState.CONVERGED, states[-5:]
+    assert math.degrees(float(effective_error(g, TRUE))) < 3.0
+    assert memory.reading == 1 and memory.surveyed and len(memory.survey) == 2
+    assert memory.survey[1] > memory.survey[0]          # the image matched better at the minority's hand-over
+    assert any('reads 2 ways' in c for c in cues)
+    assert GuidanceState.FINE_ALIGNING in states
+
+
+def test_the_majority_reading_wins_back_when_the_image_matches_there():
+    target = _target([(TRUE, 7), (LOOKALIKE, 3)])
+    start = gauge_fix((TRUE.orbit, TRUE.probe @ rot_z(-1.0)))
+    g, memory, states, cues = _guide(target, start)
+    assert states[-1] == GuidanceState.CONVERGED, states[-5:]
+    assert math.degrees(float(effective_error(g, TRUE))) < 3.0
+    assert memory.reading == 0 and memory.surveyed and memory.survey[0] > memory.survey[1]
+    assert any('back to reading 1' in c for c in cues)
+
+
+def test_without_a_view_match_the_majority_reading_is_the_goal():
+    target = _target([(TRUE, 3), (LOOKALIKE, 7)])
+    g, memory = gauge_fix((LOOKALIKE.orbit, LOOKALIKE.probe @ rot_z(0.3))), GuidanceMemory()
+    for k in range(300):
+        sample = pose_sample(matrix_to_quat_xyzw(g.orbit), matrix_to_quat_xyzw(g.probe), 0.001, k * DT, k)
+        memory, out = control_step(memory, now=k * DT, active=True, target=target, sample=sample, config=CFG)
+        if out.state == GuidanceState.CONVERGED:
+            break
+        g = apply_probe_frame_twist(g, out.cartesian, CFG.orbit_radius, DT)
+    assert out.state == GuidanceState.CONVERGED
+    assert float(effective_error(g, target.readings[0].pose)) < CFG.converge_tolerance

@@ -573,11 +573,14 @@ class ControllerNode(Node):
             out, poses, ticks = self._last, self._poses_in_window, self._ticks_in_window
             self._poses_in_window = self._ticks_in_window = 0
             target = self._target.name if self._target else ''
+            ways = len(self._target.readings) if self._target else 0
+            reading = self._memory.reading
         self._window_start = time.monotonic()
         state = out.state if out else GuidanceState.IDLE
         values = {
             'state': state.label,
             'target': target,
+            'target_reading': f'{reading + 1} of {ways}' if ways > 1 else 'one',
             'pose_rate_hz': poses / elapsed,
             'control_rate_hz': ticks / elapsed,
             'effective_error_deg': (out.error.effective * 57.29577951308232) if out and out.error else float('nan'),

@@ -486,6 +486,10 @@ def test_an_image_read_two_ways_is_taken_with_both_readings(graph):
     res = h.call(h.set_target, SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE))
     assert res.success and 'reads 2 ways' in res.message, res.message
     assert [r.members for r in node._target.readings] == [7, 3]
+    h.pose = pose_msg(CURRENT)
+    assert wait_for(lambda: any(
+        kv.key == 'target_reading' and kv.value == '1 of 2'
+        for d in h.diagnostics for s in d.status for kv in s.values), timeout=5.0)
 
 
 def test_view_targets_come_from_the_views_file(graph, tmp_path):

@@ -480,8 +480,8 @@ class ControllerNode(Node):
         response.target = echopose_msg(header, target.pose.orbit, target.pose.probe, sigma2)
         response.success = True
         frame = f' in frame {target.frame!r}' if target.frame else ''
-        ways = (f'; the image reads {len(target.readings)} ways, visited in turn, the view match chooses'
-                if len(target.readings) > 1 else '')
+        ways = (f"; its estimate's members read it {len(target.readings)} more way(s): visited in turn, the view "
+                'match chooses' if target.readings else '')
         response.message = f'target {target.name}{frame}{ways}' + ('' if self._active else ' (guidance stopped)')
         self.get_logger().info(response.message)
         return response
@@ -580,7 +580,8 @@ class ControllerNode(Node):
         values = {
             'state': state.label,
             'target': target,
-            'target_reading': f'{reading + 1} of {ways}' if ways > 1 else 'one',
+            'target_reading': ('one' if not ways else 'the mean of all members' if reading == 0 else
+                               f'reading {reading} of {ways}'),
             'pose_rate_hz': poses / elapsed,
             'control_rate_hz': ticks / elapsed,
             'effective_error_deg': (out.error.effective * 57.29577951308232) if out and out.error else float('nan'),

@@ -42,6 +42,12 @@ instead, once ``converge_frames`` more frames have had an estimated effective er
   the target: another heart or view) back where the fine stage began. In both cases the coarse loop then
   guides alone, and where it would converge the state is ``mismatch`` again.
 
+A target image whose estimate's members the ensemble splits into groups (``Target.readings``, ``target_split``)
+has candidates: the mean of all members first, then each reading. The coarse loop hands over at the first; a
+hand-over whose frames match the image at least ``fine_rest_match`` on average starts the fine stage there,
+else the loop guides on to the next candidate (state ``guiding``, the cue says so), and after the last one goes
+back to the best-matching and starts the fine stage there.
+
 Unsure for longer (:mod:`.recovery`): after ``recover_after`` seconds of ``hold_uncertain`` with no confident frame,
 
 - ``recovering``: back along the commands given since the last confident frame (odometry), at most
@@ -158,10 +164,10 @@ class GuidanceMemory:
     the frames since in a row below ``fine_accept_match``; the path since the last confident frame and the
     state of a return or exploration (:mod:`.recovery`); whether a fine alignment for this target ended in
     disagreement (``fine_failed``), and whether the probe still rests at that search's best view
-    (``fine_rest``); for a target image read more than one way (``Target.readings``), the reading guided to
-    (``reading``, an index), the mean view match found at each reading visited so far (``survey``), whether
-    every reading has been visited (``surveyed``), and the sum and count of the view matches of the frames
-    counted towards the current hand-over (``match_sum``, ``match_n``).
+    (``fine_rest``); for a target image read more than one way (``Target.readings``), the candidate guided to
+    (``reading``: 0 the estimate as set, k >= 1 its reading k - 1), the mean view match found at each candidate
+    visited so far (``survey``), whether the survey has ended (``surveyed``), and the sum and count of the view
+    matches of the frames counted towards the current hand-over (``match_sum``, ``match_n``).
     ``GuidanceMemory()`` is the reset state."""
 
     frames_within_tolerance: int = 0
@@ -214,6 +220,11 @@ class ControlOutput:
 _REST = 'resting at the most target-like view the search found'
 
 
+def _candidate(index: int) -> str:
+    """A guidance candidate in words: the estimate as set, or a reading of it (``Target.candidate``)."""
+    return 'the mean of all members' if index == 0 else f'reading {index}'
+
+
 def _hold(state: GuidanceState, memory: GuidanceMemory, error: TrackingResidual | None = None,
           uncertainty: float = float('nan'), detail: str = '', view_match: float = float('nan')
           ) -> tuple[GuidanceMemory, ControlOutput]:
@@ -247,8 +258,8 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     if target.frame and sample.frame and target.frame != sample.frame:
         return _hold(GuidanceState.HOLD_UNCERTAIN, GuidanceMemory(), uncertainty=sample.uncertainty,
                      detail=f'pose frame {sample.frame!r} is not the target frame {target.frame!r}')
-    # A target image read more than one way: guide to the reading being visited (module docstring).
-    target = target.reading(memory.reading if memory.reading < len(target.readings) else 0)
+    # A target image read more than one way: guide to the candidate being visited (module docstring).
+    target = target.candidate(memory.reading)
     # Un-gauge-fixed means on both sides when both have them (exact body twists for any left
     # factor, see controller docstring); never one of each.
     ungauged = sample.ungauged is not None and target.ungauged is not None
@@ -311,22 +322,22 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
         converged, frames = False, 0
     if not converged and frames >= config.converge_frames:
         if fine:    # coarse to fine: the image takes over from here
-            n = len(target.readings)
-            if n >= 2 and not memory.surveyed:   # a target read several ways: the image chooses the reading
+            n = target.candidates
+            if n >= 2 and not memory.surveyed:   # a target read several ways: the image chooses where to search
                 here = match_sum / match_n if match_n else match
                 survey = memory.survey + (float(here),)
                 kept = {'recovery': memory.recovery, 'last_seq': sample.seq, 'survey': survey}
-                if len(survey) < n:
+                ways = f'the target image reads {n - 1} way{"s" if n > 2 else ""} besides its mean'
+                if not here >= config.fine_rest_match and len(survey) < n:
                     return _hold(GuidanceState.GUIDING, GuidanceMemory(reading=len(survey), **kept), error,
                                  sample.uncertainty, view_match=match,
-                                 detail=f'the target image reads {n} ways: view match {here:.3f} at reading '
-                                        f'{memory.reading + 1}; on to reading {len(survey) + 1}')
-                best = int(np.argmax(survey))
+                                 detail=f'{ways}: view match {here:.3f} at {_candidate(memory.reading)}; '
+                                        f'on to {_candidate(len(survey))}')
+                best = memory.reading if here >= config.fine_rest_match else int(np.argmax(survey))
                 if best != memory.reading:
                     return _hold(GuidanceState.GUIDING, GuidanceMemory(reading=best, surveyed=True, **kept), error,
                                  sample.uncertainty, view_match=match,
-                                 detail=f'the target image reads {n} ways: back to reading {best + 1}, '
-                                        f'view match {survey[best]:.3f}')
+                                 detail=f'{ways}: back to {_candidate(best)}, view match {survey[best]:.3f}')
                 memory = replace(memory, survey=survey, surveyed=True)
             memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq,
                                     fine=fine_start(now, config.fine_settings), **memory.readings_kept())

@@ -66,12 +66,17 @@ class Target:
     ungauged: Pose | None = None
     readings: tuple[Reading, ...] = ()
 
-    def reading(self, index: int) -> Target:
-        """This target as its reading ``index`` (pose and ungauged mean of that reading's members), or itself
-        when it has no readings."""
-        if not self.readings:
+    @property
+    def candidates(self) -> int:
+        """Poses the controller may guide to: the estimate as set (index 0), then each reading."""
+        return 1 + len(self.readings)
+
+    def candidate(self, index: int) -> Target:
+        """This target guided to candidate ``index``: 0 (or out of range) itself, the mean of all members; ``k >= 1``
+        reading ``k - 1`` (its members' pose and un-gauged mean)."""
+        if not 1 <= index <= len(self.readings):
             return self
-        r = self.readings[index]
+        r = self.readings[index - 1]
         return replace(self, pose=r.pose, ungauged=r.ungauged if self.ungauged is not None else None)
 
     def quaternions(self) -> tuple[np.ndarray, np.ndarray]:

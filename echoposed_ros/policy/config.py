@@ -123,9 +123,8 @@ class ControllerConfig:
         'error away, and starts from it if it matches better (0 = the fine search does not use the estimate)')
     target_split: float = _f(
         0.5, 'rad', "image targets: when the target estimate's members fall into groups farther apart than this "
-        '(effective error), each group of two or more is a reading of the target; unless the hand-over at the mean '
-        'of all members matches fine_rest_match, the coarse loop visits each reading and the best view match at a '
-        'hand-over chooses where the fine stage starts (0 = the mean of all members only)',
+        '(effective error), each group of two or more is a reading of the target; where the fine stage at the mean of '
+        'all members finds no view like the target, the loop tries each reading in turn (0 = the mean only)',
         fixed='the target is read with it when it is set')
     match_smoothing: float = _f(
         2.0, 'px', 'view match: mean of the NCC of raw frames and of frames blurred by Gaussians of this and twice '

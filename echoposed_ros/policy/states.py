@@ -43,10 +43,10 @@ instead, once ``converge_frames`` more frames have had an estimated effective er
   guides alone, and where it would converge the state is ``mismatch`` again.
 
 A target image whose estimate's members the ensemble splits into groups (``Target.readings``, ``target_split``)
-has candidates: the mean of all members first, then each reading. The coarse loop hands over at the first; a
-hand-over whose frames match the image at least ``fine_rest_match`` on average starts the fine stage there,
-else the loop guides on to the next candidate (state ``guiding``, the cue says so), and after the last one goes
-back to the best-matching and starts the fine stage there.
+is guided to as the mean of all members first. Where the fine stage there finds no view like the target (the
+search ends below ``fine_rest_match``), the loop guides on to the next reading (state ``guiding``, the cue says
+so) and aligns there, and so on; after the last one the coarse loop finishes at the mean of all members, as
+for any target, in ``mismatch``.
 
 Unsure for longer (:mod:`.recovery`): after ``recover_after`` seconds of ``hold_uncertain`` with no confident frame,
 
@@ -165,9 +165,7 @@ class GuidanceMemory:
     state of a return or exploration (:mod:`.recovery`); whether a fine alignment for this target ended in
     disagreement (``fine_failed``), and whether the probe still rests at that search's best view
     (``fine_rest``); for a target image read more than one way (``Target.readings``), the candidate guided to
-    (``reading``: 0 the estimate as set, k >= 1 its reading k - 1), the mean view match found at each candidate
-    visited so far (``survey``), whether the survey has ended (``surveyed``), and the sum and count of the view
-    matches of the frames counted towards the current hand-over (``match_sum``, ``match_n``).
+    (``reading``: 0 the estimate as set, k >= 1 its reading k - 1).
     ``GuidanceMemory()`` is the reset state."""
 
     frames_within_tolerance: int = 0
@@ -183,14 +181,6 @@ class GuidanceMemory:
     fine_failed: bool = False
     fine_rest: bool = False
     reading: int = 0
-    survey: tuple[float, ...] = ()
-    surveyed: bool = False
-    match_sum: float = 0.0
-    match_n: int = 0
-
-    def readings_kept(self) -> dict[str, object]:
-        """The fields that stay with the target through the stage changes (``GuidanceMemory(**m.readings_kept())``)."""
-        return {'reading': self.reading, 'survey': self.survey, 'surveyed': self.surveyed}
 
 
 @dataclass(frozen=True)
@@ -218,11 +208,6 @@ class ControlOutput:
 
 
 _REST = 'resting at the most target-like view the search found'
-
-
-def _candidate(index: int) -> str:
-    """A guidance candidate in words: the estimate as set, or a reading of it (``Target.candidate``)."""
-    return 'the mean of all members' if index == 0 else f'reading {index}'
 
 
 def _hold(state: GuidanceState, memory: GuidanceMemory, error: TrackingResidual | None = None,
@@ -268,7 +253,8 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
     fine = config.fine_enabled and view is not None and not memory.fine_failed
     match = float(view.score) if view is not None else float('nan')
     if fine and memory.fine is not None:
-        return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config)
+        return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config,
+                     candidates=target.candidates)
     if not np.isfinite(sample.uncertainty) or sample.uncertainty > config.uncertainty_threshold:
         # The error is still reported (sigma^2 against error is an evaluation signal).
         anchor = carried(memory.anchor, now, config.coast_time)
@@ -290,7 +276,7 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
                                 explore_speed=min(config.explore_speed, config.max_probe_speed),
                                 explore_turn=config.explore_turn, cap=config.stale_timeout)
         held = GuidanceMemory(recovery=rm, fine_failed=memory.fine_failed, fine_rest=memory.fine_rest,
-                              **memory.readings_kept())
+                              reading=memory.reading)
         if rec.mode in ('hold', 'lost'):
             state = GuidanceState.HOLD_UNCERTAIN if rec.mode == 'hold' else GuidanceState.LOST
             return _hold(state, held, error, sample.uncertainty, detail=unsure, view_match=match)
@@ -306,42 +292,21 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
                          view_match=match, detail=_REST)
         memory = replace(memory, fine_rest=False)
     frames, converged, streak = memory.frames_within_tolerance, memory.converged, memory.confident_frames
-    match_sum, match_n = memory.match_sum, memory.match_n
     tolerance = config.fine_entry_tolerance if fine else config.converge_tolerance
     if sample.seq != memory.last_seq:  # a new frame: count it once
         if error.effective < tolerance:
             frames += 1
-            if np.isfinite(match):
-                match_sum, match_n = match_sum + match, match_n + 1
         else:   # to converge: consecutive frames; to enter the fine stage: more within than beyond
             frames = max(0, frames - 1) if fine else 0
-        if frames == 0:
-            match_sum, match_n = 0.0, 0
         streak += 1
     if converged and error.effective > config.release_tolerance:
         converged, frames = False, 0
     if not converged and frames >= config.converge_frames:
         if fine:    # coarse to fine: the image takes over from here
-            n = target.candidates
-            if n >= 2 and not memory.surveyed:   # a target read several ways: the image chooses where to search
-                here = match_sum / match_n if match_n else match
-                survey = memory.survey + (float(here),)
-                kept = {'recovery': memory.recovery, 'last_seq': sample.seq, 'survey': survey}
-                ways = f'the target image reads {n - 1} way{"s" if n > 2 else ""} besides its mean'
-                if not here >= config.fine_rest_match and len(survey) < n:
-                    return _hold(GuidanceState.GUIDING, GuidanceMemory(reading=len(survey), **kept), error,
-                                 sample.uncertainty, view_match=match,
-                                 detail=f'{ways}: view match {here:.3f} at {_candidate(memory.reading)}; '
-                                        f'on to {_candidate(len(survey))}')
-                best = memory.reading if here >= config.fine_rest_match else int(np.argmax(survey))
-                if best != memory.reading:
-                    return _hold(GuidanceState.GUIDING, GuidanceMemory(reading=best, surveyed=True, **kept), error,
-                                 sample.uncertainty, view_match=match,
-                                 detail=f'{ways}: back to {_candidate(best)}, view match {survey[best]:.3f}')
-                memory = replace(memory, survey=survey, surveyed=True)
             memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq,
-                                    fine=fine_start(now, config.fine_settings), **memory.readings_kept())
-            return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config)
+                                    fine=fine_start(now, config.fine_settings), reading=memory.reading)
+            return _fine(memory, now=now, current=current, error=error, sample=sample, view=view, config=config,
+                         candidates=target.candidates)
         converged = True
     # a confident spell (not a lone sure frame among unsure ones) starts the path to return to afresh
     new_frame = sample.seq != memory.last_seq
@@ -355,7 +320,7 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
         anchor is not None and anchor.ungauged == ungauged and agrees(anchor, current, config.coast_agreement))
     memory = GuidanceMemory(frames_within_tolerance=frames, last_seq=sample.seq, converged=converged,
                             confident_frames=streak, recovery=rm, fine_failed=memory.fine_failed,
-                            match_sum=match_sum, match_n=match_n, **memory.readings_kept())
+                            reading=memory.reading)
     if converged and memory.fine_failed:   # the estimate says arrived, the image disagreed: not converged
         return _hold(GuidanceState.MISMATCH, memory, error, sample.uncertainty, view_match=match,
                      detail='the fine alignment found no matching view; the estimate alone put the probe here')
@@ -377,7 +342,7 @@ def control_step(memory: GuidanceMemory, *, now: float, active: bool, target: Ta
 
 
 def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingResidual, sample: PoseSample,
-          view: ViewSample, config: ControllerConfig) -> tuple[GuidanceMemory, ControlOutput]:
+          view: ViewSample, config: ControllerConfig, candidates: int = 1) -> tuple[GuidanceMemory, ControlOutput]:
     """The fine stage (module docstring): one step of the view-match search, or its outcome once it ended."""
     assert memory.fine is not None
     match = float(view.score)
@@ -386,7 +351,7 @@ def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingR
             low = memory.low_match_frames + 1 if not match >= config.fine_accept_match else 0
             memory = replace(memory, view_seq=view.seq, low_match_frames=low)
             if low >= config.converge_frames:   # the view was lost (patient or probe moved): start again
-                return _hold(GuidanceState.GUIDING, GuidanceMemory(**memory.readings_kept()), error, sample.uncertainty,
+                return _hold(GuidanceState.GUIDING, GuidanceMemory(reading=memory.reading), error, sample.uncertainty,
                              view_match=match)
         return _hold(GuidanceState.CONVERGED, memory, error, sample.uncertainty,
                      detail=f'view match {memory.fine.best_score:.3f}', view_match=match)
@@ -399,17 +364,23 @@ def _fine(memory: GuidanceMemory, *, now: float, current: Pose, error: TrackingR
     if out.done and not np.any(out.rates):
         if fm.best_score >= config.fine_accept_match:
             return _fine(replace(memory, fine_converged=True), now=now, current=current,
-                         error=error, sample=sample, view=view, config=config)
+                         error=error, sample=sample, view=view, config=config, candidates=candidates)
         if rests_at_best(fm, config.fine_settings):
             # The view nearly found: the probe rests at the search's best view, reported as mismatch.
             return _hold(GuidanceState.MISMATCH, GuidanceMemory(fine_failed=True, fine_rest=True, last_seq=sample.seq,
-                                                                recovery=memory.recovery, **memory.readings_kept()),
+                                                                recovery=memory.recovery, reading=memory.reading),
                          error, sample.uncertainty, view_match=match,
                          detail=f'best view match {fm.best_score:.3f} < {config.fine_accept_match:.3f}; {_REST}')
-        # No view like the target (another heart or view): the probe is back where the fine alignment began;
-        # the coarse loop finishes by the estimate alone and its end is reported as mismatch, not converged.
-        return _hold(GuidanceState.GUIDING, GuidanceMemory(fine_failed=True, recovery=memory.recovery,
-                                                           **memory.readings_kept()), error,
+        # No view like the target (another heart or view): the probe is back where the fine alignment began.
+        if memory.reading + 1 < candidates:   # the target image also reads another way: try that view
+            nxt = memory.reading + 1
+            return _hold(GuidanceState.GUIDING, GuidanceMemory(recovery=memory.recovery, reading=nxt), error,
+                         sample.uncertainty, view_match=match,
+                         detail=f'best view match {fm.best_score:.3f}; the target image also reads another way: '
+                                f'on to reading {nxt} of {candidates - 1}')
+        # The coarse loop finishes by the estimate (the mean of all members) alone and its end is reported as
+        # mismatch, not converged.
+        return _hold(GuidanceState.GUIDING, GuidanceMemory(fine_failed=True, recovery=memory.recovery), error,
                      sample.uncertainty, view_match=match, detail='image disagrees; back to the coarse loop')
     cartesian = axis_rates_to_probe_twist(out.rates, config.orbit_radius)
     twist = probe_frame_to_body_twist(current, cartesian, config.orbit_radius)

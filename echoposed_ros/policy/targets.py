@@ -24,7 +24,15 @@ import numpy as np
 import yaml
 from numpy.typing import ArrayLike
 
-from echoposed_ros.geometry import GeometryError, Pose, as_pose, gauge_fix, matrix_to_quat_xyzw, quat_xyzw_to_matrix
+from echoposed_ros.geometry import (
+    GeometryError,
+    Pose,
+    as_pose,
+    effective_error,
+    gauge_fix,
+    matrix_to_quat_xyzw,
+    quat_xyzw_to_matrix,
+)
 
 from .controller import ungauged_mean
 from .errors import PolicyError
@@ -55,8 +63,8 @@ class Target:
     (3, 3) rotations, canonical gauge; frame: frame_id of the estimates it is valid for
     ('' = any); kind: its origin; ungauged: the estimate's un-gauge-fixed ensemble mean when the
     target came from an image and its members (see ``controller.ungauged_mean``), else None;
-    readings: when the members read the image more than one way, the ways (:mod:`.readings`, most
-    members first; empty: the one reading ``pose``).
+    readings: when groups of the members read the image as views away from their mean, those views
+    (:mod:`.readings`, the farthest from ``pose`` first; empty: the one reading ``pose``).
     """
 
     name: str
@@ -110,9 +118,9 @@ def target_from_quaternions(orbit_xyzw: ArrayLike, probe_xyzw: ArrayLike, name: 
     """A target from ROS quaternions (x, y, z, w) of the orbit and probe factors (unit norm).
 
     ``member_*_xyzw`` (K, 4): the estimate's aligned members, if any; kept as the un-gauged mean
-    when they agree with the pose (``controller.ungauged_mean``). ``split`` > 0 (rad): members that do
-    not all lie within it of one another's group give the target its readings (:mod:`.readings`, groups of
-    at least two members; none when one group holds them all).
+    when they agree with the pose (``controller.ungauged_mean``). ``split`` > 0 (rad): the members' groups
+    (:mod:`.readings`, at least two members each) whose pose lies farther than ``split`` from ``pose`` (the
+    mean of all members) are the target's readings, the farthest first.
     """
     try:
         pose = (quat_xyzw_to_matrix(orbit_xyzw, f'target {name!r} orbit'),
@@ -128,9 +136,12 @@ def target_from_quaternions(orbit_xyzw: ArrayLike, probe_xyzw: ArrayLike, name: 
                                       f'target {name!r} member probes')
         except GeometryError as exc:
             raise PolicyError(str(exc)) from None
+        # a reading within split of the mean of all members is the mean's own view, guided to and searched about
+        # already; the others are kept, the farthest from the mean first (the view the mean hid most)
         readings = target_readings(m_v, m_p, split)
-        if not (len(readings) == 1 and readings[0].members == len(m_v)):
-            target = replace(target, readings=readings)
+        away = [float(effective_error(r.pose, target.pose)) for r in readings]
+        order = sorted(range(len(readings)), key=lambda k: (-away[k], k))
+        target = replace(target, readings=tuple(readings[k] for k in order if away[k] > split))
     return target
 
 

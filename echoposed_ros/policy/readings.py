@@ -4,7 +4,8 @@ A target image is estimated once, by the same ensemble as the live frames. When 
 (sigma^2 above the hold threshold) they usually do not scatter: they split into a few groups, each
 showing one view, e.g. eight members on a look-alike view half a turn about the beam and two on the
 right one. Their mean is then neither. Grouping the members by the slice they show gives the target's
-*readings*; the controller visits each and lets the image decide (:mod:`.states`, ``target_split``).
+possible views; where the image does not match at the mean, the controller tries those away from it
+(``Target.readings``, :mod:`.states`, ``target_split``).
 
 Grouping (deterministic): among the members not yet grouped, the one with the most others within
 ``radius`` (effective error, rad; ties: the smaller summed distance, then the lower index) takes those

@@ -122,9 +122,9 @@ class ControllerConfig:
         1.0, 'x', "each fine sweep first measures the point this share of the confident pose estimate's remaining "
         'error away, and starts from it if it matches better (0 = the fine search does not use the estimate)')
     target_split: float = _f(
-        0.5, 'rad', "image targets: when the target estimate's members fall into groups farther apart than this "
-        '(effective error), each group of two or more is a reading of the target; where the fine stage at the mean of '
-        'all members finds no view like the target, the loop tries each reading in turn (0 = the mean only)',
+        0.0, 'rad', "image targets: groups of the target estimate's members (two or more within this of one member) "
+        'whose views lie farther than this from the mean of all members are read as further views, tried in turn '
+        'where the fine stage at the mean finds no view like the target, the farthest first (0 = off: the mean only)',
         fixed='the target is read with it when it is set')
     match_smoothing: float = _f(
         2.0, 'px', 'view match: mean of the NCC of raw frames and of frames blurred by Gaussians of this and twice '

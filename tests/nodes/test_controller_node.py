@@ -470,10 +470,10 @@ def test_uncertain_image_target_is_refused(graph):
 
 
 def test_an_image_read_two_ways_is_taken_with_both_readings(graph):
-    """An unsure estimate whose members fall into two sure groups (a view and a look-alike half a turn about the
-    beam) is not refused: the target keeps the reading its mean hides, the reply says so, and
-    /diagnostics names the one guided to (first the mean of all members)."""
-    node = make_controller(graph)
+    """With target_split set, an unsure estimate whose members fall into two sure groups (a view and a look-alike
+    half a turn about the beam) is not refused: the target keeps the reading its mean hides, the reply says so, and
+    /diagnostics names the one guided to (first the mean of all members). By default (0) it is refused."""
+    node = make_controller(graph, target_split=0.5)
     h = Harness(graph)
     lookalike = (TARGET[0], TARGET[1] @ rot_z(2.6))
     members = [TARGET] * 3 + [lookalike] * 7
@@ -493,6 +493,23 @@ def test_an_image_read_two_ways_is_taken_with_both_readings(graph):
     assert wait_for(lambda: any(
         kv.key == 'target_reading' and kv.value == 'the mean of all members'
         for d in h.diagnostics for s in d.status for kv in s.values), timeout=5.0)
+
+
+def test_by_default_an_image_read_two_ways_is_refused_as_uncertain(graph):
+    node = make_controller(graph)
+    assert node.config.target_split == 0.0
+    h = Harness(graph)
+    members = [TARGET] * 3 + [(TARGET[0], TARGET[1] @ rot_z(2.6))] * 7
+    mean = mean_and_sigma2(np.array([o for o, _ in members]), np.array([p for _, p in members]))
+
+    def estimate(request, response):
+        response.success, response.message = True, 'ok'
+        response.pose = pose_msg((mean.orbit, mean.probe), sigma2=float(mean.sigma2), members=members)
+        return response
+
+    h.node.create_service(EstimatePose, 'echoposed/estimate', estimate)
+    res = h.call(h.set_target, SetTarget.Request(kind=SetTarget.Request.KIND_IMAGE))
+    assert not res.success and 'uncertain' in res.message
 
 
 def test_view_targets_come_from_the_views_file(graph, tmp_path):

@@ -480,8 +480,8 @@ class ControllerNode(Node):
         response.target = echopose_msg(header, target.pose.orbit, target.pose.probe, sigma2)
         response.success = True
         frame = f' in frame {target.frame!r}' if target.frame else ''
-        ways = (f"; its estimate's members read it {len(target.readings)} more way(s): visited in turn, the view "
-                'match chooses' if target.readings else '')
+        ways = (f"; its estimate's members read it {len(target.readings)} more way(s), tried in turn where the view "
+                'does not match at their mean' if target.readings else '')
         response.message = f'target {target.name}{frame}{ways}' + ('' if self._active else ' (guidance stopped)')
         self.get_logger().info(response.message)
         return response
@@ -546,7 +546,7 @@ class ControllerNode(Node):
             raise PolicyError(f'image target: the estimate is uncertain (sigma^2 = {sigma2:.3g} rad^2 > '
                               f'uncertainty_threshold {threshold:g}'
                               + (', median over the cine' if len(poses) > 1 else '')
-                              + ', and no group of its members agrees within it); is the view in the image?')
+                              + ', and none of its readings is sure within it); is the view in the image?')
         return target, sigma2
 
     def _estimate(self, image: Image, what: str) -> EchoPose:

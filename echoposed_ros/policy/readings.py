@@ -1,7 +1,7 @@
 """Readings of a target image the ensemble reads more than one way.
 
 A target image is estimated once, by the same ensemble as the live frames. When its members disagree
-(sigma^2 above the hold threshold) they usually do not scatter: they split into a few groups, each
+(a high sigma^2) they usually do not scatter: they split into a few groups, each
 showing one view, e.g. eight members on a look-alike view half a turn about the beam and two on the
 right one. Their mean is then neither. Grouping the members by the slice they show gives the target's
 possible views; where the image does not match at the mean, the controller tries those away from it
